@@ -1,0 +1,694 @@
+//! Session replication: per-sender streams, gap repair from a bounded ring, full state sync.
+//!
+//! Sans-IO like the rest of the core: `handle_*` take inputs (already opened frames, as
+//! `Repr`s, with the sender and its incarnation from the header), `poll_transmit` /
+//! `poll_sync_send` / `poll_event` / `poll_timeout` give outputs, `handle_timeout` fires
+//! timers. Nothing here allocates; the ring is storage the caller provides.
+//!
+//! # Sender: this node's stream
+//! [`Replicator::write`] splits a value into chunks of at most [`MAX_CHUNK`] bytes, gives each
+//! the next replication sequence number (`rseq`, from 1 per incarnation), copies each into a
+//! ring [`Slot`] (`rseq % ring.len()`) and queues it. [`Replicator::poll_transmit`] hands
+//! queued chunks out as [`SessionUpdateRepr`]s borrowing the slot, addressed to every peer.
+//! The returned [`WriteId`] is the rseq of the write's last chunk.
+//!
+//! - **Commit**: peers ack cumulatively ([`AckRepr`]); [`Replicator::committed`] returns the
+//!   highest rseq every given live peer acked. A synchronous write is complete once
+//!   `committed(live) >= id.0`; there is no commit event (the daemon re-checks its waiting
+//!   writes after each ack or membership change, which costs a comparison per write).
+//!   A peer that dies is simply left out of `live` by the caller, which unblocks writes.
+//! - **Ring overwrite policy**: a write that needs more chunks than the ring has fails with
+//!   [`Error::TooLarge`]. A write that would overwrite a chunk not yet sent, or (unless
+//!   [`Config::overwrite_unacked`]) a chunk some live peer has not acked, fails with
+//!   [`Error::Backpressure`] and changes nothing: the client gets a retryable error instead of
+//!   a peer silently losing data. With `overwrite_unacked` (asynchronous mode) a lagging peer
+//!   falls back to full sync instead.
+//! - **Retransmission**: a [`RetransmitRequestRepr`] for a range still in the ring is resent
+//!   to the requester, at most [`Config::retransmit_burst`] chunks per request (the requester
+//!   asks again for the rest). A range older than the ring is answered with a **too-old
+//!   reply**: `SyncDone { sync_id: 0, chunks: 0, rseq: R }` = "my ring no longer holds rseq
+//!   `..=R`"; the receiver skips its stream to `R`, keeps receiving from `R + 1`, and emits
+//!   [`Event::NeedsSync`] so the caller runs a full sync (ideally from that origin, which holds
+//!   all its own writes).
+//! - **Tail loss**: while a live peer has not acked everything sent, a probe timer runs (`rto`,
+//!   doubling up to `max_rto`, reset by ack progress); when it fires the newest chunk is resent
+//!   to all. A receiver that lost the tail then sees a gap and asks for it; one that only lost
+//!   its ack re-acks. Heartbeats also carry [`Replicator::hwm`] (last rseq sent), which
+//!   receivers feed to [`Replicator::handle_hwm`].
+//!
+//! # Receiver: one stream per origin
+//! [`Replicator::handle_update`] returns a [`Delivery`]: apply the entry now (it is the next
+//! in order), a duplicate, or a gap (the frame is dropped and a `RetransmitRequest` for
+//! `delivered + 1 ..= highest known` is queued, at most once per [`Config::nak_interval`] per
+//! origin, so loss never causes a request storm). There is no reorder buffer: a lost chunk
+//! costs the resend of what followed it (go-back-N, bounded by the burst). A higher
+//! incarnation of an origin resets its stream (the new stream starts at rseq 1); a lower one
+//! is ignored. The first contact with an origin expects rseq 1; if the origin's ring no
+//! longer has it, the too-old reply above moves the stream forward. Acks are coalesced: each
+//! origin with deliveries or duplicates since the last poll gets one cumulative Ack.
+//!
+//! Chunks of one write have consecutive rseqs, so in-order delivery hands them to the caller
+//! back to back (offset 0 first); the caller reassembles (`offset`, `total_len`) and drops a
+//! partial value when a stream skips (too-old reply, sync anchor).
+//!
+//! # Full state sync (pull, chunked, flow-controlled, resumable)
+//! - Requester: [`Replicator::start_sync`] sends `SyncRequest { cursor: 0 }` with a fresh
+//!   `sync_id`. Chunks are applied only in index order ([`SyncDelivery::Apply`]); a chunk past
+//!   the expected index means loss and triggers a resume. Every [`Config::sync_ack_every`]
+//!   chunks the requester sends `SyncRequest { cursor: next }` as a cumulative ack; with no
+//!   progress for an RTO (backing off) it re-sends it as a resume. `SyncDone { chunks }` with
+//!   all chunks held gives [`Event::SyncComplete`] and a release (`cursor: CURSOR_RELEASE`).
+//!   No progress for [`Config::sync_stall_timeout`], or an abort from the server, gives
+//!   [`Event::SyncFailed`]; the caller may start again with another target.
+//! - Server (at most [`MAX_SYNC_SERVE`] requesters at once, more are refused with
+//!   `SyncDone { chunks: SYNC_ABORT, rseq: ABORT_BUSY }`): a new transfer gives
+//!   [`Event::SyncServeStarted`], at which point the caller snapshots its store (the
+//!   snapshot's chunk `i` must stay the same for the whole transfer). Then
+//!   [`Replicator::poll_sync_send`] says "send chunk `index` of that snapshot to `to`"; when
+//!   `index` is past the end the caller calls [`Replicator::sync_exhausted`] with the chunk
+//!   count, and a `SyncDone` follows. Pacing: at most [`Config::sync_window`] chunks beyond
+//!   the requester's cursor are handed out, so the transfer is ack-clocked. The server tells
+//!   acks from resumes without a flag: a cursor equal to the previous one (a repeat), or any
+//!   cursor short of the end once everything was handed out, rewinds to it (go-back-N); the
+//!   requester sends a resume twice when it made progress since its last request.
+//! - `SyncDone::rseq` is the server's stream position when the snapshot was taken; on
+//!   completion the requester's stream for the server skips to it (the snapshot holds those
+//!   writes).
+//! - Writes made during a transfer reach the requester through the normal streams. The
+//!   store applies every entry by last-writer-wins on `(version, origin)`, so sync chunks and
+//!   stream updates commute: their order of arrival does not change the final state.
+//!
+//! # Limits
+//! Every table is fixed-size: `P` peers (sender acks, receiver streams, owed retransmits),
+//! [`MAX_SYNC_SERVE`] transfers served, [`EVENT_QUEUE`] events (on overflow the oldest event
+//! is dropped and counted in [`Stats::events_dropped`]). Nothing is sized by a peer's number.
+//!
+//! # Panics
+//! Never on input from the network: indexes are checked, lengths bounded.
+
+mod rx;
+mod sync;
+mod tx;
+
+use core::time::Duration;
+
+use heapless::{Deque, Vec};
+
+pub use sync::{ABORT_BUSY, ABORT_UNKNOWN, CURSOR_RELEASE, SYNC_ABORT};
+pub use tx::Slot;
+
+use crate::frame::{
+    AckRepr, Body, EntryRepr, RetransmitRequestRepr, SessionUpdateRepr, SyncChunkRepr,
+    SyncDoneRepr, SyncRequestRepr,
+};
+use crate::id::{Incarnation, NodeId};
+use crate::time::Instant;
+
+/// Most value bytes in one SessionUpdate chunk.
+///
+/// Budget: 1400 datagram - 32 header - 16 tag = 1352 body bytes; SessionUpdate's fixed fields
+/// (rseq 8, op 1, version 8, origin 2, expiry 8, key length 2, total length 4, offset 4, value
+/// length 2 = 39, rounded to 40) and a key of up to 256 bytes leave 1056; a SyncChunk's fixed
+/// fields (45) leave 1051. 1024 fits both with room to spare.
+pub const MAX_CHUNK: usize = 0x400;
+/// Full state transfers served at once.
+pub const MAX_SYNC_SERVE: usize = 4;
+/// Events held until polled.
+pub const EVENT_QUEUE: usize = 32;
+
+/// Tuning; the defaults suit a LAN with sub-millisecond round trips.
+#[derive(Clone, Copy, Debug)]
+pub struct Config {
+    /// First retransmission timeout (tail probe, sync resume); doubles up to `max_rto`.
+    pub rto: Duration,
+    pub max_rto: Duration,
+    /// Least time between two RetransmitRequests for one origin.
+    pub nak_interval: Duration,
+    /// Most chunks resent for one RetransmitRequest.
+    pub retransmit_burst: u64,
+    /// Let writes overwrite ring chunks a live peer has not acked (asynchronous mode); that
+    /// peer then needs a full sync. Default false: such writes get [`Error::Backpressure`].
+    pub overwrite_unacked: bool,
+    /// Sync chunks handed out beyond the requester's cursor.
+    pub sync_window: u64,
+    /// The requester acks every this many sync chunks.
+    pub sync_ack_every: u64,
+    /// The requester gives up after this long without progress.
+    pub sync_stall_timeout: Duration,
+    /// The server drops a transfer after this long without a request.
+    pub sync_serve_timeout: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            rto: Duration::from_millis(5),
+            max_rto: Duration::from_millis(200),
+            nak_interval: Duration::from_millis(2),
+            retransmit_burst: 64,
+            overwrite_unacked: false,
+            sync_window: 256,
+            sync_ack_every: 64,
+            sync_stall_timeout: Duration::from_secs(2),
+            sync_serve_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Why a call was refused. Every variant: nothing changed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Error {
+    /// The key is longer than [`crate::frame::MAX_KEY_LEN`]. Nothing changed.
+    KeyTooLong,
+    /// The value needs more chunks than the ring holds (or more than 4 GiB). Nothing changed.
+    TooLarge,
+    /// The write would overwrite ring chunks not yet sent or not yet acked by a live peer.
+    /// Nothing changed; retry after acks arrive (or after the lagging peer is declared dead).
+    Backpressure,
+    /// The peer table (capacity `P`) is full of live peers. Nothing changed.
+    PeerTableFull,
+}
+
+/// Identifies a write: the rseq of its last chunk. Complete once `committed(live) >= .0`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct WriteId(pub u64);
+
+/// What to do with a received SessionUpdate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Delivery {
+    /// Next in order: apply the entry to the store now.
+    Deliver,
+    /// Already delivered: drop it (an ack is queued, the sender may have missed ours).
+    Duplicate,
+    /// Something before it is missing: drop it; a RetransmitRequest is queued (rate-limited).
+    Gap,
+    /// From an old incarnation, from ourselves, rseq 0, or the stream table is full: drop it.
+    Ignored,
+}
+
+/// What to do with a received SyncChunk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SyncDelivery {
+    /// The next chunk of the transfer in progress: apply its entry.
+    Apply,
+    /// Not for the transfer in progress, a duplicate, or out of order: drop it.
+    Ignore,
+}
+
+/// Where a [`Transmit`] goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dest {
+    /// Every peer (multicast).
+    All,
+    /// One node (unicast, or multicast that others ignore).
+    Node(NodeId),
+}
+
+/// A frame body to seal and send.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Transmit<'a> {
+    pub to: Dest,
+    pub body: Body<'a>,
+}
+
+/// "Send chunk `index` of your snapshot for this transfer to `to`", or, if the snapshot has
+/// no chunk `index`, call [`Replicator::sync_exhausted`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SyncSend {
+    pub to: NodeId,
+    pub sync_id: u32,
+    pub index: u64,
+}
+
+/// Why a transfer this node requested failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SyncFailure {
+    /// No progress for `sync_stall_timeout` (target dead or unreachable).
+    Stalled,
+    /// The target serves its maximum of requesters.
+    Busy,
+    /// The target no longer knows the transfer (it restarted or timed it out).
+    Unknown,
+}
+
+/// Something the caller should know or act on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// The transfer from `target` is complete: the store holds its state.
+    SyncComplete {
+        target: NodeId,
+        sync_id: u32,
+        chunks: u64,
+    },
+    /// The transfer from `target` failed; start another (maybe with another target).
+    SyncFailed {
+        target: NodeId,
+        sync_id: u32,
+        reason: SyncFailure,
+    },
+    /// Part of `origin`'s stream left its ring before we got it: run a full sync (from
+    /// `origin` if it is live).
+    NeedsSync { origin: NodeId },
+    /// A requester starts a transfer: snapshot the store now, for `poll_sync_send`.
+    SyncServeStarted { to: NodeId, sync_id: u32 },
+    /// A transfer served ended (completed, replaced or timed out): drop its snapshot.
+    SyncServeEnded { to: NodeId, sync_id: u32 },
+}
+
+/// Counters for metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Chunks resent (requested or tail probes).
+    pub retransmits: u64,
+    pub retransmit_requests_sent: u64,
+    /// Too-old replies sent (a peer needed a full sync).
+    pub too_old_sent: u64,
+    pub events_dropped: u64,
+}
+
+/// The replication engine of one node. `S` is the ring storage, `P` the peer capacity.
+pub struct Replicator<S, const P: usize> {
+    node: NodeId,
+    incarnation: Incarnation,
+    config: Config,
+    tx: tx::Tx<S, P>,
+    rx: rx::Rx<P>,
+    client: Option<sync::Client>,
+    /// A completed transfer whose release is still to be sent.
+    release: Option<(NodeId, u32)>,
+    next_sync_id: u32,
+    server: sync::Server,
+    aborts: Vec<(NodeId, u32, u64), MAX_SYNC_SERVE>,
+    events: Deque<Event, EVENT_QUEUE>,
+    stats: Stats,
+}
+
+impl<S: AsRef<[Slot]> + AsMut<[Slot]>, const P: usize> Replicator<S, P> {
+    /// `ring`: e.g. `[Slot::EMPTY; 64]` or `vec![Slot::EMPTY; n].into_boxed_slice()`. Its
+    /// length bounds the largest write (`len * MAX_CHUNK` bytes) and how far back a
+    /// retransmission can go.
+    pub fn new(node: NodeId, incarnation: Incarnation, config: Config, ring: S) -> Self {
+        Replicator {
+            node,
+            incarnation,
+            tx: tx::Tx::new(ring, &config),
+            config,
+            rx: rx::Rx::new(),
+            client: None,
+            release: None,
+            // Distinct from a previous process's ids even if the server kept its transfer.
+            next_sync_id: incarnation.0.max(1),
+            server: sync::Server::new(),
+            aborts: Vec::new(),
+            events: Deque::new(),
+            stats: Stats::default(),
+        }
+    }
+
+    // ---- sender ------------------------------------------------------------------------
+
+    /// Queues a write for replication. `entry.value` is the whole value; `total_len` and
+    /// `offset` are ignored (set per chunk). See the module doc for the overwrite policy.
+    pub fn write(&mut self, _now: Instant, entry: &EntryRepr<'_>) -> Result<WriteId, Error> {
+        self.tx.write(entry, &self.config)
+    }
+
+    /// Last rseq handed out by `poll_transmit`: the heartbeat's `repl_hwm`.
+    pub fn hwm(&self) -> u64 {
+        self.tx.sent()
+    }
+
+    /// Last rseq assigned by `write`.
+    pub fn written(&self) -> u64 {
+        self.tx.written()
+    }
+
+    /// Highest rseq every node of `live_peers` has acked (`written()` if none is given).
+    pub fn committed(&self, live_peers: &[NodeId]) -> u64 {
+        live_peers
+            .iter()
+            .filter(|&&n| n != self.node)
+            .map(|&n| self.tx.acked(n))
+            .min()
+            .unwrap_or(self.tx.written())
+            .min(self.tx.written())
+    }
+
+    /// The caller's membership says `node` (at `incarnation`) is a live data peer: it counts
+    /// for tail probes and the overwrite policy. A higher incarnation resets its acks.
+    pub fn peer_up(&mut self, now: Instant, node: NodeId, incarnation: Incarnation) -> Result<(), Error> {
+        self.tx.peer_up(now, node, incarnation)
+    }
+
+    /// `node` is dead or left: it no longer holds writes back, owed resends are dropped.
+    pub fn peer_down(&mut self, node: NodeId) {
+        self.tx.peer_down(node);
+    }
+
+    pub fn handle_ack(&mut self, now: Instant, from: NodeId, ack: &AckRepr) {
+        if ack.origin == self.node && ack.origin_incarnation == self.incarnation {
+            self.tx.handle_ack(now, from, ack.rseq, &self.config);
+        }
+    }
+
+    pub fn handle_retransmit_request(&mut self, _now: Instant, from: NodeId, req: &RetransmitRequestRepr) {
+        if req.target == self.node && req.target_incarnation == self.incarnation {
+            self.tx.handle_retransmit(from, req.from, req.to, &self.config);
+        }
+    }
+
+    // ---- receiver ----------------------------------------------------------------------
+
+    /// A SessionUpdate from `from` (header sender) at `from_incarnation`.
+    pub fn handle_update(
+        &mut self,
+        now: Instant,
+        from: NodeId,
+        from_incarnation: Incarnation,
+        update: &SessionUpdateRepr<'_>,
+    ) -> Delivery {
+        if from == self.node {
+            return Delivery::Ignored;
+        }
+        self.rx
+            .handle_update(now, from, from_incarnation, update.rseq, &self.config)
+    }
+
+    /// The `repl_hwm` of a heartbeat from `from`: detects lost tails.
+    pub fn handle_hwm(&mut self, now: Instant, from: NodeId, from_incarnation: Incarnation, hwm: u64) {
+        if from != self.node {
+            self.rx
+                .handle_hwm(now, from, from_incarnation, hwm, &self.config);
+        }
+    }
+
+    /// Last rseq of `origin`'s stream delivered in order (0 if none).
+    pub fn delivered(&self, origin: NodeId) -> u64 {
+        self.rx
+            .streams
+            .iter()
+            .find(|s| s.origin == origin)
+            .map_or(0, |s| s.delivered)
+    }
+
+    /// Forget `origin`'s stream (it left for good); a later frame starts it afresh.
+    pub fn forget_origin(&mut self, origin: NodeId) {
+        self.rx.forget(origin);
+    }
+
+    // ---- sync: requester ---------------------------------------------------------------
+
+    /// Starts pulling the full state from `target`, replacing any transfer in progress.
+    /// Returns the transfer's id.
+    pub fn start_sync(&mut self, now: Instant, target: NodeId) -> u32 {
+        let sync_id = self.next_sync_id;
+        self.next_sync_id = self.next_sync_id.wrapping_add(1).max(1);
+        self.client = Some(sync::Client::new(now, target, sync_id, &self.config));
+        sync_id
+    }
+
+    /// Abandons the transfer in progress (no event).
+    pub fn cancel_sync(&mut self) {
+        self.client = None;
+    }
+
+    /// The target of the transfer in progress.
+    pub fn syncing(&self) -> Option<NodeId> {
+        self.client.map(|c| c.target)
+    }
+
+    pub fn handle_sync_chunk(&mut self, now: Instant, from: NodeId, chunk: &SyncChunkRepr<'_>) -> SyncDelivery {
+        let Some(c) = self.client.as_mut() else {
+            return SyncDelivery::Ignore;
+        };
+        if from != c.target || chunk.sync_id != c.sync_id || chunk.target != self.node {
+            return SyncDelivery::Ignore;
+        }
+        if chunk.index == c.next {
+            c.progress(now, &self.config);
+            SyncDelivery::Apply
+        } else {
+            if chunk.index > c.next {
+                c.out_of_order(now);
+            }
+            SyncDelivery::Ignore
+        }
+    }
+
+    /// A SyncDone: the end of our transfer, an abort, or (sync_id 0) a too-old reply.
+    pub fn handle_sync_done(
+        &mut self,
+        _now: Instant,
+        from: NodeId,
+        from_incarnation: Incarnation,
+        done: &SyncDoneRepr,
+    ) {
+        if done.target != self.node || from == self.node {
+            return;
+        }
+        if done.sync_id == 0 {
+            if self.rx.skip_to(from, from_incarnation, done.rseq) {
+                self.push_event(Event::NeedsSync { origin: from });
+            }
+            return;
+        }
+        let Some(c) = self.client.as_mut() else { return };
+        if from != c.target || done.sync_id != c.sync_id {
+            return;
+        }
+        let (target, sync_id) = (c.target, c.sync_id);
+        if done.chunks == SYNC_ABORT {
+            let reason = if done.rseq == ABORT_BUSY {
+                SyncFailure::Busy
+            } else {
+                SyncFailure::Unknown
+            };
+            self.client = None;
+            self.push_event(Event::SyncFailed {
+                target,
+                sync_id,
+                reason,
+            });
+        } else if c.next == done.chunks {
+            self.client = None;
+            self.release = Some((target, sync_id));
+            self.rx.skip_to(from, from_incarnation, done.rseq);
+            self.push_event(Event::SyncComplete {
+                target,
+                sync_id,
+                chunks: done.chunks,
+            });
+        } else if c.next < done.chunks {
+            c.request_resume();
+        }
+    }
+
+    // ---- sync: server ------------------------------------------------------------------
+
+    pub fn handle_sync_request(
+        &mut self,
+        now: Instant,
+        from: NodeId,
+        from_incarnation: Incarnation,
+        req: &SyncRequestRepr,
+    ) {
+        if req.target != self.node || from == self.node || req.sync_id == 0 {
+            return;
+        }
+        let (outcome, replaced) = self.server.handle_request(
+            now,
+            from,
+            from_incarnation,
+            req.sync_id,
+            req.cursor,
+            self.tx.written(),
+            &self.config,
+        );
+        if let Some(s) = replaced {
+            self.push_event(Event::SyncServeEnded {
+                to: s.to,
+                sync_id: s.sync_id,
+            });
+        }
+        match outcome {
+            sync::ServeOutcome::Started => self.push_event(Event::SyncServeStarted {
+                to: from,
+                sync_id: req.sync_id,
+            }),
+            sync::ServeOutcome::Released(s) => self.push_event(Event::SyncServeEnded {
+                to: s.to,
+                sync_id: s.sync_id,
+            }),
+            sync::ServeOutcome::Abort(reason) => {
+                if !self.aborts.iter().any(|a| a.0 == from && a.1 == req.sync_id) {
+                    // Full: the requester's timeout re-sends and gets its answer then.
+                    let _ = self.aborts.push((from, req.sync_id, reason));
+                }
+            }
+            sync::ServeOutcome::Updated | sync::ServeOutcome::Ignored => {}
+        }
+    }
+
+    /// The next snapshot chunk to send, paced by the requesters' windows.
+    pub fn poll_sync_send(&mut self, _now: Instant) -> Option<SyncSend> {
+        self.server.poll_send(&self.config)
+    }
+
+    /// The snapshot of transfer (`to`, `sync_id`) has `total_chunks` chunks (the caller was
+    /// asked for an index at or past it). A SyncDone follows once all were handed out.
+    pub fn sync_exhausted(&mut self, to: NodeId, sync_id: u32, total_chunks: u64) {
+        self.server.exhausted(to, sync_id, total_chunks);
+    }
+
+    // ---- outputs -----------------------------------------------------------------------
+
+    /// Fires the timers due at `now` (tail probe, NAK retry, sync resume/stall, transfer
+    /// expiry). Call when `poll_timeout()` has passed, then drain `poll_transmit`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.tx.handle_timeout(now, &self.config);
+        self.rx.handle_timeout(now, &self.config);
+        if let Some(c) = self.client.as_mut() {
+            if let Some(reason) = c.handle_timeout(now, &self.config) {
+                let (target, sync_id) = (c.target, c.sync_id);
+                self.client = None;
+                self.push_event(Event::SyncFailed {
+                    target,
+                    sync_id,
+                    reason,
+                });
+            }
+        }
+        let mut ended: Vec<(NodeId, u32), MAX_SYNC_SERVE> = Vec::new();
+        self.server.handle_timeout(now, |s| {
+            let _ = ended.push((s.to, s.sync_id));
+        });
+        for (to, sync_id) in ended {
+            self.push_event(Event::SyncServeEnded { to, sync_id });
+        }
+    }
+
+    /// The earliest time `handle_timeout` has work, if any.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let t = self
+            .tx
+            .poll_timeout()
+            .min(self.rx.poll_timeout())
+            .min(self.client.map_or(Instant::NEVER, |c| c.poll_timeout()))
+            .min(self.server.poll_timeout());
+        (t != Instant::NEVER).then_some(t)
+    }
+
+    /// The next frame body to send. Control frames (acks, requests) come before data.
+    pub fn poll_transmit(&mut self, now: Instant) -> Option<Transmit<'_>> {
+        if let Some(c) = self.client.as_mut().filter(|c| c.pending > 0) {
+            let cursor = c.sent(now);
+            return Some(Transmit {
+                to: Dest::Node(c.target),
+                body: Body::SyncRequest(SyncRequestRepr {
+                    target: c.target,
+                    sync_id: c.sync_id,
+                    cursor,
+                }),
+            });
+        }
+        if let Some((target, sync_id)) = self.release.take() {
+            return Some(Transmit {
+                to: Dest::Node(target),
+                body: Body::SyncRequest(SyncRequestRepr {
+                    target,
+                    sync_id,
+                    cursor: CURSOR_RELEASE,
+                }),
+            });
+        }
+        for s in self.rx.streams.iter_mut() {
+            if s.ack_pending {
+                s.ack_pending = false;
+                return Some(Transmit {
+                    to: Dest::Node(s.origin),
+                    body: Body::Ack(AckRepr {
+                        origin: s.origin,
+                        origin_incarnation: s.incarnation,
+                        rseq: s.delivered,
+                    }),
+                });
+            }
+            if s.nak_pending {
+                s.nak_pending = false;
+                let (from, to) = s.nak_range();
+                self.stats.retransmit_requests_sent += 1;
+                return Some(Transmit {
+                    to: Dest::Node(s.origin),
+                    body: Body::RetransmitRequest(RetransmitRequestRepr {
+                        target: s.origin,
+                        target_incarnation: s.incarnation,
+                        from,
+                        to,
+                    }),
+                });
+            }
+        }
+        if let Some((to, sync_id, reason)) = self.aborts.pop() {
+            return Some(Transmit {
+                to: Dest::Node(to),
+                body: Body::SyncDone(SyncDoneRepr {
+                    target: to,
+                    sync_id,
+                    chunks: SYNC_ABORT,
+                    rseq: reason,
+                }),
+            });
+        }
+        if let Some(s) = self.server.take_done() {
+            return Some(Transmit {
+                to: Dest::Node(s.to),
+                body: Body::SyncDone(SyncDoneRepr {
+                    target: s.to,
+                    sync_id: s.sync_id,
+                    chunks: s.chunks(),
+                    rseq: s.hwm,
+                }),
+            });
+        }
+        let out = self.tx.poll(now)?;
+        self.stats.retransmits = self.tx.retransmits;
+        match out {
+            tx::TxOut::TooOld { to, last_gone } => {
+                self.stats.too_old_sent += 1;
+                Some(Transmit {
+                    to: Dest::Node(to),
+                    body: Body::SyncDone(SyncDoneRepr {
+                        target: to,
+                        sync_id: 0,
+                        chunks: 0,
+                        rseq: last_gone,
+                    }),
+                })
+            }
+            tx::TxOut::Update { to, rseq } => {
+                let update = self.tx.update(rseq)?;
+                Some(Transmit {
+                    to: to.map_or(Dest::All, Dest::Node),
+                    body: Body::SessionUpdate(update),
+                })
+            }
+        }
+    }
+
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    pub fn stats(&self) -> Stats {
+        self.stats
+    }
+
+    fn push_event(&mut self, event: Event) {
+        if self.events.is_full() {
+            self.events.pop_front();
+            self.stats.events_dropped += 1;
+        }
+        // Cannot fail: a slot was freed above if the queue was full.
+        let _ = self.events.push_back(event);
+    }
+}

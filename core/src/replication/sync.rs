@@ -1,0 +1,295 @@
+//! Full state sync: the requester (client) and the bounded server side.
+
+use core::time::Duration;
+
+use heapless::Vec;
+
+use super::{Config, SyncFailure, SyncSend, MAX_SYNC_SERVE};
+use crate::id::{Incarnation, NodeId};
+use crate::time::Instant;
+
+/// `SyncDone::chunks` value meaning "transfer refused or aborted"; `rseq` then says why.
+pub const SYNC_ABORT: u64 = u64::MAX;
+/// Abort reason (in `SyncDone::rseq`): the server already serves its maximum of requesters.
+pub const ABORT_BUSY: u64 = 0x01;
+/// Abort reason: a resume (cursor > 0) for a transfer the server does not know (it restarted
+/// or timed the transfer out).
+pub const ABORT_UNKNOWN: u64 = 0x02;
+/// `SyncRequest::cursor` value the requester sends once complete: the server may drop the
+/// transfer at once.
+pub const CURSOR_RELEASE: u64 = u64::MAX;
+
+/// Requester state of the one transfer in progress.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Client {
+    pub(super) target: NodeId,
+    pub(super) sync_id: u32,
+    /// Next chunk index expected (= chunks applied so far).
+    pub(super) next: u64,
+    /// Cursor of the last SyncRequest sent (None before the first).
+    last_sent: Option<u64>,
+    /// SyncRequests to send now: 2 = a resume that must reach the server as a repeat.
+    pub(super) pending: u8,
+    since_ack: u64,
+    /// Re-send the request if no chunk arrived by then.
+    resume_at: Instant,
+    rto: Duration,
+    /// Give up if no progress by then.
+    stall_at: Instant,
+}
+
+impl Client {
+    pub(super) fn new(now: Instant, target: NodeId, sync_id: u32, config: &Config) -> Self {
+        Client {
+            target,
+            sync_id,
+            next: 0,
+            last_sent: None,
+            pending: 1,
+            since_ack: 0,
+            resume_at: Instant::NEVER,
+            rto: config.rto,
+            stall_at: now + config.sync_stall_timeout,
+        }
+    }
+
+    /// Ask the server to go back to `next`: the server rewinds on a cursor equal to the last
+    /// one it saw, so if we made progress since our last request, the cursor goes out twice.
+    pub(super) fn request_resume(&mut self) {
+        self.pending = if self.last_sent == Some(self.next) { 1 } else { 2 };
+    }
+
+    /// A request went out: returns its cursor.
+    pub(super) fn sent(&mut self, now: Instant) -> u64 {
+        self.pending = self.pending.saturating_sub(1);
+        self.last_sent = Some(self.next);
+        self.resume_at = now + self.rto;
+        self.next
+    }
+
+    /// An in-order chunk arrived.
+    pub(super) fn progress(&mut self, now: Instant, config: &Config) {
+        self.next += 1;
+        self.since_ack += 1;
+        self.rto = config.rto;
+        self.resume_at = now + self.rto;
+        self.stall_at = now + config.sync_stall_timeout;
+        if self.since_ack >= config.sync_ack_every.max(1) {
+            self.since_ack = 0;
+            self.pending = self.pending.max(1);
+        }
+    }
+
+    /// A chunk beyond `next` arrived: one was lost.
+    pub(super) fn out_of_order(&mut self, now: Instant) {
+        if now >= self.resume_at || self.last_sent != Some(self.next) {
+            self.request_resume();
+        }
+    }
+
+    /// Returns Some when the transfer stalled for good.
+    pub(super) fn handle_timeout(&mut self, now: Instant, config: &Config) -> Option<SyncFailure> {
+        if now >= self.stall_at {
+            return Some(SyncFailure::Stalled);
+        }
+        if now >= self.resume_at {
+            self.rto = (self.rto * 2).min(config.max_rto);
+            self.request_resume();
+            self.resume_at = now + self.rto;
+        }
+        None
+    }
+
+    pub(super) fn poll_timeout(&self) -> Instant {
+        self.resume_at.min(self.stall_at)
+    }
+}
+
+/// One requester being served.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Session {
+    pub(super) to: NodeId,
+    to_incarnation: Incarnation,
+    pub(super) sync_id: u32,
+    /// Requester's cumulative cursor: chunks it holds.
+    acked: u64,
+    /// Next index to hand to the caller.
+    next: u64,
+    /// Snapshot length, once the caller said the index ran past its end.
+    total: Option<u64>,
+    /// This node's stream position when the snapshot was taken.
+    pub(super) hwm: u64,
+    pub(super) done_pending: bool,
+    expires_at: Instant,
+}
+
+impl Session {
+    pub(super) fn chunks(&self) -> u64 {
+        self.total.unwrap_or(0)
+    }
+}
+
+pub(super) enum ServeOutcome {
+    /// A new transfer: the caller must snapshot its store now.
+    Started,
+    Updated,
+    /// The requester is done; the transfer was released.
+    Released(Session),
+    /// Refuse with SyncDone{chunks: SYNC_ABORT, rseq: reason}; a replaced older session, if any.
+    Abort(u64),
+    Ignored,
+}
+
+pub(super) struct Server {
+    pub(super) sessions: Vec<Session, MAX_SYNC_SERVE>,
+    /// Round-robin position for fairness between requesters.
+    rr: usize,
+}
+
+impl Server {
+    pub(super) fn new() -> Self {
+        Server {
+            sessions: Vec::new(),
+            rr: 0,
+        }
+    }
+
+    /// Returns the outcome and a session it replaced (the requester restarted its sync).
+    pub(super) fn handle_request(
+        &mut self,
+        now: Instant,
+        from: NodeId,
+        from_incarnation: Incarnation,
+        sync_id: u32,
+        cursor: u64,
+        hwm: u64,
+        config: &Config,
+    ) -> (ServeOutcome, Option<Session>) {
+        let pos = self.sessions.iter().position(|s| s.to == from);
+        if let Some(s) = pos.and_then(|i| self.sessions.get_mut(i)) {
+            if s.to_incarnation == from_incarnation && s.sync_id == sync_id {
+                if cursor == CURSOR_RELEASE {
+                    let s = *s;
+                    self.sessions.retain(|x| x.to != from);
+                    return (ServeOutcome::Released(s), None);
+                }
+                if s.total.is_some_and(|t| cursor > t) {
+                    // Claims chunks that do not exist: not from a sane requester.
+                    return (ServeOutcome::Ignored, None);
+                }
+                s.expires_at = now + config.sync_serve_timeout;
+                if cursor < s.acked {
+                    // A stale request overtaken by a newer one.
+                    return (ServeOutcome::Updated, None);
+                }
+                let handed_out = s.total.is_some_and(|t| s.next >= t);
+                let repeat = cursor == s.acked;
+                s.acked = cursor;
+                if cursor > s.next {
+                    s.next = cursor;
+                } else if (repeat || handed_out) && cursor < s.next {
+                    // A repeated cursor, or any cursor short of the end once all was handed
+                    // out, means chunks were lost: go back (go-back-N).
+                    s.next = cursor;
+                    s.done_pending = false;
+                }
+                if s.total == Some(cursor) {
+                    // Has every chunk but missed the SyncDone.
+                    s.done_pending = true;
+                }
+                return (ServeOutcome::Updated, None);
+            }
+            if s.to_incarnation > from_incarnation {
+                return (ServeOutcome::Ignored, None);
+            }
+        }
+        if cursor == CURSOR_RELEASE {
+            return (ServeOutcome::Ignored, None);
+        }
+        if cursor != 0 {
+            return (ServeOutcome::Abort(ABORT_UNKNOWN), None);
+        }
+        let replaced = pos.map(|i| self.sessions.swap_remove(i));
+        let session = Session {
+            to: from,
+            to_incarnation: from_incarnation,
+            sync_id,
+            acked: 0,
+            next: 0,
+            total: None,
+            hwm,
+            done_pending: false,
+            expires_at: now + config.sync_serve_timeout,
+        };
+        match self.sessions.push(session) {
+            Ok(()) => (ServeOutcome::Started, replaced),
+            Err(_) => (ServeOutcome::Abort(ABORT_BUSY), replaced),
+        }
+    }
+
+    pub(super) fn poll_send(&mut self, config: &Config) -> Option<SyncSend> {
+        let n = self.sessions.len();
+        for k in 0..n {
+            let i = (self.rr + k) % n;
+            let Some(s) = self.sessions.get_mut(i) else {
+                continue;
+            };
+            let open = s.next < s.acked.saturating_add(config.sync_window);
+            if open && s.total.is_none_or(|t| s.next < t) {
+                let index = s.next;
+                s.next += 1;
+                if s.total == Some(s.next) {
+                    s.done_pending = true;
+                }
+                self.rr = i + 1;
+                return Some(SyncSend {
+                    to: s.to,
+                    sync_id: s.sync_id,
+                    index,
+                });
+            }
+        }
+        None
+    }
+
+    pub(super) fn exhausted(&mut self, to: NodeId, sync_id: u32, total: u64) {
+        if let Some(s) = self
+            .sessions
+            .iter_mut()
+            .find(|s| s.to == to && s.sync_id == sync_id)
+        {
+            let total = s.total.map_or(total, |t| t.min(total));
+            s.total = Some(total);
+            s.next = s.next.min(total);
+            s.acked = s.acked.min(total);
+            if s.next >= total {
+                s.done_pending = true;
+            }
+        }
+    }
+
+    /// Drops transfers whose requester went quiet; calls `ended` for each.
+    pub(super) fn handle_timeout(&mut self, now: Instant, mut ended: impl FnMut(&Session)) {
+        self.sessions.retain(|s| {
+            let keep = now < s.expires_at;
+            if !keep {
+                ended(s);
+            }
+            keep
+        });
+    }
+
+    pub(super) fn poll_timeout(&self) -> Instant {
+        self.sessions
+            .iter()
+            .map(|s| s.expires_at)
+            .min()
+            .unwrap_or(Instant::NEVER)
+    }
+
+    pub(super) fn take_done(&mut self) -> Option<Session> {
+        let s = self.sessions.iter_mut().find(|s| s.done_pending)?;
+        s.done_pending = false;
+        Some(*s)
+    }
+}
