@@ -110,6 +110,10 @@ struct Net {
     dup: u64,
     latency_us: u64,
     jitter_us: u64,
+    /// Per mille of packets delayed past later ones (links are FIFO otherwise).
+    reorder: u64,
+    /// Last arrival time per (from, to) link, for FIFO order.
+    link_last: HashMap<(usize, usize), u64>,
     /// (arrival time, tie-break) -> packet
     queue: BinaryHeap<Reverse<(u64, u64)>>,
     packets: HashMap<u64, Packet>,
@@ -125,7 +129,14 @@ impl Net {
         }
         let copies = if self.rng.chance(self.dup) { 2 } else { 1 };
         for _ in 0..copies {
-            let at = now.as_micros() + self.latency_us + self.rng.below(self.jitter_us + 1);
+            let jitter = self.rng.below(self.jitter_us + 1);
+            let late = self.rng.chance(self.reorder);
+            let link = self.link_last.entry((p.from, p.to)).or_insert(0);
+            let mut at = (now.as_micros() + self.latency_us + jitter).max(*link);
+            *link = at;
+            if late {
+                at += 2 * self.latency_us;
+            }
             self.counter += 1;
             self.queue.push(Reverse((at, self.counter)));
             self.packets.insert(
@@ -174,7 +185,11 @@ impl Partial {
             });
         } else {
             match self.0.as_mut() {
-                Some(p) if p.key == e.key && p.version == e.version && p.value.len() == e.offset as usize => {
+                Some(p)
+                    if p.key == e.key
+                        && p.version == e.version
+                        && p.value.len() == e.offset as usize =>
+                {
                     p.value.extend_from_slice(&e.value)
                 }
                 // A skip in the stream lost the beginning: drop the partial value.
@@ -302,7 +317,9 @@ impl Sim {
                 loss,
                 dup,
                 latency_us: 50,
-                jitter_us: 100,
+                jitter_us: 20,
+                reorder: 20,
+                link_last: HashMap::new(),
                 queue: BinaryHeap::new(),
                 packets: HashMap::new(),
                 counter: 0,
@@ -316,7 +333,10 @@ impl Sim {
             for j in 0..n {
                 if i != j {
                     let (id, inc) = (sim.nodes[j].id, sim.nodes[j].inc);
-                    sim.nodes[i].r.peer_up(sim.now, id, inc).unwrap();
+                    sim.nodes[i]
+                        .r
+                        .peer_up(sim.now, id, inc)
+                        .expect("peer table holds 3 nodes");
                 }
             }
         }
@@ -576,7 +596,12 @@ impl Sim {
     fn assert_stores_equal(&self) {
         for n in &self.nodes[1..] {
             assert_eq!(n.store.len(), self.nodes[0].store.len());
-            assert!(n.store == self.nodes[0].store, "stores of {:?} and {:?} differ", n.id, self.nodes[0].id);
+            assert!(
+                n.store == self.nodes[0].store,
+                "stores of {:?} and {:?} differ",
+                n.id,
+                self.nodes[0].id
+            );
         }
     }
 }
@@ -616,10 +641,14 @@ fn stream_run(loss: u64, seed: u64) {
             }
             let log = n.delivered.get(&m.id).cloned().unwrap_or_default();
             let expected: Vec<u64> = (1..=m.r.written()).collect();
-            assert_eq!(log, expected, "{:?} delivered {:?}'s stream out of order or twice", n.id, m.id);
+            assert_eq!(
+                log, expected,
+                "{:?} delivered {:?}'s stream out of order or twice",
+                n.id, m.id
+            );
         }
         assert_eq!(n.write_ids.len(), writes);
-        let last = *n.write_ids.last().unwrap();
+        let last = *n.write_ids.last().expect("writes were made");
         let live = sim.live_peers(sim.index(n.id));
         assert!(n.r.committed(&live) >= last);
     }
@@ -681,7 +710,11 @@ fn ring_overflow_falls_back_to_sync() {
         sim.nodes[i].r.peer_down(NodeId(3));
     }
     for k in 0..300 {
-        sim.write(0, format!("k{}", k % 100).as_bytes(), Some(format!("v{k}").as_bytes()));
+        sim.write(
+            0,
+            format!("k{}", k % 100).as_bytes(),
+            Some(format!("v{k}").as_bytes()),
+        );
         sim.step();
     }
     let limit = sim.now + Duration::from_secs(10);
@@ -693,11 +726,18 @@ fn ring_overflow_falls_back_to_sync() {
     for i in 0..2 {
         sim.live[i][2] = true;
         let inc = sim.nodes[2].inc;
-        sim.nodes[i].r.peer_up(sim.now, NodeId(3), inc).unwrap();
+        sim.nodes[i]
+            .r
+            .peer_up(sim.now, NodeId(3), inc)
+            .expect("peer table holds 3 nodes");
     }
     let limit = sim.now + Duration::from_secs(10);
     sim.run_until(limit, |s| {
-        s.quiescent() && s.nodes[2].events.iter().any(|e| matches!(e, Event::SyncComplete { .. }))
+        s.quiescent()
+            && s.nodes[2]
+                .events
+                .iter()
+                .any(|e| matches!(e, Event::SyncComplete { .. }))
     });
     assert!(sim.nodes[2]
         .events
@@ -737,11 +777,22 @@ fn big_sync(loss: u64, seed: u64) {
             k += 1;
         }
         sim.step();
-        assert!(sim.now < Instant::from_millis(60_000), "sync did not finish");
+        assert!(
+            sim.now < Instant::from_millis(60_000),
+            "sync did not finish"
+        );
     }
+    let synced_at = sim.now;
     let limit = sim.now + Duration::from_secs(30);
     sim.run_until(limit, Sim::quiescent);
-    eprintln!("events: {:?}", &sim.nodes[1].events);
+    eprintln!("synced at {synced_at:?}");
+    eprintln!(
+        "virtual time {:?}, events {:?}, stats {:?} {:?}",
+        sim.now,
+        &sim.nodes[1].events,
+        sim.nodes[0].r.stats(),
+        sim.nodes[1].r.stats()
+    );
     assert!(sim.nodes[1].events.iter().any(|e| matches!(
         e,
         Event::SyncComplete { target: NodeId(1), sync_id, .. } if *sync_id == id

@@ -55,8 +55,11 @@
 //! - Requester: [`Replicator::start_sync`] sends `SyncRequest { cursor: 0 }` with a fresh
 //!   `sync_id`. Chunks are applied only in index order ([`SyncDelivery::Apply`]); a chunk past
 //!   the expected index means loss and triggers a resume. Every [`Config::sync_ack_every`]
-//!   chunks the requester sends `SyncRequest { cursor: next }` as a cumulative ack; with no
-//!   progress for an RTO (backing off) it re-sends it as a resume. `SyncDone { chunks }` with
+//!   chunks the requester sends `SyncRequest { cursor: next }` as a cumulative ack. On a
+//!   chunk out of order, a SyncDone before all chunks, or no progress for an RTO (backing
+//!   off), it sends a resume: `cursor: next | CURSOR_RESUME` (top bit; chunk counts never
+//!   reach 2^63), and the server goes back to `next` (go-back-N; a rewind at most once per
+//!   position and RTO, since the rest of the window is still arriving). `SyncDone { chunks }` with
 //!   all chunks held gives [`Event::SyncComplete`] and a release (`cursor: CURSOR_RELEASE`).
 //!   No progress for [`Config::sync_stall_timeout`], or an abort from the server, gives
 //!   [`Event::SyncFailed`]; the caller may start again with another target.
@@ -67,10 +70,7 @@
 //!   [`Replicator::poll_sync_send`] says "send chunk `index` of that snapshot to `to`"; when
 //!   `index` is past the end the caller calls [`Replicator::sync_exhausted`] with the chunk
 //!   count, and a `SyncDone` follows. Pacing: at most [`Config::sync_window`] chunks beyond
-//!   the requester's cursor are handed out, so the transfer is ack-clocked. The server tells
-//!   acks from resumes without a flag: a cursor equal to the previous one (a repeat), or any
-//!   cursor short of the end once everything was handed out, rewinds to it (go-back-N); the
-//!   requester sends a resume twice when it made progress since its last request.
+//!   the requester's cursor are handed out, so the transfer is ack-clocked.
 //! - `SyncDone::rseq` is the server's stream position when the snapshot was taken; on
 //!   completion the requester's stream for the server skips to it (the snapshot holds those
 //!   writes).
@@ -94,7 +94,7 @@ use core::time::Duration;
 
 use heapless::{Deque, Vec};
 
-pub use sync::{ABORT_BUSY, ABORT_UNKNOWN, CURSOR_RELEASE, SYNC_ABORT};
+pub use sync::{ABORT_BUSY, ABORT_UNKNOWN, CURSOR_RELEASE, CURSOR_RESUME, SYNC_ABORT};
 pub use tx::Slot;
 
 use crate::frame::{
@@ -336,7 +336,12 @@ impl<S: AsRef<[Slot]> + AsMut<[Slot]>, const P: usize> Replicator<S, P> {
 
     /// The caller's membership says `node` (at `incarnation`) is a live data peer: it counts
     /// for tail probes and the overwrite policy. A higher incarnation resets its acks.
-    pub fn peer_up(&mut self, now: Instant, node: NodeId, incarnation: Incarnation) -> Result<(), Error> {
+    pub fn peer_up(
+        &mut self,
+        now: Instant,
+        node: NodeId,
+        incarnation: Incarnation,
+    ) -> Result<(), Error> {
         self.tx.peer_up(now, node, incarnation)
     }
 
@@ -351,9 +356,15 @@ impl<S: AsRef<[Slot]> + AsMut<[Slot]>, const P: usize> Replicator<S, P> {
         }
     }
 
-    pub fn handle_retransmit_request(&mut self, _now: Instant, from: NodeId, req: &RetransmitRequestRepr) {
+    pub fn handle_retransmit_request(
+        &mut self,
+        _now: Instant,
+        from: NodeId,
+        req: &RetransmitRequestRepr,
+    ) {
         if req.target == self.node && req.target_incarnation == self.incarnation {
-            self.tx.handle_retransmit(from, req.from, req.to, &self.config);
+            self.tx
+                .handle_retransmit(from, req.from, req.to, &self.config);
         }
     }
 
@@ -375,7 +386,13 @@ impl<S: AsRef<[Slot]> + AsMut<[Slot]>, const P: usize> Replicator<S, P> {
     }
 
     /// The `repl_hwm` of a heartbeat from `from`: detects lost tails.
-    pub fn handle_hwm(&mut self, now: Instant, from: NodeId, from_incarnation: Incarnation, hwm: u64) {
+    pub fn handle_hwm(
+        &mut self,
+        now: Instant,
+        from: NodeId,
+        from_incarnation: Incarnation,
+        hwm: u64,
+    ) {
         if from != self.node {
             self.rx
                 .handle_hwm(now, from, from_incarnation, hwm, &self.config);
@@ -417,7 +434,12 @@ impl<S: AsRef<[Slot]> + AsMut<[Slot]>, const P: usize> Replicator<S, P> {
         self.client.map(|c| c.target)
     }
 
-    pub fn handle_sync_chunk(&mut self, now: Instant, from: NodeId, chunk: &SyncChunkRepr<'_>) -> SyncDelivery {
+    pub fn handle_sync_chunk(
+        &mut self,
+        now: Instant,
+        from: NodeId,
+        chunk: &SyncChunkRepr<'_>,
+    ) -> SyncDelivery {
         let Some(c) = self.client.as_mut() else {
             return SyncDelivery::Ignore;
         };
@@ -452,7 +474,9 @@ impl<S: AsRef<[Slot]> + AsMut<[Slot]>, const P: usize> Replicator<S, P> {
             }
             return;
         }
-        let Some(c) = self.client.as_mut() else { return };
+        let Some(c) = self.client.as_mut() else {
+            return;
+        };
         if from != c.target || done.sync_id != c.sync_id {
             return;
         }
@@ -499,8 +523,7 @@ impl<S: AsRef<[Slot]> + AsMut<[Slot]>, const P: usize> Replicator<S, P> {
             now,
             from,
             from_incarnation,
-            req.sync_id,
-            req.cursor,
+            req,
             self.tx.written(),
             &self.config,
         );
@@ -520,7 +543,11 @@ impl<S: AsRef<[Slot]> + AsMut<[Slot]>, const P: usize> Replicator<S, P> {
                 sync_id: s.sync_id,
             }),
             sync::ServeOutcome::Abort(reason) => {
-                if !self.aborts.iter().any(|a| a.0 == from && a.1 == req.sync_id) {
+                if !self
+                    .aborts
+                    .iter()
+                    .any(|a| a.0 == from && a.1 == req.sync_id)
+                {
                     // Full: the requester's timeout re-sends and gets its answer then.
                     let _ = self.aborts.push((from, req.sync_id, reason));
                 }
@@ -580,7 +607,7 @@ impl<S: AsRef<[Slot]> + AsMut<[Slot]>, const P: usize> Replicator<S, P> {
 
     /// The next frame body to send. Control frames (acks, requests) come before data.
     pub fn poll_transmit(&mut self, now: Instant) -> Option<Transmit<'_>> {
-        if let Some(c) = self.client.as_mut().filter(|c| c.pending > 0) {
+        if let Some(c) = self.client.as_mut().filter(|c| c.pending) {
             let cursor = c.sent(now);
             return Some(Transmit {
                 to: Dest::Node(c.target),

@@ -51,7 +51,11 @@ impl<const P: usize> Rx<P> {
 
     /// The stream of `origin` at `incarnation`, created or reset as needed.
     /// None: stale incarnation, or the table is full.
-    pub(super) fn stream(&mut self, origin: NodeId, incarnation: Incarnation) -> Option<&mut RxStream> {
+    pub(super) fn stream(
+        &mut self,
+        origin: NodeId,
+        incarnation: Incarnation,
+    ) -> Option<&mut RxStream> {
         let fresh = RxStream {
             origin,
             incarnation,

@@ -5,6 +5,7 @@ use core::time::Duration;
 use heapless::Vec;
 
 use super::{Config, SyncFailure, SyncSend, MAX_SYNC_SERVE};
+use crate::frame::SyncRequestRepr;
 use crate::id::{Incarnation, NodeId};
 use crate::time::Instant;
 
@@ -18,6 +19,9 @@ pub const ABORT_UNKNOWN: u64 = 0x02;
 /// `SyncRequest::cursor` value the requester sends once complete: the server may drop the
 /// transfer at once.
 pub const CURSOR_RELEASE: u64 = u64::MAX;
+/// Flag bit of `SyncRequest::cursor`: "chunks after `cursor` were lost, go back to it".
+/// Without it the cursor is a plain cumulative ack. (Chunk counts never reach 2^63.)
+pub const CURSOR_RESUME: u64 = 0x8000_0000_0000_0000;
 
 /// Requester state of the one transfer in progress.
 #[derive(Clone, Copy, Debug)]
@@ -26,10 +30,12 @@ pub(super) struct Client {
     pub(super) sync_id: u32,
     /// Next chunk index expected (= chunks applied so far).
     pub(super) next: u64,
-    /// Cursor of the last SyncRequest sent (None before the first).
-    last_sent: Option<u64>,
-    /// SyncRequests to send now: 2 = a resume that must reach the server as a repeat.
-    pub(super) pending: u8,
+    /// Cursor and resume flag of the last SyncRequest sent (None before the first).
+    last_sent: Option<(u64, bool)>,
+    /// A SyncRequest is to be sent now.
+    pub(super) pending: bool,
+    /// ... with the resume flag.
+    resume: bool,
     since_ack: u64,
     /// Re-send the request if no chunk arrived by then.
     resume_at: Instant,
@@ -45,7 +51,8 @@ impl Client {
             sync_id,
             next: 0,
             last_sent: None,
-            pending: 1,
+            pending: true,
+            resume: false,
             since_ack: 0,
             resume_at: Instant::NEVER,
             rto: config.rto,
@@ -53,18 +60,20 @@ impl Client {
         }
     }
 
-    /// Ask the server to go back to `next`: the server rewinds on a cursor equal to the last
-    /// one it saw, so if we made progress since our last request, the cursor goes out twice.
+    /// Ask the server to go back to `next`.
     pub(super) fn request_resume(&mut self) {
-        self.pending = if self.last_sent == Some(self.next) { 1 } else { 2 };
+        self.pending = true;
+        self.resume = true;
     }
 
-    /// A request went out: returns its cursor.
+    /// A request went out: returns its cursor field.
     pub(super) fn sent(&mut self, now: Instant) -> u64 {
-        self.pending = self.pending.saturating_sub(1);
-        self.last_sent = Some(self.next);
+        self.pending = false;
+        self.last_sent = Some((self.next, self.resume));
         self.resume_at = now + self.rto;
-        self.next
+        let flag = if self.resume { CURSOR_RESUME } else { 0 };
+        self.resume = false;
+        self.next | flag
     }
 
     /// An in-order chunk arrived.
@@ -76,13 +85,14 @@ impl Client {
         self.stall_at = now + config.sync_stall_timeout;
         if self.since_ack >= config.sync_ack_every.max(1) {
             self.since_ack = 0;
-            self.pending = self.pending.max(1);
+            self.pending = true;
         }
     }
 
     /// A chunk beyond `next` arrived: one was lost.
     pub(super) fn out_of_order(&mut self, now: Instant) {
-        if now >= self.resume_at || self.last_sent != Some(self.next) {
+        // One resume per position and RTO: the rest of the window is still arriving.
+        if now >= self.resume_at || self.last_sent != Some((self.next, true)) {
             self.request_resume();
         }
     }
@@ -160,11 +170,11 @@ impl Server {
         now: Instant,
         from: NodeId,
         from_incarnation: Incarnation,
-        sync_id: u32,
-        cursor: u64,
+        req: &SyncRequestRepr,
         hwm: u64,
         config: &Config,
     ) -> (ServeOutcome, Option<Session>) {
+        let (sync_id, cursor) = (req.sync_id, req.cursor);
         let pos = self.sessions.iter().position(|s| s.to == from);
         if let Some(s) = pos.and_then(|i| self.sessions.get_mut(i)) {
             if s.to_incarnation == from_incarnation && s.sync_id == sync_id {
@@ -173,27 +183,26 @@ impl Server {
                     self.sessions.retain(|x| x.to != from);
                     return (ServeOutcome::Released(s), None);
                 }
+                let resume = cursor & CURSOR_RESUME != 0;
+                let cursor = cursor & !CURSOR_RESUME;
                 if s.total.is_some_and(|t| cursor > t) {
                     // Claims chunks that do not exist: not from a sane requester.
                     return (ServeOutcome::Ignored, None);
                 }
                 s.expires_at = now + config.sync_serve_timeout;
-                if cursor < s.acked {
-                    // A stale request overtaken by a newer one.
+                if cursor < s.acked && !resume {
+                    // A stale ack overtaken by a newer one.
                     return (ServeOutcome::Updated, None);
                 }
-                let handed_out = s.total.is_some_and(|t| s.next >= t);
-                let repeat = cursor == s.acked;
-                s.acked = cursor;
+                s.acked = s.acked.max(cursor);
                 if cursor > s.next {
                     s.next = cursor;
-                } else if (repeat || handed_out) && cursor < s.next {
-                    // A repeated cursor, or any cursor short of the end once all was handed
-                    // out, means chunks were lost: go back (go-back-N).
+                } else if resume && cursor < s.next {
+                    // Go-back-N: resend from the requester's position.
                     s.next = cursor;
                     s.done_pending = false;
                 }
-                if s.total == Some(cursor) {
+                if resume && s.total == Some(cursor) {
                     // Has every chunk but missed the SyncDone.
                     s.done_pending = true;
                 }
@@ -206,7 +215,7 @@ impl Server {
         if cursor == CURSOR_RELEASE {
             return (ServeOutcome::Ignored, None);
         }
-        if cursor != 0 {
+        if cursor & !CURSOR_RESUME != 0 {
             return (ServeOutcome::Abort(ABORT_UNKNOWN), None);
         }
         let replaced = pos.map(|i| self.sessions.swap_remove(i));

@@ -139,7 +139,10 @@ impl<S: AsRef<[Slot]> + AsMut<[Slot]>, const P: usize> Tx<S, P> {
 
     /// Oldest rseq the ring still holds (`written + 1` when empty).
     fn oldest(&self) -> u64 {
-        self.written.saturating_sub(self.len()).saturating_add(1).max(1)
+        self.written
+            .saturating_sub(self.len())
+            .saturating_add(1)
+            .max(1)
     }
 
     fn slot(&self, rseq: u64) -> Option<&Slot> {
@@ -159,7 +162,11 @@ impl<S: AsRef<[Slot]> + AsMut<[Slot]>, const P: usize> Tx<S, P> {
         self.peers.iter().filter(|p| p.live).map(|p| p.acked).min()
     }
 
-    pub(super) fn write(&mut self, entry: &EntryRepr<'_>, config: &Config) -> Result<WriteId, Error> {
+    pub(super) fn write(
+        &mut self,
+        entry: &EntryRepr<'_>,
+        config: &Config,
+    ) -> Result<WriteId, Error> {
         if entry.key.len() > MAX_KEY_LEN {
             return Err(Error::KeyTooLong);
         }
@@ -277,7 +284,13 @@ impl<S: AsRef<[Slot]> + AsMut<[Slot]>, const P: usize> Tx<S, P> {
             .map_or(0, |p| p.acked)
     }
 
-    pub(super) fn handle_retransmit(&mut self, from: NodeId, first: u64, last: u64, config: &Config) {
+    pub(super) fn handle_retransmit(
+        &mut self,
+        from: NodeId,
+        first: u64,
+        last: u64,
+        config: &Config,
+    ) {
         let last = last.min(self.sent);
         if first == 0 || first > last {
             return;
@@ -334,7 +347,10 @@ impl<S: AsRef<[Slot]> + AsMut<[Slot]>, const P: usize> Tx<S, P> {
                     if next >= end {
                         self.owed.swap_remove(0);
                     } else if let Some(o) = self.owed.first_mut() {
-                        o.1 = Owed::Range { next: next + 1, end };
+                        o.1 = Owed::Range {
+                            next: next + 1,
+                            end,
+                        };
                     }
                     if next > end {
                         continue;
