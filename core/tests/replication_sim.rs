@@ -178,6 +178,10 @@ struct Partial(Option<OwnedEntry>);
 impl Partial {
     /// Returns the whole entry once its last chunk arrived.
     fn push(&mut self, e: OwnedEntry) -> Option<OwnedEntry> {
+        if e.offset == 0 && e.value.len() == e.total_len as usize {
+            // Whole: may come between the parts of another value (sync), leave those be.
+            return Some(e);
+        }
         if e.offset == 0 {
             self.0 = Some(OwnedEntry {
                 offset: 0,

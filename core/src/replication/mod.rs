@@ -53,8 +53,12 @@
 //!
 //! # Full state sync (pull, chunked, flow-controlled, resumable)
 //! - Requester: [`Replicator::start_sync`] sends `SyncRequest { cursor: 0 }` with a fresh
-//!   `sync_id`. Chunks are applied only in index order ([`SyncDelivery::Apply`]); a chunk past
-//!   the expected index means loss and triggers a resume. Every [`Config::sync_ack_every`]
+//!   `sync_id`. A chunk past the expected index means loss and triggers a resume; it is
+//!   still applied ([`SyncDelivery::Apply`]) when it holds a whole entry and lies within 256
+//!   indexes of the cursor (a bitmap remembers it, so the go-back-N resend costs bandwidth
+//!   but no extra round trips). Parts of a multi-chunk value are applied only in index
+//!   order, so the caller reassembles them as it does stream chunks, while whole entries may
+//!   come in between. Every [`Config::sync_ack_every`]
 //!   chunks the requester sends `SyncRequest { cursor: next }` as a cumulative ack. On a
 //!   chunk out of order, a SyncDone before all chunks, or no progress for an RTO (backing
 //!   off), it sends a resume: `cursor: next | CURSOR_RESUME` (top bit; chunk counts never
@@ -189,7 +193,8 @@ pub enum Delivery {
 /// What to do with a received SyncChunk.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SyncDelivery {
-    /// The next chunk of the transfer in progress: apply its entry.
+    /// Apply its entry: the next chunk of the transfer in progress, or a whole entry ahead
+    /// of it (apply it directly, without disturbing a value being reassembled).
     Apply,
     /// Not for the transfer in progress, a duplicate, or out of order: drop it.
     Ignore,
@@ -446,13 +451,11 @@ impl<S: AsRef<[Slot]> + AsMut<[Slot]>, const P: usize> Replicator<S, P> {
         if from != c.target || chunk.sync_id != c.sync_id || chunk.target != self.node {
             return SyncDelivery::Ignore;
         }
-        if chunk.index == c.next {
-            c.progress(now, &self.config);
+        let e = &chunk.entry;
+        let whole = e.offset == 0 && e.value.len() == e.total_len as usize;
+        if c.chunk(now, chunk.index, whole, &self.config) {
             SyncDelivery::Apply
         } else {
-            if chunk.index > c.next {
-                c.out_of_order(now);
-            }
             SyncDelivery::Ignore
         }
     }

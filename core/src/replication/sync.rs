@@ -42,6 +42,39 @@ pub(super) struct Client {
     rto: Duration,
     /// Give up if no progress by then.
     stall_at: Instant,
+    /// Chunks held beyond `next`: bit `i` = index `next + i` (bit 0 is never set).
+    held: Held,
+}
+
+/// Bitmap of the [`HELD_WINDOW`] indexes after the requester's cursor.
+#[derive(Clone, Copy, Debug, Default)]
+struct Held([u64; 4]);
+
+/// Out-of-order whole entries are accepted this far past the cursor.
+pub(super) const HELD_WINDOW: u64 = 256;
+
+impl Held {
+    fn get(&self, bit: u64) -> bool {
+        let (w, b) = ((bit / 64) as usize, bit % 64);
+        self.0.get(w).is_some_and(|word| word & (1 << b) != 0)
+    }
+
+    fn set(&mut self, bit: u64) {
+        let (w, b) = ((bit / 64) as usize, bit % 64);
+        if let Some(word) = self.0.get_mut(w) {
+            *word |= 1 << b;
+        }
+    }
+
+    /// Drops bit 0: the cursor moved one index on.
+    fn shift(&mut self) {
+        let mut carry = 0;
+        for word in self.0.iter_mut().rev() {
+            let low = *word & 1;
+            *word = (*word >> 1) | (carry << 63);
+            carry = low;
+        }
+    }
 }
 
 impl Client {
@@ -57,7 +90,31 @@ impl Client {
             resume_at: Instant::NEVER,
             rto: config.rto,
             stall_at: now + config.sync_stall_timeout,
+            held: Held::default(),
         }
+    }
+
+    /// A chunk of this transfer arrived; `whole`: it holds a whole entry (offset 0, all of
+    /// the value), which can be applied out of order since the store is last-writer-wins.
+    /// Returns whether the caller applies it.
+    pub(super) fn chunk(&mut self, now: Instant, index: u64, whole: bool, config: &Config) -> bool {
+        if index < self.next {
+            return false;
+        }
+        if index == self.next {
+            self.progress(now, config);
+            while self.held.get(0) {
+                self.progress(now, config);
+            }
+            return true;
+        }
+        self.out_of_order(now);
+        let bit = index - self.next;
+        if whole && bit < HELD_WINDOW && !self.held.get(bit) {
+            self.held.set(bit);
+            return true;
+        }
+        false
     }
 
     /// Ask the server to go back to `next`.
@@ -76,9 +133,10 @@ impl Client {
         self.next | flag
     }
 
-    /// An in-order chunk arrived.
-    pub(super) fn progress(&mut self, now: Instant, config: &Config) {
+    /// The chunk at the cursor is held: move on.
+    fn progress(&mut self, now: Instant, config: &Config) {
         self.next += 1;
+        self.held.shift();
         self.since_ack += 1;
         self.rto = config.rto;
         self.resume_at = now + self.rto;
