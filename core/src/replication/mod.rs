@@ -722,3 +722,611 @@ impl<S: AsRef<[Slot]> + AsMut<[Slot]>, const P: usize> Replicator<S, P> {
         let _ = self.events.push_back(event);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frame::Op;
+
+    const A: NodeId = NodeId(1);
+    const B: NodeId = NodeId(2);
+    const C: NodeId = NodeId(3);
+    const INC: Incarnation = Incarnation(100);
+
+    fn ms(n: u64) -> Instant {
+        Instant::from_millis(n)
+    }
+
+    fn entry<'a>(key: &'a [u8], value: &'a [u8]) -> EntryRepr<'a> {
+        EntryRepr {
+            op: Op::Put,
+            version: 7,
+            origin: A,
+            expires_at_ms: 0,
+            key,
+            total_len: 0,
+            offset: 0,
+            value,
+        }
+    }
+
+    fn node(ring: usize) -> Replicator<std::vec::Vec<Slot>, 4> {
+        Replicator::new(A, INC, Config::default(), std::vec![Slot::EMPTY; ring])
+    }
+
+    /// Drains `poll_transmit`, returning the rseqs of the updates sent.
+    fn sent_updates<S: AsRef<[Slot]> + AsMut<[Slot]>>(
+        r: &mut Replicator<S, 4>,
+        now: Instant,
+    ) -> std::vec::Vec<u64> {
+        let mut out = std::vec::Vec::new();
+        while let Some(t) = r.poll_transmit(now) {
+            if let Body::SessionUpdate(u) = t.body {
+                out.push(u.rseq);
+            }
+        }
+        out
+    }
+
+    /// Drains `poll_transmit`; updates keep only their rseq (their bytes borrow the ring).
+    fn drain<S: AsRef<[Slot]> + AsMut<[Slot]>>(
+        r: &mut Replicator<S, 4>,
+        now: Instant,
+    ) -> std::vec::Vec<(Dest, Body<'static>)> {
+        let mut out = std::vec::Vec::new();
+        while let Some(t) = r.poll_transmit(now) {
+            let body = match t.body {
+                Body::SessionUpdate(u) => Body::SessionUpdate(update(u.rseq)),
+                Body::SyncChunk(_) | Body::Heartbeat(_) | Body::Leave(_) => panic!("unexpected"),
+                Body::Ack(a) => Body::Ack(a),
+                Body::RetransmitRequest(x) => Body::RetransmitRequest(x),
+                Body::SyncRequest(x) => Body::SyncRequest(x),
+                Body::SyncDone(x) => Body::SyncDone(x),
+            };
+            out.push((t.to, body));
+        }
+        out
+    }
+
+    fn bodies<S: AsRef<[Slot]> + AsMut<[Slot]>>(
+        r: &mut Replicator<S, 4>,
+        now: Instant,
+    ) -> std::vec::Vec<Body<'static>> {
+        drain(r, now).into_iter().map(|(_, b)| b).collect()
+    }
+
+    fn update(rseq: u64) -> SessionUpdateRepr<'static> {
+        SessionUpdateRepr {
+            rseq,
+            entry: EntryRepr {
+                op: Op::Put,
+                version: rseq,
+                origin: B,
+                expires_at_ms: 0,
+                key: b"k",
+                total_len: 1,
+                offset: 0,
+                value: b"v",
+            },
+        }
+    }
+
+    #[test]
+    fn write_splits_into_consecutive_chunks() {
+        let mut r = node(8);
+        let value: std::vec::Vec<u8> = (0..2500u32).map(|i| i as u8).collect();
+        assert_eq!(r.write(ms(1), &entry(b"key", &value)), Ok(WriteId(3)));
+        assert_eq!(r.hwm(), 0, "nothing sent yet");
+        let mut got = std::vec::Vec::new();
+        while let Some(t) = r.poll_transmit(ms(1)) {
+            assert_eq!(t.to, Dest::All);
+            let Body::SessionUpdate(u) = t.body else {
+                panic!("unexpected {t:?}")
+            };
+            assert_eq!(u.entry.total_len, 2500);
+            assert_eq!(u.entry.offset as usize, got.len());
+            assert_eq!(u.entry.key, b"key");
+            assert_eq!(u.rseq, got.len() as u64 / MAX_CHUNK as u64 + 1);
+            got.extend_from_slice(u.entry.value);
+        }
+        assert_eq!(got, value);
+        assert_eq!(r.hwm(), 3);
+        // An empty value (a delete) is one empty chunk.
+        assert_eq!(r.write(ms(1), &entry(b"key", b"")), Ok(WriteId(4)));
+    }
+
+    #[test]
+    fn write_refusals_change_nothing() {
+        let mut r = node(4);
+        let long = [0u8; 300];
+        assert_eq!(r.write(ms(1), &entry(&long, b"v")), Err(Error::KeyTooLong));
+        let big = [0u8; 4 * MAX_CHUNK + 1];
+        assert_eq!(r.write(ms(1), &entry(b"k", &big)), Err(Error::TooLarge));
+        assert_eq!(r.written(), 0);
+        // Four unsent chunks fill the ring: a fifth would overwrite an unsent one.
+        for i in 1..=4 {
+            assert_eq!(r.write(ms(1), &entry(b"k", b"v")), Ok(WriteId(i)));
+        }
+        assert_eq!(r.write(ms(1), &entry(b"k", b"v")), Err(Error::Backpressure));
+        assert_eq!(r.written(), 4);
+        // Sent but unacked by a live peer: still refused.
+        r.peer_up(ms(1), B, INC).unwrap();
+        assert_eq!(sent_updates(&mut r, ms(1)), [1, 2, 3, 4]);
+        assert_eq!(r.write(ms(1), &entry(b"k", b"v")), Err(Error::Backpressure));
+        let ack = AckRepr {
+            origin: A,
+            origin_incarnation: INC,
+            rseq: 1,
+        };
+        r.handle_ack(ms(2), B, &ack);
+        assert_eq!(r.write(ms(2), &entry(b"k", b"v")), Ok(WriteId(5)));
+        assert_eq!(r.write(ms(2), &entry(b"k", b"v")), Err(Error::Backpressure));
+        // Once B is dead it no longer holds writes back.
+        r.peer_down(B);
+        sent_updates(&mut r, ms(2));
+        assert_eq!(r.write(ms(2), &entry(b"k", b"v")), Ok(WriteId(6)));
+    }
+
+    #[test]
+    fn overwrite_unacked_mode_does_not_wait_for_peers() {
+        let config = Config {
+            overwrite_unacked: true,
+            ..Config::default()
+        };
+        let mut r: Replicator<[Slot; 2], 4> = Replicator::new(A, INC, config, [Slot::EMPTY; 2]);
+        r.peer_up(ms(1), B, INC).unwrap();
+        for i in 1..=5 {
+            assert_eq!(r.write(ms(1), &entry(b"k", b"v")), Ok(WriteId(i)));
+            sent_updates(&mut r, ms(1));
+        }
+    }
+
+    #[test]
+    fn committed_is_the_minimum_over_live_peers() {
+        let mut r = node(8);
+        for _ in 0..5 {
+            r.write(ms(1), &entry(b"k", b"v")).unwrap();
+        }
+        sent_updates(&mut r, ms(1));
+        assert_eq!(r.committed(&[]), 5, "alone: everything is committed");
+        assert_eq!(r.committed(&[B, C]), 0);
+        let ack = |rseq| AckRepr {
+            origin: A,
+            origin_incarnation: INC,
+            rseq,
+        };
+        r.handle_ack(ms(2), B, &ack(4));
+        r.handle_ack(ms(2), C, &ack(2));
+        r.handle_ack(ms(2), C, &ack(1)); // late, reordered: ignored
+        assert_eq!(r.committed(&[B, C]), 2);
+        assert_eq!(r.committed(&[B]), 4);
+        // An ack for another incarnation of us, or beyond what was sent, does not count.
+        r.handle_ack(
+            ms(2),
+            C,
+            &AckRepr {
+                origin: A,
+                origin_incarnation: Incarnation(99),
+                rseq: 5,
+            },
+        );
+        r.handle_ack(ms(2), B, &ack(1000));
+        assert_eq!(r.committed(&[B, C]), 2);
+        assert_eq!(r.committed(&[B]), 5);
+    }
+
+    #[test]
+    fn retransmits_are_bounded_and_old_ranges_get_a_too_old_reply() {
+        let config = Config {
+            retransmit_burst: 3,
+            ..Config::default()
+        };
+        let mut r: Replicator<[Slot; 8], 4> = Replicator::new(A, INC, config, [Slot::EMPTY; 8]);
+        for _ in 0..10 {
+            r.write(ms(1), &entry(b"k", b"v")).unwrap();
+            sent_updates(&mut r, ms(1));
+        }
+        let nak = |from, to| RetransmitRequestRepr {
+            target: A,
+            target_incarnation: INC,
+            from,
+            to,
+        };
+        r.handle_retransmit_request(ms(2), B, &nak(4, 1_000_000));
+        let mut resent = std::vec::Vec::new();
+        while let Some(t) = r.poll_transmit(ms(2)) {
+            assert_eq!(t.to, Dest::Node(B));
+            if let Body::SessionUpdate(u) = t.body {
+                resent.push(u.rseq);
+            }
+        }
+        assert_eq!(resent, [4, 5, 6]);
+        // The ring holds 3..=10: rseq 2 is gone.
+        r.handle_retransmit_request(ms(2), B, &nak(2, 5));
+        let t = r.poll_transmit(ms(2)).unwrap();
+        assert_eq!(
+            t.body,
+            Body::SyncDone(SyncDoneRepr {
+                target: B,
+                sync_id: 0,
+                chunks: 0,
+                rseq: 2
+            })
+        );
+        assert_eq!(r.poll_transmit(ms(2)), None);
+        assert_eq!(r.stats().too_old_sent, 1);
+    }
+
+    #[test]
+    fn tail_probe_resends_the_newest_chunk_with_backoff() {
+        let mut r = node(8);
+        r.peer_up(ms(0), B, INC).unwrap();
+        assert_eq!(r.poll_timeout(), None);
+        r.write(ms(1), &entry(b"k", b"v")).unwrap();
+        r.write(ms(1), &entry(b"k", b"w")).unwrap();
+        sent_updates(&mut r, ms(1));
+        let first = r.poll_timeout().unwrap();
+        assert_eq!(first, ms(1) + Config::default().rto);
+        r.handle_timeout(first);
+        assert_eq!(sent_updates(&mut r, first), [2]);
+        let second = r.poll_timeout().unwrap();
+        assert_eq!(second - first, Config::default().rto * 2);
+        let ack = AckRepr {
+            origin: A,
+            origin_incarnation: INC,
+            rseq: 2,
+        };
+        r.handle_ack(second, B, &ack);
+        assert_eq!(r.poll_timeout(), None, "all acked: no probe");
+    }
+
+    #[test]
+    fn receiver_delivers_in_order_and_naks_gaps_once_per_interval() {
+        let mut r = node(4);
+        assert_eq!(
+            r.handle_update(ms(1), B, INC, &update(1)),
+            Delivery::Deliver
+        );
+        assert_eq!(
+            r.handle_update(ms(1), B, INC, &update(2)),
+            Delivery::Deliver
+        );
+        assert_eq!(
+            r.handle_update(ms(1), B, INC, &update(2)),
+            Delivery::Duplicate
+        );
+        assert_eq!(r.handle_update(ms(1), B, INC, &update(5)), Delivery::Gap);
+        assert_eq!(r.handle_update(ms(1), B, INC, &update(6)), Delivery::Gap);
+        // One ack for the batch, one NAK for the gap.
+        assert_eq!(
+            drain(&mut r, ms(1)),
+            [
+                (
+                    Dest::Node(B),
+                    Body::Ack(AckRepr {
+                        origin: B,
+                        origin_incarnation: INC,
+                        rseq: 2
+                    })
+                ),
+                (
+                    Dest::Node(B),
+                    Body::RetransmitRequest(RetransmitRequestRepr {
+                        target: B,
+                        target_incarnation: INC,
+                        from: 3,
+                        to: 6
+                    })
+                )
+            ]
+        );
+        // More loss within the interval: no new request.
+        assert_eq!(r.handle_update(ms(1), B, INC, &update(7)), Delivery::Gap);
+        assert_eq!(r.poll_transmit(ms(1)), None);
+        let retry = r.poll_timeout().unwrap();
+        assert_eq!(retry, ms(1) + Config::default().nak_interval);
+        r.handle_timeout(retry);
+        assert!(matches!(
+            r.poll_transmit(retry).map(|t| t.body),
+            Some(Body::RetransmitRequest(RetransmitRequestRepr {
+                from: 3,
+                to: 7,
+                ..
+            }))
+        ));
+        assert_eq!(
+            r.handle_update(retry, B, INC, &update(3)),
+            Delivery::Deliver
+        );
+        assert_eq!(r.delivered(B), 3);
+    }
+
+    #[test]
+    fn incarnations_reset_or_are_ignored() {
+        let mut r = node(4);
+        assert_eq!(
+            r.handle_update(ms(1), B, INC, &update(1)),
+            Delivery::Deliver
+        );
+        assert_eq!(
+            r.handle_update(ms(1), B, Incarnation(99), &update(2)),
+            Delivery::Ignored
+        );
+        assert_eq!(
+            r.handle_update(ms(1), B, Incarnation(101), &update(1)),
+            Delivery::Deliver,
+            "a restarted origin's stream starts again at 1"
+        );
+        assert_eq!(
+            r.handle_update(ms(1), A, INC, &update(2)),
+            Delivery::Ignored
+        );
+        assert_eq!(
+            r.handle_update(ms(1), C, INC, &update(0)),
+            Delivery::Ignored
+        );
+    }
+
+    #[test]
+    fn heartbeat_hwm_reveals_a_lost_tail() {
+        let mut r = node(4);
+        r.handle_update(ms(1), B, INC, &update(1));
+        r.handle_hwm(ms(1), B, INC, 3);
+        assert!(
+            bodies(&mut r, ms(1)).contains(&Body::RetransmitRequest(RetransmitRequestRepr {
+                target: B,
+                target_incarnation: INC,
+                from: 2,
+                to: 3
+            }))
+        );
+    }
+
+    #[test]
+    fn too_old_reply_skips_the_stream_and_asks_for_sync() {
+        let mut r = node(4);
+        r.handle_hwm(ms(1), B, INC, 50);
+        let done = SyncDoneRepr {
+            target: A,
+            sync_id: 0,
+            chunks: 0,
+            rseq: 40,
+        };
+        r.handle_sync_done(ms(2), B, INC, &done);
+        assert_eq!(r.poll_event(), Some(Event::NeedsSync { origin: B }));
+        assert_eq!(r.delivered(B), 40);
+        assert_eq!(
+            r.handle_update(ms(2), B, INC, &update(41)),
+            Delivery::Deliver
+        );
+        // A repeated reply does not move it back nor ask again.
+        r.handle_sync_done(ms(2), B, INC, &done);
+        assert_eq!(r.poll_event(), None);
+    }
+
+    fn request(sync_id: u32, cursor: u64) -> SyncRequestRepr {
+        SyncRequestRepr {
+            target: A,
+            sync_id,
+            cursor,
+        }
+    }
+
+    #[test]
+    fn sync_server_paces_by_window_and_finishes_with_done() {
+        let config = Config {
+            sync_window: 4,
+            ..Config::default()
+        };
+        let mut r: Replicator<[Slot; 4], 4> = Replicator::new(A, INC, config, [Slot::EMPTY; 4]);
+        r.write(ms(1), &entry(b"k", b"v")).unwrap();
+        r.handle_sync_request(ms(1), B, INC, &request(9, 0));
+        assert_eq!(
+            r.poll_event(),
+            Some(Event::SyncServeStarted { to: B, sync_id: 9 })
+        );
+        let idx: std::vec::Vec<u64> =
+            core::iter::from_fn(|| r.poll_sync_send(ms(1)).map(|s| s.index)).collect();
+        assert_eq!(idx, [0, 1, 2, 3], "window of 4");
+        r.handle_sync_request(ms(2), B, INC, &request(9, 2));
+        let idx: std::vec::Vec<u64> =
+            core::iter::from_fn(|| r.poll_sync_send(ms(2)).map(|s| s.index)).collect();
+        assert_eq!(idx, [4, 5]);
+        // Chunk 3 was lost: resume from 3.
+        r.handle_sync_request(ms(3), B, INC, &request(9, 3 | CURSOR_RESUME));
+        assert_eq!(r.poll_sync_send(ms(3)).map(|s| s.index), Some(3));
+        r.sync_exhausted(B, 9, 5);
+        assert_eq!(r.poll_sync_send(ms(3)).map(|s| s.index), Some(4));
+        assert_eq!(r.poll_sync_send(ms(3)), None);
+        let done: std::vec::Vec<_> = bodies(&mut r, ms(3))
+            .into_iter()
+            .filter(|b| matches!(b, Body::SyncDone(_)))
+            .collect();
+        assert_eq!(
+            done,
+            [Body::SyncDone(SyncDoneRepr {
+                target: B,
+                sync_id: 9,
+                chunks: 5,
+                rseq: 1
+            })]
+        );
+        r.handle_sync_request(ms(4), B, INC, &request(9, CURSOR_RELEASE));
+        assert_eq!(
+            r.poll_event(),
+            Some(Event::SyncServeEnded { to: B, sync_id: 9 })
+        );
+    }
+
+    #[test]
+    fn sync_server_refuses_when_busy_or_unknown() {
+        let mut r = node(4);
+        for n in 2..=5 {
+            r.handle_sync_request(ms(1), NodeId(n), INC, &request(1, 0));
+        }
+        r.handle_sync_request(ms(1), NodeId(6), INC, &request(1, 0));
+        r.handle_sync_request(ms(1), NodeId(7), INC, &request(1, 10));
+        let mut aborts = std::vec::Vec::new();
+        while let Some(t) = r.poll_transmit(ms(1)) {
+            if let Body::SyncDone(d) = t.body {
+                assert_eq!(d.chunks, SYNC_ABORT);
+                aborts.push((d.target, d.rseq));
+            }
+        }
+        aborts.sort();
+        assert_eq!(
+            aborts,
+            [(NodeId(6), ABORT_BUSY), (NodeId(7), ABORT_UNKNOWN)]
+        );
+        // A requester that went quiet is dropped after the serve timeout.
+        let t = r.poll_timeout().unwrap();
+        r.handle_timeout(t);
+        let ended = core::iter::from_fn(|| r.poll_event())
+            .filter(|e| matches!(e, Event::SyncServeEnded { .. }))
+            .count();
+        assert_eq!(ended, 4);
+    }
+
+    fn chunk(sync_id: u32, index: u64, offset: u32, total_len: u32) -> SyncChunkRepr<'static> {
+        SyncChunkRepr {
+            target: A,
+            sync_id,
+            index,
+            entry: EntryRepr {
+                op: Op::Put,
+                version: 1,
+                origin: B,
+                expires_at_ms: 0,
+                key: b"k",
+                total_len,
+                offset,
+                value: b"v",
+            },
+        }
+    }
+
+    #[test]
+    fn sync_requester_applies_in_order_and_whole_entries_ahead() {
+        let mut r = node(4);
+        let id = r.start_sync(ms(1), B);
+        assert_eq!(
+            r.poll_transmit(ms(1)).map(|t| t.body),
+            Some(Body::SyncRequest(SyncRequestRepr {
+                target: B,
+                sync_id: id,
+                cursor: 0
+            }))
+        );
+        assert_eq!(
+            r.handle_sync_chunk(ms(1), B, &chunk(id, 0, 0, 1)),
+            SyncDelivery::Apply
+        );
+        // Index 1 lost. 2 is whole: applied; 3 is the middle of a value: dropped.
+        assert_eq!(
+            r.handle_sync_chunk(ms(1), B, &chunk(id, 2, 0, 1)),
+            SyncDelivery::Apply
+        );
+        assert_eq!(
+            r.handle_sync_chunk(ms(1), B, &chunk(id, 3, 1, 2)),
+            SyncDelivery::Ignore
+        );
+        assert_eq!(
+            r.poll_transmit(ms(1)).map(|t| t.body),
+            Some(Body::SyncRequest(SyncRequestRepr {
+                target: B,
+                sync_id: id,
+                cursor: 1 | CURSOR_RESUME
+            }))
+        );
+        // Wrong transfer or sender: ignored.
+        assert_eq!(
+            r.handle_sync_chunk(ms(1), C, &chunk(id, 1, 0, 1)),
+            SyncDelivery::Ignore
+        );
+        assert_eq!(
+            r.handle_sync_chunk(ms(1), B, &chunk(id + 1, 1, 0, 1)),
+            SyncDelivery::Ignore
+        );
+        assert_eq!(
+            r.handle_sync_chunk(ms(2), B, &chunk(id, 1, 0, 1)),
+            SyncDelivery::Apply
+        );
+        assert_eq!(
+            r.handle_sync_chunk(ms(2), B, &chunk(id, 2, 0, 1)),
+            SyncDelivery::Ignore
+        );
+        assert_eq!(
+            r.handle_sync_chunk(ms(2), B, &chunk(id, 3, 1, 2)),
+            SyncDelivery::Apply
+        );
+        let done = SyncDoneRepr {
+            target: A,
+            sync_id: id,
+            chunks: 4,
+            rseq: 17,
+        };
+        r.handle_sync_done(ms(2), B, INC, &done);
+        assert_eq!(
+            r.poll_event(),
+            Some(Event::SyncComplete {
+                target: B,
+                sync_id: id,
+                chunks: 4
+            })
+        );
+        assert_eq!(r.syncing(), None);
+        assert_eq!(r.delivered(B), 17, "the snapshot holds B's stream up to 17");
+        let release = bodies(&mut r, ms(2)).into_iter().any(|b| {
+            matches!(
+                b,
+                Body::SyncRequest(SyncRequestRepr {
+                    cursor: CURSOR_RELEASE,
+                    ..
+                })
+            )
+        });
+        assert!(release);
+    }
+
+    #[test]
+    fn sync_requester_resumes_on_timeout_and_gives_up_when_stalled() {
+        let mut r = node(4);
+        let id = r.start_sync(ms(1), B);
+        r.poll_transmit(ms(1));
+        let t = r.poll_timeout().unwrap();
+        assert_eq!(t, ms(1) + Config::default().rto);
+        r.handle_timeout(t);
+        assert_eq!(
+            r.poll_transmit(t).map(|t| t.body),
+            Some(Body::SyncRequest(SyncRequestRepr {
+                target: B,
+                sync_id: id,
+                cursor: CURSOR_RESUME
+            }))
+        );
+        let mut now = t;
+        while r.syncing().is_some() {
+            now = r.poll_timeout().unwrap();
+            r.handle_timeout(now);
+            while r.poll_transmit(now).is_some() {}
+        }
+        assert!(now >= ms(1) + Config::default().sync_stall_timeout);
+        assert_eq!(
+            r.poll_event(),
+            Some(Event::SyncFailed {
+                target: B,
+                sync_id: id,
+                reason: SyncFailure::Stalled
+            })
+        );
+    }
+
+    #[test]
+    fn slot_is_constructible_on_the_heap_without_a_big_stack_array() {
+        let ring = std::vec![Slot::EMPTY; 4096].into_boxed_slice();
+        let mut r: Replicator<std::boxed::Box<[Slot]>, 4> =
+            Replicator::new(A, INC, Config::default(), ring);
+        let big = std::vec![1u8; 4096 * MAX_CHUNK];
+        assert_eq!(r.write(ms(1), &entry(b"k", &big)), Ok(WriteId(4096)));
+    }
+}

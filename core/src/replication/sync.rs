@@ -360,3 +360,23 @@ impl Server {
         Some(*s)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn held_bitmap_shifts_across_words() {
+        let mut h = Held::default();
+        for bit in [1, 63, 64, 200, 255] {
+            h.set(bit);
+        }
+        h.set(HELD_WINDOW); // out of range: ignored
+        h.shift();
+        for bit in [0, 62, 63, 199, 254] {
+            assert!(h.get(bit), "bit {bit}");
+        }
+        assert!(!h.get(1) && !h.get(64) && !h.get(255));
+        assert!(!h.get(HELD_WINDOW + 10));
+    }
+}
