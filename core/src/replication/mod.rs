@@ -724,6 +724,7 @@ impl<S: AsRef<[Slot]> + AsMut<[Slot]>, const P: usize> Replicator<S, P> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // In tests a failed unwrap is a failed test.
 mod tests {
     use super::*;
     use crate::frame::Op;
