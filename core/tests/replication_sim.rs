@@ -217,7 +217,7 @@ type Ring = Box<[Slot]>;
 struct Node {
     id: NodeId,
     inc: Incarnation,
-    r: Replicator<Ring, 4>,
+    r: Replicator<Ring, 4, Ring>,
     store: BTreeMap<Vec<u8>, Value>,
     clock: u64,
     /// Per origin: rseqs delivered, in delivery order.
@@ -235,6 +235,13 @@ struct Node {
 }
 
 impl Node {
+    fn deliver(&mut self, origin: NodeId, rseq: u64, e: OwnedEntry) {
+        self.delivered.entry(origin).or_default().push(rseq);
+        if let Some(whole) = self.stream_partial.entry(origin).or_default().push(e) {
+            self.apply(&whole);
+        }
+    }
+
     fn apply(&mut self, e: &OwnedEntry) {
         self.clock = self.clock.max(e.version);
         let newer = self
@@ -293,7 +300,16 @@ struct Sim {
 const HEARTBEAT_US: u64 = 1_000;
 
 impl Sim {
-    fn new(n: usize, ring: usize, config: Config, seed: u64, loss: u64, dup: u64) -> Sim {
+    /// `reorder`: reorder buffer slots per node (0 = none).
+    fn new(
+        n: usize,
+        ring: usize,
+        reorder: usize,
+        config: Config,
+        seed: u64,
+        loss: u64,
+        dup: u64,
+    ) -> Sim {
         let mut nodes = Vec::new();
         for i in 0..n {
             let id = NodeId(i as u16 + 1);
@@ -301,7 +317,13 @@ impl Sim {
             nodes.push(Node {
                 id,
                 inc,
-                r: Replicator::new(id, inc, config, vec![Slot::EMPTY; ring].into_boxed_slice()),
+                r: Replicator::with_reorder(
+                    id,
+                    inc,
+                    config,
+                    vec![Slot::EMPTY; ring].into_boxed_slice(),
+                    vec![Slot::EMPTY; reorder].into_boxed_slice(),
+                ),
                 store: BTreeMap::new(),
                 clock: 0,
                 delivered: HashMap::new(),
@@ -498,9 +520,10 @@ impl Sim {
                     },
                 );
                 if d == Delivery::Deliver {
-                    node.delivered.entry(from).or_default().push(rseq);
-                    if let Some(whole) = node.stream_partial.entry(from).or_default().push(e) {
-                        node.apply(&whole);
+                    node.deliver(from, rseq, e);
+                    while let Some((origin, u)) = node.r.poll_delivery() {
+                        let (rseq, e) = (u.rseq, OwnedEntry::from_repr(&u.entry));
+                        node.deliver(origin, rseq, e);
                     }
                 }
             }
@@ -617,8 +640,8 @@ fn random_value(rng: &mut Rng, max: usize) -> Vec<u8> {
 
 /// Three nodes write concurrently over a lossy network; every write reaches every peer
 /// exactly once, in order, and is committed.
-fn stream_run(loss: u64, seed: u64) {
-    let mut sim = Sim::new(3, 256, Config::default(), seed, loss, 20);
+fn stream_run(loss: u64, reorder: usize, seed: u64) {
+    let mut sim = Sim::new(3, 256, reorder, Config::default(), seed, loss, 20);
     let mut rng = Rng(seed.wrapping_mul(7) | 1);
     let writes = 150;
     for k in 0..writes {
@@ -657,6 +680,11 @@ fn stream_run(loss: u64, seed: u64) {
         assert!(n.r.committed(&live) >= last);
     }
     sim.assert_stores_equal();
+    let resent: u64 = sim.nodes.iter().map(|n| n.r.stats().retransmits).sum();
+    eprintln!(
+        "stream, loss {loss}/1000, reorder buffer {reorder}: {resent} chunks resent, {:?}",
+        sim.nodes.iter().map(|n| n.r.stats()).collect::<Vec<_>>()
+    );
     if loss > 0 {
         let resent: u64 = sim.nodes.iter().map(|n| n.r.stats().retransmits).sum();
         assert!(resent > 0, "loss {loss} but nothing was retransmitted");
@@ -665,22 +693,36 @@ fn stream_run(loss: u64, seed: u64) {
 
 #[test]
 fn stream_no_loss() {
-    stream_run(0, 1);
+    stream_run(0, 64, 1);
 }
 
 #[test]
 fn stream_5_percent_loss() {
-    stream_run(50, 2);
+    stream_run(50, 64, 2);
 }
 
 #[test]
 fn stream_20_percent_loss() {
-    stream_run(200, 3);
+    stream_run(200, 64, 3);
 }
 
 #[test]
-fn large_values_reassemble() {
-    let mut sim = Sim::new(2, 300, Config::default(), 11, 50, 10);
+fn stream_20_percent_loss_without_reorder_buffer() {
+    stream_run(200, 0, 4);
+}
+
+#[test]
+fn large_values_reassemble_5_percent_loss() {
+    large_values(50, 11);
+}
+
+#[test]
+fn large_values_reassemble_20_percent_loss() {
+    large_values(200, 12);
+}
+
+fn large_values(loss: u64, seed: u64) {
+    let mut sim = Sim::new(2, 300, 128, Config::default(), seed, loss, 10);
     let mut rng = Rng(99);
     let mut values = Vec::new();
     for k in 0..3 {
@@ -689,8 +731,14 @@ fn large_values_reassemble() {
         sim.write(0, &key, Some(&v));
         values.push((key, v));
     }
+    let start = sim.now;
     let limit = sim.now + Duration::from_secs(30);
     sim.run_until(limit, Sim::quiescent);
+    eprintln!(
+        "3 x 256 KiB at {loss}/1000 loss: replicated in {:?} virtual, {:?}",
+        sim.now - start,
+        sim.nodes[0].r.stats()
+    );
     for (key, v) in &values {
         let got = &sim.nodes[1].store.get(key).expect("value replicated").value;
         assert_eq!(got.len(), v.len());
@@ -701,7 +749,7 @@ fn large_values_reassemble() {
 
 #[test]
 fn ring_overflow_falls_back_to_sync() {
-    let mut sim = Sim::new(3, 32, Config::default(), 21, 50, 10);
+    let mut sim = Sim::new(3, 32, 16, Config::default(), 21, 50, 10);
     for k in 0..20 {
         sim.write(0, format!("k{k}").as_bytes(), Some(b"before"));
     }
@@ -751,7 +799,7 @@ fn ring_overflow_falls_back_to_sync() {
 }
 
 fn big_sync(loss: u64, seed: u64) {
-    let mut sim = Sim::new(2, 64, Config::default(), seed, loss, 10);
+    let mut sim = Sim::new(2, 64, 32, Config::default(), seed, loss, 10);
     // Node 1 already holds 10,000 sessions; node 2 starts empty and pulls them.
     for k in 0..10_000u32 {
         let n = &mut sim.nodes[0];

@@ -38,10 +38,14 @@
 //!
 //! # Receiver: one stream per origin
 //! [`Replicator::handle_update`] returns a [`Delivery`]: apply the entry now (it is the next
-//! in order), a duplicate, or a gap (the frame is dropped and a `RetransmitRequest` for
-//! `delivered + 1 ..= highest known` is queued, at most once per [`Config::nak_interval`] per
-//! origin, so loss never causes a request storm). There is no reorder buffer: a lost chunk
-//! costs the resend of what followed it (go-back-N, bounded by the burst). A higher
+//! in order), a duplicate, buffered (it came after a gap and waits in the optional reorder
+//! buffer, [`Replicator::with_reorder`]), or a gap (dropped: no buffer room). After a
+//! delivery the caller drains [`Replicator::poll_delivery`], which hands out buffered chunks
+//! that became in order. A gap queues a `RetransmitRequest` for the hole after the delivered
+//! prefix (up to the first buffered chunk, or the highest rseq known): a new hole is asked
+//! for at once, the same range again only after [`Config::nak_interval`], so loss never
+//! causes a request storm. Without a buffer a lost chunk costs the resend of what followed
+//! it (go-back-N, bounded by the burst). A higher
 //! incarnation of an origin resets its stream (the new stream starts at rseq 1); a lower one
 //! is ignored. The first contact with an origin expects rseq 1; if the origin's ring no
 //! longer has it, the too-old reply above moves the stream forward. Acks are coalesced: each
@@ -184,7 +188,10 @@ pub enum Delivery {
     Deliver,
     /// Already delivered: drop it (an ack is queued, the sender may have missed ours).
     Duplicate,
-    /// Something before it is missing: drop it; a RetransmitRequest is queued (rate-limited).
+    /// Something before it is missing: kept in the reorder buffer, nothing to do now.
+    Buffered,
+    /// Something before it is missing and the reorder buffer is full or absent: drop it.
+    /// A RetransmitRequest is queued (rate-limited).
     Gap,
     /// From an old incarnation, from ourselves, rseq 0, or the stream table is full: drop it.
     Ignored,
@@ -271,13 +278,15 @@ pub struct Stats {
     pub events_dropped: u64,
 }
 
-/// The replication engine of one node. `S` is the ring storage, `P` the peer capacity.
-pub struct Replicator<S, const P: usize> {
+/// The replication engine of one node. `S` is the ring storage, `P` the peer capacity, `B`
+/// the reorder buffer storage (none by default).
+pub struct Replicator<S, const P: usize, B = [Slot; 0]> {
     node: NodeId,
     incarnation: Incarnation,
     config: Config,
     tx: tx::Tx<S, P>,
     rx: rx::Rx<P>,
+    reorder: B,
     client: Option<sync::Client>,
     /// A completed transfer whose release is still to be sent.
     release: Option<(NodeId, u32)>,
@@ -291,14 +300,35 @@ pub struct Replicator<S, const P: usize> {
 impl<S: AsRef<[Slot]> + AsMut<[Slot]>, const P: usize> Replicator<S, P> {
     /// `ring`: e.g. `[Slot::EMPTY; 64]` or `vec![Slot::EMPTY; n].into_boxed_slice()`. Its
     /// length bounds the largest write (`len * MAX_CHUNK` bytes) and how far back a
-    /// retransmission can go.
+    /// retransmission can go. No reorder buffer: see [`Replicator::with_reorder`].
     pub fn new(node: NodeId, incarnation: Incarnation, config: Config, ring: S) -> Self {
+        Replicator::with_reorder(node, incarnation, config, ring, [])
+    }
+}
+
+impl<S, const P: usize, B> Replicator<S, P, B>
+where
+    S: AsRef<[Slot]> + AsMut<[Slot]>,
+    B: AsRef<[Slot]> + AsMut<[Slot]>,
+{
+    /// Like [`Replicator::new`], with a reorder buffer shared by all incoming streams:
+    /// chunks that arrive after a gap wait there (instead of being dropped and resent), and
+    /// [`Replicator::poll_delivery`] hands them out once the gap is filled. Its length
+    /// bounds how much one loss costs (e.g. 64-256 slots).
+    pub fn with_reorder(
+        node: NodeId,
+        incarnation: Incarnation,
+        config: Config,
+        ring: S,
+        reorder: B,
+    ) -> Self {
         Replicator {
             node,
             incarnation,
             tx: tx::Tx::new(ring, &config),
             config,
             rx: rx::Rx::new(),
+            reorder,
             client: None,
             release: None,
             // Distinct from a previous process's ids even if the server kept its transfer.
@@ -378,7 +408,7 @@ impl<S: AsRef<[Slot]> + AsMut<[Slot]>, const P: usize> Replicator<S, P> {
     /// A SessionUpdate from `from` (header sender) at `from_incarnation`.
     pub fn handle_update(
         &mut self,
-        now: Instant,
+        _now: Instant,
         from: NodeId,
         from_incarnation: Incarnation,
         update: &SessionUpdateRepr<'_>,
@@ -387,21 +417,27 @@ impl<S: AsRef<[Slot]> + AsMut<[Slot]>, const P: usize> Replicator<S, P> {
             return Delivery::Ignored;
         }
         self.rx
-            .handle_update(now, from, from_incarnation, update.rseq, &self.config)
+            .handle_update(from, from_incarnation, update, self.reorder.as_mut())
     }
 
     /// The `repl_hwm` of a heartbeat from `from`: detects lost tails.
     pub fn handle_hwm(
         &mut self,
-        now: Instant,
+        _now: Instant,
         from: NodeId,
         from_incarnation: Incarnation,
         hwm: u64,
     ) {
         if from != self.node {
-            self.rx
-                .handle_hwm(now, from, from_incarnation, hwm, &self.config);
+            self.rx.handle_hwm(from, from_incarnation, hwm);
         }
+    }
+
+    /// After a [`Delivery::Deliver`]: the buffered chunks that are now in order, one by one,
+    /// with their origin. Apply each as if `handle_update` had returned `Deliver` for it.
+    /// Drain it before `poll_transmit`.
+    pub fn poll_delivery(&mut self) -> Option<(NodeId, SessionUpdateRepr<'_>)> {
+        self.rx.poll_delivery(self.reorder.as_ref())
     }
 
     /// Last rseq of `origin`'s stream delivered in order (0 if none).
@@ -576,7 +612,6 @@ impl<S: AsRef<[Slot]> + AsMut<[Slot]>, const P: usize> Replicator<S, P> {
     /// expiry). Call when `poll_timeout()` has passed, then drain `poll_transmit`.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.tx.handle_timeout(now, &self.config);
-        self.rx.handle_timeout(now, &self.config);
         if let Some(c) = self.client.as_mut() {
             if let Some(reason) = c.handle_timeout(now, &self.config) {
                 let (target, sync_id) = (c.target, c.sync_id);
@@ -643,20 +678,20 @@ impl<S: AsRef<[Slot]> + AsMut<[Slot]>, const P: usize> Replicator<S, P> {
                     }),
                 });
             }
-            if s.nak_pending {
-                s.nak_pending = false;
-                let (from, to) = s.nak_range();
-                self.stats.retransmit_requests_sent += 1;
-                return Some(Transmit {
-                    to: Dest::Node(s.origin),
-                    body: Body::RetransmitRequest(RetransmitRequestRepr {
-                        target: s.origin,
-                        target_incarnation: s.incarnation,
-                        from,
-                        to,
-                    }),
-                });
-            }
+        }
+        if let Some((origin, incarnation, from, to)) =
+            self.rx.poll_nak(now, self.reorder.as_ref(), &self.config)
+        {
+            self.stats.retransmit_requests_sent += 1;
+            return Some(Transmit {
+                to: Dest::Node(origin),
+                body: Body::RetransmitRequest(RetransmitRequestRepr {
+                    target: origin,
+                    target_incarnation: incarnation,
+                    from,
+                    to,
+                }),
+            });
         }
         if let Some((to, sync_id, reason)) = self.aborts.pop() {
             return Some(Transmit {

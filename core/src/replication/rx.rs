@@ -1,8 +1,10 @@
-//! Receiver side: one in-order stream per origin peer, gap detection and rate-limited NAKs.
+//! Receiver side: one in-order stream per origin peer, an optional reorder buffer shared by
+//! all streams, gap detection and rate-limited NAKs.
 
 use heapless::Vec;
 
-use super::{Config, Delivery};
+use super::{Config, Delivery, Slot};
+use crate::frame::SessionUpdateRepr;
 use crate::id::{Incarnation, NodeId};
 use crate::time::Instant;
 
@@ -14,9 +16,10 @@ pub(super) struct RxStream {
     pub(super) delivered: u64,
     /// Highest rseq known to exist (from updates or heartbeats).
     highest: u64,
-    /// Earliest time the next RetransmitRequest may go out (rate limit).
+    /// Earliest time a RetransmitRequest may repeat a range already asked for.
     nak_at: Instant,
-    pub(super) nak_pending: bool,
+    /// End of the last range asked for: a hole starting after it is new and asked at once.
+    nak_to: u64,
     pub(super) ack_pending: bool,
 }
 
@@ -25,17 +28,17 @@ impl RxStream {
         self.highest > self.delivered
     }
 
-    /// The range to ask for: everything missing, the sender clips it to its burst.
-    pub(super) fn nak_range(&self) -> (u64, u64) {
-        (self.delivered + 1, self.highest)
+    /// Whether `slot` holds a chunk of this stream still to be delivered.
+    fn holds(&self, slot: &Slot) -> bool {
+        slot.stream == self.origin
+            && slot.stream_incarnation == self.incarnation
+            && slot.rseq > self.delivered
     }
+}
 
-    fn maybe_nak(&mut self, now: Instant, config: &Config) {
-        if self.has_gap() && now >= self.nak_at {
-            self.nak_pending = true;
-            self.nak_at = now + config.nak_interval;
-        }
-    }
+/// Whether a reorder slot holds a chunk some stream still needs.
+fn occupied(streams: &[RxStream], slot: &Slot) -> bool {
+    slot.rseq != 0 && streams.iter().any(|s| s.holds(slot))
 }
 
 pub(super) struct Rx<const P: usize> {
@@ -62,7 +65,7 @@ impl<const P: usize> Rx<P> {
             delivered: 0,
             highest: 0,
             nak_at: Instant::ZERO,
-            nak_pending: false,
+            nak_to: 0,
             ack_pending: false,
         };
         match self.streams.iter().position(|s| s.origin == origin) {
@@ -72,7 +75,8 @@ impl<const P: usize> Rx<P> {
                     return None;
                 }
                 if incarnation > s.incarnation {
-                    // The origin restarted: its new stream starts again at rseq 1.
+                    // The origin restarted: its new stream starts again at rseq 1. Buffered
+                    // chunks of the old one no longer match and count as free.
                     *s = fresh;
                 }
                 Some(s)
@@ -86,12 +90,12 @@ impl<const P: usize> Rx<P> {
 
     pub(super) fn handle_update(
         &mut self,
-        now: Instant,
         from: NodeId,
         incarnation: Incarnation,
-        rseq: u64,
-        config: &Config,
+        update: &SessionUpdateRepr<'_>,
+        buffer: &mut [Slot],
     ) -> Delivery {
+        let rseq = update.rseq;
         let Some(s) = self.stream(from, incarnation) else {
             return Delivery::Ignored;
         };
@@ -101,31 +105,55 @@ impl<const P: usize> Rx<P> {
         s.highest = s.highest.max(rseq);
         if rseq <= s.delivered {
             s.ack_pending = true;
-            Delivery::Duplicate
-        } else if rseq == s.delivered + 1 {
+            return Delivery::Duplicate;
+        }
+        if rseq == s.delivered + 1 {
             s.delivered = rseq;
             s.ack_pending = true;
-            if !s.has_gap() {
-                s.nak_pending = false;
-            }
-            Delivery::Deliver
-        } else {
-            s.maybe_nak(now, config);
-            Delivery::Gap
+            return Delivery::Deliver;
         }
+        let s = *s;
+        let streams = &self.streams;
+        if buffer
+            .iter()
+            .any(|b| b.rseq == rseq && occupied(streams, b) && s.holds(b))
+        {
+            return Delivery::Duplicate;
+        }
+        let Some(slot) = buffer.iter_mut().find(|b| !occupied(streams, b)) else {
+            return Delivery::Gap;
+        };
+        if !slot.store(update) {
+            // Larger than a chunk can be: not from a sane sender; drop it.
+            return Delivery::Gap;
+        }
+        slot.stream = from;
+        slot.stream_incarnation = incarnation;
+        Delivery::Buffered
     }
 
-    pub(super) fn handle_hwm(
+    /// The next buffered chunk that became deliverable, if any.
+    pub(super) fn poll_delivery<'b>(
         &mut self,
-        now: Instant,
-        from: NodeId,
-        incarnation: Incarnation,
-        hwm: u64,
-        config: &Config,
-    ) {
+        buffer: &'b [Slot],
+    ) -> Option<(NodeId, SessionUpdateRepr<'b>)> {
+        for s in self.streams.iter_mut() {
+            if let Some(slot) = buffer
+                .iter()
+                .find(|b| s.holds(b) && b.rseq == s.delivered + 1)
+            {
+                // Delivered now, so the slot counts as free from here on.
+                s.delivered = slot.rseq;
+                s.ack_pending = true;
+                return Some((s.origin, slot.update()));
+            }
+        }
+        None
+    }
+
+    pub(super) fn handle_hwm(&mut self, from: NodeId, incarnation: Incarnation, hwm: u64) {
         if let Some(s) = self.stream(from, incarnation) {
             s.highest = s.highest.max(hwm);
-            s.maybe_nak(now, config);
         }
     }
 
@@ -141,16 +169,38 @@ impl<const P: usize> Rx<P> {
         }
         s.delivered = rseq;
         s.highest = s.highest.max(rseq);
-        if !s.has_gap() {
-            s.nak_pending = false;
-        }
         true
     }
 
-    pub(super) fn handle_timeout(&mut self, now: Instant, config: &Config) {
+    /// A RetransmitRequest due now, as (origin, incarnation, from, to): the hole right after
+    /// the delivered prefix, up to the first buffered chunk. A new hole is asked for at once;
+    /// the same range again only after `nak_interval`, so loss never causes a storm.
+    pub(super) fn poll_nak(
+        &mut self,
+        now: Instant,
+        buffer: &[Slot],
+        config: &Config,
+    ) -> Option<(NodeId, Incarnation, u64, u64)> {
         for s in self.streams.iter_mut() {
-            s.maybe_nak(now, config);
+            if !s.has_gap() {
+                continue;
+            }
+            let first_held = buffer
+                .iter()
+                .filter(|b| s.holds(b))
+                .map(|b| b.rseq)
+                .min()
+                .unwrap_or(u64::MAX);
+            let from = s.delivered + 1;
+            let to = s.highest.min(first_held - 1);
+            if from > to || (now < s.nak_at && from <= s.nak_to) {
+                continue;
+            }
+            s.nak_at = now + config.nak_interval;
+            s.nak_to = to;
+            return Some((s.origin, s.incarnation, from, to));
         }
+        None
     }
 
     pub(super) fn poll_timeout(&self) -> Instant {

@@ -16,7 +16,10 @@ use crate::time::Instant;
 #[derive(Clone, Copy, Debug)]
 pub struct Slot {
     /// 0 = empty (rseqs start at 1).
-    rseq: u64,
+    pub(super) rseq: u64,
+    /// In a reorder buffer: the stream (origin node, incarnation) the chunk belongs to.
+    pub(super) stream: NodeId,
+    pub(super) stream_incarnation: Incarnation,
     version: u64,
     expires_at_ms: u64,
     total_len: u32,
@@ -32,6 +35,8 @@ pub struct Slot {
 impl Slot {
     pub const EMPTY: Slot = Slot {
         rseq: 0,
+        stream: NodeId(0),
+        stream_incarnation: Incarnation(0),
         version: 0,
         expires_at_ms: 0,
         total_len: 0,
@@ -44,8 +49,31 @@ impl Slot {
         data: [0; MAX_CHUNK],
     };
 
+    /// Copies a received chunk in; false (and unchanged) if it does not fit a slot.
+    pub(super) fn store(&mut self, u: &SessionUpdateRepr<'_>) -> bool {
+        let e = &u.entry;
+        let (Some(key), Some(data)) = (
+            self.key.get_mut(..e.key.len()),
+            self.data.get_mut(..e.value.len()),
+        ) else {
+            return false;
+        };
+        key.copy_from_slice(e.key);
+        data.copy_from_slice(e.value);
+        self.key_len = e.key.len() as u16;
+        self.len = e.value.len() as u16;
+        self.rseq = u.rseq;
+        self.op = e.op;
+        self.version = e.version;
+        self.origin = e.origin;
+        self.expires_at_ms = e.expires_at_ms;
+        self.total_len = e.total_len;
+        self.offset = e.offset;
+        true
+    }
+
     /// The stored chunk as the body to seal and send.
-    fn update(&self) -> SessionUpdateRepr<'_> {
+    pub(super) fn update(&self) -> SessionUpdateRepr<'_> {
         SessionUpdateRepr {
             rseq: self.rseq,
             entry: EntryRepr {
