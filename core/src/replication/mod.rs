@@ -459,6 +459,10 @@ where
     /// Starts pulling the full state from `target`, replacing any transfer in progress.
     /// Returns the transfer's id.
     pub fn start_sync(&mut self, now: Instant, target: NodeId) -> u32 {
+        if let Some(old) = self.client {
+            // Let the old target free its transfer now rather than at its timeout.
+            self.release = Some((old.target, old.sync_id));
+        }
         let sync_id = self.next_sync_id;
         self.next_sync_id = self.next_sync_id.wrapping_add(1).max(1);
         self.client = Some(sync::Client::new(now, target, sync_id, &self.config));
@@ -805,8 +809,8 @@ mod tests {
     }
 
     /// Drains `poll_transmit`; updates keep only their rseq (their bytes borrow the ring).
-    fn drain<S: AsRef<[Slot]> + AsMut<[Slot]>>(
-        r: &mut Replicator<S, 4>,
+    fn drain<S: AsRef<[Slot]> + AsMut<[Slot]>, B: AsRef<[Slot]> + AsMut<[Slot]>>(
+        r: &mut Replicator<S, 4, B>,
         now: Instant,
     ) -> std::vec::Vec<(Dest, Body<'static>)> {
         let mut out = std::vec::Vec::new();
@@ -824,8 +828,8 @@ mod tests {
         out
     }
 
-    fn bodies<S: AsRef<[Slot]> + AsMut<[Slot]>>(
-        r: &mut Replicator<S, 4>,
+    fn bodies<S: AsRef<[Slot]> + AsMut<[Slot]>, B: AsRef<[Slot]> + AsMut<[Slot]>>(
+        r: &mut Replicator<S, 4, B>,
         now: Instant,
     ) -> std::vec::Vec<Body<'static>> {
         drain(r, now).into_iter().map(|(_, b)| b).collect()
@@ -1075,6 +1079,84 @@ mod tests {
             Delivery::Deliver
         );
         assert_eq!(r.delivered(B), 3);
+    }
+
+    #[test]
+    fn reorder_buffer_holds_chunks_after_a_gap() {
+        let mut r: Replicator<[Slot; 2], 4, [Slot; 2]> = Replicator::with_reorder(
+            A,
+            INC,
+            Config::default(),
+            [Slot::EMPTY; 2],
+            [Slot::EMPTY; 2],
+        );
+        assert_eq!(
+            r.handle_update(ms(1), B, INC, &update(1)),
+            Delivery::Deliver
+        );
+        assert_eq!(
+            r.handle_update(ms(1), B, INC, &update(3)),
+            Delivery::Buffered
+        );
+        assert_eq!(
+            r.handle_update(ms(1), B, INC, &update(3)),
+            Delivery::Duplicate
+        );
+        assert_eq!(
+            r.handle_update(ms(1), B, INC, &update(4)),
+            Delivery::Buffered
+        );
+        assert_eq!(
+            r.handle_update(ms(1), B, INC, &update(6)),
+            Delivery::Gap,
+            "buffer full"
+        );
+        assert!(r.poll_delivery().is_none(), "2 is missing");
+        // Only the hole before the first buffered chunk is asked for.
+        assert!(
+            bodies(&mut r, ms(1)).contains(&Body::RetransmitRequest(RetransmitRequestRepr {
+                target: B,
+                target_incarnation: INC,
+                from: 2,
+                to: 2
+            }))
+        );
+        assert_eq!(
+            r.handle_update(ms(1), B, INC, &update(2)),
+            Delivery::Deliver
+        );
+        let (origin, u) = r.poll_delivery().unwrap();
+        assert_eq!((origin, u.rseq, u.entry.value), (B, 3, &b"v"[..]));
+        assert_eq!(r.poll_delivery().map(|(_, u)| u.rseq), Some(4));
+        assert!(r.poll_delivery().is_none());
+        assert_eq!(r.delivered(B), 4);
+        // The next hole is new: asked for at once, despite the NAK interval.
+        assert!(
+            bodies(&mut r, ms(1)).contains(&Body::RetransmitRequest(RetransmitRequestRepr {
+                target: B,
+                target_incarnation: INC,
+                from: 5,
+                to: 6
+            }))
+        );
+        // A restarted origin: chunks buffered from its old stream are never delivered.
+        assert_eq!(
+            r.handle_update(ms(2), B, INC, &update(7)),
+            Delivery::Buffered
+        );
+        assert_eq!(
+            r.handle_update(ms(2), B, Incarnation(101), &update(1)),
+            Delivery::Deliver
+        );
+        assert!(r.poll_delivery().is_none());
+        assert_eq!(
+            r.handle_update(ms(2), B, Incarnation(101), &update(3)),
+            Delivery::Buffered
+        );
+        assert_eq!(
+            r.handle_update(ms(2), B, Incarnation(101), &update(4)),
+            Delivery::Buffered
+        );
     }
 
     #[test]

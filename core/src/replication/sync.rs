@@ -161,7 +161,7 @@ impl Client {
             return Some(SyncFailure::Stalled);
         }
         if now >= self.resume_at {
-            self.rto = (self.rto * 2).min(config.max_rto);
+            self.rto = self.rto.saturating_mul(2).min(config.max_rto);
             self.request_resume();
             self.resume_at = now + self.rto;
         }

@@ -350,7 +350,7 @@ impl<S: AsRef<[Slot]> + AsMut<[Slot]>, const P: usize> Tx<S, P> {
         }
         if self.min_live_acked().is_some_and(|a| a < self.sent) {
             self.probe_pending = true;
-            self.rto = (self.rto * 2).min(config.max_rto);
+            self.rto = self.rto.saturating_mul(2).min(config.max_rto);
             self.probe_at = now + self.rto;
         } else {
             self.probe_at = Instant::NEVER;
