@@ -45,11 +45,13 @@
 //! prefix (up to the first buffered chunk, or the highest rseq known): a new hole is asked
 //! for at once, the same range again only after [`Config::nak_interval`], so loss never
 //! causes a request storm. Without a buffer a lost chunk costs the resend of what followed
-//! it (go-back-N, bounded by the burst). A higher
-//! incarnation of an origin resets its stream (the new stream starts at rseq 1); a lower one
-//! is ignored. The first contact with an origin expects rseq 1; if the origin's ring no
-//! longer has it, the too-old reply above moves the stream forward. Acks are coalesced: each
-//! origin with deliveries or duplicates since the last poll gets one cumulative Ack.
+//! it (go-back-N, bounded by the burst).
+//!
+//! A higher incarnation of an origin resets its stream (the new stream starts at rseq 1); a
+//! lower one is ignored. The first contact with an origin expects rseq 1; if the origin's
+//! ring no longer has it, the too-old reply above moves the stream forward. Acks are
+//! coalesced: each origin with deliveries or duplicates since the last poll gets one
+//! cumulative Ack.
 //!
 //! Chunks of one write have consecutive rseqs, so in-order delivery hands them to the caller
 //! back to back (offset 0 first); the caller reassembles (`offset`, `total_len`) and drops a
@@ -62,13 +64,14 @@
 //!   indexes of the cursor (a bitmap remembers it, so the go-back-N resend costs bandwidth
 //!   but no extra round trips). Parts of a multi-chunk value are applied only in index
 //!   order, so the caller reassembles them as it does stream chunks, while whole entries may
-//!   come in between. Every [`Config::sync_ack_every`]
-//!   chunks the requester sends `SyncRequest { cursor: next }` as a cumulative ack. On a
-//!   chunk out of order, a SyncDone before all chunks, or no progress for an RTO (backing
-//!   off), it sends a resume: `cursor: next | CURSOR_RESUME` (top bit; chunk counts never
-//!   reach 2^63), and the server goes back to `next` (go-back-N; a rewind at most once per
-//!   position and RTO, since the rest of the window is still arriving). `SyncDone { chunks }` with
-//!   all chunks held gives [`Event::SyncComplete`] and a release (`cursor: CURSOR_RELEASE`).
+//!   come in between.
+//! - Every [`Config::sync_ack_every`] chunks the requester sends `SyncRequest { cursor:
+//!   next }` as a cumulative ack. On a chunk out of order, a SyncDone before all chunks, or
+//!   no progress for an RTO (backing off), it sends a resume: `cursor: next | CURSOR_RESUME`
+//!   (top bit; chunk counts never reach 2^63), and the server goes back to `next`
+//!   (go-back-N; a resume at most once per position and RTO, since the rest of the window
+//!   is still arriving). `SyncDone { chunks }` with all chunks held gives
+//!   [`Event::SyncComplete`] and a release (`cursor: CURSOR_RELEASE`).
 //!   No progress for [`Config::sync_stall_timeout`], or an abort from the server, gives
 //!   [`Event::SyncFailed`]; the caller may start again with another target.
 //! - Server (at most [`MAX_SYNC_SERVE`] requesters at once, more are refused with
@@ -85,6 +88,20 @@
 //! - Writes made during a transfer reach the requester through the normal streams. The
 //!   store applies every entry by last-writer-wins on `(version, origin)`, so sync chunks and
 //!   stream updates commute: their order of arrival does not change the final state.
+//!
+//! # Driving it (the daemon's loop)
+//! - Local write: apply to the store first, then [`Replicator::write`] (so a snapshot taken
+//!   at `SyncServeStarted` holds every rseq written so far).
+//! - Per opened frame, dispatch on the body; after `Delivery::Deliver` apply the entry, then
+//!   drain [`Replicator::poll_delivery`]. After a batch: drain `poll_event`, `poll_transmit`
+//!   (seal and send), `poll_sync_send` (build SyncChunks from the snapshot), then arm the
+//!   timer at `poll_timeout` and call `handle_timeout` when it passes.
+//! - Membership: `peer_up(node, incarnation)` when a data peer (not a witness) turns live,
+//!   `peer_down` when it dies or leaves; re-check `committed(live)` after acks and
+//!   membership changes. Heartbeats carry `hwm()`; received ones go to `handle_hwm`.
+//! - Start or rejoin: `start_sync(some live peer)`, report `syncing` until
+//!   `SyncComplete`; on `SyncFailed` start again (another target if the first is dead). On
+//!   `NeedsSync { origin }`, sync from `origin` unless a sync is running.
 //!
 //! # Limits
 //! Every table is fixed-size: `P` peers (sender acks, receiver streams, owed retransmits),
