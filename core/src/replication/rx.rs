@@ -196,7 +196,11 @@ impl<const P: usize> Rx<P> {
             if from > to || (now < s.nak_at && from <= s.nak_to) {
                 continue;
             }
-            s.nak_at = now + config.nak_interval;
+            // At least 1 us: a zero interval must not let a drain loop repeat it forever.
+            s.nak_at = now
+                + config
+                    .nak_interval
+                    .max(core::time::Duration::from_micros(1));
             s.nak_to = to;
             return Some((s.origin, s.incarnation, from, to));
         }
