@@ -1077,3 +1077,470 @@ impl LeaveRepr {
         write(&w, out)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::vec::Vec;
+
+    // Test vectors (also in docs/PROTOCOL.md): construct/deconstruct pairs, smoltcp style.
+
+    static HEARTBEAT_BYTES: [u8; 64] = [
+        // header: magic "TNDM", version 1, kind 0x01, flags 0, key id 1, body len 32
+        0x54, 0x4e, 0x44, 0x4d, 0x01, 0x01, 0x00, 0x01, 0x00, 0x20, //
+        // sender 1, cluster 0x0000beef, incarnation 0x6553f100, reserved, seq 7
+        0x00, 0x01, 0x00, 0x00, 0xbe, 0xef, 0x65, 0x53, 0xf1, 0x00, //
+        0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x07, //
+        // interval 10000 us, multiplier 3, role leader, priority 100, state syncing
+        0x00, 0x00, 0x27, 0x10, 0x03, 0x01, 0x64, 0x02, //
+        // leader 1, reserved
+        0x00, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, //
+        // view 5, replication high-water mark 42
+        0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x05, //
+        0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x2a,
+    ];
+
+    fn heartbeat_header() -> HeaderRepr {
+        HeaderRepr {
+            kind: Kind::Heartbeat,
+            flags: 0,
+            key_id: KeyId(1),
+            cluster: ClusterId(0xbeef),
+            sender: NodeId(1),
+            incarnation: Incarnation(0x6553_f100),
+            seq: 7,
+        }
+    }
+
+    fn heartbeat_repr() -> HeartbeatRepr {
+        HeartbeatRepr {
+            interval_us: 10_000,
+            multiplier: 3,
+            role: Role::Leader,
+            priority: 100,
+            state: StateFlags(StateFlags::SYNCING),
+            leader: Some(NodeId(1)),
+            view: 5,
+            repl_hwm: 42,
+        }
+    }
+
+    pub(crate) fn heartbeat_frame() -> Frame<'static> {
+        Frame {
+            header: heartbeat_header(),
+            body: Body::Heartbeat(heartbeat_repr()),
+        }
+    }
+
+    static SESSION_UPDATE_BYTES: [u8; 84] = [
+        // header: kind 0x02, key id 1, body len 52, sender 2, seq 0x0102030405
+        0x54, 0x4e, 0x44, 0x4d, 0x01, 0x02, 0x00, 0x01, 0x00, 0x34, //
+        0x00, 0x02, 0x00, 0x00, 0xbe, 0xef, 0x65, 0x53, 0xf1, 0x01, //
+        0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x01, 0x02, 0x03, 0x04, 0x05, //
+        // rseq 9
+        0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x09, //
+        // op put, reserved, key len 7, origin 2, value len 5
+        0x01, 0x00, 0x00, 0x07, 0x00, 0x02, 0x00, 0x05, //
+        // version 0x11, expires at 1_700_000_000_000 ms
+        0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x11, //
+        0x00, 0x00, 0x01, 0x8b, 0xcf, 0xe5, 0x68, 0x00, //
+        // total len 5, offset 0
+        0x00, 0x00, 0x00, 0x05, 0x00, 0x00, 0x00, 0x00, //
+        // key "sess:42", value "hello"
+        b's', b'e', b's', b's', b':', b'4', b'2', //
+        b'h', b'e', b'l', b'l', b'o',
+    ];
+
+    pub(crate) fn session_update_frame() -> Frame<'static> {
+        Frame {
+            header: HeaderRepr {
+                kind: Kind::SessionUpdate,
+                flags: 0,
+                key_id: KeyId(1),
+                cluster: ClusterId(0xbeef),
+                sender: NodeId(2),
+                incarnation: Incarnation(0x6553_f101),
+                seq: 0x01_0203_0405,
+            },
+            body: Body::SessionUpdate(SessionUpdateRepr {
+                rseq: 9,
+                entry: EntryRepr {
+                    op: Op::Put,
+                    version: 0x11,
+                    origin: NodeId(2),
+                    expires_at_ms: 1_700_000_000_000,
+                    key: b"sess:42",
+                    total_len: 5,
+                    offset: 0,
+                    value: b"hello",
+                },
+            }),
+        }
+    }
+
+    #[test]
+    fn deconstruct_heartbeat() {
+        assert_eq!(Frame::parse(&HEARTBEAT_BYTES), Ok(heartbeat_frame()));
+    }
+
+    #[test]
+    fn construct_heartbeat() {
+        let mut buf = [0xa5u8; 80];
+        let frame = heartbeat_frame();
+        assert_eq!(frame.buffer_len(), HEARTBEAT_BYTES.len());
+        assert_eq!(frame.emit(&mut buf), Ok(HEARTBEAT_BYTES.len()));
+        assert_eq!(&buf[..64], &HEARTBEAT_BYTES[..]);
+        assert_eq!(&buf[64..], &[0xa5; 16][..], "emit wrote past its length");
+    }
+
+    #[test]
+    fn deconstruct_session_update() {
+        assert_eq!(
+            Frame::parse(&SESSION_UPDATE_BYTES),
+            Ok(session_update_frame())
+        );
+    }
+
+    #[test]
+    fn construct_session_update() {
+        let mut buf = [0x5au8; 84];
+        assert_eq!(session_update_frame().emit(&mut buf), Ok(84));
+        assert_eq!(&buf[..], &SESSION_UPDATE_BYTES[..]);
+    }
+
+    #[test]
+    fn layout_sizes() {
+        assert_eq!(wire::HEARTBEAT_LEN, 32);
+        assert_eq!(wire::ENTRY_LEN, 32);
+        assert_eq!(wire::SESSION_UPDATE_FIXED_LEN, 40);
+        assert_eq!(wire::ACK_LEN, 16);
+        assert_eq!(wire::RETRANSMIT_REQUEST_LEN, 24);
+        assert_eq!(wire::SYNC_REQUEST_LEN, 16);
+        assert_eq!(wire::SYNC_CHUNK_FIXED_LEN, 48);
+        assert_eq!(wire::SYNC_DONE_LEN, 24);
+        assert_eq!(wire::LEAVE_LEN, 8);
+        assert_eq!(MAX_BODY_LEN, 1352);
+    }
+
+    #[test]
+    fn emit_refuses_short_buffer_without_writing() {
+        let frame = session_update_frame();
+        for len in 0..frame.buffer_len() {
+            let mut buf = std::vec![0xeeu8; len];
+            assert_eq!(frame.emit(&mut buf), Err(Error::BufferTooSmall), "len {len}");
+            assert!(buf.iter().all(|&b| b == 0xee), "wrote into a short buffer");
+        }
+    }
+
+    fn patched(bytes: &[u8], at: usize, value: u8) -> Vec<u8> {
+        let mut v = bytes.to_vec();
+        v[at] = value;
+        v
+    }
+
+    #[test]
+    fn header_field_errors() {
+        let hb = &HEARTBEAT_BYTES;
+        assert_eq!(Frame::parse(&patched(hb, 0, b'X')), Err(Error::Malformed));
+        assert_eq!(
+            Frame::parse(&patched(hb, 4, 0x02)),
+            Err(Error::UnsupportedVersion)
+        );
+        assert_eq!(Frame::parse(&patched(hb, 5, 0x09)), Err(Error::UnknownKind));
+        assert_eq!(Frame::parse(&patched(hb, 5, 0x00)), Err(Error::UnknownKind));
+        assert_eq!(Frame::parse(&patched(hb, 6, 0x01)), Err(Error::Malformed));
+        assert_eq!(Frame::parse(&patched(hb, 23, 0x01)), Err(Error::Malformed));
+        // seq >= 2^48
+        assert_eq!(Frame::parse(&patched(hb, 25, 0x01)), Err(Error::Malformed));
+        // insecure flag is a known flag: parses
+        assert!(Frame::parse(&patched(hb, 6, FLAG_INSECURE)).is_ok());
+        // a longer body than the header says
+        let mut long = hb.to_vec();
+        long.push(0);
+        assert_eq!(Frame::parse(&long), Err(Error::Malformed));
+    }
+
+    #[test]
+    fn body_field_errors() {
+        let hb = &HEARTBEAT_BYTES;
+        // role 3, reserved byte
+        assert_eq!(Frame::parse(&patched(hb, 37, 0x03)), Err(Error::Malformed));
+        assert_eq!(Frame::parse(&patched(hb, 45, 0x01)), Err(Error::Malformed));
+        let su = &SESSION_UPDATE_BYTES;
+        // op 0, reserved, key len 8 (lengths no longer add up), value len 6
+        assert_eq!(Frame::parse(&patched(su, 40, 0x00)), Err(Error::Malformed));
+        assert_eq!(Frame::parse(&patched(su, 41, 0x01)), Err(Error::Malformed));
+        assert_eq!(Frame::parse(&patched(su, 43, 0x08)), Err(Error::Malformed));
+        assert_eq!(Frame::parse(&patched(su, 47, 0x06)), Err(Error::Malformed));
+        // total len 4 < chunk end 5; offset 1 -> chunk end 6 > total 5
+        assert_eq!(Frame::parse(&patched(su, 67, 0x04)), Err(Error::Malformed));
+        assert_eq!(Frame::parse(&patched(su, 71, 0x01)), Err(Error::Malformed));
+        // op delete with a value
+        assert_eq!(Frame::parse(&patched(su, 40, 0x02)), Err(Error::Malformed));
+        // a body length that disagrees with the kind's fixed size
+        let mut hb_short = hb[..63].to_vec();
+        hb_short[9] = 31;
+        assert_eq!(Frame::parse(&hb_short), Err(Error::Malformed));
+    }
+
+    #[test]
+    fn emit_refuses_unrepresentable() {
+        let mut buf = [0u8; MAX_DATAGRAM];
+        let mut f = heartbeat_frame();
+        f.header.seq = MAX_SEQ + 1;
+        assert_eq!(f.emit(&mut buf), Err(Error::Malformed));
+        let mut f = heartbeat_frame();
+        f.header.kind = Kind::Leave;
+        assert_eq!(f.emit(&mut buf), Err(Error::Malformed));
+        let mut f = heartbeat_frame();
+        f.header.flags = 0x01;
+        assert_eq!(f.emit(&mut buf), Err(Error::Malformed));
+        let mut hb = heartbeat_repr();
+        hb.leader = Some(NodeId(0));
+        assert_eq!(hb.emit(&mut buf), Err(Error::Malformed));
+        let rr = RetransmitRequestRepr {
+            target: NodeId(1),
+            target_incarnation: Incarnation(1),
+            from: 5,
+            to: 4,
+        };
+        assert_eq!(rr.emit(&mut buf), Err(Error::Malformed));
+        let key = [0u8; MAX_KEY_LEN + 1];
+        let Body::SessionUpdate(mut su) = session_update_frame().body else {
+            unreachable!()
+        };
+        su.entry.key = &key;
+        assert_eq!(su.emit(&mut buf), Err(Error::Malformed));
+        let Body::SessionUpdate(mut su) = session_update_frame().body else {
+            unreachable!()
+        };
+        su.entry.op = Op::Touch;
+        assert_eq!(su.emit(&mut buf), Err(Error::Malformed));
+    }
+
+    #[test]
+    fn kind_from_u8_round_trips() {
+        for b in 0..=255u8 {
+            if let Some(k) = Kind::from_u8(b) {
+                assert_eq!(k as u8, b);
+            }
+        }
+        assert_eq!(Kind::from_u8(0x08), Some(Kind::Leave));
+        assert_eq!(Kind::from_u8(0x09), None);
+    }
+
+    #[test]
+    fn chunks_of_a_large_value_fit_and_reassemble() {
+        let key = [b'k'; MAX_KEY_LEN];
+        let value: Vec<u8> = (0..256 * 1024 + 7).map(|i| (i % 251) as u8).collect();
+        let chunks = EntryRepr::chunks(Op::Put, 3, NodeId(1), 0, &key, &value).unwrap();
+        assert_eq!(chunks.len(), value.len().div_ceil(MAX_VALUE_CHUNK));
+        let mut rebuilt = Vec::new();
+        let mut buf = [0u8; MAX_DATAGRAM];
+        for (i, entry) in chunks.enumerate() {
+            assert_eq!(entry.offset as usize, rebuilt.len());
+            rebuilt.extend_from_slice(entry.value);
+            let frame = Frame {
+                header: HeaderRepr {
+                    kind: Kind::SyncChunk,
+                    ..heartbeat_header()
+                },
+                body: Body::SyncChunk(SyncChunkRepr {
+                    target: NodeId(2),
+                    sync_id: 1,
+                    index: i as u64,
+                    entry,
+                }),
+            };
+            let n = frame.emit(&mut buf).unwrap();
+            assert!(n + TAG_LEN <= MAX_DATAGRAM);
+            assert_eq!(Frame::parse(&buf[..n]), Ok(frame));
+        }
+        assert_eq!(rebuilt, value);
+    }
+
+    #[test]
+    fn chunks_of_empty_and_delete() {
+        let one: Vec<_> = EntryRepr::chunks(Op::Put, 1, NodeId(1), 0, b"k", b"")
+            .unwrap()
+            .collect();
+        assert_eq!(one.len(), 1);
+        assert!(one[0].is_last_chunk());
+        assert_eq!(one[0].check(), Ok(()));
+        let del: Vec<_> = EntryRepr::chunks(Op::Delete, 1, NodeId(1), 0, b"k", b"")
+            .unwrap()
+            .collect();
+        assert_eq!((del.len(), del[0].total_len), (1, 0));
+        assert!(EntryRepr::chunks(Op::Delete, 1, NodeId(1), 0, b"k", b"v").is_err());
+        let big = std::vec![0u8; MAX_VALUE_LEN as usize + 1];
+        assert!(EntryRepr::chunks(Op::Put, 1, NodeId(1), 0, b"k", &big).is_err());
+    }
+
+    // proptest: every kind round trips, every truncation is Truncated.
+
+    fn leak(v: Vec<u8>) -> &'static [u8] {
+        // Tests only: a few hundred small leaked buffers keep the Reprs 'static.
+        Vec::leak(v)
+    }
+
+    fn node() -> impl Strategy<Value = NodeId> {
+        any::<u16>().prop_map(NodeId)
+    }
+
+    fn role() -> impl Strategy<Value = Role> {
+        prop_oneof![Just(Role::Follower), Just(Role::Leader), Just(Role::Witness)]
+    }
+
+    fn entry() -> impl Strategy<Value = EntryRepr<'static>> {
+        let op = prop_oneof![Just(Op::Put), Just(Op::Delete), Just(Op::Touch)];
+        (
+            op,
+            any::<u64>(),
+            node(),
+            any::<u64>(),
+            proptest::collection::vec(any::<u8>(), 0..=MAX_KEY_LEN),
+            proptest::collection::vec(any::<u8>(), 0..=MAX_VALUE_CHUNK),
+            any::<u32>(),
+            any::<u32>(),
+        )
+            .prop_map(|(op, version, origin, expires_at_ms, key, value, a, b)| {
+                let (value, offset, total_len) = if op != Op::Put || value.is_empty() {
+                    (Vec::new(), 0, 0)
+                } else {
+                    let len = value.len() as u32;
+                    let offset = a % (MAX_VALUE_LEN - len + 1);
+                    let total = offset + len + b % (MAX_VALUE_LEN - offset - len + 1);
+                    (value, offset, total)
+                };
+                EntryRepr {
+                    op,
+                    version,
+                    origin,
+                    expires_at_ms,
+                    key: leak(key),
+                    total_len,
+                    offset,
+                    value: leak(value),
+                }
+            })
+    }
+
+    pub(crate) fn body() -> impl Strategy<Value = Body<'static>> {
+        let heartbeat = (
+            any::<u32>(),
+            any::<u8>(),
+            role(),
+            any::<u8>(),
+            any::<u8>(),
+            proptest::option::of(1..=u16::MAX),
+            any::<u64>(),
+            any::<u64>(),
+        )
+            .prop_map(|(i, m, role, p, s, l, view, hwm)| {
+                Body::Heartbeat(HeartbeatRepr {
+                    interval_us: i,
+                    multiplier: m,
+                    role,
+                    priority: p,
+                    state: StateFlags(s),
+                    leader: l.map(NodeId),
+                    view,
+                    repl_hwm: hwm,
+                })
+            });
+        let update = (any::<u64>(), entry())
+            .prop_map(|(rseq, entry)| Body::SessionUpdate(SessionUpdateRepr { rseq, entry }));
+        let ack = (node(), any::<u32>(), any::<u64>()).prop_map(|(o, i, r)| {
+            Body::Ack(AckRepr {
+                origin: o,
+                origin_incarnation: Incarnation(i),
+                rseq: r,
+            })
+        });
+        let retransmit =
+            (node(), any::<u32>(), any::<u64>(), any::<u64>()).prop_map(|(t, i, a, b)| {
+                Body::RetransmitRequest(RetransmitRequestRepr {
+                    target: t,
+                    target_incarnation: Incarnation(i),
+                    from: a.min(b),
+                    to: a.max(b),
+                })
+            });
+        let sync_req = (node(), any::<u32>(), any::<u64>()).prop_map(|(t, s, c)| {
+            Body::SyncRequest(SyncRequestRepr {
+                target: t,
+                sync_id: s,
+                cursor: c,
+            })
+        });
+        let sync_chunk = (node(), any::<u32>(), any::<u64>(), entry()).prop_map(|(t, s, i, e)| {
+            Body::SyncChunk(SyncChunkRepr {
+                target: t,
+                sync_id: s,
+                index: i,
+                entry: e,
+            })
+        });
+        let sync_done =
+            (node(), any::<u32>(), any::<u64>(), any::<u64>()).prop_map(|(t, s, c, r)| {
+                Body::SyncDone(SyncDoneRepr {
+                    target: t,
+                    sync_id: s,
+                    chunks: c,
+                    rseq: r,
+                })
+            });
+        let leave = any::<u8>().prop_map(|reason| Body::Leave(LeaveRepr { reason }));
+        prop_oneof![heartbeat, update, ack, retransmit, sync_req, sync_chunk, sync_done, leave]
+    }
+
+    pub(crate) fn frame() -> impl Strategy<Value = Frame<'static>> {
+        (
+            body(),
+            any::<bool>(),
+            any::<u8>(),
+            any::<u32>(),
+            node(),
+            any::<u32>(),
+            0..=MAX_SEQ,
+        )
+            .prop_map(|(body, insecure, key, cluster, sender, inc, seq)| Frame {
+                header: HeaderRepr {
+                    kind: body.kind(),
+                    flags: if insecure { FLAG_INSECURE } else { 0 },
+                    key_id: KeyId(key),
+                    cluster: ClusterId(cluster),
+                    sender,
+                    incarnation: Incarnation(inc),
+                    seq,
+                },
+                body,
+            })
+    }
+
+    proptest! {
+        #[test]
+        fn every_kind_round_trips(frame in frame()) {
+            let mut buf = [0xa5u8; MAX_DATAGRAM];
+            let n = frame.emit(&mut buf).unwrap();
+            prop_assert_eq!(n, frame.buffer_len());
+            prop_assert!(n + TAG_LEN <= MAX_DATAGRAM);
+            prop_assert_eq!(Frame::parse(&buf[..n]), Ok(frame));
+        }
+
+        #[test]
+        fn every_truncation_is_truncated(frame in frame()) {
+            let mut buf = [0u8; MAX_DATAGRAM];
+            let n = frame.emit(&mut buf).unwrap();
+            for len in 0..n {
+                prop_assert_eq!(Frame::parse(&buf[..len]), Err(Error::Truncated), "len {}", len);
+            }
+        }
+
+        #[test]
+        fn parse_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let _ = Frame::parse(&bytes);
+        }
+    }
+}
