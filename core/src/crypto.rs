@@ -17,9 +17,7 @@ use aes_gcm::aead::{AeadInPlace, KeyInit};
 pub mod replay;
 pub use replay::{ReplayTable, ReplayWindow};
 
-use crate::frame::{
-    Body, Error, Frame, HeaderRepr, FLAG_INSECURE, HEADER_LEN, MAX_SEQ, TAG_LEN,
-};
+use crate::frame::{Body, Error, Frame, HeaderRepr, FLAG_INSECURE, HEADER_LEN, MAX_SEQ, TAG_LEN};
 use crate::id::{ClusterId, Incarnation, KeyId, NodeId};
 
 /// AEAD nonce length.
@@ -149,6 +147,8 @@ impl Aead for Insecure {
 
 /// A provider chosen at run time (for a daemon that has `--insecure`).
 #[derive(Clone, Debug)]
+// No alloc to box the AES state; a keyring holds a handful of these.
+#[allow(clippy::large_enum_variant)]
 pub enum AnyAead {
     Aes128Gcm(Aes128Gcm),
     Insecure(Insecure),
@@ -220,7 +220,11 @@ impl<A: Aead, const N: usize> Keyring<A, N> {
 
     /// Adds a key (or replaces the key with the same id). The active key is unchanged.
     pub fn add(&mut self, id: KeyId, key: A) -> Result<(), KeyringError> {
-        if self.keys.iter().any(|(_, k)| k.is_insecure() != key.is_insecure()) {
+        if self
+            .keys
+            .iter()
+            .any(|(_, k)| k.is_insecure() != key.is_insecure())
+        {
             return Err(KeyringError::Mixed);
         }
         if let Some(slot) = self.keys.iter_mut().find(|(i, _)| *i == id) {
@@ -353,9 +357,7 @@ pub fn open<'a, A: Aead, const N: usize>(
         core::cmp::Ordering::Greater => return Err(Error::Malformed),
         core::cmp::Ordering::Equal => {}
     }
-    let key = keyring
-        .get(KeyId(header.key_id))
-        .ok_or(Error::UnknownKey)?;
+    let key = keyring.get(KeyId(header.key_id)).ok_or(Error::UnknownKey)?;
     if (header.flags & FLAG_INSECURE != 0) != key.is_insecure() {
         return Err(Error::Auth);
     }
@@ -468,5 +470,423 @@ impl<const N: usize> Receiver<N> {
     /// The replay windows, e.g. to forget a node removed from the configuration.
     pub fn replay(&mut self) -> &mut ReplayTable<N> {
         &mut self.replay
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::frame::tests::{frame, heartbeat_frame, session_update_frame};
+    use crate::frame::{Kind, LeaveRepr, MAX_DATAGRAM};
+    use proptest::prelude::*;
+
+    // Test vectors (also in docs/PROTOCOL.md), checked against Python `cryptography`'s
+    // AESGCM. Key id 1 = TEST_KEY; the insecure ones use key id 0.
+    const TEST_KEY: [u8; 16] = [
+        0x00, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08, 0x09, 0x0a, 0x0b, 0x0c, 0x0d, 0x0e,
+        0x0f,
+    ];
+
+    #[rustfmt::skip]
+    static SEALED_HEARTBEAT: [u8; 80] = [
+        // header
+        0x54, 0x4e, 0x44, 0x4d, 0x01, 0x01, 0x00, 0x01, 0x00, 0x20, 0x00, 0x01, 0x00, 0x00, 0xbe, 0xef,
+        0x65, 0x53, 0xf1, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x07,
+        // encrypted body
+        0x82, 0x8c, 0xf1, 0x70, 0x6d, 0xcb, 0xfa, 0x41, 0x0d, 0x47, 0xf3, 0x2d, 0x3d, 0xe3, 0x13, 0x31,
+        0x43, 0x2c, 0xb7, 0x1a, 0xe7, 0x52, 0x40, 0xf3, 0x90, 0xbb, 0x12, 0xe6, 0xe4, 0x1c, 0xf9, 0x59,
+        // tag
+        0x5e, 0x4d, 0x1f, 0xe7, 0xca, 0x4c, 0x42, 0xc7, 0x60, 0xec, 0x15, 0x39, 0x89, 0x26, 0x8a, 0xfe,
+    ];
+
+    #[rustfmt::skip]
+    static INSECURE_HEARTBEAT: [u8; 80] = [
+        // header
+        0x54, 0x4e, 0x44, 0x4d, 0x01, 0x01, 0x80, 0x00, 0x00, 0x20, 0x00, 0x01, 0x00, 0x00, 0xbe, 0xef,
+        0x65, 0x53, 0xf1, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x07,
+        // body
+        0x00, 0x00, 0x27, 0x10, 0x03, 0x01, 0x64, 0x02, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x05, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x2a,
+        // tag
+        0x73, 0xff, 0x2a, 0x1e, 0x73, 0x5d, 0x8c, 0x39, 0x49, 0x4e, 0x53, 0x45, 0x43, 0x55, 0x52, 0x45,
+    ];
+
+    #[rustfmt::skip]
+    static SEALED_SESSION_UPDATE: [u8; 100] = [
+        // header
+        0x54, 0x4e, 0x44, 0x4d, 0x01, 0x02, 0x00, 0x01, 0x00, 0x34, 0x00, 0x02, 0x00, 0x00, 0xbe, 0xef,
+        0x65, 0x53, 0xf1, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x01, 0x02, 0x03, 0x04, 0x05,
+        // encrypted body
+        0x83, 0xb0, 0x2d, 0xdc, 0x15, 0x80, 0x82, 0x28, 0x98, 0xe7, 0xfa, 0xb6, 0x09, 0x9f, 0x36, 0xdd,
+        0x0a, 0x8f, 0x7e, 0x97, 0x52, 0x54, 0xbf, 0x3e, 0x8d, 0xf1, 0xdb, 0x0a, 0x97, 0xbf, 0xf0, 0xc4,
+        0xb5, 0x3e, 0xf0, 0x8f, 0x2e, 0x02, 0xc5, 0x4e, 0x73, 0x58, 0x65, 0x11, 0xa4, 0xda, 0x46, 0x30,
+        0x59, 0xe8, 0x79, 0xbd,
+        // tag
+        0x3c, 0x54, 0xa3, 0x96, 0x57, 0x97, 0x3e, 0x40, 0x01, 0x4f, 0xea, 0xf7, 0xfd, 0x5e, 0x74, 0xae,
+    ];
+
+    #[rustfmt::skip]
+    static INSECURE_SESSION_UPDATE: [u8; 100] = [
+        // header
+        0x54, 0x4e, 0x44, 0x4d, 0x01, 0x02, 0x80, 0x00, 0x00, 0x34, 0x00, 0x02, 0x00, 0x00, 0xbe, 0xef,
+        0x65, 0x53, 0xf1, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x01, 0x02, 0x03, 0x04, 0x05,
+        // body
+        0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x09, 0x01, 0x00, 0x00, 0x07, 0x00, 0x02, 0x00, 0x05,
+        0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x11, 0x00, 0x00, 0x01, 0x8b, 0xcf, 0xe5, 0x68, 0x00,
+        0x00, 0x00, 0x00, 0x05, 0x00, 0x00, 0x00, 0x00, 0x73, 0x65, 0x73, 0x73, 0x3a, 0x34, 0x32, 0x68,
+        0x65, 0x6c, 0x6c, 0x6f,
+        // tag
+        0x66, 0xb1, 0xcf, 0x79, 0x6c, 0xed, 0xe9, 0x0f, 0x49, 0x4e, 0x53, 0x45, 0x43, 0x55, 0x52, 0x45,
+    ];
+
+    fn aes() -> Keyring<Aes128Gcm> {
+        Keyring::new(KeyId(1), Aes128Gcm::new(&TEST_KEY))
+    }
+
+    fn insecure() -> Keyring<Insecure> {
+        Keyring::new(KeyId(0), Insecure)
+    }
+
+    const CLUSTER: ClusterId = ClusterId(0xbeef);
+
+    fn sealed<A: Aead, const N: usize>(f: &Frame<'_>, kr: &Keyring<A, N>) -> Vec<u8> {
+        let mut out = [0u8; MAX_DATAGRAM];
+        let n = seal(&f.header, &f.body, kr, &mut out).unwrap();
+        out[..n].to_vec()
+    }
+
+    use std::vec::Vec;
+
+    #[test]
+    fn seal_matches_vectors() {
+        let cases: [(&Frame, &[u8], &[u8]); 2] = [
+            (&heartbeat_frame(), &SEALED_HEARTBEAT, &INSECURE_HEARTBEAT),
+            (
+                &session_update_frame(),
+                &SEALED_SESSION_UPDATE,
+                &INSECURE_SESSION_UPDATE,
+            ),
+        ];
+        for (f, aes_bytes, insecure_bytes) in cases {
+            let mut out = [0xa5u8; MAX_DATAGRAM];
+            let n = seal(&f.header, &f.body, &aes(), &mut out).unwrap();
+            assert_eq!(n, sealed_len(&f.body));
+            assert_eq!(&out[..n], aes_bytes);
+            assert!(
+                out[n..].iter().all(|&b| b == 0xa5),
+                "wrote past the datagram"
+            );
+            let n = seal(&f.header, &f.body, &insecure(), &mut out).unwrap();
+            assert_eq!(&out[..n], insecure_bytes);
+        }
+    }
+
+    #[test]
+    fn open_matches_vectors() {
+        let cases: [(Frame, &[u8], &[u8]); 2] = [
+            (heartbeat_frame(), &SEALED_HEARTBEAT, &INSECURE_HEARTBEAT),
+            (
+                session_update_frame(),
+                &SEALED_SESSION_UPDATE,
+                &INSECURE_SESSION_UPDATE,
+            ),
+        ];
+        for (f, aes_bytes, insecure_bytes) in cases {
+            let mut buf = aes_bytes.to_vec();
+            assert_eq!(open(&mut buf, CLUSTER, &aes()), Ok(f));
+            let mut buf = insecure_bytes.to_vec();
+            let want = Frame {
+                header: HeaderRepr {
+                    key_id: KeyId(0),
+                    flags: FLAG_INSECURE,
+                    ..f.header
+                },
+                body: f.body,
+            };
+            assert_eq!(open(&mut buf, CLUSTER, &insecure()), Ok(want));
+        }
+    }
+
+    #[test]
+    fn nonce_layout() {
+        let n = nonce(NodeId(0x0102), Incarnation(0x0304_0506), 0x0708_090a_0b0c);
+        assert_eq!(n, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]);
+    }
+
+    #[test]
+    fn every_bit_flip_is_refused() {
+        for bytes in [
+            &SEALED_HEARTBEAT[..],
+            &SEALED_SESSION_UPDATE[..],
+            &INSECURE_HEARTBEAT[..],
+            &INSECURE_SESSION_UPDATE[..],
+        ] {
+            for bit in 0..bytes.len() * 8 {
+                let mut buf = bytes.to_vec();
+                buf[bit / 8] ^= 1 << (bit % 8);
+                let mut copy = buf.clone();
+                assert!(open(&mut buf, CLUSTER, &aes()).is_err(), "bit {bit}");
+                assert!(open(&mut copy, CLUSTER, &insecure()).is_err(), "bit {bit}");
+            }
+        }
+    }
+
+    #[test]
+    fn every_truncation_is_truncated() {
+        for bytes in [&SEALED_HEARTBEAT[..], &SEALED_SESSION_UPDATE[..]] {
+            for len in 0..bytes.len() {
+                let mut buf = bytes[..len].to_vec();
+                assert_eq!(open(&mut buf, CLUSTER, &aes()), Err(Error::Truncated));
+            }
+            let mut long = bytes.to_vec();
+            long.push(0);
+            assert_eq!(open(&mut long, CLUSTER, &aes()), Err(Error::Malformed));
+        }
+    }
+
+    #[test]
+    fn refusals_before_aead_leave_the_buffer_untouched() {
+        let mut buf = SEALED_HEARTBEAT.to_vec();
+        assert_eq!(
+            open(&mut buf, ClusterId(1), &aes()),
+            Err(Error::OtherCluster)
+        );
+        assert_eq!(buf, SEALED_HEARTBEAT);
+        let other: Keyring<Aes128Gcm> = Keyring::new(KeyId(2), Aes128Gcm::new(&TEST_KEY));
+        assert_eq!(open(&mut buf, CLUSTER, &other), Err(Error::UnknownKey));
+        assert_eq!(buf, SEALED_HEARTBEAT);
+    }
+
+    #[test]
+    fn wrong_key_is_auth() {
+        let kr: Keyring<Aes128Gcm> = Keyring::new(KeyId(1), Aes128Gcm::new(&[7; 16]));
+        let mut buf = SEALED_HEARTBEAT.to_vec();
+        assert_eq!(open(&mut buf, CLUSTER, &kr), Err(Error::Auth));
+    }
+
+    #[test]
+    fn insecure_and_secure_do_not_mix() {
+        // An insecure frame under key id 1 to a secure receiver, and the reverse.
+        let mut ins = INSECURE_HEARTBEAT.to_vec();
+        ins[7] = 1;
+        assert_eq!(open(&mut ins, CLUSTER, &aes()), Err(Error::Auth));
+        let mut sec = SEALED_HEARTBEAT.to_vec();
+        sec[7] = 0;
+        assert_eq!(open(&mut sec, CLUSTER, &insecure()), Err(Error::Auth));
+        let mut any: Keyring<AnyAead> =
+            Keyring::new(KeyId(1), AnyAead::Aes128Gcm(Aes128Gcm::new(&TEST_KEY)));
+        assert_eq!(
+            any.add(KeyId(0), AnyAead::Insecure(Insecure)),
+            Err(KeyringError::Mixed)
+        );
+        let mut buf = SEALED_HEARTBEAT.to_vec();
+        assert_eq!(open(&mut buf, CLUSTER, &any), Ok(heartbeat_frame()));
+    }
+
+    #[test]
+    fn unknown_kind_is_authenticated_then_skipped() {
+        let kr = aes();
+        let leave = Body::Leave(LeaveRepr { reason: 0 });
+        let mut sealer = Sealer::new(CLUSTER, NodeId(3), Incarnation(9));
+        let mut out = [0u8; MAX_DATAGRAM];
+        let n = sealer.seal(&leave, &kr, &mut out).unwrap();
+        // A newer sender's kind 0x42 with a valid tag: reseal the same bytes by hand.
+        let mut buf = out[..n].to_vec();
+        buf[5] = 0x42;
+        let (aad, rest) = buf.split_at_mut(HEADER_LEN);
+        let (body, tag) = rest.split_at_mut(rest.len() - TAG_LEN);
+        let key = kr.active_key();
+        // Undo the encryption, then seal again under the new header.
+        let nonce = nonce(NodeId(3), Incarnation(9), 0);
+        let mut plain = body.to_vec();
+        let mut orig_aad = aad.to_vec();
+        orig_aad[5] = Kind::Leave as u8;
+        key.open_in_place(&nonce, &orig_aad, &mut plain, (&*tag).try_into().unwrap())
+            .unwrap();
+        body.copy_from_slice(&plain);
+        let t = key.seal_in_place(&nonce, aad, body).unwrap();
+        tag.copy_from_slice(&t);
+        let mut forged = buf.clone();
+        assert_eq!(open(&mut buf, CLUSTER, &kr), Err(Error::UnknownKind));
+        // The same kind with a bad tag is an authentication failure, not a skip.
+        let last = forged.len() - 1;
+        forged[last] ^= 1;
+        assert_eq!(open(&mut forged, CLUSTER, &kr), Err(Error::Auth));
+    }
+
+    #[test]
+    fn replayed_frame_is_refused() {
+        let kr = aes();
+        let mut rx: Receiver<4> = Receiver::new(CLUSTER);
+        let mut a = SEALED_HEARTBEAT.to_vec();
+        assert_eq!(rx.receive(&mut a, &kr), Ok(heartbeat_frame()));
+        let mut b = SEALED_HEARTBEAT.to_vec();
+        assert_eq!(rx.receive(&mut b, &kr), Err(Error::Replay));
+    }
+
+    fn sealed_hb(kr: &Keyring<Aes128Gcm>, inc: u32, seq: u64) -> Vec<u8> {
+        let mut f = heartbeat_frame();
+        f.header.incarnation = Incarnation(inc);
+        f.header.seq = seq;
+        sealed(&f, kr)
+    }
+
+    #[test]
+    fn stale_incarnation_is_refused_and_newer_resets() {
+        let kr = aes();
+        let mut rx: Receiver<4> = Receiver::new(CLUSTER);
+        assert!(rx.receive(&mut sealed_hb(&kr, 100, 50), &kr).is_ok());
+        assert_eq!(
+            rx.receive(&mut sealed_hb(&kr, 99, 51), &kr),
+            Err(Error::StaleIncarnation)
+        );
+        // The restarted node starts its seq again at 0.
+        assert!(rx.receive(&mut sealed_hb(&kr, 101, 0), &kr).is_ok());
+        assert_eq!(
+            rx.receive(&mut sealed_hb(&kr, 100, 52), &kr),
+            Err(Error::StaleIncarnation)
+        );
+        assert_eq!(
+            rx.receive(&mut sealed_hb(&kr, 101, 0), &kr),
+            Err(Error::Replay)
+        );
+    }
+
+    #[test]
+    fn forged_frame_does_not_move_the_window() {
+        let kr = aes();
+        let mut rx: Receiver<4> = Receiver::new(CLUSTER);
+        assert!(rx.receive(&mut sealed_hb(&kr, 100, 10), &kr).is_ok());
+        // A far-ahead seq with a broken tag would push seq 11 out of the window if counted.
+        let mut forged = sealed_hb(&kr, 100, 10_000);
+        forged[40] ^= 1;
+        assert_eq!(rx.receive(&mut forged, &kr), Err(Error::Auth));
+        let mut forged = sealed_hb(&kr, 101, 0);
+        forged[40] ^= 1;
+        assert_eq!(rx.receive(&mut forged, &kr), Err(Error::Auth));
+        assert!(rx.receive(&mut sealed_hb(&kr, 100, 11), &kr).is_ok());
+    }
+
+    #[test]
+    fn rotation_accepts_old_key_until_dropped() {
+        let key2 = [0x22; 16];
+        let mut tx = aes();
+        let mut rx_keys = aes();
+        let mut rx: Receiver<4> = Receiver::new(CLUSTER);
+        let mut sealer = Sealer::new(CLUSTER, NodeId(5), Incarnation(1));
+        let body = heartbeat_frame().body;
+        let send = |sealer: &mut Sealer, kr: &Keyring<Aes128Gcm>| {
+            let mut out = [0u8; MAX_DATAGRAM];
+            let n = sealer.seal(&body, kr, &mut out).unwrap();
+            out[..n].to_vec()
+        };
+        let old = send(&mut sealer, &tx);
+        // Step 1: every node learns key 2; step 2: senders switch to it.
+        rx_keys.add(KeyId(2), Aes128Gcm::new(&key2)).unwrap();
+        tx.add(KeyId(2), Aes128Gcm::new(&key2)).unwrap();
+        tx.set_active(KeyId(2)).unwrap();
+        let new = send(&mut sealer, &tx);
+        assert_eq!(new[7], 2, "sealed with the active key id");
+        let late_old = {
+            let tx_old = aes();
+            send(&mut sealer, &tx_old)
+        };
+        assert!(rx.receive(&mut old.clone(), &rx_keys).is_ok());
+        assert!(rx.receive(&mut new.clone(), &rx_keys).is_ok());
+        // Step 3: key 1 dropped; frames under it are refused from then on.
+        rx_keys.set_active(KeyId(2)).unwrap();
+        rx_keys.remove(KeyId(1)).unwrap();
+        assert_eq!(
+            rx.receive(&mut late_old.clone(), &rx_keys),
+            Err(Error::UnknownKey)
+        );
+    }
+
+    #[test]
+    fn keyring_rules() {
+        let mut kr: Keyring<Aes128Gcm, 2> = Keyring::new(KeyId(1), Aes128Gcm::new(&[1; 16]));
+        assert_eq!(kr.remove(KeyId(1)).err(), Some(KeyringError::ActiveKey));
+        assert_eq!(kr.remove(KeyId(9)).err(), Some(KeyringError::UnknownKey));
+        assert_eq!(kr.set_active(KeyId(9)), Err(KeyringError::UnknownKey));
+        kr.add(KeyId(2), Aes128Gcm::new(&[2; 16])).unwrap();
+        assert_eq!(
+            kr.add(KeyId(3), Aes128Gcm::new(&[3; 16])),
+            Err(KeyringError::Full)
+        );
+        // Replacing an id needs no room.
+        kr.add(KeyId(2), Aes128Gcm::new(&[4; 16])).unwrap();
+        assert_eq!(kr.ids().collect::<Vec<_>>(), [KeyId(1), KeyId(2)]);
+        assert_eq!(kr.active(), KeyId(1));
+    }
+
+    #[test]
+    fn other_cluster_is_refused() {
+        let kr = aes();
+        let mut rx: Receiver<4> = Receiver::new(ClusterId(0xbeee));
+        let mut buf = SEALED_HEARTBEAT.to_vec();
+        assert_eq!(rx.receive(&mut buf, &kr), Err(Error::OtherCluster));
+        assert!(rx.replay().is_empty());
+    }
+
+    #[test]
+    fn sealer_counts_and_stops_at_max_seq() {
+        let kr = aes();
+        let mut s = Sealer::new(CLUSTER, NodeId(1), Incarnation(1));
+        let body = heartbeat_frame().body;
+        let mut out = [0u8; MAX_DATAGRAM];
+        s.seal(&body, &kr, &mut out).unwrap();
+        s.seal(&body, &kr, &mut out).unwrap();
+        assert_eq!(s.next_seq(), 2);
+        assert_eq!(
+            s.seal(&body, &kr, &mut out[..10]),
+            Err(Error::BufferTooSmall)
+        );
+        assert_eq!(s.next_seq(), 2, "a failed seal uses no seq");
+        s.next_seq = MAX_SEQ;
+        assert!(s.seal(&body, &kr, &mut out).is_ok());
+        assert_eq!(s.seal(&body, &kr, &mut out), Err(Error::Malformed));
+    }
+
+    #[test]
+    fn too_many_senders() {
+        let kr = aes();
+        let mut rx: Receiver<2> = Receiver::new(CLUSTER);
+        for sender in 1..=3u16 {
+            let mut f = heartbeat_frame();
+            f.header.sender = NodeId(sender);
+            let got = rx.receive(&mut sealed(&f, &kr), &kr).map(|_| ());
+            let want = if sender <= 2 {
+                Ok(())
+            } else {
+                Err(Error::TooManySenders)
+            };
+            assert_eq!(got, want);
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn seal_open_round_trip(f in frame()) {
+            for insecure_mode in [false, true] {
+                let mut out = [0u8; MAX_DATAGRAM];
+                let n = if insecure_mode {
+                    seal(&f.header, &f.body, &insecure(), &mut out)
+                } else {
+                    seal(&f.header, &f.body, &aes(), &mut out)
+                }
+                .unwrap();
+                prop_assert!(n <= MAX_DATAGRAM);
+                let got = if insecure_mode {
+                    open(&mut out[..n], f.header.cluster, &insecure())
+                } else {
+                    open(&mut out[..n], f.header.cluster, &aes())
+                };
+                let mut want = f;
+                want.header.flags = if insecure_mode { FLAG_INSECURE } else { 0 };
+                want.header.key_id = KeyId(if insecure_mode { 0 } else { 1 });
+                prop_assert_eq!(got, Ok(want));
+            }
+        }
     }
 }

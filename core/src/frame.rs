@@ -553,7 +553,7 @@ impl HeaderRepr {
     }
 
     /// The wire header for this Repr with `body_len`; Malformed if a field cannot be sent.
-    pub fn to_wire(&self, body_len: usize) -> Result<wire::Header, Error> {
+    pub fn to_wire(self, body_len: usize) -> Result<wire::Header, Error> {
         if self.flags & !FLAGS_KNOWN != 0 || self.seq > MAX_SEQ || body_len > MAX_BODY_LEN {
             return Err(Error::Malformed);
         }
@@ -819,7 +819,7 @@ impl<'a> EntryRepr<'a> {
     }
 
     /// The fixed part; the caller has run [`EntryRepr::check`] (lengths fit in u16).
-    fn to_wire(&self) -> wire::Entry {
+    fn to_wire(self) -> wire::Entry {
         wire::Entry {
             op: self.op.to_u8(),
             reserved: 0,
@@ -908,8 +908,7 @@ impl<'a> SessionUpdateRepr<'a> {
             entry: self.entry.to_wire(),
         };
         write(&w, out)?;
-        self.entry
-            .emit_tail(out, wire::SESSION_UPDATE_FIXED_LEN)
+        self.entry.emit_tail(out, wire::SESSION_UPDATE_FIXED_LEN)
     }
 }
 
@@ -1079,7 +1078,8 @@ impl LeaveRepr {
 }
 
 #[cfg(test)]
-mod tests {
+#[allow(clippy::unwrap_used)]
+pub(crate) mod tests {
     use super::*;
     use proptest::prelude::*;
     use std::vec::Vec;
@@ -1228,7 +1228,11 @@ mod tests {
         let frame = session_update_frame();
         for len in 0..frame.buffer_len() {
             let mut buf = std::vec![0xeeu8; len];
-            assert_eq!(frame.emit(&mut buf), Err(Error::BufferTooSmall), "len {len}");
+            assert_eq!(
+                frame.emit(&mut buf),
+                Err(Error::BufferTooSmall),
+                "len {len}"
+            );
             assert!(buf.iter().all(|&b| b == 0xee), "wrote into a short buffer");
         }
     }
@@ -1389,7 +1393,11 @@ mod tests {
     }
 
     fn role() -> impl Strategy<Value = Role> {
-        prop_oneof![Just(Role::Follower), Just(Role::Leader), Just(Role::Witness)]
+        prop_oneof![
+            Just(Role::Follower),
+            Just(Role::Leader),
+            Just(Role::Witness)
+        ]
     }
 
     fn entry() -> impl Strategy<Value = EntryRepr<'static>> {

@@ -133,3 +133,74 @@ impl<const N: usize> ReplayTable<N> {
         self.windows.is_empty()
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    const I: Incarnation = Incarnation(10);
+
+    #[test]
+    fn duplicates_and_old_seqs_are_refused() {
+        let mut w = ReplayWindow::new(I, 1000);
+        assert_eq!(w.accept(I, 1000), Err(Error::Replay));
+        assert_eq!(w.accept(I, 1002), Ok(()));
+        // Out of order inside the window: accepted once.
+        assert_eq!(w.accept(I, 1001), Ok(()));
+        assert_eq!(w.accept(I, 1001), Err(Error::Replay));
+        // Oldest seq still inside the window, and the first outside it.
+        assert_eq!(w.accept(I, 1002 - (WINDOW - 1)), Ok(()));
+        assert_eq!(w.accept(I, 1002 - WINDOW), Err(Error::Replay));
+        assert_eq!(w.highest(), 1002);
+    }
+
+    #[test]
+    fn a_jump_forward_forgets_the_past() {
+        let mut w = ReplayWindow::new(I, 5);
+        assert_eq!(w.accept(I, 5 + WINDOW), Ok(()));
+        assert_eq!(w.accept(I, 5), Err(Error::Replay));
+        assert_eq!(w.accept(I, 6), Ok(()));
+        assert_eq!(w.accept(I, u64::MAX), Ok(()));
+        assert_eq!(w.accept(I, u64::MAX), Err(Error::Replay));
+        assert_eq!(w.accept(I, u64::MAX - 1), Ok(()));
+    }
+
+    #[test]
+    fn shifting_keeps_seen_bits() {
+        let mut w = ReplayWindow::new(I, 0);
+        for seq in [2, 4, 6] {
+            w.accept(I, seq).unwrap();
+        }
+        w.accept(I, 70).unwrap();
+        for seq in [0, 2, 4, 6, 70] {
+            assert_eq!(w.check(I, seq), Err(Error::Replay), "seq {seq}");
+        }
+        for seq in [1, 3, 5, 69] {
+            assert_eq!(w.check(I, seq), Ok(()), "seq {seq}");
+        }
+    }
+
+    #[test]
+    fn incarnations() {
+        let mut w = ReplayWindow::new(I, 7);
+        assert_eq!(w.accept(Incarnation(9), 100), Err(Error::StaleIncarnation));
+        assert_eq!(w, ReplayWindow::new(I, 7), "a refusal changes nothing");
+        assert_eq!(w.accept(Incarnation(11), 0), Ok(()));
+        assert_eq!(w.incarnation(), Incarnation(11));
+        assert_eq!(w.accept(I, 8), Err(Error::StaleIncarnation));
+    }
+
+    #[test]
+    fn table_tracks_senders_separately() {
+        let mut t: ReplayTable<2> = ReplayTable::new();
+        t.accept(NodeId(1), I, 1).unwrap();
+        t.accept(NodeId(2), I, 1).unwrap();
+        assert_eq!(t.accept(NodeId(1), I, 1), Err(Error::Replay));
+        assert_eq!(t.accept(NodeId(3), I, 1), Err(Error::TooManySenders));
+        assert_eq!(t.len(), 2);
+        assert!(t.remove(NodeId(2)).is_some());
+        t.accept(NodeId(3), I, 1).unwrap();
+        assert_eq!(t.window(NodeId(3)).map(|w| w.highest()), Some(1));
+    }
+}
