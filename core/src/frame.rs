@@ -520,6 +520,7 @@ impl HeaderRepr {
     /// reserved bits, seq range and body length bound. The kind is not checked, so that a
     /// sealed frame of an unknown kind can still be authenticated before it is skipped.
     /// Returns the header view, the body length and the bytes after the header.
+    #[inline]
     pub fn check(bytes: &[u8]) -> Result<(&wire::Header, usize, &[u8]), Error> {
         let (header, rest) = wire::Header::ref_from_prefix(bytes).map_err(|_| Error::Truncated)?;
         if header.magic.get() != MAGIC {
@@ -540,6 +541,7 @@ impl HeaderRepr {
     }
 
     /// The validated values of a header that passed [`HeaderRepr::check`].
+    #[inline]
     pub fn from_wire(header: &wire::Header) -> Result<HeaderRepr, Error> {
         Ok(HeaderRepr {
             kind: Kind::from_u8(header.kind).ok_or(Error::UnknownKind)?,
@@ -579,6 +581,7 @@ impl<'a> Frame<'a> {
     ///
     /// Fewer bytes than the header or its body length: [`Error::Truncated`]; more:
     /// [`Error::Malformed`].
+    #[inline]
     pub fn parse(bytes: &'a [u8]) -> Result<Frame<'a>, Error> {
         let (header, body_len, rest) = HeaderRepr::check(bytes)?;
         let body = match rest.len().cmp(&body_len) {
@@ -635,6 +638,7 @@ impl<'a> Body<'a> {
     }
 
     /// Parses a body of `kind` that is exactly `bytes` long.
+    #[inline]
     pub fn parse(kind: Kind, bytes: &'a [u8]) -> Result<Body<'a>, Error> {
         Ok(match kind {
             Kind::Heartbeat => Body::Heartbeat(HeartbeatRepr::parse(bytes)?),
@@ -691,6 +695,7 @@ impl<'a> Body<'a> {
 }
 
 impl HeartbeatRepr {
+    #[inline]
     pub fn parse(bytes: &[u8]) -> Result<HeartbeatRepr, Error> {
         let w: &wire::Heartbeat = read_exact(bytes)?;
         if w.reserved != [0; 6] {
@@ -777,6 +782,7 @@ impl<'a> EntryRepr<'a> {
     }
 
     /// Whether the wire can carry this entry ([`Error::Malformed`] if not).
+    #[inline]
     pub fn check(&self) -> Result<(), Error> {
         let end = u64::from(self.offset) + self.value.len() as u64;
         let ok = self.key.len() <= MAX_KEY_LEN
@@ -797,6 +803,7 @@ impl<'a> EntryRepr<'a> {
     }
 
     /// Parses an entry from its fixed part and the bytes after it (exactly key + value).
+    #[inline]
     fn parse(w: &wire::Entry, rest: &'a [u8]) -> Result<EntryRepr<'a>, Error> {
         let key_len = usize::from(w.key_len.get());
         let value_len = usize::from(w.value_len.get());
@@ -885,6 +892,7 @@ impl<'a> Iterator for EntryChunks<'a> {
 impl ExactSizeIterator for EntryChunks<'_> {}
 
 impl<'a> SessionUpdateRepr<'a> {
+    #[inline]
     pub fn parse(bytes: &'a [u8]) -> Result<SessionUpdateRepr<'a>, Error> {
         let (w, rest) =
             wire::SessionUpdate::ref_from_prefix(bytes).map_err(|_| Error::Malformed)?;
