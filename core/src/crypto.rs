@@ -608,6 +608,37 @@ mod tests {
         }
     }
 
+    /// Hex blocks of docs/PROTOCOL.md: "```hex vector:NAME" fences.
+    fn protocol_md_vector(name: &str) -> Vec<u8> {
+        let doc = include_str!("../../docs/PROTOCOL.md");
+        let fence = std::format!("```hex vector:{name}\n");
+        let start = doc
+            .find(&fence)
+            .unwrap_or_else(|| panic!("no vector {name}"))
+            + fence.len();
+        let len = doc[start..].find("```").unwrap();
+        doc[start..start + len]
+            .split_whitespace()
+            .map(|h| u8::from_str_radix(h, 16).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn protocol_md_vectors() {
+        use crate::frame::tests::{HEARTBEAT_BYTES, SESSION_UPDATE_BYTES};
+        let cases: [(&str, &[u8]); 6] = [
+            ("heartbeat-plain", &HEARTBEAT_BYTES),
+            ("heartbeat-sealed", &SEALED_HEARTBEAT),
+            ("heartbeat-insecure", &INSECURE_HEARTBEAT),
+            ("session-update-plain", &SESSION_UPDATE_BYTES),
+            ("session-update-sealed", &SEALED_SESSION_UPDATE),
+            ("session-update-insecure", &INSECURE_SESSION_UPDATE),
+        ];
+        for (name, bytes) in cases {
+            assert_eq!(protocol_md_vector(name), bytes, "{name}");
+        }
+    }
+
     #[test]
     fn nonce_layout() {
         let n = nonce(NodeId(0x0102), Incarnation(0x0304_0506), 0x0708_090a_0b0c);

@@ -1094,7 +1094,7 @@ pub(crate) mod tests {
 
     // Test vectors (also in docs/PROTOCOL.md): construct/deconstruct pairs, smoltcp style.
 
-    static HEARTBEAT_BYTES: [u8; 64] = [
+    pub(crate) static HEARTBEAT_BYTES: [u8; 64] = [
         // header: magic "TNDM", version 1, kind 0x01, flags 0, key id 1, body len 32
         0x54, 0x4e, 0x44, 0x4d, 0x01, 0x01, 0x00, 0x01, 0x00, 0x20, //
         // sender 1, cluster 0x0000beef, incarnation 0x6553f100, reserved, seq 7
@@ -1141,7 +1141,7 @@ pub(crate) mod tests {
         }
     }
 
-    static SESSION_UPDATE_BYTES: [u8; 84] = [
+    pub(crate) static SESSION_UPDATE_BYTES: [u8; 84] = [
         // header: kind 0x02, key id 1, body len 52, sender 2, seq 0x0102030405
         0x54, 0x4e, 0x44, 0x4d, 0x01, 0x02, 0x00, 0x01, 0x00, 0x34, //
         0x00, 0x02, 0x00, 0x00, 0xbe, 0xef, 0x65, 0x53, 0xf1, 0x01, //
