@@ -35,8 +35,8 @@ pub trait Aead {
         buf: &mut [u8],
     ) -> Result<[u8; TAG_LEN], Error>;
 
-    /// Verifies `tag` and decrypts `buf` in place. On [`Error::Auth`] the content of `buf`
-    /// is unspecified (the caller drops the datagram).
+    /// Verifies `tag` and decrypts `buf` in place. Must verify before it decrypts: on
+    /// [`Error::Auth`] `buf` is unchanged (RustCrypto `aes-gcm` 0.10 checks the tag first).
     fn open_in_place(
         &self,
         nonce: &[u8; NONCE_LEN],
@@ -694,6 +694,7 @@ mod tests {
         let kr: Keyring<Aes128Gcm> = Keyring::new(KeyId(1), Aes128Gcm::new(&[7; 16]));
         let mut buf = SEALED_HEARTBEAT.to_vec();
         assert_eq!(open(&mut buf, CLUSTER, &kr), Err(Error::Auth));
+        assert_eq!(buf, SEALED_HEARTBEAT, "a refused frame is not decrypted");
     }
 
     #[test]
