@@ -19,7 +19,8 @@
 #![cfg_attr(not(test), forbid(unsafe_code))]
 #![cfg_attr(test, deny(unsafe_code))]
 
-#[cfg(test)]
+// `arbitrary`'s derive names `::std`; the feature is for fuzzing on a host only.
+#[cfg(any(test, feature = "arbitrary"))]
 extern crate std;
 
 pub mod id;

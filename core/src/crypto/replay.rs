@@ -1,0 +1,206 @@
+//! Replay protection: a sliding window of header seqs per (sender, incarnation).
+//!
+//! A window remembers the highest seq accepted and a 128-bit bitmap of the seqs just below
+//! it. A seq already seen, or more than [`WINDOW`] - 1 below the highest, is refused
+//! ([`Error::Replay`]); a lower incarnation than the tracked one is refused
+//! ([`Error::StaleIncarnation`]); a higher one starts a fresh window (the node restarted).
+//! Run the check only after the frame's tag verified, or forged frames could move it.
+//!
+//! Panics: never.
+
+use crate::frame::Error;
+use crate::id::{Incarnation, NodeId};
+
+/// Width of the window in seqs.
+pub const WINDOW: u64 = 128;
+
+/// The replay state of one sender.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReplayWindow {
+    incarnation: Incarnation,
+    /// Highest seq accepted in this incarnation.
+    highest: u64,
+    /// Bit i set: seq `highest - i` was accepted.
+    seen: u128,
+}
+
+impl ReplayWindow {
+    /// A window that has accepted exactly `seq` of `incarnation`.
+    pub fn new(incarnation: Incarnation, seq: u64) -> ReplayWindow {
+        ReplayWindow {
+            incarnation,
+            highest: seq,
+            seen: 1,
+        }
+    }
+
+    pub fn incarnation(&self) -> Incarnation {
+        self.incarnation
+    }
+
+    /// Highest seq accepted in the current incarnation.
+    pub fn highest(&self) -> u64 {
+        self.highest
+    }
+
+    /// Whether `seq` of `incarnation` would be accepted. Changes nothing.
+    pub fn check(&self, incarnation: Incarnation, seq: u64) -> Result<(), Error> {
+        if incarnation < self.incarnation {
+            return Err(Error::StaleIncarnation);
+        }
+        if incarnation > self.incarnation || seq > self.highest {
+            return Ok(());
+        }
+        let age = self.highest - seq;
+        if age >= WINDOW || self.seen & (1 << age) != 0 {
+            return Err(Error::Replay);
+        }
+        Ok(())
+    }
+
+    /// Checks and records `seq`; on error nothing changed.
+    pub fn accept(&mut self, incarnation: Incarnation, seq: u64) -> Result<(), Error> {
+        self.check(incarnation, seq)?;
+        if incarnation > self.incarnation {
+            *self = ReplayWindow::new(incarnation, seq);
+        } else if seq > self.highest {
+            let shift = seq - self.highest;
+            self.seen = if shift >= WINDOW {
+                0
+            } else {
+                self.seen << shift
+            };
+            self.seen |= 1;
+            self.highest = seq;
+        } else {
+            // check() guaranteed highest - seq < WINDOW.
+            self.seen |= 1 << (self.highest - seq);
+        }
+        Ok(())
+    }
+}
+
+/// Replay windows of up to `N` senders (heapless, linear scan: N is a cluster size).
+#[derive(Clone, Debug, Default)]
+pub struct ReplayTable<const N: usize> {
+    windows: heapless::Vec<(NodeId, ReplayWindow), N>,
+}
+
+impl<const N: usize> ReplayTable<N> {
+    pub const fn new() -> ReplayTable<N> {
+        ReplayTable {
+            windows: heapless::Vec::new(),
+        }
+    }
+
+    /// Checks and records `seq` of `sender`'s `incarnation`. A new sender takes a free slot;
+    /// if none is left, [`Error::TooManySenders`]. On error nothing changed.
+    pub fn accept(
+        &mut self,
+        sender: NodeId,
+        incarnation: Incarnation,
+        seq: u64,
+    ) -> Result<(), Error> {
+        match self.windows.iter_mut().find(|(n, _)| *n == sender) {
+            Some((_, w)) => w.accept(incarnation, seq),
+            None => self
+                .windows
+                .push((sender, ReplayWindow::new(incarnation, seq)))
+                .map_err(|_| Error::TooManySenders),
+        }
+    }
+
+    /// The window of `sender`, if tracked.
+    pub fn window(&self, sender: NodeId) -> Option<&ReplayWindow> {
+        self.windows
+            .iter()
+            .find(|(n, _)| *n == sender)
+            .map(|(_, w)| w)
+    }
+
+    /// Forgets `sender`. Its current incarnation's old frames become acceptable again, so
+    /// only do this for a node removed from the cluster for good.
+    pub fn remove(&mut self, sender: NodeId) -> Option<ReplayWindow> {
+        let pos = self.windows.iter().position(|(n, _)| *n == sender)?;
+        Some(self.windows.swap_remove(pos).1)
+    }
+
+    pub fn len(&self) -> usize {
+        self.windows.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.windows.is_empty()
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    const I: Incarnation = Incarnation(10);
+
+    #[test]
+    fn duplicates_and_old_seqs_are_refused() {
+        let mut w = ReplayWindow::new(I, 1000);
+        assert_eq!(w.accept(I, 1000), Err(Error::Replay));
+        assert_eq!(w.accept(I, 1002), Ok(()));
+        // Out of order inside the window: accepted once.
+        assert_eq!(w.accept(I, 1001), Ok(()));
+        assert_eq!(w.accept(I, 1001), Err(Error::Replay));
+        // Oldest seq still inside the window, and the first outside it.
+        assert_eq!(w.accept(I, 1002 - (WINDOW - 1)), Ok(()));
+        assert_eq!(w.accept(I, 1002 - WINDOW), Err(Error::Replay));
+        assert_eq!(w.highest(), 1002);
+    }
+
+    #[test]
+    fn a_jump_forward_forgets_the_past() {
+        let mut w = ReplayWindow::new(I, 5);
+        assert_eq!(w.accept(I, 5 + WINDOW), Ok(()));
+        assert_eq!(w.accept(I, 5), Err(Error::Replay));
+        assert_eq!(w.accept(I, 6), Ok(()));
+        assert_eq!(w.accept(I, u64::MAX), Ok(()));
+        assert_eq!(w.accept(I, u64::MAX), Err(Error::Replay));
+        assert_eq!(w.accept(I, u64::MAX - 1), Ok(()));
+    }
+
+    #[test]
+    fn shifting_keeps_seen_bits() {
+        let mut w = ReplayWindow::new(I, 0);
+        for seq in [2, 4, 6] {
+            w.accept(I, seq).unwrap();
+        }
+        w.accept(I, 70).unwrap();
+        for seq in [0, 2, 4, 6, 70] {
+            assert_eq!(w.check(I, seq), Err(Error::Replay), "seq {seq}");
+        }
+        for seq in [1, 3, 5, 69] {
+            assert_eq!(w.check(I, seq), Ok(()), "seq {seq}");
+        }
+    }
+
+    #[test]
+    fn incarnations() {
+        let mut w = ReplayWindow::new(I, 7);
+        assert_eq!(w.accept(Incarnation(9), 100), Err(Error::StaleIncarnation));
+        assert_eq!(w, ReplayWindow::new(I, 7), "a refusal changes nothing");
+        assert_eq!(w.accept(Incarnation(11), 0), Ok(()));
+        assert_eq!(w.incarnation(), Incarnation(11));
+        assert_eq!(w.accept(I, 8), Err(Error::StaleIncarnation));
+    }
+
+    #[test]
+    fn table_tracks_senders_separately() {
+        let mut t: ReplayTable<2> = ReplayTable::new();
+        t.accept(NodeId(1), I, 1).unwrap();
+        t.accept(NodeId(2), I, 1).unwrap();
+        assert_eq!(t.accept(NodeId(1), I, 1), Err(Error::Replay));
+        assert_eq!(t.accept(NodeId(3), I, 1), Err(Error::TooManySenders));
+        assert_eq!(t.len(), 2);
+        assert!(t.remove(NodeId(2)).is_some());
+        t.accept(NodeId(3), I, 1).unwrap();
+        assert_eq!(t.window(NodeId(3)).map(|w| w.highest()), Some(1));
+    }
+}
