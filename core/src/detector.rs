@@ -225,7 +225,13 @@ impl<const N: usize> Detector<N> {
 
     /// A heartbeat from `slot` arrived at `now`. Returns `true` if the peer was suspect or dead
     /// and is alive again. Restarts the sample ring if the peer was dead (a new life).
-    pub fn heartbeat(&mut self, slot: usize, now: Instant, interval_us: u32, multiplier: u8) -> bool {
+    pub fn heartbeat(
+        &mut self,
+        slot: usize,
+        now: Instant,
+        interval_us: u32,
+        multiplier: u8,
+    ) -> bool {
         let Some(p) = self.peers.get_mut(slot) else {
             return false;
         };
