@@ -823,7 +823,7 @@ mod tests {
         assert!(m.joining());
         let h = m.poll_heartbeat(ms(0)).expect("due at start");
         assert_ne!(h.state.0 & StateFlags::JOINING, 0);
-        assert_eq!(m.poll_timeout(), Some(ms(40)));
+        assert_eq!(m.poll_timeout(), Some(ms(20))); // lan interval
         m.handle_timeout(ms(200));
         assert_eq!(m.leader(), Some(NodeId(1)));
         assert_eq!(m.role(), Role::Leader);
@@ -891,7 +891,7 @@ mod tests {
             Some(MemberState::Left)
         );
         assert!(m.poll_heartbeat(ms(1002)).is_some());
-        assert_eq!(m.poll_timeout(), Some(ms(1042))); // only our own heartbeat remains
+        assert_eq!(m.poll_timeout(), Some(ms(1022))); // only our own heartbeat remains
         let ev = events(&mut m);
         assert!(ev.contains(&Event::MemberLeft { node: NodeId(2) }));
     }
