@@ -192,6 +192,8 @@ struct Sim {
     /// (observer, sender) -> last delivered heartbeat (time, incarnation).
     delivered: HashMap<(usize, usize), (Instant, Incarnation)>,
     events: Vec<(Instant, usize, Event)>,
+    /// (observer, leaver) -> incarnation that left.
+    left: HashMap<(usize, usize), Incarnation>,
     crashes: Vec<CrashCheck>,
     restarts: Vec<RestartCheck>,
     totals: Totals,
@@ -261,6 +263,7 @@ pub fn run_seed(seed: u64, trace: bool, totals: &mut Totals) {
         last_change: Instant::ZERO,
         delivered: HashMap::new(),
         events: Vec::new(),
+        left: HashMap::new(),
         crashes: Vec::new(),
         restarts: Vec::new(),
         totals: Totals {
@@ -540,6 +543,16 @@ impl Sim {
         if self.trace {
             println!("{:>10} node {} {e:?}", self.now.as_micros(), y + 1);
         }
+        if let Event::MemberSuspect { node } | Event::MemberDown { node } = e {
+            let x = node.0 as usize - 1;
+            if self.left.get(&(y, x)) == Some(&self.nodes[x].cfg.incarnation) {
+                self.fail(&format!(
+                    "node {} reported {e:?} after {} left",
+                    y + 1,
+                    x + 1
+                ));
+            }
+        }
         match e {
             Event::MemberDown { node } => {
                 let x = node.0 as usize - 1;
@@ -571,9 +584,23 @@ impl Sim {
                     }
                 }
             }
-            Event::MemberUp { .. } | Event::MemberRejoined { .. } | Event::MemberLeft { .. } => {
+            Event::MemberLeft { node } => {
                 self.last_change = self.now;
+                let x = node.0 as usize - 1;
+                self.left.insert((y, x), self.nodes[x].cfg.incarnation);
             }
+            Event::MemberUp { node, incarnation } => {
+                self.last_change = self.now;
+                // A Leave is final for its incarnation, even with heartbeats still in flight.
+                if self.left.get(&(y, node.0 as usize - 1)) == Some(&incarnation) {
+                    self.fail(&format!(
+                        "node {} brought back {} after it left",
+                        y + 1,
+                        node.0
+                    ));
+                }
+            }
+            Event::MemberRejoined { .. } => self.last_change = self.now,
             Event::DuplicateNodeId { .. } => self.fail(&format!("node {} reported {e:?}", y + 1)),
             Event::Overflow => self.fail("event queue overflowed in a small cluster"),
             _ => {}
@@ -667,6 +694,25 @@ impl Sim {
         // With more nodes than capacity each node knows a different subset: no agreement.
         if self.kind == Kind::Capacity || now.as_micros() < self.last_change.as_micros() + settle {
             return;
+        }
+        // No zombies: a crashed or departed node is dead or left everywhere once settled (a
+        // heartbeat still in flight after a Leave must not bring the member back).
+        for x in (0..self.nodes.len()).filter(|&x| !self.live(x)) {
+            let id = self.nodes[x].cfg.node_id;
+            for y in (0..self.nodes.len()).filter(|&y| self.live(y)) {
+                let st = self.nodes[y]
+                    .m
+                    .as_ref()
+                    .and_then(|m| m.member(id))
+                    .map(|m| m.state);
+                if matches!(st, Some(MemberState::Alive | MemberState::Suspect)) {
+                    self.fail(&format!(
+                        "node {} still sees gone node {} as {st:?}",
+                        y + 1,
+                        x + 1
+                    ));
+                }
+            }
         }
         // Property 3: agreement per connected group; property 4: one quorum side at most.
         let mut quorum_sides = 0;
