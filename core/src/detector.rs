@@ -69,8 +69,8 @@ pub enum Policy {
 /// Parameters of the phi-accrual policy, precomputed so run time needs no float math.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Adaptive {
-    /// Threshold z-score in thousandths (`span = mean + z * std`).
-    pub z_milli: u32,
+    /// Threshold z-score, fixed point with 16 fractional bits (`span = mean + z * std`).
+    pub z_q16: u32,
     /// Lower bound of the standard deviation, microseconds.
     pub min_std_us: u32,
 }
@@ -80,7 +80,7 @@ impl Adaptive {
     pub const fn from_phi(phi: f32, min_std_us: u32) -> Self {
         let z = z_for_phi(phi as f64);
         Adaptive {
-            z_milli: (z * 1000.0) as u32,
+            z_q16: (z * 65536.0) as u32,
             min_std_us,
         }
     }
@@ -168,8 +168,6 @@ struct Peer {
     /// Microseconds from `last` to death.
     span: u64,
     liveness: Liveness,
-    /// Position in the heap, `NONE` if not queued.
-    pos: u16,
     /// Adaptive ring: samples, write head, count, running sums.
     samples: [u32; SAMPLES],
     head: u8,
@@ -185,7 +183,6 @@ impl Peer {
         last: Instant::ZERO,
         span: 0,
         liveness: Liveness::Dead,
-        pos: NONE,
         samples: [0; SAMPLES],
         head: 0,
         count: 0,
@@ -208,6 +205,9 @@ pub struct Detector<const N: usize> {
     suspect_percent: u64,
     peers: [Peer; N],
     heap: [Entry; N],
+    /// Heap position of each slot, `NONE` if not queued (apart from `peers` so the sift
+    /// loops touch few cache lines).
+    pos: [u16; N],
     len: usize,
 }
 
@@ -217,6 +217,7 @@ impl<const N: usize> Detector<N> {
             policy,
             suspect_percent: suspect_percent.clamp(1, 100) as u64,
             peers: [Peer::EMPTY; N],
+            pos: [NONE; N],
             heap: [Entry {
                 due: Instant::NEVER,
                 slot: 0,
@@ -265,12 +266,16 @@ impl<const N: usize> Detector<N> {
         }
         p.span = match self.policy {
             Policy::Adaptive(a) if p.count >= MIN_SAMPLES => {
-                let n = p.count as u64;
-                let mean = p.sum / n;
-                // n*sum_sq - sum^2 >= 0 by Cauchy-Schwarz; saturate against rounding anyway.
-                let var = (p.sum_sq / n).saturating_sub(mean * mean);
+                // A full ring (the steady state) divides by a power of two.
+                let (mean, sq) = if p.count as usize == SAMPLES {
+                    (p.sum / SAMPLES as u64, p.sum_sq / SAMPLES as u64)
+                } else {
+                    (p.sum / p.count as u64, p.sum_sq / p.count as u64)
+                };
+                // E[x^2] >= E[x]^2; saturate against rounding anyway.
+                let var = sq.saturating_sub(mean * mean);
                 let std = var.isqrt().max(a.min_std_us as u64);
-                (mean + std * a.z_milli as u64 / 1000).clamp(interval, fixed)
+                (mean + ((std * a.z_q16 as u64) >> 16)).clamp(interval, fixed)
             }
             _ => fixed,
         };
@@ -285,7 +290,7 @@ impl<const N: usize> Detector<N> {
         let Some(p) = self.peers.get_mut(slot) else {
             return;
         };
-        let pos = p.pos;
+        let pos = self.pos[slot];
         *p = Peer::EMPTY;
         if pos != NONE {
             self.heap_remove(pos as usize);
@@ -351,10 +356,10 @@ impl<const N: usize> Detector<N> {
     }
 
     // Indexed binary min-heap on `due`. Invariant: for `i < len`,
-    // `peers[heap[i].slot].pos == i`; slots not queued have `pos == NONE`.
+    // `pos[heap[i].slot] == i`; slots not queued have `pos == NONE`.
 
     fn schedule(&mut self, slot: usize, due: Instant) {
-        let pos = self.peers[slot].pos;
+        let pos = self.pos[slot];
         if pos == NONE {
             if self.len >= N {
                 // Cannot happen: one entry per slot, N slots. Stay safe anyway.
@@ -366,7 +371,7 @@ impl<const N: usize> Detector<N> {
                 due,
                 slot: slot as u16,
             };
-            self.peers[slot].pos = i as u16;
+            self.pos[slot] = i as u16;
             self.sift_up(i);
         } else {
             let i = pos as usize;
@@ -375,21 +380,21 @@ impl<const N: usize> Detector<N> {
             if due < old {
                 self.sift_up(i);
             } else {
-                self.sift_down(i);
+                self.sift_down_to_leaf(i);
             }
         }
     }
 
     fn heap_remove(&mut self, i: usize) {
         let slot = self.heap[i].slot as usize;
-        self.peers[slot].pos = NONE;
+        self.pos[slot] = NONE;
         self.len -= 1;
         if i == self.len {
             return;
         }
         let moved = self.heap[self.len];
         self.heap[i] = moved;
-        self.peers[moved.slot as usize].pos = i as u16;
+        self.pos[moved.slot as usize] = i as u16;
         self.sift_down(i);
         self.sift_up(i);
     }
@@ -403,11 +408,36 @@ impl<const N: usize> Detector<N> {
                 break;
             }
             self.heap[i] = pe;
-            self.peers[pe.slot as usize].pos = i as u16;
+            self.pos[pe.slot as usize] = i as u16;
             i = parent;
         }
         self.heap[i] = e;
-        self.peers[e.slot as usize].pos = i as u16;
+        self.pos[e.slot as usize] = i as u16;
+    }
+
+    /// Floyd's bottom-up sift: a refreshed deadline usually belongs near the bottom, so walk
+    /// the smaller children down to a leaf (one comparison per level) and sift up from there.
+    fn sift_down_to_leaf(&mut self, mut i: usize) {
+        let e = self.heap[i];
+        loop {
+            let l = 2 * i + 1;
+            if l >= self.len {
+                break;
+            }
+            let r = l + 1;
+            let c = if r < self.len && self.heap[r].due < self.heap[l].due {
+                r
+            } else {
+                l
+            };
+            let ce = self.heap[c];
+            self.heap[i] = ce;
+            self.pos[ce.slot as usize] = i as u16;
+            i = c;
+        }
+        self.heap[i] = e;
+        self.pos[e.slot as usize] = i as u16;
+        self.sift_up(i);
     }
 
     fn sift_down(&mut self, mut i: usize) {
@@ -428,11 +458,11 @@ impl<const N: usize> Detector<N> {
                 break;
             }
             self.heap[i] = ce;
-            self.peers[ce.slot as usize].pos = i as u16;
+            self.pos[ce.slot as usize] = i as u16;
             i = c;
         }
         self.heap[i] = e;
-        self.peers[e.slot as usize].pos = i as u16;
+        self.pos[e.slot as usize] = i as u16;
     }
 }
 
@@ -581,7 +611,7 @@ mod tests {
             assert!((back - phi).abs() < 1e-6, "phi {phi} z {z} back {back}");
         }
         let a = Adaptive::from_phi(8.0, 0);
-        assert!((5200..5300).contains(&a.z_milli), "{}", a.z_milli);
+        assert!((5200..5300).contains(&(a.z_q16 * 1000 >> 16)), "{}", a.z_q16);
     }
 
     #[test]
@@ -595,12 +625,66 @@ mod tests {
         }
         // Steady 100 ms: span = 100 ms + z * 1 ms.
         let span = d.span_us(0);
-        assert_eq!(span, 100_000 + 1_000 * p.z_milli as u64 / 1000);
+        assert_eq!(span, 100_000 + ((1_000 * p.z_q16 as u64) >> 16));
         // A very jittery link: clamped at interval * multiplier.
         for i in 0..20 {
             t += if i % 2 == 0 { 10 } else { 390 };
             d.heartbeat(0, at(t), 100_000, 5);
         }
         assert_eq!(d.span_us(0), 500_000);
+    }
+
+    #[test]
+    fn heap_matches_a_naive_model_under_random_operations() {
+        // Model: per slot (liveness, next due); the detector must agree after every step.
+        let mut d = Detector::<16>::new(Policy::Fixed, 50);
+        let mut model: [(Liveness, u64, u64); 16] = [(Liveness::Dead, 0, 0); 16];
+        let mut x = 0x2545_F491_4F6C_DD1Du64;
+        let mut now = 0u64;
+        for _ in 0..20_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let slot = (x % 16) as usize;
+            now += x >> 60; // 0..15 ms steps
+            match (x >> 8) % 8 {
+                0 => {
+                    d.remove(slot);
+                    model[slot].0 = Liveness::Dead;
+                }
+                1..=4 => {
+                    let mult = ((x >> 16) % 8 + 1) as u8;
+                    d.heartbeat(slot, at(now), 1_000, mult);
+                    let span = 1_000 * mult as u64;
+                    model[slot] = (Liveness::Alive, now * 1000 + span / 2, now * 1000 + span);
+                }
+                _ => {
+                    while let Some(e) = d.handle_timeout(at(now)) {
+                        let m = &mut model[e.slot];
+                        assert!(m.0 != Liveness::Dead);
+                        if m.0 == Liveness::Alive {
+                            assert!(m.1 <= now * 1000);
+                            m.0 = Liveness::Suspect;
+                        } else {
+                            assert!(m.2 <= now * 1000);
+                            m.0 = Liveness::Dead;
+                        }
+                        assert_eq!(e.to, m.0);
+                    }
+                }
+            }
+            let want = model
+                .iter()
+                .filter_map(|m| match m.0 {
+                    Liveness::Alive => Some(m.1),
+                    Liveness::Suspect => Some(m.2),
+                    Liveness::Dead => None,
+                })
+                .min();
+            assert_eq!(d.poll_timeout().map(|t| t.as_micros()), want);
+            for (i, m) in model.iter().enumerate() {
+                assert_eq!(d.liveness(i), m.0);
+            }
+        }
     }
 }
