@@ -299,7 +299,9 @@ pub fn run_seed(seed: u64, trace: bool, totals: &mut Totals) {
         t += settle + sim.rng.below(bound);
     }
     let end = match kind {
-        Kind::Lossy | Kind::Jitter => t + 20 * bound,
+        Kind::Lossy | Kind::Jitter => t + 10 * bound,
+        // Enough for every node to hear every other a few times.
+        Kind::Capacity => sim.now.as_micros() + 5 * iv,
         _ => t,
     };
     sim.run_until(Instant::from_micros(end));
