@@ -13,7 +13,8 @@
 //! 5. a restart gives every connected observer exactly one rejoin (or one up, for an observer
 //!    that never knew the node) and never a duplicate member or a DuplicateNodeId;
 //! 6. no panic; the member table never exceeds its capacity; extra members are refused and
-//!    reported.
+//!    reported;
+//! 7. two live processes with one node id are reported by every node (both included).
 //!
 //! `cargo test --test sim` runs 2000 seeds; `TANDEM_SIM_SEEDS=n` runs n;
 //! `TANDEM_SIM_SEED=x` replays one seed with a trace of every event.
@@ -59,7 +60,7 @@ fn simulated_clusters_keep_their_promises() {
     // The runs must actually exercise what they claim to check.
     assert!(totals.crash_detections > 0 && totals.rejoins_checked > 0);
     assert!(totals.convergence_checks > 0 && totals.quorum_checks > 0);
-    assert!(totals.lossy_runs > 0 && totals.refusals > 0);
+    assert!(totals.lossy_runs > 0 && totals.refusals > 0 && totals.duplicate_runs > 0);
 }
 
 fn parse_seed(s: &str) -> u64 {

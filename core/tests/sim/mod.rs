@@ -56,6 +56,7 @@ pub struct Totals {
     pub quorum_checks: u64,
     pub rejoins_checked: u64,
     pub refusals: u64,
+    pub duplicate_runs: u64,
     pub partitions: u64,
     pub leaves: u64,
 }
@@ -74,6 +75,7 @@ impl Totals {
         self.quorum_checks += o.quorum_checks;
         self.rejoins_checked += o.rejoins_checked;
         self.refusals += o.refusals;
+        self.duplicate_runs += o.duplicate_runs;
         self.partitions += o.partitions;
         self.leaves += o.leaves;
     }
@@ -85,7 +87,7 @@ impl fmt::Display for Totals {
             f,
             "runs {} | virtual {:.1} s | deliveries {} | crash detections {} (worst {:.0}% of bound) \
              | lossy runs {} ({} justified deaths) | jitter-only runs {} | convergence checks {} \
-             | quorum checks {} | rejoins checked {} | refusals {} | partitions {} | leaves {}",
+             | quorum checks {} | rejoins checked {} | refusals {} | duplicate-id runs {} | partitions {} | leaves {}",
             self.runs,
             self.virtual_us as f64 / 1e6,
             self.deliveries,
@@ -98,6 +100,7 @@ impl fmt::Display for Totals {
             self.quorum_checks,
             self.rejoins_checked,
             self.refusals,
+            self.duplicate_runs,
             self.partitions,
             self.leaves
         )
@@ -150,6 +153,7 @@ enum Kind {
     Lossy,
     Jitter,
     Capacity,
+    Duplicate,
 }
 
 #[derive(Debug)]
@@ -192,6 +196,8 @@ struct Sim {
     /// (observer, sender) -> last delivered heartbeat (time, incarnation).
     delivered: HashMap<(usize, usize), (Instant, Incarnation)>,
     events: Vec<(Instant, usize, Event)>,
+    /// Nodes that reported the duplicate id (Duplicate scenario).
+    duplicates_seen: std::collections::HashSet<usize>,
     /// (observer, leaver) -> incarnation that left.
     left: HashMap<(usize, usize), Incarnation>,
     crashes: Vec<CrashCheck>,
@@ -201,15 +207,16 @@ struct Sim {
 
 pub fn run_seed(seed: u64, trace: bool, totals: &mut Totals) {
     let mut rng = Rng(seed);
-    let kind = match rng.below(10) {
-        0..=3 => Kind::Churn,
-        4 | 5 => Kind::Witness,
-        6 | 7 => Kind::Lossy,
-        8 => Kind::Jitter,
-        _ => Kind::Capacity,
+    let kind = match rng.below(20) {
+        0..=7 => Kind::Churn,
+        8..=11 => Kind::Witness,
+        12..=15 => Kind::Lossy,
+        16 | 17 => Kind::Jitter,
+        18 => Kind::Capacity,
+        _ => Kind::Duplicate,
     };
     let profile = match (kind, rng.below(8)) {
-        (Kind::Lossy | Kind::Capacity, _) => Profile::LAN,
+        (Kind::Lossy | Kind::Capacity | Kind::Duplicate, _) => Profile::LAN,
         // Jitter tolerance is the fixed policy's promise; phi-accrual adapts instead.
         (Kind::Jitter, 0..=3) => Profile::FAST,
         (Kind::Jitter, _) => Profile::LAN,
@@ -224,12 +231,14 @@ pub fn run_seed(seed: u64, trace: bool, totals: &mut Totals) {
         Kind::Witness => 3 + rng.below(2) as usize,
         Kind::Lossy | Kind::Jitter => rng.range(2, 4) as usize,
         Kind::Capacity => CAP + 2,
+        // Node 2 twice: the last process is an impostor with node id 2.
+        Kind::Duplicate => 4,
     };
     let (loss, dup, dmax) = match kind {
         Kind::Lossy => (0.2, 0.05, iv / 2),
         // Jitter up to (multiplier - 2) intervals: heartbeats still arrive within tolerance.
         Kind::Jitter => (0.0, 0.05, iv * (profile.multiplier as u64 - 2)),
-        Kind::Capacity => (0.0, 0.0, iv / 4),
+        Kind::Capacity | Kind::Duplicate => (0.0, 0.0, iv / 4),
         _ => (if rng.chance(0.5) { 0.0 } else { 0.03 }, 0.05, iv / 4),
     };
     let preempt = rng.chance(0.5);
@@ -239,6 +248,10 @@ pub fn run_seed(seed: u64, trace: bool, totals: &mut Totals) {
         cfg.priority = rng.range(1, 3) as u8;
         cfg.preempt = preempt;
         cfg.profile = profile;
+        if kind == Kind::Duplicate && i == 3 {
+            cfg.node_id = NodeId(2);
+            cfg.incarnation = Incarnation(5);
+        }
         if kind == Kind::Witness {
             cfg.voters = [NodeId(1), NodeId(2), NodeId(3)].into_iter().collect();
             cfg.witness = i == 2;
@@ -264,6 +277,7 @@ pub fn run_seed(seed: u64, trace: bool, totals: &mut Totals) {
         delivered: HashMap::new(),
         events: Vec::new(),
         left: HashMap::new(),
+        duplicates_seen: Default::default(),
         crashes: Vec::new(),
         restarts: Vec::new(),
         totals: Totals {
@@ -545,6 +559,15 @@ impl Sim {
         if self.trace {
             println!("{:>10} node {} {e:?}", self.now.as_micros(), y + 1);
         }
+        if self.kind == Kind::Duplicate {
+            // Node ids do not map to processes here; only the duplicate report is checked.
+            if let Event::DuplicateNodeId { node, .. } = e {
+                if node == NodeId(2) {
+                    self.duplicates_seen.insert(y);
+                }
+            }
+            return;
+        }
         if let Event::MemberSuspect { node } | Event::MemberDown { node } = e {
             let x = node.0 as usize - 1;
             if self.left.get(&(y, x)) == Some(&self.nodes[x].cfg.incarnation) {
@@ -694,7 +717,9 @@ impl Sim {
         }
         self.events.clear();
         // With more nodes than capacity each node knows a different subset: no agreement.
-        if self.kind == Kind::Capacity || now.as_micros() < self.last_change.as_micros() + settle {
+        if matches!(self.kind, Kind::Capacity | Kind::Duplicate)
+            || now.as_micros() < self.last_change.as_micros() + settle
+        {
             return;
         }
         // No zombies: a crashed or departed node is dead or left everywhere once settled (a
@@ -782,6 +807,16 @@ impl Sim {
         match self.kind {
             Kind::Lossy => self.totals.lossy_runs += 1,
             Kind::Jitter => self.totals.jitter_runs += 1,
+            Kind::Duplicate => {
+                // Both processes claiming id 2 and every other node report it.
+                if self.duplicates_seen.len() != self.nodes.len() {
+                    self.fail(&format!(
+                        "duplicate id reported only by {:?}",
+                        self.duplicates_seen
+                    ));
+                }
+                self.totals.duplicate_runs += 1;
+            }
             Kind::Capacity => {
                 // Property 6: every node heard CAP + 1 peers; the extra ones were refused.
                 for (i, n) in self.nodes.iter().enumerate() {
