@@ -7,6 +7,11 @@
 //! [`Membership::poll_event`] and [`Membership::poll_timeout`] (the earliest of: a peer's
 //! deadline, this node's next heartbeat, the end of the startup hold).
 //!
+//! Driving it: after every input, and whenever `now >= poll_timeout()`, call
+//! `handle_timeout(now)`, then send what `poll_heartbeat(now)` returns, then drain
+//! `poll_event()`. `poll_timeout()` may return an instant already past (a change makes the
+//! next heartbeat due at once): that means "work now".
+//!
 //! # Members
 //! Up to `N` members (default 16) in a fixed table, plus this node. States: alive, suspect,
 //! dead, left (see [`crate::detector`] for the deadlines). A heartbeat with a higher
@@ -48,7 +53,8 @@
 //! is true, it has no leader, it advertises [`StateFlags::ISOLATED`], and
 //! [`Event::QuorumLost`] / [`Event::QuorumRegained`] mark the changes. In a clean partition at
 //! most one side holds a majority, so once the detection span has passed at most one side
-//! serves. (A non-transitive partition, where A and B both see the witness but not each
+//! serves. A node starts isolated when voters are configured (it has seen no one yet) and
+//! reports [`Event::QuorumRegained`] when it first sees a majority. (A non-transitive partition, where A and B both see the witness but not each
 //! other, leaves both with quorum; the heartbeat carries no seen-set to catch that.)
 //!
 //! Without voters (two-node mode) nobody is ever isolated. On a partition each side declares
