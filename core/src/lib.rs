@@ -30,6 +30,7 @@ pub mod crypto;
 pub mod detector;
 pub mod frame;
 pub mod membership;
+pub mod node;
 pub mod replication;
 
 pub use id::{ClusterId, Incarnation, KeyId, NodeId};

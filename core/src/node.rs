@@ -1,0 +1,673 @@
+//! One tandem node: the wire format, membership and replication tied into one sans-IO state
+//! machine that takes and gives sealed datagrams.
+//!
+//! # Driving it
+//! - Received datagram: [`Node::handle_datagram`]. A [`Received::Update`] or
+//!   [`Received::SyncEntry`] carries a session entry (borrowed from the datagram) that the
+//!   caller applies to its store at once; then it drains [`Node::poll_delivery`] (entries a
+//!   retransmission made deliverable from the reorder buffer).
+//! - Local write: apply it to the store, then [`Node::write`]; in synchronous mode the reply
+//!   waits until [`Node::committed`] reaches the returned id.
+//! - After every input batch and when `now >= poll_timeout()`: [`Node::handle_timeout`],
+//!   then [`Node::poll_transmit`] until `None` (send each datagram), [`Node::poll_sync_send`]
+//!   (build the asked-for chunk from the store snapshot and seal it with
+//!   [`Node::seal_sync_chunk`]), then drain [`Node::poll_event`] and arm the timer at
+//!   [`Node::poll_timeout`].
+//!
+//! Membership changes are fed to replication inside the node: a data peer coming up is
+//! `peer_up`, one going down or leaving is `peer_down`, heartbeats' high-water marks reach the
+//! receive streams. A witness takes no part in replication: it ignores session frames and
+//! never counts as a peer a write waits for.
+//!
+//! # Own frames
+//! Multicast loops a node's frames back to it. A frame with this node's id and incarnation is
+//! dropped from the header alone, before any AEAD work. One with this node's id and another
+//! incarnation is opened and given to membership, which reports the duplicate node id.
+//!
+//! # Panics
+//! Never on input: every datagram goes through the checked parse and open paths.
+
+use heapless::{Deque, Vec};
+
+use crate::crypto::{Aead, Keyring, Receiver, Sealer};
+use crate::frame::{Body, EntryRepr, Error, HeaderRepr, Role, SessionUpdateRepr, SyncChunkRepr};
+use crate::id::{ClusterId, Incarnation, NodeId};
+use crate::membership::{self, MemberState, Membership};
+use crate::replication::{self, Delivery, Dest, Replicator, Slot, SyncDelivery, SyncSend};
+use crate::time::Instant;
+
+/// Keys a node's keyring holds: the active one plus room for rotation.
+pub const KEYS: usize = 4;
+/// Events buffered between two `poll_event` drains.
+pub const EVENT_QUEUE: usize = 128;
+
+/// Everything a node needs to start.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub cluster: ClusterId,
+    pub membership: membership::Config,
+    pub replication: replication::Config,
+}
+
+/// What the caller should know about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Event {
+    Membership(membership::Event),
+    Replication(replication::Event),
+}
+
+/// What a received datagram gave the caller.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Received<'a> {
+    /// Consumed inside the node (heartbeat, ack, request, ...), or not for this node.
+    Handled,
+    /// A replicated write of `from`'s stream, in order: apply it now. Chunks of one value
+    /// arrive back to back (`entry.offset` grows until `offset + value.len() == total_len`).
+    Update { from: NodeId, entry: EntryRepr<'a> },
+    /// An entry of a full state transfer from `from`: apply it by last-writer-wins.
+    SyncEntry { from: NodeId, entry: EntryRepr<'a> },
+}
+
+/// One datagram to send: `len` bytes at the start of the caller's buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Transmit {
+    pub len: usize,
+    /// Every peer (the multicast group), or one node (unicast transports may send it alone).
+    pub to: Dest,
+}
+
+/// Receive and send counters, drops by reason (for `/metrics`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Datagrams accepted (authentic, fresh, this cluster).
+    pub received: u64,
+    pub sent: u64,
+    /// Own frames looped back by multicast.
+    pub own: u64,
+    pub truncated: u64,
+    pub malformed: u64,
+    pub unsupported_version: u64,
+    pub unknown_kind: u64,
+    pub other_cluster: u64,
+    pub unknown_key: u64,
+    pub auth: u64,
+    pub replay: u64,
+    pub stale_incarnation: u64,
+    pub too_many_senders: u64,
+    /// Session frames a witness ignored, or frames addressed to another node.
+    pub not_for_us: u64,
+    /// Frames that could not be sealed (a bug or an exhausted seq space): not sent.
+    pub seal_errors: u64,
+    pub events_dropped: u64,
+    /// Data peers the replication table had no room for.
+    pub peers_refused: u64,
+}
+
+impl Stats {
+    fn count(&mut self, e: Error) {
+        let c = match e {
+            Error::Truncated => &mut self.truncated,
+            Error::Malformed | Error::BufferTooSmall => &mut self.malformed,
+            Error::UnsupportedVersion => &mut self.unsupported_version,
+            Error::UnknownKind => &mut self.unknown_kind,
+            Error::OtherCluster => &mut self.other_cluster,
+            Error::UnknownKey => &mut self.unknown_key,
+            Error::Auth => &mut self.auth,
+            Error::Replay => &mut self.replay,
+            Error::StaleIncarnation => &mut self.stale_incarnation,
+            Error::TooManySenders => &mut self.too_many_senders,
+        };
+        *c += 1;
+    }
+}
+
+/// One node with room for `N` peers, keys of provider `A`, a retransmit ring `S` and an
+/// optional reorder buffer `B` (both caller-provided slot storage, see
+/// [`crate::replication`]).
+pub struct Node<A: Aead, S, const N: usize = 16, B = [Slot; 0]> {
+    me: NodeId,
+    incarnation: Incarnation,
+    witness: bool,
+    keyring: Keyring<A, KEYS>,
+    sealer: Sealer,
+    receiver: Receiver<N>,
+    membership: Membership<N>,
+    replication: Replicator<S, N, B>,
+    events: Deque<Event, EVENT_QUEUE>,
+    leave_pending: bool,
+    stats: Stats,
+}
+
+impl<A, S, const N: usize, B> Node<A, S, N, B>
+where
+    A: Aead,
+    S: AsRef<[Slot]> + AsMut<[Slot]>,
+    B: AsRef<[Slot]> + AsMut<[Slot]>,
+{
+    /// A node with a reorder buffer (`reorder` slots shared by all origins).
+    pub fn with_reorder(
+        config: Config,
+        keyring: Keyring<A, KEYS>,
+        ring: S,
+        reorder: B,
+        now: Instant,
+    ) -> Self {
+        let me = config.membership.node_id;
+        let incarnation = config.membership.incarnation;
+        Node {
+            me,
+            incarnation,
+            witness: config.membership.witness,
+            keyring,
+            sealer: Sealer::new(config.cluster, me, incarnation),
+            receiver: Receiver::new(config.cluster),
+            membership: Membership::new(config.membership, now),
+            replication: Replicator::with_reorder(
+                me,
+                incarnation,
+                config.replication,
+                ring,
+                reorder,
+            ),
+            events: Deque::new(),
+            leave_pending: false,
+            stats: Stats::default(),
+        }
+    }
+
+    // ---- inputs ----
+
+    /// A datagram arrived at `now`. It is opened in place (`datagram` holds the plaintext
+    /// afterwards). Errors say why it was dropped (and are counted in [`Node::stats`]);
+    /// a dropped datagram changed nothing.
+    pub fn handle_datagram<'a>(
+        &mut self,
+        now: Instant,
+        datagram: &'a mut [u8],
+    ) -> Result<Received<'a>, Error> {
+        if let Ok((h, _, _)) = HeaderRepr::check(datagram) {
+            if h.sender.get() == self.me.0 && h.incarnation.get() == self.incarnation.0 {
+                self.stats.own += 1;
+                return Ok(Received::Handled);
+            }
+        }
+        let frame = match self.receiver.receive(datagram, &self.keyring) {
+            Ok(f) => f,
+            Err(e) => {
+                self.stats.count(e);
+                return Err(e);
+            }
+        };
+        self.stats.received += 1;
+        let from = frame.header.sender;
+        let inc = frame.header.incarnation;
+        let out = match frame.body {
+            Body::Heartbeat(hb) => {
+                self.membership.handle_heartbeat(now, from, inc, &hb);
+                if !self.witness && hb.role != Role::Witness && from != self.me {
+                    self.replication.handle_hwm(now, from, inc, hb.repl_hwm);
+                }
+                Received::Handled
+            }
+            Body::Leave(_) => {
+                self.membership.handle_leave(now, from, inc);
+                Received::Handled
+            }
+            _ if self.witness || from == self.me => {
+                self.stats.not_for_us += 1;
+                Received::Handled
+            }
+            Body::SessionUpdate(u) => match self.replication.handle_update(now, from, inc, &u) {
+                Delivery::Deliver => Received::Update {
+                    from,
+                    entry: u.entry,
+                },
+                _ => Received::Handled,
+            },
+            Body::Ack(a) => {
+                self.replication.handle_ack(now, from, &a);
+                Received::Handled
+            }
+            Body::RetransmitRequest(r) => {
+                self.replication.handle_retransmit_request(now, from, &r);
+                Received::Handled
+            }
+            Body::SyncRequest(r) => {
+                if r.target == self.me {
+                    self.replication.handle_sync_request(now, from, inc, &r);
+                } else {
+                    self.stats.not_for_us += 1;
+                }
+                Received::Handled
+            }
+            Body::SyncChunk(c) => match self.replication.handle_sync_chunk(now, from, &c) {
+                SyncDelivery::Apply => Received::SyncEntry {
+                    from,
+                    entry: c.entry,
+                },
+                SyncDelivery::Ignore => Received::Handled,
+            },
+            Body::SyncDone(d) => {
+                self.replication.handle_sync_done(now, from, inc, &d);
+                Received::Handled
+            }
+        };
+        self.pump(now);
+        Ok(out)
+    }
+
+    /// Deadlines that passed by `now` (heartbeat due, peer suspect/dead, resend, sync stall).
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.membership.handle_timeout(now);
+        if !self.witness {
+            self.replication.handle_timeout(now);
+        }
+        self.pump(now);
+    }
+
+    /// Replicates a local write (already applied to the caller's store). Errors: see
+    /// [`replication::Error`]; on error nothing was queued. A witness holds no sessions: the
+    /// daemon refuses client writes on it before this.
+    pub fn write(
+        &mut self,
+        now: Instant,
+        entry: &EntryRepr<'_>,
+    ) -> Result<replication::WriteId, replication::Error> {
+        self.replication.write(now, entry)
+    }
+
+    /// Starts pulling the full state from `target` (on start, rejoin or `NeedsSync`).
+    pub fn start_sync(&mut self, now: Instant, target: NodeId) -> u32 {
+        self.replication.start_sync(now, target)
+    }
+
+    pub fn cancel_sync(&mut self) {
+        self.replication.cancel_sync()
+    }
+
+    /// The caller's snapshot for the transfer `(to, sync_id)` ends before chunk
+    /// `total_chunks`: SyncDone goes out next.
+    pub fn sync_exhausted(&mut self, to: NodeId, sync_id: u32, total_chunks: u64) {
+        self.replication.sync_exhausted(to, sync_id, total_chunks)
+    }
+
+    /// Graceful shutdown: the next `poll_transmit` sends Leave; heartbeats stop.
+    pub fn leave(&mut self, now: Instant) {
+        let _ = self.membership.leave(now);
+        self.leave_pending = true;
+    }
+
+    /// Sets state flags this node advertises (e.g. SYNCING while it pulls the state).
+    pub fn set_flags(&mut self, flags: crate::frame::StateFlags) {
+        self.membership.set_flags(flags)
+    }
+
+    /// Replaces the keyring (rotation). Frames in flight under a dropped key are refused.
+    pub fn set_keyring(&mut self, keyring: Keyring<A, KEYS>) {
+        self.keyring = keyring;
+    }
+
+    // ---- outputs ----
+
+    /// The next datagram to send, sealed into `out` (at least
+    /// [`crate::frame::MAX_DATAGRAM`] bytes). Leave first, then a due heartbeat, then
+    /// replication (acks and requests before data).
+    pub fn poll_transmit(&mut self, now: Instant, out: &mut [u8]) -> Option<Transmit> {
+        if self.leave_pending {
+            self.leave_pending = false;
+            let body = Body::Leave(crate::frame::LeaveRepr { reason: 0 });
+            return self.seal(&body, Dest::All, out);
+        }
+        self.membership.set_repl_hwm(self.replication.hwm());
+        if let Some(hb) = self.membership.poll_heartbeat(now) {
+            if let Some(t) = self.seal(&Body::Heartbeat(hb), Dest::All, out) {
+                return Some(t);
+            }
+        }
+        if self.witness {
+            return None;
+        }
+        // Bounded: every replication transmit is consumed; seal errors are counted and skipped.
+        for _ in 0..64 {
+            let t = self.replication.poll_transmit(now)?;
+            let (to, body) = (t.to, t.body);
+            match self.sealer.seal(&body, &self.keyring, out) {
+                Ok(len) => {
+                    self.stats.sent += 1;
+                    return Some(Transmit { len, to });
+                }
+                Err(_) => self.stats.seal_errors += 1,
+            }
+        }
+        None
+    }
+
+    /// A chunk of this node's snapshot that a transfer it serves needs next.
+    pub fn poll_sync_send(&mut self, now: Instant) -> Option<SyncSend> {
+        if self.witness {
+            return None;
+        }
+        self.replication.poll_sync_send(now)
+    }
+
+    /// Seals a SyncChunk the caller built for a [`SyncSend`].
+    pub fn seal_sync_chunk(
+        &mut self,
+        chunk: &SyncChunkRepr<'_>,
+        out: &mut [u8],
+    ) -> Option<Transmit> {
+        self.seal(&Body::SyncChunk(*chunk), Dest::Node(chunk.target), out)
+    }
+
+    /// Buffered stream entries a retransmission made deliverable: apply each in order.
+    pub fn poll_delivery(&mut self) -> Option<(NodeId, SessionUpdateRepr<'_>)> {
+        self.replication.poll_delivery()
+    }
+
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// The earliest instant something must happen; may be in the past ("work now").
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.leave_pending {
+            return Some(Instant::ZERO);
+        }
+        let m = self.membership.poll_timeout();
+        let r = if self.witness {
+            None
+        } else {
+            self.replication.poll_timeout()
+        };
+        match (m, r) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    // ---- queries ----
+
+    /// Highest write id every live data peer holds: a synchronous write with id <= this is
+    /// safe to acknowledge. Suspect peers still count (a write waits for them until they are
+    /// declared dead); dead, left and witness members do not.
+    pub fn committed(&self) -> u64 {
+        let mut live: Vec<NodeId, N> = Vec::new();
+        for m in self.membership.members() {
+            let counts = matches!(m.state, MemberState::Alive | MemberState::Suspect)
+                && m.role != Role::Witness
+                && m.node != self.me;
+            // Cannot overflow: the membership table holds at most N members.
+            if counts && live.push(m.node).is_err() {
+                break;
+            }
+        }
+        self.replication.committed(&live)
+    }
+
+    /// Live data peers (alive or suspect, not witnesses): 0 means writes are unreplicated.
+    pub fn live_data_peers(&self) -> usize {
+        self.membership
+            .members()
+            .filter(|m| {
+                matches!(m.state, MemberState::Alive | MemberState::Suspect)
+                    && m.role != Role::Witness
+                    && m.node != self.me
+            })
+            .count()
+    }
+
+    pub fn node_id(&self) -> NodeId {
+        self.me
+    }
+
+    pub fn incarnation(&self) -> Incarnation {
+        self.incarnation
+    }
+
+    pub fn is_witness(&self) -> bool {
+        self.witness
+    }
+
+    pub fn membership(&self) -> &Membership<N> {
+        &self.membership
+    }
+
+    pub fn replication(&self) -> &Replicator<S, N, B> {
+        &self.replication
+    }
+
+    pub fn keyring(&self) -> &Keyring<A, KEYS> {
+        &self.keyring
+    }
+
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    // ---- internals ----
+
+    fn seal(&mut self, body: &Body<'_>, to: Dest, out: &mut [u8]) -> Option<Transmit> {
+        match self.sealer.seal(body, &self.keyring, out) {
+            Ok(len) => {
+                self.stats.sent += 1;
+                Some(Transmit { len, to })
+            }
+            Err(_) => {
+                self.stats.seal_errors += 1;
+                None
+            }
+        }
+    }
+
+    /// Moves membership events into replication's peer table and the caller's queue.
+    fn pump(&mut self, now: Instant) {
+        while let Some(ev) = self.membership.poll_event() {
+            match ev {
+                membership::Event::MemberUp { node, incarnation }
+                | membership::Event::MemberRejoined { node, incarnation } => {
+                    let data_peer = self
+                        .membership
+                        .member(node)
+                        .is_some_and(|m| m.role != Role::Witness);
+                    if !self.witness
+                        && data_peer
+                        && self.replication.peer_up(now, node, incarnation).is_err()
+                    {
+                        self.stats.peers_refused += 1;
+                    }
+                }
+                membership::Event::MemberDown { node } | membership::Event::MemberLeft { node } => {
+                    self.replication.peer_down(node)
+                }
+                _ => {}
+            }
+            self.push(Event::Membership(ev));
+        }
+        while let Some(ev) = self.replication.poll_event() {
+            self.push(Event::Replication(ev));
+        }
+    }
+
+    fn push(&mut self, ev: Event) {
+        if self.events.push_back(ev).is_err() {
+            self.stats.events_dropped += 1;
+        }
+    }
+}
+
+impl<A, S, const N: usize> Node<A, S, N, [Slot; 0]>
+where
+    A: Aead,
+    S: AsRef<[Slot]> + AsMut<[Slot]>,
+{
+    /// A node without a reorder buffer (a lost frame makes later ones wait for its resend).
+    pub fn new(config: Config, keyring: Keyring<A, KEYS>, ring: S, now: Instant) -> Self {
+        Self::with_reorder(config, keyring, ring, [], now)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::crypto::Aes128Gcm;
+    use crate::frame::{Op, MAX_DATAGRAM};
+    use crate::id::KeyId;
+    use std::vec::Vec as StdVec;
+
+    type TestNode = Node<Aes128Gcm, [Slot; 64], 8>;
+
+    const KEY: [u8; 16] = [0x42; 16];
+
+    fn node(id: u16, now: Instant, key: [u8; 16]) -> TestNode {
+        let mut m = membership::Config::new(NodeId(id), Incarnation(1000 + u32::from(id)));
+        m.profile = crate::detector::Profile::FAST;
+        let config = Config {
+            cluster: ClusterId(7),
+            membership: m,
+            replication: replication::Config::default(),
+        };
+        let keyring = Keyring::new(KeyId(1), Aes128Gcm::new(&key));
+        Node::new(config, keyring, [Slot::EMPTY; 64], now)
+    }
+
+    /// Datagrams one node sends now (all of them, bounded).
+    fn drain(n: &mut TestNode, now: Instant) -> StdVec<StdVec<u8>> {
+        n.handle_timeout(now);
+        let mut out = StdVec::new();
+        let mut buf = [0u8; MAX_DATAGRAM];
+        for _ in 0..1000 {
+            match n.poll_transmit(now, &mut buf) {
+                Some(t) => out.push(buf[..t.len].to_vec()),
+                None => break,
+            }
+        }
+        out
+    }
+
+    /// Runs the pair for `ms` milliseconds of virtual time with lossless delivery; returns
+    /// the entries each node was handed.
+    fn run(a: &mut TestNode, b: &mut TestNode, start: Instant, ms: u64) -> [StdVec<StdVec<u8>>; 2] {
+        let mut got = [StdVec::new(), StdVec::new()];
+        for step in 0..ms * 4 {
+            let now = Instant::from_micros(start.as_micros() + step * 250);
+            let from_a = drain(a, now);
+            let from_b = drain(b, now);
+            for (dst, batch, slot) in [(&mut *b, from_a, 1), (&mut *a, from_b, 0)] {
+                for mut d in batch {
+                    if let Ok(Received::Update { entry, .. } | Received::SyncEntry { entry, .. }) =
+                        dst.handle_datagram(now, &mut d)
+                    {
+                        got[slot].push(entry.key.to_vec());
+                    }
+                }
+            }
+        }
+        got
+    }
+
+    fn events(n: &mut TestNode) -> StdVec<Event> {
+        core::iter::from_fn(|| n.poll_event()).collect()
+    }
+
+    #[test]
+    fn two_nodes_meet_replicate_and_leave() {
+        let t0 = Instant::from_millis(1);
+        let (mut a, mut b) = (node(1, t0, KEY), node(2, t0, KEY));
+        run(&mut a, &mut b, t0, 30);
+        let ev = events(&mut a);
+        assert!(ev.contains(&Event::Membership(membership::Event::MemberUp {
+            node: NodeId(2),
+            incarnation: Incarnation(1002)
+        })));
+        events(&mut b);
+        assert_eq!(a.live_data_peers(), 1);
+
+        let now = Instant::from_millis(31);
+        let entry = EntryRepr {
+            op: Op::Put,
+            version: 1,
+            origin: NodeId(1),
+            expires_at_ms: 0,
+            key: b"session:1",
+            total_len: 5,
+            offset: 0,
+            value: b"hello",
+        };
+        let id = a.write(now, &entry).unwrap();
+        assert!(a.committed() < id.0, "not committed before the peer acked");
+        let got = run(&mut a, &mut b, now, 5);
+        assert_eq!(got[1], [b"session:1".to_vec()]);
+        assert!(a.committed() >= id.0);
+
+        let now = Instant::from_millis(40);
+        a.leave(now);
+        let got = drain(&mut a, now);
+        for mut d in got {
+            let _ = b.handle_datagram(now, &mut d);
+        }
+        assert!(
+            events(&mut b).contains(&Event::Membership(membership::Event::MemberLeft {
+                node: NodeId(1)
+            }))
+        );
+        assert_eq!(b.live_data_peers(), 0);
+    }
+
+    #[test]
+    fn own_echo_is_dropped_before_opening() {
+        let t0 = Instant::from_millis(1);
+        let mut a = node(1, t0, KEY);
+        let mut d = drain(&mut a, t0).remove(0);
+        assert_eq!(a.handle_datagram(t0, &mut d), Ok(Received::Handled));
+        assert_eq!(a.stats().own, 1);
+        assert_eq!(a.stats().received, 0);
+    }
+
+    #[test]
+    fn wrong_key_never_joins_and_is_counted() {
+        let t0 = Instant::from_millis(1);
+        let (mut a, mut b) = (node(1, t0, KEY), node(2, t0, [0x17; 16]));
+        run(&mut a, &mut b, t0, 30);
+        assert_eq!(a.live_data_peers(), 0);
+        assert!(a.stats().auth > 0);
+        assert!(b.stats().auth > 0);
+    }
+
+    #[test]
+    fn replayed_datagram_is_refused() {
+        let t0 = Instant::from_millis(1);
+        let (mut a, mut b) = (node(1, t0, KEY), node(2, t0, KEY));
+        let d = drain(&mut a, t0).remove(0);
+        let mut first = d.clone();
+        assert!(b.handle_datagram(t0, &mut first).is_ok());
+        let mut again = d;
+        assert_eq!(b.handle_datagram(t0, &mut again), Err(Error::Replay));
+        assert_eq!(b.stats().replay, 1);
+    }
+
+    #[test]
+    fn dead_peer_stops_holding_writes_back() {
+        let t0 = Instant::from_millis(1);
+        let (mut a, mut b) = (node(1, t0, KEY), node(2, t0, KEY));
+        run(&mut a, &mut b, t0, 30);
+        let now = Instant::from_millis(31);
+        let entry = EntryRepr {
+            op: Op::Put,
+            version: 1,
+            origin: NodeId(1),
+            expires_at_ms: 0,
+            key: b"k",
+            total_len: 1,
+            offset: 0,
+            value: b"v",
+        };
+        let id = a.write(now, &entry).unwrap();
+        // b is gone: a only runs on its own until the detector declares b dead.
+        for step in 0..100 {
+            drain(&mut a, Instant::from_micros(now.as_micros() + step * 250));
+        }
+        assert_eq!(a.live_data_peers(), 0);
+        assert!(a.committed() >= id.0);
+    }
+}
