@@ -62,6 +62,7 @@ impl Default for Clock {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // In tests a failed unwrap is a failed test.
 mod tests {
     use super::*;
 
@@ -74,7 +75,10 @@ mod tests {
         // From the future (clock stepped back): now.
         assert_eq!(c.from_realtime(c.to_realtime(now) + 10_000_000, now), now);
         // Too old (clock stepped forward): now.
-        assert_eq!(c.from_realtime(c.to_realtime(now) - 3_000_000_000, now), now);
+        assert_eq!(
+            c.from_realtime(c.to_realtime(now) - 3_000_000_000, now),
+            now
+        );
         assert!(c.now() <= c.now());
     }
 }

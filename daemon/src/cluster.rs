@@ -263,6 +263,7 @@ impl Cluster {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // In tests a failed unwrap is a failed test.
 mod tests {
     use super::*;
 
@@ -296,7 +297,9 @@ mod tests {
         assert!(c.joined(Instant::from_millis(250)));
         c.leave(next);
         assert!(c.poll_transmit(next, &mut buf).is_some());
-        assert!(c.poll_transmit(next + Duration::from_secs(1), &mut buf).is_none());
+        assert!(c
+            .poll_transmit(next + Duration::from_secs(1), &mut buf)
+            .is_none());
         assert_eq!(c.poll_timeout(), None);
         assert_eq!(c.status(next).state, MemberState::Left);
         assert_eq!(c.metrics().frames_sent, 2);

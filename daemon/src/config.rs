@@ -96,7 +96,11 @@ pub enum ReplicationMode {
 /// Command-line flags. Every option is optional here so that "not given" can fall back to the
 /// file; defaults are applied in [`Config::resolve`].
 #[derive(Debug, Default, Parser)]
-#[command(name = "tandemd", version, about = "tandem cluster daemon: heartbeats, membership, replicated sessions")]
+#[command(
+    name = "tandemd",
+    version,
+    about = "tandem cluster daemon: heartbeats, membership, replicated sessions"
+)]
 pub struct Cli {
     /// TOML config file; flags given on the command line override its values.
     #[arg(long, value_name = "PATH")]
@@ -554,6 +558,7 @@ fn parse_hex16(s: &str) -> Option<[u8; 16]> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // In tests a failed unwrap is a failed test.
 mod tests {
     use super::*;
 
@@ -595,14 +600,23 @@ mod tests {
 
     #[test]
     fn node_id_required_and_nonzero() {
-        assert!(resolve(&[]).unwrap_err().0.contains("--node-id is required"));
-        assert!(resolve(&["--node-id", "0"]).unwrap_err().0.contains("reserved"));
+        assert!(resolve(&[])
+            .unwrap_err()
+            .0
+            .contains("--node-id is required"));
+        assert!(resolve(&["--node-id", "0"])
+            .unwrap_err()
+            .0
+            .contains("reserved"));
     }
 
     #[test]
     fn non_loopback_needs_key_or_insecure() {
         let e = resolve(&["--node-id", "1", "--interface", "eth0"]).unwrap_err();
-        assert!(e.0.contains("--key-file") && e.0.contains("--insecure"), "{e}");
+        assert!(
+            e.0.contains("--key-file") && e.0.contains("--insecure"),
+            "{e}"
+        );
         let c = resolve(&["--node-id", "1", "--interface", "eth0", "--insecure"]).unwrap();
         assert_eq!(c.interface_addr, Ipv4Addr::new(198, 18, 0, 1));
         let e = resolve(&["--node-id", "1", "--interface", "198.18.0.9"]).unwrap_err();
@@ -667,7 +681,10 @@ mod tests {
         assert!(parse_keys(b"").is_err());
         assert!(parse_keys(b"1:0011\n").is_err());
         assert!(parse_keys(b"300:00112233445566778899aabbccddeeff\n").is_err());
-        assert!(parse_keys(b"1:00112233445566778899aabbccddeeff\n1:00112233445566778899aabbccddeeff\n").is_err());
+        assert!(parse_keys(
+            b"1:00112233445566778899aabbccddeeff\n1:00112233445566778899aabbccddeeff\n"
+        )
+        .is_err());
         assert!(parse_keys(b"1:00112233445566778899aabbccddeeff\n2:00112233445566778899aabbccddeeff\n3:00112233445566778899aabbccddeeff\n").is_err());
         assert!(parse_keys(&[0xffu8; 17]).is_err());
         assert!(!format!("{:?}", parse_keys(&[7u8; 16]).unwrap()).contains('7'));

@@ -248,7 +248,9 @@ impl Daemon {
             self.metrics.recv_datagrams += n as u64;
             self.metrics.recv_batch_max = self.metrics.recv_batch_max.max(n as u64);
             for i in 0..n {
-                let Some(d) = self.recv.datagram(i) else { continue };
+                let Some(d) = self.recv.datagram(i) else {
+                    continue;
+                };
                 if d.truncated {
                     self.metrics.recv_truncated += 1;
                     continue;
@@ -307,11 +309,14 @@ impl Daemon {
         // Bounded by the cluster's event queue capacity.
         while let Some(ev) = self.cluster.poll_event() {
             let s = self.cluster.status(now);
-            info!(event = ev.name(), ?ev, role = s.role.as_str(), "cluster change");
-            self.hooks.fire(
-                HookEnv::new(&ev, s.node_id, s.role, s.leader, s.view),
-                now,
+            info!(
+                event = ev.name(),
+                ?ev,
+                role = s.role.as_str(),
+                "cluster change"
             );
+            self.hooks
+                .fire(HookEnv::new(&ev, s.node_id, s.role, s.leader, s.view), now);
         }
     }
 

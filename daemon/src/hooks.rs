@@ -127,7 +127,10 @@ impl Hooks {
         }
         if self.queue.len() == MAX_QUEUED {
             if let Some(old) = self.queue.pop_front() {
-                warn!(event = old.event, "hook queue full: dropped the oldest queued event");
+                warn!(
+                    event = old.event,
+                    "hook queue full: dropped the oldest queued event"
+                );
                 self.stats.dropped += 1;
             }
         }
@@ -162,7 +165,10 @@ impl Hooks {
     pub fn handle_timeout(&mut self, now: Instant) {
         if let Some(r) = &mut self.running {
             if now >= r.deadline {
-                error!(event = r.event, "hook ran longer than {HOOK_TIMEOUT:?}: killed");
+                error!(
+                    event = r.event,
+                    "hook ran longer than {HOOK_TIMEOUT:?}: killed"
+                );
                 let _ = r.child.kill();
                 // Killed with SIGKILL: the wait returns at once.
                 let _ = r.child.wait();
@@ -219,6 +225,7 @@ impl Hooks {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // In tests a failed unwrap is a failed test.
 mod tests {
     use super::*;
     use crate::status::MemberState;

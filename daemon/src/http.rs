@@ -195,7 +195,13 @@ impl HttpServer {
         self.stats
     }
 
-    pub fn handle_event(&mut self, registry: &Registry, token: Token, now: Instant, src: &dyn Source) {
+    pub fn handle_event(
+        &mut self,
+        registry: &Registry,
+        token: Token,
+        now: Instant,
+        src: &dyn Source,
+    ) {
         if token.0 == self.base {
             self.accept(registry, now);
         } else if let Some(slot) = token.0.checked_sub(self.base + 1) {
@@ -263,8 +269,7 @@ impl HttpServer {
         };
         let mut close = false;
         if conn.out.is_none() {
-            loop {
-                let Some(space) = conn.buf.get_mut(conn.len..) else { break };
+            while let Some(space) = conn.buf.get_mut(conn.len..) {
                 if space.is_empty() {
                     break;
                 }
@@ -296,8 +301,7 @@ impl HttpServer {
             }
         }
         if let Some((out, written)) = &mut conn.out {
-            loop {
-                let Some(rest) = out.get(*written..) else { break };
+            while let Some(rest) = out.get(*written..) {
                 if rest.is_empty() {
                     close = true;
                     break;
@@ -340,6 +344,7 @@ impl HttpServer {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // In tests a failed unwrap is a failed test.
 mod tests {
     use super::*;
     use crate::status::{MemberState, MemberStatus, Role};
@@ -386,7 +391,10 @@ mod tests {
     #[test]
     fn routes() {
         let s = src(true);
-        assert_eq!(done(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n", &s).code, 200);
+        assert_eq!(
+            done(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n", &s).code,
+            200
+        );
         let r = done(b"GET /health HTTP/1.1\r\n\r\n", &src(false));
         assert_eq!(r.code, 503);
         assert!(r.body.contains("synced"));
@@ -394,7 +402,9 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
         assert_eq!(v["node_id"], 1);
         assert_eq!(v["members"][0]["state"], "alive");
-        assert!(done(b"GET /metrics HTTP/1.1\r\n\r\n", &s).body.contains("x_total 1"));
+        assert!(done(b"GET /metrics HTTP/1.1\r\n\r\n", &s)
+            .body
+            .contains("x_total 1"));
         assert_eq!(done(b"GET /nope HTTP/1.1\r\n\r\n", &s).code, 404);
         assert_eq!(done(b"POST /status HTTP/1.1\r\n\r\n", &s).code, 405);
         assert_eq!(done(b"\x00\x01garbage\r\n\r\n", &s).code, 400);
@@ -438,7 +448,8 @@ mod tests {
         let mut events = mio::Events::with_capacity(16);
         // Bounded: 100 polls of at most 50 ms.
         for _ in 0..100 {
-            poll.poll(&mut events, Some(Duration::from_millis(50))).unwrap();
+            poll.poll(&mut events, Some(Duration::from_millis(50)))
+                .unwrap();
             for ev in events.iter() {
                 assert!(server.owns(ev.token()));
                 server.handle_event(poll.registry(), ev.token(), Instant::ZERO, &s);

@@ -23,6 +23,7 @@ pub fn fresh() -> Incarnation {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // In tests a failed unwrap is a failed test.
 mod tests {
     use super::*;
 
@@ -31,7 +32,10 @@ mod tests {
         let a = fresh();
         let b = fresh();
         assert!(b > a);
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
         assert!(u64::from(b.0) <= now);
     }
 }

@@ -147,49 +147,205 @@ fn gauge(out: &mut String, name: &str, help: &str, value: u64) {
 /// Renders every metric in the Prometheus text format.
 pub fn render(c: &ClusterMetrics, d: &DaemonMetrics, s: &StatusSnapshot) -> String {
     let mut o = String::with_capacity(4096);
-    counter(&mut o, "tandem_frames_received_total", "Cluster datagrams received.", c.frames_received);
-    counter(&mut o, "tandem_frames_accepted_total", "Cluster frames accepted.", c.frames_accepted);
-    counter(&mut o, "tandem_frames_sent_total", "Cluster frames sent.", c.frames_sent);
-    family(&mut o, "tandem_frames_dropped_total", "counter", "Received frames dropped, by reason.");
+    counter(
+        &mut o,
+        "tandem_frames_received_total",
+        "Cluster datagrams received.",
+        c.frames_received,
+    );
+    counter(
+        &mut o,
+        "tandem_frames_accepted_total",
+        "Cluster frames accepted.",
+        c.frames_accepted,
+    );
+    counter(
+        &mut o,
+        "tandem_frames_sent_total",
+        "Cluster frames sent.",
+        c.frames_sent,
+    );
+    family(
+        &mut o,
+        "tandem_frames_dropped_total",
+        "counter",
+        "Received frames dropped, by reason.",
+    );
     for r in DropReason::ALL {
         let mut v = c.drops(r);
         if r == DropReason::Truncated {
             v += d.recv_truncated;
         }
-        sample(&mut o, "tandem_frames_dropped_total", &format!("reason=\"{}\"", r.as_str()), v);
+        sample(
+            &mut o,
+            "tandem_frames_dropped_total",
+            &format!("reason=\"{}\"", r.as_str()),
+            v,
+        );
     }
-    family(&mut o, "tandem_members", "gauge", "Known members by state, this node included.");
+    family(
+        &mut o,
+        "tandem_members",
+        "gauge",
+        "Known members by state, this node included.",
+    );
     for st in MemberState::ALL {
-        sample(&mut o, "tandem_members", &format!("state=\"{}\"", st.as_str()), s.count(st) as u64);
+        sample(
+            &mut o,
+            "tandem_members",
+            &format!("state=\"{}\"", st.as_str()),
+            s.count(st) as u64,
+        );
     }
-    counter(&mut o, "tandem_member_state_changes_total", "Member state transitions.", c.state_changes);
-    counter(&mut o, "tandem_detections_total", "Members declared dead by the failure detector.", c.detections);
-    counter(&mut o, "tandem_leader_changes_total", "Leader changes.", c.leader_changes);
-    gauge(&mut o, "tandem_is_leader", "1 if this node is the leader.", u64::from(s.role == Role::Leader));
-    gauge(&mut o, "tandem_view", "Current membership view number.", s.view);
-    gauge(&mut o, "tandem_incarnation", "This node's incarnation (unix seconds at start).", u64::from(s.incarnation.0));
-    gauge(&mut o, "tandem_healthy", "1 if /health answers 200.", u64::from(s.health().is_ok()));
-    counter(&mut o, "tandem_loop_iterations_total", "Event loop iterations.", d.loop_iterations);
-    counter(&mut o, "tandem_loop_timeouts_total", "Loop wake-ups by deadline.", d.loop_timeouts);
-    counter(&mut o, "tandem_loop_busy_microseconds_total", "Time spent handling events.", d.busy_us);
-    gauge(&mut o, "tandem_loop_timer_late_max_microseconds", "Largest deadline lateness seen.", d.timer_late_max_us);
-    counter(&mut o, "tandem_recv_batches_total", "recvmmsg calls that returned datagrams.", d.recv_batches);
-    counter(&mut o, "tandem_recv_datagrams_total", "Datagrams returned by recvmmsg.", d.recv_datagrams);
-    gauge(&mut o, "tandem_recv_batch_max", "Largest recvmmsg batch seen.", d.recv_batch_max);
-    counter(&mut o, "tandem_send_batches_total", "sendmmsg batches.", d.send_batches);
-    counter(&mut o, "tandem_send_datagrams_total", "Datagrams taken by the kernel.", d.send_datagrams);
-    counter(&mut o, "tandem_send_dropped_total", "Datagrams not sent (buffer full or error).", d.send_dropped);
-    family(&mut o, "tandem_hooks_total", "counter", "--on-change hook runs by result.");
-    sample(&mut o, "tandem_hooks_total", "result=\"started\"", d.hooks_started);
-    sample(&mut o, "tandem_hooks_total", "result=\"failed\"", d.hooks_failed);
-    sample(&mut o, "tandem_hooks_total", "result=\"dropped\"", d.hooks_dropped);
-    counter(&mut o, "tandem_http_requests_total", "HTTP requests answered.", d.http_requests);
-    counter(&mut o, "tandem_http_rejected_total", "HTTP connections refused or requests rejected.", d.http_rejected);
-    counter(&mut o, "tandem_key_reloads_total", "Key file reloads (SIGHUP).", d.key_reloads);
+    counter(
+        &mut o,
+        "tandem_member_state_changes_total",
+        "Member state transitions.",
+        c.state_changes,
+    );
+    counter(
+        &mut o,
+        "tandem_detections_total",
+        "Members declared dead by the failure detector.",
+        c.detections,
+    );
+    counter(
+        &mut o,
+        "tandem_leader_changes_total",
+        "Leader changes.",
+        c.leader_changes,
+    );
+    gauge(
+        &mut o,
+        "tandem_is_leader",
+        "1 if this node is the leader.",
+        u64::from(s.role == Role::Leader),
+    );
+    gauge(
+        &mut o,
+        "tandem_view",
+        "Current membership view number.",
+        s.view,
+    );
+    gauge(
+        &mut o,
+        "tandem_incarnation",
+        "This node's incarnation (unix seconds at start).",
+        u64::from(s.incarnation.0),
+    );
+    gauge(
+        &mut o,
+        "tandem_healthy",
+        "1 if /health answers 200.",
+        u64::from(s.health().is_ok()),
+    );
+    counter(
+        &mut o,
+        "tandem_loop_iterations_total",
+        "Event loop iterations.",
+        d.loop_iterations,
+    );
+    counter(
+        &mut o,
+        "tandem_loop_timeouts_total",
+        "Loop wake-ups by deadline.",
+        d.loop_timeouts,
+    );
+    counter(
+        &mut o,
+        "tandem_loop_busy_microseconds_total",
+        "Time spent handling events.",
+        d.busy_us,
+    );
+    gauge(
+        &mut o,
+        "tandem_loop_timer_late_max_microseconds",
+        "Largest deadline lateness seen.",
+        d.timer_late_max_us,
+    );
+    counter(
+        &mut o,
+        "tandem_recv_batches_total",
+        "recvmmsg calls that returned datagrams.",
+        d.recv_batches,
+    );
+    counter(
+        &mut o,
+        "tandem_recv_datagrams_total",
+        "Datagrams returned by recvmmsg.",
+        d.recv_datagrams,
+    );
+    gauge(
+        &mut o,
+        "tandem_recv_batch_max",
+        "Largest recvmmsg batch seen.",
+        d.recv_batch_max,
+    );
+    counter(
+        &mut o,
+        "tandem_send_batches_total",
+        "sendmmsg batches.",
+        d.send_batches,
+    );
+    counter(
+        &mut o,
+        "tandem_send_datagrams_total",
+        "Datagrams taken by the kernel.",
+        d.send_datagrams,
+    );
+    counter(
+        &mut o,
+        "tandem_send_dropped_total",
+        "Datagrams not sent (buffer full or error).",
+        d.send_dropped,
+    );
+    family(
+        &mut o,
+        "tandem_hooks_total",
+        "counter",
+        "--on-change hook runs by result.",
+    );
+    sample(
+        &mut o,
+        "tandem_hooks_total",
+        "result=\"started\"",
+        d.hooks_started,
+    );
+    sample(
+        &mut o,
+        "tandem_hooks_total",
+        "result=\"failed\"",
+        d.hooks_failed,
+    );
+    sample(
+        &mut o,
+        "tandem_hooks_total",
+        "result=\"dropped\"",
+        d.hooks_dropped,
+    );
+    counter(
+        &mut o,
+        "tandem_http_requests_total",
+        "HTTP requests answered.",
+        d.http_requests,
+    );
+    counter(
+        &mut o,
+        "tandem_http_rejected_total",
+        "HTTP connections refused or requests rejected.",
+        d.http_rejected,
+    );
+    counter(
+        &mut o,
+        "tandem_key_reloads_total",
+        "Key file reloads (SIGHUP).",
+        d.key_reloads,
+    );
     o
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // In tests a failed unwrap is a failed test.
 mod tests {
     use super::*;
     use crate::status::MemberStatus;

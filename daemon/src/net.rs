@@ -108,10 +108,7 @@ impl ClusterSocket {
                 io_step("SO_REUSEADDR", s.set_reuse_address(true))?;
                 io_step("SO_REUSEPORT", s.set_reuse_port(true))?;
                 // Bound to the group address: only datagrams to the group arrive here.
-                io_step(
-                    "bind group port",
-                    s.bind(&SocketAddr::V4(cfg.group).into()),
-                )?;
+                io_step("bind group port", s.bind(&SocketAddr::V4(cfg.group).into()))?;
                 join_group(&s, cfg)?;
                 (s, vec![SockAddr::from(cfg.group)], false)
             }
@@ -141,7 +138,10 @@ impl ClusterSocket {
                     .listen
                     .unwrap_or(SocketAddrV4::new(cfg.interface_addr, cfg.group.port()));
                 io_step("SO_REUSEADDR", s.set_reuse_address(true))?;
-                io_step("bind listen address", s.bind(&SocketAddr::V4(listen).into()))?;
+                io_step(
+                    "bind listen address",
+                    s.bind(&SocketAddr::V4(listen).into()),
+                )?;
                 io_step("IP_TTL", s.set_ttl(cfg.ttl))?;
                 let dests = cfg
                     .peers
@@ -180,7 +180,13 @@ impl ClusterSocket {
         clock: &Clock,
         now: Instant,
     ) -> io::Result<usize> {
-        recv_batch_fd(self.socket.as_raw_fd(), batch, clock, now, self.strip_ip_header)
+        recv_batch_fd(
+            self.socket.as_raw_fd(),
+            batch,
+            clock,
+            now,
+            self.strip_ip_header,
+        )
     }
 
     /// Sends every queued frame of `batch` to every destination, then clears it. Returns the
@@ -209,7 +215,10 @@ fn join_group(s: &Socket, cfg: &NetConfig) -> Result<(), NetError> {
         "IP_ADD_MEMBERSHIP",
         s.join_multicast_v4(group, &cfg.interface_addr),
     )?;
-    io_step("IP_MULTICAST_IF", s.set_multicast_if_v4(&cfg.interface_addr))?;
+    io_step(
+        "IP_MULTICAST_IF",
+        s.set_multicast_if_v4(&cfg.interface_addr),
+    )?;
     io_step("IP_MULTICAST_TTL", s.set_multicast_ttl_v4(cfg.ttl))?;
     // On, so nodes sharing a host hear each other; a node drops its own frames by sender id.
     io_step("IP_MULTICAST_LOOP", s.set_multicast_loop_v4(true))?;
@@ -382,9 +391,9 @@ pub fn recv_batch_fd(
         };
     }
     let n = (n as usize).min(BATCH);
-    for i in 0..n {
-        let len = (msgs[i].msg_len as usize).min(SLOT_BYTES);
-        let h = &msgs[i].msg_hdr;
+    for (i, m) in msgs.iter().enumerate().take(n) {
+        let len = (m.msg_len as usize).min(SLOT_BYTES);
+        let h = &m.msg_hdr;
         let mut truncated = h.msg_flags & libc::MSG_TRUNC != 0;
         let mut start = 0;
         if strip_ip_header {
@@ -503,6 +512,7 @@ pub fn interface_addr(name: &str) -> Option<Ipv4Addr> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // In tests a failed unwrap is a failed test.
 mod tests {
     use super::*;
 
@@ -518,7 +528,12 @@ mod tests {
         }
     }
 
-    fn recv_all(s: &ClusterSocket, batch: &mut RecvBatch, clock: &Clock, want: usize) -> Vec<Vec<u8>> {
+    fn recv_all(
+        s: &ClusterSocket,
+        batch: &mut RecvBatch,
+        clock: &Clock,
+        want: usize,
+    ) -> Vec<Vec<u8>> {
         let mut got = Vec::new();
         // Bounded: at most 200 polls of 5 ms.
         for _ in 0..200 {
@@ -599,9 +614,7 @@ mod tests {
         let cfg = udp_cfg(47_331);
         let a = ClusterSocket::open(&cfg).unwrap();
         let big = vec![0u8; SLOT_BYTES + 100];
-        a.socket
-            .send_to(&big, &SockAddr::from(cfg.group))
-            .unwrap();
+        a.socket.send_to(&big, &SockAddr::from(cfg.group)).unwrap();
         let mut rb = RecvBatch::new();
         for _ in 0..200 {
             if a.recv_batch(&mut rb, &clock, clock.now()).unwrap() == 1 {

@@ -136,7 +136,11 @@ pub fn tandemd_bin() -> PathBuf {
             c.arg("--release");
         }
         let ok = c.status().is_ok_and(|s| s.success());
-        assert!(ok || bin.exists(), "could not build tandemd into {}", bin.display());
+        assert!(
+            ok || bin.exists(),
+            "could not build tandemd into {}",
+            bin.display()
+        );
         bin
     })
     .clone()
@@ -149,7 +153,9 @@ pub fn clean_stale() {
     };
     for line in String::from_utf8_lossy(&out.stdout).lines() {
         let name = line.split_whitespace().next().unwrap_or("");
-        let Some(rest) = name.strip_prefix("tdm-") else { continue };
+        let Some(rest) = name.strip_prefix("tdm-") else {
+            continue;
+        };
         let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
             continue;
         };
@@ -220,7 +226,10 @@ impl Net {
     /// be created here. Panics instead under `CI=true`.
     pub fn new(hosts: usize) -> Option<Net> {
         if let Err(why) = can_create_namespaces() {
-            assert!(!ci(), "CI=true but network namespaces are unavailable: {why}");
+            assert!(
+                !ci(),
+                "CI=true but network namespaces are unavailable: {why}"
+            );
             eprintln!("SKIP: network namespace tests need root ({why})");
             return None;
         }
@@ -240,20 +249,52 @@ impl Net {
         let br = net.bridge.clone();
         sh(&["ip", "netns", "add", &br]);
         sh(&["ip", "-n", &br, "link", "set", "lo", "up"]);
-        sh(&["ip", "-n", &br, "link", "add", "br0", "type", "bridge", "mcast_snooping", "0"]);
+        sh(&[
+            "ip",
+            "-n",
+            &br,
+            "link",
+            "add",
+            "br0",
+            "type",
+            "bridge",
+            "mcast_snooping",
+            "0",
+        ]);
         sh(&["ip", "-n", &br, "link", "set", "br0", "up"]);
         for i in 1..=hosts {
             let ns = format!("{}-h{i}", net.prefix);
             sh(&["ip", "netns", "add", &ns]);
             net.hosts.push(ns.clone());
             let v = format!("v{i}");
-            sh(&["ip", "-n", &br, "link", "add", &v, "type", "veth", "peer", "name", "eth0", "netns", &ns]);
+            sh(&[
+                "ip", "-n", &br, "link", "add", &v, "type", "veth", "peer", "name", "eth0",
+                "netns", &ns,
+            ]);
             sh(&["ip", "-n", &br, "link", "set", &v, "master", "br0"]);
             sh(&["ip", "-n", &br, "link", "set", &v, "up"]);
             sh(&["ip", "-n", &ns, "link", "set", "lo", "up"]);
-            sh(&["ip", "-n", &ns, "addr", "add", &format!("{}/24", Net::addr(i)), "dev", "eth0"]);
+            sh(&[
+                "ip",
+                "-n",
+                &ns,
+                "addr",
+                "add",
+                &format!("{}/24", Net::addr(i)),
+                "dev",
+                "eth0",
+            ]);
             sh(&["ip", "-n", &ns, "link", "set", "eth0", "up"]);
-            sh(&["ip", "-n", &ns, "route", "add", "224.0.0.0/4", "dev", "eth0"]);
+            sh(&[
+                "ip",
+                "-n",
+                &ns,
+                "route",
+                "add",
+                "224.0.0.0/4",
+                "dev",
+                "eth0",
+            ]);
         }
         Some(net)
     }
@@ -341,8 +382,10 @@ impl Net {
 
     /// Waits (bounded) until node `node` answers /status.
     pub fn wait_up(&self, node: usize) -> Value {
-        wait_for(Duration::from_secs(10), Duration::from_millis(20), || self.status(node))
-            .unwrap_or_else(|| panic!("node {node} never answered /status\n{}", self.log(node)))
+        wait_for(Duration::from_secs(10), Duration::from_millis(20), || {
+            self.status(node)
+        })
+        .unwrap_or_else(|| panic!("node {node} never answered /status\n{}", self.log(node)))
     }
 
     /// State of member `member_id` in node `node`'s /status (`alive`, `dead`, ...).
@@ -356,7 +399,13 @@ impl Net {
     }
 
     /// Waits at most `limit` until node `node` sees member `member_id` in `state`.
-    pub fn wait_member_state(&self, node: usize, member_id: u64, state: &str, limit: Duration) -> bool {
+    pub fn wait_member_state(
+        &self,
+        node: usize,
+        member_id: u64,
+        state: &str,
+        limit: Duration,
+    ) -> bool {
         wait_for(limit, Duration::from_millis(5), || {
             (self.member_state(node, member_id).as_deref() == Some(state)).then_some(())
         })
@@ -421,7 +470,15 @@ impl Net {
     /// Takes host `host`'s link down (`up = false`) or up again.
     pub fn link(&self, host: usize, up: bool) {
         let v = format!("v{host}");
-        sh(&["ip", "-n", &self.bridge, "link", "set", &v, if up { "up" } else { "down" }]);
+        sh(&[
+            "ip",
+            "-n",
+            &self.bridge,
+            "link",
+            "set",
+            &v,
+            if up { "up" } else { "down" },
+        ]);
     }
 
     /// Applies a netem qdisc to host `host`'s link, e.g. `&["loss", "10%"]` or
@@ -436,7 +493,10 @@ impl Net {
             args.extend_from_slice(&["replace", "dev", "eth0", "root", "netem"]);
             args.extend_from_slice(params);
         }
-        let out = Command::new("ip").args(&args).output().map_err(|e| e.to_string())?;
+        let out = Command::new("ip")
+            .args(&args)
+            .output()
+            .map_err(|e| e.to_string())?;
         if out.status.success() {
             Ok(())
         } else {

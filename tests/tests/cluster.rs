@@ -2,6 +2,8 @@
 //!
 //! Bounds are generous on purpose: these are pass/fail checks, latency is measured by the
 //! benches. "Never" is checked over a bounded window of several detection periods.
+// A failed unwrap in a test is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -44,11 +46,19 @@ fn assert_pair_joins(net: &Net, a: usize, ida: u64, b: usize, idb: u64) {
 /// Transport-level only: says nothing about the frames being accepted.
 fn assert_hears_peer(net: &Net, n: usize, looped: bool) {
     let heard = wait_for(JOIN, Duration::from_millis(20), || {
-        let own = if looped { net.metric(n, "tandem_frames_sent_total")? } else { 0 };
+        let own = if looped {
+            net.metric(n, "tandem_frames_sent_total")?
+        } else {
+            0
+        };
         let got = net.metric(n, "tandem_recv_datagrams_total")?;
         (got > own + 2).then_some(())
     });
-    assert!(heard.is_some(), "node {n} hears no peer datagrams\n{}", net.log(n));
+    assert!(
+        heard.is_some(),
+        "node {n} hears no peer datagrams\n{}",
+        net.log(n)
+    );
 }
 
 /// The leader both nodes agree on, if they agree and exactly one of them is the leader.
@@ -65,8 +75,15 @@ fn two_nodes_find_each_other_and_agree_on_one_leader() {
     let a = net.start(1, &["--insecure"]);
     let b = net.start(2, &["--insecure"]);
     assert_pair_joins(&net, a, 1, b, 2);
-    let leader = wait_for(JOIN, Duration::from_millis(20), || agreed_leader(&net, a, b));
-    assert!(matches!(leader, Some(1 | 2)), "{:?} {:?}", net.status(a), net.status(b));
+    let leader = wait_for(JOIN, Duration::from_millis(20), || {
+        agreed_leader(&net, a, b)
+    });
+    assert!(
+        matches!(leader, Some(1 | 2)),
+        "{:?} {:?}",
+        net.status(a),
+        net.status(b)
+    );
     let (code, body) = net.get(a, "/health").unwrap();
     assert_eq!(code, 200, "{body}");
 }
@@ -80,15 +97,26 @@ fn kill9_is_detected_survivor_leads_and_hook_runs() {
         "echo \"$TANDEM_EVENT $TANDEM_NODE $TANDEM_ROLE $TANDEM_LEADER $TANDEM_VIEW\" >> {}",
         hook_out.display()
     );
-    let args = ["--insecure", "--profile", "fast", "--on-change", hook.as_str()];
+    let args = [
+        "--insecure",
+        "--profile",
+        "fast",
+        "--on-change",
+        hook.as_str(),
+    ];
     let a = net.start(1, &args);
     let b = net.start(2, &args);
     assert_pair_joins(&net, a, 1, b, 2);
-    let leader = wait_for(JOIN, Duration::from_millis(20), || agreed_leader(&net, a, b))
-        .expect("no agreed leader");
+    let leader = wait_for(JOIN, Duration::from_millis(20), || {
+        agreed_leader(&net, a, b)
+    })
+    .expect("no agreed leader");
     // Kill the leader, so the survivor has to take over.
-    let (victim, victim_id, survivor, survivor_id) =
-        if leader == 1 { (a, 1, b, 2) } else { (b, 2, a, 1) };
+    let (victim, victim_id, survivor, survivor_id) = if leader == 1 {
+        (a, 1, b, 2)
+    } else {
+        (b, 2, a, 1)
+    };
     net.kill9(victim);
     assert!(
         net.wait_member_state(survivor, victim_id, "dead", FAST_DETECT_BOUND),
@@ -149,7 +177,11 @@ fn restart_rejoins_with_a_new_incarnation() {
     net.kill9(b);
     assert!(net.wait_member_state(a, 2, "dead", FAST_DETECT_BOUND));
     let b2 = net.start(2, &["--insecure", "--profile", "fast"]);
-    assert!(net.wait_member_state(a, 2, "alive", JOIN), "{:?}", net.status(a));
+    assert!(
+        net.wait_member_state(a, 2, "alive", JOIN),
+        "{:?}",
+        net.status(a)
+    );
     let second = incarnation_of_2(&net).unwrap_or(0);
     assert!(second > first, "incarnation {second} not > {first}");
     assert_eq!(net.wait_up(b2)["incarnation"].as_u64(), Some(second));
@@ -168,8 +200,26 @@ fn raw_transport_works() {
 #[test]
 fn unicast_transport_works() {
     let Some(mut net) = Net::new(2) else { return };
-    let a = net.start(1, &["--insecure", "--transport", "unicast", "--peer", "198.18.0.2:7377"]);
-    let b = net.start(2, &["--insecure", "--transport", "unicast", "--peer", "198.18.0.1:7377"]);
+    let a = net.start(
+        1,
+        &[
+            "--insecure",
+            "--transport",
+            "unicast",
+            "--peer",
+            "198.18.0.2:7377",
+        ],
+    );
+    let b = net.start(
+        2,
+        &[
+            "--insecure",
+            "--transport",
+            "unicast",
+            "--peer",
+            "198.18.0.1:7377",
+        ],
+    );
     assert_hears_peer(&net, a, false);
     assert_hears_peer(&net, b, false);
     assert_pair_joins(&net, a, 1, b, 2);
@@ -199,7 +249,11 @@ fn wrong_key_never_joins_and_auth_drops_are_counted() {
     });
     let _ = std::fs::remove_file(tmp("good.key"));
     let _ = std::fs::remove_file(tmp("bad.key"));
-    assert!(joined.is_none(), "wrong-key node joined: {:?}", net.status(a));
+    assert!(
+        joined.is_none(),
+        "wrong-key node joined: {:?}",
+        net.status(a)
+    );
 }
 
 #[test]
@@ -217,7 +271,12 @@ fn another_cluster_id_on_the_same_group_is_ignored() {
     let mixed = wait_for(Duration::from_secs(1), Duration::from_millis(20), || {
         (net.member_state(a, 3).is_some() || net.member_state(c, 1).is_some()).then_some(())
     });
-    assert!(mixed.is_none(), "clusters mixed: {:?} {:?}", net.status(a), net.status(c));
+    assert!(
+        mixed.is_none(),
+        "clusters mixed: {:?} {:?}",
+        net.status(a),
+        net.status(c)
+    );
 }
 
 #[test]
@@ -227,14 +286,49 @@ fn frames_carry_ttl_1_and_stay_on_the_link() {
     let _b = net.start(2, &["--insecure", "--profile", "fast"]);
     // Host 2 sees node 1's frames arrive with TTL 1: no router will forward them.
     let seen = capture_ttls(net.ns(2), libc_udp(), Duration::from_secs(2), 20);
-    let from_group: Vec<_> = seen
-        .iter()
-        .filter(|(_, dst)| dst.is_multicast())
-        .collect();
+    let from_group: Vec<_> = seen.iter().filter(|(_, dst)| dst.is_multicast()).collect();
     assert!(!from_group.is_empty(), "no multicast frames seen: {seen:?}");
-    assert!(from_group.iter().all(|(ttl, _)| *ttl == 1), "{from_group:?}");
+    assert!(
+        from_group.iter().all(|(ttl, _)| *ttl == 1),
+        "{from_group:?}"
+    );
 }
 
 fn libc_udp() -> i32 {
     17
+}
+
+#[test]
+fn readme_demo_shows_both_nodes() {
+    let Some(net) = Net::new(1) else { return };
+    // The README's one command, run inside a namespace so its fixed ports cannot clash.
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/demo.sh");
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", net.ns(1), "timeout", "30"])
+        .arg(&script)
+        .arg("--check")
+        .env("TANDEMD", tandem_tests::tandemd_bin())
+        .output()
+        .expect("demo.sh");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let statuses: Vec<tandem_tests::Value> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    assert_eq!(statuses.len(), 2, "{text}");
+    for (s, other) in statuses.iter().zip([2, 1]) {
+        let members = s["members"].as_array().cloned().unwrap_or_default();
+        assert!(
+            members
+                .iter()
+                .any(|m| m["node_id"] == other && m["state"] == "alive"),
+            "node {} does not list node {other} alive: {s}",
+            s["node_id"]
+        );
+    }
 }

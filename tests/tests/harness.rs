@@ -1,5 +1,7 @@
 //! Checks of the harness itself and of tandemd's process behaviour (start, HTTP, signals,
 //! exit codes) in network namespaces. These do not depend on the cluster core.
+// A failed unwrap in a test is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -56,7 +58,9 @@ fn node_serves_http_and_exits_0_on_sigterm() {
         net.metric(a, "tandem_frames_sent_total").filter(|&n| n > 0)
     });
     assert!(sent.is_some(), "no frames sent\n{}", net.log(a));
-    let st = net.sigterm(a).expect("tandemd did not exit within 5 s of SIGTERM");
+    let st = net
+        .sigterm(a)
+        .expect("tandemd did not exit within 5 s of SIGTERM");
     assert_eq!(st.code(), Some(0), "{}", net.log(a));
     assert!(net.log(a).contains("left the cluster"));
 }
@@ -80,7 +84,10 @@ fn config_errors_exit_2_with_one_line() {
         (&["--node-id", "1", "--interface", "eth0"], "--key-file"),
         (&["--node-id", "1", "--interface", "nope9"], "nope9"),
         (&["--node-id", "1", "--ttl", "0"], "--ttl"),
-        (&["--node-id", "1", "--key-file", "/nonexistent/key"], "/nonexistent/key"),
+        (
+            &["--node-id", "1", "--key-file", "/nonexistent/key"],
+            "/nonexistent/key",
+        ),
     ];
     for (args, needle) in cases {
         let (code, err) = net.run_to_exit(1, args);
@@ -103,9 +110,24 @@ fn raw_transport_without_cap_net_raw_exits_2() {
     let Some(net) = Net::new(1) else { return };
     // As user nobody: no capabilities at all.
     let out = std::process::Command::new("ip")
-        .args(["netns", "exec", net.ns(1), "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"])
+        .args([
+            "netns",
+            "exec",
+            net.ns(1),
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+        ])
         .arg(tandemd_bin())
-        .args(["--node-id", "1", "--transport", "raw", "--http", "127.0.0.1:0"])
+        .args([
+            "--node-id",
+            "1",
+            "--transport",
+            "raw",
+            "--http",
+            "127.0.0.1:0",
+        ])
         .output()
         .expect("setpriv");
     let err = String::from_utf8_lossy(&out.stderr);
@@ -116,7 +138,19 @@ fn raw_transport_without_cap_net_raw_exits_2() {
 #[test]
 fn netem_can_be_applied_and_removed() {
     let Some(net) = Net::new(1) else { return };
-    let show = || tandem_tests::sh(&["ip", "netns", "exec", net.ns(1), "tc", "qdisc", "show", "dev", "eth0"]);
+    let show = || {
+        tandem_tests::sh(&[
+            "ip",
+            "netns",
+            "exec",
+            net.ns(1),
+            "tc",
+            "qdisc",
+            "show",
+            "dev",
+            "eth0",
+        ])
+    };
     match net.netem(1, &["delay", "1ms", "loss", "1%"]) {
         Ok(()) => {
             assert!(show().contains("netem"));
