@@ -312,6 +312,11 @@ impl Net {
     /// Starts `tandemd` on host `host` (1-based) with `--node-id host`, `--interface eth0` and
     /// `args`; returns the node index. The node's stderr goes to a log file.
     pub fn start(&mut self, host: usize, args: &[&str]) -> usize {
+        self.start_env(host, args, &[])
+    }
+
+    /// [`Net::start`] with extra environment variables for the daemon.
+    pub fn start_env(&mut self, host: usize, args: &[&str], env: &[(&str, &str)]) -> usize {
         let ns = self.ns(host).to_string();
         let idx = self.nodes.len();
         let log = self.logs.join(format!("node{idx}-h{host}.log"));
@@ -323,6 +328,7 @@ impl Net {
             .args(["netns", "exec", &ns])
             .arg(tandemd_bin())
             .args(&full)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(err)

@@ -164,3 +164,58 @@ fn netem_can_be_applied_and_removed() {
         }
     }
 }
+
+#[test]
+fn systemd_ready_then_stopping() {
+    use std::os::unix::net::UnixDatagram;
+    let Some(mut net) = Net::new(1) else { return };
+    let path = std::env::temp_dir().join(format!("tandem-notify-{}", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    // A path socket: reachable from the node's namespace (network namespaces do not
+    // separate the file system).
+    let sock = UnixDatagram::bind(&path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let a = net.start_env(
+        1,
+        &["--insecure", "--profile", "fast"],
+        &[("NOTIFY_SOCKET", path.to_str().unwrap())],
+    );
+    let mut buf = [0u8; 256];
+    let n = sock.recv(&mut buf).expect("no READY=1 within 10 s");
+    assert_eq!(&buf[..n], b"READY=1", "{}", net.log(a));
+    assert_eq!(net.sigterm(a).and_then(|s| s.code()), Some(0));
+    let n = sock.recv(&mut buf).expect("no STOPPING=1");
+    assert_eq!(&buf[..n], b"STOPPING=1");
+    let _ = std::fs::remove_file(&path);
+}
+
+#[test]
+fn sighup_reloads_the_key_file_and_keeps_old_keys_on_error() {
+    let Some(mut net) = Net::new(1) else { return };
+    let key = std::env::temp_dir().join(format!("tandem-hup-{}.key", std::process::id()));
+    std::fs::write(&key, "1:00112233445566778899aabbccddeeff\n").unwrap();
+    let a = net.start(1, &["--key-file", key.to_str().unwrap()]);
+    net.wait_up(a);
+    // Rotation: new key first, old one still accepted.
+    std::fs::write(
+        &key,
+        "2:ffeeddccbbaa99887766554433221100\n1:00112233445566778899aabbccddeeff\n",
+    )
+    .unwrap();
+    net.signal(a, libc::SIGHUP);
+    let reloaded = wait_for(Duration::from_secs(5), Duration::from_millis(20), || {
+        net.metric(a, "tandem_key_reloads_total").filter(|&n| n == 1)
+    });
+    assert!(reloaded.is_some(), "{}", net.log(a));
+    assert!(net.log(a).contains("active=2"), "{}", net.log(a));
+    // A broken file is refused and logged; the daemon keeps running with the old keys.
+    std::fs::write(&key, "garbage\n").unwrap();
+    net.signal(a, libc::SIGHUP);
+    let logged = wait_for(Duration::from_secs(5), Duration::from_millis(20), || {
+        net.log(a).contains("not reloaded").then_some(())
+    });
+    let _ = std::fs::remove_file(&key);
+    assert!(logged.is_some(), "{}", net.log(a));
+    assert!(net.running(a));
+    assert_eq!(net.metric(a, "tandem_key_reloads_total"), Some(1));
+}
