@@ -290,7 +290,8 @@ impl Config {
     }
 
     /// Merges flags over the file over defaults and validates. `lookup` turns an interface
-    /// name into its IPv4 address (a parameter so tests need no real interfaces).
+    /// name or local address into its IPv4 address (a parameter so tests need no real
+    /// interfaces; the daemon passes [`crate::net::interface_addr`]).
     pub fn resolve(
         cli: Cli,
         file: FileConfig,
@@ -305,16 +306,10 @@ impl Config {
             .interface
             .or(file.interface)
             .unwrap_or_else(|| DEFAULT_INTERFACE.to_string());
-        let interface_addr = match interface.parse::<Ipv4Addr>() {
-            Ok(a) => a,
-            Err(_) => match lookup(&interface) {
-                Some(a) => a,
-                None => {
-                    return err(format!(
-                        "--interface {interface}: no such interface with an IPv4 address"
-                    ))
-                }
-            },
+        let Some(interface_addr) = lookup(&interface) else {
+            return err(format!(
+                "--interface {interface}: no such interface (or local address) with IPv4"
+            ));
         };
         let group = cli.group.or(file.group).unwrap_or(DEFAULT_GROUP);
         let transport = cli
@@ -564,8 +559,8 @@ mod tests {
 
     fn lookup(name: &str) -> Option<Ipv4Addr> {
         match name {
-            "lo" => Some(Ipv4Addr::LOCALHOST),
-            "eth0" => Some(Ipv4Addr::new(198, 18, 0, 1)),
+            "lo" | "127.0.0.1" => Some(Ipv4Addr::LOCALHOST),
+            "eth0" | "198.18.0.1" => Some(Ipv4Addr::new(198, 18, 0, 1)),
             _ => None,
         }
     }
@@ -619,14 +614,18 @@ mod tests {
         );
         let c = resolve(&["--node-id", "1", "--interface", "eth0", "--insecure"]).unwrap();
         assert_eq!(c.interface_addr, Ipv4Addr::new(198, 18, 0, 1));
-        let e = resolve(&["--node-id", "1", "--interface", "198.18.0.9"]).unwrap_err();
+        let e = resolve(&["--node-id", "1", "--interface", "198.18.0.1"]).unwrap_err();
         assert!(e.0.contains("not loopback"));
+        let c = resolve(&["--node-id", "1", "--interface", "127.0.0.1"]).unwrap();
+        assert_eq!(c.interface_addr, Ipv4Addr::LOCALHOST);
     }
 
     #[test]
     fn unknown_interface_is_refused() {
         let e = resolve(&["--node-id", "1", "--interface", "nope0"]).unwrap_err();
         assert!(e.0.contains("nope0"), "{e}");
+        let e = resolve(&["--node-id", "1", "--interface", "198.51.100.7"]).unwrap_err();
+        assert!(e.0.contains("198.51.100.7"), "{e}");
     }
 
     #[test]

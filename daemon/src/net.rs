@@ -447,11 +447,10 @@ pub fn send_batch_fd(fd: RawFd, batch: &SendBatch, dests: &[SockAddr]) -> io::Re
     let mut iov: [libc::iovec; MAX_MSGS] = unsafe { MaybeUninit::zeroed().assume_init() };
     let mut msgs: [libc::mmsghdr; MAX_MSGS] = unsafe { MaybeUninit::zeroed().assume_init() };
     let mut sent = 0usize;
-    let mut pending = 0usize;
     let pairs = (0..batch.count.min(BATCH)).flat_map(|f| dests.iter().map(move |d| (f, d)));
     let mut pairs = pairs.peekable();
     while pairs.peek().is_some() {
-        pending = 0;
+        let mut pending = 0usize;
         for (f, d) in pairs.by_ref().take(MAX_MSGS) {
             iov[pending].iov_base = batch.bufs[f].as_ptr() as *mut libc::c_void;
             iov[pending].iov_len = batch.lens[f];
@@ -478,12 +477,20 @@ pub fn send_batch_fd(fd: RawFd, batch: &SendBatch, dests: &[SockAddr]) -> io::Re
             break;
         }
     }
-    let _ = pending;
     Ok(sent)
 }
 
-/// The first IPv4 address of interface `name` (getifaddrs), if it exists and has one.
-pub fn interface_addr(name: &str) -> Option<Ipv4Addr> {
+/// The IPv4 address to use for `--interface`: given a name, the interface's first IPv4
+/// address; given an address, itself if some local interface has it. `None` otherwise.
+pub fn interface_addr(name_or_addr: &str) -> Option<Ipv4Addr> {
+    match name_or_addr.parse::<Ipv4Addr>() {
+        Ok(a) => local_addrs(|_, addr| addr == a).map(|_| a),
+        Err(_) => local_addrs(|name, _| name == name_or_addr.as_bytes()),
+    }
+}
+
+/// The first local IPv4 address for which `pick(interface name, address)` holds.
+fn local_addrs(pick: impl Fn(&[u8], Ipv4Addr) -> bool) -> Option<Ipv4Addr> {
     let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
     // SAFETY: getifaddrs writes a list head we free below with freeifaddrs.
     if unsafe { libc::getifaddrs(&mut head) } != 0 {
@@ -496,13 +503,13 @@ pub fn interface_addr(name: &str) -> Option<Ipv4Addr> {
     unsafe {
         while !cur.is_null() {
             let ifa = &*cur;
-            if !ifa.ifa_addr.is_null()
-                && i32::from((*ifa.ifa_addr).sa_family) == libc::AF_INET
-                && std::ffi::CStr::from_ptr(ifa.ifa_name).to_bytes() == name.as_bytes()
-            {
+            if !ifa.ifa_addr.is_null() && i32::from((*ifa.ifa_addr).sa_family) == libc::AF_INET {
                 let sin = &*(ifa.ifa_addr as *const libc::sockaddr_in);
-                found = Some(Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)));
-                break;
+                let addr = Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
+                if pick(std::ffi::CStr::from_ptr(ifa.ifa_name).to_bytes(), addr) {
+                    found = Some(addr);
+                    break;
+                }
             }
             cur = ifa.ifa_next;
         }
@@ -564,6 +571,8 @@ mod tests {
     fn loopback_resolves() {
         assert_eq!(interface_addr("lo"), Some(Ipv4Addr::LOCALHOST));
         assert_eq!(interface_addr("no-such-if0"), None);
+        assert_eq!(interface_addr("127.0.0.1"), Some(Ipv4Addr::LOCALHOST));
+        assert_eq!(interface_addr("198.51.100.77"), None);
     }
 
     #[test]

@@ -181,16 +181,18 @@ fn can_create_namespaces() -> Result<(), String> {
     if unsafe { libc::geteuid() } != 0 {
         return Err("not root".into());
     }
-    let probe = format!("tdm-{}-probe", std::process::id());
+    // Unique per call: tests of one process probe concurrently.
+    let probe = format!(
+        "tdm-{}-probe{}",
+        std::process::id(),
+        NEXT_NET.fetch_add(1, Ordering::Relaxed)
+    );
     let out = Command::new("ip")
         .args(["netns", "add", &probe])
         .output()
         .map_err(|e| format!("ip: {e}"))?;
     if !out.status.success() {
-        // Another test thread may have created the probe at the same moment.
-        if !Path::new(&format!("/run/netns/{probe}")).exists() {
-            return Err(String::from_utf8_lossy(&out.stderr).trim().to_string());
-        }
+        return Err(String::from_utf8_lossy(&out.stderr).trim().to_string());
     }
     sh_quiet(&["ip", "netns", "del", &probe]);
     Ok(())

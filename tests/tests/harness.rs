@@ -174,7 +174,8 @@ fn systemd_ready_then_stopping() {
     // A path socket: reachable from the node's namespace (network namespaces do not
     // separate the file system).
     let sock = UnixDatagram::bind(&path).unwrap();
-    sock.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
     let a = net.start_env(
         1,
         &["--insecure", "--profile", "fast"],
@@ -204,7 +205,8 @@ fn sighup_reloads_the_key_file_and_keeps_old_keys_on_error() {
     .unwrap();
     net.signal(a, libc::SIGHUP);
     let reloaded = wait_for(Duration::from_secs(5), Duration::from_millis(20), || {
-        net.metric(a, "tandem_key_reloads_total").filter(|&n| n == 1)
+        net.metric(a, "tandem_key_reloads_total")
+            .filter(|&n| n == 1)
     });
     assert!(reloaded.is_some(), "{}", net.log(a));
     assert!(net.log(a).contains("active=2"), "{}", net.log(a));
