@@ -25,12 +25,13 @@ use crate::config::{load_keys, Config};
 use crate::hooks::{HookEnv, Hooks};
 use crate::http::{HttpServer, Source};
 use crate::metrics::{self, DaemonMetrics};
-use crate::net::{ClusterSocket, NetConfig, NetError, RecvBatch, SendBatch};
+use crate::net::{ClusterSocket, DeadlineTimer, NetConfig, NetError, RecvBatch, SendBatch};
 use crate::notify::Notifier;
 use crate::status::StatusSnapshot;
 
 pub const TOKEN_CLUSTER: Token = Token(0);
 pub const TOKEN_SIGNALS: Token = Token(1);
+pub const TOKEN_TIMER: Token = Token(2);
 /// The HTTP listener; its connections take the tokens after it.
 pub const TOKEN_HTTP: Token = Token(16);
 /// First token of the RESP server's range (listener + clients); everything at or above is RESP.
@@ -67,6 +68,7 @@ pub struct Daemon {
     clock: Clock,
     poll: Poll,
     signals: Signals,
+    timer: DeadlineTimer,
     socket: ClusterSocket,
     cluster: Cluster,
     http: HttpServer,
@@ -108,6 +110,14 @@ impl Daemon {
         poll.registry()
             .register(&mut signals, TOKEN_SIGNALS, Interest::READABLE)
             .map_err(runtime("register signals"))?;
+        let timer = DeadlineTimer::new().map_err(runtime("timerfd"))?;
+        poll.registry()
+            .register(
+                &mut mio::unix::SourceFd(&std::os::fd::AsRawFd::as_raw_fd(&timer)),
+                TOKEN_TIMER,
+                Interest::READABLE,
+            )
+            .map_err(runtime("register timerfd"))?;
         let incarnation = crate::incarnation::fresh();
         let now = clock.now();
         let cluster = Cluster::new(ClusterConfig::from_config(&cfg, incarnation), now);
@@ -129,6 +139,7 @@ impl Daemon {
             clock,
             poll,
             signals,
+            timer,
             socket,
             cluster,
             http,
@@ -150,10 +161,18 @@ impl Daemon {
         loop {
             let now = self.clock.now();
             let deadline = self.next_deadline();
+            // The timerfd wakes us at the deadline to the microsecond; epoll's timeout (whole
+            // milliseconds, rounded up by mio) only backs it up.
+            if let Err(e) = self.timer.arm(deadline, now) {
+                warn!(error = %e, "timerfd");
+            }
             let timeout = if self.recv_pending {
                 Some(Duration::ZERO)
             } else {
-                deadline.map(|d| d.saturating_duration_since(now))
+                deadline.map(|d| match d.saturating_duration_since(now) {
+                    Duration::ZERO => Duration::ZERO,
+                    wait => wait + Duration::from_millis(1),
+                })
             };
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() == io::ErrorKind::Interrupted {
@@ -164,11 +183,13 @@ impl Daemon {
             let now = self.clock.now();
             let busy_start = std::time::Instant::now();
             self.metrics.loop_iterations += 1;
-            if events.is_empty() {
+            let timer_fired = events.iter().any(|e| e.token() == TOKEN_TIMER);
+            if events.is_empty() || timer_fired {
                 self.metrics.loop_timeouts += 1;
                 if let Some(d) = deadline {
                     let late = now.saturating_duration_since(d).as_micros() as u64;
                     self.metrics.timer_late_max_us = self.metrics.timer_late_max_us.max(late);
+                    self.metrics.timer_late_us += late;
                 }
             }
             let mut stop = false;
@@ -179,6 +200,7 @@ impl Daemon {
                 match ev.token() {
                     TOKEN_CLUSTER => self.recv_datagrams(now),
                     TOKEN_SIGNALS => stop |= self.handle_signals(now),
+                    TOKEN_TIMER => self.timer.clear(),
                     t if self.http.owns(t) => {
                         let src = View {
                             cluster: &self.cluster,

@@ -113,6 +113,8 @@ pub struct DaemonMetrics {
     pub busy_us: u64,
     /// Largest lateness of a deadline wake-up, microseconds.
     pub timer_late_max_us: u64,
+    /// Sum of deadline wake-up lateness, microseconds (mean = this / loop_timeouts).
+    pub timer_late_us: u64,
     pub hooks_started: u64,
     pub hooks_failed: u64,
     pub hooks_dropped: u64,
@@ -256,6 +258,12 @@ pub fn render(c: &ClusterMetrics, d: &DaemonMetrics, s: &StatusSnapshot) -> Stri
         "tandem_loop_busy_microseconds_total",
         "Time spent handling events.",
         d.busy_us,
+    );
+    counter(
+        &mut o,
+        "tandem_loop_timer_late_microseconds_total",
+        "Summed lateness of deadline wake-ups (mean: divide by tandem_loop_timeouts_total).",
+        d.timer_late_us,
     );
     gauge(
         &mut o,
