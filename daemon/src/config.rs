@@ -662,6 +662,22 @@ mod tests {
     }
 
     #[test]
+    fn example_config_file_is_valid() {
+        let text = include_str!("../tandemd.example.toml");
+        // The example's key file is not here: a flag overrides it with a real one.
+        let key = std::env::temp_dir().join(format!("tandem-example-{}.key", std::process::id()));
+        std::fs::write(&key, "3:00112233445566778899aabbccddeeff\n").unwrap();
+        let c = resolve_with(&["--key-file", key.to_str().unwrap()], text);
+        let _ = std::fs::remove_file(&key);
+        let c = c.unwrap();
+        assert_eq!(c.node_id, NodeId(1));
+        assert_eq!(c.interface_addr, Ipv4Addr::new(198, 18, 0, 1));
+        assert_eq!(c.transport, TransportKind::Udp);
+        assert_eq!(c.replication, ReplicationMode::Sync);
+        assert_eq!(c.keys.unwrap().active().id, KeyId(3));
+    }
+
+    #[test]
     fn key_file_formats() {
         let ks = parse_keys(b"# rotation\n2:00112233445566778899aabbccddeeff\n1:ffeeddccbbaa99887766554433221100 # old\n").unwrap();
         assert_eq!(ks.keys.len(), 2);
