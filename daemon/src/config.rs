@@ -458,7 +458,8 @@ pub fn parse_file_config(text: &str) -> Result<FileConfig, ConfigError> {
         let at = e
             .span()
             .map(|s| {
-                let line = text[..s.start.min(text.len())].matches('\n').count() + 1;
+                let before = text.get(..s.start).unwrap_or(text);
+                let line = before.matches('\n').count() + 1;
                 format!(" (line {line})")
             })
             .unwrap_or_default();
@@ -689,6 +690,22 @@ mod tests {
         assert_eq!(ks.active().bytes[15], 0xff);
         let ks = parse_keys(&[7u8; 16]).unwrap();
         assert_eq!(ks.active().bytes, [7u8; 16]);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn key_parser_never_panics(raw in proptest::collection::vec(proptest::num::u8::ANY, 0..200)) {
+            if let Ok(ks) = parse_keys(&raw) {
+                proptest::prop_assert!(!ks.keys.is_empty() && ks.keys.len() <= MAX_KEYS);
+            }
+        }
+
+        #[test]
+        fn toml_errors_are_one_line(text in "[a-z_ =\"\\[\\]0-9\n]{0,80}") {
+            if let Err(e) = parse_file_config(&text) {
+                proptest::prop_assert!(!e.0.contains('\n'), "{}", e);
+            }
+        }
     }
 
     #[test]

@@ -416,6 +416,27 @@ mod tests {
         assert!(head.ends_with(b"\r\n\r\n"));
     }
 
+    proptest::proptest! {
+        #[test]
+        fn any_bytes_get_an_answer_or_wait(raw in proptest::collection::vec(proptest::num::u8::ANY, 0..600)) {
+            let s = src(true);
+            match answer(&raw, &s) {
+                Parsed::Partial => proptest::prop_assert!(raw.len() < MAX_REQUEST_BYTES),
+                Parsed::Done(r, _) => proptest::prop_assert!(matches!(r.code, 200 | 400 | 404 | 405 | 431 | 503)),
+            }
+        }
+
+        #[test]
+        fn request_lines_route(method in "[A-Z]{1,7}", path in "/[a-z?=&]{0,12}") {
+            let s = src(true);
+            let req = format!("{method} {path} HTTP/1.1\r\n\r\n");
+            match answer(req.as_bytes(), &s) {
+                Parsed::Done(r, _) => proptest::prop_assert!(matches!(r.code, 200 | 404 | 405)),
+                Parsed::Partial => proptest::prop_assert!(false, "complete request seen as partial"),
+            }
+        }
+    }
+
     #[test]
     fn bounds() {
         let s = src(true);

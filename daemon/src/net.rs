@@ -256,7 +256,6 @@ pub struct RecvBatch {
     truncated: [bool; BATCH],
     arrival: [Instant; BATCH],
     cmsg: Box<[[u64; CMSG_WORDS]; BATCH]>,
-    names: Box<[libc::sockaddr_storage; BATCH]>,
 }
 
 impl RecvBatch {
@@ -267,8 +266,6 @@ impl RecvBatch {
             truncated: [false; BATCH],
             arrival: [Instant::ZERO; BATCH],
             cmsg: Box::new([[0; CMSG_WORDS]; BATCH]),
-            // SAFETY: sockaddr_storage is plain old data; all-zero is a valid value.
-            names: Box::new(unsafe { MaybeUninit::zeroed().assume_init() }),
         }
     }
 
@@ -372,10 +369,9 @@ pub fn recv_batch_fd(
         h.msg_iovlen = 1;
         h.msg_control = batch.cmsg[i].as_mut_ptr().cast();
         h.msg_controllen = size_of::<[u64; CMSG_WORDS]>();
-        h.msg_name = (&mut batch.names[i] as *mut libc::sockaddr_storage).cast();
-        h.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        // No source address: frames name their sender; msg_name stays null.
     }
-    // SAFETY: `msgs` holds BATCH headers whose buffers (slots, cmsg space, names) live in
+    // SAFETY: `msgs` holds BATCH headers whose buffers (slots, cmsg space) live in
     // `batch`, which is borrowed mutably for the whole call, with their true sizes.
     let n = unsafe {
         libc::recvmmsg(
