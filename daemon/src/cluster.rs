@@ -36,12 +36,14 @@ pub enum ClusterEvent {
         incarnation: Incarnation,
         state: MemberState,
     },
-    /// This node's role or the leader changed.
+    /// This node's role or the leader changed (also on a new view with the same leader).
     Role {
         role: Role,
         leader: Option<NodeId>,
         view: u64,
     },
+    /// The split-brain guard cut this node off from the quorum (`isolated`) or let it back.
+    Quorum { isolated: bool },
 }
 
 impl ClusterEvent {
@@ -55,6 +57,8 @@ impl ClusterEvent {
                 MemberState::Left => "member_left",
             },
             ClusterEvent::Role { .. } => "role_changed",
+            ClusterEvent::Quorum { isolated: true } => "quorum_lost",
+            ClusterEvent::Quorum { isolated: false } => "quorum_regained",
         }
     }
 }

@@ -6,11 +6,14 @@
 //! full the oldest queued event is dropped and counted (the newest state matters most). A hook
 //! still running after [`HOOK_TIMEOUT`] is killed, so one hung script cannot stop the rest.
 //!
-//! Environment of a hook: `TANDEM_EVENT` (member_alive, member_suspect, member_dead,
-//! member_left, role_changed), `TANDEM_NODE` (the member concerned; this node for
-//! role_changed), `TANDEM_STATE`, `TANDEM_INCARNATION` (member events), `TANDEM_ROLE` (this
-//! node's role after the event), `TANDEM_LEADER` (leader id, empty if none), `TANDEM_VIEW`,
-//! `TANDEM_SELF` (this node's id).
+//! Environment of a hook:
+//! - `TANDEM_EVENT`: member_alive, member_suspect, member_dead, member_left, role_changed,
+//!   quorum_lost, quorum_regained;
+//! - `TANDEM_NODE`: the member concerned (this node for role and quorum events);
+//! - `TANDEM_STATE`, `TANDEM_INCARNATION`: the member's, for member events only;
+//! - `TANDEM_ROLE`: this node's role after the event (leader, follower, witness, joining,
+//!   left); `TANDEM_LEADER`: the leader's id, empty if none; `TANDEM_VIEW`;
+//! - `TANDEM_SELF`: this node's id.
 
 use std::collections::VecDeque;
 use std::process::{Child, Command, Stdio};
@@ -53,7 +56,7 @@ impl HookEnv {
                 incarnation,
                 state,
             } => (node, Some(state.as_str()), Some(incarnation.0)),
-            ClusterEvent::Role { .. } => (this_node, None, None),
+            ClusterEvent::Role { .. } | ClusterEvent::Quorum { .. } => (this_node, None, None),
         };
         HookEnv {
             event: event.name(),

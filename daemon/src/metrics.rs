@@ -75,6 +75,8 @@ pub struct ClusterMetrics {
     drops: [u64; DropReason::ALL.len()],
     /// Member state transitions (alive/suspect/dead/left).
     pub state_changes: u64,
+    /// Members suspected (on the way to dead unless heard again).
+    pub suspicions: u64,
     /// Failures detected (a member declared dead by the detector, not by Leave).
     pub detections: u64,
     /// Leader changes (view changes).
@@ -204,6 +206,12 @@ pub fn render(c: &ClusterMetrics, d: &DaemonMetrics, s: &StatusSnapshot) -> Stri
         "tandem_member_state_changes_total",
         "Member state transitions.",
         c.state_changes,
+    );
+    counter(
+        &mut o,
+        "tandem_suspicions_total",
+        "Members suspected by the failure detector.",
+        c.suspicions,
     );
     counter(
         &mut o,
