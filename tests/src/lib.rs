@@ -1,1 +1,581 @@
-//! Network-namespace harness for multi-host tests (being written).
+//! Multi-host harness: each host is a Linux network namespace, real `tandemd` processes.
+//!
+//! Topology of one [`Net`]: a bridge namespace `tdm-<pid>-<n>-br` holding bridge `br0`, and
+//! hosts `tdm-<pid>-<n>-h<i>`, each with `eth0` = a veth whose peer `v<i>` is a port of `br0`.
+//! Host `i` (1-based) has `198.18.0.<i>/24` (RFC 2544 benchmarking range), `lo` up, and a
+//! multicast route on `eth0`. Nothing touches the root namespace: the veth pairs are created
+//! inside the bridge namespace and their peers moved straight into the hosts.
+//!
+//! Teardown is in `Drop` (runs on panic too): every `tandemd` is killed, the namespaces are
+//! deleted. At start, namespaces left by an aborted run (a `tdm-<pid>-` prefix whose process
+//! is gone) are deleted too.
+//!
+//! Talking to a node: its HTTP endpoint listens on `127.0.0.1:7380` inside its namespace; the
+//! harness reaches it from a short-lived thread that has joined that namespace with `setns`
+//! (the only `unsafe` here, see [`in_netns`]).
+//!
+//! Without root (or without network namespaces) [`Net::new`] prints why and returns `None` so
+//! tests skip; with `CI=true` it panics instead, since CI must run them.
+//!
+//! Every wait is bounded in count and time ([`wait_for`]).
+#![allow(unsafe_code)]
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+pub use serde_json::Value;
+
+/// The HTTP address every node uses inside its own namespace.
+pub const HTTP_PORT: u16 = 7380;
+pub const RESP_PORT: u16 = 6380;
+
+static NEXT_NET: AtomicUsize = AtomicUsize::new(0);
+
+/// Runs `cmd` and panics with its stderr if it fails (set-up must not half-work silently).
+pub fn sh(args: &[&str]) -> String {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("{args:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn sh_quiet(args: &[&str]) -> bool {
+    Command::new(args[0])
+        .args(&args[1..])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+/// Calls `f` every `step` until it returns `Some`, at most `limit` long.
+pub fn wait_for<T>(limit: Duration, step: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if start.elapsed() >= limit {
+            return None;
+        }
+        std::thread::sleep(step);
+    }
+}
+
+/// Runs `f` on a fresh thread that has entered network namespace `ns`; sockets `f` opens
+/// live in that namespace.
+pub fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let path = format!("/run/netns/{ns}");
+    let file = File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    std::thread::spawn(move || {
+        // SAFETY: setns on an fd we own for the call's duration; it only changes this
+        // thread's network namespace, and this thread ends when `f` returns.
+        let r = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(r, 0, "setns: {}", std::io::Error::last_os_error());
+        f()
+    })
+    .join()
+    .unwrap_or_else(|_| panic!("thread in netns panicked"))
+}
+
+/// `GET path` on `addr` inside `ns`: (status code, body), or `None` if unreachable.
+pub fn http_get(ns: &str, addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+    let req = format!("GET {path} HTTP/1.1\r\nHost: tandem\r\nConnection: close\r\n\r\n");
+    in_netns(ns, move || {
+        let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+        s.write_all(req.as_bytes()).ok()?;
+        let mut buf = Vec::new();
+        // Bounded: a reply is far smaller; read_to_end stops at close or the timeout.
+        s.take(1 << 20).read_to_end(&mut buf).ok()?;
+        let text = String::from_utf8_lossy(&buf).into_owned();
+        let code = text.get(9..12)?.parse().ok()?;
+        let body = text.split_once("\r\n\r\n")?.1.to_string();
+        Some((code, body))
+    })
+}
+
+/// The `tandemd` binary of this profile, built once per test process.
+pub fn tandemd_bin() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        let target = std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| root.join("target"));
+        let release = !cfg!(debug_assertions);
+        let bin = target
+            .join(if release { "release" } else { "debug" })
+            .join("tandemd");
+        // Always ask cargo: it is a no-op when the binary is fresh, and a stale daemon would
+        // make every test lie.
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut c = Command::new(cargo);
+        c.args(["build", "-q", "-p", "tandemd"]).current_dir(&root);
+        if release {
+            c.arg("--release");
+        }
+        let ok = c.status().is_ok_and(|s| s.success());
+        assert!(
+            ok || bin.exists(),
+            "could not build tandemd into {}",
+            bin.display()
+        );
+        bin
+    })
+    .clone()
+}
+
+/// Deletes namespaces `tdm-<pid>-*` whose pid is no longer running (an aborted earlier run).
+pub fn clean_stale() {
+    let Ok(out) = Command::new("ip").args(["netns", "list"]).output() else {
+        return;
+    };
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let name = line.split_whitespace().next().unwrap_or("");
+        let Some(rest) = name.strip_prefix("tdm-") else {
+            continue;
+        };
+        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        if pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        delete_ns(name);
+    }
+}
+
+fn delete_ns(name: &str) {
+    if let Ok(out) = Command::new("ip").args(["netns", "pids", name]).output() {
+        for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+            sh_quiet(&["kill", "-9", pid]);
+        }
+    }
+    sh_quiet(&["ip", "netns", "del", name]);
+}
+
+/// Whether this process may create namespaces; the reason if not.
+fn can_create_namespaces() -> Result<(), String> {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        return Err("not root".into());
+    }
+    // Unique per call: tests of one process probe concurrently.
+    let probe = format!(
+        "tdm-{}-probe{}",
+        std::process::id(),
+        NEXT_NET.fetch_add(1, Ordering::Relaxed)
+    );
+    let out = Command::new("ip")
+        .args(["netns", "add", &probe])
+        .output()
+        .map_err(|e| format!("ip: {e}"))?;
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).trim().to_string());
+    }
+    sh_quiet(&["ip", "netns", "del", &probe]);
+    Ok(())
+}
+
+/// A running `tandemd` in a host.
+pub struct Node {
+    pub host: usize,
+    pub ns: String,
+    pub child: Child,
+    pub log: PathBuf,
+    pub http: SocketAddr,
+    pub exited: Option<ExitStatus>,
+}
+
+impl Node {
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+}
+
+/// A set of hosts on one bridge. See the module docs.
+pub struct Net {
+    pub prefix: String,
+    pub bridge: String,
+    pub hosts: Vec<String>,
+    pub nodes: Vec<Node>,
+    logs: PathBuf,
+}
+
+impl Net {
+    /// Creates `hosts` hosts, or returns `None` (after printing why) when namespaces cannot
+    /// be created here. Panics instead under `CI=true`.
+    pub fn new(hosts: usize) -> Option<Net> {
+        if let Err(why) = can_create_namespaces() {
+            assert!(
+                !ci(),
+                "CI=true but network namespaces are unavailable: {why}"
+            );
+            eprintln!("SKIP: network namespace tests need root ({why})");
+            return None;
+        }
+        clean_stale();
+        let n = NEXT_NET.fetch_add(1, Ordering::Relaxed);
+        let prefix = format!("tdm-{}-{n}", std::process::id());
+        let logs = std::env::temp_dir().join(&prefix);
+        let _ = std::fs::create_dir_all(&logs);
+        let mut net = Net {
+            bridge: format!("{prefix}-br"),
+            prefix,
+            hosts: Vec::new(),
+            nodes: Vec::new(),
+            logs,
+        };
+        // From here on, Drop cleans up whatever was created, even if a step panics.
+        let br = net.bridge.clone();
+        sh(&["ip", "netns", "add", &br]);
+        sh(&["ip", "-n", &br, "link", "set", "lo", "up"]);
+        sh(&[
+            "ip",
+            "-n",
+            &br,
+            "link",
+            "add",
+            "br0",
+            "type",
+            "bridge",
+            "mcast_snooping",
+            "0",
+        ]);
+        sh(&["ip", "-n", &br, "link", "set", "br0", "up"]);
+        for i in 1..=hosts {
+            let ns = format!("{}-h{i}", net.prefix);
+            sh(&["ip", "netns", "add", &ns]);
+            net.hosts.push(ns.clone());
+            let v = format!("v{i}");
+            sh(&[
+                "ip", "-n", &br, "link", "add", &v, "type", "veth", "peer", "name", "eth0",
+                "netns", &ns,
+            ]);
+            sh(&["ip", "-n", &br, "link", "set", &v, "master", "br0"]);
+            sh(&["ip", "-n", &br, "link", "set", &v, "up"]);
+            sh(&["ip", "-n", &ns, "link", "set", "lo", "up"]);
+            sh(&[
+                "ip",
+                "-n",
+                &ns,
+                "addr",
+                "add",
+                &format!("{}/24", Net::addr(i)),
+                "dev",
+                "eth0",
+            ]);
+            sh(&["ip", "-n", &ns, "link", "set", "eth0", "up"]);
+            sh(&[
+                "ip",
+                "-n",
+                &ns,
+                "route",
+                "add",
+                "224.0.0.0/4",
+                "dev",
+                "eth0",
+            ]);
+        }
+        Some(net)
+    }
+
+    /// Address of host `i` (1-based).
+    pub fn addr(i: usize) -> Ipv4Addr {
+        Ipv4Addr::new(198, 18, 0, i as u8)
+    }
+
+    /// Namespace of host `i` (1-based).
+    pub fn ns(&self, host: usize) -> &str {
+        &self.hosts[host - 1]
+    }
+
+    /// Starts `tandemd` on host `host` (1-based) with `--node-id host`, `--interface eth0` and
+    /// `args`; returns the node index. The node's stderr goes to a log file.
+    pub fn start(&mut self, host: usize, args: &[&str]) -> usize {
+        self.start_env(host, args, &[])
+    }
+
+    /// [`Net::start`] with extra environment variables for the daemon.
+    pub fn start_env(&mut self, host: usize, args: &[&str], env: &[(&str, &str)]) -> usize {
+        let ns = self.ns(host).to_string();
+        let idx = self.nodes.len();
+        let log = self.logs.join(format!("node{idx}-h{host}.log"));
+        let err = File::create(&log).unwrap_or_else(|e| panic!("{}: {e}", log.display()));
+        let id = host.to_string();
+        let mut full: Vec<&str> = vec!["--node-id", &id, "--interface", "eth0"];
+        full.extend_from_slice(args);
+        let child = Command::new("ip")
+            .args(["netns", "exec", &ns])
+            .arg(tandemd_bin())
+            .args(&full)
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(err)
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn tandemd: {e}"));
+        self.nodes.push(Node {
+            host,
+            ns,
+            child,
+            log,
+            http: SocketAddr::from(([127, 0, 0, 1], HTTP_PORT)),
+            exited: None,
+        });
+        idx
+    }
+
+    /// Runs `tandemd args` in host `host` to completion (bounded: 10 s) and returns its exit
+    /// code and stderr; for config checks.
+    pub fn run_to_exit(&self, host: usize, args: &[&str]) -> (Option<i32>, String) {
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", self.ns(host)])
+            .arg(tandemd_bin())
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn tandemd: {e}"));
+        let status = wait_for(Duration::from_secs(10), Duration::from_millis(10), || {
+            child.try_wait().ok().flatten()
+        });
+        if status.is_none() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let mut err = String::new();
+        if let Some(mut e) = child.stderr.take() {
+            let _ = e.read_to_string(&mut err);
+        }
+        (status.and_then(|s| s.code()), err)
+    }
+
+    /// `GET path` on node `node`.
+    pub fn get(&self, node: usize, path: &str) -> Option<(u16, String)> {
+        let n = &self.nodes[node];
+        http_get(&n.ns, n.http, path)
+    }
+
+    /// `/status` of node `node` as JSON, or `None` if unreachable or not JSON.
+    pub fn status(&self, node: usize) -> Option<Value> {
+        let (code, body) = self.get(node, "/status")?;
+        if code != 200 {
+            return None;
+        }
+        serde_json::from_str(&body).ok()
+    }
+
+    /// Waits (bounded) until node `node` answers /status.
+    pub fn wait_up(&self, node: usize) -> Value {
+        wait_for(Duration::from_secs(10), Duration::from_millis(20), || {
+            self.status(node)
+        })
+        .unwrap_or_else(|| panic!("node {node} never answered /status\n{}", self.log(node)))
+    }
+
+    /// State of member `member_id` in node `node`'s /status (`alive`, `dead`, ...).
+    pub fn member_state(&self, node: usize, member_id: u64) -> Option<String> {
+        let s = self.status(node)?;
+        s["members"]
+            .as_array()?
+            .iter()
+            .find(|m| m["node_id"].as_u64() == Some(member_id))
+            .and_then(|m| m["state"].as_str().map(str::to_string))
+    }
+
+    /// Waits at most `limit` until node `node` sees member `member_id` in `state`.
+    pub fn wait_member_state(
+        &self,
+        node: usize,
+        member_id: u64,
+        state: &str,
+        limit: Duration,
+    ) -> bool {
+        wait_for(limit, Duration::from_millis(5), || {
+            (self.member_state(node, member_id).as_deref() == Some(state)).then_some(())
+        })
+        .is_some()
+    }
+
+    /// The value of a Prometheus sample line `name` (with labels, e.g.
+    /// `tandem_frames_dropped_total{reason="auth"}`) in node `node`'s /metrics.
+    pub fn metric(&self, node: usize, name: &str) -> Option<u64> {
+        let (code, body) = self.get(node, "/metrics")?;
+        if code != 200 {
+            return None;
+        }
+        body.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+    }
+
+    pub fn kill9(&mut self, node: usize) {
+        let n = &mut self.nodes[node];
+        let _ = n.child.kill();
+        n.exited = n.child.wait().ok();
+    }
+
+    /// Sends SIGTERM and waits (bounded: 5 s) for the exit status.
+    pub fn sigterm(&mut self, node: usize) -> Option<ExitStatus> {
+        self.signal(node, libc::SIGTERM);
+        let n = &mut self.nodes[node];
+        let st = wait_for(Duration::from_secs(5), Duration::from_millis(2), || {
+            n.child.try_wait().ok().flatten()
+        });
+        n.exited = st;
+        st
+    }
+
+    pub fn signal(&self, node: usize, sig: i32) {
+        // SAFETY: kill(2) with a pid we spawned and have not reaped (no pid reuse yet).
+        unsafe {
+            libc::kill(self.nodes[node].pid(), sig);
+        }
+    }
+
+    /// Whether node `node`'s process is still running.
+    pub fn running(&mut self, node: usize) -> bool {
+        let n = &mut self.nodes[node];
+        if n.exited.is_some() {
+            return false;
+        }
+        match n.child.try_wait() {
+            Ok(Some(st)) => {
+                n.exited = Some(st);
+                false
+            }
+            _ => true,
+        }
+    }
+
+    /// The node's log so far (for failure messages).
+    pub fn log(&self, node: usize) -> String {
+        std::fs::read_to_string(&self.nodes[node].log).unwrap_or_default()
+    }
+
+    /// Takes host `host`'s link down (`up = false`) or up again.
+    pub fn link(&self, host: usize, up: bool) {
+        let v = format!("v{host}");
+        sh(&[
+            "ip",
+            "-n",
+            &self.bridge,
+            "link",
+            "set",
+            &v,
+            if up { "up" } else { "down" },
+        ]);
+    }
+
+    /// Applies a netem qdisc to host `host`'s link, e.g. `&["loss", "10%"]` or
+    /// `&["delay", "5ms"]`; an empty slice removes it. `Err` with tc's message when the
+    /// kernel has no netem (`sch_netem`), so callers can say so instead of failing blindly.
+    pub fn netem(&self, host: usize, params: &[&str]) -> Result<(), String> {
+        let ns = self.ns(host).to_string();
+        let mut args = vec!["netns", "exec", &ns, "tc", "qdisc"];
+        if params.is_empty() {
+            args.extend_from_slice(&["del", "dev", "eth0", "root"]);
+        } else {
+            args.extend_from_slice(&["replace", "dev", "eth0", "root", "netem"]);
+            args.extend_from_slice(params);
+        }
+        let out = Command::new("ip")
+            .args(&args)
+            .output()
+            .map_err(|e| e.to_string())?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
+        }
+    }
+}
+
+impl Drop for Net {
+    fn drop(&mut self) {
+        let panicking = std::thread::panicking();
+        for (i, n) in self.nodes.iter_mut().enumerate() {
+            let _ = n.child.kill();
+            let _ = n.child.wait();
+            if panicking {
+                let log = std::fs::read_to_string(&n.log).unwrap_or_default();
+                eprintln!("--- node {i} (host {}) log ---\n{log}", n.host);
+            }
+        }
+        for ns in self.hosts.iter().chain(std::iter::once(&self.bridge)) {
+            delete_ns(ns);
+        }
+        let _ = std::fs::remove_dir_all(&self.logs);
+    }
+}
+
+/// Names of existing namespaces with `prefix`.
+pub fn namespaces_with_prefix(prefix: &str) -> Vec<String> {
+    let out = Command::new("ip").args(["netns", "list"]).output();
+    let Ok(out) = out else { return Vec::new() };
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|n| n.starts_with(prefix))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Receives IPv4 packets of IP protocol `proto` inside `ns` for `limit` (bounded) and returns
+/// `(ttl, destination)` of each, at most `max`. Used to check what goes on the wire.
+pub fn capture_ttls(ns: &str, proto: i32, limit: Duration, max: usize) -> Vec<(u8, Ipv4Addr)> {
+    in_netns(ns, move || {
+        // SAFETY: plain socket(2) call; the fd is closed below.
+        let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW, proto) };
+        assert!(fd >= 0, "raw socket: {}", std::io::Error::last_os_error());
+        let tv = libc::timeval {
+            tv_sec: 0,
+            tv_usec: 50_000,
+        };
+        // SAFETY: `tv` is a live timeval and its exact size is passed.
+        unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_RCVTIMEO,
+                (&tv as *const libc::timeval).cast(),
+                std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+            );
+        }
+        let mut seen = Vec::new();
+        let start = Instant::now();
+        let mut buf = [0u8; 2048];
+        while start.elapsed() < limit && seen.len() < max {
+            // SAFETY: `buf` is writable for its full length.
+            let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0) };
+            if n >= 20 {
+                seen.push((buf[8], Ipv4Addr::new(buf[16], buf[17], buf[18], buf[19])));
+            }
+        }
+        // SAFETY: `fd` is ours and not used after this.
+        unsafe { libc::close(fd) };
+        seen
+    })
+}

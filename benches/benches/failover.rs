@@ -1,0 +1,150 @@
+//! Failure detection latency and idle cost of real tandemd processes in network namespaces.
+//!
+//! Detection: per profile, a survivor runs on host 1; TANDEM_BENCH_RUNS times (default 30) a
+//! victim starts on host 2, joins, and is killed with SIGKILL. Latency = from just before the
+//! kill (wall clock) to the timestamp of the survivor's `event="member_dead"` log line (wall
+//! clock, microseconds). Prints p50, p99 and max per profile (goal for `fast`: p99 <= 12 ms).
+//!
+//! Idle cost: CPU time of one node of a two-node `fast` cluster over 10 s, from
+//! /proc/<pid>/schedstat (ns) or /proc/<pid>/stat (clock ticks). Goal: <= 0.35% of a core.
+//!
+//! Needs root (namespaces); prints SKIP otherwise. Bounded: every wait has a limit; a profile
+//! whose victim never joins is abandoned with a message.
+//! Run: `cargo bench -p tandem-benches --bench failover` (TANDEM_BENCH_PROFILES=fast,lan,wan).
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tandem_tests::{wait_for, Net};
+
+fn main() {
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("failover: run with `cargo bench -p tandem-benches --bench failover`");
+        return;
+    }
+    // Self-check of the log timestamp parser (a wrong parse would make every figure wrong).
+    assert_eq!(
+        parse_rfc3339_us("2026-11-26T04:10:27.000788Z"),
+        Some(1_795_666_227_000_788)
+    );
+    let runs: usize = std::env::var("TANDEM_BENCH_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(30);
+    let profiles = std::env::var("TANDEM_BENCH_PROFILES").unwrap_or_else(|_| "fast,lan,wan".into());
+    for profile in profiles.split(',') {
+        detection(profile, runs);
+    }
+    idle_cpu();
+}
+
+fn detection(profile: &str, runs: usize) {
+    let Some(mut net) = Net::new(2) else { return };
+    let args = ["--insecure", "--profile", profile];
+    let survivor = net.start(1, &args);
+    net.wait_up(survivor);
+    let limit = if profile == "wan" {
+        Duration::from_secs(30)
+    } else {
+        Duration::from_secs(10)
+    };
+    let mut lat_us: Vec<i128> = Vec::with_capacity(runs);
+    for run in 0..runs {
+        let victim = net.start(2, &args);
+        if !net.wait_member_state(survivor, 2, "alive", Duration::from_secs(10)) {
+            println!(
+                "detect {profile}: run {run}: victim never joined; abandoned (is the core wired?)"
+            );
+            return;
+        }
+        let seen_before = dead_lines(&net.log(survivor)).len();
+        let t_kill = unix_us(SystemTime::now());
+        net.kill9(victim);
+        let found = wait_for(limit, Duration::from_millis(1), || {
+            dead_lines(&net.log(survivor)).get(seen_before).copied()
+        });
+        match found {
+            Some(t_dead) => lat_us.push(t_dead - t_kill),
+            None => {
+                println!("detect {profile}: run {run}: no member_dead within {limit:?}; abandoned");
+                return;
+            }
+        }
+    }
+    lat_us.sort_unstable();
+    let pct = |p: f64| lat_us[((lat_us.len() as f64 - 1.0) * p).round() as usize] as f64 / 1000.0;
+    println!(
+        "detect {profile}: {} kill -9 runs: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms (goal fast p99 <= 12 ms)",
+        lat_us.len(),
+        pct(0.5),
+        pct(0.99),
+        pct(1.0)
+    );
+}
+
+/// Timestamps (unix µs) of the `member_dead` log lines, in order.
+fn dead_lines(log: &str) -> Vec<i128> {
+    log.lines()
+        .filter(|l| l.contains("event=\"member_dead\""))
+        .filter_map(|l| parse_rfc3339_us(l.split_whitespace().next()?))
+        .collect()
+}
+
+fn unix_us(t: SystemTime) -> i128 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i128)
+}
+
+/// `2026-11-26T04:10:27.000788Z` -> unix microseconds (UTC only, as tracing prints it).
+fn parse_rfc3339_us(s: &str) -> Option<i128> {
+    let s = s.strip_suffix('Z')?;
+    let (date, time) = s.split_once('T')?;
+    let mut d = date.split('-').map(|x| x.parse::<i64>().ok());
+    let (y, m, day) = (d.next()??, d.next()??, d.next()??);
+    let (hms, frac) = time.split_once('.').unwrap_or((time, "0"));
+    let mut t = hms.split(':').map(|x| x.parse::<i64>().ok());
+    let (hh, mm, ss) = (t.next()??, t.next()??, t.next()??);
+    let frac_us: i64 = format!("{frac:0<6}").get(..6)?.parse().ok()?;
+    // Days from civil (H. Hinnant).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let secs = days * 86_400 + hh * 3600 + mm * 60 + ss;
+    Some(i128::from(secs) * 1_000_000 + i128::from(frac_us))
+}
+
+fn idle_cpu() {
+    let Some(mut net) = Net::new(2) else { return };
+    let a = net.start(1, &["--insecure", "--profile", "fast"]);
+    let _b = net.start(2, &["--insecure", "--profile", "fast"]);
+    net.wait_up(a);
+    std::thread::sleep(Duration::from_millis(500));
+    let pid = net.nodes[a].pid();
+    let (t0, c0) = (std::time::Instant::now(), cpu_ns(pid));
+    std::thread::sleep(Duration::from_secs(10));
+    let (wall, c1) = (t0.elapsed(), cpu_ns(pid));
+    match (c0, c1) {
+        (Some(c0), Some(c1)) => println!(
+            "idle cpu (fast profile, 2-node cluster, 10 s): {:.3}% of a core (goal <= 0.35%)",
+            100.0 * (c1 - c0) as f64 / wall.as_nanos() as f64
+        ),
+        _ => println!("idle cpu: /proc/{pid} unreadable"),
+    }
+}
+
+/// CPU time of `pid` in ns: schedstat when the kernel has it, else utime+stime ticks.
+fn cpu_ns(pid: i32) -> Option<u64> {
+    if let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/schedstat")) {
+        if let Some(ns) = s.split_whitespace().next().and_then(|v| v.parse().ok()) {
+            return Some(ns);
+        }
+    }
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let rest = stat.rsplit_once(')')?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    Some(ticks * 10_000_000) // USER_HZ = 100 on Linux
+}

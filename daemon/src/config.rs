@@ -1,0 +1,724 @@
+//! Configuration: command-line flags (clap) over an optional TOML file (`--config PATH`).
+//!
+//! Precedence: a flag given on the command line wins over the file, the file wins over the
+//! built-in default. Unknown keys in the file are an error. Every problem is reported as one
+//! [`ConfigError`] line naming it; `main` prints it and exits with code 2.
+//!
+//! Key file format (`--key-file`), one key per line, `#` starts a comment:
+//!
+//! ```text
+//! # id:32 hex digits (16-byte AES-128 key). The first line is the active (sending) key;
+//! # the second one, if present, is still accepted on receive (rotation).
+//! 2:00112233445566778899aabbccddeeff
+//! 1:ffeeddccbbaa99887766554433221100
+//! ```
+//!
+//! A line of 32 hex digits without `id:` is key id 0, and a file of exactly 16 raw bytes is
+//! key id 0 too. At most [`MAX_KEYS`] keys. SIGHUP re-reads the file.
+//!
+//! Panics: never; every input is checked.
+
+use std::fmt;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::path::{Path, PathBuf};
+
+use clap::{Parser, ValueEnum};
+use serde::Deserialize;
+use tandem_core::{ClusterId, KeyId, NodeId};
+
+/// Default multicast group: administratively scoped (239.0.0.0/8, RFC 2365), never routed out.
+pub const DEFAULT_GROUP: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(239, 255, 72, 77), 7377);
+/// Default raw IP protocol number: 0xFD is reserved for experimentation (RFC 3692).
+pub const DEFAULT_PROTOCOL: u8 = 0xFD;
+pub const DEFAULT_HTTP: &str = "127.0.0.1:7380";
+pub const DEFAULT_RESP: &str = "127.0.0.1:6380";
+pub const DEFAULT_INTERFACE: &str = "lo";
+/// Keys a key file may hold: the active one and one more still accepted during rotation.
+pub const MAX_KEYS: usize = 2;
+/// Largest key file read; a key file is a few lines.
+const MAX_KEY_FILE_BYTES: u64 = 4096;
+
+/// One line naming what is wrong with the configuration (exit code 2).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError(pub String);
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+fn err<T>(msg: impl Into<String>) -> Result<T, ConfigError> {
+    Err(ConfigError(msg.into()))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TransportKind {
+    /// UDP to the multicast group (default).
+    Udp,
+    /// Raw IP datagrams with `--protocol` to the multicast group (needs CAP_NET_RAW).
+    Raw,
+    /// UDP to each `--peer`, for networks without multicast.
+    Unicast,
+}
+
+/// Timing profile of the failure detector; the core owns the numbers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Profile {
+    Fast,
+    Lan,
+    Wan,
+}
+
+impl Profile {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Profile::Fast => "fast",
+            Profile::Lan => "lan",
+            Profile::Wan => "wan",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReplicationMode {
+    /// A write is acknowledged only after every live peer holds it (default).
+    Sync,
+    /// A write is acknowledged once stored locally.
+    Async,
+}
+
+/// Command-line flags. Every option is optional here so that "not given" can fall back to the
+/// file; defaults are applied in [`Config::resolve`].
+#[derive(Debug, Default, Parser)]
+#[command(
+    name = "tandemd",
+    version,
+    about = "tandem cluster daemon: heartbeats, membership, replicated sessions"
+)]
+pub struct Cli {
+    /// TOML config file; flags given on the command line override its values.
+    #[arg(long, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// This node's id, 1..=65535, unique in the cluster (required).
+    #[arg(long)]
+    pub node_id: Option<u16>,
+    /// Cluster id; nodes with another id on the same group are ignored [default: 1].
+    #[arg(long)]
+    pub cluster_id: Option<u32>,
+    /// Interface name or IPv4 address to send and join the group on [default: lo].
+    #[arg(long)]
+    pub interface: Option<String>,
+    /// Multicast group and port [default: 239.255.72.77:7377].
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub group: Option<SocketAddrV4>,
+    /// Transport [default: udp].
+    #[arg(long, value_enum)]
+    pub transport: Option<TransportKind>,
+    /// Unicast peer (repeatable; `--transport unicast`).
+    #[arg(long = "peer", value_name = "ADDR:PORT")]
+    pub peers: Vec<SocketAddrV4>,
+    /// Local address for `--transport unicast` [default: interface address, group port].
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub listen: Option<SocketAddrV4>,
+    /// IP protocol number for `--transport raw` [default: 253].
+    #[arg(long)]
+    pub protocol: Option<u8>,
+    /// Detector timing profile [default: lan].
+    #[arg(long, value_enum)]
+    pub profile: Option<Profile>,
+    /// Leader election priority; higher wins [default: 100].
+    #[arg(long)]
+    pub priority: Option<u8>,
+    /// Take leadership back from a lower-priority leader.
+    #[arg(long)]
+    pub preempt: bool,
+    /// Run as a witness: votes for quorum, holds no sessions, never leads.
+    #[arg(long)]
+    pub witness: bool,
+    /// Voting members, e.g. 1,2,3 [default: every member votes].
+    #[arg(long, value_delimiter = ',')]
+    pub voters: Vec<u16>,
+    /// Key file (see the module docs for the format).
+    #[arg(long, value_name = "PATH")]
+    pub key_file: Option<PathBuf>,
+    /// Run without authentication (logs a warning; needed off loopback without --key-file).
+    #[arg(long)]
+    pub insecure: bool,
+    /// HTTP endpoint for /health, /status, /metrics [default: 127.0.0.1:7380].
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub http: Option<SocketAddr>,
+    /// RESP (Redis protocol) session API [default: 127.0.0.1:6380].
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub resp: Option<SocketAddr>,
+    /// Shell command run (sh -c) on every membership or role change.
+    #[arg(long, value_name = "CMD")]
+    pub on_change: Option<String>,
+    /// Log level or tracing filter (error, warn, info, debug, trace) [default: info].
+    #[arg(long)]
+    pub log_level: Option<String>,
+    /// Multicast TTL [default: 1: frames never leave the link].
+    #[arg(long)]
+    pub ttl: Option<u32>,
+    /// Maximum number of sessions held [default: 100000].
+    #[arg(long)]
+    pub max_sessions: Option<usize>,
+    /// Maximum bytes of session keys and values held [default: 256 MiB].
+    #[arg(long)]
+    pub max_bytes: Option<u64>,
+    /// Maximum size of one value [default: 64 KiB].
+    #[arg(long)]
+    pub max_value_bytes: Option<usize>,
+    /// Password RESP clients must AUTH with.
+    #[arg(long)]
+    pub requirepass: Option<String>,
+    /// Synchronous replication: acknowledge after every live peer holds the write (default).
+    #[arg(long, conflicts_with = "async_mode")]
+    pub sync: bool,
+    /// Asynchronous replication: acknowledge once stored locally.
+    #[arg(long = "async")]
+    pub async_mode: bool,
+}
+
+/// The TOML file: the same names as the flags, with `_` for `-`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub node_id: Option<u16>,
+    pub cluster_id: Option<u32>,
+    pub interface: Option<String>,
+    pub group: Option<SocketAddrV4>,
+    pub transport: Option<TransportKind>,
+    pub peers: Option<Vec<SocketAddrV4>>,
+    pub listen: Option<SocketAddrV4>,
+    pub protocol: Option<u8>,
+    pub profile: Option<Profile>,
+    pub priority: Option<u8>,
+    pub preempt: Option<bool>,
+    pub witness: Option<bool>,
+    pub voters: Option<Vec<u16>>,
+    pub key_file: Option<PathBuf>,
+    pub insecure: Option<bool>,
+    pub http: Option<SocketAddr>,
+    pub resp: Option<SocketAddr>,
+    pub on_change: Option<String>,
+    pub log_level: Option<String>,
+    pub ttl: Option<u32>,
+    pub max_sessions: Option<usize>,
+    pub max_bytes: Option<u64>,
+    pub max_value_bytes: Option<usize>,
+    pub requirepass: Option<String>,
+    pub replication: Option<ReplicationMode>,
+}
+
+/// A 16-byte AES-128 key with its id.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Key {
+    pub id: KeyId,
+    pub bytes: [u8; 16],
+}
+
+impl fmt::Debug for Key {
+    // Never print key material, not even in debug logs.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Key {{ id: {}, .. }}", self.id.0)
+    }
+}
+
+/// The keys of a key file; `keys[0]` is the active (sending) key. Never empty.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeySet {
+    pub keys: Vec<Key>,
+}
+
+impl KeySet {
+    pub fn active(&self) -> &Key {
+        // `KeySet` is only built by `parse_keys`, which refuses an empty file.
+        &self.keys[0]
+    }
+}
+
+/// The resolved configuration the daemon runs with.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub node_id: NodeId,
+    pub cluster_id: ClusterId,
+    pub interface: String,
+    /// The interface's IPv4 address (resolved from a name if needed).
+    pub interface_addr: Ipv4Addr,
+    pub group: SocketAddrV4,
+    pub transport: TransportKind,
+    pub peers: Vec<SocketAddrV4>,
+    pub listen: Option<SocketAddrV4>,
+    pub protocol: u8,
+    pub profile: Profile,
+    pub priority: u8,
+    pub preempt: bool,
+    pub witness: bool,
+    pub voters: Vec<NodeId>,
+    pub key_file: Option<PathBuf>,
+    /// `None` only with `insecure`.
+    pub keys: Option<KeySet>,
+    pub insecure: bool,
+    pub http: SocketAddr,
+    pub resp: SocketAddr,
+    pub on_change: Option<String>,
+    pub log_level: String,
+    pub ttl: u32,
+    pub max_sessions: usize,
+    pub max_bytes: u64,
+    pub max_value_bytes: usize,
+    pub requirepass: Option<String>,
+    pub replication: ReplicationMode,
+}
+
+impl Config {
+    /// Parses flags (clap errors exit the process with code 2, `--help` with 0), reads the file
+    /// if one is named, resolves and validates.
+    pub fn from_args() -> Result<Config, ConfigError> {
+        let cli = Cli::parse();
+        let file = match &cli.config {
+            Some(path) => read_file_config(path)?,
+            None => FileConfig::default(),
+        };
+        Config::resolve(cli, file, &crate::net::interface_addr)
+    }
+
+    /// Merges flags over the file over defaults and validates. `lookup` turns an interface
+    /// name or local address into its IPv4 address (a parameter so tests need no real
+    /// interfaces; the daemon passes [`crate::net::interface_addr`]).
+    pub fn resolve(
+        cli: Cli,
+        file: FileConfig,
+        lookup: &dyn Fn(&str) -> Option<Ipv4Addr>,
+    ) -> Result<Config, ConfigError> {
+        let node_id = match cli.node_id.or(file.node_id) {
+            None => return err("--node-id is required (1..=65535, unique in the cluster)"),
+            Some(0) => return err("--node-id 0 is reserved; use 1..=65535"),
+            Some(n) => NodeId(n),
+        };
+        let interface = cli
+            .interface
+            .or(file.interface)
+            .unwrap_or_else(|| DEFAULT_INTERFACE.to_string());
+        let Some(interface_addr) = lookup(&interface) else {
+            return err(format!(
+                "--interface {interface}: no such interface (or local address) with IPv4"
+            ));
+        };
+        let group = cli.group.or(file.group).unwrap_or(DEFAULT_GROUP);
+        let transport = cli
+            .transport
+            .or(file.transport)
+            .unwrap_or(TransportKind::Udp);
+        let peers = if cli.peers.is_empty() {
+            file.peers.unwrap_or_default()
+        } else {
+            cli.peers
+        };
+        if transport != TransportKind::Unicast && !group.ip().is_multicast() {
+            return err(format!(
+                "--group {group}: not a multicast address (use 224.0.0.0/4, e.g. 239.255.72.77:7377)"
+            ));
+        }
+        if transport == TransportKind::Unicast && peers.is_empty() {
+            return err("--transport unicast needs at least one --peer ADDR:PORT");
+        }
+        if peers.len() > crate::net::MAX_PEERS {
+            return err(format!(
+                "--peer given {} times; at most {}",
+                peers.len(),
+                crate::net::MAX_PEERS
+            ));
+        }
+        if group.port() == 0 {
+            return err("--group: port 0 is not allowed");
+        }
+        let voters = if cli.voters.is_empty() {
+            file.voters.unwrap_or_default()
+        } else {
+            cli.voters
+        };
+        if voters.contains(&0) {
+            return err("--voters: node id 0 is reserved");
+        }
+        let ttl = cli.ttl.or(file.ttl).unwrap_or(1);
+        if ttl == 0 || ttl > 255 {
+            return err(format!("--ttl {ttl}: must be 1..=255"));
+        }
+        let insecure = cli.insecure || file.insecure.unwrap_or(false);
+        let key_file = cli.key_file.or(file.key_file);
+        let keys = match &key_file {
+            Some(path) => Some(load_keys(path)?),
+            None => None,
+        };
+        if keys.is_none() && !insecure && !interface_addr.is_loopback() {
+            return err(format!(
+                "--interface {interface} is not loopback: give --key-file PATH to authenticate frames, or --insecure to run without authentication"
+            ));
+        }
+        let replication = if cli.async_mode {
+            ReplicationMode::Async
+        } else if cli.sync {
+            ReplicationMode::Sync
+        } else {
+            file.replication.unwrap_or(ReplicationMode::Sync)
+        };
+        let max_value_bytes = cli
+            .max_value_bytes
+            .or(file.max_value_bytes)
+            .unwrap_or(64 * 1024);
+        let max_bytes = cli
+            .max_bytes
+            .or(file.max_bytes)
+            .unwrap_or(256 * 1024 * 1024);
+        if max_value_bytes == 0 || max_value_bytes as u64 > max_bytes {
+            return err(format!(
+                "--max-value-bytes {max_value_bytes}: must be 1..=--max-bytes ({max_bytes})"
+            ));
+        }
+        let log_level = cli
+            .log_level
+            .or(file.log_level)
+            .unwrap_or_else(|| "info".to_string());
+        if tracing_subscriber::EnvFilter::try_new(&log_level).is_err() {
+            return err(format!(
+                "--log-level {log_level}: not a level (error, warn, info, debug, trace) or filter"
+            ));
+        }
+        let http = cli
+            .http
+            .or(file.http)
+            .unwrap_or_else(|| parse_default(DEFAULT_HTTP));
+        let resp = cli
+            .resp
+            .or(file.resp)
+            .unwrap_or_else(|| parse_default(DEFAULT_RESP));
+        if http == resp {
+            return err(format!("--http and --resp are both {http}"));
+        }
+        Ok(Config {
+            node_id,
+            cluster_id: ClusterId(cli.cluster_id.or(file.cluster_id).unwrap_or(1)),
+            interface,
+            interface_addr,
+            group,
+            transport,
+            peers,
+            listen: cli.listen.or(file.listen),
+            protocol: cli.protocol.or(file.protocol).unwrap_or(DEFAULT_PROTOCOL),
+            profile: cli.profile.or(file.profile).unwrap_or(Profile::Lan),
+            priority: cli.priority.or(file.priority).unwrap_or(100),
+            preempt: cli.preempt || file.preempt.unwrap_or(false),
+            witness: cli.witness || file.witness.unwrap_or(false),
+            voters: voters.into_iter().map(NodeId).collect(),
+            key_file,
+            keys,
+            insecure,
+            http,
+            resp,
+            on_change: cli.on_change.or(file.on_change),
+            log_level,
+            ttl,
+            max_sessions: cli.max_sessions.or(file.max_sessions).unwrap_or(100_000),
+            max_bytes,
+            max_value_bytes,
+            requirepass: cli.requirepass.or(file.requirepass),
+            replication,
+        })
+    }
+}
+
+fn parse_default(s: &str) -> SocketAddr {
+    // The defaults are literal constants checked by the `defaults_parse` test.
+    s.parse().unwrap_or(SocketAddr::from(([127, 0, 0, 1], 0)))
+}
+
+/// Reads and parses the TOML file.
+pub fn read_file_config(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError(format!("--config {}: {e}", path.display())))?;
+    parse_file_config(&text).map_err(|e| ConfigError(format!("--config {}: {e}", path.display())))
+}
+
+/// Parses TOML text; the error is squeezed onto one line.
+pub fn parse_file_config(text: &str) -> Result<FileConfig, ConfigError> {
+    toml::from_str(text).map_err(|e| {
+        let one_line = e
+            .message()
+            .lines()
+            .map(str::trim)
+            .collect::<Vec<_>>()
+            .join(" ");
+        let at = e
+            .span()
+            .map(|s| {
+                let before = text.get(..s.start).unwrap_or(text);
+                let line = before.matches('\n').count() + 1;
+                format!(" (line {line})")
+            })
+            .unwrap_or_default();
+        ConfigError(format!("{one_line}{at}"))
+    })
+}
+
+/// Reads a key file (see the module docs for the format).
+pub fn load_keys(path: &Path) -> Result<KeySet, ConfigError> {
+    use std::io::Read;
+    let name = path.display();
+    let file =
+        std::fs::File::open(path).map_err(|e| ConfigError(format!("--key-file {name}: {e}")))?;
+    let mut raw = Vec::new();
+    file.take(MAX_KEY_FILE_BYTES + 1)
+        .read_to_end(&mut raw)
+        .map_err(|e| ConfigError(format!("--key-file {name}: {e}")))?;
+    if raw.len() as u64 > MAX_KEY_FILE_BYTES {
+        return err(format!(
+            "--key-file {name}: larger than {MAX_KEY_FILE_BYTES} bytes"
+        ));
+    }
+    parse_keys(&raw).map_err(|e| ConfigError(format!("--key-file {name}: {e}")))
+}
+
+/// Parses key file contents.
+pub fn parse_keys(raw: &[u8]) -> Result<KeySet, ConfigError> {
+    if raw.len() == 16 && std::str::from_utf8(raw).map_or(true, |s| !is_hex_line(s.trim())) {
+        let mut bytes = [0u8; 16];
+        bytes.copy_from_slice(raw);
+        return Ok(KeySet {
+            keys: vec![Key {
+                id: KeyId(0),
+                bytes,
+            }],
+        });
+    }
+    let text = std::str::from_utf8(raw)
+        .map_err(|_| ConfigError("neither 16 raw bytes nor text lines `id:hex`".into()))?;
+    let mut keys: Vec<Key> = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.split('#').next().unwrap_or("").trim();
+        if line.is_empty() {
+            continue;
+        }
+        let (id, hex) = match line.split_once(':') {
+            Some((id, hex)) => {
+                let id = id
+                    .trim()
+                    .parse::<u8>()
+                    .map_err(|_| ConfigError(format!("line {}: key id must be 0..=255", n + 1)))?;
+                (id, hex.trim())
+            }
+            None => (0, line),
+        };
+        let bytes = parse_hex16(hex).ok_or_else(|| {
+            ConfigError(format!(
+                "line {}: key must be 32 hex digits (16 bytes)",
+                n + 1
+            ))
+        })?;
+        if keys.iter().any(|k| k.id.0 == id) {
+            return err(format!("line {}: key id {id} given twice", n + 1));
+        }
+        if keys.len() == MAX_KEYS {
+            return err(format!("more than {MAX_KEYS} keys"));
+        }
+        keys.push(Key {
+            id: KeyId(id),
+            bytes,
+        });
+    }
+    if keys.is_empty() {
+        return err("no key found");
+    }
+    Ok(KeySet { keys })
+}
+
+fn is_hex_line(s: &str) -> bool {
+    s.len() == 32 && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+fn parse_hex16(s: &str) -> Option<[u8; 16]> {
+    if !is_hex_line(s) {
+        return None;
+    }
+    let mut out = [0u8; 16];
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // In tests a failed unwrap is a failed test.
+mod tests {
+    use super::*;
+
+    fn lookup(name: &str) -> Option<Ipv4Addr> {
+        match name {
+            "lo" | "127.0.0.1" => Some(Ipv4Addr::LOCALHOST),
+            "eth0" | "198.18.0.1" => Some(Ipv4Addr::new(198, 18, 0, 1)),
+            _ => None,
+        }
+    }
+
+    fn resolve(args: &[&str]) -> Result<Config, ConfigError> {
+        resolve_with(args, "")
+    }
+
+    fn resolve_with(args: &[&str], toml: &str) -> Result<Config, ConfigError> {
+        let mut argv = vec!["tandemd"];
+        argv.extend_from_slice(args);
+        let cli = Cli::try_parse_from(argv).map_err(|e| ConfigError(e.to_string()))?;
+        Config::resolve(cli, parse_file_config(toml)?, &lookup)
+    }
+
+    #[test]
+    fn defaults_parse() {
+        assert!(DEFAULT_HTTP.parse::<SocketAddr>().is_ok());
+        assert!(DEFAULT_RESP.parse::<SocketAddr>().is_ok());
+        let c = resolve(&["--node-id", "1"]).unwrap();
+        assert_eq!(c.node_id, NodeId(1));
+        assert_eq!(c.interface_addr, Ipv4Addr::LOCALHOST);
+        assert_eq!(c.group, DEFAULT_GROUP);
+        assert_eq!(c.transport, TransportKind::Udp);
+        assert_eq!(c.ttl, 1);
+        assert_eq!(c.http, DEFAULT_HTTP.parse().unwrap());
+        assert_eq!(c.resp, DEFAULT_RESP.parse().unwrap());
+        assert_eq!(c.profile, Profile::Lan);
+        assert_eq!(c.replication, ReplicationMode::Sync);
+        assert!(c.keys.is_none());
+    }
+
+    #[test]
+    fn node_id_required_and_nonzero() {
+        assert!(resolve(&[])
+            .unwrap_err()
+            .0
+            .contains("--node-id is required"));
+        assert!(resolve(&["--node-id", "0"])
+            .unwrap_err()
+            .0
+            .contains("reserved"));
+    }
+
+    #[test]
+    fn non_loopback_needs_key_or_insecure() {
+        let e = resolve(&["--node-id", "1", "--interface", "eth0"]).unwrap_err();
+        assert!(
+            e.0.contains("--key-file") && e.0.contains("--insecure"),
+            "{e}"
+        );
+        let c = resolve(&["--node-id", "1", "--interface", "eth0", "--insecure"]).unwrap();
+        assert_eq!(c.interface_addr, Ipv4Addr::new(198, 18, 0, 1));
+        let e = resolve(&["--node-id", "1", "--interface", "198.18.0.1"]).unwrap_err();
+        assert!(e.0.contains("not loopback"));
+        let c = resolve(&["--node-id", "1", "--interface", "127.0.0.1"]).unwrap();
+        assert_eq!(c.interface_addr, Ipv4Addr::LOCALHOST);
+    }
+
+    #[test]
+    fn unknown_interface_is_refused() {
+        let e = resolve(&["--node-id", "1", "--interface", "nope0"]).unwrap_err();
+        assert!(e.0.contains("nope0"), "{e}");
+        let e = resolve(&["--node-id", "1", "--interface", "198.51.100.7"]).unwrap_err();
+        assert!(e.0.contains("198.51.100.7"), "{e}");
+    }
+
+    #[test]
+    fn flags_override_file() {
+        let toml = "node_id = 3\nprofile = \"wan\"\nttl = 2\npeers = [\"198.18.0.2:7377\"]\n";
+        let c = resolve_with(&["--profile", "fast"], toml).unwrap();
+        assert_eq!(c.node_id, NodeId(3));
+        assert_eq!(c.profile, Profile::Fast);
+        assert_eq!(c.ttl, 2);
+        assert_eq!(c.peers.len(), 1);
+        let c = resolve_with(&["--node-id", "4"], toml).unwrap();
+        assert_eq!(c.node_id, NodeId(4));
+        assert_eq!(c.profile, Profile::Wan);
+    }
+
+    #[test]
+    fn unknown_file_key_is_an_error() {
+        let e = resolve_with(&["--node-id", "1"], "nodeid = 3\n").unwrap_err();
+        assert!(e.0.contains("nodeid") && !e.0.contains('\n'), "{e}");
+    }
+
+    #[test]
+    fn bad_values_are_refused() {
+        assert!(resolve(&["--node-id", "1", "--ttl", "0"]).is_err());
+        assert!(resolve(&["--node-id", "1", "--group", "10.0.0.1:7377"]).is_err());
+        assert!(resolve(&["--node-id", "1", "--transport", "unicast"]).is_err());
+        assert!(resolve(&["--node-id", "1", "--voters", "1,0"]).is_err());
+        assert!(resolve(&["--node-id", "1", "--log-level", "loud[["]).is_err());
+        assert!(resolve(&["--node-id", "1", "--sync", "--async"]).is_err());
+        assert!(resolve(&["--node-id", "1", "--http", "127.0.0.1:6380"]).is_err());
+        let c = resolve(&["--node-id", "1", "--voters", "1,2,3", "--async"]).unwrap();
+        assert_eq!(c.voters, vec![NodeId(1), NodeId(2), NodeId(3)]);
+        assert_eq!(c.replication, ReplicationMode::Async);
+    }
+
+    #[test]
+    fn example_config_file_is_valid() {
+        let text = include_str!("../tandemd.example.toml");
+        // The example's key file is not here: a flag overrides it with a real one.
+        let key = std::env::temp_dir().join(format!("tandem-example-{}.key", std::process::id()));
+        std::fs::write(&key, "3:00112233445566778899aabbccddeeff\n").unwrap();
+        let c = resolve_with(&["--key-file", key.to_str().unwrap()], text);
+        let _ = std::fs::remove_file(&key);
+        let c = c.unwrap();
+        assert_eq!(c.node_id, NodeId(1));
+        assert_eq!(c.interface_addr, Ipv4Addr::new(198, 18, 0, 1));
+        assert_eq!(c.transport, TransportKind::Udp);
+        assert_eq!(c.replication, ReplicationMode::Sync);
+        assert_eq!(c.keys.unwrap().active().id, KeyId(3));
+    }
+
+    #[test]
+    fn key_file_formats() {
+        let ks = parse_keys(b"# rotation\n2:00112233445566778899aabbccddeeff\n1:ffeeddccbbaa99887766554433221100 # old\n").unwrap();
+        assert_eq!(ks.keys.len(), 2);
+        assert_eq!(ks.active().id, KeyId(2));
+        assert_eq!(ks.active().bytes[1], 0x11);
+        assert_eq!(ks.keys[1].bytes[0], 0xff);
+        let ks = parse_keys(b"00112233445566778899AABBCCDDEEFF\n").unwrap();
+        assert_eq!(ks.active().id, KeyId(0));
+        assert_eq!(ks.active().bytes[15], 0xff);
+        let ks = parse_keys(&[7u8; 16]).unwrap();
+        assert_eq!(ks.active().bytes, [7u8; 16]);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn key_parser_never_panics(raw in proptest::collection::vec(proptest::num::u8::ANY, 0..200)) {
+            if let Ok(ks) = parse_keys(&raw) {
+                proptest::prop_assert!(!ks.keys.is_empty() && ks.keys.len() <= MAX_KEYS);
+            }
+        }
+
+        #[test]
+        fn toml_errors_are_one_line(text in "[a-z_ =\"\\[\\]0-9\n]{0,80}") {
+            if let Err(e) = parse_file_config(&text) {
+                proptest::prop_assert!(!e.0.contains('\n'), "{}", e);
+            }
+        }
+    }
+
+    #[test]
+    fn bad_key_files() {
+        assert!(parse_keys(b"").is_err());
+        assert!(parse_keys(b"1:0011\n").is_err());
+        assert!(parse_keys(b"300:00112233445566778899aabbccddeeff\n").is_err());
+        assert!(parse_keys(
+            b"1:00112233445566778899aabbccddeeff\n1:00112233445566778899aabbccddeeff\n"
+        )
+        .is_err());
+        assert!(parse_keys(b"1:00112233445566778899aabbccddeeff\n2:00112233445566778899aabbccddeeff\n3:00112233445566778899aabbccddeeff\n").is_err());
+        assert!(parse_keys(&[0xffu8; 17]).is_err());
+        assert!(!format!("{:?}", parse_keys(&[7u8; 16]).unwrap()).contains('7'));
+    }
+}

@@ -1,0 +1,422 @@
+//! Counters and their Prometheus text rendering (`GET /metrics`).
+//!
+//! [`ClusterMetrics`] is what the core path counts (filled by [`Cluster`]); [`DaemonMetrics`] is
+//! what the loop around it counts. [`render`] writes both, plus gauges from a status snapshot,
+//! in the Prometheus text exposition format 0.0.4.
+//!
+//! [`Cluster`]: crate::cluster::Cluster
+
+use std::fmt::Write;
+
+use crate::status::{MemberState, Role, StatusSnapshot};
+
+/// Why a received datagram was not accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropReason {
+    /// Fields that cannot be right (bad version, bad lengths).
+    Malformed,
+    /// Shorter than its header says, or larger than a receive slot.
+    Truncated,
+    /// AEAD open failed or unknown key id.
+    Auth,
+    /// Sequence number already seen or too old for the replay window.
+    Replay,
+    /// Another cluster id on the same group.
+    OtherCluster,
+    UnknownKind,
+    /// From an older incarnation of a member.
+    Stale,
+    /// This node's own frame, looped back by the kernel.
+    Own,
+    Other,
+}
+
+impl DropReason {
+    pub const ALL: [DropReason; 9] = [
+        DropReason::Malformed,
+        DropReason::Truncated,
+        DropReason::Auth,
+        DropReason::Replay,
+        DropReason::OtherCluster,
+        DropReason::UnknownKind,
+        DropReason::Stale,
+        DropReason::Own,
+        DropReason::Other,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DropReason::Malformed => "malformed",
+            DropReason::Truncated => "truncated",
+            DropReason::Auth => "auth",
+            DropReason::Replay => "replay",
+            DropReason::OtherCluster => "other_cluster",
+            DropReason::UnknownKind => "unknown_kind",
+            DropReason::Stale => "stale",
+            DropReason::Own => "own",
+            DropReason::Other => "other",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Counted by the cluster (core) path.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClusterMetrics {
+    /// Datagrams handed to [`Cluster::handle_datagram`](crate::cluster::Cluster::handle_datagram).
+    pub frames_received: u64,
+    /// Frames accepted (authenticated, parsed, current).
+    pub frames_accepted: u64,
+    /// Frames produced by `poll_transmit`.
+    pub frames_sent: u64,
+    drops: [u64; DropReason::ALL.len()],
+    /// Member state transitions (alive/suspect/dead/left).
+    pub state_changes: u64,
+    /// Members suspected (on the way to dead unless heard again).
+    pub suspicions: u64,
+    /// Failures detected (a member declared dead by the detector, not by Leave).
+    pub detections: u64,
+    /// Leader changes (view changes).
+    pub leader_changes: u64,
+}
+
+impl ClusterMetrics {
+    pub fn drop(&mut self, reason: DropReason) {
+        if let Some(c) = self.drops.get_mut(reason.index()) {
+            *c += 1;
+        }
+    }
+
+    pub fn drops(&self, reason: DropReason) -> u64 {
+        self.drops.get(reason.index()).copied().unwrap_or(0)
+    }
+}
+
+/// Counted by the daemon's loop.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DaemonMetrics {
+    pub loop_iterations: u64,
+    /// Wake-ups caused by a deadline rather than an event.
+    pub loop_timeouts: u64,
+    /// recvmmsg calls that returned at least one datagram, and the datagrams they returned.
+    pub recv_batches: u64,
+    pub recv_datagrams: u64,
+    pub recv_batch_max: u64,
+    /// Datagrams too large for a slot: never handed to the cluster.
+    pub recv_truncated: u64,
+    pub send_batches: u64,
+    pub send_datagrams: u64,
+    /// Datagrams the kernel did not take (socket buffer full) or send errors.
+    pub send_dropped: u64,
+    /// Microseconds spent handling events (not waiting in poll).
+    pub busy_us: u64,
+    /// Largest lateness of a deadline wake-up, microseconds.
+    pub timer_late_max_us: u64,
+    /// Sum of deadline wake-up lateness, microseconds (mean = this / loop_timeouts).
+    pub timer_late_us: u64,
+    pub hooks_started: u64,
+    pub hooks_failed: u64,
+    pub hooks_dropped: u64,
+    pub http_requests: u64,
+    pub http_rejected: u64,
+    pub key_reloads: u64,
+}
+
+fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+fn sample(out: &mut String, name: &str, labels: &str, value: u64) {
+    if labels.is_empty() {
+        let _ = writeln!(out, "{name} {value}");
+    } else {
+        let _ = writeln!(out, "{name}{{{labels}}} {value}");
+    }
+}
+
+fn counter(out: &mut String, name: &str, help: &str, value: u64) {
+    family(out, name, "counter", help);
+    sample(out, name, "", value);
+}
+
+fn gauge(out: &mut String, name: &str, help: &str, value: u64) {
+    family(out, name, "gauge", help);
+    sample(out, name, "", value);
+}
+
+/// Renders every metric in the Prometheus text format.
+pub fn render(c: &ClusterMetrics, d: &DaemonMetrics, s: &StatusSnapshot) -> String {
+    let mut o = String::with_capacity(4096);
+    counter(
+        &mut o,
+        "tandem_frames_received_total",
+        "Cluster datagrams received.",
+        c.frames_received,
+    );
+    counter(
+        &mut o,
+        "tandem_frames_accepted_total",
+        "Cluster frames accepted.",
+        c.frames_accepted,
+    );
+    counter(
+        &mut o,
+        "tandem_frames_sent_total",
+        "Cluster frames sent.",
+        c.frames_sent,
+    );
+    family(
+        &mut o,
+        "tandem_frames_dropped_total",
+        "counter",
+        "Received frames dropped, by reason.",
+    );
+    for r in DropReason::ALL {
+        let mut v = c.drops(r);
+        if r == DropReason::Truncated {
+            v += d.recv_truncated;
+        }
+        sample(
+            &mut o,
+            "tandem_frames_dropped_total",
+            &format!("reason=\"{}\"", r.as_str()),
+            v,
+        );
+    }
+    family(
+        &mut o,
+        "tandem_members",
+        "gauge",
+        "Known members by state, this node included.",
+    );
+    for st in MemberState::ALL {
+        sample(
+            &mut o,
+            "tandem_members",
+            &format!("state=\"{}\"", st.as_str()),
+            s.count(st) as u64,
+        );
+    }
+    counter(
+        &mut o,
+        "tandem_member_state_changes_total",
+        "Member state transitions.",
+        c.state_changes,
+    );
+    counter(
+        &mut o,
+        "tandem_suspicions_total",
+        "Members suspected by the failure detector.",
+        c.suspicions,
+    );
+    counter(
+        &mut o,
+        "tandem_detections_total",
+        "Members declared dead by the failure detector.",
+        c.detections,
+    );
+    counter(
+        &mut o,
+        "tandem_leader_changes_total",
+        "Leader changes.",
+        c.leader_changes,
+    );
+    gauge(
+        &mut o,
+        "tandem_is_leader",
+        "1 if this node is the leader.",
+        u64::from(s.role == Role::Leader),
+    );
+    gauge(
+        &mut o,
+        "tandem_view",
+        "Current membership view number.",
+        s.view,
+    );
+    gauge(
+        &mut o,
+        "tandem_incarnation",
+        "This node's incarnation (unix seconds at start).",
+        u64::from(s.incarnation.0),
+    );
+    gauge(
+        &mut o,
+        "tandem_healthy",
+        "1 if /health answers 200.",
+        u64::from(s.health().is_ok()),
+    );
+    counter(
+        &mut o,
+        "tandem_loop_iterations_total",
+        "Event loop iterations.",
+        d.loop_iterations,
+    );
+    counter(
+        &mut o,
+        "tandem_loop_timeouts_total",
+        "Loop wake-ups by deadline.",
+        d.loop_timeouts,
+    );
+    counter(
+        &mut o,
+        "tandem_loop_busy_microseconds_total",
+        "Time spent handling events.",
+        d.busy_us,
+    );
+    counter(
+        &mut o,
+        "tandem_loop_timer_late_microseconds_total",
+        "Summed lateness of deadline wake-ups (mean: divide by tandem_loop_timeouts_total).",
+        d.timer_late_us,
+    );
+    gauge(
+        &mut o,
+        "tandem_loop_timer_late_max_microseconds",
+        "Largest deadline lateness seen.",
+        d.timer_late_max_us,
+    );
+    counter(
+        &mut o,
+        "tandem_recv_batches_total",
+        "recvmmsg calls that returned datagrams.",
+        d.recv_batches,
+    );
+    counter(
+        &mut o,
+        "tandem_recv_datagrams_total",
+        "Datagrams returned by recvmmsg.",
+        d.recv_datagrams,
+    );
+    gauge(
+        &mut o,
+        "tandem_recv_batch_max",
+        "Largest recvmmsg batch seen.",
+        d.recv_batch_max,
+    );
+    counter(
+        &mut o,
+        "tandem_send_batches_total",
+        "sendmmsg batches.",
+        d.send_batches,
+    );
+    counter(
+        &mut o,
+        "tandem_send_datagrams_total",
+        "Datagrams taken by the kernel.",
+        d.send_datagrams,
+    );
+    counter(
+        &mut o,
+        "tandem_send_dropped_total",
+        "Datagrams not sent (buffer full or error).",
+        d.send_dropped,
+    );
+    family(
+        &mut o,
+        "tandem_hooks_total",
+        "counter",
+        "--on-change hook runs by result.",
+    );
+    sample(
+        &mut o,
+        "tandem_hooks_total",
+        "result=\"started\"",
+        d.hooks_started,
+    );
+    sample(
+        &mut o,
+        "tandem_hooks_total",
+        "result=\"failed\"",
+        d.hooks_failed,
+    );
+    sample(
+        &mut o,
+        "tandem_hooks_total",
+        "result=\"dropped\"",
+        d.hooks_dropped,
+    );
+    counter(
+        &mut o,
+        "tandem_http_requests_total",
+        "HTTP requests answered.",
+        d.http_requests,
+    );
+    counter(
+        &mut o,
+        "tandem_http_rejected_total",
+        "HTTP connections refused or requests rejected.",
+        d.http_rejected,
+    );
+    counter(
+        &mut o,
+        "tandem_key_reloads_total",
+        "Key file reloads (SIGHUP).",
+        d.key_reloads,
+    );
+    o
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // In tests a failed unwrap is a failed test.
+mod tests {
+    use super::*;
+    use crate::status::MemberStatus;
+    use tandem_core::{ClusterId, Incarnation, NodeId};
+
+    fn snapshot() -> StatusSnapshot {
+        StatusSnapshot {
+            node_id: NodeId(1),
+            cluster_id: ClusterId(1),
+            incarnation: Incarnation(9),
+            state: MemberState::Alive,
+            leader: Some(NodeId(1)),
+            view: 2,
+            role: Role::Leader,
+            members: vec![MemberStatus {
+                node_id: NodeId(1),
+                state: MemberState::Alive,
+                incarnation: Incarnation(9),
+                ms_since_heard: 0,
+            }],
+            synced: true,
+            isolated: false,
+        }
+    }
+
+    #[test]
+    fn prometheus_text() {
+        let mut c = ClusterMetrics::default();
+        c.drop(DropReason::Auth);
+        c.drop(DropReason::Auth);
+        c.frames_sent = 5;
+        let d = DaemonMetrics {
+            recv_truncated: 1,
+            ..Default::default()
+        };
+        let text = render(&c, &d, &snapshot());
+        assert!(text.contains("tandem_frames_dropped_total{reason=\"auth\"} 2\n"));
+        assert!(text.contains("tandem_frames_dropped_total{reason=\"truncated\"} 1\n"));
+        assert!(text.contains("tandem_frames_sent_total 5\n"));
+        assert!(text.contains("tandem_members{state=\"alive\"} 1\n"));
+        assert!(text.contains("tandem_is_leader 1\n"));
+        // Every sample line belongs to a family declared by # TYPE before it.
+        let mut declared = std::collections::HashSet::new();
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                let mut it = rest.split(' ');
+                let name = it.next().unwrap_or("");
+                let kind = it.next().unwrap_or("");
+                assert!(kind == "counter" || kind == "gauge", "{line}");
+                assert_eq!(kind == "counter", name.ends_with("_total"), "{line}");
+                declared.insert(name.to_string());
+            } else if !line.starts_with('#') {
+                let name = line.split(['{', ' ']).next().unwrap_or("");
+                assert!(declared.contains(name), "undeclared: {line}");
+            }
+        }
+    }
+}

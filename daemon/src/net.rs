@@ -1,0 +1,762 @@
+//! The cluster socket: UDP multicast, raw IP multicast or UDP unicast, with batched I/O.
+//!
+//! Set-up goes through socket2; what socket2 does not cover (recvmmsg/sendmmsg, the
+//! SO_TIMESTAMPNS control message, getifaddrs) goes through libc. This module and its
+//! `unsafe` blocks are the only unsafe code of the daemon; each says why it is sound.
+//!
+//! Batches are preallocated once ([`RecvBatch`], [`SendBatch`]): no allocation per packet.
+//! A datagram larger than [`SLOT_BYTES`] is reported as truncated and never handed on.
+//!
+//! Sending is best effort: if the socket buffer is full (EAGAIN), the rest of the batch is
+//! dropped and counted. Heartbeats are soft state and replication has its own retransmission,
+//! so a queue here would only age frames.
+//!
+//! Also here: [`DeadlineTimer`], a timerfd that wakes the loop at a deadline with microsecond
+//! precision (epoll's own timeout has millisecond granularity, and mio rounds it up).
+//!
+//! Panics: never.
+#![allow(unsafe_code)]
+
+use std::io;
+use std::mem::{size_of, MaybeUninit};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::os::fd::{AsRawFd, RawFd};
+
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+use tandem_core::Instant;
+
+use crate::clock::Clock;
+use crate::config::{Config, TransportKind};
+
+/// Datagrams handled per recvmmsg/sendmmsg call.
+pub const BATCH: usize = 32;
+/// Bytes per datagram slot: an Ethernet MTU plus room for a raw socket's IPv4 header.
+pub const SLOT_BYTES: usize = 2048;
+/// Most unicast peers (each frame is sent once per peer).
+pub const MAX_PEERS: usize = 16;
+/// Socket buffer asked for, so a burst of a few hundred frames does not drop.
+const SOCKET_BUFFER_BYTES: usize = 1 << 20;
+/// Control message room per slot: one `timespec` cmsg with headroom.
+const CMSG_WORDS: usize = 8;
+
+/// Why the socket could not be set up.
+#[derive(Debug)]
+pub enum NetError {
+    /// Raw sockets need CAP_NET_RAW (a configuration problem: exit code 2).
+    NeedCapNetRaw,
+    /// Anything else, with the step that failed.
+    Io(&'static str, io::Error),
+}
+
+impl std::fmt::Display for NetError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NetError::NeedCapNetRaw => f.write_str(
+                "--transport raw needs CAP_NET_RAW (run as root, or `setcap cap_net_raw+ep tandemd`, or AmbientCapabilities=CAP_NET_RAW in the unit)",
+            ),
+            NetError::Io(step, e) => write!(f, "{step}: {e}"),
+        }
+    }
+}
+
+/// Where and how the cluster socket talks; built from the [`Config`].
+#[derive(Debug, Clone)]
+pub struct NetConfig {
+    pub transport: TransportKind,
+    pub interface_addr: Ipv4Addr,
+    pub group: SocketAddrV4,
+    pub peers: Vec<SocketAddrV4>,
+    pub listen: Option<SocketAddrV4>,
+    pub protocol: u8,
+    pub ttl: u32,
+}
+
+impl NetConfig {
+    pub fn from_config(c: &Config) -> NetConfig {
+        NetConfig {
+            transport: c.transport,
+            interface_addr: c.interface_addr,
+            group: c.group,
+            peers: c.peers.clone(),
+            listen: c.listen,
+            protocol: c.protocol,
+            ttl: c.ttl,
+        }
+    }
+}
+
+/// The non-blocking cluster socket and the addresses every frame goes to.
+#[derive(Debug)]
+pub struct ClusterSocket {
+    socket: Socket,
+    /// The group, or each unicast peer.
+    dests: Vec<SockAddr>,
+    /// Raw IPv4 sockets deliver the IP header; it is stripped on receive.
+    strip_ip_header: bool,
+}
+
+fn io_step<T>(step: &'static str, r: io::Result<T>) -> Result<T, NetError> {
+    r.map_err(|e| NetError::Io(step, e))
+}
+
+impl ClusterSocket {
+    pub fn open(cfg: &NetConfig) -> Result<ClusterSocket, NetError> {
+        let (socket, dests, strip) = match cfg.transport {
+            TransportKind::Udp => {
+                let s = io_step(
+                    "udp socket",
+                    Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP)),
+                )?;
+                // Several nodes on one host share the group port.
+                io_step("SO_REUSEADDR", s.set_reuse_address(true))?;
+                io_step("SO_REUSEPORT", s.set_reuse_port(true))?;
+                // Bound to the group address: only datagrams to the group arrive here.
+                io_step("bind group port", s.bind(&SocketAddr::V4(cfg.group).into()))?;
+                join_group(&s, cfg)?;
+                (s, vec![SockAddr::from(cfg.group)], false)
+            }
+            TransportKind::Raw => {
+                let s = match Socket::new(
+                    Domain::IPV4,
+                    Type::RAW,
+                    Some(Protocol::from(i32::from(cfg.protocol))),
+                ) {
+                    Ok(s) => s,
+                    Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
+                        return Err(NetError::NeedCapNetRaw)
+                    }
+                    Err(e) => return Err(NetError::Io("raw socket", e)),
+                };
+                let group = SocketAddrV4::new(*cfg.group.ip(), 0);
+                io_step("bind group address", s.bind(&SocketAddr::V4(group).into()))?;
+                join_group(&s, cfg)?;
+                (s, vec![SockAddr::from(group)], true)
+            }
+            TransportKind::Unicast => {
+                let s = io_step(
+                    "udp socket",
+                    Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP)),
+                )?;
+                let listen = cfg
+                    .listen
+                    .unwrap_or(SocketAddrV4::new(cfg.interface_addr, cfg.group.port()));
+                io_step("SO_REUSEADDR", s.set_reuse_address(true))?;
+                io_step(
+                    "bind listen address",
+                    s.bind(&SocketAddr::V4(listen).into()),
+                )?;
+                io_step("IP_TTL", s.set_ttl(cfg.ttl))?;
+                let dests = cfg
+                    .peers
+                    .iter()
+                    .take(MAX_PEERS)
+                    .map(|p| SockAddr::from(*p))
+                    .collect();
+                (s, dests, false)
+            }
+        };
+        io_step("O_NONBLOCK", socket.set_nonblocking(true))?;
+        // Larger buffers are a wish, not a requirement (capped by net.core.*mem_max).
+        let _ = socket.set_recv_buffer_size(SOCKET_BUFFER_BYTES);
+        let _ = socket.set_send_buffer_size(SOCKET_BUFFER_BYTES);
+        io_step("SO_TIMESTAMPNS", enable_timestamps(&socket))?;
+        Ok(ClusterSocket {
+            socket,
+            dests,
+            strip_ip_header: strip,
+        })
+    }
+
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.socket
+            .local_addr()?
+            .as_socket()
+            .ok_or_else(|| io::Error::other("not an inet socket"))
+    }
+
+    /// Receives up to [`BATCH`] datagrams without blocking; returns how many slots of `batch`
+    /// were filled (0 when nothing was waiting). Arrival times come from the kernel's receive
+    /// timestamp when present, else `now`.
+    pub fn recv_batch(
+        &self,
+        batch: &mut RecvBatch,
+        clock: &Clock,
+        now: Instant,
+    ) -> io::Result<usize> {
+        recv_batch_fd(
+            self.socket.as_raw_fd(),
+            batch,
+            clock,
+            now,
+            self.strip_ip_header,
+        )
+    }
+
+    /// Sends every queued frame of `batch` to every destination, then clears it. Returns the
+    /// number of datagrams the kernel took; the rest (socket buffer full) were dropped.
+    pub fn send_batch(&self, batch: &mut SendBatch) -> io::Result<usize> {
+        let r = send_batch_fd(self.socket.as_raw_fd(), batch, &self.dests);
+        batch.clear();
+        r
+    }
+
+    /// Datagrams one frame turns into (one per destination).
+    pub fn fanout(&self) -> usize {
+        self.dests.len()
+    }
+}
+
+impl AsRawFd for ClusterSocket {
+    fn as_raw_fd(&self) -> RawFd {
+        self.socket.as_raw_fd()
+    }
+}
+
+fn join_group(s: &Socket, cfg: &NetConfig) -> Result<(), NetError> {
+    let group = cfg.group.ip();
+    io_step(
+        "IP_ADD_MEMBERSHIP",
+        s.join_multicast_v4(group, &cfg.interface_addr),
+    )?;
+    io_step(
+        "IP_MULTICAST_IF",
+        s.set_multicast_if_v4(&cfg.interface_addr),
+    )?;
+    io_step("IP_MULTICAST_TTL", s.set_multicast_ttl_v4(cfg.ttl))?;
+    // On, so nodes sharing a host hear each other; a node drops its own frames by sender id.
+    io_step("IP_MULTICAST_LOOP", s.set_multicast_loop_v4(true))?;
+    Ok(())
+}
+
+fn enable_timestamps(s: &Socket) -> io::Result<()> {
+    let on: libc::c_int = 1;
+    // SAFETY: `on` is a live c_int and its exact size is passed; the fd is owned by `s`.
+    let r = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_TIMESTAMPNS,
+            (&on as *const libc::c_int).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Preallocated receive slots.
+pub struct RecvBatch {
+    bufs: Box<[[u8; SLOT_BYTES]; BATCH]>,
+    /// Payload start (after a stripped IP header) and end, per filled slot.
+    spans: [(usize, usize); BATCH],
+    /// The datagram did not fit its slot (or its IP header was bad): not to be parsed.
+    truncated: [bool; BATCH],
+    arrival: [Instant; BATCH],
+    cmsg: Box<[[u64; CMSG_WORDS]; BATCH]>,
+}
+
+impl RecvBatch {
+    pub fn new() -> RecvBatch {
+        RecvBatch {
+            bufs: Box::new([[0; SLOT_BYTES]; BATCH]),
+            spans: [(0, 0); BATCH],
+            truncated: [false; BATCH],
+            arrival: [Instant::ZERO; BATCH],
+            cmsg: Box::new([[0; CMSG_WORDS]; BATCH]),
+        }
+    }
+
+    /// Slot `i` of the last receive: `None` past the filled count's range is the caller's
+    /// bug, so out-of-range also gives `None` rather than panicking.
+    pub fn datagram(&mut self, i: usize) -> Option<Datagram<'_>> {
+        let (start, end) = *self.spans.get(i)?;
+        let truncated = *self.truncated.get(i)?;
+        let arrival = *self.arrival.get(i)?;
+        let data = self.bufs.get_mut(i)?.get_mut(start..end)?;
+        Some(Datagram {
+            data,
+            truncated,
+            arrival,
+        })
+    }
+}
+
+impl Default for RecvBatch {
+    fn default() -> Self {
+        RecvBatch::new()
+    }
+}
+
+/// One received datagram, borrowed from its slot.
+pub struct Datagram<'a> {
+    pub data: &'a mut [u8],
+    pub truncated: bool,
+    pub arrival: Instant,
+}
+
+/// Preallocated send slots: fill with [`SendBatch::slot`] + [`SendBatch::commit`].
+pub struct SendBatch {
+    bufs: Box<[[u8; SLOT_BYTES]; BATCH]>,
+    lens: [usize; BATCH],
+    count: usize,
+}
+
+impl SendBatch {
+    pub fn new() -> SendBatch {
+        SendBatch {
+            bufs: Box::new([[0; SLOT_BYTES]; BATCH]),
+            lens: [0; BATCH],
+            count: 0,
+        }
+    }
+
+    /// The next free slot, or `None` when the batch is full (send it first).
+    pub fn slot(&mut self) -> Option<&mut [u8]> {
+        self.bufs.get_mut(self.count).map(|b| &mut b[..])
+    }
+
+    /// Queues the first `len` bytes of the slot last returned by [`SendBatch::slot`].
+    pub fn commit(&mut self, len: usize) {
+        if let Some(l) = self.lens.get_mut(self.count) {
+            *l = len.min(SLOT_BYTES);
+            self.count += 1;
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    pub fn is_full(&self) -> bool {
+        self.count == BATCH
+    }
+
+    pub fn clear(&mut self) {
+        self.count = 0;
+    }
+}
+
+impl Default for SendBatch {
+    fn default() -> Self {
+        SendBatch::new()
+    }
+}
+
+/// recvmmsg on any datagram fd into `batch`; also used by the ingest bench for the raw rate.
+pub fn recv_batch_fd(
+    fd: RawFd,
+    batch: &mut RecvBatch,
+    clock: &Clock,
+    now: Instant,
+    strip_ip_header: bool,
+) -> io::Result<usize> {
+    // SAFETY: iovec and mmsghdr are plain C structs; all-zero is valid (null pointers, 0 lens)
+    // and every pointer used by the kernel is filled in below.
+    let mut iov: [libc::iovec; BATCH] = unsafe { MaybeUninit::zeroed().assume_init() };
+    let mut msgs: [libc::mmsghdr; BATCH] = unsafe { MaybeUninit::zeroed().assume_init() };
+    for i in 0..BATCH {
+        iov[i].iov_base = batch.bufs[i].as_mut_ptr().cast();
+        iov[i].iov_len = SLOT_BYTES;
+        let h = &mut msgs[i].msg_hdr;
+        h.msg_iov = &mut iov[i];
+        h.msg_iovlen = 1;
+        h.msg_control = batch.cmsg[i].as_mut_ptr().cast();
+        h.msg_controllen = size_of::<[u64; CMSG_WORDS]>();
+        // No source address: frames name their sender; msg_name stays null.
+    }
+    // SAFETY: `msgs` holds BATCH headers whose buffers (slots, cmsg space) live in
+    // `batch`, which is borrowed mutably for the whole call, with their true sizes.
+    let n = unsafe {
+        libc::recvmmsg(
+            fd,
+            msgs.as_mut_ptr(),
+            BATCH as libc::c_uint,
+            libc::MSG_DONTWAIT,
+            std::ptr::null_mut(),
+        )
+    };
+    if n < 0 {
+        let e = io::Error::last_os_error();
+        return match e.kind() {
+            io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => Ok(0),
+            _ => Err(e),
+        };
+    }
+    let n = (n as usize).min(BATCH);
+    for (i, m) in msgs.iter().enumerate().take(n) {
+        let len = (m.msg_len as usize).min(SLOT_BYTES);
+        let h = &m.msg_hdr;
+        let mut truncated = h.msg_flags & libc::MSG_TRUNC != 0;
+        let mut start = 0;
+        if strip_ip_header {
+            // IPv4 raw sockets deliver the header; IHL is in 32-bit words.
+            match batch.bufs[i].first() {
+                Some(&b) if b >> 4 == 4 && usize::from(b & 0x0f) * 4 >= 20 => {
+                    start = usize::from(b & 0x0f) * 4;
+                    if start > len {
+                        truncated = true;
+                        start = len;
+                    }
+                }
+                _ => truncated = true,
+            }
+        }
+        batch.spans[i] = (start, len);
+        batch.truncated[i] = truncated;
+        batch.arrival[i] = match timestamp_ns(h) {
+            Some(ns) => clock.from_realtime(ns, now),
+            None => now,
+        };
+    }
+    Ok(n)
+}
+
+/// The SCM_TIMESTAMPNS value of a received message, in ns since the epoch.
+fn timestamp_ns(h: &libc::msghdr) -> Option<i128> {
+    // SAFETY: `h` was filled by recvmmsg; msg_control/msg_controllen describe our cmsg buffer
+    // (u64-aligned), and the CMSG_* macros never step past msg_controllen.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(h);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::SOL_SOCKET
+                && (*c).cmsg_type == libc::SCM_TIMESTAMPNS
+                && (*c).cmsg_len as usize
+                    >= libc::CMSG_LEN(size_of::<libc::timespec>() as u32) as usize
+            {
+                let ts: libc::timespec = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast());
+                return Some(i128::from(ts.tv_sec) * 1_000_000_000 + i128::from(ts.tv_nsec));
+            }
+            c = libc::CMSG_NXTHDR(h, c);
+        }
+    }
+    None
+}
+
+/// sendmmsg of each queued frame to each destination; stops at EAGAIN (rest dropped).
+pub fn send_batch_fd(fd: RawFd, batch: &SendBatch, dests: &[SockAddr]) -> io::Result<usize> {
+    const MAX_MSGS: usize = 64;
+    // SAFETY: plain C structs, all-zero valid; pointers filled in below.
+    let mut iov: [libc::iovec; MAX_MSGS] = unsafe { MaybeUninit::zeroed().assume_init() };
+    let mut msgs: [libc::mmsghdr; MAX_MSGS] = unsafe { MaybeUninit::zeroed().assume_init() };
+    let mut sent = 0usize;
+    let pairs = (0..batch.count.min(BATCH)).flat_map(|f| dests.iter().map(move |d| (f, d)));
+    let mut pairs = pairs.peekable();
+    while pairs.peek().is_some() {
+        let mut pending = 0usize;
+        for (f, d) in pairs.by_ref().take(MAX_MSGS) {
+            iov[pending].iov_base = batch.bufs[f].as_ptr() as *mut libc::c_void;
+            iov[pending].iov_len = batch.lens[f];
+            let h = &mut msgs[pending].msg_hdr;
+            h.msg_iov = &mut iov[pending];
+            h.msg_iovlen = 1;
+            h.msg_name = d.as_ptr() as *mut libc::c_void;
+            h.msg_namelen = d.len();
+            pending += 1;
+        }
+        // SAFETY: the first `pending` headers point at frames in `batch` and addresses in
+        // `dests`, both borrowed for the call; the kernel only reads them.
+        let n = unsafe { libc::sendmmsg(fd, msgs.as_mut_ptr(), pending as libc::c_uint, 0) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            return match e.kind() {
+                io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => Ok(sent),
+                _ if sent > 0 => Ok(sent),
+                _ => Err(e),
+            };
+        }
+        sent += n as usize;
+        if (n as usize) < pending {
+            break;
+        }
+    }
+    Ok(sent)
+}
+
+/// A monotonic timerfd for the event loop: armed with the loop's next deadline, it becomes
+/// readable when the deadline passes. Re-armed only when the deadline changes.
+#[derive(Debug)]
+pub struct DeadlineTimer {
+    fd: std::os::fd::OwnedFd,
+    armed: Option<Instant>,
+}
+
+impl DeadlineTimer {
+    pub fn new() -> io::Result<DeadlineTimer> {
+        // SAFETY: plain syscall; on success we own the returned fd.
+        let fd = unsafe {
+            libc::timerfd_create(
+                libc::CLOCK_MONOTONIC,
+                libc::TFD_NONBLOCK | libc::TFD_CLOEXEC,
+            )
+        };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` is a fresh descriptor nobody else owns.
+        let fd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+        Ok(DeadlineTimer { fd, armed: None })
+    }
+
+    /// Arms the timer to fire at `deadline` (given `now` on the same clock); `None` disarms.
+    /// A deadline at or before `now` is left to the poll timeout (zero) instead.
+    pub fn arm(&mut self, deadline: Option<Instant>, now: Instant) -> io::Result<()> {
+        if deadline == self.armed {
+            return Ok(());
+        }
+        let wait = match deadline {
+            Some(d) if d > now => d.saturating_duration_since(now),
+            Some(_) => return Ok(()),
+            None => std::time::Duration::ZERO, // it_value zero disarms.
+        };
+        let spec = libc::itimerspec {
+            it_interval: libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            },
+            it_value: libc::timespec {
+                tv_sec: wait.as_secs().min(i64::MAX as u64) as libc::time_t,
+                tv_nsec: libc::c_long::from(wait.subsec_nanos() as i32),
+            },
+        };
+        // SAFETY: `spec` is a valid itimerspec; a null old-value pointer is allowed.
+        let r =
+            unsafe { libc::timerfd_settime(self.fd.as_raw_fd(), 0, &spec, std::ptr::null_mut()) };
+        if r != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        self.armed = deadline;
+        Ok(())
+    }
+
+    /// Consumes an expiry (call when the fd was readable).
+    pub fn clear(&mut self) {
+        let mut count = [0u8; 8];
+        // SAFETY: reads at most 8 bytes into an 8-byte buffer; non-blocking fd.
+        let n = unsafe { libc::read(self.fd.as_raw_fd(), count.as_mut_ptr().cast(), count.len()) };
+        if n == 8 {
+            self.armed = None;
+        }
+    }
+}
+
+impl AsRawFd for DeadlineTimer {
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+}
+
+/// The IPv4 address to use for `--interface`: given a name, the interface's first IPv4
+/// address; given an address, itself if some local interface has it. `None` otherwise.
+pub fn interface_addr(name_or_addr: &str) -> Option<Ipv4Addr> {
+    match name_or_addr.parse::<Ipv4Addr>() {
+        Ok(a) => local_addrs(|_, addr| addr == a).map(|_| a),
+        Err(_) => local_addrs(|name, _| name == name_or_addr.as_bytes()),
+    }
+}
+
+/// The first local IPv4 address for which `pick(interface name, address)` holds.
+fn local_addrs(pick: impl Fn(&[u8], Ipv4Addr) -> bool) -> Option<Ipv4Addr> {
+    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs writes a list head we free below with freeifaddrs.
+    if unsafe { libc::getifaddrs(&mut head) } != 0 {
+        return None;
+    }
+    let mut found = None;
+    let mut cur = head;
+    // SAFETY: we walk the list the kernel/libc built, reading only non-null nodes and
+    // addresses whose family says they are sockaddr_in; names are NUL-terminated C strings.
+    unsafe {
+        while !cur.is_null() {
+            let ifa = &*cur;
+            if !ifa.ifa_addr.is_null() && i32::from((*ifa.ifa_addr).sa_family) == libc::AF_INET {
+                let sin = &*(ifa.ifa_addr as *const libc::sockaddr_in);
+                let addr = Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
+                if pick(std::ffi::CStr::from_ptr(ifa.ifa_name).to_bytes(), addr) {
+                    found = Some(addr);
+                    break;
+                }
+            }
+            cur = ifa.ifa_next;
+        }
+        libc::freeifaddrs(head);
+    }
+    found
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // In tests a failed unwrap is a failed test.
+mod tests {
+    use super::*;
+
+    fn udp_cfg(port: u16) -> NetConfig {
+        NetConfig {
+            transport: TransportKind::Udp,
+            interface_addr: Ipv4Addr::LOCALHOST,
+            group: SocketAddrV4::new(Ipv4Addr::new(239, 255, 72, 78), port),
+            peers: vec![],
+            listen: None,
+            protocol: 0xFD,
+            ttl: 1,
+        }
+    }
+
+    fn recv_all(
+        s: &ClusterSocket,
+        batch: &mut RecvBatch,
+        clock: &Clock,
+        want: usize,
+    ) -> Vec<Vec<u8>> {
+        let mut got = Vec::new();
+        // Bounded: at most 200 polls of 5 ms.
+        for _ in 0..200 {
+            let n = s.recv_batch(batch, clock, clock.now()).unwrap();
+            for i in 0..n {
+                let d = batch.datagram(i).unwrap();
+                assert!(!d.truncated);
+                assert!(d.arrival <= clock.now());
+                got.push(d.data.to_vec());
+            }
+            if got.len() >= want {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        got
+    }
+
+    fn fill(batch: &mut SendBatch, frames: usize) {
+        for i in 0..frames {
+            let slot = batch.slot().unwrap();
+            slot[..4].copy_from_slice(&(i as u32).to_be_bytes());
+            batch.commit(4);
+        }
+    }
+
+    #[test]
+    fn deadline_timer_fires_once_armed() {
+        let clock = Clock::new();
+        let mut t = DeadlineTimer::new().unwrap();
+        let now = clock.now();
+        t.arm(Some(now + std::time::Duration::from_millis(2)), now)
+            .unwrap();
+        let mut fds = [libc::pollfd {
+            fd: t.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        }];
+        // SAFETY: one valid pollfd; bounded 1 s timeout.
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), 1, 1000) };
+        assert_eq!(n, 1);
+        t.clear();
+        // Disarmed: nothing within 20 ms.
+        t.arm(None, clock.now()).unwrap();
+        // SAFETY: as above.
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), 1, 20) };
+        assert_eq!(n, 0);
+    }
+
+    #[test]
+    fn loopback_resolves() {
+        assert_eq!(interface_addr("lo"), Some(Ipv4Addr::LOCALHOST));
+        assert_eq!(interface_addr("no-such-if0"), None);
+        assert_eq!(interface_addr("127.0.0.1"), Some(Ipv4Addr::LOCALHOST));
+        assert_eq!(interface_addr("198.51.100.77"), None);
+    }
+
+    #[test]
+    fn two_multicast_sockets_share_the_port_and_exchange_a_batch() {
+        let clock = Clock::new();
+        let cfg = udp_cfg(47_311);
+        let a = ClusterSocket::open(&cfg).unwrap();
+        let b = ClusterSocket::open(&cfg).unwrap();
+        let mut sb = SendBatch::new();
+        fill(&mut sb, 10);
+        assert_eq!(a.send_batch(&mut sb).unwrap(), 10);
+        assert!(sb.is_empty());
+        let mut rb = RecvBatch::new();
+        // Both sockets hear the batch (multicast loop on, shared port).
+        for s in [&b, &a] {
+            let got = recv_all(s, &mut rb, &clock, 10);
+            assert_eq!(got.len(), 10);
+            assert_eq!(got[9], 9u32.to_be_bytes());
+        }
+    }
+
+    #[test]
+    fn unicast_reaches_each_peer() {
+        let clock = Clock::new();
+        let mk = |port: u16, peers: Vec<SocketAddrV4>| NetConfig {
+            transport: TransportKind::Unicast,
+            listen: Some(SocketAddrV4::new(Ipv4Addr::LOCALHOST, port)),
+            peers,
+            ..udp_cfg(port)
+        };
+        let lo = |p| SocketAddrV4::new(Ipv4Addr::LOCALHOST, p);
+        let b = ClusterSocket::open(&mk(47_322, vec![])).unwrap_or_else(|e| panic!("{e}"));
+        let c = ClusterSocket::open(&mk(47_323, vec![])).unwrap_or_else(|e| panic!("{e}"));
+        let a = ClusterSocket::open(&mk(47_321, vec![lo(47_322), lo(47_323)])).unwrap();
+        assert_eq!(a.fanout(), 2);
+        let mut sb = SendBatch::new();
+        fill(&mut sb, BATCH);
+        assert!(sb.is_full() && sb.slot().is_none());
+        assert_eq!(a.send_batch(&mut sb).unwrap(), 2 * BATCH);
+        let mut rb = RecvBatch::new();
+        assert_eq!(recv_all(&b, &mut rb, &clock, BATCH).len(), BATCH);
+        assert_eq!(recv_all(&c, &mut rb, &clock, BATCH).len(), BATCH);
+    }
+
+    #[test]
+    fn oversized_datagram_is_marked_truncated() {
+        let clock = Clock::new();
+        let cfg = udp_cfg(47_331);
+        let a = ClusterSocket::open(&cfg).unwrap();
+        let big = vec![0u8; SLOT_BYTES + 100];
+        a.socket.send_to(&big, &SockAddr::from(cfg.group)).unwrap();
+        let mut rb = RecvBatch::new();
+        for _ in 0..200 {
+            if a.recv_batch(&mut rb, &clock, clock.now()).unwrap() == 1 {
+                let d = rb.datagram(0).unwrap();
+                assert!(d.truncated);
+                assert_eq!(d.data.len(), SLOT_BYTES);
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        panic!("oversized datagram never arrived");
+    }
+
+    #[test]
+    fn raw_socket_strips_ip_header_or_reports_missing_capability() {
+        let cfg = NetConfig {
+            transport: TransportKind::Raw,
+            protocol: 0xFD,
+            ..udp_cfg(0)
+        };
+        match ClusterSocket::open(&NetConfig {
+            group: SocketAddrV4::new(Ipv4Addr::new(239, 255, 72, 79), 1),
+            ..cfg
+        }) {
+            Err(NetError::NeedCapNetRaw) => {
+                assert!(NetError::NeedCapNetRaw.to_string().contains("CAP_NET_RAW"));
+            }
+            Err(e) => panic!("{e}"),
+            Ok(a) => {
+                let clock = Clock::new();
+                let mut sb = SendBatch::new();
+                fill(&mut sb, 3);
+                assert_eq!(a.send_batch(&mut sb).unwrap(), 3);
+                let mut rb = RecvBatch::new();
+                let got = recv_all(&a, &mut rb, &clock, 3);
+                assert_eq!(got.len(), 3);
+                assert_eq!(got[2], 2u32.to_be_bytes());
+            }
+        }
+    }
+}
