@@ -9,19 +9,19 @@
 //! | [`Cluster::leave`]                      | [`Cluster::poll_timeout`] (next deadline)|
 //! | [`Cluster::reload_keys`]                | [`Cluster::status`], [`Cluster::metrics`], [`Cluster::joined`] |
 //!
-//! PLACEHOLDER BODY. The wire format, keyring, detector and membership live in tandem-core and
-//! are wired in by the lead. Until then this body is deliberately minimal and honest: it sends
-//! a placeholder heartbeat (`b"TDMSTUB"` + node id + incarnation + seq, not the real wire
-//! format) on the profile's interval, counts every received datagram as dropped with reason
-//! `other`, and reports itself as the only member and therefore its own leader. The names and
-//! signatures are the contract; replace the bodies.
+//! The body is a [`tandem_core::node::Node`]: the sealed wire format, the failure detector,
+//! membership and replication. This file maps its events and counters to the daemon's.
 //!
 //! Panics: never (inputs are untrusted bytes).
 
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use tandem_core::{ClusterId, Incarnation, Instant, NodeId};
+use tandem_core::crypto::{Aes128Gcm, AnyAead, Insecure, Keyring};
+use tandem_core::node::{self as core_node, Node, KEYS};
+use tandem_core::replication::{self, Slot};
+use tandem_core::{detector, membership};
+use tandem_core::{ClusterId, Incarnation, Instant, KeyId, NodeId};
 
 use crate::config::{Config, KeySet, Profile};
 use crate::metrics::{ClusterMetrics, DropReason};
@@ -102,98 +102,136 @@ pub enum ReloadError {
     NotAuthenticated,
 }
 
-/// Placeholder timing per profile; the core's detector profiles replace these.
-fn heartbeat_interval(p: Profile) -> Duration {
-    match p {
-        Profile::Fast => Duration::from_millis(2),
-        Profile::Lan => Duration::from_millis(50),
-        Profile::Wan => Duration::from_millis(500),
+/// Members the node tracks (peers, this node excluded).
+pub const MAX_PEERS: usize = 16;
+/// Retransmit ring slots (about 1.3 KiB each): the stream history a lagging peer can
+/// recover from before it needs a full state sync.
+pub const RING_SLOTS: usize = 4096;
+/// Reorder buffer slots shared by all origins: one lost frame does not stall the rest.
+pub const REORDER_SLOTS: usize = 256;
+
+/// The core node as the daemon instantiates it.
+pub type CoreNode = Node<AnyAead, Box<[Slot]>, MAX_PEERS, Box<[Slot]>>;
+
+/// Bound on the queued events; the loop drains them every iteration.
+const MAX_EVENTS: usize = 256;
+
+/// The node's view of the cluster: drives heartbeats, detection, membership (see module docs).
+pub struct Cluster {
+    cfg: ClusterConfig,
+    node: CoreNode,
+    started: Instant,
+    left: bool,
+    leave_sent: bool,
+    heard_peer: bool,
+    events: VecDeque<ClusterEvent>,
+    metrics: ClusterMetrics,
+    /// Core counters already folded into `metrics` (the core counts cumulatively).
+    seen: core_node::Stats,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster")
+            .field("node_id", &self.cfg.node_id)
+            .field("incarnation", &self.cfg.incarnation)
+            .finish_non_exhaustive()
     }
 }
 
-/// Bound on the queued events; the loop drains them every iteration.
-const MAX_EVENTS: usize = 64;
+fn core_profile(p: Profile) -> detector::Profile {
+    match p {
+        Profile::Fast => detector::Profile::FAST,
+        Profile::Lan => detector::Profile::LAN,
+        Profile::Wan => detector::Profile::WAN,
+    }
+}
 
-/// The node's view of the cluster: drives heartbeats, detection, membership (see module docs).
-#[derive(Debug)]
-pub struct Cluster {
-    cfg: ClusterConfig,
-    started: Instant,
-    next_heartbeat: Instant,
-    heartbeats_sent: u64,
-    left: bool,
-    leave_pending: bool,
-    events: VecDeque<ClusterEvent>,
-    metrics: ClusterMetrics,
+/// The keyring for `keys` (`None`: the explicit insecure mode).
+pub fn keyring(keys: Option<&KeySet>) -> Keyring<AnyAead, KEYS> {
+    match keys {
+        None => Keyring::new(KeyId(0), AnyAead::Insecure(Insecure)),
+        Some(set) => {
+            let active = set.active();
+            let mut ring =
+                Keyring::new(active.id, AnyAead::Aes128Gcm(Aes128Gcm::new(&active.bytes)));
+            for k in set.keys.iter().skip(1).take(KEYS - 1) {
+                // Ids are distinct (the key file parser refuses duplicates) and at most KEYS
+                // are added, so this cannot fail; if it did, the key is simply not accepted.
+                let _ = ring.add(k.id, AnyAead::Aes128Gcm(Aes128Gcm::new(&k.bytes)));
+            }
+            ring
+        }
+    }
 }
 
 impl Cluster {
     pub fn new(cfg: ClusterConfig, now: Instant) -> Cluster {
-        let mut events = VecDeque::with_capacity(MAX_EVENTS);
-        events.push_back(ClusterEvent::Member {
-            node: cfg.node_id,
-            incarnation: cfg.incarnation,
-            state: MemberState::Alive,
-        });
-        events.push_back(ClusterEvent::Role {
-            role: Role::Leader,
-            leader: Some(cfg.node_id),
-            view: 1,
-        });
+        let mut m = membership::Config::new(cfg.node_id, cfg.incarnation);
+        m.priority = cfg.priority;
+        m.preempt = cfg.preempt;
+        m.witness = cfg.witness;
+        m.profile = core_profile(cfg.profile);
+        for v in cfg.voters.iter().take(membership::MAX_VOTERS) {
+            // Bounded by `take`: cannot overflow.
+            let _ = m.voters.push(*v);
+        }
+        let config = core_node::Config {
+            cluster: cfg.cluster_id,
+            membership: m,
+            replication: replication::Config::default(),
+        };
+        let ring = vec![Slot::EMPTY; RING_SLOTS].into_boxed_slice();
+        let reorder = vec![Slot::EMPTY; REORDER_SLOTS].into_boxed_slice();
+        let node = Node::with_reorder(config, keyring(cfg.keys.as_ref()), ring, reorder, now);
         Cluster {
             cfg,
+            node,
             started: now,
-            next_heartbeat: now,
-            heartbeats_sent: 0,
             left: false,
-            leave_pending: false,
-            events,
+            leave_sent: false,
+            heard_peer: false,
+            events: VecDeque::with_capacity(MAX_EVENTS),
             metrics: ClusterMetrics::default(),
+            seen: core_node::Stats::default(),
         }
     }
 
-    /// One received datagram, `arrival` = its kernel receive time. `data` may be decrypted in
+    /// One received datagram, `arrival` = its kernel receive time. `data` is decrypted in
     /// place. Any bytes are fine: bad ones are counted as drops, never panic.
     pub fn handle_datagram(&mut self, arrival: Instant, data: &mut [u8]) {
-        let _ = (arrival, data);
         self.metrics.frames_received += 1;
-        self.metrics.drop(DropReason::Other);
+        let _ = self.node.handle_datagram(arrival, data);
+        self.after_input();
     }
 
     /// Call when `now >= poll_timeout()`: heartbeats due, detector deadlines.
     pub fn handle_timeout(&mut self, now: Instant) {
-        let _ = now;
+        self.node.handle_timeout(now);
+        self.after_input();
     }
 
     /// The earliest instant something is due, `None` when nothing ever will be (left).
     pub fn poll_timeout(&self) -> Option<Instant> {
-        if self.left && !self.leave_pending {
+        if self.left && self.leave_sent {
             return None;
         }
-        Some(self.next_heartbeat)
+        self.node.poll_timeout()
     }
 
     /// Writes the next frame to send into `buf` (at least [`crate::net::SLOT_BYTES`] bytes)
     /// and returns its length; `None` when nothing is due.
     pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<usize> {
-        let due = self.leave_pending || (!self.left && now >= self.next_heartbeat);
-        if !due {
+        if self.left && self.leave_sent {
             return None;
         }
-        let mut frame = [0u8; 21];
-        frame[..7].copy_from_slice(b"TDMSTUB");
-        frame[7..9].copy_from_slice(&self.cfg.node_id.0.to_be_bytes());
-        frame[9..13].copy_from_slice(&self.cfg.incarnation.0.to_be_bytes());
-        frame[13..21].copy_from_slice(&self.heartbeats_sent.to_be_bytes());
-        let out = buf.get_mut(..frame.len())?;
-        out.copy_from_slice(&frame);
-        self.heartbeats_sent += 1;
+        let t = self.node.poll_transmit(now, buf)?;
+        if self.left {
+            // The first frame after leave() is the Leave itself; nothing follows it.
+            self.leave_sent = true;
+        }
         self.metrics.frames_sent += 1;
-        self.leave_pending = false;
-        // Next beat one interval after this one was due, not after `now`: no drift.
-        let iv = heartbeat_interval(self.cfg.profile);
-        self.next_heartbeat = (self.next_heartbeat + iv).max(now);
-        Some(frame.len())
+        Some(t.len)
     }
 
     pub fn poll_event(&mut self) -> Option<ClusterEvent> {
@@ -203,43 +241,50 @@ impl Cluster {
     /// Graceful leave: the next `poll_transmit` returns the Leave frame; afterwards no more
     /// heartbeats. Peers mark this node `left` at once.
     pub fn leave(&mut self, now: Instant) {
-        let _ = now;
         if !self.left {
             self.left = true;
-            self.leave_pending = true;
+            self.node.leave(now);
         }
     }
 
     /// True once this node has announced itself and either heard a peer or waited one
     /// detection period (then it is alone, not just unheard): time for READY=1.
     pub fn joined(&self, now: Instant) -> bool {
-        let detection_period = heartbeat_interval(self.cfg.profile) * 5;
-        self.heartbeats_sent > 0 && now >= self.started + detection_period
+        let span = Duration::from_micros(core_profile(self.cfg.profile).detection_bound_us());
+        self.metrics.frames_sent > 0 && (self.heard_peer || now >= self.started + span)
     }
 
     pub fn status(&self, now: Instant) -> StatusSnapshot {
-        let _ = now;
+        let ms = self.node.membership();
         let state = if self.left {
             MemberState::Left
         } else {
             MemberState::Alive
         };
+        let mut members = vec![MemberStatus {
+            node_id: self.cfg.node_id,
+            state,
+            incarnation: self.cfg.incarnation,
+            ms_since_heard: 0,
+        }];
+        members.extend(ms.members().map(|m| MemberStatus {
+            node_id: m.node,
+            state: member_state(m.state),
+            incarnation: m.incarnation,
+            ms_since_heard: u64::try_from((now - m.last_heard).as_millis()).unwrap_or(u64::MAX),
+        }));
+        members.sort_by_key(|m| m.node_id);
         StatusSnapshot {
             node_id: self.cfg.node_id,
             cluster_id: self.cfg.cluster_id,
             incarnation: self.cfg.incarnation,
             state,
-            leader: Some(self.cfg.node_id),
-            view: 1,
-            role: if self.left { Role::Left } else { Role::Leader },
-            members: vec![MemberStatus {
-                node_id: self.cfg.node_id,
-                state,
-                incarnation: self.cfg.incarnation,
-                ms_since_heard: 0,
-            }],
+            leader: ms.leader(),
+            view: ms.view(),
+            role: self.role(),
+            members,
             synced: true,
-            isolated: false,
+            isolated: ms.isolated(),
         }
     }
 
@@ -253,6 +298,7 @@ impl Cluster {
         if self.cfg.keys.is_none() {
             return Err(ReloadError::NotAuthenticated);
         }
+        self.node.set_keyring(keyring(Some(keys)));
         self.cfg.keys = Some(keys.clone());
         Ok(())
     }
@@ -264,6 +310,157 @@ impl Cluster {
     pub fn profile(&self) -> Profile {
         self.cfg.profile
     }
+
+    /// The core node (replication, membership queries).
+    pub fn node(&self) -> &CoreNode {
+        &self.node
+    }
+
+    pub fn node_mut(&mut self) -> &mut CoreNode {
+        &mut self.node
+    }
+
+    fn role(&self) -> Role {
+        let ms = self.node.membership();
+        if self.left {
+            Role::Left
+        } else if self.cfg.witness {
+            Role::Witness
+        } else if ms.joining() {
+            Role::Joining
+        } else if ms.leader() == Some(self.cfg.node_id) {
+            Role::Leader
+        } else {
+            Role::Follower
+        }
+    }
+
+    /// Folds the core's events and counters into the daemon's.
+    fn after_input(&mut self) {
+        while let Some(ev) = self.node.poll_event() {
+            let mapped = match ev {
+                core_node::Event::Membership(m) => self.map_event(m),
+                core_node::Event::Replication(_) => None,
+            };
+            if let Some(ev) = mapped {
+                if self.events.len() >= MAX_EVENTS {
+                    self.events.pop_front();
+                }
+                self.events.push_back(ev);
+            }
+        }
+        self.fold_stats();
+    }
+
+    fn map_event(&mut self, ev: membership::Event) -> Option<ClusterEvent> {
+        use membership::Event as E;
+        let member = |node: NodeId, incarnation: Incarnation, state| ClusterEvent::Member {
+            node,
+            incarnation,
+            state,
+        };
+        let inc_of = |n: &CoreNode, node: NodeId| {
+            n.membership()
+                .member(node)
+                .map_or(Incarnation(0), |m| m.incarnation)
+        };
+        Some(match ev {
+            E::MemberUp { node, incarnation } | E::MemberRejoined { node, incarnation } => {
+                self.heard_peer = true;
+                member(node, incarnation, MemberState::Alive)
+            }
+            E::MemberRecovered { node } => {
+                member(node, inc_of(&self.node, node), MemberState::Alive)
+            }
+            E::MemberSuspect { node } => {
+                self.metrics.suspicions += 1;
+                member(node, inc_of(&self.node, node), MemberState::Suspect)
+            }
+            E::MemberDown { node } => {
+                self.metrics.detections += 1;
+                member(node, inc_of(&self.node, node), MemberState::Dead)
+            }
+            E::MemberLeft { node } => member(node, inc_of(&self.node, node), MemberState::Left),
+            E::LeaderChanged { leader, view } => {
+                self.metrics.leader_changes += 1;
+                ClusterEvent::Role {
+                    role: self.role(),
+                    leader,
+                    view,
+                }
+            }
+            E::QuorumLost => ClusterEvent::Quorum { isolated: true },
+            E::QuorumRegained => ClusterEvent::Quorum { isolated: false },
+            E::DuplicateNodeId { node, incarnation } => {
+                tracing::error!(
+                    node = node.0,
+                    incarnation = incarnation.0,
+                    "two live processes claim one node id; the older incarnation is refused"
+                );
+                return None;
+            }
+            E::CapacityExceeded { node } => {
+                tracing::warn!(node = node.0, "member table full: node refused");
+                return None;
+            }
+            E::Overflow => {
+                tracing::warn!("core event queue overflowed; state is re-read from queries");
+                return None;
+            }
+        })
+    }
+
+    fn fold_stats(&mut self) {
+        let now = *self.node.stats();
+        let was = self.seen;
+        let d = |a: u64, b: u64| a.saturating_sub(b);
+        let m = &mut self.metrics;
+        m.frames_accepted += d(now.received, was.received);
+        for (reason, n) in [
+            (DropReason::Own, d(now.own, was.own)),
+            (DropReason::Truncated, d(now.truncated, was.truncated)),
+            (
+                DropReason::Malformed,
+                d(now.malformed, was.malformed)
+                    + d(now.unsupported_version, was.unsupported_version),
+            ),
+            (
+                DropReason::UnknownKind,
+                d(now.unknown_kind, was.unknown_kind),
+            ),
+            (
+                DropReason::OtherCluster,
+                d(now.other_cluster, was.other_cluster),
+            ),
+            (
+                DropReason::Auth,
+                d(now.auth, was.auth) + d(now.unknown_key, was.unknown_key),
+            ),
+            (DropReason::Replay, d(now.replay, was.replay)),
+            (
+                DropReason::Stale,
+                d(now.stale_incarnation, was.stale_incarnation),
+            ),
+            (
+                DropReason::Other,
+                d(now.too_many_senders, was.too_many_senders),
+            ),
+        ] {
+            m.add_drops(reason, n);
+        }
+        let ms = self.node.membership().stats();
+        m.state_changes = ms.state_changes;
+        self.seen = now;
+    }
+}
+
+fn member_state(s: membership::MemberState) -> MemberState {
+    match s {
+        membership::MemberState::Alive => MemberState::Alive,
+        membership::MemberState::Suspect => MemberState::Suspect,
+        membership::MemberState::Dead => MemberState::Dead,
+        membership::MemberState::Left => MemberState::Left,
+    }
 }
 
 #[cfg(test)]
@@ -271,57 +468,121 @@ impl Cluster {
 mod tests {
     use super::*;
 
-    fn cluster() -> Cluster {
+    fn cluster(id: u16, keys: Option<KeySet>) -> Cluster {
         Cluster::new(
             ClusterConfig {
-                node_id: NodeId(4),
+                node_id: NodeId(id),
                 cluster_id: ClusterId(1),
-                incarnation: Incarnation(100),
-                profile: Profile::Lan,
+                incarnation: Incarnation(100 + u32::from(id)),
+                profile: Profile::Fast,
                 priority: 100,
-                preempt: false,
+                preempt: true,
                 witness: false,
                 voters: vec![],
-                keys: None,
+                keys,
             },
             Instant::ZERO,
         )
     }
 
-    #[test]
-    fn heartbeats_follow_poll_timeout_and_stop_after_leave() {
-        let mut c = cluster();
+    /// Runs two clusters for `ms` of virtual time over a lossless in-memory link.
+    fn run(a: &mut Cluster, b: &mut Cluster, from_ms: u64, ms: u64) {
+        for step in 0..ms * 4 {
+            let now = Instant::from_micros(from_ms * 1000 + step * 250);
+            pump(a, b, now);
+            pump(b, a, now);
+        }
+    }
+
+    fn pump(src: &mut Cluster, dst: &mut Cluster, now: Instant) {
         let mut buf = [0u8; 2048];
-        assert_eq!(c.poll_timeout(), Some(Instant::ZERO));
-        assert!(c.poll_transmit(Instant::ZERO, &mut buf).is_some());
-        assert!(c.poll_transmit(Instant::ZERO, &mut buf).is_none());
-        let next = c.poll_timeout().unwrap();
-        assert_eq!(next, Instant::from_millis(50));
-        assert!(!c.joined(Instant::from_millis(10)));
-        assert!(c.joined(Instant::from_millis(250)));
-        c.leave(next);
-        assert!(c.poll_transmit(next, &mut buf).is_some());
-        assert!(c
-            .poll_transmit(next + Duration::from_secs(1), &mut buf)
-            .is_none());
-        assert_eq!(c.poll_timeout(), None);
-        assert_eq!(c.status(next).state, MemberState::Left);
-        assert_eq!(c.metrics().frames_sent, 2);
+        if src.poll_timeout().is_some_and(|t| t <= now) {
+            src.handle_timeout(now);
+        }
+        for _ in 0..100 {
+            let Some(n) = src.poll_transmit(now, &mut buf) else {
+                break;
+            };
+            dst.handle_datagram(now, &mut buf[..n]);
+        }
+    }
+
+    fn drain(c: &mut Cluster) -> Vec<&'static str> {
+        std::iter::from_fn(|| c.poll_event())
+            .map(|e| e.name())
+            .collect()
     }
 
     #[test]
-    fn datagrams_are_counted_and_events_drain() {
-        let mut c = cluster();
-        c.handle_datagram(Instant::ZERO, &mut [1, 2, 3]);
-        c.handle_datagram(Instant::ZERO, &mut []);
-        assert_eq!(c.metrics().frames_received, 2);
-        assert_eq!(c.metrics().drops(DropReason::Other), 2);
-        assert_eq!(c.poll_event().map(|e| e.name()), Some("member_alive"));
-        assert_eq!(c.poll_event().map(|e| e.name()), Some("role_changed"));
-        assert_eq!(c.poll_event(), None);
-        assert_eq!(
-            c.reload_keys(&crate::config::parse_keys(&[1u8; 16]).unwrap()),
-            Err(ReloadError::NotAuthenticated)
+    fn pair_joins_agrees_on_a_leader_and_sees_a_leave() {
+        let mut a = cluster(1, None);
+        let mut b = cluster(2, None);
+        run(&mut a, &mut b, 0, 40);
+        let (sa, sb) = (
+            a.status(Instant::from_millis(40)),
+            b.status(Instant::from_millis(40)),
         );
+        assert_eq!(sa.members.len(), 2);
+        assert_eq!(sa.count(MemberState::Alive), 2);
+        assert_eq!(sb.count(MemberState::Alive), 2);
+        assert_eq!(sa.leader, Some(NodeId(1)));
+        assert_eq!(sb.leader, Some(NodeId(1)));
+        assert_eq!(sa.role, Role::Leader);
+        assert_eq!(sb.role, Role::Follower);
+        assert!(drain(&mut a).contains(&"member_alive"));
+        assert!(a.joined(Instant::from_millis(40)));
+        assert!(a.metrics().frames_accepted > 0);
+        assert!(
+            a.metrics().drops(DropReason::Own) == 0,
+            "no loopback in this harness"
+        );
+
+        b.leave(Instant::from_millis(40));
+        run(&mut a, &mut b, 40, 2);
+        assert_eq!(
+            b.poll_timeout(),
+            None,
+            "nothing due after the Leave went out"
+        );
+        let s = a.status(Instant::from_millis(42));
+        assert_eq!(
+            s.members
+                .iter()
+                .find(|m| m.node_id == NodeId(2))
+                .map(|m| m.state),
+            Some(MemberState::Left)
+        );
+        assert!(drain(&mut a).contains(&"member_left"));
+        assert_eq!(b.status(Instant::from_millis(42)).role, Role::Left);
+    }
+
+    #[test]
+    fn wrong_key_is_counted_as_auth_drop_and_never_joins() {
+        let k1 = crate::config::parse_keys(&[1u8; 16]).unwrap();
+        let k2 = crate::config::parse_keys(&[2u8; 16]).unwrap();
+        let mut a = cluster(1, Some(k1.clone()));
+        let mut b = cluster(2, Some(k2.clone()));
+        run(&mut a, &mut b, 0, 20);
+        assert_eq!(a.status(Instant::from_millis(20)).members.len(), 1);
+        assert!(a.metrics().drops(DropReason::Auth) > 0);
+        // Rotation: b learns a's key via SIGHUP-style reload and the pair joins.
+        b.reload_keys(&k1).unwrap();
+        run(&mut a, &mut b, 20, 20);
+        assert_eq!(
+            a.status(Instant::from_millis(40)).count(MemberState::Alive),
+            2
+        );
+        let mut plain = cluster(3, None);
+        assert_eq!(plain.reload_keys(&k1), Err(ReloadError::NotAuthenticated));
+    }
+
+    #[test]
+    fn garbage_is_dropped_and_counted() {
+        let mut a = cluster(1, None);
+        a.handle_datagram(Instant::ZERO, &mut [1, 2, 3]);
+        a.handle_datagram(Instant::ZERO, &mut []);
+        assert_eq!(a.metrics().frames_received, 2);
+        assert_eq!(a.metrics().drops(DropReason::Truncated), 2);
+        assert_eq!(a.metrics().frames_accepted, 0);
     }
 }

@@ -90,6 +90,12 @@ impl ClusterMetrics {
         }
     }
 
+    pub fn add_drops(&mut self, reason: DropReason, n: u64) {
+        if let Some(c) = self.drops.get_mut(reason.index()) {
+            *c += n;
+        }
+    }
+
     pub fn drops(&self, reason: DropReason) -> u64 {
         self.drops.get(reason.index()).copied().unwrap_or(0)
     }
