@@ -555,7 +555,10 @@ impl Exec<'_, '_> {
 
     fn select(&mut self) -> Outcome {
         match int_arg(self.arg(1)) {
-            Some(n) if i32::try_from(n).is_err() => self.err(NOT_INTEGER),
+            // Redis's getIntFromObjectOrReply text, typo included.
+            Some(n) if i32::try_from(n).is_err() => self.err(
+                b"ERR value is out of range, value must between -2147483648 and 2147483647",
+            ),
             None => self.err(NOT_INTEGER),
             Some(0) => {
                 resp::simple(self.out, b"OK");
