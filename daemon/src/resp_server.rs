@@ -173,6 +173,17 @@ impl RespServer {
         self.conns.len() - self.free.len()
     }
 
+    /// Bytes held in connection buffers (input, unsent output, held replies).
+    pub fn buffered_bytes(&self) -> usize {
+        self.conns
+            .iter()
+            .flatten()
+            .map(|c| {
+                c.input.len() + c.pending_output() + c.held.as_ref().map_or(0, |(_, r)| r.len())
+            })
+            .sum()
+    }
+
     /// Handles a readiness event for a token this component [`owns`](Self::owns).
     pub fn handle_event(
         &mut self,
@@ -298,7 +309,7 @@ impl RespServer {
             .max(self.config.limits.max_inline + 2)
             .saturating_add(READ_CHUNK);
         loop {
-            execute_buffered(
+            let executed = execute_buffered(
                 conn,
                 &self.commands,
                 store,
@@ -308,9 +319,13 @@ impl RespServer {
                 &mut self.held,
                 slot,
             );
-            if flush(conn).is_err() {
-                conn.closing = Closing::Now;
-            }
+            let wrote = match flush(conn) {
+                Ok(wrote) => wrote,
+                Err(_) => {
+                    conn.closing = Closing::Now;
+                    false
+                }
+            };
             if conn.closing == Closing::Now
                 || (conn.closing == Closing::AfterFlush && conn.pending_output() == 0)
             {
@@ -321,22 +336,31 @@ impl RespServer {
                 && conn.held.is_none()
                 && conn.pending_output() <= self.config.output_soft_limit
                 && conn.input.len() < input_cap;
-            if !may_read {
-                break;
+            let mut read = false;
+            if may_read {
+                let room = (input_cap - conn.input.len()).min(self.scratch.len());
+                let buf = self.scratch.get_mut(..room).unwrap_or(&mut []);
+                match conn.stream.read(buf) {
+                    Ok(0) => {
+                        conn.read_closed = true;
+                        read = true;
+                    }
+                    Ok(n) => {
+                        conn.input.extend_from_slice(buf.get(..n).unwrap_or(&[]));
+                        read = true;
+                    }
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                    Err(e) if e.kind() == ErrorKind::Interrupted => read = true,
+                    Err(_) => {
+                        conn.closing = Closing::Now;
+                        break;
+                    }
+                }
             }
-            let room = (input_cap - conn.input.len()).min(self.scratch.len());
-            let buf = self.scratch.get_mut(..room).unwrap_or(&mut []);
-            match conn.stream.read(buf) {
-                Ok(0) => {
-                    conn.read_closed = true;
-                }
-                Ok(n) => conn.input.extend_from_slice(buf.get(..n).unwrap_or(&[])),
-                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(_) => {
-                    conn.closing = Closing::Now;
-                    break;
-                }
+            // Stop when a whole round moved nothing: every source is drained or blocked, and
+            // the next readiness event (or a completion) resumes.
+            if !(executed || wrote || read) {
+                break;
             }
         }
         // A client that closed its side is done once its complete commands are answered.
@@ -403,7 +427,7 @@ fn execute_buffered(
     soft_limit: usize,
     held: &mut HashMap<WriteId, usize>,
     slot: usize,
-) {
+) -> bool {
     let mut consumed = 0;
     while conn.held.is_none()
         && conn.closing == Closing::No
@@ -460,23 +484,26 @@ fn execute_buffered(
     if consumed > 0 {
         conn.input.drain(..consumed.min(conn.input.len()));
     }
+    consumed > 0
 }
 
-/// Writes pending output until done or the socket is full.
-fn flush(conn: &mut Conn) -> io::Result<()> {
+/// Writes pending output until done or the socket is full; true if anything was written.
+fn flush(conn: &mut Conn) -> io::Result<bool> {
+    let before = conn.written;
     while conn.written < conn.output.len() {
         let pending = conn.output.get(conn.written..).unwrap_or(&[]);
         match conn.stream.write(pending) {
             Ok(0) => return Err(ErrorKind::WriteZero.into()),
             Ok(n) => conn.written += n,
-            Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(()),
+            Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(conn.written > before),
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
         }
     }
+    let wrote = conn.written > before;
     conn.output.clear();
     conn.written = 0;
-    Ok(())
+    Ok(wrote)
 }
 
 /// Runs the RESP component alone on its own [`mio::Poll`] (examples, tests, benchmarks against
@@ -579,5 +606,253 @@ pub mod standalone {
             Ok(())
         });
         Ok((addr, handle))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+    use std::net::TcpStream as StdStream;
+    use std::time::Duration;
+
+    use mio::{Events, Poll};
+    use tandem_core::NodeId;
+
+    use super::*;
+    use crate::store::Limits as StoreLimits;
+
+    #[derive(Default)]
+    struct TestSink {
+        hold: bool,
+        isolated: bool,
+        next: u64,
+        submitted: Vec<(WriteId, Vec<Replicate>)>,
+    }
+
+    impl WriteSink for TestSink {
+        fn now_ms(&self) -> u64 {
+            1_000_000
+        }
+        fn isolated(&self) -> bool {
+            self.isolated
+        }
+        fn submit(&mut self, records: Vec<Replicate>) -> Option<WriteId> {
+            self.next += 1;
+            let id = WriteId(self.next);
+            self.submitted.push((id, records));
+            self.hold.then_some(id)
+        }
+    }
+
+    struct Rig {
+        poll: Poll,
+        events: Events,
+        server: RespServer,
+        store: Store,
+        sink: TestSink,
+    }
+
+    impl Rig {
+        fn new(config: ServerConfig) -> Rig {
+            let config = ServerConfig {
+                bind: ([127, 0, 0, 1], 0).into(),
+                ..config
+            };
+            let poll = Poll::new().expect("poll");
+            let mut server = RespServer::bind(config, commands::Config::default(), Token(0), 10)
+                .expect("bind loopback");
+            server.register(poll.registry()).expect("register");
+            Rig {
+                poll,
+                events: Events::with_capacity(64),
+                server,
+                store: Store::new(NodeId(1), StoreLimits::default()),
+                sink: TestSink::default(),
+            }
+        }
+
+        fn connect(&mut self) -> StdStream {
+            let addr = self.server.local_addr().expect("addr");
+            let s = StdStream::connect(addr).expect("connect");
+            s.set_read_timeout(Some(Duration::from_millis(20))).expect("timeout");
+            self.pump();
+            s
+        }
+
+        /// Runs the loop until no event arrives for a few milliseconds (bounded).
+        fn pump(&mut self) {
+            for _ in 0..200 {
+                self.poll
+                    .poll(&mut self.events, Some(Duration::from_millis(2)))
+                    .expect("poll");
+                if self.events.is_empty() {
+                    return;
+                }
+                let tokens: Vec<Token> = self.events.iter().map(|e| e.token()).collect();
+                for t in tokens {
+                    self.server
+                        .handle_ready(self.poll.registry(), t, &mut self.store, &mut self.sink);
+                }
+            }
+        }
+
+        fn complete(&mut self, id: WriteId, result: Result<(), WriteFailure>) {
+            self.server.complete(
+                self.poll.registry(),
+                id,
+                result,
+                &mut self.store,
+                &mut self.sink,
+            );
+            self.pump();
+        }
+    }
+
+    fn read_some(s: &mut StdStream) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut buf = [0u8; 65536];
+        loop {
+            match s.read(&mut buf) {
+                Ok(0) => return out,
+                Ok(n) => out.extend_from_slice(&buf[..n]),
+                Err(_) => return out,
+            }
+        }
+    }
+
+    #[test]
+    fn held_write_pauses_the_pipeline_and_keeps_order() {
+        let mut rig = Rig::new(ServerConfig::default());
+        rig.sink.hold = true;
+        let mut c = rig.connect();
+        c.write_all(b"SET a 1\r\nGET a\r\nSET a 2\r\nGET a\r\n")
+            .expect("send");
+        rig.pump();
+        assert_eq!(read_some(&mut c), b"");
+        assert_eq!(rig.sink.submitted.len(), 1);
+        let (id, recs) = rig.sink.submitted[0].clone();
+        assert_eq!(recs[0].key, b"a".to_vec());
+        rig.complete(id, Ok(()));
+        assert_eq!(read_some(&mut c), b"+OK\r\n$1\r\n1\r\n");
+        let (id2, _) = rig.sink.submitted[1].clone();
+        // Completing an unknown or already completed id does nothing.
+        rig.complete(id, Ok(()));
+        assert_eq!(read_some(&mut c), b"");
+        rig.complete(id2, Err(WriteFailure::Isolated));
+        let got = read_some(&mut c);
+        assert!(got.starts_with(b"-READONLY"), "{:?}", String::from_utf8_lossy(&got));
+        assert!(got.ends_with(b"$1\r\n2\r\n"));
+    }
+
+    #[test]
+    fn isolated_node_refuses_writes_and_serves_reads() {
+        let mut rig = Rig::new(ServerConfig::default());
+        let mut c = rig.connect();
+        c.write_all(b"SET a 1\r\n").expect("send");
+        rig.pump();
+        assert_eq!(read_some(&mut c), b"+OK\r\n");
+        rig.sink.isolated = true;
+        c.write_all(b"SET a 2\r\nGET a\r\n").expect("send");
+        rig.pump();
+        let got = read_some(&mut c);
+        let want = format!("-{}\r\n$1\r\n1\r\n", String::from_utf8_lossy(ISOLATED_ERROR));
+        assert_eq!(String::from_utf8_lossy(&got), want);
+        assert_eq!(rig.sink.submitted.len(), 1);
+    }
+
+    #[test]
+    fn max_connections_gets_redis_error() {
+        let mut rig = Rig::new(ServerConfig {
+            max_connections: 2,
+            ..ServerConfig::default()
+        });
+        let _a = rig.connect();
+        let _b = rig.connect();
+        let mut c = rig.connect();
+        assert_eq!(read_some(&mut c), b"-ERR max number of clients reached\r\n");
+        assert_eq!(rig.server.connections(), 2);
+    }
+
+    #[test]
+    fn client_that_does_not_read_is_bounded() {
+        let soft = 256 * 1024;
+        let limits = resp::Limits::for_max_value(64 * 1024);
+        let mut rig = Rig::new(ServerConfig {
+            output_soft_limit: soft,
+            limits,
+            ..ServerConfig::default()
+        });
+        let mut c = rig.connect();
+        let value = vec![b'x'; 60_000];
+        let mut set = b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$60000\r\n".to_vec();
+        set.extend_from_slice(&value);
+        set.extend_from_slice(b"\r\n");
+        c.write_all(&set).expect("send");
+        rig.pump();
+        assert_eq!(read_some(&mut c), b"+OK\r\n");
+        // Pipeline 500 GETs (30 MB of replies) without reading any reply.
+        c.set_nonblocking(true).expect("nonblocking");
+        let n = 500;
+        let get = b"GET k\r\n".repeat(n);
+        let mut sent = 0;
+        let mut max_buffered = 0;
+        let mut stalled = 0;
+        while sent < get.len() && stalled < 20 {
+            match c.write(&get[sent..]) {
+                Ok(k) => {
+                    sent += k;
+                    stalled = 0;
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => stalled += 1,
+                Err(e) => panic!("{e}"),
+            }
+            rig.pump();
+            max_buffered = max_buffered.max(rig.server.buffered_bytes());
+        }
+        // Input is bounded by one request plus one read; output by the soft limit plus one
+        // reply; the kernel's socket buffers hold the rest.
+        let bound = limits.max_request + READ_CHUNK + soft + 70_000;
+        assert!(max_buffered <= bound, "{max_buffered} > {bound}");
+        assert!(max_buffered > 0);
+        // Now read everything on another thread: every reply arrives, none lost.
+        c.set_nonblocking(false).expect("blocking");
+        c.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+        let mut reader = c.try_clone().expect("clone");
+        let want = n * (60_000 + 10);
+        let handle = std::thread::spawn(move || {
+            let mut total = 0;
+            let mut buf = vec![0u8; 1 << 16];
+            while total < want {
+                match reader.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(k) => total += k,
+                }
+            }
+            total
+        });
+        let mut rounds = 0;
+        while !handle.is_finished() && rounds < 20_000 {
+            if sent < get.len() {
+                if let Ok(k) = c.write(&get[sent..]) {
+                    sent += k;
+                }
+            }
+            rig.pump();
+            rounds += 1;
+        }
+        assert_eq!(handle.join().expect("reader"), want);
+    }
+
+    #[test]
+    fn protocol_error_replies_then_closes() {
+        let mut rig = Rig::new(ServerConfig::default());
+        let mut c = rig.connect();
+        c.write_all(b"PING\r\n*1\r\n$x\r\nPING\r\n").expect("send");
+        rig.pump();
+        assert_eq!(
+            read_some(&mut c),
+            b"+PONG\r\n-ERR Protocol error: invalid bulk length\r\n"
+        );
+        assert_eq!(rig.server.connections(), 0);
     }
 }
