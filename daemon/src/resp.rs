@@ -573,6 +573,114 @@ fn push_decimal(out: &mut Vec<u8>, n: i64) {
     out.extend_from_slice(&tmp[i..]);
 }
 
+/// The fuzz target's body, shared with the test that replays the seed corpus.
+#[doc(hidden)]
+pub mod fuzzing {
+    use super::{Limits, Parsed, Parser, ProtocolError};
+    use crate::commands::{self, Client, Env};
+    use crate::store::{self, Store};
+    use tandem_core::NodeId;
+
+    /// What one feeding produced: the commands, and the error that ended the input, if any.
+    type Run = (Vec<Vec<Vec<u8>>>, Option<ProtocolError>);
+
+    /// Feeds `input` cut at `cuts` (offsets, any order, clamped), executing every command
+    /// against a small store. Never panics; returns what was parsed.
+    fn feed(input: &[u8], cuts: &[usize], limits: Limits, auth: bool, execute: bool) -> Run {
+        let mut cuts: Vec<usize> = cuts.iter().map(|&c| c.min(input.len())).collect();
+        cuts.sort_unstable();
+        cuts.push(input.len());
+        let mut parser = Parser::new(limits);
+        let mut buf = Vec::new();
+        let mut cmds = Vec::new();
+        let config = commands::Config {
+            requirepass: auth.then(|| b"pw".to_vec()),
+            max_reply_bytes: 1 << 16,
+            ..commands::Config::default()
+        };
+        let mut client = Client::new(1);
+        let mut store = Store::new(
+            NodeId(1),
+            store::Limits {
+                max_sessions: 64,
+                max_bytes: 1 << 16,
+                max_value_bytes: 1 << 12,
+                max_tombstones: 64,
+                tombstone_ttl_ms: 1000,
+            },
+        );
+        let mut out = Vec::new();
+        let mut last = 0;
+        for cut in cuts {
+            buf.extend_from_slice(input.get(last..cut).unwrap_or(&[]));
+            last = cut;
+            loop {
+                match parser.parse(&buf, client.auth_required(&config)) {
+                    Ok(Parsed::Incomplete) => break,
+                    Ok(Parsed::Nothing { consumed }) => {
+                        buf.drain(..consumed);
+                    }
+                    Ok(Parsed::Command { consumed }) => {
+                        let args = parser.args(&buf);
+                        assert!(!args.is_empty());
+                        cmds.push(args.to_vec());
+                        if execute {
+                            let env = Env {
+                                config: &config,
+                                now_ms: 1_000_000 + cmds.len() as u64 * 100,
+                                isolated: cmds.len() % 7 == 3,
+                                connected_clients: 1,
+                                info_extra: "",
+                            };
+                            out.clear();
+                            commands::execute(&args, &mut client, &mut store, &env, &mut out);
+                            store.sweep(env.now_ms, 8);
+                        }
+                        assert!(consumed <= buf.len());
+                        buf.drain(..consumed);
+                    }
+                    Err(e) => return (cmds, Some(e)),
+                }
+                // Bounded input: never more than one request plus what was just appended.
+                assert!(buf.len() <= limits.max_request.max(limits.max_inline + 2) + input.len());
+            }
+        }
+        (cmds, None)
+    }
+
+    /// Parses `data` whole and cut at points derived from its first byte, and checks that both
+    /// give the same commands and the same error; executes the commands too.
+    pub fn check(data: &[u8]) {
+        let Some((&seed, input)) = data.split_first() else {
+            return;
+        };
+        let limits = Limits {
+            max_args: 64,
+            max_bulk: 4096,
+            max_inline: 1024,
+            max_request: 16 * 1024,
+        };
+        let auth = seed & 0x80 != 0;
+        let whole = feed(input, &[], limits, false, false);
+        // xorshift-derived cut points: every feeding must agree with the whole one.
+        let mut x = u32::from(seed) | 0x100;
+        let mut cuts = Vec::new();
+        for _ in 0..(seed % 16) {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            cuts.push(x as usize % (input.len() + 1));
+        }
+        let split = feed(input, &cuts, limits, false, false);
+        assert_eq!(whole, split, "split at {cuts:?} changed the parse");
+        let bytewise: Vec<usize> = (0..input.len().min(512)).collect();
+        if input.len() <= 512 {
+            assert_eq!(whole, feed(input, &bytewise, limits, false, false));
+        }
+        feed(input, &cuts, limits, auth, true);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
