@@ -316,6 +316,15 @@ fn unknown_command(args: &Args<'_>, out: &mut Vec<u8>) {
     out.extend_from_slice(b"\r\n");
 }
 
+/// An error reply whose text may hold client bytes: CR and LF become spaces, as in Redis.
+fn error_sanitized(out: &mut Vec<u8>, text: &[u8]) {
+    let start = out.len();
+    out.push(b'-');
+    out.extend_from_slice(text);
+    sanitize_crlf(out, start);
+    out.extend_from_slice(b"\r\n");
+}
+
 fn sanitize_crlf(out: &mut [u8], from: usize) {
     for b in out.iter_mut().skip(from) {
         if *b == b'\r' || *b == b'\n' {
@@ -556,9 +565,8 @@ impl Exec<'_, '_> {
     fn select(&mut self) -> Outcome {
         match int_arg(self.arg(1)) {
             // Redis's getIntFromObjectOrReply text, typo included.
-            Some(n) if i32::try_from(n).is_err() => self.err(
-                b"ERR value is out of range, value must between -2147483648 and 2147483647",
-            ),
+            Some(n) if i32::try_from(n).is_err() => self
+                .err(b"ERR value is out of range, value must between -2147483648 and 2147483647"),
             None => self.err(NOT_INTEGER),
             Some(0) => {
                 resp::simple(self.out, b"OK");
@@ -577,14 +585,11 @@ impl Exec<'_, '_> {
             "getname" | "id" | "info" => Some(2),
             "list" | "setinfo" | "no-evict" | "no-touch" | "reply" => None,
             _ => {
-                let text = format!(
-                    "ERR unknown subcommand '{}'. Try CLIENT HELP.",
-                    String::from_utf8_lossy(sub.get(..128).unwrap_or(sub))
-                );
-                let start = self.out.len();
-                resp::error(self.out, text.as_bytes());
-                let end = self.out.len() - 2;
-                sanitize_crlf(&mut self.out[start..end], 1);
+                let sub = cstr(sub);
+                let mut text = b"ERR unknown subcommand '".to_vec();
+                text.extend_from_slice(sub.get(..128).unwrap_or(sub));
+                text.extend_from_slice(b"'. Try CLIENT HELP.");
+                error_sanitized(self.out, &text);
                 return Outcome::Reply;
             }
         };
@@ -639,7 +644,10 @@ impl Exec<'_, '_> {
             self.env.connected_clients,
             store.bytes(),
             store.limits().max_bytes,
-            self.env.info_extra.replace('\n', "\r\n").replace("\r\r", "\r"),
+            self.env
+                .info_extra
+                .replace('\n', "\r\n")
+                .replace("\r\r", "\r"),
             if store.is_empty() {
                 String::new()
             } else {
@@ -836,16 +844,15 @@ impl Exec<'_, '_> {
             } else if is(opt, "lt") {
                 LT
             } else {
-                let text = format!("ERR Unsupported option {}", String::from_utf8_lossy(cstr(opt)));
-                let start = self.out.len();
-                resp::error(self.out, text.as_bytes());
-                let end = self.out.len() - 2;
-                sanitize_crlf(&mut self.out[start..end], 1);
+                let mut text = b"ERR Unsupported option ".to_vec();
+                text.extend_from_slice(cstr(opt));
+                error_sanitized(self.out, &text);
                 return Outcome::Reply;
             };
         }
         if flags & NX != 0 && flags & (XX | GT | LT) != 0 {
-            return self.err(b"ERR NX and XX, GT or LT options at the same time are not compatible");
+            return self
+                .err(b"ERR NX and XX, GT or LT options at the same time are not compatible");
         }
         if flags & GT != 0 && flags & LT != 0 {
             return self.err(b"ERR GT and LT options at the same time are not compatible");
@@ -896,7 +903,10 @@ impl Exec<'_, '_> {
     fn persist(&mut self) -> Outcome {
         let now = self.now();
         let key = self.args.arg(1);
-        let has_ttl = self.store.get(key, now).is_some_and(|e| e.expires_at_ms != 0);
+        let has_ttl = self
+            .store
+            .get(key, now)
+            .is_some_and(|e| e.expires_at_ms != 0);
         if !has_ttl {
             resp::integer(self.out, 0);
             return Outcome::Reply;
@@ -1013,17 +1023,17 @@ impl Exec<'_, '_> {
     }
 
     /// The key's hash fields, `Ok(None)` if missing, `Err` (WRONGTYPE sent) for a string.
-    fn hash_of(&mut self, key: &[u8]) -> Result<Option<&Vec<(Vec<u8>, Vec<u8>)>>, ()> {
+    fn hash_of(&mut self, key: &[u8]) -> Result<Option<&[HashField]>, WrongType> {
         let now = self.now();
         match self.store.get(key, now) {
             None => Ok(None),
             Some(Entry {
                 value: Value::Hash(h),
                 ..
-            }) => Ok(Some(h)),
+            }) => Ok(Some(h.as_slice())),
             Some(_) => {
                 resp::error(self.out, WRONGTYPE);
-                Err(())
+                Err(WrongType)
             }
         }
     }
@@ -1058,7 +1068,7 @@ impl Exec<'_, '_> {
     fn hget(&mut self) -> Outcome {
         let field = self.args.arg(2);
         let value = match self.hash_of(self.args.arg(1)) {
-            Err(()) => return Outcome::Reply,
+            Err(WrongType) => return Outcome::Reply,
             Ok(h) => h.and_then(|h| h.iter().find(|(f, _)| f.as_slice() == field).cloned()),
         };
         match value {
@@ -1070,8 +1080,8 @@ impl Exec<'_, '_> {
 
     fn hgetall(&mut self) -> Outcome {
         let fields = match self.hash_of(self.args.arg(1)) {
-            Err(()) => return Outcome::Reply,
-            Ok(h) => h.cloned().unwrap_or_default(),
+            Err(WrongType) => return Outcome::Reply,
+            Ok(h) => h.map(<[HashField]>::to_vec).unwrap_or_default(),
         };
         resp::array_header(self.out, fields.len() * 2);
         for (f, v) in &fields {
@@ -1093,6 +1103,12 @@ impl Exec<'_, '_> {
         Outcome::Reply
     }
 }
+
+/// A hash field and its value.
+type HashField = (Vec<u8>, Vec<u8>);
+
+/// The key holds another type; the WRONGTYPE error has been sent.
+struct WrongType;
 
 enum ExpireError {
     NotInteger,
@@ -1243,7 +1259,9 @@ mod tests {
             "-OOM command not allowed when used memory > 'maxmemory'.\r\n"
         );
         assert!(h.reply("hset h f 1").starts_with("-OOM"));
-        assert!(h.reply("set a 12345678901234567").starts_with("-ERR string exceeds"));
+        assert!(h
+            .reply("set a 12345678901234567")
+            .starts_with("-ERR string exceeds"));
         assert_eq!(h.reply("get a"), "$1\r\n1\r\n");
         let long = "k".repeat(257);
         assert!(h
@@ -1296,7 +1314,11 @@ mod tests {
             ("h?llo", "hllo", false),
         ];
         for (p, s, want) in cases {
-            assert_eq!(glob_match(p.as_bytes(), s.as_bytes(), false), *want, "{p} {s}");
+            assert_eq!(
+                glob_match(p.as_bytes(), s.as_bytes(), false),
+                *want,
+                "{p} {s}"
+            );
         }
     }
 

@@ -353,7 +353,12 @@ impl Parser {
         self.inline.clear();
         self.ranges.clear();
         self.is_inline = true;
-        split_args(line, &mut self.inline, &mut self.ranges, self.limits.max_args)?;
+        split_args(
+            line,
+            &mut self.inline,
+            &mut self.ranges,
+            self.limits.max_args,
+        )?;
         if self.ranges.is_empty() {
             return Ok(Parsed::Nothing { consumed: lf + 1 });
         }
@@ -748,29 +753,62 @@ mod tests {
     #[test]
     fn errors_match_redis_text() {
         let cases: &[(&[u8], &[u8])] = &[
-            (b"*1\r\nx4\r\nPING\r\n", b"-ERR Protocol error: expected '$', got 'x'\r\n"),
-            (b"*1\r\n\r\r\n", b"-ERR Protocol error: expected '$', got ' '\r\n"),
-            (b"*1\r\n$-5\r\n", b"-ERR Protocol error: invalid bulk length\r\n"),
-            (b"*1\r\n$+4\r\n", b"-ERR Protocol error: invalid bulk length\r\n"),
-            (b"*1\r\n$\r\n", b"-ERR Protocol error: invalid bulk length\r\n"),
-            (b"*abc\r\n", b"-ERR Protocol error: invalid multibulk length\r\n"),
-            (b"*01\r\n", b"-ERR Protocol error: invalid multibulk length\r\n"),
-            (b"*1 \r\n", b"-ERR Protocol error: invalid multibulk length\r\n"),
-            (b"*9999999999\r\n", b"-ERR Protocol error: invalid multibulk length\r\n"),
-            (b"set \"a b\r\n", b"-ERR Protocol error: unbalanced quotes in request\r\n"),
-            (b"set 'a\r\n", b"-ERR Protocol error: unbalanced quotes in request\r\n"),
-            (b"set \"a\"b c\r\n", b"-ERR Protocol error: unbalanced quotes in request\r\n"),
+            (
+                b"*1\r\nx4\r\nPING\r\n",
+                b"-ERR Protocol error: expected '$', got 'x'\r\n",
+            ),
+            (
+                b"*1\r\n\r\r\n",
+                b"-ERR Protocol error: expected '$', got ' '\r\n",
+            ),
+            (
+                b"*1\r\n$-5\r\n",
+                b"-ERR Protocol error: invalid bulk length\r\n",
+            ),
+            (
+                b"*1\r\n$+4\r\n",
+                b"-ERR Protocol error: invalid bulk length\r\n",
+            ),
+            (
+                b"*1\r\n$\r\n",
+                b"-ERR Protocol error: invalid bulk length\r\n",
+            ),
+            (
+                b"*abc\r\n",
+                b"-ERR Protocol error: invalid multibulk length\r\n",
+            ),
+            (
+                b"*01\r\n",
+                b"-ERR Protocol error: invalid multibulk length\r\n",
+            ),
+            (
+                b"*1 \r\n",
+                b"-ERR Protocol error: invalid multibulk length\r\n",
+            ),
+            (
+                b"*9999999999\r\n",
+                b"-ERR Protocol error: invalid multibulk length\r\n",
+            ),
+            (
+                b"set \"a b\r\n",
+                b"-ERR Protocol error: unbalanced quotes in request\r\n",
+            ),
+            (
+                b"set 'a\r\n",
+                b"-ERR Protocol error: unbalanced quotes in request\r\n",
+            ),
+            (
+                b"set \"a\"b c\r\n",
+                b"-ERR Protocol error: unbalanced quotes in request\r\n",
+            ),
         ];
         for (input, reply) in cases {
-            let err = feed(Limits::default(), input, &[]).expect_err("must fail").1;
+            let err = feed(Limits::default(), input, &[])
+                .expect_err("must fail")
+                .1;
             let mut out = Vec::new();
             err.encode_reply(&mut out);
-            assert_eq!(
-                out,
-                reply.to_vec(),
-                "{:?}",
-                String::from_utf8_lossy(input)
-            );
+            assert_eq!(out, reply.to_vec(), "{:?}", String::from_utf8_lossy(input));
         }
     }
 
@@ -797,7 +835,11 @@ mod tests {
         );
         // Within bounds, the same shapes parse.
         assert_eq!(
-            feed(limits, b"*3\r\n$8\r\n12345678\r\n$1\r\na\r\n$0\r\n\r\n", &[]),
+            feed(
+                limits,
+                b"*3\r\n$8\r\n12345678\r\n$1\r\na\r\n$0\r\n\r\n",
+                &[]
+            ),
             Ok(vec![v(&["12345678", "a", ""])])
         );
         // A huge announced length allocates nothing and is refused at once.
@@ -866,7 +908,10 @@ mod tests {
         bulk(&mut out, b"abc");
         null(&mut out);
         array_header(&mut out, 2);
-        assert_eq!(out, b"+OK\r\n-ERR x\r\n:-12\r\n$3\r\nabc\r\n$-1\r\n*2\r\n".to_vec());
+        assert_eq!(
+            out,
+            b"+OK\r\n-ERR x\r\n:-12\r\n$3\r\nabc\r\n$-1\r\n*2\r\n".to_vec()
+        );
         for n in [0usize, 9, 10, 99, 100, 123456] {
             let mut o = Vec::new();
             bulk(&mut o, &vec![0; n]);

@@ -164,8 +164,7 @@ impl RespServer {
     /// True if `token` belongs to this component.
     pub fn owns(&self, token: Token) -> bool {
         token == self.listener_token
-            || (token.0 >= self.conn_base
-                && token.0 - self.conn_base < self.config.max_connections)
+            || (token.0 >= self.conn_base && token.0 - self.conn_base < self.config.max_connections)
     }
 
     /// Open client connections.
@@ -429,9 +428,7 @@ fn execute_buffered(
     slot: usize,
 ) -> bool {
     let mut consumed = 0;
-    while conn.held.is_none()
-        && conn.closing == Closing::No
-        && conn.pending_output() <= soft_limit
+    while conn.held.is_none() && conn.closing == Closing::No && conn.pending_output() <= soft_limit
     {
         let rest = conn.input.get(consumed..).unwrap_or(&[]);
         let auth_required = conn.client.auth_required(config);
@@ -674,7 +671,8 @@ mod tests {
         fn connect(&mut self) -> StdStream {
             let addr = self.server.local_addr().expect("addr");
             let s = StdStream::connect(addr).expect("connect");
-            s.set_read_timeout(Some(Duration::from_millis(20))).expect("timeout");
+            s.set_read_timeout(Some(Duration::from_millis(20)))
+                .expect("timeout");
             self.pump();
             s
         }
@@ -690,8 +688,12 @@ mod tests {
                 }
                 let tokens: Vec<Token> = self.events.iter().map(|e| e.token()).collect();
                 for t in tokens {
-                    self.server
-                        .handle_ready(self.poll.registry(), t, &mut self.store, &mut self.sink);
+                    self.server.handle_ready(
+                        self.poll.registry(),
+                        t,
+                        &mut self.store,
+                        &mut self.sink,
+                    );
                 }
             }
         }
@@ -740,7 +742,11 @@ mod tests {
         assert_eq!(read_some(&mut c), b"");
         rig.complete(id2, Err(WriteFailure::Isolated));
         let got = read_some(&mut c);
-        assert!(got.starts_with(b"-READONLY"), "{:?}", String::from_utf8_lossy(&got));
+        assert!(
+            got.starts_with(b"-READONLY"),
+            "{:?}",
+            String::from_utf8_lossy(&got)
+        );
         assert!(got.ends_with(b"$1\r\n2\r\n"));
     }
 
@@ -755,7 +761,10 @@ mod tests {
         c.write_all(b"SET a 2\r\nGET a\r\n").expect("send");
         rig.pump();
         let got = read_some(&mut c);
-        let want = format!("-{}\r\n$1\r\n1\r\n", String::from_utf8_lossy(ISOLATED_ERROR));
+        let want = format!(
+            "-{}\r\n$1\r\n1\r\n",
+            String::from_utf8_lossy(ISOLATED_ERROR)
+        );
         assert_eq!(String::from_utf8_lossy(&got), want);
         assert_eq!(rig.sink.submitted.len(), 1);
     }
@@ -816,7 +825,8 @@ mod tests {
         assert!(max_buffered > 0);
         // Now read everything on another thread: every reply arrives, none lost.
         c.set_nonblocking(false).expect("blocking");
-        c.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+        c.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
         let mut reader = c.try_clone().expect("clone");
         let want = n * (60_000 + 10);
         let handle = std::thread::spawn(move || {

@@ -541,10 +541,13 @@ impl Store {
         let slot = match bucket.iter_mut().find(|(k, _)| &**k == key) {
             Some((_, slot)) => slot,
             None => {
-                bucket.push((key.into(), Slot::Dead {
-                    version: 0,
-                    origin: NodeId(0),
-                }));
+                bucket.push((
+                    key.into(),
+                    Slot::Dead {
+                        version: 0,
+                        origin: NodeId(0),
+                    },
+                ));
                 self.tombstones += 1;
                 match bucket.last_mut() {
                     Some((_, slot)) => slot,
@@ -818,7 +821,10 @@ mod tests {
         for i in 0..6u8 {
             let key = [b'k', b'0' + i % 3];
             log.push(a.set_string(&key, &[i], Expiry::Never, 0).expect("fits"));
-            log.push(b.set_string(&key, &[100 + i], Expiry::At(1_000_000), 0).expect("fits"));
+            log.push(
+                b.set_string(&key, &[100 + i], Expiry::At(1_000_000), 0)
+                    .expect("fits"),
+            );
             if i % 2 == 0 {
                 log.extend(a.delete(&key, 0));
             }
@@ -920,12 +926,14 @@ mod tests {
             ..Limits::default()
         };
         let mut st = Store::new(A, limits);
-        st.set_string(b"a", &[0; 10], Expiry::Never, 0).expect("fits");
+        st.set_string(b"a", &[0; 10], Expiry::Never, 0)
+            .expect("fits");
         assert_eq!(
             st.set_string(b"b", &[0; 11], Expiry::Never, 0),
             Err(StoreError::OutOfMemory)
         );
-        st.set_string(b"b", &[1; 10], Expiry::Never, 0).expect("fits");
+        st.set_string(b"b", &[1; 10], Expiry::Never, 0)
+            .expect("fits");
         assert_eq!(
             st.set_string(b"c", b"", Expiry::Never, 0),
             Err(StoreError::OutOfMemory)
@@ -937,9 +945,11 @@ mod tests {
         assert_eq!(st.get(b"a", 0).map(|e| e.value.clone()), Some(s(&[0; 10])));
         assert_eq!(st.get(b"b", 0).map(|e| e.value.clone()), Some(s(&[1; 10])));
         // Shrinking passes; deleting frees room.
-        st.set_string(b"a", &[3; 2], Expiry::Never, 0).expect("shrinks");
+        st.set_string(b"a", &[3; 2], Expiry::Never, 0)
+            .expect("shrinks");
         st.delete(b"b", 0).expect("live");
-        st.set_string(b"c", &[4; 10], Expiry::Never, 0).expect("fits now");
+        st.set_string(b"c", &[4; 10], Expiry::Never, 0)
+            .expect("fits now");
         assert_eq!(st.len(), 2);
         assert_eq!(st.bytes(), 2 * ENTRY_OVERHEAD + 2 + 2 + 10);
     }
@@ -970,7 +980,10 @@ mod tests {
 
     #[test]
     fn hash_encoding_round_trips_and_rejects_garbage() {
-        let v = Value::Hash(vec![(b"f".to_vec(), b"".to_vec()), (b"".to_vec(), b"x".to_vec())]);
+        let v = Value::Hash(vec![
+            (b"f".to_vec(), b"".to_vec()),
+            (b"".to_vec(), b"x".to_vec()),
+        ]);
         assert_eq!(Value::decode(&v.encode()), Ok(v));
         for bad in [
             &b""[..],
@@ -989,7 +1002,8 @@ mod tests {
     fn scan_visits_every_key_once_without_changes() {
         let mut st = Store::new(A, Limits::default());
         for i in 0..100u32 {
-            st.set_string(&i.to_be_bytes(), b"v", Expiry::Never, 0).expect("fits");
+            st.set_string(&i.to_be_bytes(), b"v", Expiry::Never, 0)
+                .expect("fits");
         }
         st.delete(&7u32.to_be_bytes(), 0);
         let mut seen = Vec::new();

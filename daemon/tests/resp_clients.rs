@@ -41,7 +41,12 @@ fn redis_cli_works() {
     let ours = start_ours(commands::Config::default(), true);
     let port = ours.addr.port().to_string();
     let cli_args = |extra: &[&str]| -> Vec<String> {
-        let mut v = vec!["-h".to_string(), "127.0.0.1".into(), "-p".into(), port.clone()];
+        let mut v = vec![
+            "-h".to_string(),
+            "127.0.0.1".into(),
+            "-p".into(),
+            port.clone(),
+        ];
         v.extend(extra.iter().map(|s| s.to_string()));
         v
     };
@@ -64,7 +69,11 @@ fn redis_cli_works() {
     // Commands on stdin, as a script would send them.
     let args = cli_args(&[]);
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    let (out, ok) = run(&cli, &refs, Some("SET cli:s 1\nGET cli:s\nDEL cli:s\nEXISTS cli:s\n"));
+    let (out, ok) = run(
+        &cli,
+        &refs,
+        Some("SET cli:s 1\nGET cli:s\nDEL cli:s\nEXISTS cli:s\n"),
+    );
     assert!(ok, "{out}");
     assert_eq!(out, "OK\n1\n1\n0\n");
     // --scan drives SCAN with cursors until 0.
@@ -94,7 +103,18 @@ fn redis_benchmark_runs() {
     let (out, ok) = run(
         &bench,
         &[
-            "-h", "127.0.0.1", "-p", &port, "-t", "set,get", "-n", "2000", "-c", "4", "-P", "8",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-t",
+            "set,get",
+            "-n",
+            "2000",
+            "-c",
+            "4",
+            "-P",
+            "8",
             "-q",
         ],
         None,
@@ -186,6 +206,9 @@ print("redis-py ok")
         port = ours.addr.port()
     );
     let (out, ok) = run(&py, &["-c", &script], None);
-    assert!(ok && out.contains("redis-py ok"), "redis-py script failed:\n{out}");
+    assert!(
+        ok && out.contains("redis-py ok"),
+        "redis-py script failed:\n{out}"
+    );
     println!("{}", out.trim());
 }

@@ -60,6 +60,8 @@ fn cases(p: &str) -> Vec<(&'static str, Vec<Step>)> {
                 e("CLIENT FOO"),
                 e("CLIENT"),
                 ea(&[b"CLIENT", b"SETNAME", b"a b"]),
+                ea(&[b"CLIENT", b"x\r\ny\xff\0z"]),
+                ea(&[b"client", "s".repeat(200).as_bytes()]),
                 e("AUTH x"),
                 e("AUTH someone x"),
                 e("AUTH a b c"),
@@ -75,7 +77,13 @@ fn cases(p: &str) -> Vec<(&'static str, Vec<Step>)> {
                 ea(&[b"bad\r\ncmd", b"a\rb", b"c\nd"]),
                 ea(&[b"x", "y".repeat(200).as_bytes(), b"z"]),
                 ea(&["n".repeat(200).as_bytes(), b"a"]),
-                ea(&[b"x", "a".repeat(60).as_bytes(), "b".repeat(60).as_bytes(), b"ccc", b"d"]),
+                ea(&[
+                    b"x",
+                    "a".repeat(60).as_bytes(),
+                    "b".repeat(60).as_bytes(),
+                    b"ccc",
+                    b"d",
+                ]),
                 ea(&[b"x", b"a\0b", b"c"]),
                 ea(&[b""]),
             ],
@@ -160,7 +168,13 @@ fn cases(p: &str) -> Vec<(&'static str, Vec<Step>)> {
             vec![
                 e(&format!("SET {} 1", k("a"))),
                 e(&format!("SET {} 2", k("b"))),
-                e(&format!("EXISTS {} {} {} {}", k("a"), k("a"), k("b"), k("zz"))),
+                e(&format!(
+                    "EXISTS {} {} {} {}",
+                    k("a"),
+                    k("a"),
+                    k("b"),
+                    k("zz")
+                )),
                 e("EXISTS"),
                 e(&format!("DEL {} {} {}", k("a"), k("a"), k("zz"))),
                 e(&format!("DEL {}", k("a"))),
@@ -187,6 +201,7 @@ fn cases(p: &str) -> Vec<(&'static str, Vec<Step>)> {
                 e(&format!("EXPIRE {} 50 GT LT", k("b"))),
                 e(&format!("EXPIRE {} 50 FOO", k("b"))),
                 e(&format!("EXPIRE {} x FOO", k("b"))),
+                ea(&[b"EXPIRE", k("b").as_bytes(), b"5", b"a\r\n\xfe\0b"]),
                 e(&format!("EXPIRE {} 9223372036854775807", k("b"))),
                 e(&format!("PEXPIRE {} 9223372036854775807", k("b"))),
                 e(&format!("PERSIST {}", k("b"))),
@@ -273,11 +288,23 @@ fn cases(p: &str) -> Vec<(&'static str, Vec<Step>)> {
 /// Raw byte streams, compared whole (including whether the server closed the connection).
 fn raw_cases() -> Vec<(&'static str, Vec<u8>)> {
     let mut v: Vec<(&'static str, Vec<u8>)> = vec![
-        ("inline", b"PING\r\nping\nPING hi\r\necho \"a\\x41\\n\\t\" 'it\\'s'\r\n".to_vec()),
-        ("inline blanks", b"\r\n\n   \r\n  PING   \r\n\tECHO  x\t\r\n".to_vec()),
+        (
+            "inline",
+            b"PING\r\nping\nPING hi\r\necho \"a\\x41\\n\\t\" 'it\\'s'\r\n".to_vec(),
+        ),
+        (
+            "inline blanks",
+            b"\r\n\n   \r\n  PING   \r\n\tECHO  x\t\r\n".to_vec(),
+        ),
         ("inline cr", b"ping\rx\r\n".to_vec()),
-        ("empty arrays", b"*0\r\n*-1\r\n*1\r\n$4\r\nPING\r\n".to_vec()),
-        ("unchecked crlf", b"*1\r\n$4\r\nPINGxx*1\r\n$4\r\nPING\r\n".to_vec()),
+        (
+            "empty arrays",
+            b"*0\r\n*-1\r\n*1\r\n$4\r\nPING\r\n".to_vec(),
+        ),
+        (
+            "unchecked crlf",
+            b"*1\r\n$4\r\nPINGxx*1\r\n$4\r\nPING\r\n".to_vec(),
+        ),
         ("expected dollar", b"*1\r\nx4\r\nPING\r\n".to_vec()),
         ("expected dollar cr", b"*1\r\n\r\r\n".to_vec()),
         ("negative bulk", b"*1\r\n$-5\r\nPING\r\n".to_vec()),
@@ -336,7 +363,12 @@ fn compare_case(
         match mode {
             Cmp::Exact => {
                 if g != w {
-                    failures.push(format!("{}:\n  redis:  {:?}\n  tandem: {:?}", ctx(), show(w), show(g)));
+                    failures.push(format!(
+                        "{}:\n  redis:  {:?}\n  tandem: {:?}",
+                        ctx(),
+                        show(w),
+                        show(g)
+                    ));
                 }
             }
             Cmp::Near(tol) => {
@@ -364,7 +396,12 @@ fn full_scan(addr: SocketAddr, extra: &str) -> (Vec<Vec<u8>>, usize) {
         calls += 1;
         assert!(calls < 10_000, "SCAN does not terminate");
         let mut args: Vec<&[u8]> = vec![b"SCAN", &cursor];
-        args.extend(extra.split(' ').filter(|w| !w.is_empty()).map(str::as_bytes));
+        args.extend(
+            extra
+                .split(' ')
+                .filter(|w| !w.is_empty())
+                .map(str::as_bytes),
+        );
         let (reply, _) = exchange(addr, &cmd(&args), usize::MAX);
         let items = array_items(&reply).expect("SCAN replies an array");
         assert_eq!(items.len(), 2, "SCAN reply {:?}", show(&reply));
@@ -435,7 +472,12 @@ fn replies_match_redis_server() {
         }
     }
 
-    assert!(failures.is_empty(), "{} mismatches:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} mismatches:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 
     // SCAN: same key sets whatever the cursors, with MATCH and COUNT.
     let mut setup = Vec::new();
@@ -445,7 +487,10 @@ fn replies_match_redis_server() {
             setup.extend_from_slice(&cmdw(&format!("HSET scanh:{i} f v")));
         }
     }
-    assert_eq!(exchange(redis.addr, &setup, usize::MAX).0, exchange(ours.addr, &setup, usize::MAX).0);
+    assert_eq!(
+        exchange(redis.addr, &setup, usize::MAX).0,
+        exchange(ours.addr, &setup, usize::MAX).0
+    );
     for extra in [
         "MATCH scan:*",
         "MATCH scan:1? COUNT 3",
@@ -464,7 +509,12 @@ fn replies_match_redis_server() {
     // INFO: both well-formed; ours has what clients and HAProxy look for.
     let (info, _) = exchange(ours.addr, &cmdw("INFO"), usize::MAX);
     let text = show(&bulk_payload(&info).expect("INFO is a bulk"));
-    for line in ["role:master", "redis_version:", "# Keyspace", "connected_clients:"] {
+    for line in [
+        "role:master",
+        "redis_version:",
+        "# Keyspace",
+        "connected_clients:",
+    ] {
         assert!(text.contains(line), "INFO lacks {line}: {text}");
     }
     let (rinfo, _) = exchange(redis.addr, &cmdw("INFO"), usize::MAX);
@@ -507,7 +557,14 @@ fn auth_replies_match_redis_server() {
         e("GET auth:a"),
     ];
     let mut failures = Vec::new();
-    let n = compare_case(redis.addr, ours.addr, "auth", &steps, usize::MAX, &mut failures);
+    let n = compare_case(
+        redis.addr,
+        ours.addr,
+        "auth",
+        &steps,
+        usize::MAX,
+        &mut failures,
+    );
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     // Pre-AUTH bounds: more than 10 arguments or a bulk above 16 KiB close the connection.
     for raw in [&b"*11\r\n"[..], b"*1\r\n$16385\r\n", b"QUIT\r\n"] {

@@ -90,7 +90,12 @@ impl Drop for Ours {
 }
 
 pub fn start_ours(cmds: commands::Config, hold_writes: bool) -> Ours {
-    start_ours_with(ServerConfig::default(), cmds, store::Limits::default(), hold_writes)
+    start_ours_with(
+        ServerConfig::default(),
+        cmds,
+        store::Limits::default(),
+        hold_writes,
+    )
 }
 
 pub fn start_ours_with(
@@ -193,7 +198,7 @@ pub fn split_replies(mut bytes: &[u8]) -> Vec<Vec<u8>> {
 
 fn reply_len(b: &[u8]) -> Option<usize> {
     let line_end = b.windows(2).position(|w| w == b"\r\n")?;
-    let head = std::str::from_utf8(&b[1..line_end]).ok()?;
+    let head = std::str::from_utf8(&b[1..line_end]).unwrap_or("");
     let after = line_end + 2;
     match b.first()? {
         b'+' | b'-' | b':' => Some(after),
@@ -223,7 +228,10 @@ pub fn array_items(reply: &[u8]) -> Option<Vec<Vec<u8>>> {
         return None;
     }
     let line_end = reply.windows(2).position(|w| w == b"\r\n")?;
-    let n: usize = std::str::from_utf8(&reply[1..line_end]).ok()?.parse().ok()?;
+    let n: usize = std::str::from_utf8(&reply[1..line_end])
+        .ok()?
+        .parse()
+        .ok()?;
     let mut items = split_replies(&reply[line_end + 2..]);
     items.truncate(n);
     Some(items)
@@ -235,8 +243,13 @@ pub fn bulk_payload(reply: &[u8]) -> Option<Vec<u8>> {
         return None;
     }
     let line_end = reply.windows(2).position(|w| w == b"\r\n")?;
-    let n: usize = std::str::from_utf8(&reply[1..line_end]).ok()?.parse().ok()?;
-    reply.get(line_end + 2..line_end + 2 + n).map(<[u8]>::to_vec)
+    let n: usize = std::str::from_utf8(&reply[1..line_end])
+        .ok()?
+        .parse()
+        .ok()?;
+    reply
+        .get(line_end + 2..line_end + 2 + n)
+        .map(<[u8]>::to_vec)
 }
 
 pub fn show(b: &[u8]) -> String {
