@@ -1022,4 +1022,100 @@ mod tests {
         want.sort();
         assert_eq!(seen, want);
     }
+
+    mod prop {
+        use super::*;
+        use proptest::prelude::*;
+
+        #[derive(Clone, Debug)]
+        enum LocalOp {
+            Set(u8, u8, bool),
+            Del(u8),
+            HSet(u8, u8),
+            HDel(u8, u8),
+            Expire(u8, u16),
+            /// Deliver everything node `from` wrote so far to the other node.
+            Sync,
+        }
+
+        fn op() -> impl Strategy<Value = (bool, LocalOp)> {
+            let k = 0u8..4;
+            (
+                any::<bool>(),
+                prop_oneof![
+                    (k.clone(), any::<u8>(), any::<bool>())
+                        .prop_map(|(k, v, t)| LocalOp::Set(k, v, t)),
+                    k.clone().prop_map(LocalOp::Del),
+                    (k.clone(), 0u8..3).prop_map(|(k, f)| LocalOp::HSet(k, f)),
+                    (k.clone(), 0u8..3).prop_map(|(k, f)| LocalOp::HDel(k, f)),
+                    (k, 1u16..500).prop_map(|(k, t)| LocalOp::Expire(k, t)),
+                    Just(LocalOp::Sync),
+                ],
+            )
+        }
+
+        proptest! {
+            /// Two nodes write concurrently with partial delivery in between; every
+            /// permutation of all their writes, applied to a fresh store, gives one state, and
+            /// so do both nodes once each has received everything.
+            #[test]
+            fn any_order_converges(ops in proptest::collection::vec(op(), 1..40), seed in any::<u64>()) {
+                let mut nodes = [Store::new(A, Limits::default()), Store::new(B, Limits::default())];
+                let mut logs: [Vec<Replicate>; 2] = [Vec::new(), Vec::new()];
+                let mut delivered = [0usize; 2];
+                let now = 1000;
+                for (on_b, op) in &ops {
+                    let i = usize::from(*on_b);
+                    let st = &mut nodes[i];
+                    let key = |k: &u8| [b'k', *k];
+                    let recs: Vec<Replicate> = match op {
+                        LocalOp::Set(k, v, ttl) => {
+                            let exp = if *ttl { Expiry::At(now + 10_000) } else { Expiry::Never };
+                            st.set_string(&key(k), &[*v], exp, now).into_iter().collect()
+                        }
+                        LocalOp::Del(k) => st.delete(&key(k), now).into_iter().collect(),
+                        LocalOp::HSet(k, f) => {
+                            let is_str = matches!(st.get(&key(k), now), Some(Entry { value: Value::Str(_), .. }));
+                            if is_str { Vec::new() } else {
+                                let pair = [(&[*f][..], &b"v"[..])];
+                                st.hset(&key(k), pair.into_iter(), now).map(|(_, r)| r).into_iter().collect()
+                            }
+                        }
+                        LocalOp::HDel(k, f) => st.hdel(&key(k), [&[*f][..]].into_iter(), now).1.into_iter().collect(),
+                        LocalOp::Expire(k, t) => st.set_expiry(&key(k), now + u64::from(*t) * 100, now).into_iter().collect(),
+                        LocalOp::Sync => {
+                            let other = 1 - i;
+                            for r in &logs[i][delivered[i]..] {
+                                nodes[other].apply_remote(&r.entry(), now).expect("applies");
+                            }
+                            delivered[i] = logs[i].len();
+                            Vec::new()
+                        }
+                    };
+                    logs[i].extend(recs);
+                }
+                // Deliver the rest.
+                for i in 0..2 {
+                    for r in &logs[i][delivered[i]..] {
+                        nodes[1 - i].apply_remote(&r.entry(), now).expect("applies");
+                    }
+                }
+                let all: Vec<Replicate> = logs.concat();
+                let mut order: Vec<usize> = (0..all.len()).collect();
+                let mut x = seed | 1;
+                for i in (1..order.len()).rev() {
+                    x ^= x << 13; x ^= x >> 7; x ^= x << 17;
+                    order.swap(i, (x % (i as u64 + 1)) as usize);
+                }
+                let mut fresh = Store::new(NodeId(7), Limits::default());
+                for &i in &order {
+                    fresh.apply_remote(&all[i].entry(), now).expect("applies");
+                }
+                let reference = dump(&mut fresh, now);
+                let [mut a, mut b] = nodes;
+                prop_assert_eq!(dump(&mut a, now), reference.clone());
+                prop_assert_eq!(dump(&mut b, now), reference);
+            }
+        }
+    }
 }
