@@ -570,7 +570,14 @@ impl Store {
 
     /// Applies a replicated write (whole value, unchunked) by last-writer-wins. A `Touch`
     /// (which this store never emits) changes the expiry of a live, older entry.
+    ///
+    /// Errors leave the store unchanged: `Malformed` (the value does not decode) and
+    /// `OutOfMemory` (a newer put that does not fit; the caller decides, e.g. log and count).
     pub fn apply_remote(&mut self, e: &EntryRepr<'_>, now_ms: u64) -> Result<Applied, StoreError> {
+        let decoded = match e.op {
+            Op::Put => Some(Value::decode(e.value)?),
+            Op::Delete | Op::Touch => None,
+        };
         self.clock = self.clock.max(e.version);
         let incoming = (e.version, e.origin);
         let current = self.slot(e.key).map(Slot::stamp);
@@ -592,7 +599,9 @@ impl Store {
                 self.install(e.key, entry);
             }
             Op::Put => {
-                let value = Value::decode(e.value)?;
+                let Some(value) = decoded else {
+                    return Err(StoreError::Malformed);
+                };
                 if e.expires_at_ms != 0 && e.expires_at_ms <= now_ms {
                     self.kill(e.key, Some(incoming), now_ms);
                     return Ok(Applied::Stored);
