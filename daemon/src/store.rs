@@ -571,8 +571,10 @@ impl Store {
     /// Applies a replicated write (whole value, unchunked) by last-writer-wins. A `Touch`
     /// (which this store never emits) changes the expiry of a live, older entry.
     ///
-    /// Errors leave the store unchanged: `Malformed` (the value does not decode) and
-    /// `OutOfMemory` (a newer put that does not fit; the caller decides, e.g. log and count).
+    /// Errors leave the entries unchanged: `Malformed` (the value does not decode; the clock
+    /// is untouched too) and
+    /// `OutOfMemory` (a newer put that does not fit; the clock has advanced to its version;
+    /// the caller decides, e.g. log and count).
     pub fn apply_remote(&mut self, e: &EntryRepr<'_>, now_ms: u64) -> Result<Applied, StoreError> {
         let decoded = match e.op {
             Op::Put => Some(Value::decode(e.value)?),
