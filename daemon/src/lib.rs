@@ -1,6 +1,8 @@
-//! tandemd as a library: the daemon's components, so benches and tests can drive them.
+//! tandemd as a library: the daemon's components, so tests, benches, examples and fuzz
+//! targets can drive them directly.
 pub mod clock;
 pub mod cluster;
+pub mod commands;
 pub mod config;
 pub mod event_loop;
 pub mod hooks;
@@ -9,4 +11,7 @@ pub mod incarnation;
 pub mod metrics;
 pub mod net;
 pub mod notify;
+pub mod resp;
+pub mod resp_server;
 pub mod status;
+pub mod store;

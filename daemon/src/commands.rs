@@ -1,0 +1,1336 @@
+//! Command execution: the RESP2 subset session clients use, answering as Redis 7 does.
+//!
+//! [`execute`] runs one parsed command against the [`Store`] and appends its reply to `out`.
+//! Checks run in Redis's order: unknown command, arity, authentication, then (for writes) the
+//! isolation gate, then the command's own argument checks. A write that changed the store
+//! returns [`Outcome::Write`] with the records to replicate; the caller decides whether the
+//! reply (already in `out`) is sent now or held until replication completes.
+//!
+//! Replies and error texts match Redis 7.0 byte for byte (checked by
+//! `tests/resp_differential.rs` against a real redis-server), except where tandem differs on
+//! purpose:
+//! - `SELECT n` for n != 0 gets `-ERR DB index is out of range` (there is one database);
+//! - writes on an isolated node get [`ISOLATED_ERROR`]; a write over the memory bounds gets
+//!   Redis's `-OOM` text; a key above [`Config::max_key_bytes`] or a value above the store's
+//!   `max_value_bytes` gets an `-ERR ... exceeds maximum allowed size` error;
+//! - `INFO` describes tandem (with the `role:master` and `redis_version` lines clients need).
+//!
+//! Panics: never, whatever the arguments.
+
+use crate::resp::{self, string2ll, Args};
+use crate::store::{Entry, Expiry, Replicate, Store, StoreError, Value};
+
+/// Reply to a write on a node without quorum. `READONLY` makes client libraries raise their
+/// read-only error (redis-py `ReadOnlyError`), which is what a write refusal is.
+pub const ISOLATED_ERROR: &[u8] =
+    b"READONLY tandem node is isolated from its cluster (no quorum); writes are refused";
+const OOM_ERROR: &[u8] = b"OOM command not allowed when used memory > 'maxmemory'.";
+const WRONGTYPE: &[u8] = b"WRONGTYPE Operation against a key holding the wrong kind of value";
+const NOT_INTEGER: &[u8] = b"ERR value is not an integer or out of range";
+const SYNTAX: &[u8] = b"ERR syntax error";
+const NOAUTH: &[u8] = b"NOAUTH Authentication required.";
+const WRONGPASS: &[u8] = b"WRONGPASS invalid username-password pair or user is disabled.";
+
+/// Command settings from the daemon's configuration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// `--requirepass`: commands before a successful AUTH get `-NOAUTH`.
+    pub requirepass: Option<Vec<u8>>,
+    /// Longest key a write accepts (the wire format's `MAX_KEY_LEN`).
+    pub max_key_bytes: usize,
+    /// A reply larger than this (e.g. a huge MGET) closes the connection instead.
+    pub max_reply_bytes: usize,
+    /// Shown in INFO.
+    pub tcp_port: u16,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            requirepass: None,
+            max_key_bytes: tandem_core::frame::MAX_KEY_LEN,
+            max_reply_bytes: 64 << 20,
+            tcp_port: 6379,
+        }
+    }
+}
+
+/// What the caller knows that commands need.
+#[derive(Clone, Copy, Debug)]
+pub struct Env<'a> {
+    pub config: &'a Config,
+    /// Unix milliseconds.
+    pub now_ms: u64,
+    /// True while the node has no quorum: writes get [`ISOLATED_ERROR`].
+    pub isolated: bool,
+    /// Shown in INFO.
+    pub connected_clients: usize,
+    /// Extra `name:value` lines for INFO's `# Tandem` section (node id, role, peers...).
+    pub info_extra: &'a str,
+}
+
+/// Per-connection state.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Client {
+    pub id: u64,
+    pub authenticated: bool,
+    pub name: Option<Vec<u8>>,
+}
+
+impl Client {
+    pub fn new(id: u64) -> Client {
+        Client {
+            id,
+            ..Client::default()
+        }
+    }
+
+    /// True if the next command must be AUTH (Redis's `authRequired`).
+    pub fn auth_required(&self, config: &Config) -> bool {
+        config.requirepass.is_some() && !self.authenticated
+    }
+}
+
+/// What the caller does after [`execute`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Send the reply.
+    Reply,
+    /// The store changed: replicate these records (never empty), then send the reply.
+    Write(Vec<Replicate>),
+    /// Send the reply, then close (QUIT).
+    Quit,
+    /// Close without sending the reply (it would exceed `max_reply_bytes`).
+    Close,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Cmd {
+    Ping,
+    Echo,
+    Quit,
+    Auth,
+    Select,
+    Client,
+    Info,
+    Get,
+    Set,
+    SetEx,
+    PSetEx,
+    Del,
+    Exists,
+    Expire,
+    PExpire,
+    ExpireAt,
+    PExpireAt,
+    Persist,
+    Ttl,
+    PTtl,
+    MGet,
+    Scan,
+    DbSize,
+    HSet,
+    HGet,
+    HGetAll,
+    HDel,
+}
+
+struct Spec {
+    cmd: Cmd,
+    name: &'static str,
+    /// Redis arity: n > 0 exactly n arguments, n < 0 at least -n (name included).
+    arity: i32,
+    write: bool,
+    /// Allowed before AUTH.
+    no_auth: bool,
+}
+
+const fn spec(cmd: Cmd, name: &'static str, arity: i32, write: bool, no_auth: bool) -> Spec {
+    Spec {
+        cmd,
+        name,
+        arity,
+        write,
+        no_auth,
+    }
+}
+
+const COMMANDS: &[Spec] = &[
+    spec(Cmd::Get, "get", 2, false, false),
+    spec(Cmd::Set, "set", -3, true, false),
+    spec(Cmd::Ping, "ping", -1, false, false),
+    spec(Cmd::Echo, "echo", 2, false, false),
+    spec(Cmd::Quit, "quit", -1, false, true),
+    spec(Cmd::Auth, "auth", -2, false, true),
+    spec(Cmd::Select, "select", 2, false, false),
+    spec(Cmd::Client, "client", -2, false, false),
+    spec(Cmd::Info, "info", -1, false, false),
+    spec(Cmd::SetEx, "setex", 4, true, false),
+    spec(Cmd::PSetEx, "psetex", 4, true, false),
+    spec(Cmd::Del, "del", -2, true, false),
+    spec(Cmd::Exists, "exists", -2, false, false),
+    spec(Cmd::Expire, "expire", -3, true, false),
+    spec(Cmd::PExpire, "pexpire", -3, true, false),
+    spec(Cmd::ExpireAt, "expireat", -3, true, false),
+    spec(Cmd::PExpireAt, "pexpireat", -3, true, false),
+    spec(Cmd::Persist, "persist", 2, true, false),
+    spec(Cmd::Ttl, "ttl", 2, false, false),
+    spec(Cmd::PTtl, "pttl", 2, false, false),
+    spec(Cmd::MGet, "mget", -2, false, false),
+    spec(Cmd::Scan, "scan", -2, false, false),
+    spec(Cmd::DbSize, "dbsize", 1, false, false),
+    spec(Cmd::HSet, "hset", -4, true, false),
+    spec(Cmd::HGet, "hget", 3, false, false),
+    spec(Cmd::HGetAll, "hgetall", 2, false, false),
+    spec(Cmd::HDel, "hdel", -3, true, false),
+];
+
+/// True if `args` names a command that may change the store (before its arguments are
+/// checked). Lets the caller count or gate writes.
+pub fn is_write(args: &Args<'_>) -> bool {
+    lookup(args.arg(0)).is_some_and(|s| s.write)
+}
+
+fn lookup(name: &[u8]) -> Option<&'static Spec> {
+    COMMANDS
+        .iter()
+        .find(|s| s.name.as_bytes().eq_ignore_ascii_case(name))
+}
+
+/// The bytes of a C string view of `arg`: Redis compares options with `strcasecmp`, which
+/// stops at the first NUL.
+fn cstr(arg: &[u8]) -> &[u8] {
+    match arg.iter().position(|&b| b == 0) {
+        Some(i) => arg.get(..i).unwrap_or(arg),
+        None => arg,
+    }
+}
+
+fn is(arg: &[u8], word: &str) -> bool {
+    cstr(arg).eq_ignore_ascii_case(word.as_bytes())
+}
+
+/// Runs one command. `args` is never empty (the parser yields no empty commands).
+pub fn execute(
+    args: &Args<'_>,
+    client: &mut Client,
+    store: &mut Store,
+    env: &Env<'_>,
+    out: &mut Vec<u8>,
+) -> Outcome {
+    let Some(spec) = lookup(args.arg(0)) else {
+        unknown_command(args, out);
+        return Outcome::Reply;
+    };
+    let argc = args.len();
+    let arity_ok = if spec.arity > 0 {
+        argc == spec.arity as usize
+    } else {
+        argc >= spec.arity.unsigned_abs() as usize
+    };
+    if !arity_ok {
+        arity_error(spec.name, out);
+        return Outcome::Reply;
+    }
+    if client.auth_required(env.config) && !spec.no_auth {
+        resp::error(out, NOAUTH);
+        return Outcome::Reply;
+    }
+    if spec.write && env.isolated {
+        resp::error(out, ISOLATED_ERROR);
+        return Outcome::Reply;
+    }
+    let mut ex = Exec {
+        args,
+        store,
+        env,
+        out,
+        writes: Vec::new(),
+    };
+    let outcome = match spec.cmd {
+        Cmd::Ping => ex.ping(),
+        Cmd::Echo => {
+            resp::bulk(ex.out, args.arg(1));
+            Outcome::Reply
+        }
+        Cmd::Quit => {
+            resp::simple(ex.out, b"OK");
+            Outcome::Quit
+        }
+        Cmd::Auth => ex.auth(client),
+        Cmd::Select => ex.select(),
+        Cmd::Client => ex.client(client),
+        Cmd::Info => ex.info(),
+        Cmd::Get => ex.get(),
+        Cmd::Set => ex.set(),
+        Cmd::SetEx => ex.setex(1000, "setex"),
+        Cmd::PSetEx => ex.setex(1, "psetex"),
+        Cmd::Del => ex.del(),
+        Cmd::Exists => ex.exists(),
+        Cmd::Expire => ex.expire(1000, false, "expire"),
+        Cmd::PExpire => ex.expire(1, false, "pexpire"),
+        Cmd::ExpireAt => ex.expire(1000, true, "expireat"),
+        Cmd::PExpireAt => ex.expire(1, true, "pexpireat"),
+        Cmd::Persist => ex.persist(),
+        Cmd::Ttl => ex.ttl(1000),
+        Cmd::PTtl => ex.ttl(1),
+        Cmd::MGet => ex.mget(),
+        Cmd::Scan => ex.scan(),
+        Cmd::DbSize => {
+            resp::integer(ex.out, ex.store.len() as i64);
+            Outcome::Reply
+        }
+        Cmd::HSet => ex.hset(),
+        Cmd::HGet => ex.hget(),
+        Cmd::HGetAll => ex.hgetall(),
+        Cmd::HDel => ex.hdel(),
+    };
+    if outcome == Outcome::Reply && !ex.writes.is_empty() {
+        return Outcome::Write(ex.writes);
+    }
+    outcome
+}
+
+/// `-ERR unknown command 'name', with args beginning with: 'a' 'b' `, truncated as Redis
+/// does (`%.128s` of C strings, args while the list is under 128 bytes), CR/LF as spaces.
+fn unknown_command(args: &Args<'_>, out: &mut Vec<u8>) {
+    let start = out.len();
+    out.extend_from_slice(b"-ERR unknown command '");
+    let name = cstr(args.arg(0));
+    out.extend_from_slice(name.get(..128).unwrap_or(name));
+    out.extend_from_slice(b"', with args beginning with: ");
+    let mut listed = 0usize;
+    for arg in args.iter().skip(1) {
+        if listed >= 128 {
+            break;
+        }
+        let a = cstr(arg);
+        let room = 128 - listed;
+        let a = a.get(..room).unwrap_or(a);
+        out.push(b'\'');
+        out.extend_from_slice(a);
+        out.extend_from_slice(b"' ");
+        listed += a.len() + 3;
+    }
+    sanitize_crlf(out, start + 1);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// An error reply whose text may hold client bytes: CR and LF become spaces, as in Redis.
+fn error_sanitized(out: &mut Vec<u8>, text: &[u8]) {
+    let start = out.len();
+    out.push(b'-');
+    out.extend_from_slice(text);
+    sanitize_crlf(out, start);
+    out.extend_from_slice(b"\r\n");
+}
+
+fn sanitize_crlf(out: &mut [u8], from: usize) {
+    for b in out.iter_mut().skip(from) {
+        if *b == b'\r' || *b == b'\n' {
+            *b = b' ';
+        }
+    }
+}
+
+fn arity_error(name: &str, out: &mut Vec<u8>) {
+    out.extend_from_slice(b"-ERR wrong number of arguments for '");
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b"' command\r\n");
+}
+
+fn expire_time_error(name: &str, out: &mut Vec<u8>) {
+    out.extend_from_slice(b"-ERR invalid expire time in '");
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b"' command\r\n");
+}
+
+fn store_error(e: StoreError, out: &mut Vec<u8>) {
+    match e {
+        StoreError::OutOfMemory => resp::error(out, OOM_ERROR),
+        StoreError::ValueTooLarge | StoreError::Malformed => resp::error(
+            out,
+            b"ERR string exceeds maximum allowed size (max-value-bytes)",
+        ),
+    }
+}
+
+/// Redis's `stringmatchlen`: glob with `*`, `?`, `[...]` (ranges, `^` negation) and `\`
+/// escapes. Recursion depth is bounded by the number of `*` in the pattern, which is bounded
+/// by the argument size; Redis bounds it too, so skip runs of `*` and iterate.
+pub fn glob_match(pattern: &[u8], string: &[u8], nocase: bool) -> bool {
+    fn eq(a: u8, b: u8, nocase: bool) -> bool {
+        if nocase {
+            a.eq_ignore_ascii_case(&b)
+        } else {
+            a == b
+        }
+    }
+    // Iterative matcher with single-star backtracking (equivalent for glob semantics).
+    let (mut p, mut s) = (0usize, 0usize);
+    let mut star: Option<(usize, usize)> = None;
+    while s < string.len() {
+        let c = string.get(s).copied().unwrap_or(0);
+        let matched = match pattern.get(p) {
+            Some(b'*') => {
+                while pattern.get(p) == Some(&b'*') {
+                    p += 1;
+                }
+                if p >= pattern.len() {
+                    return true;
+                }
+                star = Some((p, s));
+                continue;
+            }
+            Some(b'?') => Some(p + 1),
+            Some(b'[') => {
+                let (ok, next) = match_class(pattern, p + 1, c, nocase);
+                ok.then_some(next)
+            }
+            Some(b'\\') if p + 1 < pattern.len() => {
+                let lit = pattern.get(p + 1).copied().unwrap_or(0);
+                eq(lit, c, nocase).then_some(p + 2)
+            }
+            Some(&lit) => eq(lit, c, nocase).then_some(p + 1),
+            None => None,
+        };
+        match matched {
+            Some(next) => {
+                p = next;
+                s += 1;
+            }
+            None => match star {
+                Some((sp, ss)) => {
+                    p = sp;
+                    s = ss + 1;
+                    star = Some((sp, ss + 1));
+                }
+                None => return false,
+            },
+        }
+    }
+    while pattern.get(p) == Some(&b'*') {
+        p += 1;
+    }
+    p >= pattern.len()
+}
+
+/// Matches `c` against the class starting after `[` at `p`; returns (matched, index after
+/// the class). Mirrors Redis, including an unterminated class ending at the pattern's end.
+fn match_class(pattern: &[u8], mut p: usize, c: u8, nocase: bool) -> (bool, usize) {
+    let at = |i: usize| pattern.get(i).copied();
+    let not = at(p) == Some(b'^');
+    if not {
+        p += 1;
+    }
+    let mut matched = false;
+    let fold = |x: u8| if nocase { x.to_ascii_lowercase() } else { x };
+    loop {
+        match at(p) {
+            Some(b'\\') if p + 2 < pattern.len() + 1 && at(p + 1).is_some() => {
+                p += 1;
+                if at(p).map(fold) == Some(fold(c)) {
+                    matched = true;
+                }
+            }
+            Some(b']') => break,
+            None => {
+                // Redis: an unterminated class backs up to the last char (treated as ']').
+                p = p.saturating_sub(1);
+                break;
+            }
+            Some(x) if at(p + 1) == Some(b'-') && at(p + 2).is_some() => {
+                let (mut lo, mut hi) = (x, at(p + 2).unwrap_or(x));
+                if lo > hi {
+                    std::mem::swap(&mut lo, &mut hi);
+                }
+                p += 2;
+                let cc = fold(c);
+                if fold(lo) <= cc && cc <= fold(hi) {
+                    matched = true;
+                }
+            }
+            Some(x) => {
+                if fold(x) == fold(c) {
+                    matched = true;
+                }
+            }
+        }
+        p += 1;
+    }
+    (matched != not, p + 1)
+}
+
+/// Parses a decimal i64 the way Redis's `getLongLongFromObject` does.
+fn int_arg(arg: &[u8]) -> Option<i64> {
+    string2ll(arg)
+}
+
+/// Redis's SCAN cursor: `strtoul` with no leading space, the whole argument consumed, no
+/// overflow (a leading `-` wraps, as strtoul does).
+fn scan_cursor(arg: &[u8]) -> Option<u64> {
+    let (neg, digits) = match arg {
+        [b'-', rest @ ..] => (true, rest),
+        [b'+', rest @ ..] => (false, rest),
+        _ => (false, arg),
+    };
+    if digits.is_empty() {
+        // strtoul parses nothing: the cursor is 0 and valid iff nothing follows (empty arg).
+        return arg.is_empty().then_some(0);
+    }
+    let mut v: u64 = 0;
+    for &d in digits {
+        if !d.is_ascii_digit() {
+            return None;
+        }
+        v = v.checked_mul(10)?.checked_add(u64::from(d - b'0'))?;
+    }
+    Some(if neg { v.wrapping_neg() } else { v })
+}
+
+struct Exec<'x, 'a> {
+    args: &'x Args<'a>,
+    store: &'x mut Store,
+    env: &'x Env<'x>,
+    out: &'x mut Vec<u8>,
+    writes: Vec<Replicate>,
+}
+
+impl Exec<'_, '_> {
+    fn now(&self) -> u64 {
+        self.env.now_ms
+    }
+
+    fn arg(&self, i: usize) -> &[u8] {
+        self.args.arg(i)
+    }
+
+    fn err(&mut self, text: &[u8]) -> Outcome {
+        resp::error(self.out, text);
+        Outcome::Reply
+    }
+
+    /// Refuses a write to a key longer than the wire format carries.
+    fn key_too_long(&mut self, key: &[u8]) -> bool {
+        if key.len() > self.env.config.max_key_bytes {
+            let text = format!(
+                "ERR key exceeds maximum allowed size ({} bytes)",
+                self.env.config.max_key_bytes
+            );
+            resp::error(self.out, text.as_bytes());
+            return true;
+        }
+        false
+    }
+
+    fn ping(&mut self) -> Outcome {
+        match self.args.len() {
+            1 => resp::simple(self.out, b"PONG"),
+            2 => resp::bulk(self.out, self.args.arg(1)),
+            _ => arity_error("ping", self.out),
+        }
+        Outcome::Reply
+    }
+
+    fn auth(&mut self, client: &mut Client) -> Outcome {
+        let argc = self.args.len();
+        if argc > 3 {
+            return self.err(SYNTAX);
+        }
+        let (user, pass) = if argc == 2 {
+            (&b"default"[..], self.arg(1))
+        } else {
+            (self.arg(1), self.arg(2))
+        };
+        match &self.env.config.requirepass {
+            None if argc == 2 => self.err(
+                b"ERR AUTH <password> called without any password configured for the default \
+                  user. Are you sure your configuration is correct?",
+            ),
+            // Without a password the default user takes any password ("nopass").
+            None if user == b"default" => {
+                client.authenticated = true;
+                resp::simple(self.out, b"OK");
+                Outcome::Reply
+            }
+            Some(pw) if user == b"default" && constant_time_eq(pw, pass) => {
+                client.authenticated = true;
+                resp::simple(self.out, b"OK");
+                Outcome::Reply
+            }
+            _ => self.err(WRONGPASS),
+        }
+    }
+
+    fn select(&mut self) -> Outcome {
+        match int_arg(self.arg(1)) {
+            // Redis's getIntFromObjectOrReply text, typo included.
+            Some(n) if i32::try_from(n).is_err() => self
+                .err(b"ERR value is out of range, value must between -2147483648 and 2147483647"),
+            None => self.err(NOT_INTEGER),
+            Some(0) => {
+                resp::simple(self.out, b"OK");
+                Outcome::Reply
+            }
+            Some(_) => self.err(b"ERR DB index is out of range"),
+        }
+    }
+
+    fn client(&mut self, client: &mut Client) -> Outcome {
+        let sub = self.arg(1);
+        let argc = self.args.len();
+        let lower = String::from_utf8_lossy(cstr(sub)).to_ascii_lowercase();
+        let arity = match lower.as_str() {
+            "setname" => Some(3),
+            "getname" | "id" | "info" => Some(2),
+            "list" | "setinfo" | "no-evict" | "no-touch" | "reply" => None,
+            _ => {
+                let sub = cstr(sub);
+                let mut text = b"ERR unknown subcommand '".to_vec();
+                text.extend_from_slice(sub.get(..128).unwrap_or(sub));
+                text.extend_from_slice(b"'. Try CLIENT HELP.");
+                error_sanitized(self.out, &text);
+                return Outcome::Reply;
+            }
+        };
+        if arity.is_some_and(|n| n != argc) {
+            arity_error(&format!("client|{lower}"), self.out);
+            return Outcome::Reply;
+        }
+        match lower.as_str() {
+            "setname" => {
+                let name = self.arg(2);
+                if name.iter().any(|&b| !(b'!'..=b'~').contains(&b)) {
+                    return self.err(
+                        b"ERR Client names cannot contain spaces, newlines or special characters.",
+                    );
+                }
+                client.name = (!name.is_empty()).then(|| name.to_vec());
+                resp::simple(self.out, b"OK");
+            }
+            "getname" => match &client.name {
+                Some(n) => resp::bulk(self.out, n),
+                None => resp::null(self.out),
+            },
+            "id" => resp::integer(self.out, client.id as i64),
+            "info" | "list" => {
+                let name = client
+                    .name
+                    .as_deref()
+                    .map(String::from_utf8_lossy)
+                    .unwrap_or_default();
+                let line = format!("id={} name={} db=0 cmd=client|{lower}\n", client.id, name);
+                resp::bulk(self.out, line.as_bytes());
+            }
+            _ => resp::simple(self.out, b"OK"),
+        }
+        Outcome::Reply
+    }
+
+    fn info(&mut self) -> Outcome {
+        let store = &*self.store;
+        let text = format!(
+            "# Server\r\nredis_version:7.0.0\r\nredis_mode:standalone\r\n\
+             tandem_version:{}\r\nos:{}\r\narch_bits:64\r\ntcp_port:{}\r\n\
+             uptime_in_seconds:0\r\n\r\n\
+             # Clients\r\nconnected_clients:{}\r\n\r\n\
+             # Memory\r\nused_memory:{}\r\nmaxmemory:{}\r\n\r\n\
+             # Replication\r\nrole:master\r\nconnected_slaves:0\r\n\r\n\
+             # Tandem\r\n{}\r\n\
+             # Keyspace\r\n{}",
+            env!("CARGO_PKG_VERSION"),
+            std::env::consts::OS,
+            self.env.config.tcp_port,
+            self.env.connected_clients,
+            store.bytes(),
+            store.limits().max_bytes,
+            self.env
+                .info_extra
+                .replace('\n', "\r\n")
+                .replace("\r\r", "\r"),
+            if store.is_empty() {
+                String::new()
+            } else {
+                format!("db0:keys={},expires=0,avg_ttl=0\r\n", store.len())
+            },
+        );
+        resp::bulk(self.out, text.as_bytes());
+        Outcome::Reply
+    }
+
+    fn string_of(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>, ()> {
+        let now = self.now();
+        match self.store.get(key, now) {
+            None => Ok(None),
+            Some(Entry {
+                value: Value::Str(v),
+                ..
+            }) => Ok(Some(v.clone())),
+            Some(_) => Err(()),
+        }
+    }
+
+    fn get(&mut self) -> Outcome {
+        let now = self.now();
+        match self.store.get(self.args.arg(1), now) {
+            None => resp::null(self.out),
+            Some(Entry {
+                value: Value::Str(v),
+                ..
+            }) => resp::bulk(self.out, v),
+            Some(_) => resp::error(self.out, WRONGTYPE),
+        }
+        Outcome::Reply
+    }
+
+    fn set(&mut self) -> Outcome {
+        const NX: u8 = 1;
+        const XX: u8 = 2;
+        const GET: u8 = 4;
+        const KEEPTTL: u8 = 8;
+        const EX: u8 = 16;
+        const PX: u8 = 32;
+        const EXAT: u8 = 64;
+        const PXAT: u8 = 128;
+        const ANY_TTL: u8 = KEEPTTL | EX | PX | EXAT | PXAT;
+        let mut flags = 0u8;
+        let mut expire: Option<(&[u8], u8)> = None;
+        let argc = self.args.len();
+        let mut j = 3;
+        while j < argc {
+            let opt = self.args.arg(j);
+            let has_next = j + 1 < argc;
+            if is(opt, "nx") && flags & XX == 0 {
+                flags |= NX;
+            } else if is(opt, "xx") && flags & NX == 0 {
+                flags |= XX;
+            } else if is(opt, "get") {
+                flags |= GET;
+            } else if is(opt, "keepttl") && flags & (ANY_TTL & !KEEPTTL) == 0 {
+                flags |= KEEPTTL;
+            } else if let Some(unit) = [("ex", EX), ("px", PX), ("exat", EXAT), ("pxat", PXAT)]
+                .iter()
+                .find(|(w, _)| is(opt, w))
+                .map(|&(_, u)| u)
+                .filter(|&u| flags & (ANY_TTL & !u) == 0 && has_next)
+            {
+                flags |= unit;
+                expire = Some((self.args.arg(j + 1), unit));
+                j += 1;
+            } else {
+                return self.err(SYNTAX);
+            }
+            j += 1;
+        }
+        let now = self.now();
+        let expiry = match expire {
+            None if flags & KEEPTTL != 0 => Expiry::Keep,
+            None => Expiry::Never,
+            Some((arg, unit)) => {
+                let seconds = unit == EX || unit == EXAT;
+                let relative = unit == EX || unit == PX;
+                match expire_ms(arg, seconds, relative, now) {
+                    Ok(at) => Expiry::At(at),
+                    Err(ExpireError::NotInteger) => return self.err(NOT_INTEGER),
+                    Err(ExpireError::Invalid) => {
+                        expire_time_error("set", self.out);
+                        return Outcome::Reply;
+                    }
+                }
+            }
+        };
+        let key = self.args.arg(1);
+        let old = match self.string_of(key) {
+            Ok(old) => old,
+            Err(()) if flags & GET != 0 => return self.err(WRONGTYPE),
+            Err(()) => None,
+        };
+        let found = self.store.get(key, now).is_some();
+        let get_reply = |out: &mut Vec<u8>| match &old {
+            Some(v) => resp::bulk(out, v),
+            None => resp::null(out),
+        };
+        if (flags & NX != 0 && found) || (flags & XX != 0 && !found) {
+            if flags & GET != 0 {
+                get_reply(self.out);
+            } else {
+                resp::null(self.out);
+            }
+            return Outcome::Reply;
+        }
+        if self.key_too_long(key) {
+            return Outcome::Reply;
+        }
+        match self.store.set_string(key, self.args.arg(2), expiry, now) {
+            Ok(rec) => self.writes.push(rec),
+            Err(e) => {
+                store_error(e, self.out);
+                return Outcome::Reply;
+            }
+        }
+        if flags & GET != 0 {
+            get_reply(self.out);
+        } else {
+            resp::simple(self.out, b"OK");
+        }
+        Outcome::Reply
+    }
+
+    fn setex(&mut self, unit_ms: i64, name: &str) -> Outcome {
+        let now = self.now();
+        let at = match expire_ms(self.arg(2), unit_ms == 1000, true, now) {
+            Ok(at) => at,
+            Err(ExpireError::NotInteger) => return self.err(NOT_INTEGER),
+            Err(ExpireError::Invalid) => {
+                expire_time_error(name, self.out);
+                return Outcome::Reply;
+            }
+        };
+        let key = self.args.arg(1);
+        if self.key_too_long(key) {
+            return Outcome::Reply;
+        }
+        match self
+            .store
+            .set_string(key, self.args.arg(3), Expiry::At(at), now)
+        {
+            Ok(rec) => {
+                self.writes.push(rec);
+                resp::simple(self.out, b"OK");
+            }
+            Err(e) => store_error(e, self.out),
+        }
+        Outcome::Reply
+    }
+
+    fn del(&mut self) -> Outcome {
+        let now = self.now();
+        let mut n = 0;
+        for key in self.args.iter().skip(1) {
+            if let Some(rec) = self.store.delete(key, now) {
+                self.writes.push(rec);
+                n += 1;
+            }
+        }
+        resp::integer(self.out, n);
+        Outcome::Reply
+    }
+
+    fn exists(&mut self) -> Outcome {
+        let now = self.now();
+        let mut n = 0;
+        for key in self.args.iter().skip(1) {
+            if self.store.get(key, now).is_some() {
+                n += 1;
+            }
+        }
+        resp::integer(self.out, n);
+        Outcome::Reply
+    }
+
+    fn expire(&mut self, unit_ms: i64, absolute: bool, name: &str) -> Outcome {
+        const NX: u8 = 1;
+        const XX: u8 = 2;
+        const GT: u8 = 4;
+        const LT: u8 = 8;
+        let mut flags = 0u8;
+        for opt in self.args.iter().skip(3) {
+            flags |= if is(opt, "nx") {
+                NX
+            } else if is(opt, "xx") {
+                XX
+            } else if is(opt, "gt") {
+                GT
+            } else if is(opt, "lt") {
+                LT
+            } else {
+                let mut text = b"ERR Unsupported option ".to_vec();
+                text.extend_from_slice(cstr(opt));
+                error_sanitized(self.out, &text);
+                return Outcome::Reply;
+            };
+        }
+        if flags & NX != 0 && flags & (XX | GT | LT) != 0 {
+            return self
+                .err(b"ERR NX and XX, GT or LT options at the same time are not compatible");
+        }
+        if flags & GT != 0 && flags & LT != 0 {
+            return self.err(b"ERR GT and LT options at the same time are not compatible");
+        }
+        let Some(mut when) = int_arg(self.arg(2)) else {
+            return self.err(NOT_INTEGER);
+        };
+        let now = self.now();
+        if unit_ms == 1000 {
+            match when.checked_mul(1000) {
+                Some(w) => when = w,
+                None => {
+                    expire_time_error(name, self.out);
+                    return Outcome::Reply;
+                }
+            }
+        }
+        let base = if absolute { 0 } else { now as i64 };
+        let Some(when) = when.checked_add(base) else {
+            expire_time_error(name, self.out);
+            return Outcome::Reply;
+        };
+        let key = self.args.arg(1);
+        let current = match self.store.get(key, now) {
+            None => {
+                resp::integer(self.out, 0);
+                return Outcome::Reply;
+            }
+            Some(e) => e.expires_at_ms,
+        };
+        let current = if current == 0 { -1 } else { current as i64 };
+        let refused = (flags & NX != 0 && current != -1)
+            || (flags & XX != 0 && current == -1)
+            || (flags & GT != 0 && (when <= current || current == -1))
+            || (flags & LT != 0 && current != -1 && when >= current);
+        if refused {
+            resp::integer(self.out, 0);
+            return Outcome::Reply;
+        }
+        // A time not in the future deletes the key (set_expiry does it; 1 ms is the floor).
+        let at = u64::try_from(when).unwrap_or(0).max(1);
+        let rec = self.store.set_expiry(key, at, now);
+        self.writes.extend(rec);
+        resp::integer(self.out, 1);
+        Outcome::Reply
+    }
+
+    fn persist(&mut self) -> Outcome {
+        let now = self.now();
+        let key = self.args.arg(1);
+        let has_ttl = self
+            .store
+            .get(key, now)
+            .is_some_and(|e| e.expires_at_ms != 0);
+        if !has_ttl {
+            resp::integer(self.out, 0);
+            return Outcome::Reply;
+        }
+        self.writes.extend(self.store.set_expiry(key, 0, now));
+        resp::integer(self.out, 1);
+        Outcome::Reply
+    }
+
+    fn ttl(&mut self, unit_ms: u64) -> Outcome {
+        let now = self.now();
+        let reply = match self.store.get(self.args.arg(1), now) {
+            None => -2,
+            Some(e) if e.expires_at_ms == 0 => -1,
+            Some(e) => {
+                let left = e.expires_at_ms.saturating_sub(now);
+                if unit_ms == 1000 {
+                    ((left + 500) / 1000) as i64
+                } else {
+                    left as i64
+                }
+            }
+        };
+        resp::integer(self.out, reply);
+        Outcome::Reply
+    }
+
+    fn mget(&mut self) -> Outcome {
+        let now = self.now();
+        // Size the reply first: a huge one closes the connection instead of growing memory.
+        let mut size = 16usize;
+        for key in self.args.iter().skip(1) {
+            size = size.saturating_add(match self.store.get(key, now) {
+                Some(Entry {
+                    value: Value::Str(v),
+                    ..
+                }) => resp::bulk_size(v.len()),
+                _ => 5,
+            });
+        }
+        if size > self.env.config.max_reply_bytes {
+            return Outcome::Close;
+        }
+        resp::array_header(self.out, self.args.len() - 1);
+        for key in self.args.iter().skip(1) {
+            match self.store.get(key, now) {
+                Some(Entry {
+                    value: Value::Str(v),
+                    ..
+                }) => resp::bulk(self.out, v),
+                _ => resp::null(self.out),
+            }
+        }
+        Outcome::Reply
+    }
+
+    fn scan(&mut self) -> Outcome {
+        let Some(cursor) = scan_cursor(self.arg(1)) else {
+            return self.err(b"ERR invalid cursor");
+        };
+        let mut count = 10usize;
+        let mut pattern: Option<&[u8]> = None;
+        let mut type_filter: Option<&[u8]> = None;
+        let argc = self.args.len();
+        let mut i = 2;
+        while i < argc {
+            let opt = self.args.arg(i);
+            let has_next = i + 1 < argc;
+            if is(opt, "count") && has_next {
+                match int_arg(self.args.arg(i + 1)) {
+                    None => return self.err(NOT_INTEGER),
+                    Some(n) if n < 1 => return self.err(SYNTAX),
+                    // COUNT is a hint; cap the work one call may do.
+                    Some(n) => count = usize::try_from(n).unwrap_or(usize::MAX).min(100_000),
+                }
+            } else if is(opt, "match") && has_next {
+                let p = self.args.arg(i + 1);
+                pattern = (p != b"*").then_some(p);
+            } else if is(opt, "type") && has_next {
+                type_filter = Some(self.args.arg(i + 1));
+            } else {
+                return self.err(SYNTAX);
+            }
+            i += 2;
+        }
+        let now = self.now();
+        let mut keys = Vec::new();
+        let store = &*self.store;
+        let next = store.scan(
+            cursor,
+            count,
+            now,
+            |k| pattern.is_none_or(|p| glob_match(p, k, false)),
+            &mut keys,
+        );
+        if let Some(t) = type_filter {
+            let want_hash = is(t, "hash");
+            let want_string = is(t, "string");
+            keys.retain(|k| {
+                let is_hash = self
+                    .store
+                    .get(k, now)
+                    .is_some_and(|e| matches!(e.value, Value::Hash(_)));
+                (want_hash && is_hash) || (want_string && !is_hash)
+            });
+        }
+        resp::array_header(self.out, 2);
+        resp::bulk(self.out, next.to_string().as_bytes());
+        resp::array_header(self.out, keys.len());
+        for k in &keys {
+            resp::bulk(self.out, k);
+        }
+        Outcome::Reply
+    }
+
+    /// The key's hash fields, `Ok(None)` if missing, `Err` (WRONGTYPE sent) for a string.
+    fn hash_of(&mut self, key: &[u8]) -> Result<Option<&[HashField]>, WrongType> {
+        let now = self.now();
+        match self.store.get(key, now) {
+            None => Ok(None),
+            Some(Entry {
+                value: Value::Hash(h),
+                ..
+            }) => Ok(Some(h.as_slice())),
+            Some(_) => {
+                resp::error(self.out, WRONGTYPE);
+                Err(WrongType)
+            }
+        }
+    }
+
+    fn hset(&mut self) -> Outcome {
+        if self.args.len() % 2 == 1 {
+            arity_error("hset", self.out);
+            return Outcome::Reply;
+        }
+        let key = self.args.arg(1);
+        if self.hash_of(key).is_err() {
+            return Outcome::Reply;
+        }
+        if self.key_too_long(key) {
+            return Outcome::Reply;
+        }
+        let args = *self.args;
+        let pairs = (2..args.len())
+            .step_by(2)
+            .map(move |i| (args.arg(i), args.arg(i + 1)));
+        let now = self.now();
+        match self.store.hset(key, pairs, now) {
+            Ok((added, rec)) => {
+                self.writes.push(rec);
+                resp::integer(self.out, added as i64);
+            }
+            Err(e) => store_error(e, self.out),
+        }
+        Outcome::Reply
+    }
+
+    fn hget(&mut self) -> Outcome {
+        let field = self.args.arg(2);
+        let value = match self.hash_of(self.args.arg(1)) {
+            Err(WrongType) => return Outcome::Reply,
+            Ok(h) => h.and_then(|h| h.iter().find(|(f, _)| f.as_slice() == field).cloned()),
+        };
+        match value {
+            Some((_, v)) => resp::bulk(self.out, &v),
+            None => resp::null(self.out),
+        }
+        Outcome::Reply
+    }
+
+    fn hgetall(&mut self) -> Outcome {
+        let fields = match self.hash_of(self.args.arg(1)) {
+            Err(WrongType) => return Outcome::Reply,
+            Ok(h) => h.map(<[HashField]>::to_vec).unwrap_or_default(),
+        };
+        resp::array_header(self.out, fields.len() * 2);
+        for (f, v) in &fields {
+            resp::bulk(self.out, f);
+            resp::bulk(self.out, v);
+        }
+        Outcome::Reply
+    }
+
+    fn hdel(&mut self) -> Outcome {
+        let key = self.args.arg(1);
+        if self.hash_of(key).is_err() {
+            return Outcome::Reply;
+        }
+        let now = self.now();
+        let (removed, rec) = self.store.hdel(key, self.args.iter().skip(2), now);
+        self.writes.extend(rec);
+        resp::integer(self.out, removed as i64);
+        Outcome::Reply
+    }
+}
+
+/// A hash field and its value.
+type HashField = (Vec<u8>, Vec<u8>);
+
+/// The key holds another type; the WRONGTYPE error has been sent.
+struct WrongType;
+
+enum ExpireError {
+    NotInteger,
+    Invalid,
+}
+
+/// Redis's `getExpireMillisecondsOrReply` for SET/SETEX/PSETEX: a positive integer, scaled
+/// without overflow, made absolute for relative units.
+fn expire_ms(arg: &[u8], seconds: bool, relative: bool, now: u64) -> Result<u64, ExpireError> {
+    let v = int_arg(arg).ok_or(ExpireError::NotInteger)?;
+    if v <= 0 || (seconds && v > i64::MAX / 1000) {
+        return Err(ExpireError::Invalid);
+    }
+    let ms = if seconds { v * 1000 } else { v };
+    let ms = if relative {
+        ms.checked_add(now as i64).ok_or(ExpireError::Invalid)?
+    } else {
+        ms
+    };
+    u64::try_from(ms).map_err(|_| ExpireError::Invalid)
+}
+
+/// Compares secrets without an early exit on the first differing byte.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resp::{Limits, Parsed, Parser};
+    use crate::store::Limits as StoreLimits;
+    use tandem_core::frame::Op;
+    use tandem_core::NodeId;
+
+    struct Harness {
+        store: Store,
+        client: Client,
+        config: Config,
+        now: u64,
+        isolated: bool,
+    }
+
+    impl Harness {
+        fn new() -> Harness {
+            Harness {
+                store: Store::new(NodeId(1), StoreLimits::default()),
+                client: Client::new(1),
+                config: Config::default(),
+                now: 1_000_000,
+                isolated: false,
+            }
+        }
+
+        /// Runs inline commands; returns the replies and the outcome of the last one.
+        fn run(&mut self, line: &str) -> (String, Outcome) {
+            let mut parser = Parser::new(Limits::default());
+            let input = format!("{line}\r\n");
+            let mut out = Vec::new();
+            let Ok(Parsed::Command { .. }) = parser.parse(input.as_bytes(), false) else {
+                panic!("bad test command {line}");
+            };
+            let args = parser.args(input.as_bytes());
+            let env = Env {
+                config: &self.config,
+                now_ms: self.now,
+                isolated: self.isolated,
+                connected_clients: 1,
+                info_extra: "",
+            };
+            let outcome = execute(&args, &mut self.client, &mut self.store, &env, &mut out);
+            (String::from_utf8_lossy(&out).into_owned(), outcome)
+        }
+
+        fn reply(&mut self, line: &str) -> String {
+            self.run(line).0
+        }
+    }
+
+    #[test]
+    fn writes_return_records_reads_do_not() {
+        let mut h = Harness::new();
+        let (r, o) = h.run("set k v px 500");
+        assert_eq!(r, "+OK\r\n");
+        let Outcome::Write(recs) = o else {
+            panic!("{o:?}")
+        };
+        assert_eq!(recs.len(), 1);
+        assert_eq!(recs[0].op, Op::Put);
+        assert_eq!(recs[0].expires_at_ms, 1_000_500);
+        assert_eq!(recs[0].value, b"\x00v".to_vec());
+        assert_eq!(h.run("get k"), ("$1\r\nv\r\n".into(), Outcome::Reply));
+        // A write that changes nothing replicates nothing.
+        assert_eq!(h.run("set k w nx"), ("$-1\r\n".into(), Outcome::Reply));
+        assert_eq!(h.run("del nope"), (":0\r\n".into(), Outcome::Reply));
+        let (r, o) = h.run("del k k2");
+        assert_eq!(r, ":1\r\n");
+        assert!(matches!(o, Outcome::Write(ref v) if v.len() == 1 && v[0].op == Op::Delete));
+    }
+
+    #[test]
+    fn isolation_refuses_writes_before_touching_the_store() {
+        let mut h = Harness::new();
+        h.reply("set k v");
+        h.isolated = true;
+        assert_eq!(
+            h.reply("set k w"),
+            format!("-{}\r\n", String::from_utf8_lossy(ISOLATED_ERROR))
+        );
+        assert!(h.reply("del k").starts_with("-READONLY"));
+        assert_eq!(h.reply("get k"), "$1\r\nv\r\n");
+        // Arity errors still come first, as in Redis.
+        assert_eq!(
+            h.reply("set k"),
+            "-ERR wrong number of arguments for 'set' command\r\n"
+        );
+    }
+
+    #[test]
+    fn auth_gate() {
+        let mut h = Harness::new();
+        h.config.requirepass = Some(b"pw".to_vec());
+        assert_eq!(h.reply("get a"), "-NOAUTH Authentication required.\r\n");
+        assert!(h.reply("foo").starts_with("-ERR unknown command 'foo'"));
+        assert!(h.reply("auth x").starts_with("-WRONGPASS"));
+        assert!(h.reply("auth other pw").starts_with("-WRONGPASS"));
+        assert_eq!(h.reply("auth default pw"), "+OK\r\n");
+        assert_eq!(h.reply("get a"), "$-1\r\n");
+    }
+
+    #[test]
+    fn oom_and_size_errors_keep_data() {
+        let mut h = Harness::new();
+        h.store = Store::new(
+            NodeId(1),
+            StoreLimits {
+                max_sessions: 1,
+                max_value_bytes: 16,
+                ..StoreLimits::default()
+            },
+        );
+        h.reply("set a 1");
+        assert_eq!(
+            h.reply("set b 1"),
+            "-OOM command not allowed when used memory > 'maxmemory'.\r\n"
+        );
+        assert!(h.reply("hset h f 1").starts_with("-OOM"));
+        assert!(h
+            .reply("set a 12345678901234567")
+            .starts_with("-ERR string exceeds"));
+        assert_eq!(h.reply("get a"), "$1\r\n1\r\n");
+        let long = "k".repeat(257);
+        assert!(h
+            .reply(&format!("set {long} v"))
+            .starts_with("-ERR key exceeds maximum allowed size (256 bytes)"));
+    }
+
+    #[test]
+    fn ttl_and_expiry_follow_the_clock() {
+        let mut h = Harness::new();
+        h.reply("set k v ex 10");
+        assert_eq!(h.reply("ttl k"), ":10\r\n");
+        h.now += 2_400;
+        assert_eq!(h.reply("ttl k"), ":8\r\n");
+        assert_eq!(h.reply("pttl k"), ":7600\r\n");
+        h.now += 7_600;
+        assert_eq!(h.reply("get k"), "$-1\r\n");
+        assert_eq!(h.reply("ttl k"), ":-2\r\n");
+        h.reply("set k v");
+        assert_eq!(h.reply("ttl k"), ":-1\r\n");
+        assert_eq!(h.reply("expire k -1"), ":1\r\n");
+        assert_eq!(h.reply("exists k"), ":0\r\n");
+    }
+
+    #[test]
+    fn quit_and_huge_mget() {
+        let mut h = Harness::new();
+        assert_eq!(h.run("quit"), ("+OK\r\n".into(), Outcome::Quit));
+        h.config.max_reply_bytes = 100;
+        h.reply(&format!("set k {}", "x".repeat(60)));
+        assert_eq!(h.run("mget k").1, Outcome::Reply);
+        assert_eq!(h.run("mget k k").1, Outcome::Close);
+    }
+
+    #[test]
+    fn glob() {
+        let cases: &[(&str, &str, bool)] = &[
+            ("*", "", true),
+            ("a*", "abc", true),
+            ("a*c", "abbbc", true),
+            ("a*c", "abbb", false),
+            ("a?c", "abc", true),
+            ("a[bx]c", "axc", true),
+            ("a[^bx]c", "abc", false),
+            ("a[a-c]", "ab", true),
+            ("a[c-a]", "ab", true),
+            ("a\\*", "a*", true),
+            ("a\\*", "ab", false),
+            ("*:sessions:*", "spring:sessions:123", true),
+            ("h?llo", "hllo", false),
+        ];
+        for (p, s, want) in cases {
+            assert_eq!(
+                glob_match(p.as_bytes(), s.as_bytes(), false),
+                *want,
+                "{p} {s}"
+            );
+        }
+    }
+
+    #[test]
+    fn scan_cursor_like_strtoul() {
+        assert_eq!(scan_cursor(b"0"), Some(0));
+        assert_eq!(scan_cursor(b""), Some(0));
+        assert_eq!(scan_cursor(b"+7"), Some(7));
+        assert_eq!(scan_cursor(b"007"), Some(7));
+        assert_eq!(scan_cursor(b"-1"), Some(u64::MAX));
+        assert_eq!(scan_cursor(b" 0"), None);
+        assert_eq!(scan_cursor(b"0x"), None);
+        assert_eq!(scan_cursor(b"18446744073709551616"), None);
+    }
+}

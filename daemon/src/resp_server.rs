@@ -1,0 +1,868 @@
+//! The RESP listener and its connections, as a component of the daemon's mio event loop.
+//!
+//! The loop owns the [`mio::Poll`], the [`Store`] and replication; this component owns the
+//! listening socket and the client connections, and talks to the loop through [`WriteSink`]:
+//! the clock, whether the node is isolated, and where replication records go. In synchronous
+//! mode [`WriteSink::submit`] returns a [`WriteId`]: the client's reply is held, and the
+//! connection executes none of its further pipelined commands, until the loop calls
+//! [`RespServer::complete`] with that id, so replies stay in order and a reply never says
+//! "saved" before the peers hold the write.
+//!
+//! Bounds per connection: input holds at most one request ([`resp::Limits::max_request`]) plus
+//! one read; output past [`ServerConfig::output_soft_limit`] stops command execution until the
+//! client reads (backpressure: a client that does not read its replies stops being read from,
+//! and its TCP window closes), and a single reply is bounded by the command layer's
+//! `max_reply_bytes` (a larger one closes the connection). At most
+//! [`ServerConfig::max_connections`]; more get Redis's "max number of clients" error.
+//!
+//! Panics: never on client input.
+
+use std::collections::HashMap;
+use std::io::{self, ErrorKind, Read, Write};
+use std::net::SocketAddr;
+
+use mio::event::Event;
+use mio::net::{TcpListener, TcpStream};
+use mio::{Interest, Registry, Token};
+
+use crate::commands::{self, Client, Env, Outcome, ISOLATED_ERROR};
+use crate::resp::{self, Parsed, Parser};
+use crate::store::{Replicate, Store};
+
+/// Bytes read per `read` call.
+const READ_CHUNK: usize = 64 * 1024;
+/// Idle buffers larger than this are shrunk back.
+const KEEP_CAPACITY: usize = 64 * 1024;
+
+/// Listener settings.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// `--resp`; loopback by default.
+    pub bind: SocketAddr,
+    pub max_connections: usize,
+    pub limits: resp::Limits,
+    /// Pending output above which a connection's commands wait for the client to read.
+    pub output_soft_limit: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> ServerConfig {
+        ServerConfig {
+            bind: SocketAddr::from(([127, 0, 0, 1], 6379)),
+            max_connections: 1024,
+            limits: resp::Limits::default(),
+            output_soft_limit: 1 << 20,
+        }
+    }
+}
+
+/// Names a write whose reply waits for replication.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct WriteId(pub u64);
+
+/// Why a held write was not replicated. The local store already changed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WriteFailure {
+    /// The node lost quorum before the peers acknowledged: the client gets [`ISOLATED_ERROR`].
+    Isolated,
+}
+
+/// What the event loop provides to the RESP component.
+pub trait WriteSink {
+    /// Current unix time in milliseconds.
+    fn now_ms(&self) -> u64;
+    /// True while the node has no quorum: writes are refused.
+    fn isolated(&self) -> bool;
+    /// Takes the records of one client command (never empty). `Some(id)` holds the client's
+    /// reply until [`RespServer::complete`]`(id)`; `None` sends it now (async mode, no peers).
+    fn submit(&mut self, records: Vec<Replicate>) -> Option<WriteId>;
+    /// Extra `name:value` lines for INFO (node id, cluster role, peers).
+    fn info_extra(&self) -> String {
+        String::new()
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Closing {
+    No,
+    /// Send what is in the output buffer, then close (QUIT, protocol error, client EOF).
+    AfterFlush,
+    Now,
+}
+
+#[derive(Debug)]
+struct Conn {
+    stream: TcpStream,
+    parser: Parser,
+    input: Vec<u8>,
+    output: Vec<u8>,
+    /// Bytes of `output` already written.
+    written: usize,
+    client: Client,
+    /// The write whose reply is held, and that reply.
+    held: Option<(WriteId, Vec<u8>)>,
+    closing: Closing,
+    read_closed: bool,
+    /// True if the last registration asked for WRITABLE too.
+    wants_write: bool,
+}
+
+impl Conn {
+    fn pending_output(&self) -> usize {
+        self.output.len() - self.written
+    }
+}
+
+/// The RESP listener and its connections.
+#[derive(Debug)]
+pub struct RespServer {
+    config: ServerConfig,
+    commands: commands::Config,
+    listener: TcpListener,
+    listener_token: Token,
+    conn_base: usize,
+    conns: Vec<Option<Conn>>,
+    free: Vec<usize>,
+    held: HashMap<WriteId, usize>,
+    next_client_id: u64,
+    scratch: Vec<u8>,
+}
+
+impl RespServer {
+    /// Binds the listener. Connection tokens are `conn_base .. conn_base + max_connections`;
+    /// the listener's is `listener_token` (outside that range).
+    pub fn bind(
+        config: ServerConfig,
+        commands: commands::Config,
+        listener_token: Token,
+        conn_base: usize,
+    ) -> io::Result<RespServer> {
+        let listener = TcpListener::bind(config.bind)?;
+        Ok(RespServer {
+            conns: Vec::new(),
+            free: Vec::new(),
+            held: HashMap::new(),
+            next_client_id: 1,
+            scratch: vec![0; READ_CHUNK],
+            config,
+            commands,
+            listener,
+            listener_token,
+            conn_base,
+        })
+    }
+
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Registers the listener (connections register themselves as they are accepted).
+    pub fn register(&mut self, registry: &Registry) -> io::Result<()> {
+        registry.register(&mut self.listener, self.listener_token, Interest::READABLE)
+    }
+
+    /// True if `token` belongs to this component.
+    pub fn owns(&self, token: Token) -> bool {
+        token == self.listener_token
+            || (token.0 >= self.conn_base && token.0 - self.conn_base < self.config.max_connections)
+    }
+
+    /// Open client connections.
+    pub fn connections(&self) -> usize {
+        self.conns.len() - self.free.len()
+    }
+
+    /// Bytes held in connection buffers (input, unsent output, held replies).
+    pub fn buffered_bytes(&self) -> usize {
+        self.conns
+            .iter()
+            .flatten()
+            .map(|c| {
+                c.input.len() + c.pending_output() + c.held.as_ref().map_or(0, |(_, r)| r.len())
+            })
+            .sum()
+    }
+
+    /// Handles a readiness event for a token this component [`owns`](Self::owns).
+    pub fn handle_event(
+        &mut self,
+        registry: &Registry,
+        event: &Event,
+        store: &mut Store,
+        sink: &mut dyn WriteSink,
+    ) {
+        self.handle_ready(registry, event.token(), store, sink);
+    }
+
+    /// Handles readiness of `token` (whatever kind: the connection retries everything).
+    pub fn handle_ready(
+        &mut self,
+        registry: &Registry,
+        token: Token,
+        store: &mut Store,
+        sink: &mut dyn WriteSink,
+    ) {
+        if token == self.listener_token {
+            self.accept(registry);
+            return;
+        }
+        if let Some(slot) = token.0.checked_sub(self.conn_base) {
+            self.drive(registry, slot, store, sink);
+        }
+    }
+
+    /// Completes a held write: its reply (or an error) is sent and the connection goes on
+    /// with its pipelined commands. Unknown ids (connection gone) are ignored.
+    pub fn complete(
+        &mut self,
+        registry: &Registry,
+        id: WriteId,
+        result: Result<(), WriteFailure>,
+        store: &mut Store,
+        sink: &mut dyn WriteSink,
+    ) {
+        let Some(slot) = self.held.remove(&id) else {
+            return;
+        };
+        let Some(Some(conn)) = self.conns.get_mut(slot) else {
+            return;
+        };
+        match conn.held.take() {
+            Some((held_id, reply)) if held_id == id => match result {
+                Ok(()) => conn.output.extend_from_slice(&reply),
+                Err(WriteFailure::Isolated) => resp::error(&mut conn.output, ISOLATED_ERROR),
+            },
+            other => {
+                conn.held = other;
+                return;
+            }
+        }
+        self.drive(registry, slot, store, sink);
+    }
+
+    fn accept(&mut self, registry: &Registry) {
+        loop {
+            let (mut stream, _) = match self.listener.accept() {
+                Ok(s) => s,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                // ECONNABORTED, EMFILE...: try again on the next event.
+                Err(_) => return,
+            };
+            if self.connections() >= self.config.max_connections {
+                // Best effort, as Redis: the socket buffer is empty, so this fits.
+                let _ = stream.write(b"-ERR max number of clients reached\r\n");
+                continue;
+            }
+            let _ = stream.set_nodelay(true);
+            let slot = match self.free.pop() {
+                Some(s) => s,
+                None => {
+                    self.conns.push(None);
+                    self.conns.len() - 1
+                }
+            };
+            let token = Token(self.conn_base + slot);
+            if registry
+                .register(&mut stream, token, Interest::READABLE)
+                .is_err()
+            {
+                self.free.push(slot);
+                continue;
+            }
+            let id = self.next_client_id;
+            self.next_client_id += 1;
+            if let Some(cell) = self.conns.get_mut(slot) {
+                *cell = Some(Conn {
+                    stream,
+                    parser: Parser::new(self.config.limits),
+                    input: Vec::new(),
+                    output: Vec::new(),
+                    written: 0,
+                    client: Client::new(id),
+                    held: None,
+                    closing: Closing::No,
+                    read_closed: false,
+                    wants_write: false,
+                });
+            }
+        }
+    }
+
+    /// Reads, executes and writes for one connection until it can make no more progress.
+    fn drive(
+        &mut self,
+        registry: &Registry,
+        slot: usize,
+        store: &mut Store,
+        sink: &mut dyn WriteSink,
+    ) {
+        let connected = self.connections();
+        let Some(Some(conn)) = self.conns.get_mut(slot) else {
+            return;
+        };
+        let input_cap = self
+            .config
+            .limits
+            .max_request
+            .max(self.config.limits.max_inline + 2)
+            .saturating_add(READ_CHUNK);
+        loop {
+            let executed = execute_buffered(
+                conn,
+                &self.commands,
+                store,
+                sink,
+                connected,
+                self.config.output_soft_limit,
+                &mut self.held,
+                slot,
+            );
+            let wrote = match flush(conn) {
+                Ok(wrote) => wrote,
+                Err(_) => {
+                    conn.closing = Closing::Now;
+                    false
+                }
+            };
+            if conn.closing == Closing::Now
+                || (conn.closing == Closing::AfterFlush && conn.pending_output() == 0)
+            {
+                break;
+            }
+            let may_read = !conn.read_closed
+                && conn.closing == Closing::No
+                && conn.held.is_none()
+                && conn.pending_output() <= self.config.output_soft_limit
+                && conn.input.len() < input_cap;
+            let mut read = false;
+            if may_read {
+                let room = (input_cap - conn.input.len()).min(self.scratch.len());
+                let buf = self.scratch.get_mut(..room).unwrap_or(&mut []);
+                match conn.stream.read(buf) {
+                    Ok(0) => {
+                        conn.read_closed = true;
+                        read = true;
+                    }
+                    Ok(n) => {
+                        conn.input.extend_from_slice(buf.get(..n).unwrap_or(&[]));
+                        read = true;
+                    }
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                    Err(e) if e.kind() == ErrorKind::Interrupted => read = true,
+                    Err(_) => {
+                        conn.closing = Closing::Now;
+                        break;
+                    }
+                }
+            }
+            // Stop when a whole round moved nothing: every source is drained or blocked, and
+            // the next readiness event (or a completion) resumes.
+            if !(executed || wrote || read) {
+                break;
+            }
+        }
+        // A client that closed its side is done once its complete commands are answered.
+        if conn.read_closed && conn.held.is_none() && conn.closing == Closing::No {
+            conn.closing = Closing::AfterFlush;
+        }
+        let done = conn.closing == Closing::Now
+            || (conn.closing == Closing::AfterFlush && conn.pending_output() == 0);
+        if done {
+            self.close(registry, slot);
+            return;
+        }
+        if conn.pending_output() == 0 {
+            if conn.output.capacity() > KEEP_CAPACITY {
+                conn.output = Vec::new();
+                conn.written = 0;
+            }
+            if conn.input.is_empty() && conn.input.capacity() > KEEP_CAPACITY {
+                conn.input = Vec::new();
+            }
+        }
+        let wants_write = conn.pending_output() > 0;
+        if wants_write != conn.wants_write {
+            let interest = if wants_write {
+                Interest::READABLE | Interest::WRITABLE
+            } else {
+                Interest::READABLE
+            };
+            let token = Token(self.conn_base + slot);
+            if registry
+                .reregister(&mut conn.stream, token, interest)
+                .is_err()
+            {
+                self.close(registry, slot);
+                return;
+            }
+            conn.wants_write = wants_write;
+        }
+    }
+
+    fn close(&mut self, registry: &Registry, slot: usize) {
+        let Some(cell) = self.conns.get_mut(slot) else {
+            return;
+        };
+        if let Some(mut conn) = cell.take() {
+            let _ = registry.deregister(&mut conn.stream);
+            if let Some((id, _)) = conn.held {
+                self.held.remove(&id);
+            }
+            self.free.push(slot);
+        }
+    }
+}
+
+/// Executes the complete commands buffered on `conn`, until one must wait (held reply,
+/// output backpressure) or the connection is closing.
+#[allow(clippy::too_many_arguments)]
+fn execute_buffered(
+    conn: &mut Conn,
+    config: &commands::Config,
+    store: &mut Store,
+    sink: &mut dyn WriteSink,
+    connected: usize,
+    soft_limit: usize,
+    held: &mut HashMap<WriteId, usize>,
+    slot: usize,
+) -> bool {
+    let mut consumed = 0;
+    while conn.held.is_none() && conn.closing == Closing::No && conn.pending_output() <= soft_limit
+    {
+        let rest = conn.input.get(consumed..).unwrap_or(&[]);
+        let auth_required = conn.client.auth_required(config);
+        match conn.parser.parse(rest, auth_required) {
+            Ok(Parsed::Incomplete) => break,
+            Ok(Parsed::Nothing { consumed: n }) => consumed += n,
+            Ok(Parsed::Command { consumed: n }) => {
+                let args = conn.parser.args(rest);
+                let info_extra = if args.arg(0).eq_ignore_ascii_case(b"info") {
+                    sink.info_extra()
+                } else {
+                    String::new()
+                };
+                let env = Env {
+                    config,
+                    now_ms: sink.now_ms(),
+                    isolated: sink.isolated(),
+                    connected_clients: connected,
+                    info_extra: &info_extra,
+                };
+                let start = conn.output.len();
+                let outcome =
+                    commands::execute(&args, &mut conn.client, store, &env, &mut conn.output);
+                consumed += n;
+                match outcome {
+                    Outcome::Reply => {}
+                    Outcome::Write(records) => {
+                        if let Some(id) = sink.submit(records) {
+                            let reply = conn.output.split_off(start);
+                            conn.held = Some((id, reply));
+                            held.insert(id, slot);
+                        }
+                    }
+                    Outcome::Quit => conn.closing = Closing::AfterFlush,
+                    Outcome::Close => {
+                        conn.output.truncate(start);
+                        conn.closing = Closing::Now;
+                    }
+                }
+            }
+            Err(e) => {
+                e.encode_reply(&mut conn.output);
+                conn.closing = Closing::AfterFlush;
+                if e == resp::ProtocolError::RequestTooBig {
+                    conn.closing = Closing::Now;
+                }
+            }
+        }
+    }
+    if consumed > 0 {
+        conn.input.drain(..consumed.min(conn.input.len()));
+    }
+    consumed > 0
+}
+
+/// Writes pending output until done or the socket is full; true if anything was written.
+fn flush(conn: &mut Conn) -> io::Result<bool> {
+    let before = conn.written;
+    while conn.written < conn.output.len() {
+        let pending = conn.output.get(conn.written..).unwrap_or(&[]);
+        match conn.stream.write(pending) {
+            Ok(0) => return Err(ErrorKind::WriteZero.into()),
+            Ok(n) => conn.written += n,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(conn.written > before),
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let wrote = conn.written > before;
+    conn.output.clear();
+    conn.written = 0;
+    Ok(wrote)
+}
+
+/// Runs the RESP component alone on its own [`mio::Poll`] (examples, tests, benchmarks against
+/// redis-server): no peers, so every write is "replicated" at once. With `hold_writes`, each
+/// write's reply is held for one loop turn and then completed, which exercises the
+/// synchronous-mode path (held replies, paused pipelines) without a cluster.
+pub mod standalone {
+    use std::io;
+    use std::net::SocketAddr;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+    use mio::{Events, Poll, Token};
+    use tandem_core::NodeId;
+
+    use super::{RespServer, ServerConfig, WriteId, WriteSink};
+    use crate::commands;
+    use crate::store::{self, Replicate, Store};
+
+    struct Sink {
+        hold: bool,
+        next: u64,
+        due: Vec<WriteId>,
+        replicated: u64,
+    }
+
+    impl WriteSink for Sink {
+        fn now_ms(&self) -> u64 {
+            unix_ms()
+        }
+        fn isolated(&self) -> bool {
+            false
+        }
+        fn submit(&mut self, records: Vec<Replicate>) -> Option<WriteId> {
+            self.replicated += records.len() as u64;
+            if !self.hold {
+                return None;
+            }
+            self.next += 1;
+            self.due.push(WriteId(self.next));
+            Some(WriteId(self.next))
+        }
+        fn info_extra(&self) -> String {
+            format!("standalone:1\nreplicated_records:{}\n", self.replicated)
+        }
+    }
+
+    /// Wall clock in unix milliseconds (0 if the clock is before 1970).
+    pub fn unix_ms() -> u64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64)
+    }
+
+    /// Binds and serves until `stop` is set. Returns once bound, with the address; the
+    /// server runs on a new thread.
+    pub fn spawn(
+        server: ServerConfig,
+        commands: commands::Config,
+        store_limits: store::Limits,
+        hold_writes: bool,
+        stop: Arc<AtomicBool>,
+    ) -> io::Result<(SocketAddr, std::thread::JoinHandle<io::Result<()>>)> {
+        let mut resp = RespServer::bind(server, commands, Token(0), 1)?;
+        let addr = resp.local_addr()?;
+        let handle = std::thread::spawn(move || {
+            let mut poll = Poll::new()?;
+            resp.register(poll.registry())?;
+            let mut events = Events::with_capacity(256);
+            let mut store = Store::new(NodeId(1), store_limits);
+            let mut sink = Sink {
+                hold: hold_writes,
+                next: 0,
+                due: Vec::new(),
+                replicated: 0,
+            };
+            let mut next_sweep = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let now = unix_ms();
+                if now >= next_sweep {
+                    next_sweep = store.sweep(now, 1000).unwrap_or(u64::MAX);
+                }
+                let wait = next_sweep.saturating_sub(now).min(50);
+                let timeout = if sink.due.is_empty() { wait } else { 0 };
+                match poll.poll(&mut events, Some(Duration::from_millis(timeout))) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(e),
+                }
+                for event in events.iter() {
+                    resp.handle_event(poll.registry(), event, &mut store, &mut sink);
+                }
+                // Complete the writes held during the previous turn.
+                let due = std::mem::take(&mut sink.due);
+                for id in due {
+                    resp.complete(poll.registry(), id, Ok(()), &mut store, &mut sink);
+                }
+            }
+            Ok(())
+        });
+        Ok((addr, handle))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+    use std::net::TcpStream as StdStream;
+    use std::time::Duration;
+
+    use mio::{Events, Poll};
+    use tandem_core::NodeId;
+
+    use super::*;
+    use crate::store::Limits as StoreLimits;
+
+    #[derive(Default)]
+    struct TestSink {
+        hold: bool,
+        isolated: bool,
+        next: u64,
+        submitted: Vec<(WriteId, Vec<Replicate>)>,
+    }
+
+    impl WriteSink for TestSink {
+        fn now_ms(&self) -> u64 {
+            1_000_000
+        }
+        fn isolated(&self) -> bool {
+            self.isolated
+        }
+        fn submit(&mut self, records: Vec<Replicate>) -> Option<WriteId> {
+            self.next += 1;
+            let id = WriteId(self.next);
+            self.submitted.push((id, records));
+            self.hold.then_some(id)
+        }
+    }
+
+    struct Rig {
+        poll: Poll,
+        events: Events,
+        server: RespServer,
+        store: Store,
+        sink: TestSink,
+    }
+
+    impl Rig {
+        fn new(config: ServerConfig) -> Rig {
+            let config = ServerConfig {
+                bind: ([127, 0, 0, 1], 0).into(),
+                ..config
+            };
+            let poll = Poll::new().expect("poll");
+            let mut server = RespServer::bind(config, commands::Config::default(), Token(0), 10)
+                .expect("bind loopback");
+            server.register(poll.registry()).expect("register");
+            Rig {
+                poll,
+                events: Events::with_capacity(64),
+                server,
+                store: Store::new(NodeId(1), StoreLimits::default()),
+                sink: TestSink::default(),
+            }
+        }
+
+        fn connect(&mut self) -> StdStream {
+            let addr = self.server.local_addr().expect("addr");
+            let s = StdStream::connect(addr).expect("connect");
+            s.set_read_timeout(Some(Duration::from_millis(20)))
+                .expect("timeout");
+            self.pump();
+            s
+        }
+
+        /// Runs the loop until no event arrives for a few milliseconds (bounded).
+        fn pump(&mut self) {
+            for _ in 0..200 {
+                self.poll
+                    .poll(&mut self.events, Some(Duration::from_millis(2)))
+                    .expect("poll");
+                if self.events.is_empty() {
+                    return;
+                }
+                let tokens: Vec<Token> = self.events.iter().map(|e| e.token()).collect();
+                for t in tokens {
+                    self.server.handle_ready(
+                        self.poll.registry(),
+                        t,
+                        &mut self.store,
+                        &mut self.sink,
+                    );
+                }
+            }
+        }
+
+        fn complete(&mut self, id: WriteId, result: Result<(), WriteFailure>) {
+            self.server.complete(
+                self.poll.registry(),
+                id,
+                result,
+                &mut self.store,
+                &mut self.sink,
+            );
+            self.pump();
+        }
+    }
+
+    fn read_some(s: &mut StdStream) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut buf = [0u8; 65536];
+        loop {
+            match s.read(&mut buf) {
+                Ok(0) => return out,
+                Ok(n) => out.extend_from_slice(&buf[..n]),
+                Err(_) => return out,
+            }
+        }
+    }
+
+    #[test]
+    fn held_write_pauses_the_pipeline_and_keeps_order() {
+        let mut rig = Rig::new(ServerConfig::default());
+        rig.sink.hold = true;
+        let mut c = rig.connect();
+        c.write_all(b"SET a 1\r\nGET a\r\nSET a 2\r\nGET a\r\n")
+            .expect("send");
+        rig.pump();
+        assert_eq!(read_some(&mut c), b"");
+        assert_eq!(rig.sink.submitted.len(), 1);
+        let (id, recs) = rig.sink.submitted[0].clone();
+        assert_eq!(recs[0].key, b"a".to_vec());
+        rig.complete(id, Ok(()));
+        assert_eq!(read_some(&mut c), b"+OK\r\n$1\r\n1\r\n");
+        let (id2, _) = rig.sink.submitted[1].clone();
+        // Completing an unknown or already completed id does nothing.
+        rig.complete(id, Ok(()));
+        assert_eq!(read_some(&mut c), b"");
+        rig.complete(id2, Err(WriteFailure::Isolated));
+        let got = read_some(&mut c);
+        assert!(
+            got.starts_with(b"-READONLY"),
+            "{:?}",
+            String::from_utf8_lossy(&got)
+        );
+        assert!(got.ends_with(b"$1\r\n2\r\n"));
+    }
+
+    #[test]
+    fn isolated_node_refuses_writes_and_serves_reads() {
+        let mut rig = Rig::new(ServerConfig::default());
+        let mut c = rig.connect();
+        c.write_all(b"SET a 1\r\n").expect("send");
+        rig.pump();
+        assert_eq!(read_some(&mut c), b"+OK\r\n");
+        rig.sink.isolated = true;
+        c.write_all(b"SET a 2\r\nGET a\r\n").expect("send");
+        rig.pump();
+        let got = read_some(&mut c);
+        let want = format!(
+            "-{}\r\n$1\r\n1\r\n",
+            String::from_utf8_lossy(ISOLATED_ERROR)
+        );
+        assert_eq!(String::from_utf8_lossy(&got), want);
+        assert_eq!(rig.sink.submitted.len(), 1);
+    }
+
+    #[test]
+    fn max_connections_gets_redis_error() {
+        let mut rig = Rig::new(ServerConfig {
+            max_connections: 2,
+            ..ServerConfig::default()
+        });
+        let _a = rig.connect();
+        let _b = rig.connect();
+        let mut c = rig.connect();
+        assert_eq!(read_some(&mut c), b"-ERR max number of clients reached\r\n");
+        assert_eq!(rig.server.connections(), 2);
+    }
+
+    #[test]
+    fn client_that_does_not_read_is_bounded() {
+        let soft = 256 * 1024;
+        let limits = resp::Limits::for_max_value(64 * 1024);
+        let mut rig = Rig::new(ServerConfig {
+            output_soft_limit: soft,
+            limits,
+            ..ServerConfig::default()
+        });
+        let mut c = rig.connect();
+        let value = vec![b'x'; 60_000];
+        let mut set = b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$60000\r\n".to_vec();
+        set.extend_from_slice(&value);
+        set.extend_from_slice(b"\r\n");
+        c.write_all(&set).expect("send");
+        rig.pump();
+        assert_eq!(read_some(&mut c), b"+OK\r\n");
+        // Pipeline 500 GETs (30 MB of replies) without reading any reply.
+        c.set_nonblocking(true).expect("nonblocking");
+        let n = 500;
+        let get = b"GET k\r\n".repeat(n);
+        let mut sent = 0;
+        let mut max_buffered = 0;
+        let mut stalled = 0;
+        while sent < get.len() && stalled < 20 {
+            match c.write(&get[sent..]) {
+                Ok(k) => {
+                    sent += k;
+                    stalled = 0;
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => stalled += 1,
+                Err(e) => panic!("{e}"),
+            }
+            rig.pump();
+            max_buffered = max_buffered.max(rig.server.buffered_bytes());
+        }
+        // Input is bounded by one request plus one read; output by the soft limit plus one
+        // reply; the kernel's socket buffers hold the rest.
+        let bound = limits.max_request + READ_CHUNK + soft + 70_000;
+        assert!(max_buffered <= bound, "{max_buffered} > {bound}");
+        assert!(max_buffered > 0);
+        // Now read everything on another thread: every reply arrives, none lost.
+        c.set_nonblocking(false).expect("blocking");
+        c.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        let mut reader = c.try_clone().expect("clone");
+        let want = n * (60_000 + 10);
+        let handle = std::thread::spawn(move || {
+            let mut total = 0;
+            let mut buf = vec![0u8; 1 << 16];
+            while total < want {
+                match reader.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(k) => total += k,
+                }
+            }
+            total
+        });
+        let mut rounds = 0;
+        while !handle.is_finished() && rounds < 20_000 {
+            if sent < get.len() {
+                if let Ok(k) = c.write(&get[sent..]) {
+                    sent += k;
+                }
+            }
+            rig.pump();
+            rounds += 1;
+        }
+        assert_eq!(handle.join().expect("reader"), want);
+    }
+
+    #[test]
+    fn protocol_error_replies_then_closes() {
+        let mut rig = Rig::new(ServerConfig::default());
+        let mut c = rig.connect();
+        c.write_all(b"PING\r\n*1\r\n$x\r\nPING\r\n").expect("send");
+        rig.pump();
+        assert_eq!(
+            read_some(&mut c),
+            b"+PONG\r\n-ERR Protocol error: invalid bulk length\r\n"
+        );
+        assert_eq!(rig.server.connections(), 0);
+    }
+}

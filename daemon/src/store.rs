@@ -1,0 +1,1132 @@
+//! The in-memory session store.
+//!
+//! Keys map to a string or a hash (field -> bytes, in insertion order, as Redis keeps small
+//! hashes). Every entry carries a Lamport `version` and the `origin` node that took the write;
+//! a deleted or expired key leaves a tombstone with the same pair.
+//!
+//! # Convergence rule
+//! A write (put or delete) replaces what is stored iff its `(version, origin)` is greater, in
+//! lexicographic order, than the stored entry's or tombstone's. Every local write carries the
+//! whole new state of the key (a hash is sent whole, an expiry change re-sends the value), so
+//! applying any set of writes in any order leaves the same store: the greatest pair wins. Local
+//! writes take `version = clock + 1`, where `clock` is the greatest version this store has made
+//! or seen, so a write made after seeing another one always beats it. Tombstones keep a late,
+//! older put from resurrecting a deleted key; they are bounded in count and age
+//! ([`Limits::max_tombstones`], [`Limits::tombstone_ttl_ms`]), and a put older than an evicted
+//! tombstone could resurrect the key, which is why the age bound is long next to replication
+//! delays.
+//!
+//! # Expiry
+//! Expiry times are absolute unix milliseconds (0 = never), so both nodes expire a key at the
+//! same instant up to their clock skew: a node whose clock runs ahead expires keys early.
+//! Expired keys read as missing at once; [`Store::sweep`] frees them, bounded by a budget per
+//! call, from a min-heap of (expiry, key hash) that is invalidated lazily (a popped item whose
+//! key no longer expires then is skipped), so nothing scans the whole store on a timer.
+//! Expiry is not replicated: each node expires by itself.
+//!
+//! # Bounds
+//! [`Limits::max_sessions`] live keys and [`Limits::max_bytes`] of key + value bytes plus
+//! [`ENTRY_OVERHEAD`] per key and [`FIELD_OVERHEAD`] per hash field. A local write that would
+//! pass either bound fails with [`StoreError::OutOfMemory`] and changes nothing; writes that do
+//! not grow usage (deletes, shrinking overwrites) always pass.
+//!
+//! # Replicated value encoding
+//! [`Replicate::value`] (and the value [`Store::apply_remote`] takes) is one tag byte and a
+//! payload: `0x00` then the string's bytes; or `0x01` then, per hash field in order,
+//! `field_len: u32 BE, field, value_len: u32 BE, value`. A delete carries an empty value.
+//!
+//! Panics: never on any input, including malformed replicated values.
+
+use std::cmp::Reverse;
+use std::collections::hash_map::DefaultHasher;
+use std::collections::{BTreeMap, BinaryHeap, VecDeque};
+use std::hash::Hasher;
+
+use tandem_core::frame::{EntryRepr, Op};
+use tandem_core::NodeId;
+
+/// Bytes charged per key besides its key and value bytes.
+pub const ENTRY_OVERHEAD: usize = 64;
+/// Bytes charged per hash field besides its field and value bytes.
+pub const FIELD_OVERHEAD: usize = 16;
+/// Tag byte of an encoded string value.
+pub const TAG_STRING: u8 = 0x00;
+/// Tag byte of an encoded hash value.
+pub const TAG_HASH: u8 = 0x01;
+
+/// Store bounds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    pub max_sessions: usize,
+    pub max_bytes: usize,
+    /// Largest encoded value (a hash grows by HSET; a string is bounded by the parser too).
+    pub max_value_bytes: usize,
+    pub max_tombstones: usize,
+    pub tombstone_ttl_ms: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_sessions: 1_000_000,
+            max_bytes: 1 << 30,
+            max_value_bytes: 1 << 20,
+            max_tombstones: 100_000,
+            tombstone_ttl_ms: 10 * 60 * 1000,
+        }
+    }
+}
+
+/// Why a write failed. In every case the store is unchanged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StoreError {
+    /// The write would pass `max_sessions` or `max_bytes` (refused).
+    OutOfMemory,
+    /// The new value would pass `max_value_bytes` (refused).
+    ValueTooLarge,
+    /// A replicated value that does not decode (malformed).
+    Malformed,
+}
+
+/// A stored value.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Value {
+    Str(Vec<u8>),
+    /// Fields in insertion order; field names are unique.
+    Hash(Vec<(Vec<u8>, Vec<u8>)>),
+}
+
+impl Value {
+    /// Bytes charged for this value.
+    fn charge(&self) -> usize {
+        match self {
+            Value::Str(v) => v.len(),
+            Value::Hash(h) => h
+                .iter()
+                .map(|(f, v)| f.len() + v.len() + FIELD_OVERHEAD)
+                .sum(),
+        }
+    }
+
+    /// Length of [`Value::encode`]'s output.
+    fn encoded_len(&self) -> usize {
+        match self {
+            Value::Str(v) => 1 + v.len(),
+            Value::Hash(h) => 1 + h.iter().map(|(f, v)| 8 + f.len() + v.len()).sum::<usize>(),
+        }
+    }
+
+    /// The replicated encoding (see the module docs).
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.encoded_len());
+        match self {
+            Value::Str(v) => {
+                out.push(TAG_STRING);
+                out.extend_from_slice(v);
+            }
+            Value::Hash(h) => {
+                out.push(TAG_HASH);
+                for (f, v) in h {
+                    // Fields and values are bounded by max_value_bytes, far below 4 GiB.
+                    out.extend_from_slice(&(f.len() as u32).to_be_bytes());
+                    out.extend_from_slice(f);
+                    out.extend_from_slice(&(v.len() as u32).to_be_bytes());
+                    out.extend_from_slice(v);
+                }
+            }
+        }
+        out
+    }
+
+    /// Decodes the replicated encoding; allocates only as bytes actually present allow.
+    pub fn decode(bytes: &[u8]) -> Result<Value, StoreError> {
+        match bytes.split_first() {
+            Some((&TAG_STRING, rest)) => Ok(Value::Str(rest.to_vec())),
+            Some((&TAG_HASH, mut rest)) => {
+                let mut fields: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+                while !rest.is_empty() {
+                    let (f, r) = take_chunk(rest)?;
+                    let (v, r) = take_chunk(r)?;
+                    rest = r;
+                    if fields.iter().any(|(g, _)| g.as_slice() == f) {
+                        return Err(StoreError::Malformed);
+                    }
+                    fields.push((f.to_vec(), v.to_vec()));
+                }
+                if fields.is_empty() {
+                    return Err(StoreError::Malformed);
+                }
+                Ok(Value::Hash(fields))
+            }
+            _ => Err(StoreError::Malformed),
+        }
+    }
+}
+
+fn take_chunk(b: &[u8]) -> Result<(&[u8], &[u8]), StoreError> {
+    let (len, rest) = b.split_first_chunk::<4>().ok_or(StoreError::Malformed)?;
+    let len = u32::from_be_bytes(*len) as usize;
+    if rest.len() < len {
+        return Err(StoreError::Malformed);
+    }
+    Ok(rest.split_at(len))
+}
+
+/// A live entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry {
+    pub value: Value,
+    pub version: u64,
+    pub origin: NodeId,
+    /// Absolute unix milliseconds; 0 = never.
+    pub expires_at_ms: u64,
+}
+
+impl Entry {
+    fn expired(&self, now_ms: u64) -> bool {
+        self.expires_at_ms != 0 && self.expires_at_ms <= now_ms
+    }
+}
+
+/// A write to hand to replication: the whole new state of one key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Replicate {
+    /// `Put` or `Delete` (the store never emits `Touch`; an expiry change is a `Put`).
+    pub op: Op,
+    pub key: Vec<u8>,
+    pub version: u64,
+    pub origin: NodeId,
+    pub expires_at_ms: u64,
+    /// Encoded value (module docs); empty for a delete.
+    pub value: Vec<u8>,
+}
+
+impl Replicate {
+    /// The record as one unchunked wire entry (the replication layer chunks large values).
+    pub fn entry(&self) -> EntryRepr<'_> {
+        EntryRepr {
+            op: self.op,
+            version: self.version,
+            origin: self.origin,
+            expires_at_ms: self.expires_at_ms,
+            key: &self.key,
+            total_len: u32::try_from(self.value.len()).unwrap_or(u32::MAX),
+            offset: 0,
+            value: &self.value,
+        }
+    }
+}
+
+/// How a replicated write was taken.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Applied {
+    /// It was newer and is now stored.
+    Stored,
+    /// The store already held an equal or newer version; nothing changed.
+    Stale,
+}
+
+/// New expiry for [`Store::set_string`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Expiry {
+    /// No expiry (clears an existing one).
+    Never,
+    /// Keep the key's current expiry (Redis KEEPTTL).
+    Keep,
+    /// Absolute unix milliseconds, in the future.
+    At(u64),
+}
+
+#[derive(Clone, Debug)]
+enum Slot {
+    Live(Entry),
+    Dead { version: u64, origin: NodeId },
+}
+
+impl Slot {
+    fn stamp(&self) -> (u64, NodeId) {
+        match self {
+            Slot::Live(e) => (e.version, e.origin),
+            Slot::Dead { version, origin } => (*version, *origin),
+        }
+    }
+}
+
+/// Keys with one 64-bit hash (almost always one key).
+type Bucket = Vec<(Box<[u8]>, Slot)>;
+
+/// The session store. Keys are kept ordered by a fixed hash of the key, so a SCAN or state
+/// transfer cursor is just a hash value and stays valid while the store changes.
+#[derive(Debug)]
+pub struct Store {
+    node: NodeId,
+    limits: Limits,
+    clock: u64,
+    map: BTreeMap<u64, Bucket>,
+    live: usize,
+    tombstones: usize,
+    bytes: usize,
+    /// (expires_at_ms, key hash), lazily invalidated.
+    expiry: BinaryHeap<Reverse<(u64, u64)>>,
+    /// (deleted_at_ms, key hash, version, origin), oldest first, lazily invalidated.
+    tomb_queue: VecDeque<(u64, u64, u64, NodeId)>,
+}
+
+/// The fixed key hash that orders the store. Cursor 0 means "start", so hashes are >= 1.
+pub fn key_hash(key: &[u8]) -> u64 {
+    let mut h = DefaultHasher::new();
+    h.write(key);
+    h.finish().max(1)
+}
+
+fn entry_charge(key: &[u8], value: &Value) -> usize {
+    key.len() + value.charge() + ENTRY_OVERHEAD
+}
+
+impl Store {
+    pub fn new(node: NodeId, limits: Limits) -> Store {
+        Store {
+            node,
+            limits,
+            clock: 0,
+            map: BTreeMap::new(),
+            live: 0,
+            tombstones: 0,
+            bytes: 0,
+            expiry: BinaryHeap::new(),
+            tomb_queue: VecDeque::new(),
+        }
+    }
+
+    pub fn node(&self) -> NodeId {
+        self.node
+    }
+
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    /// Live keys (expired ones not yet swept included).
+    pub fn len(&self) -> usize {
+        self.live
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.live == 0
+    }
+
+    /// Bytes charged against `max_bytes`.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    pub fn tombstones(&self) -> usize {
+        self.tombstones
+    }
+
+    /// The Lamport clock: the greatest version made or seen.
+    pub fn clock(&self) -> u64 {
+        self.clock
+    }
+
+    fn slot(&self, key: &[u8]) -> Option<&Slot> {
+        self.map
+            .get(&key_hash(key))?
+            .iter()
+            .find(|(k, _)| &**k == key)
+            .map(|(_, s)| s)
+    }
+
+    /// The live, unexpired entry of `key`. An expired one is turned into a tombstone here.
+    pub fn get(&mut self, key: &[u8], now_ms: u64) -> Option<&Entry> {
+        let expired = match self.slot(key)? {
+            Slot::Live(e) => e.expired(now_ms),
+            Slot::Dead { .. } => return None,
+        };
+        if expired {
+            self.kill(key, None, now_ms);
+            return None;
+        }
+        match self.slot(key)? {
+            Slot::Live(e) => Some(e),
+            Slot::Dead { .. } => None,
+        }
+    }
+
+    /// Stores a string, replacing any value of any type.
+    pub fn set_string(
+        &mut self,
+        key: &[u8],
+        value: &[u8],
+        expiry: Expiry,
+        now_ms: u64,
+    ) -> Result<Replicate, StoreError> {
+        let old_expiry = self.get(key, now_ms).map_or(0, |e| e.expires_at_ms);
+        let expires_at_ms = match expiry {
+            Expiry::Never => 0,
+            Expiry::Keep => old_expiry,
+            Expiry::At(t) => t,
+        };
+        self.put_local(key, Value::Str(value.to_vec()), expires_at_ms, now_ms)
+    }
+
+    /// Sets fields of a hash (creating it); returns how many fields are new. The caller has
+    /// checked that `key` holds no string.
+    pub fn hset<'a>(
+        &mut self,
+        key: &[u8],
+        pairs: impl Iterator<Item = (&'a [u8], &'a [u8])>,
+        now_ms: u64,
+    ) -> Result<(usize, Replicate), StoreError> {
+        let (mut fields, expires_at_ms) = match self.get(key, now_ms) {
+            Some(Entry {
+                value: Value::Hash(h),
+                expires_at_ms,
+                ..
+            }) => (h.clone(), *expires_at_ms),
+            _ => (Vec::new(), 0),
+        };
+        let mut added = 0;
+        for (f, v) in pairs {
+            match fields.iter_mut().find(|(g, _)| g.as_slice() == f) {
+                Some((_, old)) => *old = v.to_vec(),
+                None => {
+                    fields.push((f.to_vec(), v.to_vec()));
+                    added += 1;
+                }
+            }
+        }
+        let rec = self.put_local(key, Value::Hash(fields), expires_at_ms, now_ms)?;
+        Ok((added, rec))
+    }
+
+    /// Removes fields of a hash; returns how many existed. An emptied hash is deleted.
+    pub fn hdel<'a>(
+        &mut self,
+        key: &[u8],
+        fields: impl Iterator<Item = &'a [u8]>,
+        now_ms: u64,
+    ) -> (usize, Option<Replicate>) {
+        let (mut h, expires_at_ms) = match self.get(key, now_ms) {
+            Some(Entry {
+                value: Value::Hash(h),
+                expires_at_ms,
+                ..
+            }) => (h.clone(), *expires_at_ms),
+            _ => return (0, None),
+        };
+        let before = h.len();
+        for f in fields {
+            h.retain(|(g, _)| g.as_slice() != f);
+        }
+        let removed = before - h.len();
+        if removed == 0 {
+            return (0, None);
+        }
+        if h.is_empty() {
+            return (removed, self.delete(key, now_ms));
+        }
+        // Shrinking never fails the bounds.
+        let rec = self
+            .put_local(key, Value::Hash(h), expires_at_ms, now_ms)
+            .ok();
+        (removed, rec)
+    }
+
+    /// Deletes a live key.
+    pub fn delete(&mut self, key: &[u8], now_ms: u64) -> Option<Replicate> {
+        self.get(key, now_ms)?;
+        let version = self.tick();
+        self.kill(key, Some((version, self.node)), now_ms);
+        Some(Replicate {
+            op: Op::Delete,
+            key: key.to_vec(),
+            version,
+            origin: self.node,
+            expires_at_ms: 0,
+            value: Vec::new(),
+        })
+    }
+
+    /// Sets (`at_ms` > 0) or clears (`at_ms` == 0) a live key's expiry. A time not after
+    /// `now_ms` deletes the key, as Redis does.
+    pub fn set_expiry(&mut self, key: &[u8], at_ms: u64, now_ms: u64) -> Option<Replicate> {
+        let value = self.get(key, now_ms)?.value.clone();
+        if at_ms != 0 && at_ms <= now_ms {
+            return self.delete(key, now_ms);
+        }
+        // Same value, so the size does not change and the bounds pass.
+        self.put_local(key, value, at_ms, now_ms).ok()
+    }
+
+    fn tick(&mut self) -> u64 {
+        self.clock = self.clock.saturating_add(1);
+        self.clock
+    }
+
+    fn put_local(
+        &mut self,
+        key: &[u8],
+        value: Value,
+        expires_at_ms: u64,
+        now_ms: u64,
+    ) -> Result<Replicate, StoreError> {
+        if value.encoded_len() > self.limits.max_value_bytes.saturating_add(1) {
+            return Err(StoreError::ValueTooLarge);
+        }
+        self.check_bounds(key, &value, now_ms)?;
+        let version = self.tick();
+        let encoded = value.encode();
+        self.install(
+            key,
+            Entry {
+                value,
+                version,
+                origin: self.node,
+                expires_at_ms,
+            },
+        );
+        Ok(Replicate {
+            op: Op::Put,
+            key: key.to_vec(),
+            version,
+            origin: self.node,
+            expires_at_ms,
+            value: encoded,
+        })
+    }
+
+    fn check_bounds(&mut self, key: &[u8], value: &Value, now_ms: u64) -> Result<(), StoreError> {
+        let new = entry_charge(key, value);
+        let old = self.get(key, now_ms).map(|e| entry_charge(key, &e.value));
+        if old.is_none() && self.live >= self.limits.max_sessions {
+            return Err(StoreError::OutOfMemory);
+        }
+        let old = old.unwrap_or(0);
+        if new > old && self.bytes - old + new > self.limits.max_bytes {
+            return Err(StoreError::OutOfMemory);
+        }
+        Ok(())
+    }
+
+    /// Puts a live entry in `key`'s slot, replacing whatever is there.
+    fn install(&mut self, key: &[u8], entry: Entry) {
+        let hash = key_hash(key);
+        if entry.expires_at_ms != 0 {
+            self.expiry.push(Reverse((entry.expires_at_ms, hash)));
+            self.compact_expiry();
+        }
+        self.bytes += entry_charge(key, &entry.value);
+        self.live += 1;
+        let bucket = self.map.entry(hash).or_default();
+        match bucket.iter_mut().find(|(k, _)| &**k == key) {
+            Some((_, slot)) => {
+                let old = std::mem::replace(slot, Slot::Live(entry));
+                match old {
+                    Slot::Live(e) => {
+                        self.bytes -= entry_charge(key, &e.value);
+                        self.live -= 1;
+                    }
+                    Slot::Dead { .. } => self.tombstones -= 1,
+                }
+            }
+            None => bucket.push((key.into(), Slot::Live(entry))),
+        }
+    }
+
+    /// Turns `key`'s slot into a tombstone stamped `stamp` (or the live entry's own stamp).
+    fn kill(&mut self, key: &[u8], stamp: Option<(u64, NodeId)>, now_ms: u64) {
+        let hash = key_hash(key);
+        let bucket = self.map.entry(hash).or_default();
+        let slot = match bucket.iter_mut().find(|(k, _)| &**k == key) {
+            Some((_, slot)) => slot,
+            None => {
+                bucket.push((
+                    key.into(),
+                    Slot::Dead {
+                        version: 0,
+                        origin: NodeId(0),
+                    },
+                ));
+                self.tombstones += 1;
+                match bucket.last_mut() {
+                    Some((_, slot)) => slot,
+                    None => return,
+                }
+            }
+        };
+        let (version, origin) = stamp.unwrap_or_else(|| slot.stamp());
+        match std::mem::replace(slot, Slot::Dead { version, origin }) {
+            Slot::Live(e) => {
+                self.bytes -= entry_charge(key, &e.value);
+                self.live -= 1;
+                self.tombstones += 1;
+            }
+            Slot::Dead { .. } => {}
+        }
+        self.tomb_queue.push_back((now_ms, hash, version, origin));
+        self.evict_tombstones(now_ms, usize::MAX);
+    }
+
+    /// Applies a replicated write (whole value, unchunked) by last-writer-wins. A `Touch`
+    /// (which this store never emits) changes the expiry of a live, older entry.
+    ///
+    /// Errors leave the entries unchanged: `Malformed` (the value does not decode; the clock
+    /// is untouched too) and
+    /// `OutOfMemory` (a newer put that does not fit; the clock has advanced to its version;
+    /// the caller decides, e.g. log and count).
+    pub fn apply_remote(&mut self, e: &EntryRepr<'_>, now_ms: u64) -> Result<Applied, StoreError> {
+        let decoded = match e.op {
+            Op::Put => Some(Value::decode(e.value)?),
+            Op::Delete | Op::Touch => None,
+        };
+        self.clock = self.clock.max(e.version);
+        let incoming = (e.version, e.origin);
+        let current = self.slot(e.key).map(Slot::stamp);
+        if current.is_some_and(|c| c >= incoming) {
+            return Ok(Applied::Stale);
+        }
+        match e.op {
+            Op::Delete => {
+                self.kill(e.key, Some(incoming), now_ms);
+            }
+            Op::Touch => {
+                let Some(Slot::Live(entry)) = self.slot(e.key) else {
+                    return Ok(Applied::Stale);
+                };
+                let mut entry = entry.clone();
+                entry.version = e.version;
+                entry.origin = e.origin;
+                entry.expires_at_ms = e.expires_at_ms;
+                self.install(e.key, entry);
+            }
+            Op::Put => {
+                let Some(value) = decoded else {
+                    return Err(StoreError::Malformed);
+                };
+                if e.expires_at_ms != 0 && e.expires_at_ms <= now_ms {
+                    self.kill(e.key, Some(incoming), now_ms);
+                    return Ok(Applied::Stored);
+                }
+                self.check_bounds(e.key, &value, now_ms)?;
+                self.install(
+                    e.key,
+                    Entry {
+                        value,
+                        version: e.version,
+                        origin: e.origin,
+                        expires_at_ms: e.expires_at_ms,
+                    },
+                );
+            }
+        }
+        Ok(Applied::Stored)
+    }
+
+    /// The current state of `key` as a replication record: a `Put` for a live entry, a
+    /// `Delete` for a tombstone, `None` if the store knows nothing of it. Used by state
+    /// transfer; expired entries are reported as deletes.
+    pub fn record(&self, key: &[u8], now_ms: u64) -> Option<Replicate> {
+        let slot = self.slot(key)?;
+        Some(record_of(key, slot, now_ms))
+    }
+
+    /// One chunk of a full state transfer: up to `max_entries` records (live entries and
+    /// tombstones) in key-hash order from `cursor` (0 = start); returns the next cursor, 0 when
+    /// done. A key present for the whole transfer is sent at least once, whatever changes in
+    /// between (changes are replicated by the normal stream anyway).
+    pub fn sync_chunk(
+        &self,
+        cursor: u64,
+        max_entries: usize,
+        now_ms: u64,
+        out: &mut Vec<Replicate>,
+    ) -> u64 {
+        let mut taken = 0;
+        for (&hash, bucket) in self.map.range(cursor..) {
+            if taken >= max_entries.max(1) {
+                return hash;
+            }
+            for (k, slot) in bucket {
+                out.push(record_of(k, slot, now_ms));
+                taken += 1;
+            }
+        }
+        0
+    }
+
+    /// SCAN: live keys in key-hash order from `cursor`, visiting about `count` keys and
+    /// keeping those `filter` accepts; returns the next cursor (0 when done).
+    pub fn scan(
+        &self,
+        cursor: u64,
+        count: usize,
+        now_ms: u64,
+        mut filter: impl FnMut(&[u8]) -> bool,
+        out: &mut Vec<Vec<u8>>,
+    ) -> u64 {
+        let mut visited = 0;
+        for (&hash, bucket) in self.map.range(cursor..) {
+            if visited >= count.max(1) {
+                return hash;
+            }
+            for (k, slot) in bucket {
+                if let Slot::Live(e) = slot {
+                    visited += 1;
+                    if !e.expired(now_ms) && filter(k) {
+                        out.push(k.to_vec());
+                    }
+                }
+            }
+        }
+        0
+    }
+
+    /// Frees expired entries and aged tombstones, doing at most about `budget` units of work.
+    /// Returns when it should next be called (unix ms), or `None` if nothing is due ever.
+    pub fn sweep(&mut self, now_ms: u64, budget: usize) -> Option<u64> {
+        let mut work = 0;
+        while work < budget {
+            match self.expiry.peek() {
+                Some(&Reverse((at, hash))) if at <= now_ms => {
+                    self.expiry.pop();
+                    work += 1;
+                    let due: Vec<Box<[u8]>> = self
+                        .map
+                        .get(&hash)
+                        .into_iter()
+                        .flatten()
+                        .filter(|(_, s)| matches!(s, Slot::Live(e) if e.expired(now_ms)))
+                        .map(|(k, _)| k.clone())
+                        .collect();
+                    for k in due {
+                        self.kill(&k, None, now_ms);
+                    }
+                }
+                _ => break,
+            }
+        }
+        self.evict_tombstones(now_ms, budget.saturating_sub(work));
+        let next_expiry = self.expiry.peek().map(|Reverse((at, _))| *at);
+        let next_tomb = self
+            .tomb_queue
+            .front()
+            .map(|(at, ..)| at.saturating_add(self.limits.tombstone_ttl_ms));
+        match (next_expiry, next_tomb) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Drops tombstones past the age bound, and the oldest ones past the count bound.
+    fn evict_tombstones(&mut self, now_ms: u64, budget: usize) {
+        let mut work = 0;
+        while work < budget {
+            let Some(&(at, hash, version, origin)) = self.tomb_queue.front() else {
+                break;
+            };
+            let aged = at.saturating_add(self.limits.tombstone_ttl_ms) <= now_ms;
+            if !aged && self.tombstones <= self.limits.max_tombstones {
+                break;
+            }
+            self.tomb_queue.pop_front();
+            work += 1;
+            let Some(bucket) = self.map.get_mut(&hash) else {
+                continue;
+            };
+            let before = bucket.len();
+            bucket.retain(|(_, s)| {
+                !matches!(s, Slot::Dead { version: v, origin: o } if *v == version && *o == origin)
+            });
+            self.tombstones -= before - bucket.len();
+            if bucket.is_empty() {
+                self.map.remove(&hash);
+            }
+        }
+        // Stale queue items (tombstones since overwritten) are dropped when they reach the
+        // front; bound the queue itself too.
+        if self.tomb_queue.len() > 2 * self.limits.max_tombstones.max(self.tombstones) + 1024 {
+            self.tomb_queue.retain(|&(_, hash, version, origin)| {
+                self.map.get(&hash).is_some_and(|b| {
+                    b.iter().any(|(_, s)| {
+                        matches!(s, Slot::Dead { version: v, origin: o } if *v == version && *o == origin)
+                    })
+                })
+            });
+        }
+    }
+
+    /// Rebuilds the expiry heap when stale items outnumber live ones (amortized O(1)).
+    fn compact_expiry(&mut self) {
+        if self.expiry.len() <= 2 * self.live + 1024 {
+            return;
+        }
+        let mut items = Vec::new();
+        for (&hash, bucket) in &self.map {
+            for (_, slot) in bucket {
+                if let Slot::Live(e) = slot {
+                    if e.expires_at_ms != 0 {
+                        items.push(Reverse((e.expires_at_ms, hash)));
+                    }
+                }
+            }
+        }
+        self.expiry = BinaryHeap::from(items);
+    }
+}
+
+fn record_of(key: &[u8], slot: &Slot, now_ms: u64) -> Replicate {
+    match slot {
+        Slot::Live(e) if !e.expired(now_ms) => Replicate {
+            op: Op::Put,
+            key: key.to_vec(),
+            version: e.version,
+            origin: e.origin,
+            expires_at_ms: e.expires_at_ms,
+            value: e.value.encode(),
+        },
+        _ => {
+            let (version, origin) = slot.stamp();
+            Replicate {
+                op: Op::Delete,
+                key: key.to_vec(),
+                version,
+                origin,
+                expires_at_ms: 0,
+                value: Vec::new(),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const A: NodeId = NodeId(1);
+    const B: NodeId = NodeId(2);
+
+    fn s(v: &[u8]) -> Value {
+        Value::Str(v.to_vec())
+    }
+
+    fn dump(store: &mut Store, now: u64) -> Vec<Replicate> {
+        let mut out = Vec::new();
+        let mut cursor = 0;
+        loop {
+            cursor = store.sync_chunk(cursor, 3, now, &mut out);
+            if cursor == 0 {
+                break;
+            }
+        }
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        out
+    }
+
+    #[test]
+    fn lww_converges_in_any_order() {
+        // Writes made on two nodes, interleaved with the views each had.
+        let mut a = Store::new(A, Limits::default());
+        let mut b = Store::new(B, Limits::default());
+        let mut log = Vec::new();
+        for i in 0..6u8 {
+            let key = [b'k', b'0' + i % 3];
+            log.push(a.set_string(&key, &[i], Expiry::Never, 0).expect("fits"));
+            log.push(
+                b.set_string(&key, &[100 + i], Expiry::At(1_000_000), 0)
+                    .expect("fits"),
+            );
+            if i % 2 == 0 {
+                log.extend(a.delete(&key, 0));
+            }
+            if i == 3 {
+                let r = log[0].clone();
+                b.apply_remote(&r.entry(), 0).expect("applies");
+                log.extend(b.delete(&key, 0));
+                let fields = [(&b"f"[..], &b"v"[..])];
+                log.push(b.hset(b"h", fields.into_iter(), 0).expect("fits").1);
+                log.push(a.hset(b"h", fields.into_iter(), 0).expect("fits").1);
+            }
+        }
+        let reference = {
+            let mut st = Store::new(NodeId(9), Limits::default());
+            for r in &log {
+                st.apply_remote(&r.entry(), 0).expect("applies");
+            }
+            dump(&mut st, 0)
+        };
+        assert!(!reference.is_empty());
+        // Rotations and reversals of the log, applied to fresh stores and to the two nodes.
+        let n = log.len();
+        for rot in 0..n {
+            for rev in [false, true] {
+                let mut order: Vec<&Replicate> = log.iter().cycle().skip(rot).take(n).collect();
+                if rev {
+                    order.reverse();
+                }
+                let mut st = Store::new(NodeId(3), Limits::default());
+                for r in order {
+                    st.apply_remote(&r.entry(), 0).expect("applies");
+                }
+                assert_eq!(dump(&mut st, 0), reference, "rot {rot} rev {rev}");
+            }
+        }
+        for r in &log {
+            a.apply_remote(&r.entry(), 0).expect("applies");
+            b.apply_remote(&r.entry(), 0).expect("applies");
+        }
+        assert_eq!(dump(&mut a, 0), reference);
+        assert_eq!(dump(&mut b, 0), reference);
+    }
+
+    #[test]
+    fn local_write_beats_everything_seen() {
+        let mut a = Store::new(A, Limits::default());
+        let mut b = Store::new(B, Limits::default());
+        for _ in 0..5 {
+            b.set_string(b"k", b"b", Expiry::Never, 0).expect("fits");
+        }
+        let rb = b.set_string(b"k", b"b", Expiry::Never, 0).expect("fits");
+        a.apply_remote(&rb.entry(), 0).expect("applies");
+        let ra = a.set_string(b"k", b"a", Expiry::Never, 0).expect("fits");
+        assert!(ra.version > rb.version);
+        assert_eq!(b.apply_remote(&ra.entry(), 0), Ok(Applied::Stored));
+        assert_eq!(b.get(b"k", 0).map(|e| e.value.clone()), Some(s(b"a")));
+        // Replaying an older write changes nothing.
+        assert_eq!(b.apply_remote(&rb.entry(), 0), Ok(Applied::Stale));
+    }
+
+    #[test]
+    fn tombstone_blocks_late_older_put() {
+        let mut a = Store::new(A, Limits::default());
+        let put = a.set_string(b"k", b"v", Expiry::Never, 0).expect("fits");
+        let del = a.delete(b"k", 0).expect("was live");
+        let mut b = Store::new(B, Limits::default());
+        b.apply_remote(&del.entry(), 0).expect("applies");
+        assert_eq!(b.apply_remote(&put.entry(), 0), Ok(Applied::Stale));
+        assert!(b.get(b"k", 0).is_none());
+        assert_eq!(b.tombstones(), 1);
+        // The tombstone ages out by the sweep, after which the store is empty.
+        let ttl = b.limits().tombstone_ttl_ms;
+        assert_eq!(b.sweep(1, 100), Some(ttl));
+        assert_eq!(b.sweep(ttl, 100), None);
+        assert_eq!(b.tombstones(), 0);
+    }
+
+    #[test]
+    fn tombstones_are_bounded_in_count() {
+        let limits = Limits {
+            max_tombstones: 4,
+            ..Limits::default()
+        };
+        let mut a = Store::new(A, limits);
+        for i in 0..20u8 {
+            a.set_string(&[i], b"v", Expiry::Never, 0).expect("fits");
+            a.delete(&[i], 0);
+            assert!(a.tombstones() <= 4);
+        }
+        assert_eq!(a.tombstones(), 4);
+        assert!(a.tomb_queue.len() <= 2 * 4 + 1024);
+    }
+
+    #[test]
+    fn bounds_give_oom_and_keep_old_data() {
+        let limits = Limits {
+            max_sessions: 2,
+            max_bytes: 2 * (ENTRY_OVERHEAD + 1 + 10),
+            ..Limits::default()
+        };
+        let mut st = Store::new(A, limits);
+        st.set_string(b"a", &[0; 10], Expiry::Never, 0)
+            .expect("fits");
+        assert_eq!(
+            st.set_string(b"b", &[0; 11], Expiry::Never, 0),
+            Err(StoreError::OutOfMemory)
+        );
+        st.set_string(b"b", &[1; 10], Expiry::Never, 0)
+            .expect("fits");
+        assert_eq!(
+            st.set_string(b"c", b"", Expiry::Never, 0),
+            Err(StoreError::OutOfMemory)
+        );
+        assert_eq!(
+            st.set_string(b"a", &[2; 11], Expiry::Never, 0),
+            Err(StoreError::OutOfMemory)
+        );
+        assert_eq!(st.get(b"a", 0).map(|e| e.value.clone()), Some(s(&[0; 10])));
+        assert_eq!(st.get(b"b", 0).map(|e| e.value.clone()), Some(s(&[1; 10])));
+        // Shrinking passes; deleting frees room.
+        st.set_string(b"a", &[3; 2], Expiry::Never, 0)
+            .expect("shrinks");
+        st.delete(b"b", 0).expect("live");
+        st.set_string(b"c", &[4; 10], Expiry::Never, 0)
+            .expect("fits now");
+        assert_eq!(st.len(), 2);
+        assert_eq!(st.bytes(), 2 * ENTRY_OVERHEAD + 2 + 2 + 10);
+    }
+
+    #[test]
+    fn expiry_on_read_and_by_sweep() {
+        let mut st = Store::new(A, Limits::default());
+        st.set_string(b"a", b"1", Expiry::At(100), 0).expect("fits");
+        st.set_string(b"b", b"2", Expiry::At(200), 0).expect("fits");
+        st.set_string(b"c", b"3", Expiry::Never, 0).expect("fits");
+        assert!(st.get(b"a", 99).is_some());
+        assert!(st.get(b"a", 100).is_none());
+        assert_eq!(st.len(), 2);
+        // Changing b's expiry leaves a stale heap item that the sweep skips.
+        st.set_expiry(b"b", 300, 150).expect("live");
+        assert_eq!(st.sweep(250, 10), Some(300));
+        assert_eq!(st.len(), 2);
+        // A budget of 1 does one unit of work per call.
+        st.set_string(b"d", b"4", Expiry::At(300), 0).expect("fits");
+        st.sweep(300, 1);
+        assert_eq!(st.len(), 2);
+        st.sweep(300, 1);
+        assert_eq!(st.len(), 1);
+        assert!(st.get(b"c", 10_000).is_some());
+        // Expired keys left tombstones with their own versions.
+        assert_eq!(st.record(b"a", 300).map(|r| r.op), Some(Op::Delete));
+    }
+
+    #[test]
+    fn hash_encoding_round_trips_and_rejects_garbage() {
+        let v = Value::Hash(vec![
+            (b"f".to_vec(), b"".to_vec()),
+            (b"".to_vec(), b"x".to_vec()),
+        ]);
+        assert_eq!(Value::decode(&v.encode()), Ok(v));
+        for bad in [
+            &b""[..],
+            b"\x02",
+            b"\x01",
+            b"\x01\x00\x00\x00\x05ab",
+            b"\x01\x00\x00\x00\x01a\x00\x00\x00",
+            b"\x01\x00\x00\x00\x01a\x00\x00\x00\x00\x00\x00\x00\x01a\x00\x00\x00\x00",
+            b"\x01\xff\xff\xff\xff",
+        ] {
+            assert_eq!(Value::decode(bad), Err(StoreError::Malformed), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn scan_visits_every_key_once_without_changes() {
+        let mut st = Store::new(A, Limits::default());
+        for i in 0..100u32 {
+            st.set_string(&i.to_be_bytes(), b"v", Expiry::Never, 0)
+                .expect("fits");
+        }
+        st.delete(&7u32.to_be_bytes(), 0);
+        let mut seen = Vec::new();
+        let mut cursor = 0;
+        loop {
+            cursor = st.scan(cursor, 7, 0, |_| true, &mut seen);
+            if cursor == 0 {
+                break;
+            }
+        }
+        seen.sort();
+        let mut want: Vec<Vec<u8>> = (0..100u32)
+            .filter(|&i| i != 7)
+            .map(|i| i.to_be_bytes().to_vec())
+            .collect();
+        want.sort();
+        assert_eq!(seen, want);
+    }
+
+    mod prop {
+        use super::*;
+        use proptest::prelude::*;
+
+        #[derive(Clone, Debug)]
+        enum LocalOp {
+            Set(u8, u8, bool),
+            Del(u8),
+            HSet(u8, u8),
+            HDel(u8, u8),
+            Expire(u8, u16),
+            /// Deliver everything node `from` wrote so far to the other node.
+            Sync,
+        }
+
+        fn op() -> impl Strategy<Value = (bool, LocalOp)> {
+            let k = 0u8..4;
+            (
+                any::<bool>(),
+                prop_oneof![
+                    (k.clone(), any::<u8>(), any::<bool>())
+                        .prop_map(|(k, v, t)| LocalOp::Set(k, v, t)),
+                    k.clone().prop_map(LocalOp::Del),
+                    (k.clone(), 0u8..3).prop_map(|(k, f)| LocalOp::HSet(k, f)),
+                    (k.clone(), 0u8..3).prop_map(|(k, f)| LocalOp::HDel(k, f)),
+                    (k, 1u16..500).prop_map(|(k, t)| LocalOp::Expire(k, t)),
+                    Just(LocalOp::Sync),
+                ],
+            )
+        }
+
+        proptest! {
+            /// Two nodes write concurrently with partial delivery in between; every
+            /// permutation of all their writes, applied to a fresh store, gives one state, and
+            /// so do both nodes once each has received everything.
+            #[test]
+            fn any_order_converges(ops in proptest::collection::vec(op(), 1..40), seed in any::<u64>()) {
+                let mut nodes = [Store::new(A, Limits::default()), Store::new(B, Limits::default())];
+                let mut logs: [Vec<Replicate>; 2] = [Vec::new(), Vec::new()];
+                let mut delivered = [0usize; 2];
+                let now = 1000;
+                for (on_b, op) in &ops {
+                    let i = usize::from(*on_b);
+                    let st = &mut nodes[i];
+                    let key = |k: &u8| [b'k', *k];
+                    let recs: Vec<Replicate> = match op {
+                        LocalOp::Set(k, v, ttl) => {
+                            let exp = if *ttl { Expiry::At(now + 10_000) } else { Expiry::Never };
+                            st.set_string(&key(k), &[*v], exp, now).into_iter().collect()
+                        }
+                        LocalOp::Del(k) => st.delete(&key(k), now).into_iter().collect(),
+                        LocalOp::HSet(k, f) => {
+                            let is_str = matches!(st.get(&key(k), now), Some(Entry { value: Value::Str(_), .. }));
+                            if is_str { Vec::new() } else {
+                                let pair = [(&[*f][..], &b"v"[..])];
+                                st.hset(&key(k), pair.into_iter(), now).map(|(_, r)| r).into_iter().collect()
+                            }
+                        }
+                        LocalOp::HDel(k, f) => st.hdel(&key(k), [&[*f][..]].into_iter(), now).1.into_iter().collect(),
+                        LocalOp::Expire(k, t) => st.set_expiry(&key(k), now + u64::from(*t) * 100, now).into_iter().collect(),
+                        LocalOp::Sync => {
+                            let other = 1 - i;
+                            for r in &logs[i][delivered[i]..] {
+                                nodes[other].apply_remote(&r.entry(), now).expect("applies");
+                            }
+                            delivered[i] = logs[i].len();
+                            Vec::new()
+                        }
+                    };
+                    logs[i].extend(recs);
+                }
+                // Deliver the rest.
+                for i in 0..2 {
+                    for r in &logs[i][delivered[i]..] {
+                        nodes[1 - i].apply_remote(&r.entry(), now).expect("applies");
+                    }
+                }
+                let all: Vec<Replicate> = logs.concat();
+                let mut order: Vec<usize> = (0..all.len()).collect();
+                let mut x = seed | 1;
+                for i in (1..order.len()).rev() {
+                    x ^= x << 13; x ^= x >> 7; x ^= x << 17;
+                    order.swap(i, (x % (i as u64 + 1)) as usize);
+                }
+                let mut fresh = Store::new(NodeId(7), Limits::default());
+                for &i in &order {
+                    fresh.apply_remote(&all[i].entry(), now).expect("applies");
+                }
+                let reference = dump(&mut fresh, now);
+                let [mut a, mut b] = nodes;
+                prop_assert_eq!(dump(&mut a, now), reference.clone());
+                prop_assert_eq!(dump(&mut b, now), reference);
+            }
+        }
+    }
+}
