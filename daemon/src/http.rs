@@ -343,6 +343,62 @@ impl HttpServer {
     }
 }
 
+/// Entry point for the `http` fuzz target and the seed replay test.
+pub mod fuzzing {
+    use super::{answer, Parsed, Source, MAX_REQUEST_BYTES};
+    use crate::status::{MemberState, MemberStatus, Role, StatusSnapshot};
+    use tandem_core::{ClusterId, Incarnation, NodeId};
+
+    struct Fixed;
+
+    impl Source for Fixed {
+        fn status(&self) -> StatusSnapshot {
+            StatusSnapshot {
+                node_id: NodeId(1),
+                cluster_id: ClusterId(1),
+                incarnation: Incarnation(1),
+                state: MemberState::Alive,
+                leader: Some(NodeId(1)),
+                view: 1,
+                role: Role::Leader,
+                members: vec![MemberStatus {
+                    node_id: NodeId(1),
+                    state: MemberState::Alive,
+                    incarnation: Incarnation(1),
+                    ms_since_heard: 0,
+                }],
+                synced: true,
+                isolated: false,
+            }
+        }
+
+        fn metrics(&self) -> String {
+            "x_total 1\n".into()
+        }
+    }
+
+    /// Answers `data` as a request head (whole, and every prefix the server could have
+    /// read first, bounded); checks the answer is a known status with a bounded body.
+    pub fn check(data: &[u8]) {
+        let data = &data[..data.len().min(2 * MAX_REQUEST_BYTES)];
+        for end in [data.len(), data.len() / 2, data.len().min(16)] {
+            let Some(head) = data.get(..end) else {
+                continue;
+            };
+            if let Parsed::Done(r, is_head) = answer(head, &Fixed) {
+                assert!(
+                    matches!(r.code, 200 | 400 | 404 | 405 | 431 | 503),
+                    "{}",
+                    r.code
+                );
+                assert!(r.body.len() < 1 << 16);
+                let bytes = r.to_bytes(is_head);
+                assert!(bytes.starts_with(b"HTTP/1."));
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)] // In tests a failed unwrap is a failed test.
 mod tests {
