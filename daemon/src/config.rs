@@ -171,7 +171,7 @@ pub struct Cli {
     /// Maximum bytes of session keys and values held [default: 256 MiB].
     #[arg(long)]
     pub max_bytes: Option<u64>,
-    /// Maximum size of one value [default: 64 KiB].
+    /// Maximum size of one value [default: 512 KiB].
     #[arg(long)]
     pub max_value_bytes: Option<usize>,
     /// Password RESP clients must AUTH with.
