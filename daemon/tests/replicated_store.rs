@@ -1,0 +1,286 @@
+//! The daemon's replication glue without sockets: two or three `Cluster` + `Sessions` pairs
+//! exchange real sealed datagrams over an in-memory link on a virtual clock (seeded loss),
+//! the way the event loop drives them. Checks synchronous acknowledgement, large values,
+//! state transfer to a fresh node, and convergence of concurrent writes.
+
+use std::time::Duration;
+
+use tandem_core::{ClusterId, Incarnation, Instant, NodeId};
+use tandemd::cluster::{Cluster, ClusterConfig};
+use tandemd::config::{Profile, ReplicationMode};
+use tandemd::resp_server::{WriteId, WriteSink};
+use tandemd::sessions::Sessions;
+use tandemd::store::{Expiry, Limits, Store};
+
+struct Host {
+    cluster: Cluster,
+    sessions: Sessions,
+    up: bool,
+}
+
+const NOW_MS: u64 = 1_800_000_000_000;
+
+fn host(id: u16, incarnation: u32, now: Instant) -> Host {
+    let cluster = Cluster::new(
+        ClusterConfig {
+            node_id: NodeId(id),
+            cluster_id: ClusterId(3),
+            incarnation: Incarnation(incarnation),
+            profile: Profile::Fast,
+            priority: 100,
+            preempt: false,
+            witness: false,
+            voters: vec![],
+            keys: Some(tandemd::config::parse_keys(&[7u8; 16]).expect("key")),
+        },
+        now,
+    );
+    let store = Store::new(NodeId(id), Limits::default());
+    let sessions = Sessions::new(
+        store,
+        ReplicationMode::Sync,
+        false,
+        now,
+        cluster.detection_span(),
+    );
+    Host {
+        cluster,
+        sessions,
+        up: true,
+    }
+}
+
+/// splitmix64: a seeded, reproducible loss pattern.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+}
+
+/// One loop turn of every live host at `now`, delivering each datagram to every other live
+/// host unless the loss draw drops it. Returns the held writes each host released.
+fn turn(hosts: &mut [Host], now: Instant, loss_pct: u64, rng: &mut Rng) -> Vec<Vec<WriteId>> {
+    let mut released = vec![Vec::new(); hosts.len()];
+    let mut wire: Vec<(usize, Vec<u8>)> = Vec::new();
+    for (i, h) in hosts.iter_mut().enumerate() {
+        if !h.up {
+            continue;
+        }
+        if h.cluster.poll_timeout().is_some_and(|t| t <= now) {
+            h.cluster.handle_timeout(now);
+        }
+        while let Some(ev) = h.cluster.poll_core_event() {
+            h.sessions
+                .on_core_event(h.cluster.node_mut(), ev, now, NOW_MS);
+        }
+        h.sessions.on_tick(h.cluster.node_mut(), now);
+        h.sessions.flush(h.cluster.node_mut(), now);
+        released[i].extend(h.sessions.take_completed().into_iter().map(|(w, r)| {
+            assert_eq!(r, Ok(()), "no quorum rule here: writes never fail");
+            w
+        }));
+        let mut buf = [0u8; 2048];
+        for _ in 0..10_000 {
+            let n = match h.cluster.poll_transmit(now, &mut buf) {
+                Some(n) => n,
+                None => match h
+                    .cluster
+                    .poll_sync_transmit(now, &mut buf, &mut h.sessions, NOW_MS)
+                {
+                    Some(n) => n,
+                    None => break,
+                },
+            };
+            wire.push((i, buf[..n].to_vec()));
+        }
+    }
+    for (from, d) in wire {
+        for (j, h) in hosts.iter_mut().enumerate() {
+            if j == from || !h.up || rng.next() % 100 < loss_pct {
+                continue;
+            }
+            let mut d = d.clone();
+            h.cluster
+                .handle_datagram(now, &mut d, &mut h.sessions, NOW_MS);
+        }
+    }
+    released
+}
+
+/// Runs `ms` of virtual time in 100 us turns; returns every released write per host.
+fn run(
+    hosts: &mut [Host],
+    t: &mut Instant,
+    ms: u64,
+    loss: u64,
+    rng: &mut Rng,
+) -> Vec<Vec<WriteId>> {
+    let mut all = vec![Vec::new(); hosts.len()];
+    for _ in 0..ms * 10 {
+        *t = *t + Duration::from_micros(100);
+        for (i, r) in turn(hosts, *t, loss, rng).into_iter().enumerate() {
+            all[i].extend(r);
+        }
+    }
+    all
+}
+
+/// A client SET through host `h`: store first, then the sink (as the RESP server does).
+fn set(h: &mut Host, key: &[u8], value: &[u8]) -> Option<WriteId> {
+    let (store, mut sink) = h.sessions.split(NOW_MS, false);
+    let rec = store
+        .set_string(key, value, Expiry::Never, NOW_MS)
+        .expect("fits");
+    sink.submit(vec![rec])
+}
+
+fn value(h: &mut Host, key: &[u8]) -> Option<Vec<u8>> {
+    h.sessions.store.get(key, NOW_MS).map(|e| e.value.encode())
+}
+
+fn encoded(v: &[u8]) -> Vec<u8> {
+    let mut e = vec![0u8];
+    e.extend_from_slice(v);
+    e
+}
+
+#[test]
+fn sync_writes_are_released_only_after_the_peer_holds_them() {
+    let mut t = Instant::from_millis(1);
+    let mut rng = Rng(1);
+    let mut hosts = vec![host(1, 10, t), host(2, 20, t)];
+    run(&mut hosts, &mut t, 40, 0, &mut rng);
+    assert!(hosts.iter().all(|h| h.sessions.synced()));
+
+    let big: Vec<u8> = (0..256 * 1024).map(|i| (i % 251) as u8).collect();
+    let mut held = Vec::new();
+    for i in 0..200u32 {
+        let key = format!("s:{i}");
+        held.push(set(&mut hosts[0], key.as_bytes(), &i.to_be_bytes()).expect("sync mode holds"));
+    }
+    held.push(set(&mut hosts[0], b"big", &big).expect("held"));
+    // Nothing is released before the peer acked: the peer has not even received it yet.
+    let early = turn(&mut hosts, t, 0, &mut rng);
+    assert!(
+        early[0].is_empty(),
+        "released before replication: {:?}",
+        early[0]
+    );
+    let released = run(&mut hosts, &mut t, 50, 0, &mut rng);
+    assert_eq!(released[0], held, "every write released, in order");
+    for i in 0..200u32 {
+        let key = format!("s:{i}");
+        assert_eq!(
+            value(&mut hosts[1], key.as_bytes()),
+            Some(encoded(&i.to_be_bytes()))
+        );
+    }
+    assert_eq!(value(&mut hosts[1], b"big"), Some(encoded(&big)));
+}
+
+#[test]
+fn writes_replicate_under_20_percent_loss() {
+    let mut t = Instant::from_millis(1);
+    let mut rng = Rng(0x5eed);
+    let mut hosts = vec![host(1, 10, t), host(2, 20, t)];
+    run(&mut hosts, &mut t, 40, 0, &mut rng);
+    let mut held = Vec::new();
+    for i in 0..300u32 {
+        let key = format!("k{i}");
+        let w = set(&mut hosts[(i % 2) as usize], key.as_bytes(), b"v").expect("held");
+        held.push(((i % 2) as usize, w));
+        run(&mut hosts, &mut t, 1, 20, &mut rng);
+    }
+    let released = run(&mut hosts, &mut t, 2000, 20, &mut rng);
+    let _ = released;
+    for i in 0..300u32 {
+        let key = format!("k{i}");
+        for h in hosts.iter_mut() {
+            assert_eq!(value(h, key.as_bytes()), Some(encoded(b"v")), "k{i}");
+        }
+    }
+    // Both stores hold the same entries.
+    assert_eq!(hosts[0].sessions.store.len(), hosts[1].sessions.store.len());
+}
+
+#[test]
+fn a_fresh_node_syncs_the_full_state_before_it_is_synced() {
+    let mut t = Instant::from_millis(1);
+    let mut rng = Rng(7);
+    let mut hosts = vec![host(1, 10, t)];
+    run(&mut hosts, &mut t, 20, 0, &mut rng);
+    assert!(hosts[0].sessions.synced(), "alone after one detection span");
+    for i in 0..5000u32 {
+        let key = format!("session:{i}");
+        // No peer: the write is committed at once (unreplicated).
+        set(&mut hosts[0], key.as_bytes(), &[b'x'; 100]);
+    }
+    run(&mut hosts, &mut t, 2, 0, &mut rng);
+    hosts.push(host(2, 20, t));
+    assert!(!hosts[1].sessions.synced());
+    let mut synced_at = None;
+    for step in 0..2000 {
+        run(&mut hosts, &mut t, 1, 5, &mut rng);
+        if step % 50 == 0 {
+            // Writes keep coming during the transfer.
+            set(&mut hosts[0], format!("during:{step}").as_bytes(), b"w");
+        }
+        if hosts[1].sessions.synced() {
+            synced_at = Some(step);
+            break;
+        }
+    }
+    assert!(synced_at.is_some(), "never synced");
+    run(&mut hosts, &mut t, 200, 0, &mut rng);
+    assert_eq!(
+        hosts[0].sessions.store.len(),
+        hosts[1].sessions.store.len(),
+        "same number of sessions"
+    );
+    for i in (0..5000u32).step_by(97) {
+        let key = format!("session:{i}");
+        assert_eq!(
+            value(&mut hosts[1], key.as_bytes()),
+            Some(encoded(&[b'x'; 100]))
+        );
+    }
+}
+
+#[test]
+fn concurrent_writes_to_one_key_converge() {
+    let mut t = Instant::from_millis(1);
+    let mut rng = Rng(99);
+    let mut hosts = vec![host(1, 10, t), host(2, 20, t)];
+    run(&mut hosts, &mut t, 40, 0, &mut rng);
+    for round in 0..50u32 {
+        // Both nodes write the same keys in the same turn: true concurrency.
+        for k in 0..5u32 {
+            let key = format!("shared:{k}");
+            set(
+                &mut hosts[0],
+                key.as_bytes(),
+                format!("a{round}").as_bytes(),
+            );
+            set(
+                &mut hosts[1],
+                key.as_bytes(),
+                format!("b{round}").as_bytes(),
+            );
+        }
+        run(&mut hosts, &mut t, 1, 10, &mut rng);
+    }
+    run(&mut hosts, &mut t, 1000, 0, &mut rng);
+    for k in 0..5u32 {
+        let key = format!("shared:{k}");
+        let a = value(&mut hosts[0], key.as_bytes());
+        let b = value(&mut hosts[1], key.as_bytes());
+        assert!(a.is_some());
+        assert_eq!(a, b, "{key} diverged");
+    }
+}
