@@ -484,6 +484,17 @@ pub mod wire {
     pub const SYNC_CHUNK_FIXED_LEN: usize = core::mem::size_of::<SyncChunk>();
     pub const SYNC_DONE_LEN: usize = core::mem::size_of::<SyncDone>();
     pub const LEAVE_LEN: usize = core::mem::size_of::<Leave>();
+
+    /// A whole plaintext heartbeat frame (64 bytes): header then body. Heartbeats are most
+    /// of the traffic, so [`super::Frame::parse`] views one with a single length check.
+    #[derive(Clone, Copy, Debug, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+    #[repr(C)]
+    pub struct HeartbeatFrame {
+        pub header: Header,
+        pub body: Heartbeat,
+    }
+
+    pub const HEARTBEAT_FRAME_LEN: usize = core::mem::size_of::<HeartbeatFrame>();
 }
 
 /// Reads a fixed-size body that must be exactly `bytes` long.
@@ -515,6 +526,81 @@ fn u64be(v: u64) -> zerocopy::network_endian::U64 {
     zerocopy::network_endian::U64::new(v)
 }
 
+impl wire::Header {
+    /// Whether [`HeaderRepr::check`] accepts this header: every test in one expression,
+    /// combined with `&` rather than `&&` so that a valid header costs one branch. The
+    /// error of an invalid one is worked out by [`wire::Header::error`].
+    #[inline(always)]
+    fn is_valid(&self) -> bool {
+        (self.magic.get() == MAGIC)
+            & (self.version == VERSION)
+            & (self.flags & !FLAGS_KNOWN == 0)
+            & (self.reserved.get() == 0)
+            & (self.seq.get() <= MAX_SEQ)
+            & (usize::from(self.body_len.get()) <= MAX_BODY_LEN)
+    }
+
+    /// Why [`wire::Header::is_valid`] refused this header (off the fast path).
+    #[cold]
+    #[inline(never)]
+    fn error(&self) -> Error {
+        if self.magic.get() != MAGIC {
+            Error::Malformed
+        } else if self.version != VERSION {
+            Error::UnsupportedVersion
+        } else {
+            Error::Malformed
+        }
+    }
+}
+
+impl wire::HeartbeatFrame {
+    /// The frame, if this is a heartbeat that [`Frame::parse`] accepts; `None` for anything
+    /// else (another kind, an invalid field), which the general path then parses or refuses
+    /// with the precise error. Never `Some` where the general path would refuse.
+    #[inline(always)]
+    fn frame(&self) -> Option<Frame<'static>> {
+        let (h, b) = (&self.header, &self.body);
+        let ok = h.is_valid()
+            & (h.kind == Kind::Heartbeat as u8)
+            & (usize::from(h.body_len.get()) == wire::HEARTBEAT_LEN)
+            & (b.reserved == [0; 6])
+            & (b.role <= Role::Witness.to_u8());
+        if !ok {
+            return None;
+        }
+        let role = match b.role {
+            0x00 => Role::Follower,
+            0x01 => Role::Leader,
+            _ => Role::Witness,
+        };
+        Some(Frame {
+            header: HeaderRepr {
+                kind: Kind::Heartbeat,
+                flags: h.flags,
+                key_id: KeyId(h.key_id),
+                cluster: ClusterId(h.cluster.get()),
+                sender: NodeId(h.sender.get()),
+                incarnation: Incarnation(h.incarnation.get()),
+                seq: h.seq.get(),
+            },
+            body: Body::Heartbeat(HeartbeatRepr {
+                interval_us: b.interval_us.get(),
+                multiplier: b.multiplier,
+                role,
+                priority: b.priority,
+                state: StateFlags(b.state),
+                leader: match b.leader.get() {
+                    0 => None,
+                    id => Some(NodeId(id)),
+                },
+                view: b.view.get(),
+                repl_hwm: b.repl_hwm.get(),
+            }),
+        })
+    }
+}
+
 impl HeaderRepr {
     /// Checks everything in a raw header that does not need the key: magic, version, flags,
     /// reserved bits, seq range and body length bound. The kind is not checked, so that a
@@ -523,21 +609,10 @@ impl HeaderRepr {
     #[inline]
     pub fn check(bytes: &[u8]) -> Result<(&wire::Header, usize, &[u8]), Error> {
         let (header, rest) = wire::Header::ref_from_prefix(bytes).map_err(|_| Error::Truncated)?;
-        if header.magic.get() != MAGIC {
-            return Err(Error::Malformed);
+        if !header.is_valid() {
+            return Err(header.error());
         }
-        if header.version != VERSION {
-            return Err(Error::UnsupportedVersion);
-        }
-        let body_len = usize::from(header.body_len.get());
-        if header.flags & !FLAGS_KNOWN != 0
-            || header.reserved.get() != 0
-            || header.seq.get() > MAX_SEQ
-            || body_len > MAX_BODY_LEN
-        {
-            return Err(Error::Malformed);
-        }
-        Ok((header, body_len, rest))
+        Ok((header, usize::from(header.body_len.get()), rest))
     }
 
     /// The validated values of a header that passed [`HeaderRepr::check`].
@@ -581,14 +656,36 @@ impl<'a> Frame<'a> {
     ///
     /// Fewer bytes than the header or its body length: [`Error::Truncated`]; more:
     /// [`Error::Malformed`].
+    ///
+    /// A valid heartbeat takes a fast path: one zerocopy view of header and body
+    /// ([`wire::HeartbeatFrame`]) and one branch for all its checks. Anything else, including
+    /// every invalid heartbeat, goes through the general path, which picks the error.
     #[inline]
     pub fn parse(bytes: &'a [u8]) -> Result<Frame<'a>, Error> {
+        if let Ok(w) = wire::HeartbeatFrame::ref_from_bytes(bytes) {
+            if let Some(frame) = w.frame() {
+                return Ok(frame);
+            }
+        }
+        Frame::parse_general(bytes)
+    }
+
+    /// [`Frame::parse`] without the heartbeat fast path.
+    #[inline]
+    fn parse_general(bytes: &'a [u8]) -> Result<Frame<'a>, Error> {
         let (header, body_len, rest) = HeaderRepr::check(bytes)?;
         let body = match rest.len().cmp(&body_len) {
             core::cmp::Ordering::Less => return Err(Error::Truncated),
             core::cmp::Ordering::Greater => return Err(Error::Malformed),
             core::cmp::Ordering::Equal => rest,
         };
+        Frame::from_checked(header, body)
+    }
+
+    /// The frame of a header that passed [`HeaderRepr::check`] and a body of exactly its
+    /// `body_len` bytes (the header is not checked again).
+    #[inline]
+    pub(crate) fn from_checked(header: &wire::Header, body: &'a [u8]) -> Result<Frame<'a>, Error> {
         let header = HeaderRepr::from_wire(header)?;
         let body = Body::parse(header.kind, body)?;
         Ok(Frame { header, body })
@@ -785,12 +882,13 @@ impl<'a> EntryRepr<'a> {
     #[inline]
     pub fn check(&self) -> Result<(), Error> {
         let end = u64::from(self.offset) + self.value.len() as u64;
-        let ok = self.key.len() <= MAX_KEY_LEN
-            && self.value.len() <= MAX_VALUE_CHUNK
-            && self.total_len <= MAX_VALUE_LEN
-            && end <= u64::from(self.total_len)
-            && (!self.value.is_empty() || (self.total_len == 0 && self.offset == 0))
-            && (self.op == Op::Put || self.total_len == 0);
+        // `&`, not `&&`: all cheap comparisons, one branch.
+        let ok = (self.key.len() <= MAX_KEY_LEN)
+            & (self.value.len() <= MAX_VALUE_CHUNK)
+            & (self.total_len <= MAX_VALUE_LEN)
+            & (end <= u64::from(self.total_len))
+            & (!self.value.is_empty() | ((self.total_len == 0) & (self.offset == 0)))
+            & ((self.op == Op::Put) | (self.total_len == 0));
         if ok {
             Ok(())
         } else {
@@ -1332,6 +1430,30 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn heartbeat_fast_path_agrees_with_general_path() {
+        // Every single-byte change of a valid heartbeat: the fast path must give exactly what
+        // the general path gives (same frame, or same error).
+        let mut bytes = HEARTBEAT_BYTES;
+        let mut fast = 0;
+        for at in 0..bytes.len() {
+            for value in 0..=255u8 {
+                let old = bytes[at];
+                bytes[at] = value;
+                let general = Frame::parse_general(&bytes);
+                assert_eq!(Frame::parse(&bytes), general, "byte {at} = {value:#04x}");
+                let view = wire::HeartbeatFrame::ref_from_bytes(&bytes[..]).unwrap();
+                if let Some(frame) = view.frame() {
+                    assert_eq!(Ok(frame), general, "byte {at} = {value:#04x}");
+                    fast += 1;
+                }
+                bytes[at] = old;
+            }
+        }
+        // The fast path did take the valid variants (key id, insecure flag, payload fields).
+        assert!(fast > 64 * 100, "fast path taken {fast} times");
+    }
+
+    #[test]
     fn kind_from_u8_round_trips() {
         for b in 0..=255u8 {
             if let Some(k) = Kind::from_u8(b) {
@@ -1552,6 +1674,14 @@ pub(crate) mod tests {
             for len in 0..n {
                 prop_assert_eq!(Frame::parse(&buf[..len]), Err(Error::Truncated), "len {}", len);
             }
+        }
+
+        #[test]
+        fn fast_path_agrees_on_any_frame(frame in frame(), at in 0..64usize, value in any::<u8>()) {
+            let mut buf = [0u8; MAX_DATAGRAM];
+            let n = frame.emit(&mut buf).unwrap();
+            buf[at] = value;
+            prop_assert_eq!(Frame::parse(&buf[..n]), Frame::parse_general(&buf[..n]));
         }
 
         #[test]
