@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use tandem_core::crypto::{open, seal, Aes128Gcm, Keyring, Receiver, Sealer};
 use tandem_core::frame::{
-    Body, EntryRepr, Frame, HeaderRepr, HeartbeatRepr, Kind, Op, Role, SessionUpdateRepr,
-    StateFlags, MAX_DATAGRAM,
+    Body, EntryRepr, Frame, HeaderRepr, HeartbeatRepr, HeartbeatView, Kind, Op, Role,
+    SessionUpdateRepr, StateFlags, MAX_DATAGRAM,
 };
 use tandem_core::{ClusterId, Incarnation, KeyId, NodeId};
 
@@ -98,6 +98,17 @@ fn bench_kind(c: &mut Criterion, name: &str, body: Body<'_>) {
         b.iter(|| sink(black_box(frame).emit(black_box(&mut out))))
     });
     g.bench_function("parse", |b| b.iter(|| sink(Frame::parse(black_box(plain)))));
+    if frame.header.kind == Kind::Heartbeat {
+        // The borrowed view: same checks as parse, then the fields the detector reads.
+        g.bench_function("parse_view", |b| {
+            b.iter(|| {
+                sink(
+                    HeartbeatView::new(black_box(plain))
+                        .map(|v| (v.sender(), v.incarnation(), v.interval_us(), v.multiplier())),
+                )
+            })
+        });
+    }
     // The zerocopy header alone (what the brief's ~1 ns anchor measures).
     g.bench_function("parse_header", |b| {
         b.iter(|| {

@@ -283,6 +283,7 @@ impl<A: Aead, const N: usize> Keyring<A, N> {
 }
 
 /// The nonce of a frame: `sender || incarnation || seq` (48 low bits), big endian.
+#[inline]
 pub fn nonce(sender: NodeId, incarnation: Incarnation, seq: u64) -> [u8; NONCE_LEN] {
     let mut n = [0; NONCE_LEN];
     n[..2].copy_from_slice(&sender.0.to_be_bytes());

@@ -554,50 +554,110 @@ impl wire::Header {
     }
 }
 
-impl wire::HeartbeatFrame {
-    /// The frame, if this is a heartbeat that [`Frame::parse`] accepts; `None` for anything
-    /// else (another kind, an invalid field), which the general path then parses or refuses
-    /// with the precise error. Never `Some` where the general path would refuse.
-    #[inline(always)]
-    fn frame(&self) -> Option<Frame<'static>> {
-        let (h, b) = (&self.header, &self.body);
+/// A heartbeat frame validated in place: every check [`Frame::parse`] makes, no copy; the
+/// fields are decoded when read. For a hot path that needs only a few fields of each
+/// heartbeat (the detector: sender, incarnation, interval, multiplier). [`Frame::parse`]
+/// takes this path for heartbeats too.
+#[derive(Clone, Copy, Debug)]
+pub struct HeartbeatView<'a>(&'a wire::HeartbeatFrame);
+
+impl<'a> HeartbeatView<'a> {
+    /// `Some` exactly when [`Frame::parse`] would return a heartbeat for `bytes`. `None` for
+    /// anything else (another kind, or an invalid frame): hand those to [`Frame::parse`],
+    /// which returns the other kind or the precise error.
+    ///
+    /// One zerocopy view over header and body ([`wire::HeartbeatFrame`], so one length
+    /// check) and every field check in one expression.
+    #[inline]
+    pub fn new(bytes: &'a [u8]) -> Option<HeartbeatView<'a>> {
+        let w = wire::HeartbeatFrame::ref_from_bytes(bytes).ok()?;
+        let (h, b) = (&w.header, &w.body);
         let ok = h.is_valid()
             & (h.kind == Kind::Heartbeat as u8)
             & (usize::from(h.body_len.get()) == wire::HEARTBEAT_LEN)
             & (b.reserved == [0; 6])
             & (b.role <= Role::Witness.to_u8());
-        if !ok {
-            return None;
+        if ok {
+            Some(HeartbeatView(w))
+        } else {
+            None
         }
-        let role = match b.role {
-            0x00 => Role::Follower,
-            0x01 => Role::Leader,
-            _ => Role::Witness,
-        };
-        Some(Frame {
-            header: HeaderRepr {
-                kind: Kind::Heartbeat,
-                flags: h.flags,
-                key_id: KeyId(h.key_id),
-                cluster: ClusterId(h.cluster.get()),
-                sender: NodeId(h.sender.get()),
-                incarnation: Incarnation(h.incarnation.get()),
-                seq: h.seq.get(),
+    }
+
+    /// The wire layout, all fields raw.
+    pub fn wire(&self) -> &'a wire::HeartbeatFrame {
+        self.0
+    }
+
+    #[inline]
+    pub fn sender(&self) -> NodeId {
+        NodeId(self.0.header.sender.get())
+    }
+
+    #[inline]
+    pub fn incarnation(&self) -> Incarnation {
+        Incarnation(self.0.header.incarnation.get())
+    }
+
+    #[inline]
+    pub fn seq(&self) -> u64 {
+        self.0.header.seq.get()
+    }
+
+    #[inline]
+    pub fn interval_us(&self) -> u32 {
+        self.0.body.interval_us.get()
+    }
+
+    #[inline]
+    pub fn multiplier(&self) -> u8 {
+        self.0.body.multiplier
+    }
+
+    #[inline]
+    pub fn header(&self) -> HeaderRepr {
+        let h = &self.0.header;
+        HeaderRepr {
+            kind: Kind::Heartbeat,
+            flags: h.flags,
+            key_id: KeyId(h.key_id),
+            cluster: ClusterId(h.cluster.get()),
+            sender: self.sender(),
+            incarnation: self.incarnation(),
+            seq: self.seq(),
+        }
+    }
+
+    #[inline]
+    pub fn heartbeat(&self) -> HeartbeatRepr {
+        let b = &self.0.body;
+        HeartbeatRepr {
+            interval_us: b.interval_us.get(),
+            multiplier: b.multiplier,
+            // new() checked role <= 0x02.
+            role: match b.role {
+                0x00 => Role::Follower,
+                0x01 => Role::Leader,
+                _ => Role::Witness,
             },
-            body: Body::Heartbeat(HeartbeatRepr {
-                interval_us: b.interval_us.get(),
-                multiplier: b.multiplier,
-                role,
-                priority: b.priority,
-                state: StateFlags(b.state),
-                leader: match b.leader.get() {
-                    0 => None,
-                    id => Some(NodeId(id)),
-                },
-                view: b.view.get(),
-                repl_hwm: b.repl_hwm.get(),
-            }),
-        })
+            priority: b.priority,
+            state: StateFlags(b.state),
+            leader: match b.leader.get() {
+                0 => None,
+                id => Some(NodeId(id)),
+            },
+            view: b.view.get(),
+            repl_hwm: b.repl_hwm.get(),
+        }
+    }
+
+    /// The frame [`Frame::parse`] returns for these bytes.
+    #[inline]
+    pub fn frame(&self) -> Frame<'a> {
+        Frame {
+            header: self.header(),
+            body: Body::Heartbeat(self.heartbeat()),
+        }
     }
 }
 
@@ -657,15 +717,12 @@ impl<'a> Frame<'a> {
     /// Fewer bytes than the header or its body length: [`Error::Truncated`]; more:
     /// [`Error::Malformed`].
     ///
-    /// A valid heartbeat takes a fast path: one zerocopy view of header and body
-    /// ([`wire::HeartbeatFrame`]) and one branch for all its checks. Anything else, including
+    /// A valid heartbeat takes a fast path ([`HeartbeatView::new`]). Anything else, including
     /// every invalid heartbeat, goes through the general path, which picks the error.
     #[inline]
     pub fn parse(bytes: &'a [u8]) -> Result<Frame<'a>, Error> {
-        if let Ok(w) = wire::HeartbeatFrame::ref_from_bytes(bytes) {
-            if let Some(frame) = w.frame() {
-                return Ok(frame);
-            }
+        if let Some(view) = HeartbeatView::new(bytes) {
+            return Ok(view.frame());
         }
         Frame::parse_general(bytes)
     }
@@ -1441,9 +1498,15 @@ pub(crate) mod tests {
                 bytes[at] = value;
                 let general = Frame::parse_general(&bytes);
                 assert_eq!(Frame::parse(&bytes), general, "byte {at} = {value:#04x}");
-                let view = wire::HeartbeatFrame::ref_from_bytes(&bytes[..]).unwrap();
-                if let Some(frame) = view.frame() {
-                    assert_eq!(Ok(frame), general, "byte {at} = {value:#04x}");
+                if let Some(view) = HeartbeatView::new(&bytes) {
+                    assert_eq!(Ok(view.frame()), general, "byte {at} = {value:#04x}");
+                    let Ok(Frame { header, .. }) = general else {
+                        unreachable!()
+                    };
+                    assert_eq!(
+                        (view.sender(), view.incarnation(), view.seq()),
+                        (header.sender, header.incarnation, header.seq)
+                    );
                     fast += 1;
                 }
                 bytes[at] = old;
@@ -1681,7 +1744,11 @@ pub(crate) mod tests {
             let mut buf = [0u8; MAX_DATAGRAM];
             let n = frame.emit(&mut buf).unwrap();
             buf[at] = value;
-            prop_assert_eq!(Frame::parse(&buf[..n]), Frame::parse_general(&buf[..n]));
+            let general = Frame::parse_general(&buf[..n]);
+            prop_assert_eq!(Frame::parse(&buf[..n]), general);
+            if let Some(view) = HeartbeatView::new(&buf[..n]) {
+                prop_assert_eq!(Ok(view.frame()), general);
+            }
         }
 
         #[test]
