@@ -5,6 +5,8 @@
 //! part: the zerocopy layouts live in [`wire`], the validated values are the `*Repr` types,
 //! smoltcp style: `Repr::parse(&[u8]) -> Result<Repr, Error>` and
 //! `Repr::emit(&self, &mut [u8]) -> Result<usize, Error>`. Byte-offset tables: docs/PROTOCOL.md.
+//! Heartbeats, most of the traffic, also have a borrowed validated view, [`HeartbeatView`],
+//! which [`Frame::parse`] uses as its fast path.
 //!
 //! Panics: never. Parsing checks every length before it reads; emitting checks the output
 //! buffer and the Repr (an unrepresentable Repr is [`Error::Malformed`]) before it writes.
