@@ -4,6 +4,8 @@
 //! `cargo bench -p tandem-benches --bench frame`. Time per frame is criterion's estimate;
 //! `thrpt` is frames per second (one element = one frame). open and receive copy the sealed
 //! datagram into a stack buffer first (they decrypt in place); `copy` measures that copy.
+//! `parse_view` (heartbeat only) is the borrowed `HeartbeatView` plus the fields a detector
+//! reads.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -11,8 +13,8 @@ use std::time::{Duration, Instant};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use tandem_core::crypto::{open, seal, Aes128Gcm, Keyring, Receiver, Sealer};
 use tandem_core::frame::{
-    Body, EntryRepr, Frame, HeaderRepr, HeartbeatRepr, Kind, Op, Role, SessionUpdateRepr,
-    StateFlags, MAX_DATAGRAM,
+    Body, EntryRepr, Frame, HeaderRepr, HeartbeatRepr, HeartbeatView, Kind, Op, Role,
+    SessionUpdateRepr, StateFlags, MAX_DATAGRAM,
 };
 use tandem_core::{ClusterId, Incarnation, KeyId, NodeId};
 
@@ -21,7 +23,7 @@ const CLUSTER: ClusterId = ClusterId(0xbeef);
 const BATCH: usize = 4096;
 
 /// Keeps `value` alive without reading it back. criterion's own `black_box` on a returned
-/// value does a volatile read of every byte, which for a ~120-byte `Result<Frame>` costs more
+/// value does a volatile read of every byte, which for a 112-byte `Result<Frame>` costs more
 /// than the parse itself.
 fn sink<T>(value: T) {
     black_box(&value);
@@ -98,6 +100,17 @@ fn bench_kind(c: &mut Criterion, name: &str, body: Body<'_>) {
         b.iter(|| sink(black_box(frame).emit(black_box(&mut out))))
     });
     g.bench_function("parse", |b| b.iter(|| sink(Frame::parse(black_box(plain)))));
+    if frame.header.kind == Kind::Heartbeat {
+        // The borrowed view: same checks as parse, then the fields the detector reads.
+        g.bench_function("parse_view", |b| {
+            b.iter(|| {
+                sink(
+                    HeartbeatView::new(black_box(plain))
+                        .map(|v| (v.sender(), v.incarnation(), v.interval_us(), v.multiplier())),
+                )
+            })
+        });
+    }
     // The zerocopy header alone (what the brief's ~1 ns anchor measures).
     g.bench_function("parse_header", |b| {
         b.iter(|| {

@@ -283,6 +283,7 @@ impl<A: Aead, const N: usize> Keyring<A, N> {
 }
 
 /// The nonce of a frame: `sender || incarnation || seq` (48 low bits), big endian.
+#[inline]
 pub fn nonce(sender: NodeId, incarnation: Incarnation, seq: u64) -> [u8; NONCE_LEN] {
     let mut n = [0; NONCE_LEN];
     n[..2].copy_from_slice(&sender.0.to_be_bytes());
@@ -349,6 +350,8 @@ pub fn open<'a, A: Aead, const N: usize>(
     keyring: &Keyring<A, N>,
 ) -> Result<Frame<'a>, Error> {
     let (header, body_len, rest) = HeaderRepr::check(datagram)?;
+    // A copy (32 bytes) so the header can be read after the body is decrypted in place.
+    let header = *header;
     if header.cluster.get() != cluster.0 {
         return Err(Error::OtherCluster);
     }
@@ -370,11 +373,8 @@ pub fn open<'a, A: Aead, const N: usize>(
     let (body, tag) = rest.split_at_mut(body_len);
     let tag: &[u8; TAG_LEN] = (&*tag).try_into().map_err(|_| Error::Truncated)?;
     key.open_in_place(&nonce, aad, body, tag)?;
-    let datagram: &'a [u8] = datagram;
-    let plain = datagram
-        .get(..HEADER_LEN + body_len)
-        .ok_or(Error::Truncated)?;
-    Frame::parse(plain)
+    // The header passed check() above: only the kind and the body are left to validate.
+    Frame::from_checked(&header, body)
 }
 
 /// The sending side of one node lifetime: fills the header and owns the seq counter, so a

@@ -5,6 +5,8 @@
 //! part: the zerocopy layouts live in [`wire`], the validated values are the `*Repr` types,
 //! smoltcp style: `Repr::parse(&[u8]) -> Result<Repr, Error>` and
 //! `Repr::emit(&self, &mut [u8]) -> Result<usize, Error>`. Byte-offset tables: docs/PROTOCOL.md.
+//! Heartbeats, most of the traffic, also have a borrowed validated view, [`HeartbeatView`],
+//! which [`Frame::parse`] uses as its fast path.
 //!
 //! Panics: never. Parsing checks every length before it reads; emitting checks the output
 //! buffer and the Repr (an unrepresentable Repr is [`Error::Malformed`]) before it writes.
@@ -484,6 +486,17 @@ pub mod wire {
     pub const SYNC_CHUNK_FIXED_LEN: usize = core::mem::size_of::<SyncChunk>();
     pub const SYNC_DONE_LEN: usize = core::mem::size_of::<SyncDone>();
     pub const LEAVE_LEN: usize = core::mem::size_of::<Leave>();
+
+    /// A whole plaintext heartbeat frame (64 bytes): header then body. Heartbeats are most
+    /// of the traffic, so [`super::Frame::parse`] views one with a single length check.
+    #[derive(Clone, Copy, Debug, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+    #[repr(C)]
+    pub struct HeartbeatFrame {
+        pub header: Header,
+        pub body: Heartbeat,
+    }
+
+    pub const HEARTBEAT_FRAME_LEN: usize = core::mem::size_of::<HeartbeatFrame>();
 }
 
 /// Reads a fixed-size body that must be exactly `bytes` long.
@@ -515,6 +528,141 @@ fn u64be(v: u64) -> zerocopy::network_endian::U64 {
     zerocopy::network_endian::U64::new(v)
 }
 
+impl wire::Header {
+    /// Whether [`HeaderRepr::check`] accepts this header: every test in one expression,
+    /// combined with `&` rather than `&&` so that a valid header costs one branch. The
+    /// error of an invalid one is worked out by [`wire::Header::error`].
+    #[inline(always)]
+    fn is_valid(&self) -> bool {
+        (self.magic.get() == MAGIC)
+            & (self.version == VERSION)
+            & (self.flags & !FLAGS_KNOWN == 0)
+            & (self.reserved.get() == 0)
+            & (self.seq.get() <= MAX_SEQ)
+            & (usize::from(self.body_len.get()) <= MAX_BODY_LEN)
+    }
+
+    /// Why [`wire::Header::is_valid`] refused this header (off the fast path).
+    #[cold]
+    #[inline(never)]
+    fn error(&self) -> Error {
+        if self.magic.get() != MAGIC {
+            Error::Malformed
+        } else if self.version != VERSION {
+            Error::UnsupportedVersion
+        } else {
+            Error::Malformed
+        }
+    }
+}
+
+/// A heartbeat frame validated in place: every check [`Frame::parse`] makes, no copy; the
+/// fields are decoded when read. For a hot path that needs only a few fields of each
+/// heartbeat (the detector: sender, incarnation, interval, multiplier). [`Frame::parse`]
+/// takes this path for heartbeats too.
+#[derive(Clone, Copy, Debug)]
+pub struct HeartbeatView<'a>(&'a wire::HeartbeatFrame);
+
+impl<'a> HeartbeatView<'a> {
+    /// `Some` exactly when [`Frame::parse`] would return a heartbeat for `bytes`. `None` for
+    /// anything else (another kind, or an invalid frame): hand those to [`Frame::parse`],
+    /// which returns the other kind or the precise error.
+    ///
+    /// One zerocopy view over header and body ([`wire::HeartbeatFrame`], so one length
+    /// check) and every field check in one expression.
+    #[inline]
+    pub fn new(bytes: &'a [u8]) -> Option<HeartbeatView<'a>> {
+        let w = wire::HeartbeatFrame::ref_from_bytes(bytes).ok()?;
+        let (h, b) = (&w.header, &w.body);
+        let ok = h.is_valid()
+            & (h.kind == Kind::Heartbeat as u8)
+            & (usize::from(h.body_len.get()) == wire::HEARTBEAT_LEN)
+            & (b.reserved == [0; 6])
+            & (b.role <= Role::Witness.to_u8());
+        if ok {
+            Some(HeartbeatView(w))
+        } else {
+            None
+        }
+    }
+
+    /// The wire layout, all fields raw.
+    pub fn wire(&self) -> &'a wire::HeartbeatFrame {
+        self.0
+    }
+
+    #[inline]
+    pub fn sender(&self) -> NodeId {
+        NodeId(self.0.header.sender.get())
+    }
+
+    #[inline]
+    pub fn incarnation(&self) -> Incarnation {
+        Incarnation(self.0.header.incarnation.get())
+    }
+
+    #[inline]
+    pub fn seq(&self) -> u64 {
+        self.0.header.seq.get()
+    }
+
+    #[inline]
+    pub fn interval_us(&self) -> u32 {
+        self.0.body.interval_us.get()
+    }
+
+    #[inline]
+    pub fn multiplier(&self) -> u8 {
+        self.0.body.multiplier
+    }
+
+    #[inline]
+    pub fn header(&self) -> HeaderRepr {
+        let h = &self.0.header;
+        HeaderRepr {
+            kind: Kind::Heartbeat,
+            flags: h.flags,
+            key_id: KeyId(h.key_id),
+            cluster: ClusterId(h.cluster.get()),
+            sender: self.sender(),
+            incarnation: self.incarnation(),
+            seq: self.seq(),
+        }
+    }
+
+    #[inline]
+    pub fn heartbeat(&self) -> HeartbeatRepr {
+        let b = &self.0.body;
+        HeartbeatRepr {
+            interval_us: b.interval_us.get(),
+            multiplier: b.multiplier,
+            // new() checked role <= 0x02.
+            role: match b.role {
+                0x00 => Role::Follower,
+                0x01 => Role::Leader,
+                _ => Role::Witness,
+            },
+            priority: b.priority,
+            state: StateFlags(b.state),
+            leader: match b.leader.get() {
+                0 => None,
+                id => Some(NodeId(id)),
+            },
+            view: b.view.get(),
+            repl_hwm: b.repl_hwm.get(),
+        }
+    }
+
+    /// The frame [`Frame::parse`] returns for these bytes.
+    #[inline]
+    pub fn frame(&self) -> Frame<'a> {
+        Frame {
+            header: self.header(),
+            body: Body::Heartbeat(self.heartbeat()),
+        }
+    }
+}
+
 impl HeaderRepr {
     /// Checks everything in a raw header that does not need the key: magic, version, flags,
     /// reserved bits, seq range and body length bound. The kind is not checked, so that a
@@ -523,21 +671,10 @@ impl HeaderRepr {
     #[inline]
     pub fn check(bytes: &[u8]) -> Result<(&wire::Header, usize, &[u8]), Error> {
         let (header, rest) = wire::Header::ref_from_prefix(bytes).map_err(|_| Error::Truncated)?;
-        if header.magic.get() != MAGIC {
-            return Err(Error::Malformed);
+        if !header.is_valid() {
+            return Err(header.error());
         }
-        if header.version != VERSION {
-            return Err(Error::UnsupportedVersion);
-        }
-        let body_len = usize::from(header.body_len.get());
-        if header.flags & !FLAGS_KNOWN != 0
-            || header.reserved.get() != 0
-            || header.seq.get() > MAX_SEQ
-            || body_len > MAX_BODY_LEN
-        {
-            return Err(Error::Malformed);
-        }
-        Ok((header, body_len, rest))
+        Ok((header, usize::from(header.body_len.get()), rest))
     }
 
     /// The validated values of a header that passed [`HeaderRepr::check`].
@@ -581,14 +718,33 @@ impl<'a> Frame<'a> {
     ///
     /// Fewer bytes than the header or its body length: [`Error::Truncated`]; more:
     /// [`Error::Malformed`].
+    ///
+    /// A valid heartbeat takes a fast path ([`HeartbeatView::new`]). Anything else, including
+    /// every invalid heartbeat, goes through the general path, which picks the error.
     #[inline]
     pub fn parse(bytes: &'a [u8]) -> Result<Frame<'a>, Error> {
+        if let Some(view) = HeartbeatView::new(bytes) {
+            return Ok(view.frame());
+        }
+        Frame::parse_general(bytes)
+    }
+
+    /// [`Frame::parse`] without the heartbeat fast path.
+    #[inline]
+    fn parse_general(bytes: &'a [u8]) -> Result<Frame<'a>, Error> {
         let (header, body_len, rest) = HeaderRepr::check(bytes)?;
         let body = match rest.len().cmp(&body_len) {
             core::cmp::Ordering::Less => return Err(Error::Truncated),
             core::cmp::Ordering::Greater => return Err(Error::Malformed),
             core::cmp::Ordering::Equal => rest,
         };
+        Frame::from_checked(header, body)
+    }
+
+    /// The frame of a header that passed [`HeaderRepr::check`] and a body of exactly its
+    /// `body_len` bytes (the header is not checked again).
+    #[inline]
+    pub(crate) fn from_checked(header: &wire::Header, body: &'a [u8]) -> Result<Frame<'a>, Error> {
         let header = HeaderRepr::from_wire(header)?;
         let body = Body::parse(header.kind, body)?;
         Ok(Frame { header, body })
@@ -785,12 +941,13 @@ impl<'a> EntryRepr<'a> {
     #[inline]
     pub fn check(&self) -> Result<(), Error> {
         let end = u64::from(self.offset) + self.value.len() as u64;
-        let ok = self.key.len() <= MAX_KEY_LEN
-            && self.value.len() <= MAX_VALUE_CHUNK
-            && self.total_len <= MAX_VALUE_LEN
-            && end <= u64::from(self.total_len)
-            && (!self.value.is_empty() || (self.total_len == 0 && self.offset == 0))
-            && (self.op == Op::Put || self.total_len == 0);
+        // `&`, not `&&`: all cheap comparisons, one branch.
+        let ok = (self.key.len() <= MAX_KEY_LEN)
+            & (self.value.len() <= MAX_VALUE_CHUNK)
+            & (self.total_len <= MAX_VALUE_LEN)
+            & (end <= u64::from(self.total_len))
+            & (!self.value.is_empty() | ((self.total_len == 0) & (self.offset == 0)))
+            & ((self.op == Op::Put) | (self.total_len == 0));
         if ok {
             Ok(())
         } else {
@@ -1332,6 +1489,36 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn heartbeat_fast_path_agrees_with_general_path() {
+        // Every single-byte change of a valid heartbeat: the fast path must give exactly what
+        // the general path gives (same frame, or same error).
+        let mut bytes = HEARTBEAT_BYTES;
+        let mut fast = 0;
+        for at in 0..bytes.len() {
+            for value in 0..=255u8 {
+                let old = bytes[at];
+                bytes[at] = value;
+                let general = Frame::parse_general(&bytes);
+                assert_eq!(Frame::parse(&bytes), general, "byte {at} = {value:#04x}");
+                if let Some(view) = HeartbeatView::new(&bytes) {
+                    assert_eq!(Ok(view.frame()), general, "byte {at} = {value:#04x}");
+                    let Ok(Frame { header, .. }) = general else {
+                        unreachable!()
+                    };
+                    assert_eq!(
+                        (view.sender(), view.incarnation(), view.seq()),
+                        (header.sender, header.incarnation, header.seq)
+                    );
+                    fast += 1;
+                }
+                bytes[at] = old;
+            }
+        }
+        // The fast path did take the valid variants (key id, insecure flag, payload fields).
+        assert!(fast > 64 * 100, "fast path taken {fast} times");
+    }
+
+    #[test]
     fn kind_from_u8_round_trips() {
         for b in 0..=255u8 {
             if let Some(k) = Kind::from_u8(b) {
@@ -1551,6 +1738,18 @@ pub(crate) mod tests {
             let n = frame.emit(&mut buf).unwrap();
             for len in 0..n {
                 prop_assert_eq!(Frame::parse(&buf[..len]), Err(Error::Truncated), "len {}", len);
+            }
+        }
+
+        #[test]
+        fn fast_path_agrees_on_any_frame(frame in frame(), at in 0..64usize, value in any::<u8>()) {
+            let mut buf = [0u8; MAX_DATAGRAM];
+            let n = frame.emit(&mut buf).unwrap();
+            buf[at] = value;
+            let general = Frame::parse_general(&buf[..n]);
+            prop_assert_eq!(Frame::parse(&buf[..n]), general);
+            if let Some(view) = HeartbeatView::new(&buf[..n]) {
+                prop_assert_eq!(Ok(view.frame()), general);
             }
         }
 
