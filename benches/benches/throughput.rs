@@ -89,9 +89,19 @@ impl Figures {
 
 fn bench(ns: &str, port: u16, requests: u32, pipeline: u32) -> Figures {
     let out = Command::new("ip")
-        .args(["netns", "exec", ns, "redis-benchmark", "-h", "127.0.0.1", "-p"])
+        .args([
+            "netns",
+            "exec",
+            ns,
+            "redis-benchmark",
+            "-h",
+            "127.0.0.1",
+            "-p",
+        ])
         .arg(port.to_string())
-        .args(["-t", "set,get", "-c", "50", "-d", "64", "-r", "10000", "--csv"])
+        .args([
+            "-t", "set,get", "-c", "50", "-d", "64", "-r", "10000", "--csv",
+        ])
         .args(["-n", &requests.to_string(), "-P", &pipeline.to_string()])
         .stdin(Stdio::null())
         .stderr(Stdio::null())
