@@ -3,12 +3,14 @@
 //! Three targets, each measured by a client inside the node's host namespace over loopback:
 //! - `cluster`: node 1 of a two-host cluster (two namespaces on a bridge, default sync mode):
 //!   every reply waits until node 2 acked the write over the veth pair;
-//! - `standalone`: one node with no peer (the RESP + store path alone);
-//! - `redis`: a local `redis-server` in the same namespace (scale).
+//! - `standalone`: one node with no peer (the RESP + store path alone), on a third host with
+//!   another cluster id;
+//! - `redis`: a local `redis-server` in host 1's namespace (scale).
 //!
 //! Each target gets TANDEM_BENCH_SETS sequential SETs (default 20,000, 32-byte values over
-//! 1,000 keys) after 1,000 warm-up SETs; prints p50, p90, p99, p99.9 and max. Goals for the
-//! cluster: p50 <= 100 us, p99 <= 500 us.
+//! 1,000 keys) after 1,000 warm-up SETs, in 4 rounds alternating between the targets so that
+//! drift in the shared machine's load hits all alike; prints p50, p90, p99, p99.9 and max.
+//! Goals for the cluster: p50 <= 100 us, p99 <= 500 us.
 //!
 //! Needs root (namespaces); prints SKIP otherwise. Bounded: every wait has a limit and every
 //! socket a read timeout. Run: `cargo bench -p tandem-benches --bench replication_latency`.
@@ -34,34 +36,60 @@ fn main() {
         .unwrap_or(20_000)
         .clamp(100, 1_000_000);
 
-    // Two-node cluster, sync mode; redis-server in host 1 for scale.
-    let Some(mut net) = Net::new(2) else { return };
+    // Hosts 1 and 2: a two-node cluster, sync mode. Host 3: a node of another cluster, alone.
+    let Some(mut net) = Net::new(3) else { return };
     let a = net.start(1, &["--insecure"]);
     let b = net.start(2, &["--insecure"]);
-    if !wait_cluster(&net, a, b) {
-        println!("cluster never became healthy; abandoned\n{}", net.log(a));
+    let s = net.start(3, &["--insecure", "--cluster-id", "2"]);
+    if !wait_cluster(&net, a, b) || !wait_healthy(&net, s) {
+        println!("nodes never became healthy; abandoned\n{}", net.log(a));
         return;
     }
     let ns1 = net.ns(1).to_string();
-    report("cluster (sync, 2 hosts)", measure(&ns1, RESP_PORT, sets));
+    let ns3 = net.ns(3).to_string();
+    let redis = RedisServer::start(&ns1);
+    if redis.is_none() {
+        println!("redis-server: not installed or did not start; skipped");
+    }
+    let mut targets: Vec<(&str, &str, u16, Result<Vec<u64>, String>)> = vec![
+        ("cluster (sync, 2 hosts)", &ns1, RESP_PORT, Ok(Vec::new())),
+        ("standalone (no peer)", &ns3, RESP_PORT, Ok(Vec::new())),
+    ];
+    if redis.is_some() {
+        targets.push(("redis-server (same host)", &ns1, REDIS_PORT, Ok(Vec::new())));
+    }
+    const ROUNDS: usize = 4;
+    for _ in 0..ROUNDS {
+        for (_, ns, port, acc) in targets.iter_mut() {
+            if let Ok(all) = acc {
+                match measure(ns, *port, sets / ROUNDS) {
+                    Ok(more) => all.extend(more),
+                    Err(e) => *acc = Err(e),
+                }
+            }
+        }
+    }
+    for (what, _, _, lat) in targets {
+        report(what, lat);
+    }
+    // A peer falsely declared dead under CPU starvation makes writes complete unreplicated
+    // (faster): say so rather than quote such figures silently.
+    for n in [a, b] {
+        let dead = net
+            .log(n)
+            .lines()
+            .filter(|l| l.contains("event=\"member_dead\""))
+            .count();
+        if dead > 0 {
+            println!(
+                "WARNING: node {} declared its peer dead {dead} time(s) during the run (machine overloaded?): some writes were not replicated, figures are not valid",
+                n + 1
+            );
+        }
+    }
     if let Some(replicated) = net.metric(b, "tandem_sessions") {
-        println!("  (node 2 holds {replicated} sessions)");
+        println!("(node 2 holds {replicated} sessions: the cluster's writes replicated)");
     }
-    match RedisServer::start(&ns1) {
-        Some(_redis) => report("redis-server (same host)", measure(&ns1, REDIS_PORT, sets)),
-        None => println!("redis-server: not installed or did not start; skipped"),
-    }
-    drop(net);
-
-    // One node, no peer.
-    let Some(mut net) = Net::new(1) else { return };
-    let s = net.start(1, &["--insecure"]);
-    if !wait_healthy(&net, s) {
-        println!("standalone node never became healthy; abandoned");
-        return;
-    }
-    let ns = net.ns(1).to_string();
-    report("standalone (no peer)", measure(&ns, RESP_PORT, sets));
 }
 
 /// Waits (bounded) until both nodes see each other alive and both report healthy.
