@@ -22,6 +22,9 @@ use std::time::{Duration, Instant};
 
 use tandem_tests::{in_netns, wait_for, Net, RESP_PORT};
 
+/// Per-request latencies (ns), or why the run stopped.
+type Samples = Result<Vec<u64>, String>;
+
 /// Port of the baseline redis-server inside a host namespace.
 const REDIS_PORT: u16 = 6390;
 
@@ -51,7 +54,7 @@ fn main() {
     if redis.is_none() {
         println!("redis-server: not installed or did not start; skipped");
     }
-    let mut targets: Vec<(&str, &str, u16, Result<Vec<u64>, String>)> = vec![
+    let mut targets: Vec<(&str, &str, u16, Samples)> = vec![
         ("cluster (sync, 2 hosts)", &ns1, RESP_PORT, Ok(Vec::new())),
         ("standalone (no peer)", &ns3, RESP_PORT, Ok(Vec::new())),
     ];
@@ -111,7 +114,7 @@ fn wait_healthy(net: &Net, node: usize) -> bool {
 
 /// Per-request latencies (ns) of `sets` sequential SETs on 127.0.0.1:`port` inside `ns`,
 /// or the error that stopped the run.
-fn measure(ns: &str, port: u16, sets: usize) -> Result<Vec<u64>, String> {
+fn measure(ns: &str, port: u16, sets: usize) -> Samples {
     in_netns(ns, move || {
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))
@@ -146,7 +149,7 @@ fn measure(ns: &str, port: u16, sets: usize) -> Result<Vec<u64>, String> {
     })
 }
 
-fn report(what: &str, lat: Result<Vec<u64>, String>) {
+fn report(what: &str, lat: Samples) {
     let mut lat = match lat {
         Ok(l) if !l.is_empty() => l,
         Ok(_) => return println!("{what}: no samples"),
