@@ -746,6 +746,31 @@ mod tests {
     }
 
     #[test]
+    fn due_completions_keep_the_loop_awake_and_a_batch_counts_down() {
+        let now = Instant::from_millis(1_000);
+        let span = std::time::Duration::from_millis(200);
+        let store = Store::new(NodeId(1), crate::store::Limits::default());
+        let mut s = Sessions::new(store, ReplicationMode::Sync, false, now, span);
+        assert_eq!(s.poll_timeout(), Some(now + span), "waiting for a peer");
+        // Completions found by a flush (e.g. after the RESP server ran pipelined writes) are
+        // due at once: the loop must not sleep on them.
+        let at = Instant::from_millis(1_005);
+        s.completed.push((WriteId(1), Ok(())));
+        s.completed.push((WriteId(2), Ok(())));
+        s.completed.push((WriteId(3), Err(WriteFailure::Isolated)));
+        s.completed_at = at;
+        assert_eq!(s.poll_timeout(), Some(at));
+        let batch = s.take_completed();
+        assert_eq!(batch.len(), 3);
+        assert_eq!(s.poll_timeout(), Some(now + span));
+        // The RESP server learns, at each completion, how many of the batch follow it.
+        let left: Vec<usize> = (0..4)
+            .map(|_| s.split(0, false).1.completions_left())
+            .collect();
+        assert_eq!(left, [2, 1, 0, 0]);
+    }
+
+    #[test]
     fn sink_holds_only_the_last_record_of_a_command_in_sync_mode() {
         let mut outbox = VecDeque::new();
         let (mut next, mut replicated, mut delivering) = (0, 0, 0);
