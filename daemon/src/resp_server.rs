@@ -8,7 +8,10 @@
 //! hold the write. The connection meanwhile goes on executing its pipelined commands (so a
 //! pipeline of N writes costs one replication round trip, not N); their replies queue behind
 //! the held one and are released strictly in command order. At most
-//! [`ServerConfig::max_held_per_connection`] writes of one connection are in flight.
+//! [`ServerConfig::max_held_per_connection`] writes of one connection are in flight, and
+//! beyond the first, at most [`ServerConfig::max_held_bytes_per_connection`] of their records
+//! (which wait in the replication outbox while the ring is full): the connection's own
+//! completions resume it, so no connection waits on another's.
 //!
 //! Bounds per connection: input holds at most one request ([`resp::Limits::max_request`]) plus
 //! one read; output (sent or queued behind held writes) past
@@ -49,6 +52,9 @@ pub struct ServerConfig {
     /// Writes of one connection whose replies may wait for replication at once; more
     /// pipelined commands wait until the oldest completes.
     pub max_held_per_connection: usize,
+    /// Key and value bytes of one connection's writes in flight past which its further
+    /// commands wait (one write is always allowed).
+    pub max_held_bytes_per_connection: usize,
 }
 
 impl Default for ServerConfig {
@@ -59,6 +65,7 @@ impl Default for ServerConfig {
             limits: resp::Limits::default(),
             output_soft_limit: 1 << 20,
             max_held_per_connection: 256,
+            max_held_bytes_per_connection: 256 * 1024,
         }
     }
 }
@@ -117,6 +124,8 @@ struct Conn {
     queue: VecDeque<Queued>,
     /// Bytes in `queue`.
     queued_bytes: usize,
+    /// Record bytes (keys and values) of the writes in `queue`.
+    held_bytes: usize,
     closing: Closing,
     read_closed: bool,
     /// The socket may hold unread bytes: set by a readiness event and by a read that filled
@@ -137,6 +146,8 @@ struct Conn {
 #[derive(Debug)]
 struct Queued {
     id: WriteId,
+    /// Key and value bytes of its records.
+    cost: usize,
     /// Set once the write completed.
     result: Option<Result<(), WriteFailure>>,
     reply: Vec<u8>,
@@ -161,6 +172,7 @@ impl Conn {
                 break;
             };
             self.queued_bytes -= q.reply.len() + q.after.len();
+            self.held_bytes -= q.cost;
             match q.result {
                 Some(Err(WriteFailure::Isolated)) => resp::error(&mut self.output, ISOLATED_ERROR),
                 _ => self.output.extend_from_slice(&q.reply),
@@ -371,6 +383,7 @@ impl RespServer {
                     client: Client::new(id),
                     queue: VecDeque::new(),
                     queued_bytes: 0,
+                    held_bytes: 0,
                     closing: Closing::No,
                     read_closed: false,
                     unread: true,
@@ -529,6 +542,7 @@ fn execute_buffered(
 ) -> bool {
     let mut consumed = 0;
     while conn.queue.len() < server.max_held_per_connection
+        && (conn.queue.is_empty() || conn.held_bytes < server.max_held_bytes_per_connection)
         && conn.closing == Closing::No
         && conn.buffered_output() <= server.output_soft_limit
     {
@@ -557,20 +571,25 @@ fn execute_buffered(
                 consumed += n;
                 match outcome {
                     Outcome::Reply => conn.queue_tail(start),
-                    Outcome::Write(records) => match sink.submit(records) {
-                        Some(id) => {
-                            let reply = conn.output.split_off(start);
-                            conn.queued_bytes += reply.len();
-                            conn.queue.push_back(Queued {
-                                id,
-                                result: None,
-                                reply,
-                                after: Vec::new(),
-                            });
-                            held.insert(id, slot);
+                    Outcome::Write(records) => {
+                        let cost: usize = records.iter().map(|r| r.key.len() + r.value.len()).sum();
+                        match sink.submit(records) {
+                            Some(id) => {
+                                let reply = conn.output.split_off(start);
+                                conn.queued_bytes += reply.len();
+                                conn.held_bytes += cost;
+                                conn.queue.push_back(Queued {
+                                    id,
+                                    cost,
+                                    result: None,
+                                    reply,
+                                    after: Vec::new(),
+                                });
+                                held.insert(id, slot);
+                            }
+                            None => conn.queue_tail(start),
                         }
-                        None => conn.queue_tail(start),
-                    },
+                    }
                     Outcome::Quit => {
                         conn.queue_tail(start);
                         conn.closing = Closing::AfterFlush;
@@ -914,6 +933,26 @@ mod tests {
         rig.complete(id3, Ok(()));
         assert_eq!(read_some(&mut c), b"+OK\r\n+PONG\r\n+OK\r\n");
         assert_eq!(rig.server.connections(), 0);
+    }
+
+    #[test]
+    fn record_bytes_in_flight_per_connection_are_bounded() {
+        let mut rig = Rig::new(ServerConfig {
+            max_held_bytes_per_connection: 1000,
+            ..ServerConfig::default()
+        });
+        rig.sink.hold = true;
+        let mut c = rig.connect();
+        let big = "x".repeat(600);
+        c.write_all(format!("SET a {big}\r\nSET b {big}\r\nSET c 1\r\n").as_bytes())
+            .expect("send");
+        rig.pump();
+        // The first two fit under the bound (600 < 1000); the third waits.
+        assert_eq!(rig.sink.submitted.len(), 2);
+        let (id1, _) = rig.sink.submitted[0].clone();
+        rig.complete(id1, Ok(()));
+        assert_eq!(read_some(&mut c), b"+OK\r\n");
+        assert_eq!(rig.sink.submitted.len(), 3, "its own completion resumed it");
     }
 
     #[test]

@@ -9,9 +9,11 @@
 //! the client's reply is held until the core reports every live data peer holds the write
 //! ([`Node::committed`]); a peer declared dead stops counting, so writes never wait forever,
 //! and `tandem_unreplicated` shows when no peer holds them. Asynchronous mode replies at once.
-//! The outbox is bounded by the clients: each connection has at most
-//! `max_held_per_connection` commands' records in flight in sync mode; in async mode the ring may overwrite unacked chunks (a lagging peer then
-//! recovers by full sync), so the outbox drains at the send rate.
+//! The outbox is bounded by the clients: in sync mode each connection has at most
+//! `max_held_per_connection` commands and `max_held_bytes_per_connection` record bytes (or
+//! one command) in flight (see [`crate::resp_server`]); in async mode the ring may overwrite
+//! unacked chunks (a lagging peer then recovers by full sync), so the outbox drains at the
+//! send rate.
 //!
 //! # Reads from peers
 //! Stream entries arrive in each origin's order; a value larger than one datagram arrives as
