@@ -7,7 +7,7 @@
 //! ([`Sink::submit`]). [`Sessions::flush`] moves the outbox into the core's replication ring
 //! (stopping at back-pressure, resuming as acks free the ring). In synchronous mode (default)
 //! the client's reply is held until the core reports every live data peer holds the write
-//! ([`Node::committed`]); a peer declared dead stops counting, so writes never wait forever,
+//! ([`Node::committed`](tandem_core::node::Node::committed)); a peer declared dead stops counting, so writes never wait forever,
 //! and `tandem_unreplicated` shows when no peer holds them. Asynchronous mode replies at once.
 //! The outbox is bounded by the clients: in sync mode each connection has at most
 //! `max_held_per_connection` commands and `max_held_bytes_per_connection` record bytes (or
