@@ -740,12 +740,17 @@ impl Exec<'_, '_> {
             }
         };
         let key = self.args.arg(1);
-        let old = match self.string_of(key) {
-            Ok(old) => old,
-            Err(()) if flags & GET != 0 => return self.err(WRONGTYPE),
-            Err(()) => None,
+        // The old value and existence are looked up only when an option needs them (a plain
+        // SET is the hot path; `set_string` looks the key up once more itself).
+        let old = if flags & GET != 0 {
+            match self.string_of(key) {
+                Ok(old) => old,
+                Err(()) => return self.err(WRONGTYPE),
+            }
+        } else {
+            None
         };
-        let found = self.store.get(key, now).is_some();
+        let found = flags & (NX | XX) != 0 && self.store.get(key, now).is_some();
         let get_reply = |out: &mut Vec<u8>| match &old {
             Some(v) => resp::bulk(out, v),
             None => resp::null(out),

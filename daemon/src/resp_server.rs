@@ -3,21 +3,27 @@
 //! The loop owns the [`mio::Poll`], the [`Store`] and replication; this component owns the
 //! listening socket and the client connections, and talks to the loop through [`WriteSink`]:
 //! the clock, whether the node is isolated, and where replication records go. In synchronous
-//! mode [`WriteSink::submit`] returns a [`WriteId`]: the client's reply is held, and the
-//! connection executes none of its further pipelined commands, until the loop calls
-//! [`RespServer::complete`] with that id, so replies stay in order and a reply never says
-//! "saved" before the peers hold the write.
+//! mode [`WriteSink::submit`] returns a [`WriteId`]: the client's reply is held until the loop
+//! calls [`RespServer::complete`] with that id, so a reply never says "saved" before the peers
+//! hold the write. The connection meanwhile goes on executing its pipelined commands (so a
+//! pipeline of N writes costs one replication round trip, not N); their replies queue behind
+//! the held one and are released strictly in command order. At most
+//! [`ServerConfig::max_held_per_connection`] writes of one connection are in flight, and
+//! beyond the first, at most [`ServerConfig::max_held_bytes_per_connection`] of their records
+//! (which wait in the replication outbox while the ring is full): the connection's own
+//! completions resume it, so no connection waits on another's.
 //!
 //! Bounds per connection: input holds at most one request ([`resp::Limits::max_request`]) plus
-//! one read; output past [`ServerConfig::output_soft_limit`] stops command execution until the
-//! client reads (backpressure: a client that does not read its replies stops being read from,
-//! and its TCP window closes), and a single reply is bounded by the command layer's
+//! one read; output (sent or queued behind held writes) past
+//! [`ServerConfig::output_soft_limit`] stops command execution until the client reads
+//! (backpressure: a client that does not read its replies stops being read from, and its TCP
+//! window closes), and a single reply is bounded by the command layer's
 //! `max_reply_bytes` (a larger one closes the connection). At most
 //! [`ServerConfig::max_connections`]; more get Redis's "max number of clients" error.
 //!
 //! Panics: never on client input.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::SocketAddr;
 
@@ -43,6 +49,12 @@ pub struct ServerConfig {
     pub limits: resp::Limits,
     /// Pending output above which a connection's commands wait for the client to read.
     pub output_soft_limit: usize,
+    /// Writes of one connection whose replies may wait for replication at once; more
+    /// pipelined commands wait until the oldest completes.
+    pub max_held_per_connection: usize,
+    /// Key and value bytes of one connection's writes in flight past which its further
+    /// commands wait (one write is always allowed).
+    pub max_held_bytes_per_connection: usize,
 }
 
 impl Default for ServerConfig {
@@ -52,6 +64,8 @@ impl Default for ServerConfig {
             max_connections: 1024,
             limits: resp::Limits::default(),
             output_soft_limit: 1 << 20,
+            max_held_per_connection: 256,
+            max_held_bytes_per_connection: 256 * 1024,
         }
     }
 }
@@ -73,6 +87,12 @@ pub trait WriteSink {
     fn now_ms(&self) -> u64;
     /// True while the node has no quorum: writes are refused.
     fn isolated(&self) -> bool;
+    /// How many more [`RespServer::complete`] calls the loop makes right after this one (the
+    /// rest of a batch of completions). While it is nonzero, completed connections are only
+    /// marked, and all of them are driven (one socket write each) at the batch's last call.
+    fn completions_left(&mut self) -> usize {
+        0
+    }
     /// Takes the records of one client command (never empty). `Some(id)` holds the client's
     /// reply until [`RespServer::complete`]`(id)`; `None` sends it now (async mode, no peers).
     fn submit(&mut self, records: Vec<Replicate>) -> Option<WriteId>;
@@ -99,17 +119,76 @@ struct Conn {
     /// Bytes of `output` already written.
     written: usize,
     client: Client,
-    /// The write whose reply is held, and that reply.
-    held: Option<(WriteId, Vec<u8>)>,
+    /// Replies waiting for held writes, oldest first; each entry is a held reply and the
+    /// ready replies of the commands after it.
+    queue: VecDeque<Queued>,
+    /// Bytes in `queue`.
+    queued_bytes: usize,
+    /// Record bytes (keys and values) of the writes in `queue`.
+    held_bytes: usize,
     closing: Closing,
     read_closed: bool,
+    /// The socket may hold unread bytes: set by a readiness event and by a read that filled
+    /// the buffer; cleared by a short read. Readiness is edge-triggered and a TCP read
+    /// returns everything queued (up to the buffer), so a short read drained the socket and
+    /// later bytes bring a new event: this saves a read that would only say WouldBlock, on
+    /// every request and every completion.
+    unread: bool,
+    /// A readiness event reported the peer's close: read until end of file.
+    hangup: bool,
     /// True if the last registration asked for WRITABLE too.
     wants_write: bool,
+    /// Marked by a completion whose drive is deferred to the end of the batch.
+    dirty: bool,
+}
+
+/// A held reply and what follows it in command order.
+#[derive(Debug)]
+struct Queued {
+    id: WriteId,
+    /// Key and value bytes of its records.
+    cost: usize,
+    /// Set once the write completed.
+    result: Option<Result<(), WriteFailure>>,
+    reply: Vec<u8>,
+    /// Replies of later commands that did not wait themselves.
+    after: Vec<u8>,
 }
 
 impl Conn {
     fn pending_output(&self) -> usize {
         self.output.len() - self.written
+    }
+
+    /// Output not yet sent, counting replies queued behind held writes.
+    fn buffered_output(&self) -> usize {
+        self.pending_output() + self.queued_bytes
+    }
+
+    /// Moves the replies at the queue's front whose writes completed into `output`.
+    fn release(&mut self) {
+        while self.queue.front().is_some_and(|q| q.result.is_some()) {
+            let Some(q) = self.queue.pop_front() else {
+                break;
+            };
+            self.queued_bytes -= q.reply.len() + q.after.len();
+            self.held_bytes -= q.cost;
+            match q.result {
+                Some(Err(WriteFailure::Isolated)) => resp::error(&mut self.output, ISOLATED_ERROR),
+                _ => self.output.extend_from_slice(&q.reply),
+            }
+            self.output.extend_from_slice(&q.after);
+        }
+    }
+
+    /// Queues the reply bytes `output[start..]` behind the held writes, if there are any.
+    fn queue_tail(&mut self, start: usize) {
+        if let Some(back) = self.queue.back_mut() {
+            let tail = self.output.get(start..).unwrap_or(&[]);
+            back.after.extend_from_slice(tail);
+            self.queued_bytes += tail.len();
+            self.output.truncate(start);
+        }
     }
 }
 
@@ -124,6 +203,8 @@ pub struct RespServer {
     conns: Vec<Option<Conn>>,
     free: Vec<usize>,
     held: HashMap<WriteId, usize>,
+    /// Connections completed during a batch, driven at its end.
+    deferred: Vec<usize>,
     next_client_id: u64,
     scratch: Vec<u8>,
 }
@@ -142,6 +223,7 @@ impl RespServer {
             conns: Vec::new(),
             free: Vec::new(),
             held: HashMap::new(),
+            deferred: Vec::new(),
             next_client_id: 1,
             scratch: vec![0; READ_CHUNK],
             config,
@@ -177,9 +259,7 @@ impl RespServer {
         self.conns
             .iter()
             .flatten()
-            .map(|c| {
-                c.input.len() + c.pending_output() + c.held.as_ref().map_or(0, |(_, r)| r.len())
-            })
+            .map(|c| c.input.len() + c.buffered_output())
             .sum()
     }
 
@@ -191,28 +271,41 @@ impl RespServer {
         store: &mut Store,
         sink: &mut dyn WriteSink,
     ) {
-        self.handle_ready(registry, event.token(), store, sink);
+        let hangup = event.is_read_closed() || event.is_error();
+        self.handle_ready(registry, event.token(), hangup, store, sink);
     }
 
     /// Handles readiness of `token` (whatever kind: the connection retries everything).
+    /// `hangup`: the event said the peer closed (or an error): the connection then reads
+    /// until end of file rather than stopping at a short read.
     pub fn handle_ready(
         &mut self,
         registry: &Registry,
         token: Token,
+        hangup: bool,
         store: &mut Store,
         sink: &mut dyn WriteSink,
     ) {
+        // Completions deferred by a batch the loop did not finish (defensive: it always does).
+        self.drive_deferred(registry, store, sink);
         if token == self.listener_token {
             self.accept(registry);
             return;
         }
         if let Some(slot) = token.0.checked_sub(self.conn_base) {
+            if let Some(Some(conn)) = self.conns.get_mut(slot) {
+                conn.unread = true;
+                conn.hangup |= hangup;
+            }
             self.drive(registry, slot, store, sink);
         }
     }
 
-    /// Completes a held write: its reply (or an error) is sent and the connection goes on
-    /// with its pipelined commands. Unknown ids (connection gone) are ignored.
+    /// Completes a held write: its reply (or an error), and the replies queued behind it, are
+    /// sent once every earlier held write of the connection completed too, and the
+    /// connection goes on with its pipelined commands. Unknown ids (connection gone) are
+    /// ignored. Within a batch ([`WriteSink::completions_left`]) the connections are driven
+    /// once, at the batch's last call.
     pub fn complete(
         &mut self,
         registry: &Registry,
@@ -221,23 +314,31 @@ impl RespServer {
         store: &mut Store,
         sink: &mut dyn WriteSink,
     ) {
-        let Some(slot) = self.held.remove(&id) else {
-            return;
-        };
-        let Some(Some(conn)) = self.conns.get_mut(slot) else {
-            return;
-        };
-        match conn.held.take() {
-            Some((held_id, reply)) if held_id == id => match result {
-                Ok(()) => conn.output.extend_from_slice(&reply),
-                Err(WriteFailure::Isolated) => resp::error(&mut conn.output, ISOLATED_ERROR),
-            },
-            other => {
-                conn.held = other;
-                return;
+        if let Some(slot) = self.held.remove(&id) {
+            if let Some(Some(conn)) = self.conns.get_mut(slot) {
+                if let Some(q) = conn.queue.iter_mut().find(|q| q.id == id) {
+                    q.result = Some(result);
+                    conn.release();
+                    if !conn.dirty {
+                        conn.dirty = true;
+                        self.deferred.push(slot);
+                    }
+                }
             }
         }
-        self.drive(registry, slot, store, sink);
+        if sink.completions_left() == 0 {
+            self.drive_deferred(registry, store, sink);
+        }
+    }
+
+    fn drive_deferred(&mut self, registry: &Registry, store: &mut Store, sink: &mut dyn WriteSink) {
+        // Bounded: each slot is listed once (the dirty flag) and driving never defers.
+        while let Some(slot) = self.deferred.pop() {
+            if let Some(Some(conn)) = self.conns.get_mut(slot) {
+                conn.dirty = false;
+                self.drive(registry, slot, store, sink);
+            }
+        }
     }
 
     fn accept(&mut self, registry: &Registry) {
@@ -280,10 +381,15 @@ impl RespServer {
                     output: Vec::new(),
                     written: 0,
                     client: Client::new(id),
-                    held: None,
+                    queue: VecDeque::new(),
+                    queued_bytes: 0,
+                    held_bytes: 0,
                     closing: Closing::No,
                     read_closed: false,
+                    unread: true,
+                    hangup: false,
                     wants_write: false,
+                    dirty: false,
                 });
             }
         }
@@ -314,7 +420,7 @@ impl RespServer {
                 store,
                 sink,
                 connected,
-                self.config.output_soft_limit,
+                &self.config,
                 &mut self.held,
                 slot,
             );
@@ -326,14 +432,17 @@ impl RespServer {
                 }
             };
             if conn.closing == Closing::Now
-                || (conn.closing == Closing::AfterFlush && conn.pending_output() == 0)
+                || (conn.closing == Closing::AfterFlush
+                    && conn.pending_output() == 0
+                    && conn.queue.is_empty())
             {
                 break;
             }
-            let may_read = !conn.read_closed
+            let may_read = conn.unread
+                && !conn.read_closed
                 && conn.closing == Closing::No
-                && conn.held.is_none()
-                && conn.pending_output() <= self.config.output_soft_limit
+                && conn.queue.len() < self.config.max_held_per_connection
+                && conn.buffered_output() <= self.config.output_soft_limit
                 && conn.input.len() < input_cap;
             let mut read = false;
             if may_read {
@@ -346,9 +455,10 @@ impl RespServer {
                     }
                     Ok(n) => {
                         conn.input.extend_from_slice(buf.get(..n).unwrap_or(&[]));
+                        conn.unread = n == room || conn.hangup;
                         read = true;
                     }
-                    Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => conn.unread = false,
                     Err(e) if e.kind() == ErrorKind::Interrupted => read = true,
                     Err(_) => {
                         conn.closing = Closing::Now;
@@ -363,11 +473,13 @@ impl RespServer {
             }
         }
         // A client that closed its side is done once its complete commands are answered.
-        if conn.read_closed && conn.held.is_none() && conn.closing == Closing::No {
+        if conn.read_closed && conn.closing == Closing::No {
             conn.closing = Closing::AfterFlush;
         }
         let done = conn.closing == Closing::Now
-            || (conn.closing == Closing::AfterFlush && conn.pending_output() == 0);
+            || (conn.closing == Closing::AfterFlush
+                && conn.pending_output() == 0
+                && conn.queue.is_empty());
         if done {
             self.close(registry, slot);
             return;
@@ -406,16 +518,17 @@ impl RespServer {
         };
         if let Some(mut conn) = cell.take() {
             let _ = registry.deregister(&mut conn.stream);
-            if let Some((id, _)) = conn.held {
-                self.held.remove(&id);
+            for q in &conn.queue {
+                self.held.remove(&q.id);
             }
             self.free.push(slot);
         }
     }
 }
 
-/// Executes the complete commands buffered on `conn`, until one must wait (held reply,
-/// output backpressure) or the connection is closing.
+/// Executes the complete commands buffered on `conn`, until one must wait (too many held
+/// writes, output backpressure) or the connection is closing. Replies go to the output, or
+/// behind the held writes when there are any.
 #[allow(clippy::too_many_arguments)]
 fn execute_buffered(
     conn: &mut Conn,
@@ -423,12 +536,15 @@ fn execute_buffered(
     store: &mut Store,
     sink: &mut dyn WriteSink,
     connected: usize,
-    soft_limit: usize,
+    server: &ServerConfig,
     held: &mut HashMap<WriteId, usize>,
     slot: usize,
 ) -> bool {
     let mut consumed = 0;
-    while conn.held.is_none() && conn.closing == Closing::No && conn.pending_output() <= soft_limit
+    while conn.queue.len() < server.max_held_per_connection
+        && (conn.queue.is_empty() || conn.held_bytes < server.max_held_bytes_per_connection)
+        && conn.closing == Closing::No
+        && conn.buffered_output() <= server.output_soft_limit
     {
         let rest = conn.input.get(consumed..).unwrap_or(&[]);
         let auth_required = conn.client.auth_required(config);
@@ -454,15 +570,30 @@ fn execute_buffered(
                     commands::execute(&args, &mut conn.client, store, &env, &mut conn.output);
                 consumed += n;
                 match outcome {
-                    Outcome::Reply => {}
+                    Outcome::Reply => conn.queue_tail(start),
                     Outcome::Write(records) => {
-                        if let Some(id) = sink.submit(records) {
-                            let reply = conn.output.split_off(start);
-                            conn.held = Some((id, reply));
-                            held.insert(id, slot);
+                        let cost: usize = records.iter().map(|r| r.key.len() + r.value.len()).sum();
+                        match sink.submit(records) {
+                            Some(id) => {
+                                let reply = conn.output.split_off(start);
+                                conn.queued_bytes += reply.len();
+                                conn.held_bytes += cost;
+                                conn.queue.push_back(Queued {
+                                    id,
+                                    cost,
+                                    result: None,
+                                    reply,
+                                    after: Vec::new(),
+                                });
+                                held.insert(id, slot);
+                            }
+                            None => conn.queue_tail(start),
                         }
                     }
-                    Outcome::Quit => conn.closing = Closing::AfterFlush,
+                    Outcome::Quit => {
+                        conn.queue_tail(start);
+                        conn.closing = Closing::AfterFlush;
+                    }
                     Outcome::Close => {
                         conn.output.truncate(start);
                         conn.closing = Closing::Now;
@@ -470,7 +601,9 @@ fn execute_buffered(
                 }
             }
             Err(e) => {
+                let start = conn.output.len();
                 e.encode_reply(&mut conn.output);
+                conn.queue_tail(start);
                 conn.closing = Closing::AfterFlush;
                 if e == resp::ProtocolError::RequestTooBig {
                     conn.closing = Closing::Now;
@@ -526,6 +659,8 @@ pub mod standalone {
         next: u64,
         due: Vec<WriteId>,
         replicated: u64,
+        /// Completions of the current batch not yet delivered.
+        left: usize,
     }
 
     impl WriteSink for Sink {
@@ -534,6 +669,10 @@ pub mod standalone {
         }
         fn isolated(&self) -> bool {
             false
+        }
+        fn completions_left(&mut self) -> usize {
+            self.left = self.left.saturating_sub(1);
+            self.left
         }
         fn submit(&mut self, records: Vec<Replicate>) -> Option<WriteId> {
             self.replicated += records.len() as u64;
@@ -577,6 +716,7 @@ pub mod standalone {
                 next: 0,
                 due: Vec::new(),
                 replicated: 0,
+                left: 0,
             };
             let mut next_sweep = 0u64;
             while !stop.load(Ordering::Relaxed) {
@@ -596,6 +736,7 @@ pub mod standalone {
                 }
                 // Complete the writes held during the previous turn.
                 let due = std::mem::take(&mut sink.due);
+                sink.left = due.len();
                 for id in due {
                     resp.complete(poll.registry(), id, Ok(()), &mut store, &mut sink);
                 }
@@ -624,6 +765,8 @@ mod tests {
         isolated: bool,
         next: u64,
         submitted: Vec<(WriteId, Vec<Replicate>)>,
+        /// Completions left in the current batch.
+        left: usize,
     }
 
     impl WriteSink for TestSink {
@@ -632,6 +775,10 @@ mod tests {
         }
         fn isolated(&self) -> bool {
             self.isolated
+        }
+        fn completions_left(&mut self) -> usize {
+            self.left = self.left.saturating_sub(1);
+            self.left
         }
         fn submit(&mut self, records: Vec<Replicate>) -> Option<WriteId> {
             self.next += 1;
@@ -686,11 +833,16 @@ mod tests {
                 if self.events.is_empty() {
                     return;
                 }
-                let tokens: Vec<Token> = self.events.iter().map(|e| e.token()).collect();
-                for t in tokens {
+                let tokens: Vec<(Token, bool)> = self
+                    .events
+                    .iter()
+                    .map(|e| (e.token(), e.is_read_closed() || e.is_error()))
+                    .collect();
+                for (t, hangup) in tokens {
                     self.server.handle_ready(
                         self.poll.registry(),
                         t,
+                        hangup,
                         &mut self.store,
                         &mut self.sink,
                     );
@@ -723,31 +875,99 @@ mod tests {
     }
 
     #[test]
-    fn held_write_pauses_the_pipeline_and_keeps_order() {
+    fn held_writes_let_the_pipeline_run_and_replies_keep_order() {
         let mut rig = Rig::new(ServerConfig::default());
         rig.sink.hold = true;
         let mut c = rig.connect();
         c.write_all(b"SET a 1\r\nGET a\r\nSET a 2\r\nGET a\r\n")
             .expect("send");
         rig.pump();
+        // Both writes run at once; no reply leaves before the first write completes.
         assert_eq!(read_some(&mut c), b"");
-        assert_eq!(rig.sink.submitted.len(), 1);
-        let (id, recs) = rig.sink.submitted[0].clone();
+        assert_eq!(rig.sink.submitted.len(), 2);
+        let (id1, recs) = rig.sink.submitted[0].clone();
         assert_eq!(recs[0].key, b"a".to_vec());
-        rig.complete(id, Ok(()));
-        assert_eq!(read_some(&mut c), b"+OK\r\n$1\r\n1\r\n");
         let (id2, _) = rig.sink.submitted[1].clone();
-        // Completing an unknown or already completed id does nothing.
-        rig.complete(id, Ok(()));
-        assert_eq!(read_some(&mut c), b"");
+        // Completing the second first releases nothing: replies stay in command order.
         rig.complete(id2, Err(WriteFailure::Isolated));
+        assert_eq!(read_some(&mut c), b"");
+        rig.complete(id1, Ok(()));
         let got = read_some(&mut c);
-        assert!(
-            got.starts_with(b"-READONLY"),
-            "{:?}",
-            String::from_utf8_lossy(&got)
+        let want = format!(
+            "+OK\r\n$1\r\n1\r\n-{}\r\n$1\r\n2\r\n",
+            String::from_utf8_lossy(ISOLATED_ERROR)
         );
-        assert!(got.ends_with(b"$1\r\n2\r\n"));
+        assert_eq!(String::from_utf8_lossy(&got), want);
+        // Completing an unknown or already completed id does nothing.
+        rig.complete(id1, Ok(()));
+        assert_eq!(read_some(&mut c), b"");
+        assert_eq!(rig.server.buffered_bytes(), 0);
+    }
+
+    #[test]
+    fn held_writes_per_connection_are_bounded_and_quit_waits_for_them() {
+        let mut rig = Rig::new(ServerConfig {
+            max_held_per_connection: 2,
+            ..ServerConfig::default()
+        });
+        rig.sink.hold = true;
+        let mut c = rig.connect();
+        c.write_all(b"SET a 1\r\nSET b 2\r\nSET c 3\r\nPING\r\nQUIT\r\n")
+            .expect("send");
+        rig.pump();
+        assert_eq!(rig.sink.submitted.len(), 2, "the third write waits");
+        assert_eq!(read_some(&mut c), b"");
+        let (id1, _) = rig.sink.submitted[0].clone();
+        rig.complete(id1, Ok(()));
+        assert_eq!(read_some(&mut c), b"+OK\r\n");
+        assert_eq!(
+            rig.sink.submitted.len(),
+            3,
+            "a slot freed: the third write runs"
+        );
+        let (id2, _) = rig.sink.submitted[1].clone();
+        let (id3, _) = rig.sink.submitted[2].clone();
+        rig.complete(id2, Ok(()));
+        assert_eq!(read_some(&mut c), b"+OK\r\n");
+        assert_eq!(rig.server.connections(), 1, "QUIT waits for the held write");
+        rig.complete(id3, Ok(()));
+        assert_eq!(read_some(&mut c), b"+OK\r\n+PONG\r\n+OK\r\n");
+        assert_eq!(rig.server.connections(), 0);
+    }
+
+    #[test]
+    fn record_bytes_in_flight_per_connection_are_bounded() {
+        let mut rig = Rig::new(ServerConfig {
+            max_held_bytes_per_connection: 1000,
+            ..ServerConfig::default()
+        });
+        rig.sink.hold = true;
+        let mut c = rig.connect();
+        let big = "x".repeat(600);
+        c.write_all(format!("SET a {big}\r\nSET b {big}\r\nSET c 1\r\n").as_bytes())
+            .expect("send");
+        rig.pump();
+        // The first two fit under the bound (600 < 1000); the third waits.
+        assert_eq!(rig.sink.submitted.len(), 2);
+        let (id1, _) = rig.sink.submitted[0].clone();
+        rig.complete(id1, Ok(()));
+        assert_eq!(read_some(&mut c), b"+OK\r\n");
+        assert_eq!(rig.sink.submitted.len(), 3, "its own completion resumed it");
+    }
+
+    #[test]
+    fn a_batch_of_completions_is_delivered_at_its_last_call() {
+        let mut rig = Rig::new(ServerConfig::default());
+        rig.sink.hold = true;
+        let mut c = rig.connect();
+        c.write_all(b"SET a 1\r\nSET b 2\r\n").expect("send");
+        rig.pump();
+        let ids: Vec<WriteId> = rig.sink.submitted.iter().map(|(id, _)| *id).collect();
+        rig.sink.left = 2;
+        rig.complete(ids[0], Ok(()));
+        assert_eq!(read_some(&mut c), b"", "deferred to the end of the batch");
+        rig.complete(ids[1], Ok(()));
+        assert_eq!(read_some(&mut c), b"+OK\r\n+OK\r\n");
     }
 
     #[test]

@@ -7,11 +7,13 @@
 //! ([`Sink::submit`]). [`Sessions::flush`] moves the outbox into the core's replication ring
 //! (stopping at back-pressure, resuming as acks free the ring). In synchronous mode (default)
 //! the client's reply is held until the core reports every live data peer holds the write
-//! ([`Node::committed`]); a peer declared dead stops counting, so writes never wait forever,
+//! ([`Node::committed`](tandem_core::node::Node::committed)); a peer declared dead stops counting, so writes never wait forever,
 //! and `tandem_unreplicated` shows when no peer holds them. Asynchronous mode replies at once.
-//! The outbox is bounded by the clients: each connection holds at most one command's records
-//! in sync mode; in async mode the ring may overwrite unacked chunks (a lagging peer then
-//! recovers by full sync), so the outbox drains at the send rate.
+//! The outbox is bounded by the clients: in sync mode each connection has at most
+//! `max_held_per_connection` commands and `max_held_bytes_per_connection` record bytes (or
+//! one command) in flight (see [`crate::resp_server`]); in async mode the ring may overwrite
+//! unacked chunks (a lagging peer then recovers by full sync), so the outbox drains at the
+//! send rate.
 //!
 //! # Reads from peers
 //! Stream entries arrive in each origin's order; a value larger than one datagram arrives as
@@ -118,6 +120,11 @@ pub struct Sessions {
     stats: SessionStats,
     /// Releases due after the last [`Sessions::flush`], for the RESP server.
     completed: Vec<(WriteId, Result<(), WriteFailure>)>,
+    /// When `completed` last gained an entry (a due deadline while it is not empty).
+    completed_at: Instant,
+    /// Completions of the last [`Sessions::take_completed`] not yet delivered to the RESP
+    /// server ([`WriteSink::completions_left`]).
+    delivering: usize,
 }
 
 /// Records per state-transfer copy step (bounds one loop turn's work while copying).
@@ -152,6 +159,8 @@ impl Sessions {
             },
             stats: SessionStats::default(),
             completed: Vec::new(),
+            completed_at: now,
+            delivering: 0,
         }
     }
 
@@ -187,6 +196,7 @@ impl Sessions {
                 outbox: &mut self.outbox,
                 next_write: &mut self.next_write,
                 replicated: &mut self.stats.writes_replicated,
+                delivering: &mut self.delivering,
             },
         )
     }
@@ -341,8 +351,13 @@ impl Sessions {
         }
     }
 
-    /// The next instant `on_tick` has work.
+    /// The next instant `on_tick` has work, or, while completions wait for
+    /// [`Sessions::take_completed`], the instant they became due (so the loop does not sleep
+    /// on them).
     pub fn poll_timeout(&self) -> Option<Instant> {
+        if !self.completed.is_empty() {
+            return Some(self.completed_at);
+        }
         match self.sync {
             SyncState::Waiting { alone_after } => Some(alone_after),
             _ => None,
@@ -397,6 +412,7 @@ impl Sessions {
     /// Moves the outbox into the replication ring, then collects held replies that are now
     /// safe (every live data peer holds them) or must fail (quorum lost).
     pub fn flush(&mut self, node: &mut CoreNode, now: Instant) {
+        let before = self.completed.len();
         while let Some((rec, held)) = self.outbox.front() {
             match node.write(now, &rec.entry()) {
                 Ok(id) => {
@@ -432,10 +448,14 @@ impl Sessions {
             }
             self.pending.pop_front();
         }
+        if self.completed.len() > before {
+            self.completed_at = now;
+        }
     }
 
     /// Held replies to release now (from the last [`Sessions::flush`]).
     pub fn take_completed(&mut self) -> Vec<(WriteId, Result<(), WriteFailure>)> {
+        self.delivering = self.completed.len();
         std::mem::take(&mut self.completed)
     }
 
@@ -495,6 +515,7 @@ pub struct Sink<'a> {
     outbox: &'a mut VecDeque<(Replicate, Option<WriteId>)>,
     next_write: &'a mut u64,
     replicated: &'a mut u64,
+    delivering: &'a mut usize,
 }
 
 impl WriteSink for Sink<'_> {
@@ -504,6 +525,11 @@ impl WriteSink for Sink<'_> {
 
     fn isolated(&self) -> bool {
         self.isolated
+    }
+
+    fn completions_left(&mut self) -> usize {
+        *self.delivering = self.delivering.saturating_sub(1);
+        *self.delivering
     }
 
     fn submit(&mut self, records: Vec<Replicate>) -> Option<WriteId> {
@@ -722,9 +748,34 @@ mod tests {
     }
 
     #[test]
+    fn due_completions_keep_the_loop_awake_and_a_batch_counts_down() {
+        let now = Instant::from_millis(1_000);
+        let span = std::time::Duration::from_millis(200);
+        let store = Store::new(NodeId(1), crate::store::Limits::default());
+        let mut s = Sessions::new(store, ReplicationMode::Sync, false, now, span);
+        assert_eq!(s.poll_timeout(), Some(now + span), "waiting for a peer");
+        // Completions found by a flush (e.g. after the RESP server ran pipelined writes) are
+        // due at once: the loop must not sleep on them.
+        let at = Instant::from_millis(1_005);
+        s.completed.push((WriteId(1), Ok(())));
+        s.completed.push((WriteId(2), Ok(())));
+        s.completed.push((WriteId(3), Err(WriteFailure::Isolated)));
+        s.completed_at = at;
+        assert_eq!(s.poll_timeout(), Some(at));
+        let batch = s.take_completed();
+        assert_eq!(batch.len(), 3);
+        assert_eq!(s.poll_timeout(), Some(now + span));
+        // The RESP server learns, at each completion, how many of the batch follow it.
+        let left: Vec<usize> = (0..4)
+            .map(|_| s.split(0, false).1.completions_left())
+            .collect();
+        assert_eq!(left, [2, 1, 0, 0]);
+    }
+
+    #[test]
     fn sink_holds_only_the_last_record_of_a_command_in_sync_mode() {
         let mut outbox = VecDeque::new();
-        let (mut next, mut replicated) = (0, 0);
+        let (mut next, mut replicated, mut delivering) = (0, 0, 0);
         let rec = |k: &[u8]| Replicate {
             op: Op::Put,
             key: k.to_vec(),
@@ -740,6 +791,7 @@ mod tests {
             outbox: &mut outbox,
             next_write: &mut next,
             replicated: &mut replicated,
+            delivering: &mut delivering,
         };
         assert_eq!(sink.submit(vec![rec(b"a"), rec(b"b")]), Some(WriteId(1)));
         assert_eq!(outbox.len(), 2);
@@ -754,6 +806,7 @@ mod tests {
             outbox: &mut outbox,
             next_write: &mut next,
             replicated: &mut replicated,
+            delivering: &mut delivering,
         };
         assert_eq!(async_sink.submit(vec![rec(b"c")]), None);
         assert_eq!(outbox.len(), 3);
