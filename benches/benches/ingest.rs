@@ -82,6 +82,13 @@ fn main() {
         },
         Instant::ZERO,
     );
+    let mut sessions = tandemd::sessions::Sessions::new(
+        tandemd::store::Store::new(NodeId(1), tandemd::store::Limits::default()),
+        tandemd::config::ReplicationMode::Sync,
+        false,
+        Instant::ZERO,
+        Duration::from_millis(10),
+    );
     let mut batch = RecvBatch::new();
     let fd = rx.as_raw_fd();
     let mut best_raw = 0f64;
@@ -98,7 +105,7 @@ fn main() {
             for i in 0..got {
                 if let Some(d) = batch.datagram(i) {
                     if !d.truncated {
-                        cluster.handle_datagram(d.arrival, d.data);
+                        cluster.handle_datagram(d.arrival, d.data, &mut sessions, 0);
                     }
                 }
             }

@@ -55,6 +55,13 @@ impl Clock {
     }
 }
 
+/// Wall clock in unix milliseconds (0 before 1970): session expiry times are absolute.
+pub fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
 impl Default for Clock {
     fn default() -> Self {
         Clock::new()

@@ -18,13 +18,14 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use tandem_core::crypto::{Aes128Gcm, AnyAead, Insecure, Keyring};
-use tandem_core::node::{self as core_node, Node, KEYS};
+use tandem_core::node::{self as core_node, Node, Received, KEYS};
 use tandem_core::replication::{self, Slot};
 use tandem_core::{detector, membership};
 use tandem_core::{ClusterId, Incarnation, Instant, KeyId, NodeId};
 
 use crate::config::{Config, KeySet, Profile};
 use crate::metrics::{ClusterMetrics, DropReason};
+use crate::sessions::{Sessions, SyncChunk};
 use crate::status::{MemberState, MemberStatus, Role, StatusSnapshot};
 
 /// Events the cluster reports; each runs the `--on-change` hook.
@@ -125,6 +126,7 @@ pub struct Cluster {
     leave_sent: bool,
     heard_peer: bool,
     events: VecDeque<ClusterEvent>,
+    core_events: VecDeque<core_node::Event>,
     metrics: ClusterMetrics,
     /// Core counters already folded into `metrics` (the core counts cumulatively).
     seen: core_node::Stats,
@@ -192,17 +194,65 @@ impl Cluster {
             leave_sent: false,
             heard_peer: false,
             events: VecDeque::with_capacity(MAX_EVENTS),
+            core_events: VecDeque::with_capacity(MAX_EVENTS),
             metrics: ClusterMetrics::default(),
             seen: core_node::Stats::default(),
         }
     }
 
     /// One received datagram, `arrival` = its kernel receive time. `data` is decrypted in
-    /// place. Any bytes are fine: bad ones are counted as drops, never panic.
-    pub fn handle_datagram(&mut self, arrival: Instant, data: &mut [u8]) {
+    /// place. Any bytes are fine: bad ones are counted as drops, never panic. Session entries
+    /// it carries (and any the reorder buffer releases) go to `sessions`.
+    pub fn handle_datagram(
+        &mut self,
+        arrival: Instant,
+        data: &mut [u8],
+        sessions: &mut Sessions,
+        now_ms: u64,
+    ) {
         self.metrics.frames_received += 1;
-        let _ = self.node.handle_datagram(arrival, data);
+        match self.node.handle_datagram(arrival, data) {
+            Ok(Received::Update { from, entry }) => sessions.apply_stream(from, &entry, now_ms),
+            Ok(Received::SyncEntry { from, entry }) => sessions.apply_sync(from, &entry, now_ms),
+            Ok(Received::Handled) | Err(_) => {}
+        }
+        // Bounded by the reorder buffer's size.
+        while let Some((from, u)) = self.node.poll_delivery() {
+            sessions.apply_stream(from, &u.entry, now_ms);
+        }
         self.after_input();
+    }
+
+    /// A raw core event (membership and replication) for the session layer.
+    pub fn poll_core_event(&mut self) -> Option<core_node::Event> {
+        self.core_events.pop_front()
+    }
+
+    /// Seals the next state-transfer chunk the core asks for, built from `sessions`'
+    /// snapshot; `None` when none is due.
+    pub fn poll_sync_transmit(
+        &mut self,
+        now: Instant,
+        buf: &mut [u8],
+        sessions: &mut Sessions,
+        now_ms: u64,
+    ) -> Option<usize> {
+        if self.left {
+            return None;
+        }
+        // Bounded: each turn either seals a chunk or ends one exhausted transfer.
+        for _ in 0..16 {
+            let s = self.node.poll_sync_send(now)?;
+            match sessions.sync_chunk(&s, now_ms) {
+                SyncChunk::Chunk(c) => {
+                    let t = self.node.seal_sync_chunk(&c, buf)?;
+                    self.metrics.frames_sent += 1;
+                    return Some(t.len);
+                }
+                SyncChunk::Exhausted(total) => self.node.sync_exhausted(s.to, s.sync_id, total),
+            }
+        }
+        None
     }
 
     /// Call when `now >= poll_timeout()`: heartbeats due, detector deadlines.
@@ -311,6 +361,11 @@ impl Cluster {
         self.cfg.profile
     }
 
+    /// How long the detector takes to declare a silent peer dead on this node's profile.
+    pub fn detection_span(&self) -> Duration {
+        Duration::from_micros(core_profile(self.cfg.profile).detection_bound_us())
+    }
+
     /// The core node (replication, membership queries).
     pub fn node(&self) -> &CoreNode {
         &self.node
@@ -338,6 +393,10 @@ impl Cluster {
     /// Folds the core's events and counters into the daemon's.
     fn after_input(&mut self) {
         while let Some(ev) = self.node.poll_event() {
+            if self.core_events.len() >= MAX_EVENTS {
+                self.core_events.pop_front();
+            }
+            self.core_events.push_back(ev);
             let mapped = match ev {
                 core_node::Event::Membership(m) => self.map_event(m),
                 core_node::Event::Replication(_) => None,
@@ -503,8 +562,19 @@ mod tests {
             let Some(n) = src.poll_transmit(now, &mut buf) else {
                 break;
             };
-            dst.handle_datagram(now, &mut buf[..n]);
+            dst.handle_datagram(now, &mut buf[..n], &mut sessions(), 0);
         }
+    }
+
+    fn sessions() -> Sessions {
+        let store = crate::store::Store::new(NodeId(9), crate::store::Limits::default());
+        Sessions::new(
+            store,
+            crate::config::ReplicationMode::Sync,
+            false,
+            Instant::ZERO,
+            Duration::from_millis(10),
+        )
     }
 
     fn drain(c: &mut Cluster) -> Vec<&'static str> {
@@ -579,8 +649,8 @@ mod tests {
     #[test]
     fn garbage_is_dropped_and_counted() {
         let mut a = cluster(1, None);
-        a.handle_datagram(Instant::ZERO, &mut [1, 2, 3]);
-        a.handle_datagram(Instant::ZERO, &mut []);
+        a.handle_datagram(Instant::ZERO, &mut [1, 2, 3], &mut sessions(), 0);
+        a.handle_datagram(Instant::ZERO, &mut [], &mut sessions(), 0);
         assert_eq!(a.metrics().frames_received, 2);
         assert_eq!(a.metrics().drops(DropReason::Truncated), 2);
         assert_eq!(a.metrics().frames_accepted, 0);

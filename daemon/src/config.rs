@@ -216,6 +216,10 @@ pub struct FileConfig {
     pub replication: Option<ReplicationMode>,
 }
 
+/// Largest `--max-value-bytes`: a stored value (plus its one-byte type tag and, for hashes,
+/// field framing) must fit the wire format's `MAX_VALUE_LEN`.
+pub const MAX_REPLICATED_VALUE: usize = tandem_core::frame::MAX_VALUE_LEN as usize - 4096;
+
 /// A 16-byte AES-128 key with its id.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Key {
@@ -372,7 +376,12 @@ impl Config {
         let max_value_bytes = cli
             .max_value_bytes
             .or(file.max_value_bytes)
-            .unwrap_or(64 * 1024);
+            .unwrap_or(512 * 1024);
+        if max_value_bytes > MAX_REPLICATED_VALUE {
+            return err(format!(
+                "--max-value-bytes {max_value_bytes}: at most {MAX_REPLICATED_VALUE} (the largest value the wire format replicates)"
+            ));
+        }
         let max_bytes = cli
             .max_bytes
             .or(file.max_bytes)

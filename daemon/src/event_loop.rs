@@ -19,7 +19,7 @@ use signal_hook_mio::v1_0::Signals;
 use tandem_core::{Incarnation, Instant};
 use tracing::{debug, error, info, warn};
 
-use crate::clock::Clock;
+use crate::clock::{unix_ms, Clock};
 use crate::cluster::{Cluster, ClusterConfig};
 use crate::config::{load_keys, Config};
 use crate::hooks::{HookEnv, Hooks};
@@ -27,7 +27,11 @@ use crate::http::{HttpServer, Source};
 use crate::metrics::{self, DaemonMetrics};
 use crate::net::{ClusterSocket, DeadlineTimer, NetConfig, NetError, RecvBatch, SendBatch};
 use crate::notify::Notifier;
+use crate::resp_server::{RespServer, ServerConfig};
+use crate::sessions::Sessions;
 use crate::status::StatusSnapshot;
+use crate::store::{self, Store};
+use crate::{commands, resp};
 
 pub const TOKEN_CLUSTER: Token = Token(0);
 pub const TOKEN_SIGNALS: Token = Token(1);
@@ -80,8 +84,16 @@ pub struct Daemon {
     ready: bool,
     /// The socket may still hold datagrams (a wake-up stopped at its batch bound).
     recv_pending: bool,
-    // LEAD: the RESP server (`resp_server`) lives here, registered at TOKEN_RESP_BASE.
+    /// The replicated session store.
+    sessions: Sessions,
+    /// The RESP session API (`None` on a witness, which holds no sessions).
+    resp: Option<RespServer>,
+    /// When the store's expiry sweep is next due.
+    next_sweep: Option<Instant>,
 }
+
+/// Store entries the expiry sweep may free per loop turn (bounds a turn's work).
+const SWEEP_BUDGET: usize = 1024;
 
 impl Daemon {
     /// Opens every socket (so bad addresses and missing capabilities fail before any wait),
@@ -102,9 +114,25 @@ impl Daemon {
             .map_err(runtime("register cluster socket"))?;
         let http = HttpServer::bind(cfg.http, poll.registry(), TOKEN_HTTP)
             .map_err(|e| DaemonError::Runtime(format!("--http {}: {e}", cfg.http)))?;
-        // LEAD: bind the RESP server here: resp_server::RespServer::bind(cfg.resp, ...,
-        // poll.registry(), TOKEN_RESP_BASE), with cfg.max_sessions/max_bytes/max_value_bytes/
-        // requirepass/replication.
+        let resp = if cfg.witness {
+            None
+        } else {
+            let server = ServerConfig {
+                bind: cfg.resp,
+                limits: resp::Limits::for_max_value(cfg.max_value_bytes),
+                ..ServerConfig::default()
+            };
+            let commands = commands::Config {
+                requirepass: cfg.requirepass.clone().map(String::into_bytes),
+                tcp_port: cfg.resp.port(),
+                ..commands::Config::default()
+            };
+            let mut r = RespServer::bind(server, commands, TOKEN_RESP_BASE, TOKEN_RESP_BASE.0 + 1)
+                .map_err(|e| DaemonError::Runtime(format!("--resp {}: {e}", cfg.resp)))?;
+            r.register(poll.registry())
+                .map_err(runtime("register RESP listener"))?;
+            Some(r)
+        };
         let mut signals =
             Signals::new([SIGTERM, SIGINT, SIGHUP, SIGCHLD]).map_err(runtime("signals"))?;
         poll.registry()
@@ -121,6 +149,22 @@ impl Daemon {
         let incarnation = crate::incarnation::fresh();
         let now = clock.now();
         let cluster = Cluster::new(ClusterConfig::from_config(&cfg, incarnation), now);
+        let store = Store::new(
+            cfg.node_id,
+            store::Limits {
+                max_sessions: cfg.max_sessions,
+                max_bytes: usize::try_from(cfg.max_bytes).unwrap_or(usize::MAX),
+                max_value_bytes: cfg.max_value_bytes,
+                ..store::Limits::default()
+            },
+        );
+        let sessions = Sessions::new(
+            store,
+            cfg.replication,
+            cfg.witness,
+            now,
+            cluster.detection_span(),
+        );
         info!(
             node = cfg.node_id.0,
             cluster = cfg.cluster_id.0,
@@ -130,6 +174,8 @@ impl Daemon {
             interface = %cfg.interface,
             profile = cfg.profile.as_str(),
             http = %cfg.http,
+            resp = %cfg.resp,
+            replication = ?cfg.replication,
             "tandemd started"
         );
         Ok(Daemon {
@@ -148,6 +194,9 @@ impl Daemon {
             metrics: DaemonMetrics::default(),
             ready: false,
             recv_pending: false,
+            sessions,
+            resp,
+            next_sweep: Some(now),
         })
     }
 
@@ -204,19 +253,26 @@ impl Daemon {
                     t if self.http.owns(t) => {
                         let src = View {
                             cluster: &self.cluster,
+                            sessions: &self.sessions,
+                            resp: self.resp.as_ref(),
                             metrics: &self.metrics,
                             now,
                         };
                         self.http.handle_event(self.poll.registry(), t, now, &src);
                     }
                     t if t.0 >= TOKEN_RESP_BASE.0 => {
-                        // LEAD: self.resp.handle_event(self.poll.registry(), t, now, ...)
+                        if let Some(resp) = &mut self.resp {
+                            let isolated = self.cluster.node().membership().isolated();
+                            let (store, mut sink) = self.sessions.split(unix_ms(), isolated);
+                            resp.handle_event(self.poll.registry(), ev, store, &mut sink);
+                        }
                     }
                     t => debug!(token = t.0, "event for unknown token"),
                 }
             }
             self.on_timeouts(now);
             self.drain_cluster_events(now);
+            self.pump_sessions(now);
             if stop {
                 return self.shutdown();
             }
@@ -236,7 +292,8 @@ impl Daemon {
             self.cluster.poll_timeout(),
             self.http.poll_timeout(),
             self.hooks.poll_timeout(),
-            // LEAD: self.resp.poll_timeout() (session expiry, replication acks).
+            self.sessions.poll_timeout(),
+            self.next_sweep,
         ]
         .into_iter()
         .flatten()
@@ -253,10 +310,46 @@ impl Daemon {
         if self.hooks.poll_timeout().is_some_and(|t| t <= now) {
             self.hooks.handle_timeout(now);
         }
+        if self.next_sweep.is_some_and(|t| t <= now) {
+            let now_ms = unix_ms();
+            self.next_sweep = self
+                .sessions
+                .store
+                .sweep(now_ms, SWEEP_BUDGET)
+                .map(|due| now + Duration::from_millis(due.saturating_sub(now_ms)));
+        }
+    }
+
+    /// Session work after every turn: the core's events drive state transfer, local writes
+    /// move into replication, and held replies whose writes every live peer holds go out.
+    fn pump_sessions(&mut self, now: Instant) {
+        let now_ms = unix_ms();
+        // Bounded by the cluster's core event queue.
+        while let Some(ev) = self.cluster.poll_core_event() {
+            self.sessions
+                .on_core_event(self.cluster.node_mut(), ev, now, now_ms);
+        }
+        self.sessions.on_tick(self.cluster.node_mut(), now);
+        self.sessions.flush(self.cluster.node_mut(), now);
+        let done = self.sessions.take_completed();
+        if let Some(resp) = &mut self.resp {
+            let isolated = self.cluster.node().membership().isolated();
+            for (id, result) in done {
+                let (store, mut sink) = self.sessions.split(now_ms, isolated);
+                resp.complete(self.poll.registry(), id, result, store, &mut sink);
+            }
+            // Completing a reply may run the connection's next pipelined write.
+            self.sessions.flush(self.cluster.node_mut(), now);
+        }
+        // A write into an empty sweep schedule may need a sweep (new expiry).
+        if self.next_sweep.is_none() {
+            self.next_sweep = Some(now + Duration::from_millis(100));
+        }
     }
 
     fn recv_datagrams(&mut self, now: Instant) {
         self.recv_pending = false;
+        let now_ms = unix_ms();
         for _ in 0..MAX_RECV_BATCHES_PER_WAKE {
             let n = match self.socket.recv_batch(&mut self.recv, &self.clock, now) {
                 Ok(0) => return,
@@ -277,7 +370,8 @@ impl Daemon {
                     self.metrics.recv_truncated += 1;
                     continue;
                 }
-                self.cluster.handle_datagram(d.arrival, d.data);
+                self.cluster
+                    .handle_datagram(d.arrival, d.data, &mut self.sessions, now_ms);
             }
             if n < crate::net::BATCH {
                 return;
@@ -345,8 +439,15 @@ impl Daemon {
     /// Sends everything the cluster has queued, in sendmmsg batches.
     fn flush(&mut self, now: Instant) {
         for _ in 0..MAX_SEND_BATCHES_PER_ITER {
+            let now_ms = unix_ms();
             while let Some(slot) = self.send.slot() {
-                match self.cluster.poll_transmit(now, slot) {
+                let len = match self.cluster.poll_transmit(now, slot) {
+                    Some(len) => Some(len),
+                    None => self
+                        .cluster
+                        .poll_sync_transmit(now, slot, &mut self.sessions, now_ms),
+                };
+                match len {
                     Some(len) => self.send.commit(len),
                     None => break,
                 }
@@ -392,16 +493,22 @@ impl Daemon {
 /// What the HTTP endpoint reads, borrowed for one event.
 struct View<'a> {
     cluster: &'a Cluster,
+    sessions: &'a Sessions,
+    resp: Option<&'a RespServer>,
     metrics: &'a DaemonMetrics,
     now: Instant,
 }
 
 impl Source for View<'_> {
     fn status(&self) -> StatusSnapshot {
-        self.cluster.status(self.now)
+        let mut s = self.cluster.status(self.now);
+        s.synced = self.sessions.synced();
+        s
     }
 
     fn metrics(&self) -> String {
-        metrics::render(self.cluster.metrics(), self.metrics, &self.status())
+        let mut out = metrics::render(self.cluster.metrics(), self.metrics, &self.status());
+        metrics::render_sessions(&mut out, self.sessions, self.cluster.node(), self.resp);
+        out
     }
 }

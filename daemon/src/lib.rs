@@ -13,5 +13,6 @@ pub mod net;
 pub mod notify;
 pub mod resp;
 pub mod resp_server;
+pub mod sessions;
 pub mod status;
 pub mod store;

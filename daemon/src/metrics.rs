@@ -366,6 +366,170 @@ pub fn render(c: &ClusterMetrics, d: &DaemonMetrics, s: &StatusSnapshot) -> Stri
     o
 }
 
+/// Appends the session store and replication metrics.
+pub fn render_sessions(
+    o: &mut String,
+    sessions: &crate::sessions::Sessions,
+    node: &crate::cluster::CoreNode,
+    resp: Option<&crate::resp_server::RespServer>,
+) {
+    let st = sessions.stats();
+    let store = &sessions.store;
+    gauge(
+        o,
+        "tandem_sessions",
+        "Live sessions stored.",
+        store.len() as u64,
+    );
+    gauge(
+        o,
+        "tandem_session_bytes",
+        "Bytes charged against --max-bytes.",
+        store.bytes() as u64,
+    );
+    gauge(
+        o,
+        "tandem_session_tombstones",
+        "Deleted keys remembered for last-writer-wins.",
+        store.tombstones() as u64,
+    );
+    gauge(
+        o,
+        "tandem_synced",
+        "1 once this node holds the full session state.",
+        u64::from(sessions.synced()),
+    );
+    let peers = node.live_data_peers() as u64;
+    gauge(
+        o,
+        "tandem_replication_peers",
+        "Live data peers every write is replicated to.",
+        peers,
+    );
+    gauge(
+        o,
+        "tandem_unreplicated",
+        "1 while no live data peer holds this node's writes.",
+        u64::from(peers == 0 && !node.is_witness()),
+    );
+    gauge(
+        o,
+        "tandem_writes_held",
+        "Client replies waiting for replication.",
+        sessions.held() as u64,
+    );
+    gauge(
+        o,
+        "tandem_replication_outbox",
+        "Records waiting for room in the retransmit ring.",
+        sessions.outbox_len() as u64,
+    );
+    let r = node.replication();
+    counter(
+        o,
+        "tandem_replication_written_total",
+        "Chunks written to this node's replication stream.",
+        r.written(),
+    );
+    counter(
+        o,
+        "tandem_replication_committed",
+        "Highest stream sequence every live peer acknowledged.",
+        node.committed(),
+    );
+    let rs = r.stats();
+    counter(
+        o,
+        "tandem_replication_retransmits_total",
+        "Chunks sent again (requests and tail probes).",
+        rs.retransmits,
+    );
+    counter(
+        o,
+        "tandem_replication_requests_total",
+        "Retransmit requests this node sent.",
+        rs.retransmit_requests_sent,
+    );
+    for (name, help, v) in [
+        (
+            "tandem_remote_applied_total",
+            "Peer writes stored.",
+            st.remote_applied,
+        ),
+        (
+            "tandem_remote_stale_total",
+            "Peer writes older than the stored version (last writer won).",
+            st.remote_stale,
+        ),
+        (
+            "tandem_remote_refused_total",
+            "Peer writes refused: over this node's memory bounds.",
+            st.remote_oom,
+        ),
+        (
+            "tandem_remote_malformed_total",
+            "Peer writes refused: bad encoding or chunking.",
+            st.remote_malformed,
+        ),
+        (
+            "tandem_writes_replicated_total",
+            "Local writes handed to replication.",
+            st.writes_replicated,
+        ),
+        (
+            "tandem_writes_committed_total",
+            "Synchronous writes acknowledged after every live peer held them.",
+            st.writes_committed,
+        ),
+        (
+            "tandem_writes_failed_total",
+            "Synchronous writes failed: quorum lost before the peers held them.",
+            st.writes_failed,
+        ),
+        (
+            "tandem_syncs_started_total",
+            "State transfers pulled.",
+            st.syncs_started,
+        ),
+        (
+            "tandem_syncs_completed_total",
+            "State transfers completed.",
+            st.syncs_completed,
+        ),
+        (
+            "tandem_syncs_failed_total",
+            "State transfers failed.",
+            st.syncs_failed,
+        ),
+        (
+            "tandem_syncs_served_total",
+            "State transfers served.",
+            st.syncs_served,
+        ),
+        (
+            "tandem_sync_chunks_sent_total",
+            "State transfer chunks sent.",
+            st.sync_chunks_sent,
+        ),
+    ] {
+        counter(o, name, help, v);
+    }
+    if let Some(resp) = resp {
+        gauge(
+            o,
+            "tandem_resp_connections",
+            "Open RESP client connections.",
+            resp.connections() as u64,
+        );
+        gauge(
+            o,
+            "tandem_resp_buffered_bytes",
+            "Bytes buffered for RESP clients.",
+            resp.buffered_bytes() as u64,
+        );
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)] // In tests a failed unwrap is a failed test.
 mod tests {

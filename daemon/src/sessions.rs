@@ -1,0 +1,761 @@
+//! The replicated session store: the [`Store`] plus everything that ties it to the core's
+//! replication — local writes going out, peers' writes coming in (reassembled from chunks),
+//! synchronous acknowledgement, and full state transfer in both directions.
+//!
+//! # Writes
+//! A client command changes the store first, then its records go to the outbox
+//! ([`Sink::submit`]). [`Sessions::flush`] moves the outbox into the core's replication ring
+//! (stopping at back-pressure, resuming as acks free the ring). In synchronous mode (default)
+//! the client's reply is held until the core reports every live data peer holds the write
+//! ([`Node::committed`]); a peer declared dead stops counting, so writes never wait forever,
+//! and `tandem_unreplicated` shows when no peer holds them. Asynchronous mode replies at once.
+//! The outbox is bounded by the clients: each connection holds at most one command's records
+//! in sync mode; in async mode the ring may overwrite unacked chunks (a lagging peer then
+//! recovers by full sync), so the outbox drains at the send rate.
+//!
+//! # Reads from peers
+//! Stream entries arrive in each origin's order; a value larger than one datagram arrives as
+//! consecutive chunks and is reassembled here (bounded by `max_value_bytes`; a larger one is
+//! refused and counted, never allocated). Entries apply by last-writer-wins on
+//! `(version, origin)` (see [`crate::store`]), so stream entries and sync entries commute.
+//!
+//! # State transfer
+//! A data node starts `syncing`: when it first sees a live data peer it pulls that peer's
+//! full state, and `/health` is 503 until the transfer completes (writes made meanwhile
+//! reach it through the stream). A node that sees no data peer within one detection span
+//! after start is alone and synced. A transfer that fails restarts from another live peer;
+//! if none is left the node serves what it holds (logged). When a peer's stream has a gap
+//! older than its retransmit ring (`NeedsSync`), the node pulls that peer's state again.
+//! Serving: at `SyncServeStarted` the store is copied (records, in key-hash order) and the
+//! copy is sent chunk by chunk as the core's flow control asks; the copy lives until the
+//! transfer ends.
+//!
+//! Panics: never on peer input.
+
+use std::collections::{HashMap, VecDeque};
+
+use tandem_core::frame::{EntryRepr, Op, SyncChunkRepr, MAX_VALUE_LEN};
+use tandem_core::node::Event as CoreEvent;
+use tandem_core::replication::{self, SyncSend, MAX_CHUNK};
+use tandem_core::{membership, Instant, NodeId};
+use tracing::{debug, info, warn};
+
+use crate::cluster::CoreNode;
+use crate::config::ReplicationMode;
+use crate::resp_server::{WriteFailure, WriteId, WriteSink};
+use crate::store::{Replicate, Store, StoreError};
+
+/// Counters for `/metrics` and INFO.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SessionStats {
+    /// Peer entries stored (newer than what we held).
+    pub remote_applied: u64,
+    /// Peer entries older than what we held (last-writer-wins kept ours).
+    pub remote_stale: u64,
+    /// Peer entries refused: over our memory bounds.
+    pub remote_oom: u64,
+    /// Peer entries refused: bad value encoding, or chunks out of order / over the bound.
+    pub remote_malformed: u64,
+    /// Local records handed to replication.
+    pub writes_replicated: u64,
+    /// Held replies released after every live peer acknowledged.
+    pub writes_committed: u64,
+    /// Held replies failed because quorum was lost.
+    pub writes_failed: u64,
+    pub syncs_started: u64,
+    pub syncs_completed: u64,
+    pub syncs_failed: u64,
+    pub syncs_served: u64,
+    pub sync_chunks_sent: u64,
+}
+
+/// Where this node stands on holding the cluster's full state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SyncState {
+    /// Started; no data peer seen yet (alone after `alone_after`).
+    Waiting { alone_after: Instant },
+    /// Pulling the full state from `target`.
+    Pulling { target: NodeId },
+    /// Holds the full state (or is alone).
+    Synced,
+}
+
+/// A value being reassembled from chunks.
+#[derive(Debug)]
+struct Partial {
+    op: Op,
+    version: u64,
+    origin: NodeId,
+    expires_at_ms: u64,
+    key: Vec<u8>,
+    total_len: usize,
+    value: Vec<u8>,
+}
+
+/// A store copy being served to one requester.
+#[derive(Debug)]
+struct Snapshot {
+    records: Vec<Replicate>,
+    /// Chunk index -> (record, byte offset); built once, at the start.
+    chunks: Vec<(u32, u32)>,
+}
+
+/// The replicated store of one data node.
+pub struct Sessions {
+    pub store: Store,
+    mode: ReplicationMode,
+    max_value: usize,
+    witness: bool,
+    outbox: VecDeque<(Replicate, Option<WriteId>)>,
+    /// Held replies with the rseq their last record got (in write order).
+    pending: VecDeque<(WriteId, u64)>,
+    /// Held replies whose records are still in the outbox.
+    next_write: u64,
+    stream_partial: HashMap<NodeId, Partial>,
+    sync_partial: HashMap<NodeId, Partial>,
+    snapshots: HashMap<(NodeId, u32), Snapshot>,
+    sync: SyncState,
+    stats: SessionStats,
+    /// Releases due after the last [`Sessions::flush`], for the RESP server.
+    completed: Vec<(WriteId, Result<(), WriteFailure>)>,
+}
+
+/// Records per state-transfer copy step (bounds one loop turn's work while copying).
+const SNAPSHOT_BATCH: usize = 1024;
+
+impl Sessions {
+    pub fn new(
+        store: Store,
+        mode: ReplicationMode,
+        witness: bool,
+        now: Instant,
+        detection_span: std::time::Duration,
+    ) -> Sessions {
+        let max_value = store.limits().max_value_bytes.min(MAX_VALUE_LEN as usize);
+        Sessions {
+            store,
+            mode,
+            max_value,
+            witness,
+            outbox: VecDeque::new(),
+            pending: VecDeque::new(),
+            next_write: 0,
+            stream_partial: HashMap::new(),
+            sync_partial: HashMap::new(),
+            snapshots: HashMap::new(),
+            sync: if witness {
+                SyncState::Synced
+            } else {
+                SyncState::Waiting {
+                    alone_after: now + detection_span,
+                }
+            },
+            stats: SessionStats::default(),
+            completed: Vec::new(),
+        }
+    }
+
+    pub fn synced(&self) -> bool {
+        self.sync == SyncState::Synced
+    }
+
+    pub fn sync_state(&self) -> SyncState {
+        self.sync
+    }
+
+    pub fn stats(&self) -> &SessionStats {
+        &self.stats
+    }
+
+    /// Replies waiting for replication.
+    pub fn held(&self) -> usize {
+        self.pending.len() + self.outbox.iter().filter(|(_, w)| w.is_some()).count()
+    }
+
+    pub fn outbox_len(&self) -> usize {
+        self.outbox.len()
+    }
+
+    /// The store and the sink the RESP server needs, borrowed together.
+    pub fn split(&mut self, now_ms: u64, isolated: bool) -> (&mut Store, Sink<'_>) {
+        (
+            &mut self.store,
+            Sink {
+                now_ms,
+                isolated,
+                mode: self.mode,
+                outbox: &mut self.outbox,
+                next_write: &mut self.next_write,
+                replicated: &mut self.stats.writes_replicated,
+            },
+        )
+    }
+
+    // ---- entries from peers ----
+
+    /// A stream entry (in order) from `from`.
+    pub fn apply_stream(&mut self, from: NodeId, e: &EntryRepr<'_>, now_ms: u64) {
+        if let Some(whole) = reassemble(
+            &mut self.stream_partial,
+            from,
+            e,
+            self.max_value,
+            &mut self.stats,
+        ) {
+            self.apply(&whole.as_entry(), now_ms);
+        } else if is_whole(e) {
+            self.apply(e, now_ms);
+        }
+    }
+
+    /// A state-transfer entry from `from`. Whole entries may arrive between the parts of a
+    /// large one: they apply at once without disturbing the partial value.
+    pub fn apply_sync(&mut self, from: NodeId, e: &EntryRepr<'_>, now_ms: u64) {
+        if is_whole(e) {
+            self.apply(e, now_ms);
+        } else if let Some(whole) = reassemble(
+            &mut self.sync_partial,
+            from,
+            e,
+            self.max_value,
+            &mut self.stats,
+        ) {
+            self.apply(&whole.as_entry(), now_ms);
+        }
+    }
+
+    fn apply(&mut self, e: &EntryRepr<'_>, now_ms: u64) {
+        match self.store.apply_remote(e, now_ms) {
+            Ok(crate::store::Applied::Stored) => self.stats.remote_applied += 1,
+            Ok(crate::store::Applied::Stale) => self.stats.remote_stale += 1,
+            Err(StoreError::OutOfMemory | StoreError::ValueTooLarge) => {
+                self.stats.remote_oom += 1;
+                warn!(
+                    origin = e.origin.0,
+                    version = e.version,
+                    "replicated session refused: over this node's memory bounds"
+                );
+            }
+            Err(StoreError::Malformed) => {
+                self.stats.remote_malformed += 1;
+                warn!(
+                    origin = e.origin.0,
+                    "replicated session with a bad value encoding"
+                );
+            }
+        }
+    }
+
+    // ---- core events ----
+
+    /// Reacts to the core's events: starts, restarts and finishes state transfers.
+    pub fn on_core_event(&mut self, node: &mut CoreNode, ev: CoreEvent, now: Instant, now_ms: u64) {
+        if self.witness {
+            return;
+        }
+        match ev {
+            CoreEvent::Membership(
+                membership::Event::MemberUp { node: peer, .. }
+                | membership::Event::MemberRejoined { node: peer, .. },
+            ) => {
+                if matches!(self.sync, SyncState::Waiting { .. }) && is_data_peer(node, peer) {
+                    self.start_sync(node, peer, now);
+                }
+            }
+            CoreEvent::Membership(_) => {}
+            CoreEvent::Replication(r) => self.on_replication_event(node, r, now, now_ms),
+        }
+    }
+
+    fn on_replication_event(
+        &mut self,
+        node: &mut CoreNode,
+        ev: replication::Event,
+        now: Instant,
+        now_ms: u64,
+    ) {
+        use replication::Event as R;
+        match ev {
+            R::SyncComplete { target, chunks, .. } => {
+                self.stats.syncs_completed += 1;
+                self.sync_partial.remove(&target);
+                info!(
+                    from = target.0,
+                    chunks,
+                    sessions = self.store.len(),
+                    "state transfer complete; synced"
+                );
+                self.set_synced(node);
+            }
+            R::SyncFailed { target, reason, .. } => {
+                self.stats.syncs_failed += 1;
+                self.sync_partial.remove(&target);
+                warn!(from = target.0, ?reason, "state transfer failed");
+                match pick_peer(node, Some(target)).or_else(|| pick_peer(node, None)) {
+                    Some(p) => self.start_sync(node, p, now),
+                    None => {
+                        warn!("no live data peer left to sync from; serving what this node holds");
+                        self.set_synced(node);
+                    }
+                }
+            }
+            R::NeedsSync { origin } => {
+                if !matches!(self.sync, SyncState::Pulling { .. }) {
+                    info!(
+                        origin = origin.0,
+                        "stream gap older than the peer's ring: full sync"
+                    );
+                    self.start_sync(node, origin, now);
+                }
+            }
+            R::SyncServeStarted { to, sync_id } => {
+                self.stats.syncs_served += 1;
+                let snap = self.snapshot(now_ms);
+                // A restarted transfer with the same id replaces its old copy.
+                info!(
+                    to = to.0,
+                    sync_id,
+                    records = snap.records.len(),
+                    chunks = snap.chunks.len(),
+                    "serving a state transfer"
+                );
+                self.snapshots.insert((to, sync_id), snap);
+            }
+            R::SyncServeEnded { to, sync_id } => {
+                debug!(to = to.0, sync_id, "state transfer served");
+                self.snapshots.remove(&(to, sync_id));
+            }
+        }
+    }
+
+    /// Called every loop turn: a node that waited one detection span without seeing a data
+    /// peer is alone, hence synced.
+    pub fn on_tick(&mut self, node: &mut CoreNode, now: Instant) {
+        if let SyncState::Waiting { alone_after } = self.sync {
+            if let Some(p) = pick_peer(node, None) {
+                self.start_sync(node, p, now);
+            } else if now >= alone_after {
+                info!("no data peer seen after one detection span: alone, synced");
+                self.set_synced(node);
+            }
+        }
+    }
+
+    /// The next instant `on_tick` has work.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match self.sync {
+            SyncState::Waiting { alone_after } => Some(alone_after),
+            _ => None,
+        }
+    }
+
+    fn start_sync(&mut self, node: &mut CoreNode, target: NodeId, now: Instant) {
+        self.stats.syncs_started += 1;
+        let id = node.start_sync(now, target);
+        info!(
+            from = target.0,
+            sync_id = id,
+            "pulling the full session state"
+        );
+        self.sync = SyncState::Pulling { target };
+        node.set_flags(tandem_core::frame::StateFlags(
+            tandem_core::frame::StateFlags::SYNCING,
+        ));
+    }
+
+    fn set_synced(&mut self, node: &mut CoreNode) {
+        self.sync = SyncState::Synced;
+        node.set_flags(tandem_core::frame::StateFlags::default());
+    }
+
+    fn snapshot(&self, now_ms: u64) -> Snapshot {
+        let mut records = Vec::with_capacity(self.store.len() + self.store.tombstones());
+        let mut cursor = 0;
+        // Bounded: every step advances the cursor through the finite key-hash order.
+        loop {
+            cursor = self
+                .store
+                .sync_chunk(cursor, SNAPSHOT_BATCH, now_ms, &mut records);
+            if cursor == 0 {
+                break;
+            }
+        }
+        let mut chunks = Vec::with_capacity(records.len());
+        for (i, r) in records.iter().enumerate() {
+            let n = r.value.len().div_ceil(MAX_CHUNK).max(1);
+            for c in 0..n {
+                // Record counts and value offsets fit u32: values are at most MAX_VALUE_LEN
+                // and a store of 2^32 records is far past any configured bound.
+                chunks.push((i as u32, (c * MAX_CHUNK) as u32));
+            }
+        }
+        Snapshot { records, chunks }
+    }
+
+    // ---- outgoing ----
+
+    /// Moves the outbox into the replication ring, then collects held replies that are now
+    /// safe (every live data peer holds them) or must fail (quorum lost).
+    pub fn flush(&mut self, node: &mut CoreNode, now: Instant) {
+        while let Some((rec, held)) = self.outbox.front() {
+            match node.write(now, &rec.entry()) {
+                Ok(id) => {
+                    if let Some(w) = *held {
+                        self.pending.push_back((w, id.0));
+                    }
+                    self.outbox.pop_front();
+                }
+                Err(replication::Error::Backpressure) => break,
+                Err(e) => {
+                    // KeyTooLong/TooLarge cannot happen for records the store accepted (keys
+                    // and values are bounded below the wire limits); PeerTableFull neither.
+                    // Drop the record rather than wedge the outbox, and say so.
+                    warn!(error = ?e, "a write could not be replicated");
+                    if let Some(w) = *held {
+                        self.completed.push((w, Ok(())));
+                    }
+                    self.outbox.pop_front();
+                }
+            }
+        }
+        let isolated = node.membership().isolated();
+        let committed = node.committed();
+        while let Some(&(w, rseq)) = self.pending.front() {
+            if isolated {
+                self.stats.writes_failed += 1;
+                self.completed.push((w, Err(WriteFailure::Isolated)));
+            } else if rseq <= committed {
+                self.stats.writes_committed += 1;
+                self.completed.push((w, Ok(())));
+            } else {
+                break;
+            }
+            self.pending.pop_front();
+        }
+    }
+
+    /// Held replies to release now (from the last [`Sessions::flush`]).
+    pub fn take_completed(&mut self) -> Vec<(WriteId, Result<(), WriteFailure>)> {
+        std::mem::take(&mut self.completed)
+    }
+
+    /// Builds the chunk a transfer asks for (the snapshot is taken now if its start event
+    /// has not been seen yet).
+    pub fn sync_chunk(&mut self, s: &SyncSend, now_ms: u64) -> SyncChunk<'_> {
+        if !self.snapshots.contains_key(&(s.to, s.sync_id)) {
+            let snap = self.snapshot(now_ms);
+            self.snapshots.insert((s.to, s.sync_id), snap);
+        }
+        let Some(snap) = self.snapshots.get(&(s.to, s.sync_id)) else {
+            return SyncChunk::Exhausted(0);
+        };
+        let total = snap.chunks.len() as u64;
+        let Some(&(rec, offset)) = usize::try_from(s.index)
+            .ok()
+            .and_then(|i| snap.chunks.get(i))
+        else {
+            return SyncChunk::Exhausted(total);
+        };
+        let Some(r) = snap.records.get(rec as usize) else {
+            return SyncChunk::Exhausted(total);
+        };
+        let start = offset as usize;
+        let end = (start + MAX_CHUNK).min(r.value.len());
+        self.stats.sync_chunks_sent += 1;
+        SyncChunk::Chunk(SyncChunkRepr {
+            target: s.to,
+            sync_id: s.sync_id,
+            index: s.index,
+            entry: EntryRepr {
+                op: r.op,
+                version: r.version,
+                origin: r.origin,
+                expires_at_ms: r.expires_at_ms,
+                key: &r.key,
+                total_len: r.value.len() as u32,
+                offset,
+                value: r.value.get(start..end).unwrap_or(&[]),
+            },
+        })
+    }
+}
+
+/// What [`Sessions::sync_chunk`] found.
+pub enum SyncChunk<'a> {
+    Chunk(SyncChunkRepr<'a>),
+    /// The snapshot ends before the asked index; it has this many chunks.
+    Exhausted(u64),
+}
+
+/// The RESP server's view of replication for one event.
+pub struct Sink<'a> {
+    now_ms: u64,
+    isolated: bool,
+    mode: ReplicationMode,
+    outbox: &'a mut VecDeque<(Replicate, Option<WriteId>)>,
+    next_write: &'a mut u64,
+    replicated: &'a mut u64,
+}
+
+impl WriteSink for Sink<'_> {
+    fn now_ms(&self) -> u64 {
+        self.now_ms
+    }
+
+    fn isolated(&self) -> bool {
+        self.isolated
+    }
+
+    fn submit(&mut self, records: Vec<Replicate>) -> Option<WriteId> {
+        let held = match self.mode {
+            ReplicationMode::Sync => {
+                *self.next_write += 1;
+                Some(WriteId(*self.next_write))
+            }
+            ReplicationMode::Async => None,
+        };
+        let n = records.len();
+        for (i, r) in records.into_iter().enumerate() {
+            *self.replicated += 1;
+            // Only the command's last record carries the held reply: records replicate in
+            // order, so when the last is committed all are.
+            self.outbox
+                .push_back((r, if i + 1 == n { held } else { None }));
+        }
+        held
+    }
+}
+
+impl Partial {
+    fn as_entry(&self) -> EntryRepr<'_> {
+        EntryRepr {
+            op: self.op,
+            version: self.version,
+            origin: self.origin,
+            expires_at_ms: self.expires_at_ms,
+            key: &self.key,
+            total_len: self.total_len as u32,
+            offset: 0,
+            value: &self.value,
+        }
+    }
+}
+
+fn is_whole(e: &EntryRepr<'_>) -> bool {
+    e.offset == 0 && e.value.len() as u64 == u64::from(e.total_len)
+}
+
+/// Adds a chunk to `from`'s partial value; returns the value once whole. A whole entry
+/// returns `None` (the caller applies it directly) and leaves the partial alone. Out-of-order
+/// or oversized chunks are counted and dropped.
+fn reassemble(
+    partials: &mut HashMap<NodeId, Partial>,
+    from: NodeId,
+    e: &EntryRepr<'_>,
+    max_value: usize,
+    stats: &mut SessionStats,
+) -> Option<Partial> {
+    if is_whole(e) {
+        return None;
+    }
+    let total = e.total_len as usize;
+    if e.offset == 0 {
+        if total > max_value {
+            stats.remote_malformed += 1;
+            warn!(
+                origin = e.origin.0,
+                total, "replicated value over --max-value-bytes refused"
+            );
+            partials.remove(&from);
+            return None;
+        }
+        let mut value = Vec::with_capacity(e.value.len());
+        value.extend_from_slice(e.value);
+        partials.insert(
+            from,
+            Partial {
+                op: e.op,
+                version: e.version,
+                origin: e.origin,
+                expires_at_ms: e.expires_at_ms,
+                key: e.key.to_vec(),
+                total_len: total,
+                value,
+            },
+        );
+        return None;
+    }
+    let p = partials.get_mut(&from)?;
+    let fits = p.version == e.version
+        && p.origin == e.origin
+        && p.key == e.key
+        && p.total_len == total
+        && p.value.len() == e.offset as usize
+        && p.value.len() + e.value.len() <= p.total_len;
+    if !fits {
+        stats.remote_malformed += 1;
+        partials.remove(&from);
+        return None;
+    }
+    p.value.extend_from_slice(e.value);
+    if p.value.len() == p.total_len {
+        return partials.remove(&from);
+    }
+    None
+}
+
+fn is_data_peer(node: &CoreNode, peer: NodeId) -> bool {
+    node.membership()
+        .member(peer)
+        .is_some_and(|m| m.role != tandem_core::frame::Role::Witness)
+}
+
+/// A live (alive) data peer, preferring one other than `avoid`.
+fn pick_peer(node: &CoreNode, avoid: Option<NodeId>) -> Option<NodeId> {
+    node.membership()
+        .members()
+        .filter(|m| {
+            m.state == membership::MemberState::Alive
+                && m.role != tandem_core::frame::Role::Witness
+                && Some(m.node) != avoid
+        })
+        .map(|m| m.node)
+        .next()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // In tests a failed unwrap is a failed test.
+mod tests {
+    use super::*;
+
+    fn entry<'a>(
+        key: &'a [u8],
+        value: &'a [u8],
+        total: u32,
+        offset: u32,
+        version: u64,
+    ) -> EntryRepr<'a> {
+        EntryRepr {
+            op: Op::Put,
+            version,
+            origin: NodeId(2),
+            expires_at_ms: 0,
+            key,
+            total_len: total,
+            offset,
+            value,
+        }
+    }
+
+    #[test]
+    fn chunks_reassemble_in_order_and_refuse_gaps_and_oversize() {
+        let mut parts = HashMap::new();
+        let mut stats = SessionStats::default();
+        let from = NodeId(2);
+        assert!(reassemble(
+            &mut parts,
+            from,
+            &entry(b"k", b"ab", 4, 0, 1),
+            100,
+            &mut stats
+        )
+        .is_none());
+        let whole = reassemble(
+            &mut parts,
+            from,
+            &entry(b"k", b"cd", 4, 2, 1),
+            100,
+            &mut stats,
+        )
+        .unwrap();
+        assert_eq!(whole.value, b"abcd");
+        assert!(parts.is_empty());
+
+        // A chunk at the wrong offset drops the partial.
+        reassemble(
+            &mut parts,
+            from,
+            &entry(b"k", b"ab", 6, 0, 2),
+            100,
+            &mut stats,
+        );
+        assert!(reassemble(
+            &mut parts,
+            from,
+            &entry(b"k", b"ef", 6, 4, 2),
+            100,
+            &mut stats
+        )
+        .is_none());
+        assert!(parts.is_empty());
+        assert_eq!(stats.remote_malformed, 1);
+
+        // Over the bound: refused before anything is kept.
+        assert!(reassemble(
+            &mut parts,
+            from,
+            &entry(b"k", b"ab", 1000, 0, 3),
+            100,
+            &mut stats
+        )
+        .is_none());
+        assert!(parts.is_empty());
+        assert_eq!(stats.remote_malformed, 2);
+
+        // A whole entry is not the reassembler's business and leaves a partial alone.
+        reassemble(
+            &mut parts,
+            from,
+            &entry(b"k", b"ab", 4, 0, 4),
+            100,
+            &mut stats,
+        );
+        assert!(reassemble(
+            &mut parts,
+            from,
+            &entry(b"x", b"v", 1, 0, 5),
+            100,
+            &mut stats
+        )
+        .is_none());
+        assert_eq!(parts.len(), 1);
+    }
+
+    #[test]
+    fn sink_holds_only_the_last_record_of_a_command_in_sync_mode() {
+        let mut outbox = VecDeque::new();
+        let (mut next, mut replicated) = (0, 0);
+        let rec = |k: &[u8]| Replicate {
+            op: Op::Put,
+            key: k.to_vec(),
+            version: 1,
+            origin: NodeId(1),
+            expires_at_ms: 0,
+            value: vec![0, b'v'],
+        };
+        let mut sink = Sink {
+            now_ms: 5,
+            isolated: false,
+            mode: ReplicationMode::Sync,
+            outbox: &mut outbox,
+            next_write: &mut next,
+            replicated: &mut replicated,
+        };
+        assert_eq!(sink.submit(vec![rec(b"a"), rec(b"b")]), Some(WriteId(1)));
+        assert_eq!(outbox.len(), 2);
+        assert_eq!(outbox[0].1, None);
+        assert_eq!(outbox[1].1, Some(WriteId(1)));
+        assert_eq!(replicated, 2);
+
+        let mut async_sink = Sink {
+            now_ms: 5,
+            isolated: false,
+            mode: ReplicationMode::Async,
+            outbox: &mut outbox,
+            next_write: &mut next,
+            replicated: &mut replicated,
+        };
+        assert_eq!(async_sink.submit(vec![rec(b"c")]), None);
+        assert_eq!(outbox.len(), 3);
+    }
+}
