@@ -110,7 +110,14 @@ impl Net {
     pub fn loss_dropped(&self, host: usize) -> u64 {
         let out = Command::new("ip")
             .args([
-                "netns", "exec", self.ns(host), "nft", "list", "table", "inet", "tdm_loss",
+                "netns",
+                "exec",
+                self.ns(host),
+                "nft",
+                "list",
+                "table",
+                "inet",
+                "tdm_loss",
             ])
             .output();
         let Ok(out) = out else { return 0 };

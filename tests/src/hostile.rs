@@ -40,7 +40,13 @@ impl Flood {
 
 /// Receives datagrams sent to `group` on host address `iface` inside `ns` for at most
 /// `limit`, at most `max` of them: valid frames of the live cluster, for replay.
-pub fn capture(ns: &str, group: SocketAddrV4, iface: Ipv4Addr, limit: Duration, max: usize) -> Vec<Vec<u8>> {
+pub fn capture(
+    ns: &str,
+    group: SocketAddrV4,
+    iface: Ipv4Addr,
+    limit: Duration,
+    max: usize,
+) -> Vec<Vec<u8>> {
     in_netns(ns, move || {
         let Ok(s) = UdpSocket::bind(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, group.port())) else {
             return Vec::new();

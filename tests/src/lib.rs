@@ -41,6 +41,7 @@ pub mod haproxy;
 pub mod hostile;
 pub mod linkemu;
 pub mod resp_client;
+pub mod scenario;
 
 static NEXT_NET: AtomicUsize = AtomicUsize::new(0);
 

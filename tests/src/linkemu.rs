@@ -144,11 +144,7 @@ impl LinkEmu {
     }
 
     pub fn params(&self) -> LinkParams {
-        self.shared
-            .params
-            .lock()
-            .map(|p| *p)
-            .unwrap_or_default()
+        self.shared.params.lock().map(|p| *p).unwrap_or_default()
     }
 
     /// Blocks (or unblocks) frames from host `from` to host `to` (1-based), one direction.
@@ -210,7 +206,10 @@ impl PacketSocket {
             )
         };
         if fd < 0 {
-            return Err(format!("packet socket: {}", std::io::Error::last_os_error()));
+            return Err(format!(
+                "packet socket: {}",
+                std::io::Error::last_os_error()
+            ));
         }
         let sock = PacketSocket { fd };
         // SAFETY: sockaddr_ll is plain data; all-zero is a valid value.
@@ -227,7 +226,10 @@ impl PacketSocket {
             )
         };
         if r != 0 {
-            return Err(format!("bind {ifname}: {}", std::io::Error::last_os_error()));
+            return Err(format!(
+                "bind {ifname}: {}",
+                std::io::Error::last_os_error()
+            ));
         }
         Ok(sock)
     }

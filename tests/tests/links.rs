@@ -20,7 +20,8 @@ fn burst(net: &Net, from: usize, to: usize, count: u32) -> u32 {
     let rx = std::thread::spawn(move || {
         in_netns(&ns_to, move || {
             let s = UdpSocket::bind(("0.0.0.0", PORT)).unwrap();
-            s.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+            s.set_read_timeout(Some(Duration::from_millis(500)))
+                .unwrap();
             ready_tx.send(()).unwrap();
             let mut got = 0;
             let mut buf = [0u8; 64];
@@ -54,7 +55,9 @@ fn min_rtt(net: &Net, n: u32) -> Duration {
             ready_tx.send(()).unwrap();
             let mut buf = [0u8; 64];
             for _ in 0..n {
-                let Ok((k, from)) = s.recv_from(&mut buf) else { break };
+                let Ok((k, from)) = s.recv_from(&mut buf) else {
+                    break;
+                };
                 s.send_to(&buf[..k], from).unwrap();
             }
         })
@@ -85,7 +88,9 @@ fn emulated_wire_delays_every_frame() {
         jitter: Duration::from_millis(2),
         ..LinkParams::default()
     };
-    let Some(net) = Net::emulated(2, params) else { return };
+    let Some(net) = Net::emulated(2, params) else {
+        return;
+    };
     // Each way is delayed at least delay - jitter = 18 ms, so no round trip beats 36 ms,
     // however fast or loaded the machine (a lower bound, not a timing).
     let rtt = min_rtt(&net, 10);
@@ -100,7 +105,9 @@ fn emulated_wire_delays_every_frame() {
 
 #[test]
 fn emulated_wire_loses_about_the_set_share() {
-    let Some(net) = Net::emulated(2, LinkParams::default()) else { return };
+    let Some(net) = Net::emulated(2, LinkParams::default()) else {
+        return;
+    };
     // Resolve ARP on a clean wire first: a lost ARP exchange would stall the burst for
     // the kernel's 1 s retransmit and hide the emulator's own rate.
     assert_eq!(burst(&net, 1, 2, 50), 50);
@@ -111,14 +118,19 @@ fn emulated_wire_loses_about_the_set_share() {
     });
     let got = burst(&net, 1, 2, 1000);
     // Binomial(1000, 0.7): mean 700, sd 14.5; the window is +/- 7 sd.
-    assert!((600..=800).contains(&got), "{got} of 1000 arrived at 30% loss");
+    assert!(
+        (600..=800).contains(&got),
+        "{got} of 1000 arrived at 30% loss"
+    );
     let lost = emu.stats().lost.load(std::sync::atomic::Ordering::Relaxed);
     assert!(lost >= u64::from(1000 - got), "{lost}");
 }
 
 #[test]
 fn emulated_wire_partitions_block_and_heal() {
-    let Some(net) = Net::emulated(3, LinkParams::default()) else { return };
+    let Some(net) = Net::emulated(3, LinkParams::default()) else {
+        return;
+    };
     let emu = net.emu.as_ref().unwrap();
     assert_eq!(burst(&net, 1, 2, 20), 20);
     emu.block(1, 2, true);
@@ -136,7 +148,10 @@ fn nft_loss_drops_about_the_set_share_and_is_removed() {
     assert_eq!(burst(&net, 1, 2, 50), 50);
     net.loss(2, 30);
     let got = burst(&net, 1, 2, 1000);
-    assert!((600..=800).contains(&got), "{got} of 1000 arrived at 30% loss");
+    assert!(
+        (600..=800).contains(&got),
+        "{got} of 1000 arrived at 30% loss"
+    );
     assert!(net.loss_dropped(2) >= 1000 - u64::from(got));
     net.loss(2, 0);
     assert_eq!(burst(&net, 1, 2, 100), 100);
