@@ -206,6 +206,16 @@ impl Cluster {
         )
     }
 
+    /// A client on the node's own host (the web app next to its node), connected over
+    /// loopback: its requests cross no emulated or lossy link.
+    pub fn local(&self, host: usize) -> std::io::Result<Resp> {
+        Resp::connect(
+            self.net.ns(host),
+            Cluster::resp_addr(host),
+            Duration::from_secs(10),
+        )
+    }
+
     /// Every key and value the node on `host` holds (SCAN + MGET), sorted.
     pub fn dump(&self, host: usize) -> Vec<(Vec<u8>, Vec<u8>)> {
         let mut c = self

@@ -5,10 +5,14 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use tandem_tests::hostile;
+use tandem_tests::linkemu::LinkParams;
 use tandem_tests::resp_client::{Reply, Resp};
-use tandem_tests::scenario::{Cluster, Opts};
+use tandem_tests::scenario::{key_line, Cluster, Opts, KEY1, KEY2};
+use tandem_tests::{wait_for, Net};
 
 const DOWN_BOUND: Duration = Duration::from_secs(5);
 const HEAL: Duration = Duration::from_secs(20);
@@ -232,4 +236,300 @@ fn seed_scenario_kill9_under_load_then_rejoin() {
     // And traffic through HAProxy is error-free again.
     let errors = traffic(&mut c, &mut ledger, 200, 50, |_, _| {});
     assert!(errors.is_empty(), "{errors:?}");
+}
+
+/// Sum of a metric over the hosts given.
+fn total(c: &Cluster, hosts: &[usize], name: &str) -> u64 {
+    hosts
+        .iter()
+        .map(|&h| {
+            c.metric(h, name)
+                .unwrap_or_else(|| panic!("host {h} has no {name}"))
+        })
+        .sum()
+}
+
+/// Writes `n` keys `prefix<i>` straight to the node on `host`; each must be acknowledged.
+fn write_direct(c: &Cluster, host: usize, prefix: &str, n: u64, ledger: &mut Ledger) {
+    write_with(&mut c.direct(host).unwrap(), host, prefix, n, ledger);
+}
+
+fn write_with(r: &mut Resp, host: usize, prefix: &str, n: u64, ledger: &mut Ledger) {
+    for i in 0..n {
+        let key = format!("{prefix}{i}");
+        let rep = r.set(&key, &val(&key, i)).unwrap();
+        assert!(rep.is_ok(), "SET {key} on host {host}: {rep:?}");
+        ledger.acked.insert(key.clone(), val(&key, i));
+    }
+}
+
+/// Scenario 3: loss and delay on every link; no member is falsely declared dead on the `lan`
+/// profile, and every write replicates.
+#[test]
+fn loss_and_delay_on_all_links_no_false_deaths_all_writes_replicate() {
+    let wire = LinkParams {
+        delay: Duration::from_millis(5),
+        jitter: Duration::from_millis(2),
+        ..LinkParams::default()
+    };
+    let opts = Opts {
+        haproxy: false,
+        emulated: Some(wire),
+        ..Opts::default()
+    };
+    let Some(c) = Cluster::start(opts) else { return };
+    let all = [1, 2, 3];
+    let deaths = total(&c, &all, "tandem_detections_total");
+    let mut ledger = Ledger::default();
+    for (pct, prefix) in [(5, "l5-"), (20, "l20-")] {
+        c.net.emu.as_ref().unwrap().set(LinkParams {
+            loss_percent: pct,
+            ..wire
+        });
+        // Half the writes on each data node, so both directions replicate under loss.
+        let t = std::time::Instant::now();
+        // Clients on the nodes' own hosts: the loss is on the cluster's links, not on the
+        // client's (TCP's own retransmission timeouts would dominate otherwise).
+        for (h, side) in [(1, "a"), (2, "b")] {
+            let mut r = c.local(h).unwrap();
+            write_with(&mut r, h, &format!("{prefix}{side}"), 150, &mut ledger);
+        }
+        eprintln!("{pct}% loss: 300 sync writes in {:?}", t.elapsed());
+    }
+    c.net.emu.as_ref().unwrap().set(wire);
+    // Synchronous mode: acknowledged means both hold it; read each from both.
+    ledger.verify_all(&mut c.local(1).unwrap());
+    ledger.verify_all(&mut c.local(2).unwrap());
+    assert_eq!(
+        total(&c, &all, "tandem_detections_total"),
+        deaths,
+        "a member was declared dead under loss"
+    );
+    let lost = c.net.emu.as_ref().unwrap().stats().lost.load(Ordering::Relaxed);
+    assert!(lost > 100, "the wire lost only {lost} frames");
+}
+
+/// Leaders that hold quorum among the nodes' /status answers.
+fn leaders_with_quorum(c: &Cluster, hosts: &[usize]) -> usize {
+    hosts
+        .iter()
+        .filter_map(|&h| c.net.status(c.node(h)))
+        .filter(|s| s["role"] == "leader" && s["isolated"] == false)
+        .count()
+}
+
+/// Scenario 4: partition A | B,W with a witness.
+#[test]
+fn partition_isolates_the_minority_and_heals() {
+    let Some(c) = Cluster::start(Opts::default()) else { return };
+    let mut ledger = Ledger::default();
+    write_direct(&c, 1, "pre", 50, &mut ledger);
+    c.net.partition(&[&[1], &[2, 3]]);
+    // A finds itself alone: health 503 "isolated", writes refused with a clear error.
+    let isolated = wait_for(DOWN_BOUND, Duration::from_millis(10), || {
+        let (code, body) = c.health(1)?;
+        (code == 503 && body.contains("isolated")).then_some(())
+    });
+    assert!(isolated.is_some(), "A not isolated: {:?}", c.health(1));
+    let rep = c.direct(1).unwrap().set("x", b"y").unwrap();
+    match rep {
+        Reply::Error(e) => assert!(e.contains("isolated"), "{e}"),
+        other => panic!("isolated A accepted a write: {other:?}"),
+    }
+    // B keeps serving; HAProxy follows the health checks.
+    c.wait_healthy(2, DOWN_BOUND);
+    let lb = c.lb.as_ref().unwrap();
+    assert!(lb.wait_status("a", "DOWN", DOWN_BOUND), "{:?}", lb.server_status("a"));
+    assert_eq!(lb.server_status("b").as_deref(), Some("UP"));
+    let mut r = c.client().unwrap();
+    for i in 0..50 {
+        let key = format!("part{i}");
+        assert!(r.set(&key, &val(&key, i)).unwrap().is_ok());
+        ledger.acked.insert(key.clone(), val(&key, i));
+    }
+    // Never two leaders holding quorum, over a window of many heartbeats.
+    for _ in 0..25 {
+        let n = leaders_with_quorum(&c, &[1, 2, 3]);
+        assert!(n <= 1, "{n} leaders with quorum");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    c.net.heal();
+    c.wait_healthy(1, HEAL);
+    let lb = c.lb.as_ref().unwrap();
+    assert!(lb.wait_status("a", "UP", DOWN_BOUND), "{:?}", lb.server_status("a"));
+    let data = c.wait_identical(HEAL);
+    assert_eq!(data.len(), 100);
+    ledger.verify_all(&mut c.direct(1).unwrap());
+    assert_eq!(leaders_with_quorum(&c, &[1, 2, 3]), 1);
+}
+
+/// Scenario 5: two-node mode: both sides serve during a partition; after it, keys written on
+/// both sides converge to one value on both nodes.
+#[test]
+fn two_node_partition_both_serve_then_converge() {
+    let opts = Opts {
+        witness: false,
+        ..Opts::default()
+    };
+    let Some(c) = Cluster::start(opts) else { return };
+    c.net.partition(&[&[1], &[2]]);
+    for (h, peer) in [(1, 2), (2, 1)] {
+        assert!(
+            c.net.wait_member_state(c.node(h), peer, "dead", DOWN_BOUND),
+            "host {h} never saw {peer} dead: {:?}",
+            c.net.status(c.node(h))
+        );
+    }
+    let mut both = Ledger::default();
+    for h in [1, 2] {
+        let mut r = c.direct(h).unwrap();
+        for i in 0..30 {
+            let key = format!("k{i}");
+            let v = format!("side{h}-{i}").into_bytes();
+            let rep = r.set(&key, &v).unwrap();
+            assert!(rep.is_ok(), "host {h} refused a write in two-node mode: {rep:?}");
+            // Either side may win; both values are "acknowledged".
+            both.unsure.insert(key.clone(), v.clone());
+            if h == 1 {
+                both.acked.insert(key, v);
+            }
+            let own = format!("only{h}-{i}");
+            assert!(r.set(&own, b"x").unwrap().is_ok());
+        }
+    }
+    c.net.heal();
+    let data = c.wait_identical(HEAL);
+    assert_eq!(data.len(), 90, "30 shared keys + 30 on each side");
+    ledger_check(&both, &data);
+}
+
+fn ledger_check(l: &Ledger, data: &[(Vec<u8>, Vec<u8>)]) {
+    let map: HashMap<String, &[u8]> = data
+        .iter()
+        .map(|(k, v)| (String::from_utf8_lossy(k).into_owned(), v.as_slice()))
+        .collect();
+    for key in l.acked.keys() {
+        l.check(key, map.get(key).copied()).unwrap();
+    }
+}
+
+/// Scenario 6: key rotation under load (add key 2, activate it, drop key 1; SIGHUP each
+/// time): no member flaps and no write is lost.
+#[test]
+fn key_rotation_under_load_no_flap_no_loss() {
+    let Some(mut c) = Cluster::start(Opts::default()) else { return };
+    let all = [1, 2, 3];
+    let changes = total(&c, &all, "tandem_member_state_changes_total");
+    let k1 = key_line(1, &KEY1);
+    let k2 = key_line(2, &KEY2);
+    let steps = [
+        (100, format!("{k1}\n{k2}\n")),
+        (300, format!("{k2}\n{k1}\n")),
+        (500, format!("{k2}\n")),
+    ];
+    let mut ledger = Ledger::default();
+    let errors = traffic(&mut c, &mut ledger, 700, 50, |c, i| {
+        let Some(step) = steps.iter().position(|(at, _)| *at == i) else {
+            return;
+        };
+        std::fs::write(&c.key_file, &steps[step].1).unwrap();
+        for h in all {
+            c.net.signal(c.node(h), libc::SIGHUP);
+        }
+        for h in all {
+            let done = wait_for(DOWN_BOUND, Duration::from_millis(10), || {
+                (c.metric(h, "tandem_key_reloads_total")? == step as u64 + 1).then_some(())
+            });
+            assert!(done.is_some(), "host {h} did not reload\n{}", c.net.log(c.node(h)));
+        }
+    });
+    assert!(errors.is_empty(), "{errors:?}");
+    ledger.verify_all(&mut c.direct(1).unwrap());
+    ledger.verify_all(&mut c.direct(2).unwrap());
+    assert_eq!(
+        total(&c, &all, "tandem_member_state_changes_total"),
+        changes,
+        "a member flapped during rotation"
+    );
+    for h in all {
+        assert!(c.net.log(c.node(h)).contains("active=2"), "{}", c.net.log(c.node(h)));
+    }
+    // Key 1 is gone: the cluster runs on key 2 alone and still replicates.
+    write_direct(&c, 1, "after", 20, &mut ledger);
+    ledger.verify_all(&mut c.direct(2).unwrap());
+}
+
+/// Scenario 7: a sender in the network floods the group for 10 s with every kind of bad
+/// frame; the daemons stay up, nobody flaps, no session changes, and each drop reason counts.
+#[test]
+fn hostile_flood_changes_nothing_and_every_drop_reason_counts() {
+    let Some(mut c) = Cluster::start(Opts::default()) else { return };
+    let all = [1, 2, 3];
+    let mut ledger = Ledger::default();
+    write_direct(&c, 1, "h", 100, &mut ledger);
+    let before = c.wait_identical(HEAL);
+    let changes = total(&c, &all, "tandem_member_state_changes_total");
+    let drops = |c: &Cluster, reason: &str| {
+        c.metric(1, &format!("tandem_frames_dropped_total{{reason=\"{reason}\"}}"))
+            .unwrap_or(0)
+    };
+    let reasons = ["auth", "truncated", "replay", "other_cluster", "malformed"];
+    let base: Vec<u64> = reasons.iter().map(|r| drops(&c, r)).collect();
+    // The attacker sits on the LB host, on the same link as the nodes.
+    let ns = c.net.ns(c.lb_host).to_string();
+    let me = Net::addr(c.lb_host);
+    let captured = hostile::capture(&ns, hostile::GROUP, me, Duration::from_secs(1), 200);
+    assert!(captured.len() > 10, "captured {} frames", captured.len());
+    let sent = hostile::flood(
+        &ns,
+        hostile::GROUP,
+        1,
+        1,
+        KEY1,
+        captured,
+        Duration::from_secs(10),
+        50_000_000,
+    );
+    eprintln!("hostile flood: {sent:?}");
+    assert!(sent.total() > 10_000, "{sent:?}");
+    for h in all {
+        assert!(c.net.running(c.node(h)), "host {h} died\n{}", c.net.log(c.node(h)));
+    }
+    assert_eq!(
+        total(&c, &all, "tandem_member_state_changes_total"),
+        changes,
+        "a member flapped under the flood"
+    );
+    for (r, b) in reasons.iter().zip(&base) {
+        let now = drops(&c, r);
+        assert!(now > *b, "no {r} drops counted ({b} -> {now})");
+    }
+    assert_eq!(c.wait_identical(HEAL), before, "sessions changed under the flood");
+    ledger.verify_all(&mut c.client().unwrap());
+}
+
+/// Scenario 8: a peer whose heartbeats stall for just under the detection bound (SIGSTOP),
+/// again and again, is never declared dead.
+#[test]
+fn stalls_just_under_the_bound_never_kill_a_member() {
+    let Some(c) = Cluster::start(Opts::default()) else { return };
+    let all = [1, 2, 3];
+    let deaths = total(&c, &all, "tandem_detections_total");
+    // `lan`: dead 200 ms after the last heartbeat, heartbeats every 20 ms. A 140 ms stall
+    // leaves at most 160 ms between heartbeats, plus scheduling slack.
+    for _ in 0..8 {
+        c.net.signal(c.node(2), libc::SIGSTOP);
+        std::thread::sleep(Duration::from_millis(140));
+        c.net.signal(c.node(2), libc::SIGCONT);
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert_eq!(
+        total(&c, &all, "tandem_detections_total"),
+        deaths,
+        "a stalled member was declared dead: {:?}",
+        c.net.status(c.node(1))
+    );
+    let suspicions = total(&c, &all, "tandem_suspicions_total");
+    eprintln!("suspicions during stalls: {suspicions}");
+    c.wait_healthy(2, DOWN_BOUND);
 }
