@@ -69,19 +69,34 @@ pub fn capture(
     })
 }
 
-/// Floods `group` from namespace `ns` for `duration` (and at most `max_frames` frames), as
-/// fast as one thread can send. `key` is the cluster's real key (id `key_id`), used only for
-/// frames that must still fail (truncated, other cluster); `replays` are captured frames.
-pub fn flood(
-    ns: &str,
-    group: SocketAddrV4,
-    cluster: u32,
-    key_id: u8,
-    key: [u8; KEY_LEN],
-    replays: Vec<Vec<u8>>,
-    duration: Duration,
-    max_frames: u64,
-) -> Flood {
+/// What to flood with.
+#[derive(Clone, Debug)]
+pub struct Attack {
+    pub group: SocketAddrV4,
+    /// The cluster id under attack.
+    pub cluster: u32,
+    /// The cluster's real key and its id: used only for frames that must still fail
+    /// (truncated, other cluster id).
+    pub key_id: u8,
+    pub key: [u8; KEY_LEN],
+    /// Captured frames to replay.
+    pub replays: Vec<Vec<u8>>,
+    pub duration: Duration,
+    pub max_frames: u64,
+}
+
+/// Floods the group from namespace `ns` for `attack.duration` (and at most
+/// `attack.max_frames` frames), as fast as one thread can send.
+pub fn flood(ns: &str, attack: Attack) -> Flood {
+    let Attack {
+        group,
+        cluster,
+        key_id,
+        key,
+        replays,
+        duration,
+        max_frames,
+    } = attack;
     in_netns(ns, move || {
         let mut f = Flood::default();
         let Ok(s) = UdpSocket::bind(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0)) else {

@@ -172,6 +172,8 @@ fn read_reply(r: &mut impl BufRead, depth: usize) -> io::Result<Reply> {
 }
 
 #[cfg(test)]
+// A failed unwrap in a test is a failed test.
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -277,7 +277,9 @@ fn loss_and_delay_on_all_links_no_false_deaths_all_writes_replicate() {
         emulated: Some(wire),
         ..Opts::default()
     };
-    let Some(c) = Cluster::start(opts) else { return };
+    let Some(c) = Cluster::start(opts) else {
+        return;
+    };
     let all = [1, 2, 3];
     let deaths = total(&c, &all, "tandem_detections_total");
     let mut ledger = Ledger::default();
@@ -305,7 +307,14 @@ fn loss_and_delay_on_all_links_no_false_deaths_all_writes_replicate() {
         deaths,
         "a member was declared dead under loss"
     );
-    let lost = c.net.emu.as_ref().unwrap().stats().lost.load(Ordering::Relaxed);
+    let lost = c
+        .net
+        .emu
+        .as_ref()
+        .unwrap()
+        .stats()
+        .lost
+        .load(Ordering::Relaxed);
     assert!(lost > 100, "the wire lost only {lost} frames");
 }
 
@@ -321,7 +330,9 @@ fn leaders_with_quorum(c: &Cluster, hosts: &[usize]) -> usize {
 /// Scenario 4: partition A | B,W with a witness.
 #[test]
 fn partition_isolates_the_minority_and_heals() {
-    let Some(c) = Cluster::start(Opts::default()) else { return };
+    let Some(c) = Cluster::start(Opts::default()) else {
+        return;
+    };
     let mut ledger = Ledger::default();
     write_direct(&c, 1, "pre", 50, &mut ledger);
     c.net.partition(&[&[1], &[2, 3]]);
@@ -339,7 +350,11 @@ fn partition_isolates_the_minority_and_heals() {
     // B keeps serving; HAProxy follows the health checks.
     c.wait_healthy(2, DOWN_BOUND);
     let lb = c.lb.as_ref().unwrap();
-    assert!(lb.wait_status("a", "DOWN", DOWN_BOUND), "{:?}", lb.server_status("a"));
+    assert!(
+        lb.wait_status("a", "DOWN", DOWN_BOUND),
+        "{:?}",
+        lb.server_status("a")
+    );
     assert_eq!(lb.server_status("b").as_deref(), Some("UP"));
     let mut r = c.client().unwrap();
     for i in 0..50 {
@@ -356,7 +371,11 @@ fn partition_isolates_the_minority_and_heals() {
     c.net.heal();
     c.wait_healthy(1, HEAL);
     let lb = c.lb.as_ref().unwrap();
-    assert!(lb.wait_status("a", "UP", DOWN_BOUND), "{:?}", lb.server_status("a"));
+    assert!(
+        lb.wait_status("a", "UP", DOWN_BOUND),
+        "{:?}",
+        lb.server_status("a")
+    );
     let data = c.wait_identical(HEAL);
     assert_eq!(data.len(), 100);
     ledger.verify_all(&mut c.direct(1).unwrap());
@@ -371,7 +390,9 @@ fn two_node_partition_both_serve_then_converge() {
         witness: false,
         ..Opts::default()
     };
-    let Some(c) = Cluster::start(opts) else { return };
+    let Some(c) = Cluster::start(opts) else {
+        return;
+    };
     c.net.partition(&[&[1], &[2]]);
     for (h, peer) in [(1, 2), (2, 1)] {
         assert!(
@@ -387,7 +408,10 @@ fn two_node_partition_both_serve_then_converge() {
             let key = format!("k{i}");
             let v = format!("side{h}-{i}").into_bytes();
             let rep = r.set(&key, &v).unwrap();
-            assert!(rep.is_ok(), "host {h} refused a write in two-node mode: {rep:?}");
+            assert!(
+                rep.is_ok(),
+                "host {h} refused a write in two-node mode: {rep:?}"
+            );
             // Either side may win; both values are "acknowledged".
             both.unsure.insert(key.clone(), v.clone());
             if h == 1 {
@@ -417,7 +441,9 @@ fn ledger_check(l: &Ledger, data: &[(Vec<u8>, Vec<u8>)]) {
 /// time): no member flaps and no write is lost.
 #[test]
 fn key_rotation_under_load_no_flap_no_loss() {
-    let Some(mut c) = Cluster::start(Opts::default()) else { return };
+    let Some(mut c) = Cluster::start(Opts::default()) else {
+        return;
+    };
     let all = [1, 2, 3];
     let changes = total(&c, &all, "tandem_member_state_changes_total");
     let k1 = key_line(1, &KEY1);
@@ -440,7 +466,11 @@ fn key_rotation_under_load_no_flap_no_loss() {
             let done = wait_for(DOWN_BOUND, Duration::from_millis(10), || {
                 (c.metric(h, "tandem_key_reloads_total")? == step as u64 + 1).then_some(())
             });
-            assert!(done.is_some(), "host {h} did not reload\n{}", c.net.log(c.node(h)));
+            assert!(
+                done.is_some(),
+                "host {h} did not reload\n{}",
+                c.net.log(c.node(h))
+            );
         }
     });
     assert!(errors.is_empty(), "{errors:?}");
@@ -452,7 +482,11 @@ fn key_rotation_under_load_no_flap_no_loss() {
         "a member flapped during rotation"
     );
     for h in all {
-        assert!(c.net.log(c.node(h)).contains("active=2"), "{}", c.net.log(c.node(h)));
+        assert!(
+            c.net.log(c.node(h)).contains("active=2"),
+            "{}",
+            c.net.log(c.node(h))
+        );
     }
     // Key 1 is gone: the cluster runs on key 2 alone and still replicates.
     write_direct(&c, 1, "after", 20, &mut ledger);
@@ -463,15 +497,20 @@ fn key_rotation_under_load_no_flap_no_loss() {
 /// frame; the daemons stay up, nobody flaps, no session changes, and each drop reason counts.
 #[test]
 fn hostile_flood_changes_nothing_and_every_drop_reason_counts() {
-    let Some(mut c) = Cluster::start(Opts::default()) else { return };
+    let Some(mut c) = Cluster::start(Opts::default()) else {
+        return;
+    };
     let all = [1, 2, 3];
     let mut ledger = Ledger::default();
     write_direct(&c, 1, "h", 100, &mut ledger);
     let before = c.wait_identical(HEAL);
     let changes = total(&c, &all, "tandem_member_state_changes_total");
     let drops = |c: &Cluster, reason: &str| {
-        c.metric(1, &format!("tandem_frames_dropped_total{{reason=\"{reason}\"}}"))
-            .unwrap_or(0)
+        c.metric(
+            1,
+            &format!("tandem_frames_dropped_total{{reason=\"{reason}\"}}"),
+        )
+        .unwrap_or(0)
     };
     let reasons = ["auth", "truncated", "replay", "other_cluster", "malformed"];
     let base: Vec<u64> = reasons.iter().map(|r| drops(&c, r)).collect();
@@ -482,18 +521,24 @@ fn hostile_flood_changes_nothing_and_every_drop_reason_counts() {
     assert!(captured.len() > 10, "captured {} frames", captured.len());
     let sent = hostile::flood(
         &ns,
-        hostile::GROUP,
-        1,
-        1,
-        KEY1,
-        captured,
-        Duration::from_secs(10),
-        50_000_000,
+        hostile::Attack {
+            group: hostile::GROUP,
+            cluster: 1,
+            key_id: 1,
+            key: KEY1,
+            replays: captured,
+            duration: Duration::from_secs(10),
+            max_frames: 50_000_000,
+        },
     );
     eprintln!("hostile flood: {sent:?}");
     assert!(sent.total() > 10_000, "{sent:?}");
     for h in all {
-        assert!(c.net.running(c.node(h)), "host {h} died\n{}", c.net.log(c.node(h)));
+        assert!(
+            c.net.running(c.node(h)),
+            "host {h} died\n{}",
+            c.net.log(c.node(h))
+        );
     }
     assert_eq!(
         total(&c, &all, "tandem_member_state_changes_total"),
@@ -504,7 +549,11 @@ fn hostile_flood_changes_nothing_and_every_drop_reason_counts() {
         let now = drops(&c, r);
         assert!(now > *b, "no {r} drops counted ({b} -> {now})");
     }
-    assert_eq!(c.wait_identical(HEAL), before, "sessions changed under the flood");
+    assert_eq!(
+        c.wait_identical(HEAL),
+        before,
+        "sessions changed under the flood"
+    );
     ledger.verify_all(&mut c.client().unwrap());
 }
 
@@ -512,7 +561,9 @@ fn hostile_flood_changes_nothing_and_every_drop_reason_counts() {
 /// again and again, is never declared dead.
 #[test]
 fn stalls_just_under_the_bound_never_kill_a_member() {
-    let Some(c) = Cluster::start(Opts::default()) else { return };
+    let Some(c) = Cluster::start(Opts::default()) else {
+        return;
+    };
     let all = [1, 2, 3];
     let deaths = total(&c, &all, "tandem_detections_total");
     // `lan`: dead 200 ms after the last heartbeat, heartbeats every 20 ms. A 140 ms stall
