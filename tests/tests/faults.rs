@@ -540,11 +540,33 @@ fn hostile_flood_changes_nothing_and_every_drop_reason_counts() {
             c.net.log(c.node(h))
         );
     }
-    assert_eq!(
-        total(&c, &all, "tandem_member_state_changes_total"),
-        changes,
-        "a member flapped under the flood"
-    );
+    let after = total(&c, &all, "tandem_member_state_changes_total");
+    if after != changes {
+        let per_host: Vec<String> = all
+            .iter()
+            .map(|&h| {
+                format!(
+                    "host {h}: suspicions {:?} detections {:?} recv {:?} udp rcvbuf errors {}\n{}",
+                    c.metric(h, "tandem_suspicions_total"),
+                    c.metric(h, "tandem_detections_total"),
+                    c.metric(h, "tandem_recv_datagrams_total"),
+                    udp_rcvbuf_errors(&c.net, h),
+                    c.net
+                        .log(c.node(h))
+                        .lines()
+                        .filter(|l| l.contains("suspect")
+                            || l.contains("dead")
+                            || l.contains("alive"))
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                )
+            })
+            .collect();
+        panic!(
+            "a member flapped under the flood: state changes {changes} -> {after}\n{}",
+            per_host.join("\n")
+        );
+    }
     for (r, b) in reasons.iter().zip(&base) {
         let now = drops(&c, r);
         assert!(now > *b, "no {r} drops counted ({b} -> {now})");
@@ -583,4 +605,20 @@ fn stalls_just_under_the_bound_never_kill_a_member() {
     let suspicions = total(&c, &all, "tandem_suspicions_total");
     eprintln!("suspicions during stalls: {suspicions}");
     c.wait_healthy(2, DOWN_BOUND);
+}
+
+/// `UdpRcvbufErrors` of host `h`'s namespace: datagrams the kernel dropped because a
+/// socket's receive buffer was full.
+fn udp_rcvbuf_errors(net: &Net, h: usize) -> u64 {
+    let snmp = tandem_tests::sh(&["ip", "netns", "exec", net.ns(h), "cat", "/proc/net/snmp"]);
+    let udp: Vec<&str> = snmp.lines().filter(|l| l.starts_with("Udp:")).collect();
+    let (Some(names), Some(values)) = (udp.first(), udp.get(1)) else {
+        return 0;
+    };
+    names
+        .split_whitespace()
+        .zip(values.split_whitespace())
+        .find(|(n, _)| *n == "RcvbufErrors")
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0)
 }
