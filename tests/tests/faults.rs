@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
+use std::sync::{RwLock, RwLockReadGuard};
 use std::time::Duration;
 
 use tandem_tests::hostile;
@@ -13,6 +14,15 @@ use tandem_tests::linkemu::LinkParams;
 use tandem_tests::resp_client::{Reply, Resp};
 use tandem_tests::scenario::{key_line, Cluster, Opts, KEY1, KEY2};
 use tandem_tests::{wait_for, Net};
+
+/// The hostile flood saturates this machine's CPUs on purpose; scenarios that judge timing
+/// (no false death, no flap) must not share the machine with it. It takes this lock
+/// exclusively, every other scenario shares it.
+static CPU: RwLock<()> = RwLock::new(());
+
+fn shared_cpu() -> RwLockReadGuard<'static, ()> {
+    CPU.read().unwrap_or_else(|e| e.into_inner())
+}
 
 const DOWN_BOUND: Duration = Duration::from_secs(5);
 const HEAL: Duration = Duration::from_secs(20);
@@ -140,6 +150,7 @@ fn traffic(
 
 #[test]
 fn haproxy_marks_a_killed_node_down_and_routes_to_the_other() {
+    let _cpu = shared_cpu();
     let Some(mut c) = Cluster::start(Opts::default()) else {
         return;
     };
@@ -160,6 +171,7 @@ fn haproxy_marks_a_killed_node_down_and_routes_to_the_other() {
 /// Scenarios 1 and 2: failover under load, then the killed node comes back.
 #[test]
 fn seed_scenario_kill9_under_load_then_rejoin() {
+    let _cpu = shared_cpu();
     let Some(mut c) = Cluster::start(Opts::default()) else {
         return;
     };
@@ -267,6 +279,7 @@ fn write_with(r: &mut Resp, host: usize, prefix: &str, n: u64, ledger: &mut Ledg
 /// profile, and every write replicates.
 #[test]
 fn loss_and_delay_on_all_links_no_false_deaths_all_writes_replicate() {
+    let _cpu = shared_cpu();
     let wire = LinkParams {
         delay: Duration::from_millis(5),
         jitter: Duration::from_millis(2),
@@ -330,6 +343,7 @@ fn leaders_with_quorum(c: &Cluster, hosts: &[usize]) -> usize {
 /// Scenario 4: partition A | B,W with a witness.
 #[test]
 fn partition_isolates_the_minority_and_heals() {
+    let _cpu = shared_cpu();
     let Some(c) = Cluster::start(Opts::default()) else {
         return;
     };
@@ -386,6 +400,7 @@ fn partition_isolates_the_minority_and_heals() {
 /// both sides converge to one value on both nodes.
 #[test]
 fn two_node_partition_both_serve_then_converge() {
+    let _cpu = shared_cpu();
     let opts = Opts {
         witness: false,
         ..Opts::default()
@@ -441,6 +456,7 @@ fn ledger_check(l: &Ledger, data: &[(Vec<u8>, Vec<u8>)]) {
 /// time): no member flaps and no write is lost.
 #[test]
 fn key_rotation_under_load_no_flap_no_loss() {
+    let _cpu = shared_cpu();
     let Some(mut c) = Cluster::start(Opts::default()) else {
         return;
     };
@@ -497,6 +513,7 @@ fn key_rotation_under_load_no_flap_no_loss() {
 /// frame; the daemons stay up, nobody flaps, no session changes, and each drop reason counts.
 #[test]
 fn hostile_flood_changes_nothing_and_every_drop_reason_counts() {
+    let _cpu = CPU.write().unwrap_or_else(|e| e.into_inner());
     let Some(mut c) = Cluster::start(Opts::default()) else {
         return;
     };
@@ -583,6 +600,7 @@ fn hostile_flood_changes_nothing_and_every_drop_reason_counts() {
 /// again and again, is never declared dead.
 #[test]
 fn stalls_just_under_the_bound_never_kill_a_member() {
+    let _cpu = shared_cpu();
     let Some(c) = Cluster::start(Opts::default()) else {
         return;
     };
