@@ -186,6 +186,51 @@ impl Cluster {
         );
     }
 
+    /// Hosts running cluster members: A, B and the witness if any.
+    pub fn member_hosts(&self) -> Vec<usize> {
+        if self.opts.witness {
+            vec![1, 2, 3]
+        } else {
+            vec![1, 2]
+        }
+    }
+
+    /// Waits (bounded) until every member is alive in every member's view and all agree on
+    /// one leader and view, twice in a row 100 ms apart: a baseline for "nothing changes".
+    pub fn wait_settled(&self, limit: Duration) {
+        let hosts = self.member_hosts();
+        let snapshot = || -> Option<(u64, u64)> {
+            let mut agreed: Option<(u64, u64)> = None;
+            for &h in &hosts {
+                let s = self.net.status(self.node(h))?;
+                let members = s["members"].as_array()?;
+                let all_alive =
+                    members.len() == hosts.len() && members.iter().all(|m| m["state"] == "alive");
+                let lv = (s["leader"].as_u64()?, s["view"].as_u64()?);
+                if !all_alive || agreed.is_some_and(|a| a != lv) {
+                    return None;
+                }
+                agreed = Some(lv);
+            }
+            agreed
+        };
+        let mut last = None;
+        let ok = wait_for(limit, Duration::from_millis(100), || {
+            let now = snapshot();
+            let stable = now.is_some() && now == last;
+            last = now;
+            stable.then_some(())
+        });
+        assert!(
+            ok.is_some(),
+            "cluster never settled: {:?}",
+            hosts
+                .iter()
+                .map(|&h| self.net.status(self.node(h)))
+                .collect::<Vec<_>>()
+        );
+    }
+
     /// A metric of the node on `host`.
     pub fn metric(&self, host: usize, name: &str) -> Option<u64> {
         self.net.metric(self.node(host), name)
