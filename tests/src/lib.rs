@@ -36,6 +36,13 @@ pub use serde_json::Value;
 pub const HTTP_PORT: u16 = 7380;
 pub const RESP_PORT: u16 = 6380;
 
+pub mod faults;
+pub mod haproxy;
+pub mod hostile;
+pub mod linkemu;
+pub mod resp_client;
+pub mod scenario;
+
 static NEXT_NET: AtomicUsize = AtomicUsize::new(0);
 
 /// Runs `cmd` and panics with its stderr if it fails (set-up must not half-work silently).
@@ -217,9 +224,12 @@ impl Node {
 /// A set of hosts on one bridge. See the module docs.
 pub struct Net {
     pub prefix: String,
+    /// The switch namespace: bridge `br0`, or the emulated wire's ports (see [`linkemu`]).
     pub bridge: String,
     pub hosts: Vec<String>,
     pub nodes: Vec<Node>,
+    /// The link emulator when the hosts are joined by an emulated wire.
+    pub emu: Option<linkemu::LinkEmu>,
     logs: PathBuf,
 }
 
@@ -227,6 +237,16 @@ impl Net {
     /// Creates `hosts` hosts, or returns `None` (after printing why) when namespaces cannot
     /// be created here. Panics instead under `CI=true`.
     pub fn new(hosts: usize) -> Option<Net> {
+        Net::build(hosts, None)
+    }
+
+    /// Like [`Net::new`], but the hosts are joined by the userspace link emulator of
+    /// [`linkemu`] (delay, jitter, loss, partitions) instead of a kernel bridge.
+    pub fn emulated(hosts: usize, params: linkemu::LinkParams) -> Option<Net> {
+        Net::build(hosts, Some(params))
+    }
+
+    fn build(hosts: usize, emulated: Option<linkemu::LinkParams>) -> Option<Net> {
         if let Err(why) = can_create_namespaces() {
             assert!(
                 !ci(),
@@ -245,25 +265,28 @@ impl Net {
             prefix,
             hosts: Vec::new(),
             nodes: Vec::new(),
+            emu: None,
             logs,
         };
         // From here on, Drop cleans up whatever was created, even if a step panics.
         let br = net.bridge.clone();
         sh(&["ip", "netns", "add", &br]);
         sh(&["ip", "-n", &br, "link", "set", "lo", "up"]);
-        sh(&[
-            "ip",
-            "-n",
-            &br,
-            "link",
-            "add",
-            "br0",
-            "type",
-            "bridge",
-            "mcast_snooping",
-            "0",
-        ]);
-        sh(&["ip", "-n", &br, "link", "set", "br0", "up"]);
+        if emulated.is_none() {
+            sh(&[
+                "ip",
+                "-n",
+                &br,
+                "link",
+                "add",
+                "br0",
+                "type",
+                "bridge",
+                "mcast_snooping",
+                "0",
+            ]);
+            sh(&["ip", "-n", &br, "link", "set", "br0", "up"]);
+        }
         for i in 1..=hosts {
             let ns = format!("{}-h{i}", net.prefix);
             sh(&["ip", "netns", "add", &ns]);
@@ -273,7 +296,18 @@ impl Net {
                 "ip", "-n", &br, "link", "add", &v, "type", "veth", "peer", "name", "eth0",
                 "netns", &ns,
             ]);
-            sh(&["ip", "-n", &br, "link", "set", &v, "master", "br0"]);
+            if emulated.is_some() {
+                // Full-size, fully checksummed frames: the emulator re-sends them from a
+                // packet socket, which carries no offload metadata.
+                for (n, dev) in [(&br, &v), (&ns, &"eth0".to_string())] {
+                    sh(&[
+                        "ip", "netns", "exec", n, "ethtool", "-K", dev, "tx", "off", "rx", "off",
+                        "tso", "off", "gso", "off", "gro", "off",
+                    ]);
+                }
+            } else {
+                sh(&["ip", "-n", &br, "link", "set", &v, "master", "br0"]);
+            }
             sh(&["ip", "-n", &br, "link", "set", &v, "up"]);
             sh(&["ip", "-n", &ns, "link", "set", "lo", "up"]);
             sh(&[
@@ -297,6 +331,10 @@ impl Net {
                 "dev",
                 "eth0",
             ]);
+        }
+        if let Some(params) = emulated {
+            let ports: Vec<String> = (1..=hosts).map(|i| format!("v{i}")).collect();
+            net.emu = Some(linkemu::LinkEmu::start(&br, &ports, params));
         }
         Some(net)
     }
@@ -336,12 +374,26 @@ impl Net {
             .stderr(err)
             .spawn()
             .unwrap_or_else(|e| panic!("spawn tandemd: {e}"));
+        // The HTTP address the node was told, reachable from inside its namespace
+        // (0.0.0.0 is reached through loopback).
+        let http = args
+            .windows(2)
+            .find(|w| w[0] == "--http")
+            .and_then(|w| w[1].parse::<SocketAddr>().ok())
+            .map(|a| {
+                if a.ip().is_unspecified() {
+                    SocketAddr::from(([127, 0, 0, 1], a.port()))
+                } else {
+                    a
+                }
+            })
+            .unwrap_or(SocketAddr::from(([127, 0, 0, 1], HTTP_PORT)));
         self.nodes.push(Node {
             host,
             ns,
             child,
             log,
-            http: SocketAddr::from(([127, 0, 0, 1], HTTP_PORT)),
+            http,
             exited: None,
         });
         idx
@@ -488,33 +540,12 @@ impl Net {
             if up { "up" } else { "down" },
         ]);
     }
-
-    /// Applies a netem qdisc to host `host`'s link, e.g. `&["loss", "10%"]` or
-    /// `&["delay", "5ms"]`; an empty slice removes it. `Err` with tc's message when the
-    /// kernel has no netem (`sch_netem`), so callers can say so instead of failing blindly.
-    pub fn netem(&self, host: usize, params: &[&str]) -> Result<(), String> {
-        let ns = self.ns(host).to_string();
-        let mut args = vec!["netns", "exec", &ns, "tc", "qdisc"];
-        if params.is_empty() {
-            args.extend_from_slice(&["del", "dev", "eth0", "root"]);
-        } else {
-            args.extend_from_slice(&["replace", "dev", "eth0", "root", "netem"]);
-            args.extend_from_slice(params);
-        }
-        let out = Command::new("ip")
-            .args(&args)
-            .output()
-            .map_err(|e| e.to_string())?;
-        if out.status.success() {
-            Ok(())
-        } else {
-            Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
-        }
-    }
 }
 
 impl Drop for Net {
     fn drop(&mut self) {
+        // Stop the emulator thread first: it holds sockets in the switch namespace.
+        self.emu = None;
         let panicking = std::thread::panicking();
         for (i, n) in self.nodes.iter_mut().enumerate() {
             let _ = n.child.kill();
