@@ -130,18 +130,20 @@ fn kill9_is_detected_survivor_leads_and_hook_runs() {
     assert_eq!(s["leader"].as_u64(), Some(survivor_id));
     let view = s["view"].as_u64().unwrap_or(0);
     // The hook ran with the right variables (bounded wait for the shell to finish).
+    // Hooks run one at a time, in event order: wait (bounded) for the exact lines, not just
+    // for any earlier role change.
     let want_dead = format!("member_dead {victim_id} leader {survivor_id} ");
+    let want_role = format!("role_changed {survivor_id} leader {survivor_id} {view}");
     let log = wait_for(JOIN, Duration::from_millis(20), || {
         std::fs::read_to_string(&hook_out)
             .ok()
-            .filter(|l| l.contains(&want_dead) && l.contains("role_changed"))
+            .filter(|l| l.contains(&want_dead) && l.lines().any(|x| x == want_role))
     });
+    let last = std::fs::read_to_string(&hook_out).unwrap_or_default();
     let _ = std::fs::remove_file(&hook_out);
-    let log = log.unwrap_or_else(|| panic!("hook lines missing; want {want_dead:?}"));
     assert!(
-        log.lines()
-            .any(|l| l == format!("role_changed {survivor_id} leader {survivor_id} {view}")),
-        "{log}"
+        log.is_some(),
+        "hook lines missing; want {want_dead:?} and {want_role:?}; got:\n{last}"
     );
 }
 
