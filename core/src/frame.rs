@@ -10,7 +10,8 @@
 //!
 //! Panics: never. Parsing checks every length before it reads; emitting checks the output
 //! buffer and the Repr (an unrepresentable Repr is [`Error::Malformed`]) before it writes.
-//! Every datagram fits in [`MAX_DATAGRAM`] bytes.
+//! Every datagram fits in [`MAX_DATAGRAM`] bytes. A datagram may carry several sealed frames
+//! back to back (small replication frames share a datagram); [`sealed_frame_len`] splits them.
 
 use zerocopy::{FromBytes, IntoBytes};
 
@@ -660,6 +661,19 @@ impl<'a> HeartbeatView<'a> {
             header: self.header(),
             body: Body::Heartbeat(self.heartbeat()),
         }
+    }
+}
+
+/// Length of the first sealed frame in `bytes` (header + body + tag, as its header says),
+/// clamped to `bytes.len()`: the rest of a datagram that packs several frames starts there.
+/// A header that does not check (or too few bytes) claims the whole remainder, so the caller
+/// hands it on as one frame, the open path refuses it with the precise error, and the split
+/// ends. Returns 0 only for empty input.
+#[inline]
+pub fn sealed_frame_len(bytes: &[u8]) -> usize {
+    match HeaderRepr::check(bytes) {
+        Ok((_, body_len, _)) => (HEADER_LEN + body_len + TAG_LEN).min(bytes.len()),
+        Err(_) => bytes.len(),
     }
 }
 
@@ -1757,5 +1771,25 @@ pub(crate) mod tests {
         fn parse_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
             let _ = Frame::parse(&bytes);
         }
+    }
+
+    #[test]
+    fn sealed_frame_len_splits_packed_frames_and_claims_junk_whole() {
+        let keyring = crate::crypto::Keyring::<crate::crypto::Insecure, 1>::new(
+            KeyId(0),
+            crate::crypto::Insecure,
+        );
+        let mut sealer = crate::crypto::Sealer::new(ClusterId(1), NodeId(2), Incarnation(3));
+        let body = Body::Leave(LeaveRepr { reason: 0 });
+        let mut packed = [0u8; 256];
+        let a = sealer.seal(&body, &keyring, &mut packed).unwrap();
+        let b = sealer.seal(&body, &keyring, &mut packed[a..]).unwrap();
+        assert_eq!(a, HEADER_LEN + 8 + TAG_LEN);
+        assert_eq!(sealed_frame_len(&packed[..a + b]), a);
+        assert_eq!(sealed_frame_len(&packed[a..a + b]), b);
+        // Truncated: the header claims more than is there, so the rest is one (bad) frame.
+        assert_eq!(sealed_frame_len(&packed[..a - 1]), a - 1);
+        assert_eq!(sealed_frame_len(&[0xff; 40]), 40);
+        assert_eq!(sealed_frame_len(&[1, 2, 3]), 3);
     }
 }

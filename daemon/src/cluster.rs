@@ -18,6 +18,7 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use tandem_core::crypto::{Aes128Gcm, AnyAead, Insecure, Keyring};
+use tandem_core::frame::{sealed_frame_len, HEADER_LEN, MAX_DATAGRAM, TAG_LEN};
 use tandem_core::node::{self as core_node, Node, Received, KEYS};
 use tandem_core::replication::{self, Slot};
 use tandem_core::{detector, membership};
@@ -130,7 +131,14 @@ pub struct Cluster {
     metrics: ClusterMetrics,
     /// Core counters already folded into `metrics` (the core counts cumulatively).
     seen: core_node::Stats,
+    /// Where the core seals a frame before it is packed into the caller's datagram.
+    scratch: Box<[u8; MAX_DATAGRAM]>,
+    /// A sealed frame in `scratch` (its length) that did not fit the last datagram.
+    carry: Option<usize>,
 }
+
+/// Smallest sealed frame (a Leave): below this much room a datagram is full.
+const MIN_FRAME: usize = HEADER_LEN + 8 + TAG_LEN;
 
 impl std::fmt::Debug for Cluster {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -197,6 +205,8 @@ impl Cluster {
             core_events: VecDeque::with_capacity(MAX_EVENTS),
             metrics: ClusterMetrics::default(),
             seen: core_node::Stats::default(),
+            scratch: Box::new([0; MAX_DATAGRAM]),
+            carry: None,
         }
     }
 
@@ -210,15 +220,30 @@ impl Cluster {
         sessions: &mut Sessions,
         now_ms: u64,
     ) {
-        self.metrics.frames_received += 1;
-        match self.node.handle_datagram(arrival, data) {
-            Ok(Received::Update { from, entry }) => sessions.apply_stream(from, &entry, now_ms),
-            Ok(Received::SyncEntry { from, entry }) => sessions.apply_sync(from, &entry, now_ms),
-            Ok(Received::Handled) | Err(_) => {}
-        }
-        // Bounded by the reorder buffer's size.
-        while let Some((from, u)) = self.node.poll_delivery() {
-            sessions.apply_stream(from, &u.entry, now_ms);
+        // A datagram packs one or more sealed frames back to back; each is opened alone (an
+        // empty datagram is one empty, truncated frame). Bounded: every frame but an empty
+        // first one is at least one byte (`sealed_frame_len` returns 0 only for no bytes).
+        let mut rest = data;
+        loop {
+            let (frame, tail) = rest.split_at_mut(sealed_frame_len(rest));
+            rest = tail;
+            self.metrics.frames_received += 1;
+            match self.node.handle_datagram(arrival, frame) {
+                Ok(Received::Update { from, entry }) => sessions.apply_stream(from, &entry, now_ms),
+                Ok(Received::SyncEntry { from, entry }) => {
+                    sessions.apply_sync(from, &entry, now_ms)
+                }
+                Ok(Received::Handled) => {}
+                // The rest of a datagram whose frame did not open is not trusted either.
+                Err(_) => break,
+            }
+            // Bounded by the reorder buffer's size.
+            while let Some((from, u)) = self.node.poll_delivery() {
+                sessions.apply_stream(from, &u.entry, now_ms);
+            }
+            if rest.is_empty() {
+                break;
+            }
         }
         self.after_input();
     }
@@ -266,22 +291,50 @@ impl Cluster {
         if self.left && self.leave_sent {
             return None;
         }
+        if self.carry.is_some() {
+            return Some(Instant::ZERO);
+        }
         self.node.poll_timeout()
     }
 
     /// Writes the next frame to send into `buf` (at least [`crate::net::SLOT_BYTES`] bytes)
     /// and returns its length; `None` when nothing is due.
+    /// Small frames (heartbeats, acks, small session updates) are packed into one datagram of
+    /// at most [`MAX_DATAGRAM`] bytes: under write load the kernel's per-datagram cost, not
+    /// sealing, is what limits replication.
     pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<usize> {
         if self.left && self.leave_sent {
             return None;
         }
-        let t = self.node.poll_transmit(now, buf)?;
-        if self.left {
-            // The first frame after leave() is the Leave itself; nothing follows it.
-            self.leave_sent = true;
+        let limit = MAX_DATAGRAM.min(buf.len());
+        let mut len = 0;
+        if let Some(n) = self.carry.take() {
+            buf.get_mut(..n)?.copy_from_slice(self.scratch.get(..n)?);
+            len = n;
         }
-        self.metrics.frames_sent += 1;
-        Some(t.len)
+        // Bounded: stops at the first frame that does not fit or when nothing is due.
+        while limit - len >= MIN_FRAME {
+            let Some(t) = self.node.poll_transmit(now, &mut self.scratch[..]) else {
+                break;
+            };
+            self.metrics.frames_sent += 1;
+            if self.left {
+                // The first frame after leave() is the Leave itself; nothing follows it.
+                self.leave_sent = true;
+            }
+            if len + t.len <= limit {
+                buf.get_mut(len..len + t.len)?
+                    .copy_from_slice(self.scratch.get(..t.len)?);
+                len += t.len;
+            } else {
+                self.carry = Some(t.len);
+                break;
+            }
+            if self.leave_sent {
+                break;
+            }
+        }
+        (len > 0).then_some(len)
     }
 
     pub fn poll_event(&mut self) -> Option<ClusterEvent> {
