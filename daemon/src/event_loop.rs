@@ -147,6 +147,11 @@ impl Daemon {
             )
             .map_err(runtime("register timerfd"))?;
         let incarnation = crate::incarnation::fresh();
+        // Own frames looped back by the kernel would cost a wake-up each; a filter that fails
+        // to attach only costs that (the core drops them too).
+        if let Err(e) = socket.drop_own_frames(cfg.node_id, incarnation) {
+            warn!(error = %e, "could not attach the own-frame socket filter");
+        }
         let now = clock.now();
         let cluster = Cluster::new(ClusterConfig::from_config(&cfg, incarnation), now);
         let store = Store::new(
@@ -249,7 +254,8 @@ impl Daemon {
                 match ev.token() {
                     TOKEN_CLUSTER => self.recv_datagrams(now),
                     TOKEN_SIGNALS => stop |= self.handle_signals(now),
-                    TOKEN_TIMER => self.timer.clear(),
+                    // Edge-triggered: nothing to read; the due work runs in `on_timeouts`.
+                    TOKEN_TIMER => {}
                     t if self.http.owns(t) => {
                         let src = View {
                             cluster: &self.cluster,
@@ -384,8 +390,15 @@ impl Daemon {
     /// Returns true when the daemon must stop.
     fn handle_signals(&mut self, now: Instant) -> bool {
         let mut stop = false;
-        let pending: Vec<i32> = self.signals.pending().collect();
-        for sig in pending {
+        // Copied out (no allocation) so the handlers may borrow `self`; four kinds of signal
+        // are registered and the pending set holds each at most once.
+        let mut pending = [0i32; 8];
+        let mut n = 0;
+        for (slot, sig) in pending.iter_mut().zip(self.signals.pending()) {
+            *slot = sig;
+            n += 1;
+        }
+        for &sig in pending.iter().take(n) {
             match sig {
                 SIGTERM | SIGINT => {
                     info!(signal = sig, "leaving the cluster");

@@ -23,7 +23,7 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::os::fd::{AsRawFd, RawFd};
 
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
-use tandem_core::Instant;
+use tandem_core::{Incarnation, Instant, NodeId};
 
 use crate::clock::Clock;
 use crate::config::{Config, TransportKind};
@@ -204,6 +204,75 @@ impl ClusterSocket {
     pub fn fanout(&self) -> usize {
         self.dests.len()
     }
+
+    /// Has the kernel drop this node's own frames (sender `node` with `incarnation` in the
+    /// plaintext header) before they reach the socket queue, so a frame looped back to its
+    /// sender costs no wake-up. Frames with our id but another incarnation still come through
+    /// (the core reports a duplicate node id from them), and so does anything too short to
+    /// hold those fields (the core counts it as truncated).
+    pub fn drop_own_frames(&self, node: NodeId, incarnation: Incarnation) -> io::Result<()> {
+        self.socket
+            .attach_filter(&own_frame_filter(node, incarnation, self.strip_ip_header))
+    }
+}
+
+/// Byte offsets in the plaintext frame header (docs/PROTOCOL.md): sender (u16) and
+/// incarnation (u32), both big-endian, as cBPF loads them.
+const HEADER_SENDER: u32 = 10;
+const HEADER_INCARNATION: u32 = 16;
+/// UDP sockets run their filter with the packet starting at the UDP header.
+const UDP_HEADER: u32 = 8;
+
+/// The classic BPF program of [`ClusterSocket::drop_own_frames`]. For a UDP socket the packet
+/// starts at the UDP header; for a raw socket at the IPv4 header (length from its IHL).
+fn own_frame_filter(node: NodeId, incarnation: Incarnation, raw: bool) -> Vec<libc::sock_filter> {
+    const fn op(code: u32, jt: u8, jf: u8, k: u32) -> libc::sock_filter {
+        libc::sock_filter {
+            code: code as u16,
+            jt,
+            jf,
+            k,
+        }
+    }
+    use libc::{
+        BPF_ABS, BPF_ALU, BPF_B, BPF_H, BPF_IND, BPF_JEQ, BPF_JGE, BPF_JMP, BPF_K, BPF_LD, BPF_LDX,
+        BPF_LEN, BPF_MSH, BPF_RET, BPF_SUB, BPF_W, BPF_X,
+    };
+    let need = HEADER_INCARNATION + 4;
+    let keep = op(BPF_RET | BPF_K, 0, 0, u32::MAX);
+    let drop = op(BPF_RET | BPF_K, 0, 0, 0);
+    let (node, inc) = (u32::from(node.0), incarnation.0);
+    if raw {
+        vec![
+            // X = IPv4 header length; A = bytes after it.
+            op(BPF_LDX | BPF_B | BPF_MSH, 0, 0, 0),
+            op(BPF_LD | BPF_W | BPF_LEN, 0, 0, 0),
+            op(BPF_ALU | BPF_SUB | BPF_X, 0, 0, 0),
+            op(BPF_JMP | BPF_JGE | BPF_K, 0, 4, need),
+            op(BPF_LD | BPF_H | BPF_IND, 0, 0, HEADER_SENDER),
+            op(BPF_JMP | BPF_JEQ | BPF_K, 0, 2, node),
+            op(BPF_LD | BPF_W | BPF_IND, 0, 0, HEADER_INCARNATION),
+            op(BPF_JMP | BPF_JEQ | BPF_K, 1, 0, inc),
+            keep,
+            drop,
+        ]
+    } else {
+        vec![
+            op(BPF_LD | BPF_W | BPF_LEN, 0, 0, 0),
+            op(BPF_JMP | BPF_JGE | BPF_K, 0, 4, UDP_HEADER + need),
+            op(BPF_LD | BPF_H | BPF_ABS, 0, 0, UDP_HEADER + HEADER_SENDER),
+            op(BPF_JMP | BPF_JEQ | BPF_K, 0, 2, node),
+            op(
+                BPF_LD | BPF_W | BPF_ABS,
+                0,
+                0,
+                UDP_HEADER + HEADER_INCARNATION,
+            ),
+            op(BPF_JMP | BPF_JEQ | BPF_K, 1, 0, inc),
+            keep,
+            drop,
+        ]
+    }
 }
 
 impl AsRawFd for ClusterSocket {
@@ -223,8 +292,12 @@ fn join_group(s: &Socket, cfg: &NetConfig) -> Result<(), NetError> {
         s.set_multicast_if_v4(&cfg.interface_addr),
     )?;
     io_step("IP_MULTICAST_TTL", s.set_multicast_ttl_v4(cfg.ttl))?;
-    // On, so nodes sharing a host hear each other; a node drops its own frames by sender id.
-    io_step("IP_MULTICAST_LOOP", s.set_multicast_loop_v4(true))?;
+    // On loopback, on: the nodes share the host and hear each other only through the loop.
+    // On a real interface, off: the loop would only hand a node its own frames (a wake-up and
+    // a delivery per heartbeat sent); nodes on other hosts hear us through the wire. So two
+    // nodes on one host must use the loopback interface (or separate namespaces).
+    let lo = cfg.interface_addr.is_loopback();
+    io_step("IP_MULTICAST_LOOP", s.set_multicast_loop_v4(lo))?;
     Ok(())
 }
 
@@ -419,7 +492,7 @@ pub fn recv_batch_fd(
 }
 
 /// The SCM_TIMESTAMPNS value of a received message, in ns since the epoch.
-fn timestamp_ns(h: &libc::msghdr) -> Option<i128> {
+fn timestamp_ns(h: &libc::msghdr) -> Option<i64> {
     // SAFETY: `h` was filled by recvmmsg; msg_control/msg_controllen describe our cmsg buffer
     // (u64-aligned), and the CMSG_* macros never step past msg_controllen.
     unsafe {
@@ -431,7 +504,10 @@ fn timestamp_ns(h: &libc::msghdr) -> Option<i128> {
                     >= libc::CMSG_LEN(size_of::<libc::timespec>() as u32) as usize
             {
                 let ts: libc::timespec = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast());
-                return Some(i128::from(ts.tv_sec) * 1_000_000_000 + i128::from(ts.tv_nsec));
+                let ns = i64::from(ts.tv_sec)
+                    .saturating_mul(1_000_000_000)
+                    .saturating_add(i64::from(ts.tv_nsec));
+                return Some(ns);
             }
             c = libc::CMSG_NXTHDR(h, c);
         }
@@ -480,11 +556,19 @@ pub fn send_batch_fd(fd: RawFd, batch: &SendBatch, dests: &[SockAddr]) -> io::Re
 }
 
 /// A monotonic timerfd for the event loop: armed with the loop's next deadline, it becomes
-/// readable when the deadline passes. Re-armed only when the deadline changes.
+/// readable when the deadline passes.
+///
+/// One system call per new deadline and none per expiry: the timer is one-shot and re-armed
+/// only when the deadline changes, and the expiry count is never read (mio registers
+/// edge-triggered, and each expiry of a newly armed timer is a new edge). A periodic timerfd
+/// would not save the call: the kernel restarts a periodic timerfd only when it is read.
 #[derive(Debug)]
 pub struct DeadlineTimer {
     fd: std::os::fd::OwnedFd,
+    /// The deadline the kernel holds; `None`: disarmed.
     armed: Option<Instant>,
+    /// System calls made by `arm` (for tests and profiling).
+    pub rearms: u64,
 }
 
 impl DeadlineTimer {
@@ -501,17 +585,21 @@ impl DeadlineTimer {
         }
         // SAFETY: `fd` is a fresh descriptor nobody else owns.
         let fd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
-        Ok(DeadlineTimer { fd, armed: None })
+        Ok(DeadlineTimer {
+            fd,
+            armed: None,
+            rearms: 0,
+        })
     }
 
-    /// Arms the timer to fire at `deadline` (given `now` on the same clock); `None` disarms.
+    /// Makes the timer fire at `deadline` (given `now` on the same clock); `None` disarms.
     /// A deadline at or before `now` is left to the poll timeout (zero) instead.
     pub fn arm(&mut self, deadline: Option<Instant>, now: Instant) -> io::Result<()> {
         if deadline == self.armed {
             return Ok(());
         }
         let wait = match deadline {
-            Some(d) if d > now => d.saturating_duration_since(now),
+            Some(d) if d > now => d - now,
             Some(_) => return Ok(()),
             None => std::time::Duration::ZERO, // it_value zero disarms.
         };
@@ -528,21 +616,20 @@ impl DeadlineTimer {
         // SAFETY: `spec` is a valid itimerspec; a null old-value pointer is allowed.
         let r =
             unsafe { libc::timerfd_settime(self.fd.as_raw_fd(), 0, &spec, std::ptr::null_mut()) };
+        self.rearms += 1;
         if r != 0 {
+            self.armed = None;
             return Err(io::Error::last_os_error());
         }
         self.armed = deadline;
         Ok(())
     }
 
-    /// Consumes an expiry (call when the fd was readable).
+    /// Consumes the expiry count (for a level-triggered user; the loop does not need it).
     pub fn clear(&mut self) {
         let mut count = [0u8; 8];
         // SAFETY: reads at most 8 bytes into an 8-byte buffer; non-blocking fd.
-        let n = unsafe { libc::read(self.fd.as_raw_fd(), count.as_mut_ptr().cast(), count.len()) };
-        if n == 8 {
-            self.armed = None;
-        }
+        let _ = unsafe { libc::read(self.fd.as_raw_fd(), count.as_mut_ptr().cast(), count.len()) };
     }
 }
 
@@ -594,6 +681,7 @@ fn local_addrs(pick: impl Fn(&[u8], Ipv4Addr) -> bool) -> Option<Ipv4Addr> {
 #[allow(clippy::unwrap_used)] // In tests a failed unwrap is a failed test.
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn udp_cfg(port: u16) -> NetConfig {
         NetConfig {
@@ -655,11 +743,81 @@ mod tests {
         let n = unsafe { libc::poll(fds.as_mut_ptr(), 1, 1000) };
         assert_eq!(n, 1);
         t.clear();
+        assert_eq!(t.rearms, 1);
         // Disarmed: nothing within 20 ms.
         t.arm(None, clock.now()).unwrap();
         // SAFETY: as above.
         let n = unsafe { libc::poll(fds.as_mut_ptr(), 1, 20) };
         assert_eq!(n, 0);
+    }
+
+    #[test]
+    fn deadline_timer_rearms_only_for_a_new_deadline_and_fires_without_reads() {
+        let clock = Clock::new();
+        let mut t = DeadlineTimer::new().unwrap();
+        let mut epoll = mio::Poll::new().unwrap();
+        epoll
+            .registry()
+            .register(
+                &mut mio::unix::SourceFd(&t.as_raw_fd()),
+                mio::Token(0),
+                mio::Interest::READABLE,
+            )
+            .unwrap();
+        let mut events = mio::Events::with_capacity(4);
+        // Three deadlines in a row, never reading the count: each one wakes the poll.
+        for _ in 0..3 {
+            let now = clock.now();
+            let d = now + Duration::from_millis(2);
+            t.arm(Some(d), now).unwrap();
+            t.arm(Some(d), now).unwrap(); // same deadline: no system call
+            epoll
+                .poll(&mut events, Some(Duration::from_secs(1)))
+                .unwrap();
+            assert!(events.iter().any(|e| e.token() == mio::Token(0)));
+            assert!(clock.now() >= d);
+        }
+        assert_eq!(t.rearms, 3);
+        // Due already: left to the poll timeout.
+        t.arm(Some(Instant::ZERO), clock.now()).unwrap();
+        assert_eq!(t.rearms, 3);
+    }
+
+    #[test]
+    fn own_frames_are_dropped_by_the_kernel_filter() {
+        let clock = Clock::new();
+        let cfg = udp_cfg(47_341);
+        let a = ClusterSocket::open(&cfg).unwrap();
+        a.drop_own_frames(NodeId(0x0102), Incarnation(0x0304_0506))
+            .unwrap();
+        let frame = |sender: u16, inc: u32| {
+            let mut f = [0u8; 40];
+            f[10..12].copy_from_slice(&sender.to_be_bytes());
+            f[16..20].copy_from_slice(&inc.to_be_bytes());
+            f
+        };
+        let mut sb = SendBatch::new();
+        for (i, f) in [
+            frame(0x0102, 0x0304_0506), // own: dropped
+            frame(0x0102, 0x0304_0507), // own id, other incarnation: kept
+            frame(0x0103, 0x0304_0506), // another node: kept
+        ]
+        .iter()
+        .enumerate()
+        {
+            let slot = sb.slot().unwrap();
+            slot[..40].copy_from_slice(f);
+            slot[0] = i as u8;
+            sb.commit(40);
+        }
+        // Too short to carry the fields: kept (the core counts it).
+        sb.slot().unwrap()[0] = 3;
+        sb.commit(12);
+        assert_eq!(a.send_batch(&mut sb).unwrap(), 4);
+        let mut rb = RecvBatch::new();
+        let got = recv_all(&a, &mut rb, &clock, 3);
+        let firsts: Vec<u8> = got.iter().map(|d| d[0]).collect();
+        assert_eq!(firsts, vec![1, 2, 3]);
     }
 
     #[test]
