@@ -247,6 +247,9 @@ impl Daemon {
                 }
             }
             let mut stop = false;
+            // Heartbeats do not wake the loop (split socket): take them every turn, before
+            // anything else, so the detector has them before its deadlines are checked.
+            self.recv_heartbeats(now);
             if self.recv_pending {
                 self.recv_datagrams(now);
             }
@@ -385,6 +388,44 @@ impl Daemon {
         }
         // Still more waiting: come back after the other sources had their turn.
         self.recv_pending = true;
+    }
+
+    /// Drains the heartbeat socket (split mode; else nothing, no system call).
+    fn recv_heartbeats(&mut self, now: Instant) {
+        if !self.socket.split() {
+            return;
+        }
+        let now_ms = unix_ms();
+        for _ in 0..MAX_RECV_BATCHES_PER_WAKE {
+            let n = match self
+                .socket
+                .recv_heartbeats(&mut self.recv, &self.clock, now)
+            {
+                Ok(0) => return,
+                Ok(n) => n,
+                Err(e) => {
+                    warn!(error = %e, "heartbeat socket receive failed");
+                    return;
+                }
+            };
+            self.metrics.recv_batches += 1;
+            self.metrics.recv_datagrams += n as u64;
+            self.metrics.recv_batch_max = self.metrics.recv_batch_max.max(n as u64);
+            for i in 0..n {
+                let Some(d) = self.recv.datagram(i) else {
+                    continue;
+                };
+                if d.truncated {
+                    self.metrics.recv_truncated += 1;
+                    continue;
+                }
+                self.cluster
+                    .handle_datagram(d.arrival, d.data, &mut self.sessions, now_ms);
+            }
+            if n < crate::net::BATCH {
+                return;
+            }
+        }
     }
 
     /// Returns true when the daemon must stop.
