@@ -641,6 +641,8 @@ fn timestamp_ns(h: &libc::msghdr) -> Option<i64> {
                     >= libc::CMSG_LEN(size_of::<libc::timespec>() as u32) as usize
             {
                 let ts: libc::timespec = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast());
+                // time_t and c_long are 32-bit on some targets.
+                #[allow(clippy::useless_conversion)]
                 let ns = i64::from(ts.tv_sec)
                     .saturating_mul(1_000_000_000)
                     .saturating_add(i64::from(ts.tv_nsec));
