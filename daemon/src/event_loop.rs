@@ -3,7 +3,8 @@
 //!
 //! No fixed tick: every wait lasts until the earliest deadline anyone has
 //! ([`Cluster::poll_timeout`], HTTP connection deadlines, the hook deadline, RESP timers) or
-//! until an event. One iteration: wait, handle events (datagrams in batches, HTTP, RESP,
+//! until an event. One iteration: wait, drain the heartbeat socket (heartbeats do not wake
+//! the loop, see [`ClusterSocket`]), handle events (other datagrams in batches, HTTP, RESP,
 //! signals), fire due timeouts, turn cluster events into hooks, send what the cluster queued
 //! (sendmmsg), check readiness.
 //!
