@@ -16,8 +16,9 @@ const MAX_TIMESTAMP_AGE_US: u64 = 1_000_000;
 #[derive(Debug, Clone, Copy)]
 pub struct Clock {
     start: std::time::Instant,
-    /// CLOCK_REALTIME at `start`, in nanoseconds since the epoch.
-    realtime_start_ns: i128,
+    /// CLOCK_REALTIME at `start`, in nanoseconds since the epoch (i64 lasts until 2262; 64-bit
+    /// arithmetic keeps the per-packet conversion free of 128-bit division).
+    realtime_start_ns: i64,
 }
 
 impl Clock {
@@ -25,7 +26,7 @@ impl Clock {
         let start = std::time::Instant::now();
         let realtime_start_ns = SystemTime::now()
             .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as i128);
+            .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX));
         Clock {
             start,
             realtime_start_ns,
@@ -38,20 +39,24 @@ impl Clock {
     }
 
     /// Converts a kernel CLOCK_REALTIME timestamp to this clock, clamped to `[now - 1 s, now]`.
-    pub fn from_realtime(&self, realtime_ns: i128, now: Instant) -> Instant {
-        let since_start_us = (realtime_ns - self.realtime_start_ns) / 1000;
+    pub fn from_realtime(&self, realtime_ns: i64, now: Instant) -> Instant {
+        let since_start_us = realtime_ns.saturating_sub(self.realtime_start_ns) / 1000;
         let now_us = now.as_micros();
         let floor = now_us.saturating_sub(MAX_TIMESTAMP_AGE_US);
-        if since_start_us < floor as i128 || since_start_us > now_us as i128 {
-            return now;
+        // Negative (before start) fails the conversion and falls back to `now`.
+        match u64::try_from(since_start_us) {
+            Ok(us) if us >= floor && us <= now_us => Instant::from_micros(us),
+            _ => now,
         }
-        // In range [floor, now_us], so it fits in u64.
-        Instant::from_micros(since_start_us as u64)
     }
 
     /// The realtime instant (ns since the epoch) that corresponds to `t`; for tests and benches.
-    pub fn to_realtime(&self, t: Instant) -> i128 {
-        self.realtime_start_ns + t.as_micros() as i128 * 1000
+    pub fn to_realtime(&self, t: Instant) -> i64 {
+        self.realtime_start_ns.saturating_add(
+            i64::try_from(t.as_micros())
+                .unwrap_or(i64::MAX)
+                .saturating_mul(1000),
+        )
     }
 }
 

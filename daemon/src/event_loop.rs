@@ -3,7 +3,8 @@
 //!
 //! No fixed tick: every wait lasts until the earliest deadline anyone has
 //! ([`Cluster::poll_timeout`], HTTP connection deadlines, the hook deadline, RESP timers) or
-//! until an event. One iteration: wait, handle events (datagrams in batches, HTTP, RESP,
+//! until an event. One iteration: wait, drain the heartbeat socket (heartbeats do not wake
+//! the loop, see [`ClusterSocket`]), handle events (other datagrams in batches, HTTP, RESP,
 //! signals), fire due timeouts, turn cluster events into hooks, send what the cluster queued
 //! (sendmmsg), check readiness.
 //!
@@ -147,6 +148,11 @@ impl Daemon {
             )
             .map_err(runtime("register timerfd"))?;
         let incarnation = crate::incarnation::fresh();
+        // Own frames looped back by the kernel would cost a wake-up each; a filter that fails
+        // to attach only costs that (the core drops them too).
+        if let Err(e) = socket.drop_own_frames(cfg.node_id, incarnation) {
+            warn!(error = %e, "could not attach the own-frame socket filter");
+        }
         let now = clock.now();
         let cluster = Cluster::new(ClusterConfig::from_config(&cfg, incarnation), now);
         let store = Store::new(
@@ -242,6 +248,9 @@ impl Daemon {
                 }
             }
             let mut stop = false;
+            // Heartbeats do not wake the loop (split socket): take them every turn, before
+            // anything else, so the detector has them before its deadlines are checked.
+            self.recv_heartbeats(now);
             if self.recv_pending {
                 self.recv_datagrams(now);
             }
@@ -249,7 +258,8 @@ impl Daemon {
                 match ev.token() {
                     TOKEN_CLUSTER => self.recv_datagrams(now),
                     TOKEN_SIGNALS => stop |= self.handle_signals(now),
-                    TOKEN_TIMER => self.timer.clear(),
+                    // Edge-triggered: nothing to read; the due work runs in `on_timeouts`.
+                    TOKEN_TIMER => {}
                     t if self.http.owns(t) => {
                         let src = View {
                             cluster: &self.cluster,
@@ -381,11 +391,56 @@ impl Daemon {
         self.recv_pending = true;
     }
 
+    /// Drains the heartbeat socket (split mode; else nothing, no system call).
+    fn recv_heartbeats(&mut self, now: Instant) {
+        if !self.socket.split() {
+            return;
+        }
+        let now_ms = unix_ms();
+        for _ in 0..MAX_RECV_BATCHES_PER_WAKE {
+            let n = match self
+                .socket
+                .recv_heartbeats(&mut self.recv, &self.clock, now)
+            {
+                Ok(0) => return,
+                Ok(n) => n,
+                Err(e) => {
+                    warn!(error = %e, "heartbeat socket receive failed");
+                    return;
+                }
+            };
+            self.metrics.recv_batches += 1;
+            self.metrics.recv_datagrams += n as u64;
+            self.metrics.recv_batch_max = self.metrics.recv_batch_max.max(n as u64);
+            for i in 0..n {
+                let Some(d) = self.recv.datagram(i) else {
+                    continue;
+                };
+                if d.truncated {
+                    self.metrics.recv_truncated += 1;
+                    continue;
+                }
+                self.cluster
+                    .handle_datagram(d.arrival, d.data, &mut self.sessions, now_ms);
+            }
+            if n < crate::net::BATCH {
+                return;
+            }
+        }
+    }
+
     /// Returns true when the daemon must stop.
     fn handle_signals(&mut self, now: Instant) -> bool {
         let mut stop = false;
-        let pending: Vec<i32> = self.signals.pending().collect();
-        for sig in pending {
+        // Copied out (no allocation) so the handlers may borrow `self`; four kinds of signal
+        // are registered and the pending set holds each at most once.
+        let mut pending = [0i32; 8];
+        let mut n = 0;
+        for (slot, sig) in pending.iter_mut().zip(self.signals.pending()) {
+            *slot = sig;
+            n += 1;
+        }
+        for &sig in pending.iter().take(n) {
             match sig {
                 SIGTERM | SIGINT => {
                     info!(signal = sig, "leaving the cluster");

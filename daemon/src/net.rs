@@ -23,7 +23,7 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::os::fd::{AsRawFd, RawFd};
 
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
-use tandem_core::Instant;
+use tandem_core::{Incarnation, Instant, NodeId};
 
 use crate::clock::Clock;
 use crate::config::{Config, TransportKind};
@@ -69,6 +69,9 @@ pub struct NetConfig {
     pub listen: Option<SocketAddrV4>,
     pub protocol: u8,
     pub ttl: u32,
+    /// Heartbeats on a second socket that the loop drains on every turn instead of waking for
+    /// (see [`ClusterSocket`]). Multicast transports only; meant for short intervals.
+    pub split_heartbeats: bool,
 }
 
 impl NetConfig {
@@ -81,14 +84,30 @@ impl NetConfig {
             listen: c.listen,
             protocol: c.protocol,
             ttl: c.ttl,
+            // With 1 s heartbeats (wan) a heartbeat could wait up to a second for the next
+            // turn, and wake-ups are rare anyway: split only the short-interval profiles.
+            split_heartbeats: c.profile != crate::config::Profile::Wan,
         }
     }
 }
 
 /// The non-blocking cluster socket and the addresses every frame goes to.
+///
+/// With `split_heartbeats`, a second socket on the same group and port takes the heartbeats:
+/// a kernel filter (classic BPF on the plaintext header's kind byte) gives it every
+/// Heartbeat and the main socket everything else. Only the main socket wakes the loop; the
+/// loop drains the heartbeat socket on every turn ([`ClusterSocket::recv_heartbeats`]),
+/// before it handles timeouts. The loop turns at least once per own heartbeat interval (it
+/// sends one), so a peer's heartbeat waits at most that long, and its arrival time is the
+/// kernel's receive timestamp, so the detector sees the true arrival: an idle node wakes
+/// once per interval instead of once per peer heartbeat. Replication, acks, sync and leave
+/// frames still wake the loop at once. Multicast delivers every datagram to every socket
+/// bound to the group port, which is what makes the split possible; unicast cannot split.
 #[derive(Debug)]
 pub struct ClusterSocket {
     socket: Socket,
+    /// Heartbeats only (split mode).
+    heartbeats: Option<Socket>,
     /// The group, or each unicast peer.
     dests: Vec<SockAddr>,
     /// Raw IPv4 sockets deliver the IP header; it is stripped on receive.
@@ -101,67 +120,25 @@ fn io_step<T>(step: &'static str, r: io::Result<T>) -> Result<T, NetError> {
 
 impl ClusterSocket {
     pub fn open(cfg: &NetConfig) -> Result<ClusterSocket, NetError> {
-        let (socket, dests, strip) = match cfg.transport {
-            TransportKind::Udp => {
-                let s = io_step(
-                    "udp socket",
-                    Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP)),
-                )?;
-                // Several nodes on one host share the group port.
-                io_step("SO_REUSEADDR", s.set_reuse_address(true))?;
-                io_step("SO_REUSEPORT", s.set_reuse_port(true))?;
-                // Bound to the group address: only datagrams to the group arrive here.
-                io_step("bind group port", s.bind(&SocketAddr::V4(cfg.group).into()))?;
-                join_group(&s, cfg)?;
-                (s, vec![SockAddr::from(cfg.group)], false)
+        let (socket, dests, strip) = open_socket(cfg)?;
+        let mut heartbeats = None;
+        if cfg.split_heartbeats && cfg.transport != TransportKind::Unicast {
+            let (h, _, _) = open_socket(cfg)?;
+            // Both filters or neither: a half-split would hand heartbeats over twice.
+            let ok = h
+                .attach_filter(&frame_filter(Kinds::Heartbeat, None, strip))
+                .and_then(|()| socket.attach_filter(&frame_filter(Kinds::Other, None, strip)));
+            match ok {
+                Ok(()) => heartbeats = Some(h),
+                Err(e) => {
+                    let _ = socket.detach_filter();
+                    tracing::warn!(error = %e, "no socket filter: heartbeats wake the loop");
+                }
             }
-            TransportKind::Raw => {
-                let s = match Socket::new(
-                    Domain::IPV4,
-                    Type::RAW,
-                    Some(Protocol::from(i32::from(cfg.protocol))),
-                ) {
-                    Ok(s) => s,
-                    Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
-                        return Err(NetError::NeedCapNetRaw)
-                    }
-                    Err(e) => return Err(NetError::Io("raw socket", e)),
-                };
-                let group = SocketAddrV4::new(*cfg.group.ip(), 0);
-                io_step("bind group address", s.bind(&SocketAddr::V4(group).into()))?;
-                join_group(&s, cfg)?;
-                (s, vec![SockAddr::from(group)], true)
-            }
-            TransportKind::Unicast => {
-                let s = io_step(
-                    "udp socket",
-                    Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP)),
-                )?;
-                let listen = cfg
-                    .listen
-                    .unwrap_or(SocketAddrV4::new(cfg.interface_addr, cfg.group.port()));
-                io_step("SO_REUSEADDR", s.set_reuse_address(true))?;
-                io_step(
-                    "bind listen address",
-                    s.bind(&SocketAddr::V4(listen).into()),
-                )?;
-                io_step("IP_TTL", s.set_ttl(cfg.ttl))?;
-                let dests = cfg
-                    .peers
-                    .iter()
-                    .take(MAX_PEERS)
-                    .map(|p| SockAddr::from(*p))
-                    .collect();
-                (s, dests, false)
-            }
-        };
-        io_step("O_NONBLOCK", socket.set_nonblocking(true))?;
-        // Larger buffers are a wish, not a requirement (capped by net.core.*mem_max).
-        let _ = socket.set_recv_buffer_size(SOCKET_BUFFER_BYTES);
-        let _ = socket.set_send_buffer_size(SOCKET_BUFFER_BYTES);
-        io_step("SO_TIMESTAMPNS", enable_timestamps(&socket))?;
+        }
         Ok(ClusterSocket {
             socket,
+            heartbeats,
             dests,
             strip_ip_header: strip,
         })
@@ -192,6 +169,24 @@ impl ClusterSocket {
         )
     }
 
+    /// Like [`ClusterSocket::recv_batch`] on the heartbeat socket (split mode; else `Ok(0)`).
+    pub fn recv_heartbeats(
+        &self,
+        batch: &mut RecvBatch,
+        clock: &Clock,
+        now: Instant,
+    ) -> io::Result<usize> {
+        match &self.heartbeats {
+            Some(h) => recv_batch_fd(h.as_raw_fd(), batch, clock, now, self.strip_ip_header),
+            None => Ok(0),
+        }
+    }
+
+    /// Whether heartbeats come through [`ClusterSocket::recv_heartbeats`].
+    pub fn split(&self) -> bool {
+        self.heartbeats.is_some()
+    }
+
     /// Sends every queued frame of `batch` to every destination, then clears it. Returns the
     /// number of datagrams the kernel took; the rest (socket buffer full) were dropped.
     pub fn send_batch(&self, batch: &mut SendBatch) -> io::Result<usize> {
@@ -204,12 +199,223 @@ impl ClusterSocket {
     pub fn fanout(&self) -> usize {
         self.dests.len()
     }
+
+    /// Has the kernel drop this node's own frames (sender `node` with `incarnation` in the
+    /// plaintext header) before they reach a socket queue, so a frame looped back to its
+    /// sender costs no wake-up. Frames with our id but another incarnation still come through
+    /// (the core reports a duplicate node id from them), and so does anything too short to
+    /// hold those fields (the core counts it as truncated). On error the sockets keep their
+    /// previous filters.
+    pub fn drop_own_frames(&self, node: NodeId, incarnation: Incarnation) -> io::Result<()> {
+        let own = Some((node, incarnation));
+        let strip = self.strip_ip_header;
+        match &self.heartbeats {
+            Some(h) => {
+                h.attach_filter(&frame_filter(Kinds::Heartbeat, own, strip))?;
+                self.socket
+                    .attach_filter(&frame_filter(Kinds::Other, own, strip))
+            }
+            None => self
+                .socket
+                .attach_filter(&frame_filter(Kinds::All, own, strip)),
+        }
+    }
+}
+
+/// Which frame kinds a socket's filter lets through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kinds {
+    All,
+    Heartbeat,
+    /// Everything but heartbeats, including datagrams too short to have a kind.
+    Other,
+}
+
+/// Byte offsets in the plaintext frame header (docs/PROTOCOL.md): kind (u8), sender (u16) and
+/// incarnation (u32), big-endian as cBPF loads them.
+const HEADER_KIND: u32 = 5;
+const HEADER_SENDER: u32 = 10;
+const HEADER_INCARNATION: u32 = 16;
+const KIND_HEARTBEAT: u32 = 0x01;
+/// UDP sockets run their filter with the packet starting at the UDP header.
+const UDP_HEADER: u32 = 8;
+
+/// The classic BPF program of a cluster socket: keep `kinds`, drop frames from `own`
+/// (node, incarnation). A UDP socket's filter sees the packet from the UDP header; a raw
+/// socket's from the IPv4 header (its length from IHL, kept in X).
+fn frame_filter(
+    kinds: Kinds,
+    own: Option<(NodeId, Incarnation)>,
+    raw: bool,
+) -> Vec<libc::sock_filter> {
+    use libc::{
+        BPF_ABS, BPF_ALU, BPF_B, BPF_H, BPF_IND, BPF_JEQ, BPF_JGE, BPF_JMP, BPF_K, BPF_LD, BPF_LDX,
+        BPF_LEN, BPF_MSH, BPF_RET, BPF_SUB, BPF_W, BPF_X,
+    };
+    /// Where a conditional jump goes; resolved once the program's length is known.
+    #[derive(Clone, Copy)]
+    enum To {
+        Next,
+        Keep,
+        Drop,
+    }
+    let mut prog: Vec<(u32, To, To, u32)> = Vec::with_capacity(16);
+    let (mode, base) = if raw {
+        // X = IPv4 header length; A = bytes after it.
+        prog.push((BPF_LDX | BPF_B | BPF_MSH, To::Next, To::Next, 0));
+        prog.push((BPF_LD | BPF_W | BPF_LEN, To::Next, To::Next, 0));
+        prog.push((BPF_ALU | BPF_SUB | BPF_X, To::Next, To::Next, 0));
+        (BPF_IND, 0)
+    } else {
+        prog.push((BPF_LD | BPF_W | BPF_LEN, To::Next, To::Next, 0));
+        (BPF_ABS, UDP_HEADER)
+    };
+    // Too short for the fields: only the main socket takes it (the core counts it).
+    let short = if kinds == Kinds::Heartbeat {
+        To::Drop
+    } else {
+        To::Keep
+    };
+    prog.push((
+        BPF_JMP | BPF_JGE | BPF_K,
+        To::Next,
+        short,
+        base + HEADER_INCARNATION + 4,
+    ));
+    if kinds != Kinds::All {
+        prog.push((
+            BPF_LD | BPF_B | mode,
+            To::Next,
+            To::Next,
+            base + HEADER_KIND,
+        ));
+        let (hb, other) = match kinds {
+            Kinds::Heartbeat => (To::Next, To::Drop),
+            _ => (To::Drop, To::Next),
+        };
+        prog.push((BPF_JMP | BPF_JEQ | BPF_K, hb, other, KIND_HEARTBEAT));
+    }
+    if let Some((node, inc)) = own {
+        prog.push((
+            BPF_LD | BPF_H | mode,
+            To::Next,
+            To::Next,
+            base + HEADER_SENDER,
+        ));
+        prog.push((
+            BPF_JMP | BPF_JEQ | BPF_K,
+            To::Next,
+            To::Keep,
+            u32::from(node.0),
+        ));
+        prog.push((
+            BPF_LD | BPF_W | mode,
+            To::Next,
+            To::Next,
+            base + HEADER_INCARNATION,
+        ));
+        prog.push((BPF_JMP | BPF_JEQ | BPF_K, To::Drop, To::Keep, inc.0));
+    }
+    let keep = prog.len();
+    let drop = keep + 1;
+    let mut out: Vec<libc::sock_filter> = prog
+        .iter()
+        .enumerate()
+        .map(|(i, &(code, jt, jf, k))| {
+            // Every jump is forward and the program is a few instructions: fits a u8.
+            let off = |to: To| match to {
+                To::Next => 0,
+                To::Keep => (keep - i - 1) as u8,
+                To::Drop => (drop - i - 1) as u8,
+            };
+            libc::sock_filter {
+                code: code as u16,
+                jt: off(jt),
+                jf: off(jf),
+                k,
+            }
+        })
+        .collect();
+    let ret = |k| libc::sock_filter {
+        code: (BPF_RET | BPF_K) as u16,
+        jt: 0,
+        jf: 0,
+        k,
+    };
+    out.push(ret(u32::MAX));
+    out.push(ret(0));
+    out
 }
 
 impl AsRawFd for ClusterSocket {
     fn as_raw_fd(&self) -> RawFd {
         self.socket.as_raw_fd()
     }
+}
+
+/// One non-blocking socket of `cfg`'s transport, bound (and joined to the group), with
+/// receive timestamps; and the destinations of every frame.
+fn open_socket(cfg: &NetConfig) -> Result<(Socket, Vec<SockAddr>, bool), NetError> {
+    let (socket, dests, strip) = match cfg.transport {
+        TransportKind::Udp => {
+            let s = io_step(
+                "udp socket",
+                Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP)),
+            )?;
+            // Several nodes on one host (and the heartbeat socket) share the group port.
+            io_step("SO_REUSEADDR", s.set_reuse_address(true))?;
+            io_step("SO_REUSEPORT", s.set_reuse_port(true))?;
+            // Bound to the group address: only datagrams to the group arrive here.
+            io_step("bind group port", s.bind(&SocketAddr::V4(cfg.group).into()))?;
+            join_group(&s, cfg)?;
+            (s, vec![SockAddr::from(cfg.group)], false)
+        }
+        TransportKind::Raw => {
+            let s = match Socket::new(
+                Domain::IPV4,
+                Type::RAW,
+                Some(Protocol::from(i32::from(cfg.protocol))),
+            ) {
+                Ok(s) => s,
+                Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
+                    return Err(NetError::NeedCapNetRaw)
+                }
+                Err(e) => return Err(NetError::Io("raw socket", e)),
+            };
+            let group = SocketAddrV4::new(*cfg.group.ip(), 0);
+            io_step("bind group address", s.bind(&SocketAddr::V4(group).into()))?;
+            join_group(&s, cfg)?;
+            (s, vec![SockAddr::from(group)], true)
+        }
+        TransportKind::Unicast => {
+            let s = io_step(
+                "udp socket",
+                Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP)),
+            )?;
+            let listen = cfg
+                .listen
+                .unwrap_or(SocketAddrV4::new(cfg.interface_addr, cfg.group.port()));
+            io_step("SO_REUSEADDR", s.set_reuse_address(true))?;
+            io_step(
+                "bind listen address",
+                s.bind(&SocketAddr::V4(listen).into()),
+            )?;
+            io_step("IP_TTL", s.set_ttl(cfg.ttl))?;
+            let dests = cfg
+                .peers
+                .iter()
+                .take(MAX_PEERS)
+                .map(|p| SockAddr::from(*p))
+                .collect();
+            (s, dests, false)
+        }
+    };
+    io_step("O_NONBLOCK", socket.set_nonblocking(true))?;
+    // Larger buffers are a wish, not a requirement (capped by net.core.*mem_max).
+    let _ = socket.set_recv_buffer_size(SOCKET_BUFFER_BYTES);
+    let _ = socket.set_send_buffer_size(SOCKET_BUFFER_BYTES);
+    io_step("SO_TIMESTAMPNS", enable_timestamps(&socket))?;
+    Ok((socket, dests, strip))
 }
 
 fn join_group(s: &Socket, cfg: &NetConfig) -> Result<(), NetError> {
@@ -223,8 +429,12 @@ fn join_group(s: &Socket, cfg: &NetConfig) -> Result<(), NetError> {
         s.set_multicast_if_v4(&cfg.interface_addr),
     )?;
     io_step("IP_MULTICAST_TTL", s.set_multicast_ttl_v4(cfg.ttl))?;
-    // On, so nodes sharing a host hear each other; a node drops its own frames by sender id.
-    io_step("IP_MULTICAST_LOOP", s.set_multicast_loop_v4(true))?;
+    // On loopback, on: the nodes share the host and hear each other only through the loop.
+    // On a real interface, off: the loop would only hand a node its own frames (a wake-up and
+    // a delivery per heartbeat sent); nodes on other hosts hear us through the wire. So two
+    // nodes on one host must use the loopback interface (or separate namespaces).
+    let lo = cfg.interface_addr.is_loopback();
+    io_step("IP_MULTICAST_LOOP", s.set_multicast_loop_v4(lo))?;
     Ok(())
 }
 
@@ -419,7 +629,7 @@ pub fn recv_batch_fd(
 }
 
 /// The SCM_TIMESTAMPNS value of a received message, in ns since the epoch.
-fn timestamp_ns(h: &libc::msghdr) -> Option<i128> {
+fn timestamp_ns(h: &libc::msghdr) -> Option<i64> {
     // SAFETY: `h` was filled by recvmmsg; msg_control/msg_controllen describe our cmsg buffer
     // (u64-aligned), and the CMSG_* macros never step past msg_controllen.
     unsafe {
@@ -431,7 +641,12 @@ fn timestamp_ns(h: &libc::msghdr) -> Option<i128> {
                     >= libc::CMSG_LEN(size_of::<libc::timespec>() as u32) as usize
             {
                 let ts: libc::timespec = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast());
-                return Some(i128::from(ts.tv_sec) * 1_000_000_000 + i128::from(ts.tv_nsec));
+                // time_t and c_long are 32-bit on some targets.
+                #[allow(clippy::useless_conversion)]
+                let ns = i64::from(ts.tv_sec)
+                    .saturating_mul(1_000_000_000)
+                    .saturating_add(i64::from(ts.tv_nsec));
+                return Some(ns);
             }
             c = libc::CMSG_NXTHDR(h, c);
         }
@@ -480,11 +695,19 @@ pub fn send_batch_fd(fd: RawFd, batch: &SendBatch, dests: &[SockAddr]) -> io::Re
 }
 
 /// A monotonic timerfd for the event loop: armed with the loop's next deadline, it becomes
-/// readable when the deadline passes. Re-armed only when the deadline changes.
+/// readable when the deadline passes.
+///
+/// One system call per new deadline and none per expiry: the timer is one-shot and re-armed
+/// only when the deadline changes, and the expiry count is never read (mio registers
+/// edge-triggered, and each expiry of a newly armed timer is a new edge). A periodic timerfd
+/// would not save the call: the kernel restarts a periodic timerfd only when it is read.
 #[derive(Debug)]
 pub struct DeadlineTimer {
     fd: std::os::fd::OwnedFd,
+    /// The deadline the kernel holds; `None`: disarmed.
     armed: Option<Instant>,
+    /// System calls made by `arm` (for tests and profiling).
+    pub rearms: u64,
 }
 
 impl DeadlineTimer {
@@ -501,17 +724,21 @@ impl DeadlineTimer {
         }
         // SAFETY: `fd` is a fresh descriptor nobody else owns.
         let fd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
-        Ok(DeadlineTimer { fd, armed: None })
+        Ok(DeadlineTimer {
+            fd,
+            armed: None,
+            rearms: 0,
+        })
     }
 
-    /// Arms the timer to fire at `deadline` (given `now` on the same clock); `None` disarms.
+    /// Makes the timer fire at `deadline` (given `now` on the same clock); `None` disarms.
     /// A deadline at or before `now` is left to the poll timeout (zero) instead.
     pub fn arm(&mut self, deadline: Option<Instant>, now: Instant) -> io::Result<()> {
         if deadline == self.armed {
             return Ok(());
         }
         let wait = match deadline {
-            Some(d) if d > now => d.saturating_duration_since(now),
+            Some(d) if d > now => d - now,
             Some(_) => return Ok(()),
             None => std::time::Duration::ZERO, // it_value zero disarms.
         };
@@ -528,21 +755,20 @@ impl DeadlineTimer {
         // SAFETY: `spec` is a valid itimerspec; a null old-value pointer is allowed.
         let r =
             unsafe { libc::timerfd_settime(self.fd.as_raw_fd(), 0, &spec, std::ptr::null_mut()) };
+        self.rearms += 1;
         if r != 0 {
+            self.armed = None;
             return Err(io::Error::last_os_error());
         }
         self.armed = deadline;
         Ok(())
     }
 
-    /// Consumes an expiry (call when the fd was readable).
+    /// Consumes the expiry count (for a level-triggered user; the loop does not need it).
     pub fn clear(&mut self) {
         let mut count = [0u8; 8];
         // SAFETY: reads at most 8 bytes into an 8-byte buffer; non-blocking fd.
-        let n = unsafe { libc::read(self.fd.as_raw_fd(), count.as_mut_ptr().cast(), count.len()) };
-        if n == 8 {
-            self.armed = None;
-        }
+        let _ = unsafe { libc::read(self.fd.as_raw_fd(), count.as_mut_ptr().cast(), count.len()) };
     }
 }
 
@@ -594,6 +820,7 @@ fn local_addrs(pick: impl Fn(&[u8], Ipv4Addr) -> bool) -> Option<Ipv4Addr> {
 #[allow(clippy::unwrap_used)] // In tests a failed unwrap is a failed test.
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn udp_cfg(port: u16) -> NetConfig {
         NetConfig {
@@ -604,6 +831,7 @@ mod tests {
             listen: None,
             protocol: 0xFD,
             ttl: 1,
+            split_heartbeats: false,
         }
     }
 
@@ -655,11 +883,126 @@ mod tests {
         let n = unsafe { libc::poll(fds.as_mut_ptr(), 1, 1000) };
         assert_eq!(n, 1);
         t.clear();
+        assert_eq!(t.rearms, 1);
         // Disarmed: nothing within 20 ms.
         t.arm(None, clock.now()).unwrap();
         // SAFETY: as above.
         let n = unsafe { libc::poll(fds.as_mut_ptr(), 1, 20) };
         assert_eq!(n, 0);
+    }
+
+    #[test]
+    fn deadline_timer_rearms_only_for_a_new_deadline_and_fires_without_reads() {
+        let clock = Clock::new();
+        let mut t = DeadlineTimer::new().unwrap();
+        let mut epoll = mio::Poll::new().unwrap();
+        epoll
+            .registry()
+            .register(
+                &mut mio::unix::SourceFd(&t.as_raw_fd()),
+                mio::Token(0),
+                mio::Interest::READABLE,
+            )
+            .unwrap();
+        let mut events = mio::Events::with_capacity(4);
+        // Three deadlines in a row, never reading the count: each one wakes the poll.
+        for _ in 0..3 {
+            let now = clock.now();
+            let d = now + Duration::from_millis(2);
+            t.arm(Some(d), now).unwrap();
+            t.arm(Some(d), now).unwrap(); // same deadline: no system call
+            epoll
+                .poll(&mut events, Some(Duration::from_secs(1)))
+                .unwrap();
+            assert!(events.iter().any(|e| e.token() == mio::Token(0)));
+            assert!(clock.now() >= d);
+        }
+        assert_eq!(t.rearms, 3);
+        // Due already: left to the poll timeout.
+        t.arm(Some(Instant::ZERO), clock.now()).unwrap();
+        assert_eq!(t.rearms, 3);
+    }
+
+    #[test]
+    fn own_frames_are_dropped_by_the_kernel_filter() {
+        let clock = Clock::new();
+        let cfg = udp_cfg(47_341);
+        let a = ClusterSocket::open(&cfg).unwrap();
+        a.drop_own_frames(NodeId(0x0102), Incarnation(0x0304_0506))
+            .unwrap();
+        let frame = |sender: u16, inc: u32| {
+            let mut f = [0u8; 40];
+            f[10..12].copy_from_slice(&sender.to_be_bytes());
+            f[16..20].copy_from_slice(&inc.to_be_bytes());
+            f
+        };
+        let mut sb = SendBatch::new();
+        for (i, f) in [
+            frame(0x0102, 0x0304_0506), // own: dropped
+            frame(0x0102, 0x0304_0507), // own id, other incarnation: kept
+            frame(0x0103, 0x0304_0506), // another node: kept
+        ]
+        .iter()
+        .enumerate()
+        {
+            let slot = sb.slot().unwrap();
+            slot[..40].copy_from_slice(f);
+            slot[0] = i as u8;
+            sb.commit(40);
+        }
+        // Too short to carry the fields: kept (the core counts it).
+        sb.slot().unwrap()[0] = 3;
+        sb.commit(12);
+        assert_eq!(a.send_batch(&mut sb).unwrap(), 4);
+        let mut rb = RecvBatch::new();
+        let got = recv_all(&a, &mut rb, &clock, 3);
+        let firsts: Vec<u8> = got.iter().map(|d| d[0]).collect();
+        assert_eq!(firsts, vec![1, 2, 3]);
+    }
+
+    #[test]
+    fn split_mode_routes_heartbeats_to_their_own_socket() {
+        let clock = Clock::new();
+        let cfg = NetConfig {
+            split_heartbeats: true,
+            ..udp_cfg(47_351)
+        };
+        let a = ClusterSocket::open(&cfg).unwrap();
+        assert!(a.split());
+        a.drop_own_frames(NodeId(1), Incarnation(9)).unwrap();
+        let mut sb = SendBatch::new();
+        // (kind, sender, tag): heartbeat and session update from node 2, own heartbeat.
+        for (kind, sender, tag) in [(0x01u8, 2u16, 10u8), (0x02, 2, 11), (0x01, 1, 12)] {
+            let slot = sb.slot().unwrap();
+            slot[..40].fill(0);
+            slot[5] = kind;
+            slot[10..12].copy_from_slice(&sender.to_be_bytes());
+            slot[16..20].copy_from_slice(&9u32.to_be_bytes());
+            slot[0] = tag;
+            sb.commit(40);
+        }
+        sb.slot().unwrap()[0] = 13; // too short for a kind: the main socket's
+        sb.commit(3);
+        assert_eq!(a.send_batch(&mut sb).unwrap(), 4);
+        let mut rb = RecvBatch::new();
+        let main: Vec<u8> = recv_all(&a, &mut rb, &clock, 2)
+            .iter()
+            .map(|d| d[0])
+            .collect();
+        assert_eq!(main, vec![11, 13]);
+        let n = a.recv_heartbeats(&mut rb, &clock, clock.now()).unwrap();
+        assert_eq!(n, 1);
+        assert_eq!(rb.datagram(0).unwrap().data[0], 10);
+        assert_eq!(a.recv_heartbeats(&mut rb, &clock, clock.now()).unwrap(), 0);
+        // Unicast never splits.
+        let u = ClusterSocket::open(&NetConfig {
+            transport: TransportKind::Unicast,
+            listen: Some(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 47_352)),
+            split_heartbeats: true,
+            ..udp_cfg(47_352)
+        })
+        .unwrap();
+        assert!(!u.split());
     }
 
     #[test]
