@@ -18,7 +18,7 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use tandem_core::crypto::{Aes128Gcm, AnyAead, Insecure, Keyring};
-use tandem_core::frame::{sealed_frame_len, HEADER_LEN, MAX_DATAGRAM, TAG_LEN};
+use tandem_core::frame::{sealed_frame_len, HeaderRepr, Kind, HEADER_LEN, MAX_DATAGRAM, TAG_LEN};
 use tandem_core::node::{self as core_node, Node, Received, KEYS};
 use tandem_core::replication::{self, Slot};
 use tandem_core::{detector, membership};
@@ -311,6 +311,11 @@ impl Cluster {
         if let Some(n) = self.carry.take() {
             buf.get_mut(..n)?.copy_from_slice(self.scratch.get(..n)?);
             len = n;
+            let heartbeat = HeaderRepr::check(self.scratch.get(..n)?)
+                .is_ok_and(|(h, _, _)| h.kind == Kind::Heartbeat as u8);
+            if heartbeat {
+                return Some(len);
+            }
         }
         // Bounded: stops at the first frame that does not fit or when nothing is due.
         while limit - len >= MIN_FRAME {
@@ -322,15 +327,19 @@ impl Cluster {
                 // The first frame after leave() is the Leave itself; nothing follows it.
                 self.leave_sent = true;
             }
-            if len + t.len <= limit {
-                buf.get_mut(len..len + t.len)?
-                    .copy_from_slice(self.scratch.get(..t.len)?);
-                len += t.len;
-            } else {
+            // A heartbeat travels alone: the kernel filter routes a datagram to the heartbeat
+            // socket by its first frame's kind, and that socket is read once per interval,
+            // which must never delay a replication frame packed behind it.
+            let heartbeat = HeaderRepr::check(self.scratch.get(..t.len)?)
+                .is_ok_and(|(h, _, _)| h.kind == Kind::Heartbeat as u8);
+            if heartbeat && len > 0 || len + t.len > limit {
                 self.carry = Some(t.len);
                 break;
             }
-            if self.leave_sent {
+            buf.get_mut(len..len + t.len)?
+                .copy_from_slice(self.scratch.get(..t.len)?);
+            len += t.len;
+            if self.leave_sent || heartbeat {
                 break;
             }
         }

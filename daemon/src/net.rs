@@ -429,12 +429,10 @@ fn join_group(s: &Socket, cfg: &NetConfig) -> Result<(), NetError> {
         s.set_multicast_if_v4(&cfg.interface_addr),
     )?;
     io_step("IP_MULTICAST_TTL", s.set_multicast_ttl_v4(cfg.ttl))?;
-    // On loopback, on: the nodes share the host and hear each other only through the loop.
-    // On a real interface, off: the loop would only hand a node its own frames (a wake-up and
-    // a delivery per heartbeat sent); nodes on other hosts hear us through the wire. So two
-    // nodes on one host must use the loopback interface (or separate namespaces).
-    let lo = cfg.interface_addr.is_loopback();
-    io_step("IP_MULTICAST_LOOP", s.set_multicast_loop_v4(lo))?;
+    // Always on, so several nodes can share one host on any interface. A node's own frames
+    // come back too, but the socket filter (own node id and incarnation) drops them in the
+    // kernel before they are queued: they never wake the loop.
+    io_step("IP_MULTICAST_LOOP", s.set_multicast_loop_v4(true))?;
     Ok(())
 }
 

@@ -138,6 +138,11 @@ impl<const P: usize> Rx<P> {
         buffer: &'b [Slot],
     ) -> Option<(NodeId, SessionUpdateRepr<'b>)> {
         for s in self.streams.iter_mut() {
+            // A stream without a gap has nothing buffered (buffering a chunk raises `highest`
+            // above `delivered`): skip the scan of the whole buffer, the common case.
+            if !s.has_gap() {
+                continue;
+            }
             if let Some(slot) = buffer
                 .iter()
                 .find(|b| s.holds(b) && b.rseq == s.delivered + 1)
