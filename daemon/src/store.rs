@@ -38,9 +38,9 @@
 //! Panics: never on any input, including malformed replicated values.
 
 use std::cmp::Reverse;
-use std::collections::hash_map::DefaultHasher;
-use std::collections::{BTreeMap, BinaryHeap, VecDeque};
-use std::hash::Hasher;
+use std::collections::hash_map::{Entry as MapEntry, RandomState};
+use std::collections::{BTreeSet, BinaryHeap, HashMap, VecDeque};
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
 
 use tandem_core::frame::{EntryRepr, Op};
 use tandem_core::NodeId;
@@ -255,14 +255,40 @@ impl Slot {
 /// Keys with one 64-bit hash (almost always one key).
 type Bucket = Vec<(Box<[u8]>, Slot)>;
 
-/// The session store. Keys are kept ordered by a fixed hash of the key, so a SCAN or state
+/// The buckets are keyed by [`key_hash`] already: hashing that again would be wasted work.
+#[derive(Default)]
+struct PassThrough(u64);
+
+impl Hasher for PassThrough {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `write_u64` is used (u64 keys); fold anything else so it still works.
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+
+    fn write_u64(&mut self, v: u64) {
+        self.0 = v;
+    }
+}
+
+/// The session store. Lookups go through a hash map of key-hash buckets (O(1), the hot path
+/// of every read and write); the key hashes are also kept ordered, so a SCAN or state
 /// transfer cursor is just a hash value and stays valid while the store changes.
 #[derive(Debug)]
 pub struct Store {
     node: NodeId,
     limits: Limits,
     clock: u64,
-    map: BTreeMap<u64, Bucket>,
+    map: HashMap<u64, Bucket, BuildHasherDefault<PassThrough>>,
+    /// Every key hash in `map`, in order (changes only when a bucket appears or goes).
+    order: BTreeSet<u64>,
+    /// Key of [`key_hash`], random per store.
+    seed: RandomState,
     live: usize,
     tombstones: usize,
     bytes: usize,
@@ -272,9 +298,11 @@ pub struct Store {
     tomb_queue: VecDeque<(u64, u64, u64, NodeId)>,
 }
 
-/// The fixed key hash that orders the store. Cursor 0 means "start", so hashes are >= 1.
-pub fn key_hash(key: &[u8]) -> u64 {
-    let mut h = DefaultHasher::new();
+/// The key hash that orders the store: SipHash under a key drawn at random per store, so a
+/// client cannot choose keys that collide (the buckets use this hash as is). Cursor 0 means
+/// "start", so hashes are >= 1. Cursors are meaningful within one process only.
+fn key_hash(seed: &RandomState, key: &[u8]) -> u64 {
+    let mut h = seed.build_hasher();
     h.write(key);
     h.finish().max(1)
 }
@@ -289,7 +317,9 @@ impl Store {
             node,
             limits,
             clock: 0,
-            map: BTreeMap::new(),
+            map: HashMap::default(),
+            order: BTreeSet::new(),
+            seed: RandomState::new(),
             live: 0,
             tombstones: 0,
             bytes: 0,
@@ -331,7 +361,7 @@ impl Store {
 
     fn slot(&self, key: &[u8]) -> Option<&Slot> {
         self.map
-            .get(&key_hash(key))?
+            .get(&key_hash(&self.seed, key))?
             .iter()
             .find(|(k, _)| &**k == key)
             .map(|(_, s)| s)
@@ -511,14 +541,20 @@ impl Store {
 
     /// Puts a live entry in `key`'s slot, replacing whatever is there.
     fn install(&mut self, key: &[u8], entry: Entry) {
-        let hash = key_hash(key);
+        let hash = key_hash(&self.seed, key);
         if entry.expires_at_ms != 0 {
             self.expiry.push(Reverse((entry.expires_at_ms, hash)));
             self.compact_expiry();
         }
         self.bytes += entry_charge(key, &entry.value);
         self.live += 1;
-        let bucket = self.map.entry(hash).or_default();
+        let bucket = match self.map.entry(hash) {
+            MapEntry::Occupied(o) => o.into_mut(),
+            MapEntry::Vacant(v) => {
+                self.order.insert(hash);
+                v.insert(Vec::new())
+            }
+        };
         match bucket.iter_mut().find(|(k, _)| &**k == key) {
             Some((_, slot)) => {
                 let old = std::mem::replace(slot, Slot::Live(entry));
@@ -536,8 +572,14 @@ impl Store {
 
     /// Turns `key`'s slot into a tombstone stamped `stamp` (or the live entry's own stamp).
     fn kill(&mut self, key: &[u8], stamp: Option<(u64, NodeId)>, now_ms: u64) {
-        let hash = key_hash(key);
-        let bucket = self.map.entry(hash).or_default();
+        let hash = key_hash(&self.seed, key);
+        let bucket = match self.map.entry(hash) {
+            MapEntry::Occupied(o) => o.into_mut(),
+            MapEntry::Vacant(v) => {
+                self.order.insert(hash);
+                v.insert(Vec::new())
+            }
+        };
         let slot = match bucket.iter_mut().find(|(k, _)| &**k == key) {
             Some((_, slot)) => slot,
             None => {
@@ -643,7 +685,7 @@ impl Store {
         out: &mut Vec<Replicate>,
     ) -> u64 {
         let mut taken = 0;
-        for (&hash, bucket) in self.map.range(cursor..) {
+        for (&hash, bucket) in self.ordered(cursor) {
             if taken >= max_entries.max(1) {
                 return hash;
             }
@@ -666,7 +708,7 @@ impl Store {
         out: &mut Vec<Vec<u8>>,
     ) -> u64 {
         let mut visited = 0;
-        for (&hash, bucket) in self.map.range(cursor..) {
+        for (&hash, bucket) in self.ordered(cursor) {
             if visited >= count.max(1) {
                 return hash;
             }
@@ -741,6 +783,7 @@ impl Store {
             self.tombstones -= before - bucket.len();
             if bucket.is_empty() {
                 self.map.remove(&hash);
+                self.order.remove(&hash);
             }
         }
         // Stale queue items (tombstones since overwritten) are dropped when they reach the
@@ -754,6 +797,13 @@ impl Store {
                 })
             });
         }
+    }
+
+    /// Buckets in key-hash order from `cursor` (for cursors: SCAN, state transfer).
+    fn ordered(&self, cursor: u64) -> impl Iterator<Item = (&u64, &Bucket)> + '_ {
+        self.order
+            .range(cursor..)
+            .filter_map(|h| self.map.get(h).map(|b| (h, b)))
     }
 
     /// Rebuilds the expiry heap when stale items outnumber live ones (amortized O(1)).
