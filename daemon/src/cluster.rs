@@ -129,8 +129,6 @@ pub struct Cluster {
     events: VecDeque<ClusterEvent>,
     core_events: VecDeque<core_node::Event>,
     metrics: ClusterMetrics,
-    /// Core counters already folded into `metrics` (the core counts cumulatively).
-    seen: core_node::Stats,
     /// Where the core seals a frame before it is packed into the caller's datagram.
     scratch: Box<[u8; MAX_DATAGRAM]>,
     /// A sealed frame in `scratch` (its length) that did not fit the last datagram.
@@ -204,7 +202,6 @@ impl Cluster {
             events: VecDeque::with_capacity(MAX_EVENTS),
             core_events: VecDeque::with_capacity(MAX_EVENTS),
             metrics: ClusterMetrics::default(),
-            seen: core_node::Stats::default(),
             scratch: Box::new([0; MAX_DATAGRAM]),
             carry: None,
         }
@@ -400,8 +397,8 @@ impl Cluster {
         }
     }
 
-    pub fn metrics(&self) -> &ClusterMetrics {
-        &self.metrics
+    pub fn metrics(&self) -> ClusterMetrics {
+        self.folded_metrics()
     }
 
     /// New keys from the key file (SIGHUP): `keys.keys[0]` becomes the sending key, the rest
@@ -470,7 +467,6 @@ impl Cluster {
                 self.events.push_back(ev);
             }
         }
-        self.fold_stats();
     }
 
     fn map_event(&mut self, ev: membership::Event) -> Option<ClusterEvent> {
@@ -531,47 +527,30 @@ impl Cluster {
         })
     }
 
-    fn fold_stats(&mut self) {
+    /// The daemon's counters with the core's (cumulative) ones folded in. Computed when read,
+    /// not per datagram: the receive path stays free of bookkeeping.
+    fn folded_metrics(&self) -> ClusterMetrics {
         let now = *self.node.stats();
-        let was = self.seen;
-        let d = |a: u64, b: u64| a.saturating_sub(b);
-        let m = &mut self.metrics;
-        m.frames_accepted += d(now.received, was.received);
+        let mut m = self.metrics.clone();
+        m.frames_accepted = now.received;
         for (reason, n) in [
-            (DropReason::Own, d(now.own, was.own)),
-            (DropReason::Truncated, d(now.truncated, was.truncated)),
+            (DropReason::Own, now.own),
+            (DropReason::Truncated, now.truncated),
             (
                 DropReason::Malformed,
-                d(now.malformed, was.malformed)
-                    + d(now.unsupported_version, was.unsupported_version),
+                now.malformed + now.unsupported_version,
             ),
-            (
-                DropReason::UnknownKind,
-                d(now.unknown_kind, was.unknown_kind),
-            ),
-            (
-                DropReason::OtherCluster,
-                d(now.other_cluster, was.other_cluster),
-            ),
-            (
-                DropReason::Auth,
-                d(now.auth, was.auth) + d(now.unknown_key, was.unknown_key),
-            ),
-            (DropReason::Replay, d(now.replay, was.replay)),
-            (
-                DropReason::Stale,
-                d(now.stale_incarnation, was.stale_incarnation),
-            ),
-            (
-                DropReason::Other,
-                d(now.too_many_senders, was.too_many_senders),
-            ),
+            (DropReason::UnknownKind, now.unknown_kind),
+            (DropReason::OtherCluster, now.other_cluster),
+            (DropReason::Auth, now.auth + now.unknown_key),
+            (DropReason::Replay, now.replay),
+            (DropReason::Stale, now.stale_incarnation),
+            (DropReason::Other, now.too_many_senders),
         ] {
             m.add_drops(reason, n);
         }
-        let ms = self.node.membership().stats();
-        m.state_changes = ms.state_changes;
-        self.seen = now;
+        m.state_changes = self.node.membership().stats().state_changes;
+        m
     }
 }
 

@@ -562,7 +562,7 @@ impl Source for View<'_> {
     }
 
     fn metrics(&self) -> String {
-        let mut out = metrics::render(self.cluster.metrics(), self.metrics, &self.status());
+        let mut out = metrics::render(&self.cluster.metrics(), self.metrics, &self.status());
         metrics::render_sessions(&mut out, self.sessions, self.cluster.node(), self.resp);
         out
     }
