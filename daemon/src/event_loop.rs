@@ -248,9 +248,13 @@ impl Daemon {
                 }
             }
             let mut stop = false;
-            // Heartbeats do not wake the loop (split socket): take them every turn, before
-            // anything else, so the detector has them before its deadlines are checked.
-            self.recv_heartbeats(now);
+            // Heartbeats do not wake the loop (split socket): take them before the cluster's
+            // deadlines are checked, so the detector has every heartbeat that arrived by then.
+            // Only then: a turn woken by a client or a replication frame skips the system call,
+            // and the loop wakes at least once per own heartbeat interval (a cluster deadline).
+            if self.cluster.poll_timeout().is_some_and(|t| t <= now) {
+                self.recv_heartbeats(now);
+            }
             if self.recv_pending {
                 self.recv_datagrams(now);
             }

@@ -731,9 +731,17 @@ impl DeadlineTimer {
 
     /// Makes the timer fire at `deadline` (given `now` on the same clock); `None` disarms.
     /// A deadline at or before `now` is left to the poll timeout (zero) instead.
+    /// An armed deadline still ahead and no later than the new one is kept: waking early is
+    /// harmless (the loop recomputes and re-arms), and under load the deadline moves on
+    /// almost every turn, which would otherwise cost a system call per turn.
     pub fn arm(&mut self, deadline: Option<Instant>, now: Instant) -> io::Result<()> {
         if deadline == self.armed {
             return Ok(());
+        }
+        if let Some(armed) = self.armed {
+            if armed > now && deadline.is_none_or(|d| d >= armed) {
+                return Ok(());
+            }
         }
         let wait = match deadline {
             Some(d) if d > now => d - now,
