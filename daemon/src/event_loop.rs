@@ -363,54 +363,34 @@ impl Daemon {
 
     fn recv_datagrams(&mut self, now: Instant) {
         self.recv_pending = false;
-        let now_ms = unix_ms();
-        for _ in 0..MAX_RECV_BATCHES_PER_WAKE {
-            let n = match self.socket.recv_batch(&mut self.recv, &self.clock, now) {
-                Ok(0) => return,
-                Ok(n) => n,
-                Err(e) => {
-                    warn!(error = %e, "cluster socket receive failed");
-                    return;
-                }
-            };
-            self.metrics.recv_batches += 1;
-            self.metrics.recv_datagrams += n as u64;
-            self.metrics.recv_batch_max = self.metrics.recv_batch_max.max(n as u64);
-            for i in 0..n {
-                let Some(d) = self.recv.datagram(i) else {
-                    continue;
-                };
-                if d.truncated {
-                    self.metrics.recv_truncated += 1;
-                    continue;
-                }
-                self.cluster
-                    .handle_datagram(d.arrival, d.data, &mut self.sessions, now_ms);
-            }
-            if n < crate::net::BATCH {
-                return;
-            }
-        }
-        // Still more waiting: come back after the other sources had their turn.
-        self.recv_pending = true;
+        // Still more waiting after the bound: come back after the other sources had a turn.
+        self.recv_pending = self.drain(now, false);
     }
 
     /// Drains the heartbeat socket (split mode; else nothing, no system call).
     fn recv_heartbeats(&mut self, now: Instant) {
-        if !self.socket.split() {
-            return;
+        if self.socket.split() {
+            self.drain(now, true);
         }
+    }
+
+    /// Receives batches from the main socket or the heartbeat socket into the cluster, at most
+    /// [`MAX_RECV_BATCHES_PER_WAKE`]; returns true if the bound stopped it (more may wait).
+    fn drain(&mut self, now: Instant, heartbeats: bool) -> bool {
         let now_ms = unix_ms();
         for _ in 0..MAX_RECV_BATCHES_PER_WAKE {
-            let n = match self
-                .socket
-                .recv_heartbeats(&mut self.recv, &self.clock, now)
-            {
-                Ok(0) => return,
+            let got = if heartbeats {
+                self.socket
+                    .recv_heartbeats(&mut self.recv, &self.clock, now)
+            } else {
+                self.socket.recv_batch(&mut self.recv, &self.clock, now)
+            };
+            let n = match got {
+                Ok(0) => return false,
                 Ok(n) => n,
                 Err(e) => {
-                    warn!(error = %e, "heartbeat socket receive failed");
-                    return;
+                    warn!(error = %e, heartbeats, "cluster socket receive failed");
+                    return false;
                 }
             };
             self.metrics.recv_batches += 1;
@@ -428,9 +408,10 @@ impl Daemon {
                     .handle_datagram(d.arrival, d.data, &mut self.sessions, now_ms);
             }
             if n < crate::net::BATCH {
-                return;
+                return false;
             }
         }
+        true
     }
 
     /// Returns true when the daemon must stop.
