@@ -333,7 +333,14 @@ impl Sessions {
             }
             R::SyncServeEnded { to, sync_id } => {
                 debug!(to = to.0, sync_id, "state transfer served");
-                self.snapshots.remove(&(to, sync_id));
+                if let Some(snap) = self.snapshots.remove(&(to, sync_id)) {
+                    // Freeing a copy of a large store (one allocation per record) takes
+                    // milliseconds: long enough to delay heartbeats on the `fast` profile.
+                    // Free it off the loop.
+                    if snap.records.len() > 1024 {
+                        std::thread::spawn(move || drop(snap));
+                    }
+                }
             }
         }
     }
