@@ -20,7 +20,7 @@ use std::time::Duration;
 use tandem_core::crypto::{Aes128Gcm, AnyAead, Insecure, Keyring};
 use tandem_core::frame::{sealed_frame_len, HeaderRepr, Kind, HEADER_LEN, MAX_DATAGRAM, TAG_LEN};
 use tandem_core::node::{self as core_node, Node, Received, KEYS};
-use tandem_core::replication::{self, Slot};
+use tandem_core::replication::{self, Slot, SyncSend};
 use tandem_core::{detector, membership};
 use tandem_core::{ClusterId, Incarnation, Instant, KeyId, NodeId};
 
@@ -133,7 +133,17 @@ pub struct Cluster {
     scratch: Box<[u8; MAX_DATAGRAM]>,
     /// A sealed frame in `scratch` (its length) that did not fit the last datagram.
     carry: Option<usize>,
+    /// A state-transfer chunk the core asked for that waits for pacing credit.
+    held_sync: Option<SyncSend>,
+    sync_credit_us: u64,
+    sync_last: Instant,
 }
+
+/// State transfer pacing: one chunk (about 1 KiB) per this many microseconds of credit, so
+/// 50,000 chunks/s (~50 MB/s: 100,000 sessions of 1 KiB in about 2 s)...
+const SYNC_CHUNK_US: u64 = 20;
+/// ... with bursts of at most 64 chunks.
+const SYNC_BURST_US: u64 = 64 * SYNC_CHUNK_US;
 
 /// Smallest sealed frame (a Leave): below this much room a datagram is full.
 const MIN_FRAME: usize = HEADER_LEN + 8 + TAG_LEN;
@@ -204,6 +214,9 @@ impl Cluster {
             metrics: ClusterMetrics::default(),
             scratch: Box::new([0; MAX_DATAGRAM]),
             carry: None,
+            held_sync: None,
+            sync_credit_us: SYNC_BURST_US,
+            sync_last: now,
         }
     }
 
@@ -262,12 +275,28 @@ impl Cluster {
         if self.left {
             return None;
         }
+        // Pacing (token bucket in microseconds of credit): a transfer never takes all the CPU
+        // from heartbeats and clients, on either end.
+        let elapsed = u64::try_from((now - self.sync_last).as_micros()).unwrap_or(u64::MAX);
+        self.sync_credit_us = self
+            .sync_credit_us
+            .saturating_add(elapsed)
+            .min(SYNC_BURST_US);
+        self.sync_last = now;
         // Bounded: each turn either seals a chunk or ends one exhausted transfer.
         for _ in 0..16 {
-            let s = self.node.poll_sync_send(now)?;
+            let s = match self.held_sync.take() {
+                Some(s) => s,
+                None => self.node.poll_sync_send(now)?,
+            };
+            if self.sync_credit_us < SYNC_CHUNK_US {
+                self.held_sync = Some(s);
+                return None;
+            }
             match sessions.sync_chunk(&s, now_ms) {
                 SyncChunk::Chunk(c) => {
                     let t = self.node.seal_sync_chunk(&c, buf)?;
+                    self.sync_credit_us -= SYNC_CHUNK_US;
                     self.metrics.frames_sent += 1;
                     return Some(t.len);
                 }
@@ -291,7 +320,14 @@ impl Cluster {
         if self.carry.is_some() {
             return Some(Instant::ZERO);
         }
-        self.node.poll_timeout()
+        let core = self.node.poll_timeout();
+        if self.held_sync.is_none() {
+            return core;
+        }
+        // A paced chunk waits for half a burst of credit (one wake-up sends many chunks).
+        let wait = (SYNC_BURST_US / 2).saturating_sub(self.sync_credit_us);
+        let paced = self.sync_last + Duration::from_micros(wait);
+        Some(core.map_or(paced, |c| c.min(paced)))
     }
 
     /// Writes the next frame to send into `buf` (at least [`crate::net::SLOT_BYTES`] bytes)

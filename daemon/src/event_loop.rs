@@ -341,7 +341,7 @@ impl Daemon {
         // Bounded by the cluster's core event queue.
         while let Some(ev) = self.cluster.poll_core_event() {
             self.sessions
-                .on_core_event(self.cluster.node_mut(), ev, now, now_ms);
+                .on_core_event(self.cluster.node_mut(), ev, now);
         }
         self.sessions.on_tick(self.cluster.node_mut(), now);
         self.sessions.flush(self.cluster.node_mut(), now);

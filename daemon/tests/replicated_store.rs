@@ -76,8 +76,7 @@ fn turn(hosts: &mut [Host], now: Instant, loss_pct: u64, rng: &mut Rng) -> Vec<V
             h.cluster.handle_timeout(now);
         }
         while let Some(ev) = h.cluster.poll_core_event() {
-            h.sessions
-                .on_core_event(h.cluster.node_mut(), ev, now, NOW_MS);
+            h.sessions.on_core_event(h.cluster.node_mut(), ev, now);
         }
         h.sessions.on_tick(h.cluster.node_mut(), now);
         h.sessions.flush(h.cluster.node_mut(), now);
