@@ -12,8 +12,9 @@
 //! whose victim never joins is abandoned with a message.
 //! Run: `cargo bench -p tandem-benches --bench failover` (TANDEM_BENCH_PROFILES=fast,lan,wan).
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
+use tandem_tests::logs::{dead_lines, parse_rfc3339_us, unix_us};
 use tandem_tests::{wait_for, Net};
 
 fn main() {
@@ -87,40 +88,6 @@ fn detection(profile: &str, runs: usize) {
             _ => "?",
         }
     );
-}
-
-/// Timestamps (unix µs) of the `member_dead` log lines, in order.
-fn dead_lines(log: &str) -> Vec<i128> {
-    log.lines()
-        .filter(|l| l.contains("event=\"member_dead\""))
-        .filter_map(|l| parse_rfc3339_us(l.split_whitespace().next()?))
-        .collect()
-}
-
-fn unix_us(t: SystemTime) -> i128 {
-    t.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as i128)
-}
-
-/// `2026-11-26T04:10:27.000788Z` -> unix microseconds (UTC only, as tracing prints it).
-fn parse_rfc3339_us(s: &str) -> Option<i128> {
-    let s = s.strip_suffix('Z')?;
-    let (date, time) = s.split_once('T')?;
-    let mut d = date.split('-').map(|x| x.parse::<i64>().ok());
-    let (y, m, day) = (d.next()??, d.next()??, d.next()??);
-    let (hms, frac) = time.split_once('.').unwrap_or((time, "0"));
-    let mut t = hms.split(':').map(|x| x.parse::<i64>().ok());
-    let (hh, mm, ss) = (t.next()??, t.next()??, t.next()??);
-    let frac_us: i64 = format!("{frac:0<6}").get(..6)?.parse().ok()?;
-    // Days from civil (H. Hinnant).
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    let secs = days * 86_400 + hh * 3600 + mm * 60 + ss;
-    Some(i128::from(secs) * 1_000_000 + i128::from(frac_us))
 }
 
 fn idle_cpu() {

@@ -40,6 +40,7 @@ pub mod faults;
 pub mod haproxy;
 pub mod hostile;
 pub mod linkemu;
+pub mod logs;
 pub mod resp_client;
 pub mod scenario;
 
