@@ -75,21 +75,7 @@ fn main() {
     for (what, _, _, lat) in targets {
         report(what, lat);
     }
-    // A peer falsely declared dead under CPU starvation makes writes complete unreplicated
-    // (faster): say so rather than quote such figures silently.
-    for n in [a, b] {
-        let dead = net
-            .log(n)
-            .lines()
-            .filter(|l| l.contains("event=\"member_dead\""))
-            .count();
-        if dead > 0 {
-            println!(
-                "WARNING: node {} declared its peer dead {dead} time(s) during the run (machine overloaded?): some writes were not replicated, figures are not valid",
-                n + 1
-            );
-        }
-    }
+    tandem_tests::logs::warn_false_deaths(&[(1, net.log(a)), (2, net.log(b))]);
     if let Some(replicated) = net.metric(b, "tandem_sessions") {
         println!("(node 2 holds {replicated} sessions: the cluster's writes replicated)");
     }

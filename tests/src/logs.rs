@@ -36,6 +36,23 @@ pub fn parse_rfc3339_us(s: &str) -> Option<i128> {
     Some(i128::from(secs) * 1_000_000 + i128::from(frac_us))
 }
 
+/// For benches: a peer falsely declared dead under CPU starvation makes writes complete
+/// unreplicated (faster). Prints a warning per node (`(name, log)`) that logged a death, so
+/// such figures are never quoted silently; returns whether any did.
+pub fn warn_false_deaths(nodes: &[(usize, String)]) -> bool {
+    let mut any = false;
+    for (n, log) in nodes {
+        let dead = dead_lines(log).len();
+        if dead > 0 {
+            any = true;
+            println!(
+                "WARNING: node {n} declared its peer dead {dead} time(s) during the run (machine overloaded?): some writes were not replicated, figures are not valid"
+            );
+        }
+    }
+    any
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
