@@ -15,7 +15,7 @@
 use aes_gcm::aead::{AeadInPlace, KeyInit};
 
 pub mod replay;
-pub use replay::{ReplayTable, ReplayWindow};
+pub use replay::{Lane, ReplayTable, ReplayWindow};
 
 use crate::frame::{Body, Error, Frame, HeaderRepr, FLAG_INSECURE, HEADER_LEN, MAX_SEQ, TAG_LEN};
 use crate::id::{ClusterId, Incarnation, KeyId, NodeId};
@@ -431,7 +431,7 @@ impl Sealer {
     }
 }
 
-/// The receiving side: cluster id and one replay window per sender (at most `N` senders).
+/// The receiving side: cluster id and the replay windows of each sender (at most `N` senders).
 #[derive(Clone, Debug)]
 pub struct Receiver<const N: usize> {
     cluster: ClusterId,
@@ -446,7 +446,8 @@ impl<const N: usize> Receiver<N> {
         }
     }
 
-    /// The whole receive path: [`open`] then the replay check of (sender, incarnation, seq).
+    /// The whole receive path: [`open`] then the replay check of (sender, incarnation, seq)
+    /// in the sender's window for the frame's [`Lane`].
     /// Returns the validated frame, whose body was decrypted in place in `datagram`.
     ///
     /// Errors: those of [`open`] (nothing changed), then [`Error::StaleIncarnation`],
@@ -459,7 +460,8 @@ impl<const N: usize> Receiver<N> {
     ) -> Result<Frame<'a>, Error> {
         let frame = open(datagram, self.cluster, keyring)?;
         let h = &frame.header;
-        self.replay.accept(h.sender, h.incarnation, h.seq)?;
+        self.replay
+            .accept(h.sender, h.incarnation, h.seq, Lane::of(h.kind))?;
         Ok(frame)
     }
 
@@ -755,6 +757,29 @@ mod tests {
         assert_eq!(rx.receive(&mut a, &kr), Ok(heartbeat_frame()));
         let mut b = SEALED_HEARTBEAT.to_vec();
         assert_eq!(rx.receive(&mut b, &kr), Err(Error::Replay));
+    }
+
+    #[test]
+    fn a_heartbeat_read_after_many_later_data_frames_is_accepted() {
+        let kr = aes();
+        let mut rx: Receiver<4> = Receiver::new(CLUSTER);
+        let mut update = session_update_frame();
+        update.header.sender = heartbeat_frame().header.sender;
+        update.header.incarnation = Incarnation(100);
+        for seq in 11..11 + 2 * replay::WINDOW {
+            update.header.seq = seq;
+            assert!(rx.receive(&mut sealed(&update, &kr), &kr).is_ok());
+        }
+        assert!(rx.receive(&mut sealed_hb(&kr, 100, 10), &kr).is_ok());
+        assert_eq!(
+            rx.receive(&mut sealed_hb(&kr, 100, 10), &kr),
+            Err(Error::Replay)
+        );
+        update.header.seq = 11;
+        assert_eq!(
+            rx.receive(&mut sealed(&update, &kr), &kr),
+            Err(Error::Replay)
+        );
     }
 
     fn sealed_hb(kr: &Keyring<Aes128Gcm>, inc: u32, seq: u64) -> Vec<u8> {

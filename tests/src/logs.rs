@@ -48,6 +48,9 @@ pub fn warn_false_deaths(nodes: &[(usize, String)]) -> bool {
             println!(
                 "WARNING: node {n} declared its peer dead {dead} time(s) during the run (machine overloaded?): some writes were not replicated, figures are not valid"
             );
+            for l in log.lines().filter(|l| l.contains("event=")) {
+                println!("  node {n}: {l}");
+            }
         }
     }
     any

@@ -116,6 +116,39 @@ fn ten_thousand_sessions_survive_kill9_and_the_restarted_node_syncs() {
     assert!(c.metric(1, "tandem_syncs_completed_total").unwrap_or(0) >= 1);
 }
 
+/// Heartbeats are read once per interval (20 ms on `lan`), acks at once: under a stream of
+/// writes each node accepts hundreds of its peer's acks between two heartbeat reads. Those
+/// heartbeats are not replays; before each frame kind had its own replay window they were
+/// refused as too old and the peer was suspected, even declared dead, while it answered.
+#[test]
+fn a_stream_of_writes_never_makes_the_peer_look_dead() {
+    let Some(c) = pair(&["--profile", "lan"]) else {
+        return;
+    };
+    std::thread::scope(|s| {
+        for t in 0..4 {
+            let mut r = c.direct(1).unwrap();
+            s.spawn(move || {
+                for i in 0..2_500 {
+                    let k = format!("stream:{t}:{i}");
+                    let rep = r.cmd(&[b"SET", k.as_bytes(), b"v"]).unwrap();
+                    assert!(rep.is_ok(), "SET {k}: {rep:?}");
+                }
+            });
+        }
+    });
+    assert_eq!(c.wait_identical(HEAL).len(), 10_000);
+    for host in [1, 2] {
+        let replay = c.metric(host, "tandem_frames_dropped_total{reason=\"replay\"}");
+        let suspected = c.metric(host, "tandem_suspicions_total");
+        assert_eq!(
+            (replay, suspected),
+            (Some(0), Some(0)),
+            "node {host}: (replay drops, suspicions)"
+        );
+    }
+}
+
 #[test]
 fn concurrent_writes_to_the_same_keys_converge() {
     let Some(c) = pair(&[]) else { return };

@@ -1,4 +1,12 @@
-//! Replay protection: a sliding window of header seqs per (sender, incarnation).
+//! Replay protection: sliding windows of header seqs per (sender, incarnation, lane).
+//!
+//! A sender numbers all its frames from one counter, but heartbeats and the other frames
+//! travel different paths to the receiver: the daemon gives heartbeats their own socket and
+//! reads it once per heartbeat interval, while acks and updates are read at once. Under a
+//! stream of writes, hundreds of a sender's later frames can be accepted before its
+//! heartbeats are read; one shared window would refuse those heartbeats as too old and the
+//! sender would be suspected while alive. So each [`Lane`] has its own window: every seq is
+//! still accepted at most once (a seq belongs to one frame, whose kind is authenticated).
 //!
 //! A window remembers the highest seq accepted and a 128-bit bitmap of the seqs just below
 //! it. A seq already seen, or more than [`WINDOW`] - 1 below the highest, is refused
@@ -31,6 +39,15 @@ impl ReplayWindow {
             incarnation,
             highest: seq,
             seen: 1,
+        }
+    }
+
+    /// A window of `incarnation` that has accepted nothing yet.
+    pub const fn empty(incarnation: Incarnation) -> ReplayWindow {
+        ReplayWindow {
+            incarnation,
+            highest: 0,
+            seen: 0,
         }
     }
 
@@ -80,10 +97,29 @@ impl ReplayWindow {
     }
 }
 
-/// Replay windows of up to `N` senders (heapless, linear scan: N is a cluster size).
+/// Which window of a sender a frame is checked against.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lane {
+    /// Heartbeats: read on their own schedule, possibly after later frames.
+    Heartbeat = 0,
+    /// Every other kind.
+    Data = 1,
+}
+
+impl Lane {
+    pub const fn of(kind: crate::frame::Kind) -> Lane {
+        match kind {
+            crate::frame::Kind::Heartbeat => Lane::Heartbeat,
+            _ => Lane::Data,
+        }
+    }
+}
+
+/// Replay windows of up to `N` senders, one per [`Lane`] (heapless, linear scan: N is a
+/// cluster size).
 #[derive(Clone, Debug, Default)]
 pub struct ReplayTable<const N: usize> {
-    windows: heapless::Vec<(NodeId, ReplayWindow), N>,
+    windows: heapless::Vec<(NodeId, [ReplayWindow; 2]), N>,
 }
 
 impl<const N: usize> ReplayTable<N> {
@@ -93,34 +129,39 @@ impl<const N: usize> ReplayTable<N> {
         }
     }
 
-    /// Checks and records `seq` of `sender`'s `incarnation`. A new sender takes a free slot;
-    /// if none is left, [`Error::TooManySenders`]. On error nothing changed.
+    /// Checks and records `seq` of `sender`'s `incarnation` in the window of `lane`. A new
+    /// sender takes a free slot; if none is left, [`Error::TooManySenders`]. On error nothing
+    /// changed.
     pub fn accept(
         &mut self,
         sender: NodeId,
         incarnation: Incarnation,
         seq: u64,
+        lane: Lane,
     ) -> Result<(), Error> {
         match self.windows.iter_mut().find(|(n, _)| *n == sender) {
-            Some((_, w)) => w.accept(incarnation, seq),
-            None => self
-                .windows
-                .push((sender, ReplayWindow::new(incarnation, seq)))
-                .map_err(|_| Error::TooManySenders),
+            Some((_, w)) => w[lane as usize].accept(incarnation, seq),
+            None => {
+                let mut w = [ReplayWindow::empty(incarnation); 2];
+                w[lane as usize] = ReplayWindow::new(incarnation, seq);
+                self.windows
+                    .push((sender, w))
+                    .map_err(|_| Error::TooManySenders)
+            }
         }
     }
 
-    /// The window of `sender`, if tracked.
-    pub fn window(&self, sender: NodeId) -> Option<&ReplayWindow> {
+    /// The window of `sender` for `lane`, if tracked.
+    pub fn window(&self, sender: NodeId, lane: Lane) -> Option<&ReplayWindow> {
         self.windows
             .iter()
             .find(|(n, _)| *n == sender)
-            .map(|(_, w)| w)
+            .map(|(_, w)| &w[lane as usize])
     }
 
     /// Forgets `sender`. Its current incarnation's old frames become acceptable again, so
     /// only do this for a node removed from the cluster for good.
-    pub fn remove(&mut self, sender: NodeId) -> Option<ReplayWindow> {
+    pub fn remove(&mut self, sender: NodeId) -> Option<[ReplayWindow; 2]> {
         let pos = self.windows.iter().position(|(n, _)| *n == sender)?;
         Some(self.windows.swap_remove(pos).1)
     }
@@ -194,13 +235,59 @@ mod tests {
     #[test]
     fn table_tracks_senders_separately() {
         let mut t: ReplayTable<2> = ReplayTable::new();
-        t.accept(NodeId(1), I, 1).unwrap();
-        t.accept(NodeId(2), I, 1).unwrap();
-        assert_eq!(t.accept(NodeId(1), I, 1), Err(Error::Replay));
-        assert_eq!(t.accept(NodeId(3), I, 1), Err(Error::TooManySenders));
+        t.accept(NodeId(1), I, 1, Lane::Data).unwrap();
+        t.accept(NodeId(2), I, 1, Lane::Data).unwrap();
+        assert_eq!(t.accept(NodeId(1), I, 1, Lane::Data), Err(Error::Replay));
+        assert_eq!(
+            t.accept(NodeId(3), I, 1, Lane::Data),
+            Err(Error::TooManySenders)
+        );
         assert_eq!(t.len(), 2);
         assert!(t.remove(NodeId(2)).is_some());
-        t.accept(NodeId(3), I, 1).unwrap();
-        assert_eq!(t.window(NodeId(3)).map(|w| w.highest()), Some(1));
+        t.accept(NodeId(3), I, 1, Lane::Data).unwrap();
+        assert_eq!(
+            t.window(NodeId(3), Lane::Data).map(|w| w.highest()),
+            Some(1)
+        );
+    }
+
+    /// The daemon reads heartbeats once per interval and data frames at once: a heartbeat
+    /// read after more than a window's worth of the sender's later data frames still counts,
+    /// once.
+    #[test]
+    fn heartbeats_read_late_are_not_replays() {
+        let mut t: ReplayTable<2> = ReplayTable::new();
+        let s = NodeId(1);
+        t.accept(s, I, 0, Lane::Heartbeat).unwrap();
+        for seq in 2..2 + 3 * WINDOW {
+            t.accept(s, I, seq, Lane::Data).unwrap();
+        }
+        assert_eq!(t.accept(s, I, 1, Lane::Heartbeat), Ok(()));
+        assert_eq!(t.accept(s, I, 1, Lane::Heartbeat), Err(Error::Replay));
+        assert_eq!(t.accept(s, I, 0, Lane::Heartbeat), Err(Error::Replay));
+        // Old data frames are still refused in their own lane.
+        assert_eq!(t.accept(s, I, 2, Lane::Data), Err(Error::Replay));
+        // A restart (higher incarnation) is taken by each lane on its first frame.
+        let next = Incarnation(11);
+        assert_eq!(t.accept(s, next, 0, Lane::Data), Ok(()));
+        assert_eq!(
+            t.accept(s, I, 3 * WINDOW, Lane::Data),
+            Err(Error::StaleIncarnation)
+        );
+        assert_eq!(t.accept(s, next, 1, Lane::Heartbeat), Ok(()));
+        assert_eq!(
+            t.accept(s, I, 3 * WINDOW + 5, Lane::Heartbeat),
+            Err(Error::StaleIncarnation)
+        );
+    }
+
+    #[test]
+    fn an_empty_window_accepts_any_seq_of_its_incarnation_once() {
+        let mut w = ReplayWindow::empty(I);
+        assert_eq!(w.accept(I, 0), Ok(()));
+        assert_eq!(w.accept(I, 0), Err(Error::Replay));
+        let mut w = ReplayWindow::empty(I);
+        assert_eq!(w.accept(I, 500), Ok(()));
+        assert_eq!(w.accept(Incarnation(9), 501), Err(Error::StaleIncarnation));
     }
 }
