@@ -7,11 +7,15 @@
 //!
 //! Idle cost: CPU time of one node of a two-node `fast` cluster over 10 s, from
 //! /proc/<pid>/schedstat (ns) or /proc/<pid>/stat (clock ticks). Goal: <= 0.35% of a core.
+//! Baseline in the same run, on the same two hosts: the floor of any user-space heartbeat
+//! loop at the same rate, a thread per host that sleeps to the next 2 ms tick, drains its
+//! socket and sends one 80-byte multicast datagram, nothing else (its thread CPU time).
 //!
 //! Needs root (namespaces); prints SKIP otherwise. Bounded: every wait has a limit; a profile
 //! whose victim never joins is abandoned with a message.
-//! Run: `cargo bench -p tandem-benches --bench failover` (TANDEM_BENCH_PROFILES=fast,lan,wan).
+//! Run: `cargo bench -p tandem-benches --bench failover` (TANDEM_BENCH_PROFILES=fast,lan,wan; empty: idle cost only).
 
+use std::net::Ipv4Addr;
 use std::time::{Duration, SystemTime};
 
 use tandem_tests::logs::{dead_lines, parse_rfc3339_us, unix_us};
@@ -32,7 +36,7 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(30);
     let profiles = std::env::var("TANDEM_BENCH_PROFILES").unwrap_or_else(|_| "fast,lan,wan".into());
-    for profile in profiles.split(',') {
+    for profile in profiles.split(',').filter(|p| !p.is_empty()) {
         detection(profile, runs);
     }
     idle_cpu();
@@ -127,6 +131,96 @@ fn idle_cpu() {
         }
         _ => println!("idle cpu: /proc/{pid} unreadable"),
     }
+    // Same hosts, nodes stopped: the bare loop at the same rate.
+    for n in 0..net.nodes.len() {
+        net.sigterm(n);
+    }
+    let hosts: Vec<(String, Ipv4Addr)> = (1..=2)
+        .map(|h| (net.ns(h).to_string(), Net::addr(h)))
+        .collect();
+    let floors: Vec<_> = hosts
+        .into_iter()
+        .map(|(ns, addr)| {
+            std::thread::spawn(move || {
+                tandem_tests::in_netns(&ns, move || floor_loop(addr, Duration::from_secs(10)))
+            })
+        })
+        .collect();
+    for (h, f) in floors.into_iter().enumerate() {
+        match f.join().ok().flatten() {
+            Some(FloorRun { cpu_ns, wall, sent, received }) => println!(
+                "floor, host {} (sleep to the next 2 ms tick + drain + one 80-byte multicast send, {:.1} s): {:.3}% of a core; sent {sent}, received {received}, {:.1} us CPU per tick",
+                h + 1,
+                wall.as_secs_f64(),
+                100.0 * cpu_ns as f64 / wall.as_nanos() as f64,
+                cpu_ns as f64 / 1000.0 / sent.max(1) as f64,
+            ),
+            None => println!("floor, host {}: could not run (socket or /proc)", h + 1),
+        }
+    }
+}
+
+struct FloorRun {
+    cpu_ns: u64,
+    wall: Duration,
+    sent: u64,
+    received: u64,
+}
+
+/// The least a user-space heartbeat loop can do per 2 ms tick: wake, drain, send. Bounded:
+/// runs for `length`, one send per tick.
+fn floor_loop(addr: Ipv4Addr, length: Duration) -> Option<FloorRun> {
+    use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+    let group = Ipv4Addr::new(239, 255, 72, 78);
+    let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP)).ok()?;
+    s.set_reuse_address(true).ok()?;
+    s.bind(&SockAddr::from(std::net::SocketAddrV4::new(
+        Ipv4Addr::UNSPECIFIED,
+        7399,
+    )))
+    .ok()?;
+    s.join_multicast_v4(&group, &addr).ok()?;
+    s.set_multicast_if_v4(&addr).ok()?;
+    s.set_multicast_ttl_v4(1).ok()?;
+    // tandemd drops its own looped frames in the kernel (socket filter); the floor just
+    // does not get them.
+    s.set_multicast_loop_v4(false).ok()?;
+    s.set_nonblocking(true).ok()?;
+    let to = SockAddr::from(std::net::SocketAddrV4::new(group, 7399));
+    let thread_cpu = || -> Option<u64> {
+        std::fs::read_to_string("/proc/thread-self/schedstat")
+            .ok()?
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()
+    };
+    let payload = [0x5au8; 80];
+    let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 2048];
+    let (start, cpu0) = (std::time::Instant::now(), thread_cpu()?);
+    let (mut sent, mut received) = (0u64, 0u64);
+    let mut next = start;
+    while start.elapsed() < length {
+        next += Duration::from_millis(2);
+        std::thread::sleep(next.saturating_duration_since(std::time::Instant::now()));
+        // Bounded: the peer sends one datagram per tick.
+        for _ in 0..64 {
+            if s.recv(&mut buf).is_err() {
+                break;
+            }
+            received += 1;
+        }
+        if s.send_to(&payload, &to).is_ok() {
+            sent += 1;
+        }
+    }
+    let cpu_ns = thread_cpu()?.saturating_sub(cpu0);
+    Some(FloorRun {
+        cpu_ns,
+        wall: start.elapsed(),
+        sent,
+        received,
+    })
 }
 
 /// CPU time of `pid` in ns: schedstat when the kernel has it, else utime+stime ticks.

@@ -216,17 +216,23 @@ impl Daemon {
         loop {
             let now = self.clock.now();
             let deadline = self.next_deadline();
-            // The timerfd wakes us at the deadline to the microsecond; epoll's timeout (whole
-            // milliseconds, rounded up by mio) only backs it up.
-            if let Err(e) = self.timer.arm(deadline, now) {
-                warn!(error = %e, "timerfd");
-            }
+            // The timerfd wakes us at the deadline to the microsecond. Only if it could not
+            // be armed does epoll's own timeout (whole milliseconds, rounded up by mio) wake
+            // us: a second timer per wait costs CPU on every turn.
+            let armed = match self.timer.arm(deadline, now) {
+                Ok(()) => self.timer.armed(),
+                Err(e) => {
+                    warn!(error = %e, "timerfd");
+                    None
+                }
+            };
             let timeout = if self.recv_pending {
                 Some(Duration::ZERO)
             } else {
-                deadline.map(|d| match d.saturating_duration_since(now) {
-                    Duration::ZERO => Duration::ZERO,
-                    wait => wait + Duration::from_millis(1),
+                deadline.and_then(|d| match d.saturating_duration_since(now) {
+                    Duration::ZERO => Some(Duration::ZERO),
+                    _ if armed.is_some_and(|a| a > now && a <= d) => None,
+                    wait => Some(wait + Duration::from_millis(1)),
                 })
             };
             if let Err(e) = self.poll.poll(&mut events, timeout) {

@@ -770,6 +770,11 @@ impl DeadlineTimer {
         Ok(())
     }
 
+    /// The deadline the kernel holds, if any.
+    pub fn armed(&self) -> Option<Instant> {
+        self.armed
+    }
+
     /// Consumes the expiry count (for a level-triggered user; the loop does not need it).
     pub fn clear(&mut self) {
         let mut count = [0u8; 8];
