@@ -35,8 +35,9 @@ pub trait Aead {
         buf: &mut [u8],
     ) -> Result<[u8; TAG_LEN], Error>;
 
-    /// Verifies `tag` and decrypts `buf` in place. Must verify before it decrypts: on
-    /// [`Error::Auth`] `buf` is unchanged (RustCrypto `aes-gcm` 0.10 checks the tag first).
+    /// Verifies `tag` and decrypts `buf` in place. On [`Error::Auth`] the contents of `buf`
+    /// are unspecified (RustCrypto `aes-gcm` 0.10 leaves them as they were, `ring` zeroes
+    /// them) and must not be used: the caller drops the frame.
     fn open_in_place(
         &self,
         nonce: &[u8; NONCE_LEN],
@@ -343,7 +344,8 @@ pub fn seal<A: Aead, const N: usize>(
 /// Errors, in the order checked: [`Error::Truncated`], [`Error::Malformed`],
 /// [`Error::UnsupportedVersion`], [`Error::OtherCluster`], [`Error::UnknownKey`],
 /// [`Error::Auth`], then (authenticated but unusable) [`Error::UnknownKind`] and
-/// [`Error::Malformed`]. Only after `Auth` passed is `datagram` modified.
+/// [`Error::Malformed`]. Before `Auth` is checked nothing is modified; from it on only the
+/// body and tag bytes may be (the cipher's choice on failure), never the header.
 pub fn open<'a, A: Aead, const N: usize>(
     datagram: &'a mut [u8],
     cluster: ClusterId,

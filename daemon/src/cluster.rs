@@ -17,7 +17,9 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use tandem_core::crypto::{Aes128Gcm, AnyAead, Insecure, Keyring};
+use tandem_core::crypto::{Insecure, Keyring};
+
+use crate::cipher::{Cipher, RingAes128Gcm};
 use tandem_core::frame::{sealed_frame_len, HeaderRepr, Kind, HEADER_LEN, MAX_DATAGRAM, TAG_LEN};
 use tandem_core::node::{self as core_node, Node, Received, KEYS};
 use tandem_core::replication::{self, Slot, SyncSend};
@@ -113,7 +115,7 @@ pub const RING_SLOTS: usize = 4096;
 pub const REORDER_SLOTS: usize = 256;
 
 /// The core node as the daemon instantiates it.
-pub type CoreNode = Node<AnyAead, Box<[Slot]>, MAX_PEERS, Box<[Slot]>>;
+pub type CoreNode = Node<Cipher, Box<[Slot]>, MAX_PEERS, Box<[Slot]>>;
 
 /// Bound on the queued events; the loop drains them every iteration.
 const MAX_EVENTS: usize = 256;
@@ -166,17 +168,19 @@ fn core_profile(p: Profile) -> detector::Profile {
 }
 
 /// The keyring for `keys` (`None`: the explicit insecure mode).
-pub fn keyring(keys: Option<&KeySet>) -> Keyring<AnyAead, KEYS> {
+pub fn keyring(keys: Option<&KeySet>) -> Keyring<Cipher, KEYS> {
     match keys {
-        None => Keyring::new(KeyId(0), AnyAead::Insecure(Insecure)),
+        None => Keyring::new(KeyId(0), Cipher::Insecure(Insecure)),
         Some(set) => {
             let active = set.active();
-            let mut ring =
-                Keyring::new(active.id, AnyAead::Aes128Gcm(Aes128Gcm::new(&active.bytes)));
+            let mut ring = Keyring::new(
+                active.id,
+                Cipher::Aes128Gcm(RingAes128Gcm::new(&active.bytes)),
+            );
             for k in set.keys.iter().skip(1).take(KEYS - 1) {
                 // Ids are distinct (the key file parser refuses duplicates) and at most KEYS
                 // are added, so this cannot fail; if it did, the key is simply not accepted.
-                let _ = ring.add(k.id, AnyAead::Aes128Gcm(Aes128Gcm::new(&k.bytes)));
+                let _ = ring.add(k.id, Cipher::Aes128Gcm(RingAes128Gcm::new(&k.bytes)));
             }
             ring
         }

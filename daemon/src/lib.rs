@@ -1,5 +1,6 @@
 //! tandemd as a library: the daemon's components, so tests, benches, examples and fuzz
 //! targets can drive them directly.
+pub mod cipher;
 pub mod clock;
 pub mod cluster;
 pub mod commands;
