@@ -105,6 +105,8 @@ fn main() {
             cluster_id: CLUSTER,
             incarnation: Incarnation(1),
             profile: Profile::Fast,
+            interval_us: None,
+            multiplier: None,
             priority: 100,
             preempt: false,
             witness: false,

@@ -74,6 +74,9 @@ pub struct ClusterConfig {
     pub cluster_id: ClusterId,
     pub incarnation: Incarnation,
     pub profile: Profile,
+    /// Overrides of the profile's heartbeat interval (µs) and multiplier.
+    pub interval_us: Option<u32>,
+    pub multiplier: Option<u8>,
     pub priority: u8,
     pub preempt: bool,
     pub witness: bool,
@@ -84,12 +87,26 @@ pub struct ClusterConfig {
 }
 
 impl ClusterConfig {
+    /// The detector timing: the profile with `--interval` / `--multiplier` applied.
+    pub fn timing(&self) -> detector::Profile {
+        let mut p = core_profile(self.profile);
+        if let Some(iv) = self.interval_us {
+            p.interval_us = iv;
+        }
+        if let Some(m) = self.multiplier {
+            p.multiplier = m;
+        }
+        p
+    }
+
     pub fn from_config(c: &Config, incarnation: Incarnation) -> ClusterConfig {
         ClusterConfig {
             node_id: c.node_id,
             cluster_id: c.cluster_id,
             incarnation,
             profile: c.profile,
+            interval_us: c.interval_us,
+            multiplier: c.multiplier,
             priority: c.priority,
             preempt: c.preempt,
             witness: c.witness,
@@ -193,7 +210,7 @@ impl Cluster {
         m.priority = cfg.priority;
         m.preempt = cfg.preempt;
         m.witness = cfg.witness;
-        m.profile = core_profile(cfg.profile);
+        m.profile = cfg.timing();
         for v in cfg.voters.iter().take(membership::MAX_VOTERS) {
             // Bounded by `take`: cannot overflow.
             let _ = m.voters.push(*v);
@@ -399,7 +416,7 @@ impl Cluster {
     /// True once this node has announced itself and either heard a peer or waited one
     /// detection period (then it is alone, not just unheard): time for READY=1.
     pub fn joined(&self, now: Instant) -> bool {
-        let span = Duration::from_micros(core_profile(self.cfg.profile).detection_bound_us());
+        let span = Duration::from_micros(self.cfg.timing().detection_bound_us());
         self.metrics.frames_sent > 0 && (self.heard_peer || now >= self.started + span)
     }
 
@@ -460,9 +477,9 @@ impl Cluster {
         self.cfg.profile
     }
 
-    /// How long the detector takes to declare a silent peer dead on this node's profile.
+    /// How long the detector takes to declare a silent peer dead with this node's timing.
     pub fn detection_span(&self) -> Duration {
-        Duration::from_micros(core_profile(self.cfg.profile).detection_bound_us())
+        Duration::from_micros(self.cfg.timing().detection_bound_us())
     }
 
     /// The core node (replication, membership queries).
@@ -615,6 +632,8 @@ mod tests {
                 cluster_id: ClusterId(1),
                 incarnation: Incarnation(100 + u32::from(id)),
                 profile: Profile::Fast,
+                interval_us: None,
+                multiplier: None,
                 priority: 100,
                 preempt: true,
                 witness: false,
@@ -662,6 +681,47 @@ mod tests {
         std::iter::from_fn(|| c.poll_event())
             .map(|e| e.name())
             .collect()
+    }
+
+    /// `--interval 10ms --multiplier 3` on a `fast` node: it heartbeats every 10 ms and its
+    /// peer declares it dead 30 ms after it goes silent, not 10 ms.
+    #[test]
+    fn timing_overrides_reach_the_heartbeats_and_the_peer_detector() {
+        let mut a = cluster(1, None);
+        let mut slow = cluster(2, None);
+        slow.cfg.interval_us = Some(10_000);
+        slow.cfg.multiplier = Some(3);
+        let mut b = Cluster::new(slow.cfg.clone(), Instant::ZERO);
+        assert_eq!(b.detection_span(), Duration::from_millis(30));
+        // 100 ms: about 10 heartbeats from b, 50 from a.
+        let sent0 = b.metrics().frames_sent;
+        run(&mut a, &mut b, 0, 100);
+        let sent = b.metrics().frames_sent - sent0;
+        assert!((9..=13).contains(&sent), "b sent {sent} frames in 100 ms");
+        drain(&mut a);
+        // b goes silent now; a declares it dead 30 ms after it last heard it.
+        let mut buf = [0u8; 2048];
+        let (mut last_heard_us, mut dead_at_us) = (None, None);
+        for step in 0..400 {
+            let us = 100_000 + step * 250;
+            let now = Instant::from_micros(us);
+            let st = a.status(now);
+            let m = st.members.iter().find(|m| m.node_id == NodeId(2)).unwrap();
+            last_heard_us.get_or_insert(us - m.ms_since_heard * 1000);
+            if m.state == MemberState::Dead {
+                dead_at_us = Some(us);
+                break;
+            }
+            if a.poll_timeout().is_some_and(|t| t <= now) {
+                a.handle_timeout(now);
+            }
+            while a.poll_transmit(now, &mut buf).is_some() {}
+        }
+        let span_us = dead_at_us.unwrap() - last_heard_us.unwrap();
+        assert!(
+            (29_000..=32_000).contains(&span_us),
+            "dead {span_us} us after last heard"
+        );
     }
 
     #[test]

@@ -132,6 +132,14 @@ pub struct Cli {
     /// Detector timing profile [default: lan].
     #[arg(long, value_enum)]
     pub profile: Option<Profile>,
+    /// Heartbeat interval, overriding the profile's: e.g. 10ms, 500us, 1s (500us..=60s).
+    /// Detection takes interval x multiplier; each heartbeat costs CPU on every node.
+    #[arg(long, value_name = "DURATION")]
+    pub interval: Option<String>,
+    /// Missed intervals before peers declare this node dead, overriding the profile's
+    /// (2..=100).
+    #[arg(long)]
+    pub multiplier: Option<u8>,
     /// Leader election priority; higher wins [default: 100].
     #[arg(long)]
     pub priority: Option<u8>,
@@ -198,6 +206,8 @@ pub struct FileConfig {
     pub listen: Option<SocketAddrV4>,
     pub protocol: Option<u8>,
     pub profile: Option<Profile>,
+    pub interval: Option<String>,
+    pub multiplier: Option<u8>,
     pub priority: Option<u8>,
     pub preempt: Option<bool>,
     pub witness: Option<bool>,
@@ -261,6 +271,10 @@ pub struct Config {
     pub listen: Option<SocketAddrV4>,
     pub protocol: u8,
     pub profile: Profile,
+    /// `--interval` in microseconds, if given (else the profile's).
+    pub interval_us: Option<u32>,
+    /// `--multiplier`, if given (else the profile's).
+    pub multiplier: Option<u8>,
     pub priority: u8,
     pub preempt: bool,
     pub witness: bool,
@@ -411,6 +425,16 @@ impl Config {
         if http == resp {
             return err(format!("--http and --resp are both {http}"));
         }
+        let interval_us = match cli.interval.as_deref().or(file.interval.as_deref()) {
+            Some(text) => Some(parse_interval(text).map_err(ConfigError)?),
+            None => None,
+        };
+        let multiplier = cli.multiplier.or(file.multiplier);
+        if let Some(m) = multiplier {
+            if !(2..=100).contains(&m) {
+                return err(format!("--multiplier {m}: must be 2..=100"));
+            }
+        }
         Ok(Config {
             node_id,
             cluster_id: ClusterId(cli.cluster_id.or(file.cluster_id).unwrap_or(1)),
@@ -422,6 +446,8 @@ impl Config {
             listen: cli.listen.or(file.listen),
             protocol: cli.protocol.or(file.protocol).unwrap_or(DEFAULT_PROTOCOL),
             profile: cli.profile.or(file.profile).unwrap_or(Profile::Lan),
+            interval_us,
+            multiplier,
             priority: cli.priority.or(file.priority).unwrap_or(100),
             preempt: cli.preempt || file.preempt.unwrap_or(false),
             witness: cli.witness || file.witness.unwrap_or(false),
@@ -440,6 +466,26 @@ impl Config {
             requirepass: cli.requirepass.or(file.requirepass),
             replication,
         })
+    }
+}
+
+/// `--interval`: a whole number with `us`, `ms` or `s`, 500us..=60s, in microseconds.
+pub fn parse_interval(text: &str) -> Result<u32, String> {
+    let bad = || format!("--interval {text}: not a duration like 10ms, 500us or 1s");
+    let t = text.trim();
+    let (digits, scale) = if let Some(d) = t.strip_suffix("us") {
+        (d, 1)
+    } else if let Some(d) = t.strip_suffix("ms") {
+        (d, 1_000)
+    } else if let Some(d) = t.strip_suffix('s') {
+        (d, 1_000_000)
+    } else {
+        return Err(bad());
+    };
+    let n: u64 = digits.trim().parse().map_err(|_| bad())?;
+    match n.checked_mul(scale) {
+        Some(us @ 500..=60_000_000) => Ok(us as u32),
+        _ => Err(format!("--interval {text}: must be 500us..=60s")),
     }
 }
 
@@ -636,6 +682,45 @@ mod tests {
         assert!(e.0.contains("nope0"), "{e}");
         let e = resolve(&["--node-id", "1", "--interface", "198.51.100.7"]).unwrap_err();
         assert!(e.0.contains("198.51.100.7"), "{e}");
+    }
+
+    #[test]
+    fn interval_and_multiplier_override_the_profile() {
+        assert_eq!(parse_interval("10ms"), Ok(10_000));
+        assert_eq!(parse_interval("500us"), Ok(500));
+        assert_eq!(parse_interval("2s"), Ok(2_000_000));
+        for bad in [
+            "10",
+            "ms",
+            "1.5ms",
+            "-3ms",
+            "499us",
+            "61s",
+            "99999999999999s",
+        ] {
+            assert!(parse_interval(bad).is_err(), "{bad}");
+        }
+        let c = resolve(&["--node-id", "1", "--profile", "fast", "--interval", "10ms"]).unwrap();
+        assert_eq!(
+            (c.profile, c.interval_us, c.multiplier),
+            (Profile::Fast, Some(10_000), None)
+        );
+        let c = resolve_with(
+            &["--multiplier", "4"],
+            "node_id = 1\ninterval = \"5ms\"\nmultiplier = 3\n",
+        )
+        .unwrap();
+        assert_eq!(
+            (c.interval_us, c.multiplier),
+            (Some(5_000), Some(4)),
+            "flags override the file"
+        );
+        for m in ["1", "101"] {
+            let e = resolve(&["--node-id", "1", "--multiplier", m]).unwrap_err();
+            assert!(e.0.contains("--multiplier"), "{e}");
+        }
+        let e = resolve(&["--node-id", "1", "--interval", "fast"]).unwrap_err();
+        assert!(e.0.contains("--interval fast"), "{e}");
     }
 
     #[test]

@@ -154,7 +154,9 @@ impl Daemon {
             warn!(error = %e, "could not attach the own-frame socket filter");
         }
         let now = clock.now();
-        let cluster = Cluster::new(ClusterConfig::from_config(&cfg, incarnation), now);
+        let cluster_cfg = ClusterConfig::from_config(&cfg, incarnation);
+        let timing = cluster_cfg.timing();
+        let cluster = Cluster::new(cluster_cfg, now);
         let store = Store::new(
             cfg.node_id,
             store::Limits {
@@ -179,6 +181,8 @@ impl Daemon {
             group = %cfg.group,
             interface = %cfg.interface,
             profile = cfg.profile.as_str(),
+            interval_us = timing.interval_us,
+            multiplier = timing.multiplier,
             http = %cfg.http,
             resp = %cfg.resp,
             replication = ?cfg.replication,

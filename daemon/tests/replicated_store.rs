@@ -27,6 +27,8 @@ fn host(id: u16, incarnation: u32, now: Instant) -> Host {
             cluster_id: ClusterId(3),
             incarnation: Incarnation(incarnation),
             profile: Profile::Fast,
+            interval_us: None,
+            multiplier: None,
             priority: 100,
             preempt: false,
             witness: false,
