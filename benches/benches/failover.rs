@@ -117,10 +117,10 @@ fn idle_node(net: &mut Net, label: &str, args: &[&str]) {
             net.metric(a, "tandem_loop_iterations_total"),
         )
     };
-    let ((s0, i0), t0, c0) = (counters(&net), std::time::Instant::now(), cpu_ns(pid));
+    let ((s0, i0), t0, c0) = (counters(net), std::time::Instant::now(), cpu_ns(pid));
     let dead0 = dead_lines(&net.log(a)).len();
     std::thread::sleep(Duration::from_secs(10));
-    let (wall, c1, (s1, i1)) = (t0.elapsed(), cpu_ns(pid), counters(&net));
+    let (wall, c1, (s1, i1)) = (t0.elapsed(), cpu_ns(pid), counters(net));
     let secs = wall.as_secs_f64();
     let per_s = |a: Option<u64>, b: Option<u64>| match (a, b) {
         (Some(a), Some(b)) => format!("{:.0}/s", b.saturating_sub(a) as f64 / secs),
