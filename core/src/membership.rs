@@ -54,8 +54,18 @@
 //! [`Event::QuorumLost`] / [`Event::QuorumRegained`] mark the changes. In a clean partition at
 //! most one side holds a majority, so once the detection span has passed at most one side
 //! serves. A node starts isolated when voters are configured (it has seen no one yet) and
-//! reports [`Event::QuorumRegained`] when it first sees a majority. (A non-transitive partition, where A and B both see the witness but not each
-//! other, leaves both with quorum; the heartbeat carries no seen-set to catch that.)
+//! reports [`Event::QuorumRegained`] when it first sees a majority.
+//!
+//! A non-transitive partition (A and B both see the witness W but not each other) would leave
+//! both A and B with a majority. Every heartbeat names the sender's leader, and W, seeing both,
+//! names one of them, say A. B sees W name a leader that B cannot see: W is in A's component.
+//! A voter that names a leader this node sees neither alive nor as itself *contradicts* it;
+//! once a contradiction has lasted [`CONTRADICTION_SPANS`] of that voter's detection spans
+//! (time enough for the voter to notice the same death on its own), the voter no longer
+//! counts towards this node's quorum. So B becomes isolated and A serves alone, until the
+//! A-B link heals (W's leader is then alive for B: the contradiction ends at once). In a
+//! normal failover every node sees the dead leader die within about one detection span of
+//! each other, well inside the allowance, so nobody is isolated by it.
 //!
 //! Without voters (two-node mode) nobody is ever isolated. On a partition each side declares
 //! the other dead after the detection span and elects its own leader (view + 1 on each side):
@@ -205,11 +215,19 @@ pub struct Stats {
     pub events_dropped: u64,
 }
 
+/// How long (in multiples of its own detection span) a voter may name a leader this node
+/// cannot see before it stops counting towards this node's quorum (module docs).
+pub const CONTRADICTION_SPANS: u64 = 3;
+
 #[derive(Clone, Copy, Debug)]
 struct Slot {
     m: Member,
     /// When the current incarnation was first heard (duplicate-id grace).
     since: Instant,
+    /// Since when this voter has named a leader we cannot see (split-brain guard).
+    contradicts_since: Option<Instant>,
+    /// The contradiction outlasted its allowance: the voter does not count for quorum.
+    discounted: bool,
 }
 
 /// Membership state machine of one node with room for `N` peers.
@@ -308,6 +326,8 @@ impl<const N: usize> Membership<N> {
                             multiplier: hb.multiplier,
                         },
                         since: now,
+                        contradicts_since: None,
+                        discounted: false,
                     });
                     self.det.heartbeat(i, now, hb.interval_us, hb.multiplier);
                     self.set_state(i, MemberState::Alive);
@@ -399,6 +419,8 @@ impl<const N: usize> Membership<N> {
         }
         if changed {
             self.changed(now);
+        } else if self.refresh_contradiction(idx, now) {
+            self.changed(now);
         }
         self.adopt(now, sender, hb);
     }
@@ -456,6 +478,14 @@ impl<const N: usize> Membership<N> {
                 changed = true;
             }
         }
+        for slot in self.slots.iter_mut().flatten() {
+            if let (Some(t), false) = (slot.contradicts_since, slot.discounted) {
+                if now >= t + contradiction_allowance(&slot.m) {
+                    slot.discounted = true;
+                    changed = true;
+                }
+            }
+        }
         if changed {
             self.changed(now);
         }
@@ -489,6 +519,11 @@ impl<const N: usize> Membership<N> {
         }
         if let Some(h) = self.hold_until {
             consider(h);
+        }
+        for slot in self.slots.iter().flatten() {
+            if let (Some(t), false) = (slot.contradicts_since, slot.discounted) {
+                consider(t + contradiction_allowance(&slot.m));
+            }
         }
         t
     }
@@ -628,11 +663,48 @@ impl<const N: usize> Membership<N> {
         }
     }
 
+    /// Whether the voter in slot `idx` names a leader that is neither us, nor itself, nor a
+    /// member we hold alive or suspect.
+    fn contradicts(&self, idx: usize) -> bool {
+        let Some(Some(slot)) = self.slots.get(idx) else {
+            return false;
+        };
+        let v = &slot.m;
+        if !is_live(v.state) || !self.voter(v.node) || self.cfg.voters.is_empty() {
+            return false;
+        }
+        match v.leader {
+            None => false,
+            Some(l) if l == self.cfg.node_id || l == v.node => false,
+            Some(l) => !self.member(l).is_some_and(|m| is_live(m.state)),
+        }
+    }
+
+    /// Starts or ends the contradiction of slot `idx`; true if the end of one gave the voter
+    /// back to the quorum count (recompute).
+    fn refresh_contradiction(&mut self, idx: usize, now: Instant) -> bool {
+        let contradicts = self.contradicts(idx);
+        let Some(Some(slot)) = self.slots.get_mut(idx) else {
+            return false;
+        };
+        if contradicts {
+            slot.contradicts_since.get_or_insert(now);
+            false
+        } else {
+            slot.contradicts_since = None;
+            core::mem::take(&mut slot.discounted)
+        }
+    }
+
     /// A membership change: new view, quorum and leader recomputed, heartbeat sent early.
     fn changed(&mut self, now: Instant) {
         self.view = self.view.saturating_add(1);
         self.stats.view_changes += 1;
         self.next_heartbeat = self.next_heartbeat.min(now);
+        // Who is alive changed: any voter's claim may now contradict us, or stop to.
+        for idx in 0..N {
+            self.refresh_contradiction(idx, now);
+        }
         let isolated = self.quorum_missing();
         if isolated != self.isolated {
             self.isolated = isolated;
@@ -753,7 +825,10 @@ impl<const N: usize> Membership<N> {
                 if v == self.cfg.node_id {
                     !self.left
                 } else {
-                    self.member(v).is_some_and(|m| is_live(m.state))
+                    self.slots
+                        .iter()
+                        .flatten()
+                        .any(|s| s.m.node == v && is_live(s.m.state) && !s.discounted)
                 }
             })
             .count();
@@ -782,6 +857,11 @@ impl<const N: usize> Membership<N> {
 
 fn is_live(s: MemberState) -> bool {
     matches!(s, MemberState::Alive | MemberState::Suspect)
+}
+
+/// How long a voter may contradict us before it stops counting (module docs).
+fn contradiction_allowance(m: &Member) -> Duration {
+    Duration::from_micros(CONTRADICTION_SPANS * m.interval_us as u64 * m.multiplier.max(1) as u64)
 }
 
 fn detection_span(hb: &HeartbeatRepr) -> u64 {
@@ -981,6 +1061,129 @@ mod tests {
         assert!(ev.contains(&Event::QuorumRegained) && ev.contains(&Event::QuorumLost));
         let h = m.poll_heartbeat(ms(1000)).expect("due");
         assert_ne!(h.state.0 & StateFlags::ISOLATED, 0);
+    }
+
+    /// Three voters (1, 2 data nodes; 3 a witness) on an in-memory network where each
+    /// directed link can be cut; every node heartbeats on its own schedule.
+    struct Trio {
+        nodes: [Membership<4>; 3],
+        up: [[bool; 3]; 3],
+        alive: [bool; 3],
+        now: u64,
+    }
+
+    impl Trio {
+        fn new() -> Trio {
+            let mk = |id: u16| {
+                let mut cfg = Config::new(NodeId(id), Incarnation(1));
+                cfg.voters = [NodeId(1), NodeId(2), NodeId(3)].into_iter().collect();
+                cfg.witness = id == 3;
+                Membership::<4>::new(cfg, ms(0))
+            };
+            Trio {
+                nodes: [mk(1), mk(2), mk(3)],
+                up: [[true; 3]; 3],
+                alive: [true; 3],
+                now: 0,
+            }
+        }
+
+        fn cut(&mut self, a: usize, b: usize, up: bool) {
+            self.up[a][b] = up;
+            self.up[b][a] = up;
+        }
+
+        /// Runs `ms` of virtual time in 1 ms steps.
+        fn run(&mut self, ms_: u64) {
+            for _ in 0..ms_ {
+                self.now += 1;
+                let now = ms(self.now);
+                for i in 0..3 {
+                    if !self.alive[i] {
+                        continue;
+                    }
+                    if self.nodes[i].poll_timeout().is_some_and(|t| t <= now) {
+                        self.nodes[i].handle_timeout(now);
+                    }
+                    if let Some(h) = self.nodes[i].poll_heartbeat(now) {
+                        for j in 0..3 {
+                            if j != i && self.up[i][j] && self.alive[j] {
+                                let from = NodeId(i as u16 + 1);
+                                self.nodes[j].handle_heartbeat(now, from, Incarnation(1), &h);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+
+        fn isolated(&self) -> [bool; 3] {
+            [0, 1, 2].map(|i| self.nodes[i].isolated())
+        }
+
+        fn leaders(&self) -> [Option<NodeId>; 3] {
+            [0, 1, 2].map(|i| self.nodes[i].leader())
+        }
+    }
+
+    /// A and B both see the witness but not each other: without the contradiction rule both
+    /// would keep a majority and both lead. The witness names A, so B steps down (isolated)
+    /// within its allowance, and comes back as soon as the link heals.
+    #[test]
+    fn non_transitive_partition_leaves_one_side_serving() {
+        let mut t = Trio::new();
+        t.run(1_000);
+        let a = Some(NodeId(1));
+        assert_eq!(t.leaders(), [a, a, a]);
+        assert_eq!(t.isolated(), [false; 3]);
+        t.cut(0, 1, false);
+        // B declares A dead after 200 ms (lan), then W still names A for 3 x 200 ms.
+        t.run(200 + 3 * 200 + 50);
+        assert_eq!(t.isolated(), [false, true, false], "{:?}", t.leaders());
+        assert_eq!(t.leaders(), [a, None, a]);
+        let ev = events(&mut t.nodes[1]);
+        assert!(ev.contains(&Event::QuorumLost), "{ev:?}");
+        // And it stays that way.
+        t.run(2_000);
+        assert_eq!(t.isolated(), [false, true, false]);
+        assert_eq!(t.nodes[0].stats().leader_changes, 1, "A led throughout");
+        t.cut(0, 1, true);
+        t.run(100);
+        assert_eq!(t.isolated(), [false; 3]);
+        assert_eq!(t.leaders(), [a, a, a]);
+    }
+
+    /// A real failover must not isolate the survivor on its way: B and W see A die within
+    /// about one detection span of each other.
+    #[test]
+    fn failover_never_isolates_the_survivor() {
+        let mut t = Trio::new();
+        t.run(1_000);
+        events(&mut t.nodes[1]);
+        t.alive[0] = false;
+        t.run(1_000);
+        let b = Some(NodeId(2));
+        assert_eq!(t.leaders()[1..], [b, b]);
+        assert_eq!(t.isolated()[1..], [false, false]);
+        let ev = events(&mut t.nodes[1]);
+        assert!(!ev.contains(&Event::QuorumLost), "{ev:?}");
+    }
+
+    /// The witness itself is slow to notice (it hears A 150 ms longer than B does, e.g. a
+    /// congested link): still inside the allowance, no isolation.
+    #[test]
+    fn a_witness_that_notices_late_does_not_isolate_anyone() {
+        let mut t = Trio::new();
+        t.run(1_000);
+        events(&mut t.nodes[1]);
+        t.cut(0, 1, false);
+        t.run(150);
+        t.alive[0] = false;
+        t.run(1_000);
+        assert_eq!(t.isolated()[1..], [false, false]);
+        let ev = events(&mut t.nodes[1]);
+        assert!(!ev.contains(&Event::QuorumLost), "{ev:?}");
+        assert_eq!(t.leaders()[1..], [Some(NodeId(2)); 2]);
     }
 
     #[test]

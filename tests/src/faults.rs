@@ -99,6 +99,23 @@ impl Net {
         }
     }
 
+    /// Cuts only the link between hosts `a` and `b` (both directions): a non-transitive
+    /// partition, every other pair still hears each other. Replaces any earlier partition.
+    pub fn cut(&self, a: usize, b: usize) {
+        self.heal();
+        for (me, other) in [(a, b), (b, a)] {
+            let body = format!(
+                "chain input {{ type filter hook input priority -100; policy accept;\n\
+                 ip saddr {} counter drop\n}}\n\
+                 chain output {{ type filter hook output priority -100; policy accept;\n\
+                 ip daddr {} counter drop\n}}",
+                Net::addr(other),
+                Net::addr(other)
+            );
+            replace_table(self.ns(me), "tdm_part", &body);
+        }
+    }
+
     /// Removes every partition.
     pub fn heal(&self) {
         for h in 1..=self.hosts.len() {

@@ -396,6 +396,73 @@ fn partition_isolates_the_minority_and_heals() {
     assert_eq!(leaders_with_quorum(&c, &[1, 2, 3]), 1);
 }
 
+/// A non-transitive partition: A and B lose each other but both still hear the witness.
+/// Each would count itself plus the witness as a majority; the witness names one leader, so
+/// the other sees a voter vouching for a leader it cannot reach, steps down (health 503
+/// "isolated", writes refused) and HAProxy sends everyone to the side that serves. On heal
+/// both serve again and hold the same data.
+#[test]
+fn non_transitive_partition_one_side_steps_down() {
+    let _cpu = shared_cpu();
+    let Some(c) = Cluster::start(Opts::default()) else {
+        return;
+    };
+    let mut ledger = Ledger::default();
+    write_direct(&c, 1, "pre", 50, &mut ledger);
+    c.net.cut(1, 2);
+    // Exactly one of A and B ends up isolated, and stays so.
+    let isolated = |h| {
+        c.health(h)
+            .is_some_and(|(code, body)| code == 503 && body.contains("isolated"))
+    };
+    let down = wait_for(DOWN_BOUND, Duration::from_millis(10), || {
+        match (isolated(1), isolated(2)) {
+            (true, false) => Some(1),
+            (false, true) => Some(2),
+            _ => None,
+        }
+    });
+    let Some(down) = down else {
+        panic!(
+            "not exactly one side isolated: A {:?}, B {:?}",
+            c.health(1),
+            c.health(2)
+        );
+    };
+    let up = 3 - down;
+    c.wait_healthy(up, DOWN_BOUND);
+    let rep = c.direct(down).unwrap().set("x", b"y").unwrap();
+    match rep {
+        Reply::Error(e) => assert!(e.contains("isolated"), "{e}"),
+        other => panic!("isolated node {down} accepted a write: {other:?}"),
+    }
+    let lb = c.lb.as_ref().unwrap();
+    let name = |h| if h == 1 { "a" } else { "b" };
+    assert!(
+        lb.wait_status(name(down), "DOWN", DOWN_BOUND),
+        "{:?}",
+        lb.server_status(name(down))
+    );
+    let mut r = c.client().unwrap();
+    for i in 0..50 {
+        let key = format!("cut{i}");
+        assert!(r.set(&key, &val(&key, i)).unwrap().is_ok());
+        ledger.acked.insert(key.clone(), val(&key, i));
+    }
+    for _ in 0..25 {
+        let n = leaders_with_quorum(&c, &[1, 2, 3]);
+        assert!(n <= 1, "{n} leaders with quorum");
+        assert!(isolated(down) && !isolated(up), "the sides flapped");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    c.net.heal();
+    c.wait_healthy(down, HEAL);
+    let data = c.wait_identical(HEAL);
+    assert_eq!(data.len(), 100);
+    ledger.verify_all(&mut c.direct(down).unwrap());
+    assert_eq!(leaders_with_quorum(&c, &[1, 2, 3]), 1);
+}
+
 /// Scenario 5: two-node mode: both sides serve during a partition; after it, keys written on
 /// both sides converge to one value on both nodes.
 #[test]
