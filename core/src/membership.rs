@@ -417,9 +417,9 @@ impl<const N: usize> Membership<N> {
             s.m.interval_us = hb.interval_us;
             s.m.multiplier = hb.multiplier;
         }
-        if changed {
-            self.changed(now);
-        } else if self.refresh_contradiction(idx, now) {
+        // A changed membership refreshes every contradiction; else only the sender's claim
+        // may have changed.
+        if changed || self.refresh_contradiction(idx, now) {
             self.changed(now);
         }
         self.adopt(now, sender, hb);
