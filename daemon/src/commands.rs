@@ -42,6 +42,8 @@ pub struct Config {
     pub max_reply_bytes: usize,
     /// Shown in INFO.
     pub tcp_port: u16,
+    /// When the server started (INFO's uptime).
+    pub started: std::time::Instant,
 }
 
 impl Default for Config {
@@ -51,6 +53,7 @@ impl Default for Config {
             max_key_bytes: tandem_core::frame::MAX_KEY_LEN,
             max_reply_bytes: 64 << 20,
             tcp_port: 6379,
+            started: std::time::Instant::now(),
         }
     }
 }
@@ -629,10 +632,11 @@ impl Exec<'_, '_> {
 
     fn info(&mut self) -> Outcome {
         let store = &*self.store;
+        let uptime = self.env.config.started.elapsed().as_secs();
         let text = format!(
             "# Server\r\nredis_version:7.0.0\r\nredis_mode:standalone\r\n\
              tandem_version:{}\r\nos:{}\r\narch_bits:64\r\ntcp_port:{}\r\n\
-             uptime_in_seconds:0\r\n\r\n\
+             uptime_in_seconds:{uptime}\r\nuptime_in_days:{}\r\n\r\n\
              # Clients\r\nconnected_clients:{}\r\n\r\n\
              # Memory\r\nused_memory:{}\r\nmaxmemory:{}\r\n\r\n\
              # Replication\r\nrole:master\r\nconnected_slaves:0\r\n\r\n\
@@ -641,6 +645,7 @@ impl Exec<'_, '_> {
             env!("CARGO_PKG_VERSION"),
             std::env::consts::OS,
             self.env.config.tcp_port,
+            uptime / 86_400,
             self.env.connected_clients,
             store.bytes(),
             store.limits().max_bytes,
@@ -1194,6 +1199,20 @@ mod tests {
         fn reply(&mut self, line: &str) -> String {
             self.run(line).0
         }
+    }
+
+    #[test]
+    fn info_reports_the_real_uptime_and_role() {
+        let mut h = Harness::new();
+        // Instant is a signed count of the monotonic clock: 25 h back is representable
+        // even on a machine up for less.
+        h.config.started = std::time::Instant::now()
+            .checked_sub(std::time::Duration::from_secs(90_000))
+            .expect("an instant 25 h back");
+        let r = h.reply("info");
+        assert!(r.contains("uptime_in_seconds:90000\r\n"), "{r}");
+        assert!(r.contains("uptime_in_days:1\r\n"), "{r}");
+        assert!(r.contains("role:master\r\n"), "{r}");
     }
 
     #[test]
