@@ -167,6 +167,11 @@ struct Peer {
     last: Instant,
     /// Microseconds from `last` to death.
     span: u64,
+    /// The peer's heartbeat interval (clamped), microseconds.
+    interval: u64,
+    /// Not dead before this, after a stall of our own ([`Detector::stalled`]); `ZERO` when
+    /// the peer had no such grace since its last heartbeat.
+    pardon_until: Instant,
     liveness: Liveness,
     /// Adaptive ring: samples, write head, count, running sums.
     samples: [u32; SAMPLES],
@@ -185,6 +190,8 @@ impl Peer {
     const EMPTY: Peer = Peer {
         last: Instant::ZERO,
         span: 0,
+        interval: 0,
+        pardon_until: Instant::ZERO,
         liveness: Liveness::Dead,
         samples: [0; SAMPLES],
         head: 0,
@@ -283,6 +290,8 @@ impl<const N: usize> Detector<N> {
             }
             _ => fixed,
         };
+        p.interval = interval;
+        p.pardon_until = Instant::ZERO;
         p.liveness = Liveness::Alive;
         let due = after(p.last, p.span * self.suspect_percent / 100);
         self.schedule(slot, due);
@@ -321,7 +330,7 @@ impl<const N: usize> Detector<N> {
         match p.liveness {
             Liveness::Alive => {
                 p.liveness = Liveness::Suspect;
-                let dead = after(p.last, p.span);
+                let dead = after(p.last, p.span).max(p.pardon_until);
                 self.heap[0].due = dead;
                 self.sift_down(0);
                 Some(Expired {
@@ -338,6 +347,33 @@ impl<const N: usize> Detector<N> {
                 })
             }
         }
+    }
+
+    /// This node was not running until `now` (its loop woke up late, e.g. the virtual
+    /// machine was descheduled). A peer on the same host was frozen as well and sends its
+    /// overdue heartbeat moments after it resumes, but our deadline for it may already have
+    /// passed: every deadline due by `now` moves to `now` plus that peer's interval. Once per
+    /// silence: a peer that already had this grace since its last heartbeat gets none, so a
+    /// dead peer is declared dead at most one interval later than its bound, and only after
+    /// a stall. Returns how many peers were pardoned.
+    pub fn stalled(&mut self, now: Instant) -> usize {
+        let mut pardoned = 0;
+        // Bounded by N; each reschedule is a heap sift.
+        for slot in 0..N {
+            let i = self.pos[slot];
+            if i == NONE || self.heap[i as usize].due > now {
+                continue;
+            }
+            let p = &mut self.peers[slot];
+            if p.pardon_until != Instant::ZERO {
+                continue;
+            }
+            let until = after(now, p.interval);
+            p.pardon_until = until;
+            pardoned += 1;
+            self.schedule(slot, until);
+        }
+        pardoned
     }
 
     pub fn liveness(&self, slot: usize) -> Liveness {
@@ -581,6 +617,55 @@ mod tests {
         assert_eq!(drain(&mut d, at(1000)).len(), 2);
         assert_eq!(d.liveness(3), Liveness::Dead);
         assert_eq!(d.poll_timeout(), None);
+    }
+
+    /// A stall of our own past a peer's deadlines gives it one interval after the stall, not
+    /// more: a second stall in the same silence does not extend it again, and the next
+    /// heartbeat restores the normal bound.
+    #[test]
+    fn a_stall_pardons_overdue_peers_once_per_silence() {
+        let mut d: Detector<8> = Detector::new(Policy::Fixed, 50);
+        d.heartbeat(0, at(0), 2_000, 5); // suspect at 5 ms, dead at 10 ms
+        d.heartbeat(1, at(0), 20_000, 5); // suspect at 50 ms: not due, untouched
+        assert_eq!(d.stalled(at(17)), 1);
+        assert_eq!(d.poll_timeout(), Some(at(19)));
+        assert!(drain(&mut d, at(18)).is_empty());
+        let e = drain(&mut d, at(19));
+        assert_eq!(
+            e,
+            [
+                Expired {
+                    slot: 0,
+                    to: Liveness::Suspect
+                },
+                Expired {
+                    slot: 0,
+                    to: Liveness::Dead
+                }
+            ]
+        );
+        // Heard again: a later stall pardons it once more, but only once.
+        d.heartbeat(0, at(30), 2_000, 5);
+        assert_eq!(d.stalled(at(36)), 1);
+        assert_eq!(
+            drain(&mut d, at(38)),
+            [Expired {
+                slot: 0,
+                to: Liveness::Suspect
+            }]
+        );
+        assert_eq!(d.stalled(at(45)), 0);
+        assert_eq!(
+            drain(&mut d, at(45)),
+            [Expired {
+                slot: 0,
+                to: Liveness::Dead
+            }]
+        );
+        // No stall: the bound is exact.
+        d.heartbeat(0, at(50), 2_000, 5);
+        let e = drain(&mut d, at(60));
+        assert_eq!(e.iter().filter(|e| e.slot == 0).count(), 2, "{e:?}");
     }
 
     #[test]

@@ -213,6 +213,8 @@ pub struct Stats {
     pub view_changes: u64,
     pub leader_changes: u64,
     pub events_dropped: u64,
+    /// Overdue peers given one more interval after a stall of this node ([`Membership::stalled`]).
+    pub pardons: u64,
 }
 
 /// How long (in multiples of its own detection span) a voter may name a leader this node
@@ -489,6 +491,14 @@ impl<const N: usize> Membership<N> {
         if changed {
             self.changed(now);
         }
+    }
+
+    /// This node was not running until `now` (the caller's loop woke up late): peers whose
+    /// deadlines fell due meanwhile get one more heartbeat interval, once per silence (see
+    /// [`Detector::stalled`]). Call after reading the heartbeats that arrived, before
+    /// [`Membership::handle_timeout`]. Changes no member state.
+    pub fn stalled(&mut self, now: Instant) {
+        self.stats.pardons += self.det.stalled(now) as u64;
     }
 
     /// Leaves the cluster: no more heartbeats; send the returned Leave.

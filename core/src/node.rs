@@ -265,6 +265,13 @@ where
         self.pump(now);
     }
 
+    /// The caller's loop woke up late (it was not running, e.g. its virtual machine was
+    /// descheduled): see [`Membership::stalled`]. Call after the datagrams that arrived were
+    /// handled, before [`Node::handle_timeout`].
+    pub fn handle_stall(&mut self, now: Instant) {
+        self.membership.stalled(now);
+    }
+
     /// Replicates a local write (already applied to the caller's store). Errors: see
     /// [`replication::Error`]; on error nothing was queued. A witness holds no sessions: the
     /// daemon refuses client writes on it before this.

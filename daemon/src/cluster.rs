@@ -327,6 +327,12 @@ impl Cluster {
         None
     }
 
+    /// The loop woke up late (it was not running): overdue peers get one more interval
+    /// (`Node::handle_stall`). Call after this turn's datagrams, before `handle_timeout`.
+    pub fn handle_stall(&mut self, now: Instant) {
+        self.node.handle_stall(now);
+    }
+
     /// Call when `now >= poll_timeout()`: heartbeats due, detector deadlines.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.node.handle_timeout(now);
@@ -607,6 +613,7 @@ impl Cluster {
             m.add_drops(reason, n);
         }
         m.state_changes = self.node.membership().stats().state_changes;
+        m.stall_pardons = self.node.membership().stats().pardons;
         m
     }
 }

@@ -93,6 +93,11 @@ pub struct Daemon {
     next_sweep: Option<Instant>,
 }
 
+/// A wake-up at least this late past its deadline means the loop was not running (the
+/// machine was descheduled, or a turn took that long): see [`Cluster::handle_stall`].
+/// Ordinary wake-ups here are 50-200 µs late.
+pub const STALL: Duration = Duration::from_millis(1);
+
 /// Store entries the expiry sweep may free per loop turn (bounds a turn's work).
 const SWEEP_BUDGET: usize = 1024;
 
@@ -293,6 +298,12 @@ impl Daemon {
                     }
                     t => debug!(token = t.0, "event for unknown token"),
                 }
+            }
+            // Heartbeats queued while we were not running were read above; a peer frozen
+            // with us (same machine) sends its overdue one moments after resuming.
+            if deadline.is_some_and(|d| now.saturating_duration_since(d) >= STALL) {
+                self.metrics.loop_stalls += 1;
+                self.cluster.handle_stall(now);
             }
             self.on_timeouts(now);
             self.drain_cluster_events(now);

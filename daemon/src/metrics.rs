@@ -81,6 +81,8 @@ pub struct ClusterMetrics {
     pub detections: u64,
     /// Leader changes (view changes).
     pub leader_changes: u64,
+    /// Overdue peers given one more interval because this node's loop had stalled.
+    pub stall_pardons: u64,
 }
 
 impl ClusterMetrics {
@@ -123,6 +125,8 @@ pub struct DaemonMetrics {
     pub timer_late_max_us: u64,
     /// Sum of deadline wake-up lateness, microseconds (mean = this / loop_timeouts).
     pub timer_late_us: u64,
+    /// Wake-ups at least [`crate::event_loop::STALL`] late: the loop was not running.
+    pub loop_stalls: u64,
     pub hooks_started: u64,
     pub hooks_failed: u64,
     pub hooks_dropped: u64,
@@ -284,6 +288,18 @@ pub fn render(c: &ClusterMetrics, d: &DaemonMetrics, s: &StatusSnapshot) -> Stri
         "tandem_loop_timer_late_max_microseconds",
         "Largest deadline lateness seen.",
         d.timer_late_max_us,
+    );
+    counter(
+        &mut o,
+        "tandem_loop_stalls_total",
+        "Wake-ups so late that the loop (likely the machine) was not running.",
+        d.loop_stalls,
+    );
+    counter(
+        &mut o,
+        "tandem_stall_pardons_total",
+        "Overdue peers given one more heartbeat interval after a stall of this node.",
+        c.stall_pardons,
     );
     counter(
         &mut o,
