@@ -708,6 +708,43 @@ fn stalls_just_under_the_bound_never_kill_a_member() {
 
 /// `UdpRcvbufErrors` of host `h`'s namespace: datagrams the kernel dropped because a
 /// socket's receive buffer was full.
+/// A pause of the whole machine (all three nodes stopped at once, for twice the `lan` bound)
+/// is not a failure: when the nodes resume, each one's overdue deadlines for the others
+/// fire before the others have sent again. The loop sees that it woke up that late and gives
+/// overdue peers one more heartbeat interval (`Detector::stalled`), within which they send.
+#[test]
+fn a_pause_of_the_whole_machine_kills_no_member() {
+    let _cpu = shared_cpu();
+    let Some(c) = Cluster::start(Opts::default()) else {
+        return;
+    };
+    let all = [1, 2, 3];
+    let deaths = total(&c, &all, "tandem_detections_total");
+    for _ in 0..5 {
+        for &h in &all {
+            c.net.signal(c.node(h), libc::SIGSTOP);
+        }
+        std::thread::sleep(Duration::from_millis(400));
+        for &h in &all {
+            c.net.signal(c.node(h), libc::SIGCONT);
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert_eq!(
+        total(&c, &all, "tandem_detections_total"),
+        deaths,
+        "a paused member was declared dead: {:?}",
+        c.net.status(c.node(1))
+    );
+    assert!(
+        total(&c, &all, "tandem_stall_pardons_total") > 0,
+        "no node noticed its own pause"
+    );
+    for &h in &all[..2] {
+        c.wait_healthy(h, DOWN_BOUND);
+    }
+}
+
 fn udp_rcvbuf_errors(net: &Net, h: usize) -> u64 {
     let snmp = tandem_tests::sh(&["ip", "netns", "exec", net.ns(h), "cat", "/proc/net/snmp"]);
     let udp: Vec<&str> = snmp.lines().filter(|l| l.starts_with("Udp:")).collect();
