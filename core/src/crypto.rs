@@ -146,16 +146,18 @@ impl Aead for Insecure {
     }
 }
 
-/// A provider chosen at run time (for a daemon that has `--insecure`).
+/// A provider chosen at run time (for a daemon that has `--insecure`). `G` is the AES-128-GCM
+/// implementation: this crate's [`Aes128Gcm`] by default, or the caller's own (the daemon
+/// plugs in an assembly one).
 #[derive(Clone, Debug)]
 // No alloc to box the AES state; a keyring holds a handful of these.
 #[allow(clippy::large_enum_variant)]
-pub enum AnyAead {
-    Aes128Gcm(Aes128Gcm),
+pub enum AnyAead<G = Aes128Gcm> {
+    Aes128Gcm(G),
     Insecure(Insecure),
 }
 
-impl Aead for AnyAead {
+impl<G: Aead> Aead for AnyAead<G> {
     fn seal_in_place(
         &self,
         nonce: &[u8; NONCE_LEN],

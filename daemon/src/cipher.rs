@@ -6,7 +6,7 @@
 //! the time (measured in `benches/README.md`). Both are the same standard AEAD; the tests
 //! below seal with one and open with the other.
 
-use tandem_core::crypto::{Aead, Insecure, KEY_LEN, NONCE_LEN};
+use tandem_core::crypto::{Aead, AnyAead, KEY_LEN, NONCE_LEN};
 use tandem_core::frame::{Error, TAG_LEN};
 
 /// AES-128-GCM from `ring`.
@@ -64,51 +64,14 @@ impl Aead for RingAes128Gcm {
     }
 }
 
-/// A cipher chosen at run time: a key file, or `--insecure`.
-#[derive(Debug)]
-// A keyring holds at most a handful; boxing the key would add a pointer chase per frame.
-#[allow(clippy::large_enum_variant)]
-pub enum Cipher {
-    Aes128Gcm(RingAes128Gcm),
-    Insecure(Insecure),
-}
-
-impl Aead for Cipher {
-    fn seal_in_place(
-        &self,
-        nonce: &[u8; NONCE_LEN],
-        aad: &[u8],
-        buf: &mut [u8],
-    ) -> Result<[u8; TAG_LEN], Error> {
-        match self {
-            Cipher::Aes128Gcm(a) => a.seal_in_place(nonce, aad, buf),
-            Cipher::Insecure(a) => a.seal_in_place(nonce, aad, buf),
-        }
-    }
-
-    fn open_in_place(
-        &self,
-        nonce: &[u8; NONCE_LEN],
-        aad: &[u8],
-        buf: &mut [u8],
-        tag: &[u8; TAG_LEN],
-    ) -> Result<(), Error> {
-        match self {
-            Cipher::Aes128Gcm(a) => a.open_in_place(nonce, aad, buf, tag),
-            Cipher::Insecure(a) => a.open_in_place(nonce, aad, buf, tag),
-        }
-    }
-
-    fn is_insecure(&self) -> bool {
-        matches!(self, Cipher::Insecure(_))
-    }
-}
+/// A cipher chosen at run time: a key file (`ring`), or `--insecure`.
+pub type Cipher = AnyAead<RingAes128Gcm>;
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use tandem_core::crypto::{open, seal, Aes128Gcm, Keyring};
+    use tandem_core::crypto::{open, seal, Aes128Gcm, Insecure, Keyring};
     use tandem_core::frame::{Body, Frame, HeaderRepr, HeartbeatRepr, Kind, Role, StateFlags};
     use tandem_core::{ClusterId, Incarnation, KeyId, NodeId};
 
