@@ -134,18 +134,14 @@ fn main() {
         let raw = n as f64 / secs;
         // tandemd: the daemon's receive path, every datagram handed to the cluster.
         let (n, secs) = run_phase(|| {
-            let now = clock.now();
-            let now_ms = tandemd::clock::unix_ms();
-            let got = rx.recv_batch(&mut batch, &clock, now).unwrap_or(0);
-            for i in 0..got {
-                if let Some(d) = batch.datagram(i) {
-                    if !d.truncated {
-                        handed += 1;
-                        cluster.handle_datagram(d.arrival, d.data, &mut sessions, now_ms);
-                    }
-                }
-            }
-            got
+            tandemd_batch(
+                &rx,
+                &mut batch,
+                &clock,
+                &mut cluster,
+                &mut sessions,
+                &mut handed,
+            )
         });
         let td = n as f64 / secs;
         println!(
@@ -194,18 +190,14 @@ fn main() {
                 let n = if side == 0 {
                     recv_batch_fd(fd, &mut batch, &clock, Instant::ZERO, false).unwrap_or(0)
                 } else {
-                    let now = clock.now();
-                    let now_ms = tandemd::clock::unix_ms();
-                    let got = rx.recv_batch(&mut batch, &clock, now).unwrap_or(0);
-                    for i in 0..got {
-                        if let Some(d) = batch.datagram(i) {
-                            if !d.truncated {
-                                handed += 1;
-                                cluster.handle_datagram(d.arrival, d.data, &mut sessions, now_ms);
-                            }
-                        }
-                    }
-                    got
+                    tandemd_batch(
+                        &rx,
+                        &mut batch,
+                        &clock,
+                        &mut cluster,
+                        &mut sessions,
+                        &mut handed,
+                    )
                 };
                 if n == 0 {
                     break;
@@ -270,4 +262,28 @@ fn run_phase(mut recv: impl FnMut() -> usize) -> (u64, f64) {
         n += recv() as u64;
     }
     (n, start.elapsed().as_secs_f64())
+}
+
+/// The daemon's receive path for one batch: recvmmsg with kernel timestamps, then every
+/// datagram to the cluster (counted in `handed`). Returns the datagrams received.
+fn tandemd_batch(
+    rx: &ClusterSocket,
+    batch: &mut RecvBatch,
+    clock: &Clock,
+    cluster: &mut Cluster,
+    sessions: &mut tandemd::sessions::Sessions,
+    handed: &mut u64,
+) -> usize {
+    let now = clock.now();
+    let now_ms = tandemd::clock::unix_ms();
+    let got = rx.recv_batch(batch, clock, now).unwrap_or(0);
+    for i in 0..got {
+        if let Some(d) = batch.datagram(i) {
+            if !d.truncated {
+                *handed += 1;
+                cluster.handle_datagram(d.arrival, d.data, sessions, now_ms);
+            }
+        }
+    }
+    got
 }

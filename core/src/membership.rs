@@ -680,7 +680,8 @@ impl<const N: usize> Membership<N> {
             return false;
         };
         let v = &slot.m;
-        if !is_live(v.state) || !self.voter(v.node) || self.cfg.voters.is_empty() {
+        // Two-node mode (no voters) first: it is checked on every heartbeat.
+        if self.cfg.voters.is_empty() || !is_live(v.state) || !self.voter(v.node) {
             return false;
         }
         match v.leader {

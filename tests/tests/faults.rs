@@ -689,12 +689,7 @@ fn stalls_just_under_the_bound_never_kill_a_member() {
     let deaths = total(&c, &all, "tandem_detections_total");
     // `lan`: dead 200 ms after the last heartbeat, heartbeats every 20 ms. A 140 ms stall
     // leaves at most 160 ms between heartbeats, plus scheduling slack.
-    for _ in 0..8 {
-        c.net.signal(c.node(2), libc::SIGSTOP);
-        std::thread::sleep(Duration::from_millis(140));
-        c.net.signal(c.node(2), libc::SIGCONT);
-        std::thread::sleep(Duration::from_millis(300));
-    }
+    pause(&c, &[2], 8, Duration::from_millis(140));
     assert_eq!(
         total(&c, &all, "tandem_detections_total"),
         deaths,
@@ -720,16 +715,7 @@ fn a_pause_of_the_whole_machine_kills_no_member() {
     };
     let all = [1, 2, 3];
     let deaths = total(&c, &all, "tandem_detections_total");
-    for _ in 0..5 {
-        for &h in &all {
-            c.net.signal(c.node(h), libc::SIGSTOP);
-        }
-        std::thread::sleep(Duration::from_millis(400));
-        for &h in &all {
-            c.net.signal(c.node(h), libc::SIGCONT);
-        }
-        std::thread::sleep(Duration::from_millis(300));
-    }
+    pause(&c, &all, 5, Duration::from_millis(400));
     assert_eq!(
         total(&c, &all, "tandem_detections_total"),
         deaths,
@@ -742,6 +728,21 @@ fn a_pause_of_the_whole_machine_kills_no_member() {
     );
     for &h in &all[..2] {
         c.wait_healthy(h, DOWN_BOUND);
+    }
+}
+
+/// `times` times: SIGSTOP the nodes on `hosts` together for `length`, resume them, and give
+/// them 300 ms.
+fn pause(c: &Cluster, hosts: &[usize], times: usize, length: Duration) {
+    for _ in 0..times {
+        for &h in hosts {
+            c.net.signal(c.node(h), libc::SIGSTOP);
+        }
+        std::thread::sleep(length);
+        for &h in hosts {
+            c.net.signal(c.node(h), libc::SIGCONT);
+        }
+        std::thread::sleep(Duration::from_millis(300));
     }
 }
 
