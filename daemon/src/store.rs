@@ -42,6 +42,7 @@ use std::collections::hash_map::{Entry as MapEntry, RandomState};
 use std::collections::{BTreeSet, BinaryHeap, HashMap, VecDeque};
 use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
 
+use smallvec::SmallVec;
 use tandem_core::frame::{EntryRepr, Op};
 use tandem_core::NodeId;
 
@@ -252,8 +253,17 @@ impl Slot {
     }
 }
 
-/// Keys with one 64-bit hash (almost always one key).
-type Bucket = Vec<(Box<[u8]>, Slot)>;
+/// Keys with one 64-bit hash: almost always one, held inline in the map's own table, so a
+/// lookup costs no pointer chase to a separate allocation.
+type Bucket = SmallVec<[(Box<[u8]>, Slot); 1]>;
+
+/// A key with its [`key_hash`], computed once per operation: every internal step of a write
+/// (bounds check, install, tombstone) takes it instead of hashing the bytes again.
+#[derive(Clone, Copy)]
+struct Key<'a> {
+    hash: u64,
+    bytes: &'a [u8],
+}
 
 /// The buckets are keyed by [`key_hash`] already: hashing that again would be wasted work.
 #[derive(Default)]
@@ -296,6 +306,9 @@ pub struct Store {
     expiry: BinaryHeap<Reverse<(u64, u64)>>,
     /// (deleted_at_ms, key hash, version, origin), oldest first, lazily invalidated.
     tomb_queue: VecDeque<(u64, u64, u64, NodeId)>,
+    /// Tests only: fold every key hash into this many values, so buckets hold many keys.
+    #[cfg(test)]
+    crowd: Option<u64>,
 }
 
 /// The key hash that orders the store: SipHash under a key drawn at random per store, so a
@@ -325,6 +338,8 @@ impl Store {
             bytes: 0,
             expiry: BinaryHeap::new(),
             tomb_queue: VecDeque::new(),
+            #[cfg(test)]
+            crowd: None,
         }
     }
 
@@ -359,16 +374,29 @@ impl Store {
         self.clock
     }
 
-    fn slot(&self, key: &[u8]) -> Option<&Slot> {
+    fn key<'a>(&self, bytes: &'a [u8]) -> Key<'a> {
+        let hash = key_hash(&self.seed, bytes);
+        #[cfg(test)]
+        let hash = self.crowd.map_or(hash, |n| hash % n.max(1) + 1);
+        Key { hash, bytes }
+    }
+
+    fn slot(&self, key: Key<'_>) -> Option<&Slot> {
         self.map
-            .get(&key_hash(&self.seed, key))?
+            .get(&key.hash)?
             .iter()
-            .find(|(k, _)| &**k == key)
+            .find(|(k, _)| &**k == key.bytes)
             .map(|(_, s)| s)
     }
 
     /// The live, unexpired entry of `key`. An expired one is turned into a tombstone here.
     pub fn get(&mut self, key: &[u8], now_ms: u64) -> Option<&Entry> {
+        let key = self.key(key);
+        self.live_entry(key, now_ms)
+    }
+
+    /// [`Store::get`] for a hashed key. The second lookup finds the bucket in cache.
+    fn live_entry(&mut self, key: Key<'_>, now_ms: u64) -> Option<&Entry> {
         let expired = match self.slot(key)? {
             Slot::Live(e) => e.expired(now_ms),
             Slot::Dead { .. } => return None,
@@ -391,10 +419,10 @@ impl Store {
         expiry: Expiry,
         now_ms: u64,
     ) -> Result<Replicate, StoreError> {
-        let old_expiry = self.get(key, now_ms).map_or(0, |e| e.expires_at_ms);
+        let key = self.key(key);
         let expires_at_ms = match expiry {
             Expiry::Never => 0,
-            Expiry::Keep => old_expiry,
+            Expiry::Keep => self.live_entry(key, now_ms).map_or(0, |e| e.expires_at_ms),
             Expiry::At(t) => t,
         };
         self.put_local(key, Value::Str(value.to_vec()), expires_at_ms, now_ms)
@@ -408,7 +436,8 @@ impl Store {
         pairs: impl Iterator<Item = (&'a [u8], &'a [u8])>,
         now_ms: u64,
     ) -> Result<(usize, Replicate), StoreError> {
-        let (mut fields, expires_at_ms) = match self.get(key, now_ms) {
+        let key = self.key(key);
+        let (mut fields, expires_at_ms) = match self.live_entry(key, now_ms) {
             Some(Entry {
                 value: Value::Hash(h),
                 expires_at_ms,
@@ -437,7 +466,8 @@ impl Store {
         fields: impl Iterator<Item = &'a [u8]>,
         now_ms: u64,
     ) -> (usize, Option<Replicate>) {
-        let (mut h, expires_at_ms) = match self.get(key, now_ms) {
+        let key = self.key(key);
+        let (mut h, expires_at_ms) = match self.live_entry(key, now_ms) {
             Some(Entry {
                 value: Value::Hash(h),
                 expires_at_ms,
@@ -454,7 +484,7 @@ impl Store {
             return (0, None);
         }
         if h.is_empty() {
-            return (removed, self.delete(key, now_ms));
+            return (removed, self.delete_key(key, now_ms));
         }
         // Shrinking never fails the bounds.
         let rec = self
@@ -465,12 +495,17 @@ impl Store {
 
     /// Deletes a live key.
     pub fn delete(&mut self, key: &[u8], now_ms: u64) -> Option<Replicate> {
-        self.get(key, now_ms)?;
+        let key = self.key(key);
+        self.delete_key(key, now_ms)
+    }
+
+    fn delete_key(&mut self, key: Key<'_>, now_ms: u64) -> Option<Replicate> {
+        self.live_entry(key, now_ms)?;
         let version = self.tick();
         self.kill(key, Some((version, self.node)), now_ms);
         Some(Replicate {
             op: Op::Delete,
-            key: key.to_vec(),
+            key: key.bytes.to_vec(),
             version,
             origin: self.node,
             expires_at_ms: 0,
@@ -481,9 +516,10 @@ impl Store {
     /// Sets (`at_ms` > 0) or clears (`at_ms` == 0) a live key's expiry. A time not after
     /// `now_ms` deletes the key, as Redis does.
     pub fn set_expiry(&mut self, key: &[u8], at_ms: u64, now_ms: u64) -> Option<Replicate> {
-        let value = self.get(key, now_ms)?.value.clone();
+        let key = self.key(key);
+        let value = self.live_entry(key, now_ms)?.value.clone();
         if at_ms != 0 && at_ms <= now_ms {
-            return self.delete(key, now_ms);
+            return self.delete_key(key, now_ms);
         }
         // Same value, so the size does not change and the bounds pass.
         self.put_local(key, value, at_ms, now_ms).ok()
@@ -496,7 +532,7 @@ impl Store {
 
     fn put_local(
         &mut self,
-        key: &[u8],
+        key: Key<'_>,
         value: Value,
         expires_at_ms: u64,
         now_ms: u64,
@@ -518,7 +554,7 @@ impl Store {
         );
         Ok(Replicate {
             op: Op::Put,
-            key: key.to_vec(),
+            key: key.bytes.to_vec(),
             version,
             origin: self.node,
             expires_at_ms,
@@ -526,9 +562,11 @@ impl Store {
         })
     }
 
-    fn check_bounds(&mut self, key: &[u8], value: &Value, now_ms: u64) -> Result<(), StoreError> {
-        let new = entry_charge(key, value);
-        let old = self.get(key, now_ms).map(|e| entry_charge(key, &e.value));
+    fn check_bounds(&mut self, key: Key<'_>, value: &Value, now_ms: u64) -> Result<(), StoreError> {
+        let new = entry_charge(key.bytes, value);
+        let old = self
+            .live_entry(key, now_ms)
+            .map(|e| entry_charge(key.bytes, &e.value));
         if old.is_none() && self.live >= self.limits.max_sessions {
             return Err(StoreError::OutOfMemory);
         }
@@ -540,8 +578,8 @@ impl Store {
     }
 
     /// Puts a live entry in `key`'s slot, replacing whatever is there.
-    fn install(&mut self, key: &[u8], entry: Entry) {
-        let hash = key_hash(&self.seed, key);
+    fn install(&mut self, key: Key<'_>, entry: Entry) {
+        let Key { hash, bytes: key } = key;
         if entry.expires_at_ms != 0 {
             self.expiry.push(Reverse((entry.expires_at_ms, hash)));
             self.compact_expiry();
@@ -552,7 +590,7 @@ impl Store {
             MapEntry::Occupied(o) => o.into_mut(),
             MapEntry::Vacant(v) => {
                 self.order.insert(hash);
-                v.insert(Vec::new())
+                v.insert(Bucket::new())
             }
         };
         match bucket.iter_mut().find(|(k, _)| &**k == key) {
@@ -571,13 +609,13 @@ impl Store {
     }
 
     /// Turns `key`'s slot into a tombstone stamped `stamp` (or the live entry's own stamp).
-    fn kill(&mut self, key: &[u8], stamp: Option<(u64, NodeId)>, now_ms: u64) {
-        let hash = key_hash(&self.seed, key);
+    fn kill(&mut self, key: Key<'_>, stamp: Option<(u64, NodeId)>, now_ms: u64) {
+        let Key { hash, bytes: key } = key;
         let bucket = match self.map.entry(hash) {
             MapEntry::Occupied(o) => o.into_mut(),
             MapEntry::Vacant(v) => {
                 self.order.insert(hash);
-                v.insert(Vec::new())
+                v.insert(Bucket::new())
             }
         };
         let slot = match bucket.iter_mut().find(|(k, _)| &**k == key) {
@@ -624,35 +662,36 @@ impl Store {
         };
         self.clock = self.clock.max(e.version);
         let incoming = (e.version, e.origin);
-        let current = self.slot(e.key).map(Slot::stamp);
+        let key = self.key(e.key);
+        let current = self.slot(key).map(Slot::stamp);
         if current.is_some_and(|c| c >= incoming) {
             return Ok(Applied::Stale);
         }
         match e.op {
             Op::Delete => {
-                self.kill(e.key, Some(incoming), now_ms);
+                self.kill(key, Some(incoming), now_ms);
             }
             Op::Touch => {
-                let Some(Slot::Live(entry)) = self.slot(e.key) else {
+                let Some(Slot::Live(entry)) = self.slot(key) else {
                     return Ok(Applied::Stale);
                 };
                 let mut entry = entry.clone();
                 entry.version = e.version;
                 entry.origin = e.origin;
                 entry.expires_at_ms = e.expires_at_ms;
-                self.install(e.key, entry);
+                self.install(key, entry);
             }
             Op::Put => {
                 let Some(value) = decoded else {
                     return Err(StoreError::Malformed);
                 };
                 if e.expires_at_ms != 0 && e.expires_at_ms <= now_ms {
-                    self.kill(e.key, Some(incoming), now_ms);
+                    self.kill(key, Some(incoming), now_ms);
                     return Ok(Applied::Stored);
                 }
-                self.check_bounds(e.key, &value, now_ms)?;
+                self.check_bounds(key, &value, now_ms)?;
                 self.install(
-                    e.key,
+                    key,
                     Entry {
                         value,
                         version: e.version,
@@ -669,7 +708,7 @@ impl Store {
     /// `Delete` for a tombstone, `None` if the store knows nothing of it. Used by state
     /// transfer; expired entries are reported as deletes.
     pub fn record(&self, key: &[u8], now_ms: u64) -> Option<Replicate> {
-        let slot = self.slot(key)?;
+        let slot = self.slot(self.key(key))?;
         Some(record_of(key, slot, now_ms))
     }
 
@@ -742,7 +781,7 @@ impl Store {
                         .map(|(k, _)| k.clone())
                         .collect();
                     for k in due {
-                        self.kill(&k, None, now_ms);
+                        self.kill(Key { hash, bytes: &k }, None, now_ms);
                     }
                 }
                 _ => break,
@@ -858,6 +897,13 @@ mod tests {
 
     fn s(v: &[u8]) -> Value {
         Value::Str(v.to_vec())
+    }
+
+    /// A store whose keys share `hashes` hash values: every bucket holds several keys.
+    fn crowded(node: NodeId, hashes: u64) -> Store {
+        let mut st = Store::new(node, Limits::default());
+        st.crowd = Some(hashes);
+        st
     }
 
     fn dump(store: &mut Store, now: u64) -> Vec<Replicate> {
@@ -1084,6 +1130,60 @@ mod tests {
         assert_eq!(seen, want);
     }
 
+    #[test]
+    fn keys_sharing_a_hash_stay_apart() {
+        // One hash value for 30 keys: one bucket holds them all.
+        let mut st = crowded(A, 1);
+        let key = |i: u8| [b'k', i];
+        for i in 0..30u8 {
+            let expiry = if i % 5 == 0 {
+                Expiry::At(50)
+            } else {
+                Expiry::Never
+            };
+            st.set_string(&key(i), &[i], expiry, 0).expect("fits");
+        }
+        assert_eq!(st.map.len(), 1);
+        for i in (1..30u8).step_by(3) {
+            assert!(st.delete(&key(i), 0).is_some());
+        }
+        st.set_string(&key(2), b"new", Expiry::Never, 0)
+            .expect("fits");
+        // Expiry frees only the expiring keys of a bucket, tombstone eviction only the dead.
+        // Next due: the deletes' tombstones (made at 0) age out.
+        assert_eq!(st.sweep(60, 1000), Some(st.limits().tombstone_ttl_ms));
+        let mut seen = Vec::new();
+        let mut cursor = 0;
+        loop {
+            cursor = st.scan(cursor, 4, 60, |_| true, &mut seen);
+            if cursor == 0 {
+                break;
+            }
+        }
+        seen.sort();
+        let live: Vec<Vec<u8>> = (0..30u8)
+            .filter(|i| i % 3 != 1 && i % 5 != 0)
+            .map(|i| key(i).to_vec())
+            .collect();
+        assert_eq!(seen, live);
+        for i in 0..30u8 {
+            let want = match i {
+                2 => Some(b"new".to_vec()),
+                _ if i % 3 == 1 || i % 5 == 0 => None,
+                _ => Some(vec![i]),
+            };
+            let got = st.get(&key(i), 60).map(|e| match &e.value {
+                Value::Str(v) => v.clone(),
+                Value::Hash(_) => Vec::new(),
+            });
+            assert_eq!(got, want, "key {i}");
+        }
+        assert_eq!(st.len(), live.len());
+        assert_eq!(st.sweep(60 + st.limits().tombstone_ttl_ms, 1000), None);
+        assert_eq!(st.tombstones(), 0);
+        assert_eq!(st.map.len(), 1);
+    }
+
     mod prop {
         use super::*;
         use proptest::prelude::*;
@@ -1120,8 +1220,10 @@ mod tests {
             /// permutation of all their writes, applied to a fresh store, gives one state, and
             /// so do both nodes once each has received everything.
             #[test]
-            fn any_order_converges(ops in proptest::collection::vec(op(), 1..40), seed in any::<u64>()) {
-                let mut nodes = [Store::new(A, Limits::default()), Store::new(B, Limits::default())];
+            fn any_order_converges(ops in proptest::collection::vec(op(), 1..40), seed in any::<u64>(), crowd in any::<bool>()) {
+                // Crowded stores put several keys in each bucket (one hash for many keys).
+                let new = |n| if crowd { crowded(n, 2) } else { Store::new(n, Limits::default()) };
+                let mut nodes = [new(A), new(B)];
                 let mut logs: [Vec<Replicate>; 2] = [Vec::new(), Vec::new()];
                 let mut delivered = [0usize; 2];
                 let now = 1000;
@@ -1168,7 +1270,7 @@ mod tests {
                     x ^= x << 13; x ^= x >> 7; x ^= x << 17;
                     order.swap(i, (x % (i as u64 + 1)) as usize);
                 }
-                let mut fresh = Store::new(NodeId(7), Limits::default());
+                let mut fresh = new(NodeId(7));
                 for &i in &order {
                     fresh.apply_remote(&all[i].entry(), now).expect("applies");
                 }
