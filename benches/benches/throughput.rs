@@ -44,8 +44,10 @@ fn main() {
         .unwrap_or(5)
         .clamp(1, 50);
     let Some(mut net) = Net::new(2) else { return };
-    let a = net.start(1, &["--insecure"]);
-    let b = net.start(2, &["--insecure"]);
+    // Authenticated and encrypted, as in production (AES-128-GCM).
+    let key = net.key_file("cluster.key");
+    let a = net.start(1, &["--key-file", &key]);
+    let b = net.start(2, &["--key-file", &key]);
     net.wait_up(a);
     net.wait_up(b);
     let healthy = net.wait_member_state(a, 2, "alive", Duration::from_secs(10))

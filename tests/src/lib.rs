@@ -350,6 +350,28 @@ impl Net {
         &self.hosts[host - 1]
     }
 
+    /// A key file `name` (mode 0600) with one fresh random AES-128 key, in this net's scratch
+    /// directory (removed with it): `--key-file` for nodes that run as in production. One
+    /// file per cluster: a key is never shared between clusters (docs/PROTOCOL.md).
+    pub fn key_file(&self, name: &str) -> String {
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut key = [0u8; 16];
+        File::open("/dev/urandom")
+            .and_then(|mut f| f.read_exact(&mut key))
+            .unwrap_or_else(|e| panic!("/dev/urandom: {e}"));
+        let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
+        let path = self.logs.join(name);
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&path)
+            .and_then(|mut f| f.write_all(format!("1:{hex}\n").as_bytes()))
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        path.to_string_lossy().into_owned()
+    }
+
     /// Starts `tandemd` on host `host` (1-based) with `--node-id host`, `--interface eth0` and
     /// `args`; returns the node index. The node's stderr goes to a log file.
     pub fn start(&mut self, host: usize, args: &[&str]) -> usize {
