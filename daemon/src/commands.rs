@@ -656,7 +656,11 @@ impl Exec<'_, '_> {
             if store.is_empty() {
                 String::new()
             } else {
-                format!("db0:keys={},expires=0,avg_ttl=0\r\n", store.len())
+                format!(
+                    "db0:keys={},expires={},avg_ttl=0\r\n",
+                    store.len(),
+                    store.expiring()
+                )
             },
         );
         resp::bulk(self.out, text.as_bytes());
@@ -1213,6 +1217,18 @@ mod tests {
         assert!(r.contains("uptime_in_seconds:90000\r\n"), "{r}");
         assert!(r.contains("uptime_in_days:1\r\n"), "{r}");
         assert!(r.contains("role:master\r\n"), "{r}");
+    }
+
+    #[test]
+    fn info_keyspace_counts_keys_with_an_expiry() {
+        let mut h = Harness::new();
+        assert!(!h.reply("info").contains("db0:"));
+        h.reply("set a 1 px 5000");
+        h.reply("set b 2");
+        h.reply("set c 3 ex 100");
+        h.reply("persist c");
+        let r = h.reply("info");
+        assert!(r.contains("db0:keys=3,expires=1,avg_ttl=0\r\n"), "{r}");
     }
 
     #[test]

@@ -300,6 +300,8 @@ pub struct Store {
     /// Key of [`key_hash`], random per store.
     seed: RandomState,
     live: usize,
+    /// Live keys with an expiry (INFO's `expires=`).
+    expiring: usize,
     tombstones: usize,
     bytes: usize,
     /// (expires_at_ms, key hash), lazily invalidated.
@@ -334,6 +336,7 @@ impl Store {
             order: BTreeSet::new(),
             seed: RandomState::new(),
             live: 0,
+            expiring: 0,
             tombstones: 0,
             bytes: 0,
             expiry: BinaryHeap::new(),
@@ -367,6 +370,11 @@ impl Store {
 
     pub fn tombstones(&self) -> usize {
         self.tombstones
+    }
+
+    /// Live keys with an expiry (expired ones not yet swept included).
+    pub fn expiring(&self) -> usize {
+        self.expiring
     }
 
     /// The Lamport clock: the greatest version made or seen.
@@ -586,6 +594,7 @@ impl Store {
         }
         self.bytes += entry_charge(key, &entry.value);
         self.live += 1;
+        self.expiring += usize::from(entry.expires_at_ms != 0);
         let bucket = match self.map.entry(hash) {
             MapEntry::Occupied(o) => o.into_mut(),
             MapEntry::Vacant(v) => {
@@ -600,6 +609,7 @@ impl Store {
                     Slot::Live(e) => {
                         self.bytes -= entry_charge(key, &e.value);
                         self.live -= 1;
+                        self.expiring -= usize::from(e.expires_at_ms != 0);
                     }
                     Slot::Dead { .. } => self.tombstones -= 1,
                 }
@@ -640,6 +650,7 @@ impl Store {
             Slot::Live(e) => {
                 self.bytes -= entry_charge(key, &e.value);
                 self.live -= 1;
+                self.expiring -= usize::from(e.expires_at_ms != 0);
                 self.tombstones += 1;
             }
             Slot::Dead { .. } => {}
@@ -906,6 +917,15 @@ mod tests {
         st
     }
 
+    /// [`Store::expiring`] counted the slow way.
+    fn recount_expiring(st: &Store) -> usize {
+        st.map
+            .values()
+            .flatten()
+            .filter(|(_, s)| matches!(s, Slot::Live(e) if e.expires_at_ms != 0))
+            .count()
+    }
+
     fn dump(store: &mut Store, now: u64) -> Vec<Replicate> {
         let mut out = Vec::new();
         let mut cursor = 0;
@@ -1131,6 +1151,33 @@ mod tests {
     }
 
     #[test]
+    fn expiring_counts_live_keys_with_an_expiry() {
+        let mut a = Store::new(A, Limits::default());
+        let mut b = Store::new(B, Limits::default());
+        a.set_string(b"t1", b"v", Expiry::At(100), 0).expect("fits");
+        a.set_string(b"t2", b"v", Expiry::At(200), 0).expect("fits");
+        a.set_string(b"p", b"v", Expiry::Never, 0).expect("fits");
+        assert_eq!((a.len(), a.expiring()), (3, 2));
+        // KEEPTTL keeps it, a plain SET clears it, EXPIRE adds one, PERSIST removes one.
+        a.set_string(b"t1", b"w", Expiry::Keep, 0).expect("fits");
+        assert_eq!(a.expiring(), 2);
+        a.set_string(b"t1", b"w", Expiry::Never, 0).expect("fits");
+        assert_eq!(a.expiring(), 1);
+        let rec = a.set_expiry(b"p", 300, 0).expect("live");
+        assert_eq!(a.expiring(), 2);
+        b.apply_remote(&rec.entry(), 0).expect("applies");
+        assert_eq!((b.len(), b.expiring()), (1, 1));
+        a.set_expiry(b"p", 0, 0).expect("live");
+        assert_eq!(a.expiring(), 1);
+        // Expiry by the sweep and a delete both uncount.
+        a.set_string(b"p", b"v", Expiry::At(300), 0).expect("fits");
+        a.sweep(250, 100);
+        assert_eq!((a.len(), a.expiring()), (2, 1));
+        a.delete(b"p", 260);
+        assert_eq!((a.len(), a.expiring()), (1, 0));
+    }
+
+    #[test]
     fn keys_sharing_a_hash_stay_apart() {
         // One hash value for 30 keys: one bucket holds them all.
         let mut st = crowded(A, 1);
@@ -1276,6 +1323,9 @@ mod tests {
                 }
                 let reference = dump(&mut fresh, now);
                 let [mut a, mut b] = nodes;
+                for st in [&a, &b, &fresh] {
+                    prop_assert_eq!(st.expiring(), recount_expiring(st));
+                }
                 prop_assert_eq!(dump(&mut a, now), reference.clone());
                 prop_assert_eq!(dump(&mut b, now), reference);
             }
