@@ -19,7 +19,7 @@ use std::net::Ipv4Addr;
 use std::time::{Duration, SystemTime};
 
 use tandem_tests::logs::{dead_lines, parse_rfc3339_us, unix_us};
-use tandem_tests::{wait_for, Net};
+use tandem_tests::{cpu_ns, wait_for, Net};
 
 fn main() {
     if !std::env::args().any(|a| a == "--bench") {
@@ -231,19 +231,4 @@ fn floor_loop(addr: Ipv4Addr, length: Duration) -> Option<FloorRun> {
         sent,
         received,
     })
-}
-
-/// CPU time of `pid` in ns: schedstat when the kernel has it, else utime+stime ticks.
-fn cpu_ns(pid: i32) -> Option<u64> {
-    if let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/schedstat")) {
-        if let Some(ns) = s.split_whitespace().next().and_then(|v| v.parse().ok()) {
-            return Some(ns);
-        }
-    }
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
-    let rest = stat.rsplit_once(')')?.1;
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
-    Some(ticks * 10_000_000) // USER_HZ = 100 on Linux
 }

@@ -7,6 +7,10 @@
 //! 16 pipelined requests each (`-P 16`). The machine's load drifts, so each shape runs
 //! TANDEM_BENCH_ROUNDS times (default 5), alternating tandemd and redis-server; the medians
 //! and their ratio are printed. TANDEM_BENCH_REQUESTS sets `-n` per run (default 50,000).
+//! Each line also gives the CPU time per request of the servers (medians, from /proc): node 1
+//! and node 2 of the cluster, and redis-server. With everything on one 2-core machine, the
+//! client, node 1 and node 2 share two cores where the client and redis-server have one each,
+//! so these show where the ratio goes.
 //!
 //! Needs root (namespaces) and redis-tools/redis-server; prints SKIP otherwise. Bounded:
 //! redis-benchmark runs a fixed request count; every wait has a limit.
@@ -16,7 +20,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use tandem_tests::{in_netns, wait_for, Net, RESP_PORT};
+use tandem_tests::{cpu_ns, in_netns, wait_for, Net, RESP_PORT};
 
 const REDIS_PORT: u16 = 6390;
 
@@ -62,25 +66,38 @@ fn main() {
         return;
     }
     let ns = net.ns(1).to_string();
-    let Some(_redis) = RedisServer::start(&ns) else {
+    let Some(redis) = RedisServer::start(&ns) else {
         println!("SKIP: redis-server did not start (apt-get install redis-server)");
         return;
     };
+    let (node1, node2, server) = (net.nodes[a].pid(), net.nodes[b].pid(), redis.pid());
     for pipeline in [1u32, 16] {
-        let (mut t, mut r) = (Vec::new(), Vec::new());
-        for _ in 0..rounds {
-            // Alternate targets so drift in the machine's load hits both alike.
-            t.push(bench(&ns, RESP_PORT, requests, pipeline));
-            r.push(bench(&ns, REDIS_PORT, requests, pipeline));
-        }
         for cmd in ["SET", "GET"] {
-            let (Some(tv), Some(rv)) = (median(&t, cmd), median(&r, cmd)) else {
+            let (mut t, mut r) = (Vec::new(), Vec::new());
+            for _ in 0..rounds {
+                // Alternate targets so drift in the machine's load hits both alike.
+                let run = Run {
+                    ns: &ns,
+                    cmd,
+                    requests,
+                    pipeline,
+                };
+                t.push(run.measure(RESP_PORT, &[node1, node2]));
+                r.push(run.measure(REDIS_PORT, &[server]));
+            }
+            let (Some(tv), Some(rv)) = (median(&t, |f| f.rps), median(&r, |f| f.rps)) else {
                 println!("{cmd} -P {pipeline}: redis-benchmark gave no figure (tandemd {t:?}, redis {r:?})");
                 continue;
             };
+            let us = |runs: &[Figures], i: usize| {
+                median(runs, |f| f.cpu_us.get(i).copied().flatten()).unwrap_or(f64::NAN)
+            };
             println!(
-                "{cmd:<3} 50 clients -P {pipeline:<2}: tandemd {tv:>9.0} req/s, redis-server {rv:>9.0} req/s, ratio {:.0}% (goal >= 80%; medians of {rounds})",
-                100.0 * tv / rv
+                "{cmd:<3} 50 clients -P {pipeline:<2}: tandemd {tv:>9.0} req/s, redis-server {rv:>9.0} req/s, ratio {:.0}% (goal >= 80%; medians of {rounds}); CPU per request: node 1 {:.2} us + node 2 {:.2} us, redis-server {:.2} us",
+                100.0 * tv / rv,
+                us(&t, 0),
+                us(&t, 1),
+                us(&r, 0),
             );
         }
     }
@@ -90,63 +107,96 @@ fn main() {
     }
 }
 
-/// Requests per second per command from `redis-benchmark --csv`, run inside `ns`.
+/// One redis-benchmark run: requests/s, and CPU microseconds per request of each watched
+/// server process (`None` where /proc could not be read).
 #[derive(Debug, Default)]
-struct Figures(Vec<(String, f64)>);
-
-impl Figures {
-    fn get(&self, cmd: &str) -> Option<f64> {
-        self.0.iter().find(|(c, _)| c == cmd).map(|&(_, v)| v)
-    }
+struct Figures {
+    rps: Option<f64>,
+    cpu_us: Vec<Option<f64>>,
 }
 
-/// Median requests/s of `cmd` over the runs that reported it.
-fn median(runs: &[Figures], cmd: &str) -> Option<f64> {
-    let mut v: Vec<f64> = runs.iter().filter_map(|f| f.get(cmd)).collect();
+/// Median of `pick` over the runs that have it.
+fn median(runs: &[Figures], pick: impl Fn(&Figures) -> Option<f64>) -> Option<f64> {
+    let mut v: Vec<f64> = runs.iter().filter_map(pick).collect();
     v.sort_by(f64::total_cmp);
     v.get(v.len() / 2).copied()
 }
 
-fn bench(ns: &str, port: u16, requests: u32, pipeline: u32) -> Figures {
-    let out = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            ns,
-            "redis-benchmark",
-            "-h",
-            "127.0.0.1",
-            "-p",
-        ])
-        .arg(port.to_string())
-        .args([
-            "-t", "set,get", "-c", "50", "-d", "64", "-r", "10000", "--csv",
-        ])
-        .args(["-n", &requests.to_string(), "-P", &pipeline.to_string()])
-        .stdin(Stdio::null())
-        .stderr(Stdio::null())
-        .output();
-    let Ok(out) = out else {
-        return Figures::default();
-    };
-    // Lines: "test","rps",...; e.g. "SET","98231.34","0.271",... (the header starts "test").
-    let text = String::from_utf8_lossy(&out.stdout);
-    Figures(
-        text.lines()
-            .filter_map(|l| {
-                let mut f = l.split(',').map(|x| x.trim_matches('"'));
-                let name = f.next()?.to_string();
-                let rps = f.next()?.parse().ok()?;
-                Some((name, rps))
+/// One shape of load: `redis-benchmark -t cmd -P pipeline -n requests`, run inside `ns`.
+struct Run<'a> {
+    ns: &'a str,
+    cmd: &'a str,
+    requests: u32,
+    pipeline: u32,
+}
+
+impl Run<'_> {
+    /// Runs against `port`, charging the CPU time `servers` used meanwhile to the requests.
+    fn measure(&self, port: u16, servers: &[i32]) -> Figures {
+        let before: Vec<Option<u64>> = servers.iter().map(|&p| cpu_ns(p)).collect();
+        let rps = self.redis_benchmark(port);
+        let cpu_us = servers
+            .iter()
+            .zip(before)
+            .map(|(&p, b)| {
+                let used = cpu_ns(p)?.checked_sub(b?)?;
+                Some(used as f64 / 1000.0 / f64::from(self.requests))
             })
-            .collect(),
-    )
+            .collect();
+        Figures { rps, cpu_us }
+    }
+
+    /// Requests per second from `redis-benchmark --csv`.
+    fn redis_benchmark(&self, port: u16) -> Option<f64> {
+        let out = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                self.ns,
+                "redis-benchmark",
+                "-h",
+                "127.0.0.1",
+                "-p",
+            ])
+            .arg(port.to_string())
+            .args([
+                "-t",
+                &self.cmd.to_lowercase(),
+                "-c",
+                "50",
+                "-d",
+                "64",
+                "-r",
+                "10000",
+                "--csv",
+            ])
+            .args([
+                "-n",
+                &self.requests.to_string(),
+                "-P",
+                &self.pipeline.to_string(),
+            ])
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .output()
+            .ok()?;
+        // Lines: "test","rps",...; e.g. "SET","98231.34","0.271",... (the header starts "test").
+        String::from_utf8_lossy(&out.stdout).lines().find_map(|l| {
+            let mut f = l.split(',').map(|x| x.trim_matches('"'));
+            (f.next()? == self.cmd).then_some(())?;
+            f.next()?.parse().ok()
+        })
+    }
 }
 
 /// A `redis-server` in a namespace, killed on drop.
 struct RedisServer(Child);
 
 impl RedisServer {
+    fn pid(&self) -> i32 {
+        self.0.id() as i32
+    }
+
     fn start(ns: &str) -> Option<RedisServer> {
         let child = Command::new("ip")
             .args(["netns", "exec", ns, "redis-server", "--port"])

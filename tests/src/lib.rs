@@ -206,6 +206,21 @@ fn can_create_namespaces() -> Result<(), String> {
     Ok(())
 }
 
+/// CPU time of `pid` in ns: schedstat when the kernel has it, else utime+stime ticks.
+pub fn cpu_ns(pid: i32) -> Option<u64> {
+    if let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/schedstat")) {
+        if let Some(ns) = s.split_whitespace().next().and_then(|v| v.parse().ok()) {
+            return Some(ns);
+        }
+    }
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let rest = stat.rsplit_once(')')?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    Some(ticks * 10_000_000) // USER_HZ = 100 on Linux
+}
+
 /// A running `tandemd` in a host.
 pub struct Node {
     pub host: usize,
