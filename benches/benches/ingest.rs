@@ -57,6 +57,7 @@ fn unicast(listen: u16, peer: Option<u16>) -> NetConfig {
         listen: Some(lo(listen)),
         protocol: 0xFD,
         ttl: 1,
+        multicast_loop: true, // unicast: unused
         split_heartbeats: false,
     }
 }

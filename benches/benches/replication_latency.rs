@@ -41,12 +41,21 @@ fn main() {
 
     // Hosts 1 and 2: a two-node cluster, sync mode. Host 3: a node of another cluster, alone.
     let Some(mut net) = Net::new(3) else { return };
-    // Authenticated and encrypted, as in production (AES-128-GCM).
+    // As in production: authenticated and encrypted (AES-128-GCM), one node per host.
     let key = net.key_file("cluster.key");
-    let a = net.start(1, &["--key-file", &key]);
-    let b = net.start(2, &["--key-file", &key]);
+    let a = net.start(1, &["--key-file", &key, "--no-multicast-loop"]);
+    let b = net.start(2, &["--key-file", &key, "--no-multicast-loop"]);
     let other = net.key_file("standalone.key");
-    let s = net.start(3, &["--key-file", &other, "--cluster-id", "2"]);
+    let s = net.start(
+        3,
+        &[
+            "--key-file",
+            &other,
+            "--cluster-id",
+            "2",
+            "--no-multicast-loop",
+        ],
+    );
     if !wait_cluster(&net, a, b) || !wait_healthy(&net, s) {
         println!("nodes never became healthy; abandoned\n{}", net.log(a));
         return;

@@ -48,10 +48,10 @@ fn main() {
         .unwrap_or(5)
         .clamp(1, 50);
     let Some(mut net) = Net::new(2) else { return };
-    // Authenticated and encrypted, as in production (AES-128-GCM).
+    // As in production: authenticated and encrypted (AES-128-GCM), one node per host.
     let key = net.key_file("cluster.key");
-    let a = net.start(1, &["--key-file", &key]);
-    let b = net.start(2, &["--key-file", &key]);
+    let a = net.start(1, &["--key-file", &key, "--no-multicast-loop"]);
+    let b = net.start(2, &["--key-file", &key, "--no-multicast-loop"]);
     net.wait_up(a);
     net.wait_up(b);
     let healthy = net.wait_member_state(a, 2, "alive", Duration::from_secs(10))

@@ -173,6 +173,11 @@ pub struct Cli {
     /// Multicast TTL [default: 1: frames never leave the link].
     #[arg(long)]
     pub ttl: Option<u32>,
+    /// This host runs no other node: the kernel does not copy this node's multicast frames
+    /// back to its own host (about a tenth less CPU under write load). Another node on this
+    /// host's network stack would then never hear this one.
+    #[arg(long)]
+    pub no_multicast_loop: bool,
     /// Maximum number of sessions held [default: 100000].
     #[arg(long)]
     pub max_sessions: Option<usize>,
@@ -219,6 +224,7 @@ pub struct FileConfig {
     pub on_change: Option<String>,
     pub log_level: Option<String>,
     pub ttl: Option<u32>,
+    pub multicast_loop: Option<bool>,
     pub max_sessions: Option<usize>,
     pub max_bytes: Option<u64>,
     pub max_value_bytes: Option<usize>,
@@ -288,6 +294,8 @@ pub struct Config {
     pub on_change: Option<String>,
     pub log_level: String,
     pub ttl: u32,
+    /// Multicast frames are looped back to this host (`--no-multicast-loop` turns it off).
+    pub multicast_loop: bool,
     pub max_sessions: usize,
     pub max_bytes: u64,
     pub max_value_bytes: usize,
@@ -460,6 +468,7 @@ impl Config {
             on_change: cli.on_change.or(file.on_change),
             log_level,
             ttl,
+            multicast_loop: !cli.no_multicast_loop && file.multicast_loop.unwrap_or(true),
             max_sessions: cli.max_sessions.or(file.max_sessions).unwrap_or(100_000),
             max_bytes,
             max_value_bytes,
@@ -734,6 +743,19 @@ mod tests {
         let c = resolve_with(&["--node-id", "4"], toml).unwrap();
         assert_eq!(c.node_id, NodeId(4));
         assert_eq!(c.profile, Profile::Wan);
+    }
+
+    #[test]
+    fn multicast_loop_is_on_unless_turned_off() {
+        assert!(
+            resolve_with(&["--node-id", "1"], "")
+                .unwrap()
+                .multicast_loop
+        );
+        let off = resolve_with(&["--node-id", "1", "--no-multicast-loop"], "").unwrap();
+        assert!(!off.multicast_loop);
+        let off = resolve_with(&["--node-id", "1"], "multicast_loop = false\n").unwrap();
+        assert!(!off.multicast_loop);
     }
 
     #[test]

@@ -69,6 +69,9 @@ pub struct NetConfig {
     pub listen: Option<SocketAddrV4>,
     pub protocol: u8,
     pub ttl: u32,
+    /// Copy own multicast frames back to this host, for other nodes on it (the socket filter
+    /// drops this node's own copy in the kernel).
+    pub multicast_loop: bool,
     /// Heartbeats on a second socket that the loop drains on every turn instead of waking for
     /// (see [`ClusterSocket`]). Multicast transports only; meant for short intervals.
     pub split_heartbeats: bool,
@@ -84,6 +87,7 @@ impl NetConfig {
             listen: c.listen,
             protocol: c.protocol,
             ttl: c.ttl,
+            multicast_loop: c.multicast_loop,
             // With 1 s heartbeats (wan) a heartbeat could wait up to a second for the next
             // turn, and wake-ups are rare anyway: split only the short-interval profiles.
             split_heartbeats: c.profile != crate::config::Profile::Wan,
@@ -429,10 +433,14 @@ fn join_group(s: &Socket, cfg: &NetConfig) -> Result<(), NetError> {
         s.set_multicast_if_v4(&cfg.interface_addr),
     )?;
     io_step("IP_MULTICAST_TTL", s.set_multicast_ttl_v4(cfg.ttl))?;
-    // Always on, so several nodes can share one host on any interface. A node's own frames
-    // come back too, but the socket filter (own node id and incarnation) drops them in the
-    // kernel before they are queued: they never wake the loop.
-    io_step("IP_MULTICAST_LOOP", s.set_multicast_loop_v4(true))?;
+    // On by default, so several nodes can share one host on any interface. A node's own
+    // frames come back too, and the socket filter (own node id and incarnation) drops them in
+    // the kernel before they are queued, so they never wake the loop; but the copy still
+    // costs the sender about a tenth of its CPU under write load, hence the opt-out.
+    io_step(
+        "IP_MULTICAST_LOOP",
+        s.set_multicast_loop_v4(cfg.multicast_loop),
+    )?;
     Ok(())
 }
 
@@ -842,6 +850,7 @@ mod tests {
             listen: None,
             protocol: 0xFD,
             ttl: 1,
+            multicast_loop: true,
             split_heartbeats: false,
         }
     }
@@ -932,6 +941,27 @@ mod tests {
         // Due already: left to the poll timeout.
         t.arm(Some(Instant::ZERO), clock.now()).unwrap();
         assert_eq!(t.rearms, 3);
+    }
+
+    #[test]
+    fn on_loopback_other_sockets_hear_a_node_with_or_without_multicast_loop() {
+        // Frames sent out of `lo` come back in through it: the option only drops the extra
+        // copy on real interfaces (tests/tests/cluster.rs checks that), so several nodes on
+        // loopback (the README's one-host cluster) keep hearing each other either way.
+        let clock = Clock::new();
+        for (port, looped) in [(47_361, true), (47_362, false)] {
+            let cfg = NetConfig {
+                multicast_loop: looped,
+                ..udp_cfg(port)
+            };
+            let tx = ClusterSocket::open(&cfg).unwrap();
+            let rx = ClusterSocket::open(&udp_cfg(port)).unwrap();
+            let mut sb = SendBatch::new();
+            fill(&mut sb, 3);
+            assert_eq!(tx.send_batch(&mut sb).unwrap(), 3);
+            let mut rb = RecvBatch::new();
+            assert_eq!(recv_all(&rx, &mut rb, &clock, 3).len(), 3, "loop {looped}");
+        }
     }
 
     #[test]

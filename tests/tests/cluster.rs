@@ -8,7 +8,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use tandem_tests::{capture_ttls, wait_for, Net};
+use tandem_tests::{capture_ttls, in_netns, wait_for, Net};
 
 const JOIN: Duration = Duration::from_secs(5);
 /// Far above the fast profile's detection bound, to stay deterministic on a loaded machine.
@@ -86,6 +86,55 @@ fn two_nodes_find_each_other_and_agree_on_one_leader() {
     );
     let (code, body) = net.get(a, "/health").unwrap();
     assert_eq!(code, 200, "{body}");
+}
+
+/// Header `sender` of every tandem frame that reaches a listener on `ns`'s stack within
+/// `window` (a plain socket joined to the default group on `addr`).
+fn senders_heard(ns: &str, addr: std::net::Ipv4Addr, window: Duration) -> Vec<u16> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    in_netns(ns, move || {
+        let group = std::net::Ipv4Addr::new(239, 255, 72, 77);
+        let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP)).unwrap();
+        s.set_reuse_address(true).unwrap();
+        s.set_reuse_port(true).unwrap();
+        s.bind(&std::net::SocketAddrV4::new(group, 7377).into())
+            .unwrap();
+        s.join_multicast_v4(&group, &addr).unwrap();
+        let s = std::net::UdpSocket::from(s);
+        s.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
+        let (mut senders, mut buf) = (Vec::new(), [0u8; 1500]);
+        let start = std::time::Instant::now();
+        // Bounded by `window`; every read waits at most 20 ms.
+        while start.elapsed() < window {
+            if let Ok(n) = s.recv(&mut buf) {
+                if n >= 12 && buf[..4] == *b"TNDM" {
+                    senders.push(u16::from_be_bytes([buf[10], buf[11]]));
+                }
+            }
+        }
+        senders
+    })
+}
+
+#[test]
+fn no_multicast_loop_keeps_a_nodes_frames_off_its_own_host() {
+    let Some(mut net) = Net::new(2) else { return };
+    let a = net.start(1, &["--insecure", "--no-multicast-loop"]);
+    let b = net.start(2, &["--insecure"]);
+    // Across hosts nothing changes.
+    assert_pair_joins(&net, a, 1, b, 2);
+    // On host 1's own stack, a listener hears host 2's heartbeats (20 ms apart) but none of
+    // host 1's; on host 2's, host 1's frames arrive as before.
+    let on1 = senders_heard(net.ns(1), Net::addr(1), Duration::from_millis(300));
+    assert!(
+        on1.contains(&2) && !on1.contains(&1),
+        "heard on host 1: {on1:?}"
+    );
+    let on2 = senders_heard(net.ns(2), Net::addr(2), Duration::from_millis(300));
+    assert!(
+        on2.contains(&1) && on2.contains(&2),
+        "heard on host 2: {on2:?}"
+    );
 }
 
 #[test]
