@@ -917,6 +917,21 @@ mod tests {
         st
     }
 
+    /// Every key SCAN returns, `count` per call, sorted.
+    fn scan_all(st: &Store, count: usize, now: u64) -> Vec<Vec<u8>> {
+        let mut seen = Vec::new();
+        let mut cursor = 0;
+        // Bounded: each call moves the cursor forward through a finite key space.
+        loop {
+            cursor = st.scan(cursor, count, now, |_| true, &mut seen);
+            if cursor == 0 {
+                break;
+            }
+        }
+        seen.sort();
+        seen
+    }
+
     /// [`Store::expiring`] counted the slow way.
     fn recount_expiring(st: &Store) -> usize {
         st.map
@@ -1133,15 +1148,7 @@ mod tests {
                 .expect("fits");
         }
         st.delete(&7u32.to_be_bytes(), 0);
-        let mut seen = Vec::new();
-        let mut cursor = 0;
-        loop {
-            cursor = st.scan(cursor, 7, 0, |_| true, &mut seen);
-            if cursor == 0 {
-                break;
-            }
-        }
-        seen.sort();
+        let seen = scan_all(&st, 7, 0);
         let mut want: Vec<Vec<u8>> = (0..100u32)
             .filter(|&i| i != 7)
             .map(|i| i.to_be_bytes().to_vec())
@@ -1199,15 +1206,7 @@ mod tests {
         // Expiry frees only the expiring keys of a bucket, tombstone eviction only the dead.
         // Next due: the deletes' tombstones (made at 0) age out.
         assert_eq!(st.sweep(60, 1000), Some(st.limits().tombstone_ttl_ms));
-        let mut seen = Vec::new();
-        let mut cursor = 0;
-        loop {
-            cursor = st.scan(cursor, 4, 60, |_| true, &mut seen);
-            if cursor == 0 {
-                break;
-            }
-        }
-        seen.sort();
+        let seen = scan_all(&st, 4, 60);
         let live: Vec<Vec<u8>> = (0..30u8)
             .filter(|i| i % 3 != 1 && i % 5 != 0)
             .map(|i| key(i).to_vec())
