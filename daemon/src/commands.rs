@@ -13,7 +13,9 @@
 //! - writes on an isolated node get [`ISOLATED_ERROR`]; a write over the memory bounds gets
 //!   Redis's `-OOM` text; a key above [`Config::max_key_bytes`] or a value above the store's
 //!   `max_value_bytes` gets an `-ERR ... exceeds maximum allowed size` error;
-//! - `INFO` describes tandem (with the `role:master` and `redis_version` lines clients need).
+//! - `INFO` describes tandem (with the `role:master` and `redis_version` lines clients need);
+//! - `HELLO` speaks RESP2 only: `HELLO 3` gets `-NOPROTO unsupported protocol version`, on
+//!   which clients that try RESP3 first fall back to RESP2; its other replies are Redis's.
 //!
 //! Panics: never, whatever the arguments.
 
@@ -29,6 +31,8 @@ const WRONGTYPE: &[u8] = b"WRONGTYPE Operation against a key holding the wrong k
 const NOT_INTEGER: &[u8] = b"ERR value is not an integer or out of range";
 const SYNTAX: &[u8] = b"ERR syntax error";
 const NOAUTH: &[u8] = b"NOAUTH Authentication required.";
+/// The Redis version INFO and HELLO report: the command set and replies follow Redis 7.0.
+const REDIS_VERSION: &str = "7.0.0";
 const WRONGPASS: &[u8] = b"WRONGPASS invalid username-password pair or user is disabled.";
 
 /// Command settings from the daemon's configuration.
@@ -113,6 +117,7 @@ enum Cmd {
     Echo,
     Quit,
     Auth,
+    Hello,
     Select,
     Client,
     Info,
@@ -165,6 +170,7 @@ const COMMANDS: &[Spec] = &[
     spec(Cmd::Echo, "echo", 2, false, false),
     spec(Cmd::Quit, "quit", -1, false, true),
     spec(Cmd::Auth, "auth", -2, false, true),
+    spec(Cmd::Hello, "hello", -1, false, true),
     spec(Cmd::Select, "select", 2, false, false),
     spec(Cmd::Client, "client", -2, false, false),
     spec(Cmd::Info, "info", -1, false, false),
@@ -263,6 +269,7 @@ pub fn execute(
         Cmd::Auth => ex.auth(client),
         Cmd::Select => ex.select(),
         Cmd::Client => ex.client(client),
+        Cmd::Hello => ex.hello(client),
         Cmd::Info => ex.info(),
         Cmd::Get => ex.get(),
         Cmd::Set => ex.set(),
@@ -565,6 +572,85 @@ impl Exec<'_, '_> {
         }
     }
 
+    /// HELLO [protover [AUTH user pass] [SETNAME name]]: Redis's checks in Redis's order.
+    /// Only RESP2 is spoken, so protover 3 gets the NOPROTO a server without RESP3 gives and
+    /// clients fall back to RESP2 (go-redis and Lettuce do).
+    fn hello(&mut self, client: &mut Client) -> Outcome {
+        let argc = self.args.len();
+        if argc >= 2 {
+            match int_arg(self.arg(1)) {
+                None => return self.err(b"ERR Protocol version is not an integer or out of range"),
+                Some(2) => {}
+                Some(_) => return self.err(b"NOPROTO unsupported protocol version"),
+            }
+        }
+        let (mut auth, mut name) = (None, None);
+        let mut j = 2;
+        while j < argc {
+            let more = argc - 1 - j;
+            let opt = self.arg(j);
+            if is(opt, "auth") && more >= 2 {
+                auth = Some((self.arg(j + 1), self.arg(j + 2)));
+                j += 3;
+            } else if is(opt, "setname") && more >= 1 {
+                let n = self.arg(j + 1);
+                if n.iter().any(|&b| !(b'!'..=b'~').contains(&b)) {
+                    return self.err(
+                        b"ERR Client names cannot contain spaces, newlines or special characters.",
+                    );
+                }
+                name = Some(n);
+                j += 2;
+            } else {
+                let opt = cstr(opt);
+                let mut text = b"ERR Syntax error in HELLO option '".to_vec();
+                text.extend_from_slice(opt.get(..128).unwrap_or(opt));
+                text.push(b'\'');
+                error_sanitized(self.out, &text);
+                return Outcome::Reply;
+            }
+        }
+        if let Some((user, pass)) = auth {
+            let ok = user == b"default"
+                && self
+                    .env
+                    .config
+                    .requirepass
+                    .as_deref()
+                    .is_none_or(|pw| constant_time_eq(pw, pass));
+            if !ok {
+                return self.err(WRONGPASS);
+            }
+            client.authenticated = true;
+        }
+        if client.auth_required(self.env.config) {
+            return self.err(
+                b"NOAUTH HELLO must be called with the client already authenticated, otherwise \
+                  the HELLO AUTH <user> <pass> option can be used to authenticate the \
+                  client and select the RESP protocol version at the same time",
+            );
+        }
+        if let Some(n) = name {
+            client.name = (!n.is_empty()).then(|| n.to_vec());
+        }
+        resp::array_header(self.out, 14);
+        for (k, v) in [("server", "redis"), ("version", REDIS_VERSION)] {
+            resp::bulk(self.out, k.as_bytes());
+            resp::bulk(self.out, v.as_bytes());
+        }
+        resp::bulk(self.out, b"proto");
+        resp::integer(self.out, 2);
+        resp::bulk(self.out, b"id");
+        resp::integer(self.out, client.id as i64);
+        for (k, v) in [("mode", "standalone"), ("role", "master")] {
+            resp::bulk(self.out, k.as_bytes());
+            resp::bulk(self.out, v.as_bytes());
+        }
+        resp::bulk(self.out, b"modules");
+        resp::array_header(self.out, 0);
+        Outcome::Reply
+    }
+
     fn select(&mut self) -> Outcome {
         match int_arg(self.arg(1)) {
             // Redis's getIntFromObjectOrReply text, typo included.
@@ -634,7 +720,7 @@ impl Exec<'_, '_> {
         let store = &*self.store;
         let uptime = self.env.config.started.elapsed().as_secs();
         let text = format!(
-            "# Server\r\nredis_version:7.0.0\r\nredis_mode:standalone\r\n\
+            "# Server\r\nredis_version:{REDIS_VERSION}\r\nredis_mode:standalone\r\n\
              tandem_version:{}\r\nos:{}\r\narch_bits:64\r\ntcp_port:{}\r\n\
              uptime_in_seconds:{uptime}\r\nuptime_in_days:{}\r\n\r\n\
              # Clients\r\nconnected_clients:{}\r\n\r\n\
@@ -1217,6 +1303,40 @@ mod tests {
         assert!(r.contains("uptime_in_seconds:90000\r\n"), "{r}");
         assert!(r.contains("uptime_in_days:1\r\n"), "{r}");
         assert!(r.contains("role:master\r\n"), "{r}");
+    }
+
+    #[test]
+    fn hello_speaks_resp2_sets_the_name_and_authenticates() {
+        let mut h = Harness::new();
+        let r = h.reply("hello 2 setname app");
+        assert!(
+            r.starts_with("*14\r\n$6\r\nserver\r\n$5\r\nredis\r\n$7\r\nversion\r\n"),
+            "{r}"
+        );
+        assert!(r.contains("$5\r\nproto\r\n:2\r\n$2\r\nid\r\n:"), "{r}");
+        assert!(
+            r.ends_with("$4\r\nrole\r\n$6\r\nmaster\r\n$7\r\nmodules\r\n*0\r\n"),
+            "{r}"
+        );
+        assert_eq!(h.reply("client getname"), "$3\r\napp\r\n");
+        assert_eq!(h.reply("hello"), r);
+        // RESP3 is not spoken: the refusal clients fall back to RESP2 on.
+        assert_eq!(
+            h.reply("hello 3"),
+            "-NOPROTO unsupported protocol version\r\n"
+        );
+
+        let mut h = Harness::new();
+        h.config.requirepass = Some(b"pw".to_vec());
+        assert!(h
+            .reply("hello 2")
+            .starts_with("-NOAUTH HELLO must be called"));
+        assert!(h
+            .reply("hello 2 auth default nope")
+            .starts_with("-WRONGPASS"));
+        assert!(h.reply("get k").starts_with("-NOAUTH"));
+        assert!(h.reply("hello 2 auth default pw").starts_with("*14\r\n"));
+        assert_eq!(h.reply("get k"), "$-1\r\n");
     }
 
     #[test]
