@@ -15,7 +15,10 @@
 //!   `max_value_bytes` gets an `-ERR ... exceeds maximum allowed size` error;
 //! - `INFO` describes tandem (with the `role:master` and `redis_version` lines clients need);
 //! - `HELLO` speaks RESP2 only: `HELLO 3` gets `-NOPROTO unsupported protocol version`, on
-//!   which clients that try RESP3 first fall back to RESP2; its other replies are Redis's.
+//!   which clients that try RESP3 first fall back to RESP2; its other replies are Redis's;
+//! - `CONFIG GET` answers for a few parameters tools ask about (`save`, `appendonly`,
+//!   `maxmemory` = `--max-bytes`, `maxmemory-policy` = `noeviction`, `databases` = 1, `port`,
+//!   `timeout`); `CONFIG SET` is refused: tandem is configured by its flags at start.
 //!
 //! Panics: never, whatever the arguments.
 
@@ -118,6 +121,7 @@ enum Cmd {
     Quit,
     Auth,
     Hello,
+    Config,
     Select,
     Client,
     Info,
@@ -171,6 +175,7 @@ const COMMANDS: &[Spec] = &[
     spec(Cmd::Quit, "quit", -1, false, true),
     spec(Cmd::Auth, "auth", -2, false, true),
     spec(Cmd::Hello, "hello", -1, false, true),
+    spec(Cmd::Config, "config", -2, false, false),
     spec(Cmd::Select, "select", 2, false, false),
     spec(Cmd::Client, "client", -2, false, false),
     spec(Cmd::Info, "info", -1, false, false),
@@ -270,6 +275,7 @@ pub fn execute(
         Cmd::Select => ex.select(),
         Cmd::Client => ex.client(client),
         Cmd::Hello => ex.hello(client),
+        Cmd::Config => ex.config(),
         Cmd::Info => ex.info(),
         Cmd::Get => ex.get(),
         Cmd::Set => ex.set(),
@@ -341,6 +347,15 @@ fn sanitize_crlf(out: &mut [u8], from: usize) {
             *b = b' ';
         }
     }
+}
+
+/// `-ERR unknown subcommand 'x'. Try CMD HELP.`, the client's bytes cut as Redis cuts them.
+fn unknown_subcommand(out: &mut Vec<u8>, sub: &[u8], command: &str) {
+    let sub = cstr(sub);
+    let mut text = b"ERR unknown subcommand '".to_vec();
+    text.extend_from_slice(sub.get(..128).unwrap_or(sub));
+    text.extend_from_slice(format!("'. Try {command} HELP.").as_bytes());
+    error_sanitized(out, &text);
 }
 
 fn arity_error(name: &str, out: &mut Vec<u8>) {
@@ -651,6 +666,102 @@ impl Exec<'_, '_> {
         Outcome::Reply
     }
 
+    /// CONFIG GET reads a few Redis parameters that tools ask for, with tandem's values;
+    /// CONFIG SET is refused (tandem is configured by its flags at start).
+    fn config(&mut self) -> Outcome {
+        // Borrowed from the request, not from `self`, so replies can be written meanwhile.
+        let args = self.args;
+        let argc = args.len();
+        let lower = String::from_utf8_lossy(cstr(args.arg(1))).to_ascii_lowercase();
+        let min = match lower.as_str() {
+            "get" => 3,
+            "set" => 4,
+            "resetstat" | "rewrite" | "help" => 2,
+            _ => {
+                unknown_subcommand(self.out, args.arg(1), "CONFIG");
+                return Outcome::Reply;
+            }
+        };
+        let exact = matches!(lower.as_str(), "resetstat" | "rewrite" | "help");
+        if argc < min || exact && argc != min {
+            arity_error(&format!("config|{lower}"), self.out);
+            return Outcome::Reply;
+        }
+        let limits = self.store.limits();
+        let params: [(&str, String); 7] = [
+            ("save", String::new()),
+            ("appendonly", "no".into()),
+            ("maxmemory", limits.max_bytes.to_string()),
+            ("maxmemory-policy", "noeviction".into()),
+            ("databases", "1".into()),
+            ("port", self.env.config.tcp_port.to_string()),
+            ("timeout", "0".into()),
+        ];
+        match lower.as_str() {
+            "get" => {
+                // Redis's rules: a name without glob characters is looked up and echoed as
+                // given; a pattern matches names case-insensitively; each parameter once.
+                let mut hits: Vec<(&[u8], usize)> = Vec::new();
+                for i in 2..argc {
+                    let pat = args.arg(i);
+                    for (j, (name, _)) in params.iter().enumerate() {
+                        let (hit, shown) = if pat.iter().any(|b| b"[*?".contains(b)) {
+                            (glob_match(pat, name.as_bytes(), true), name.as_bytes())
+                        } else {
+                            (cstr(pat).eq_ignore_ascii_case(name.as_bytes()), pat)
+                        };
+                        if hit && !hits.iter().any(|&(_, k)| k == j) {
+                            hits.push((shown, j));
+                        }
+                    }
+                }
+                resp::array_header(self.out, 2 * hits.len());
+                for (shown, j) in hits {
+                    resp::bulk(self.out, shown);
+                    resp::bulk(self.out, params[j].1.as_bytes());
+                }
+                Outcome::Reply
+            }
+            "set" => {
+                let name = cstr(args.arg(2));
+                let known = params
+                    .iter()
+                    .any(|(n, _)| name.eq_ignore_ascii_case(n.as_bytes()));
+                let mut text = if known {
+                    b"ERR CONFIG SET failed (possibly related to argument '".to_vec()
+                } else {
+                    b"ERR Unknown option or number of arguments for CONFIG SET - '".to_vec()
+                };
+                text.extend_from_slice(name.get(..128).unwrap_or(name));
+                text.push(b'\'');
+                if known {
+                    text.extend_from_slice(b") - tandem takes its configuration from its flags");
+                }
+                error_sanitized(self.out, &text);
+                Outcome::Reply
+            }
+            "rewrite" => self.err(b"ERR The server is running without a config file"),
+            "help" => {
+                let lines: [&[u8]; 5] = [
+                    b"CONFIG <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+                    b"GET <pattern>",
+                    b"    Return parameters matching the glob-like <pattern> and their values.",
+                    b"RESETSTAT",
+                    b"    Reset statistics reported by the INFO command (a no-op here).",
+                ];
+                resp::array_header(self.out, lines.len());
+                for l in lines {
+                    resp::simple(self.out, l);
+                }
+                Outcome::Reply
+            }
+            _ => {
+                resp::simple(self.out, b"OK");
+                Outcome::Reply
+            }
+        }
+    }
+
     fn select(&mut self) -> Outcome {
         match int_arg(self.arg(1)) {
             // Redis's getIntFromObjectOrReply text, typo included.
@@ -666,7 +777,7 @@ impl Exec<'_, '_> {
     }
 
     fn client(&mut self, client: &mut Client) -> Outcome {
-        let sub = self.arg(1);
+        let sub = self.args.arg(1);
         let argc = self.args.len();
         let lower = String::from_utf8_lossy(cstr(sub)).to_ascii_lowercase();
         let arity = match lower.as_str() {
@@ -674,11 +785,7 @@ impl Exec<'_, '_> {
             "getname" | "id" | "info" => Some(2),
             "list" | "setinfo" | "no-evict" | "no-touch" | "reply" => None,
             _ => {
-                let sub = cstr(sub);
-                let mut text = b"ERR unknown subcommand '".to_vec();
-                text.extend_from_slice(sub.get(..128).unwrap_or(sub));
-                text.extend_from_slice(b"'. Try CLIENT HELP.");
-                error_sanitized(self.out, &text);
+                unknown_subcommand(self.out, sub, "CLIENT");
                 return Outcome::Reply;
             }
         };
@@ -1337,6 +1444,28 @@ mod tests {
         assert!(h.reply("get k").starts_with("-NOAUTH"));
         assert!(h.reply("hello 2 auth default pw").starts_with("*14\r\n"));
         assert_eq!(h.reply("get k"), "$-1\r\n");
+    }
+
+    #[test]
+    fn config_get_reads_tandems_settings_and_set_is_refused() {
+        let mut h = Harness::new();
+        let max = h.store.limits().max_bytes.to_string();
+        assert_eq!(
+            h.reply("config get maxmem*"),
+            format!("*4\r\n$9\r\nmaxmemory\r\n${}\r\n{max}\r\n$16\r\nmaxmemory-policy\r\n$10\r\nnoeviction\r\n", max.len())
+        );
+        // Each parameter once, whatever matches it.
+        assert_eq!(
+            h.reply("config get databases d*"),
+            "*2\r\n$9\r\ndatabases\r\n$1\r\n1\r\n"
+        );
+        assert_eq!(
+            h.reply("config set maxmemory 1"),
+            "-ERR CONFIG SET failed (possibly related to argument 'maxmemory') - tandem takes its configuration from its flags\r\n"
+        );
+        assert!(h
+            .reply("config help")
+            .starts_with("*5\r\n+CONFIG <subcommand>"));
     }
 
     #[test]
