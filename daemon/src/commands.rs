@@ -349,6 +349,14 @@ fn sanitize_crlf(out: &mut [u8], from: usize) {
     }
 }
 
+const BAD_CLIENT_NAME: &[u8] =
+    b"ERR Client names cannot contain spaces, newlines or special characters.";
+
+/// Redis's `validateClientName`: printable ASCII without spaces (CLIENT SETNAME, HELLO).
+fn valid_client_name(name: &[u8]) -> bool {
+    name.iter().all(|b| (b'!'..=b'~').contains(b))
+}
+
 /// `-ERR unknown subcommand 'x'. Try CMD HELP.`, the client's bytes cut as Redis cuts them.
 fn unknown_subcommand(out: &mut Vec<u8>, sub: &[u8], command: &str) {
     let sub = cstr(sub);
@@ -609,10 +617,8 @@ impl Exec<'_, '_> {
                 j += 3;
             } else if is(opt, "setname") && more >= 1 {
                 let n = self.arg(j + 1);
-                if n.iter().any(|&b| !(b'!'..=b'~').contains(&b)) {
-                    return self.err(
-                        b"ERR Client names cannot contain spaces, newlines or special characters.",
-                    );
+                if !valid_client_name(n) {
+                    return self.err(BAD_CLIENT_NAME);
                 }
                 name = Some(n);
                 j += 2;
@@ -796,10 +802,8 @@ impl Exec<'_, '_> {
         match lower.as_str() {
             "setname" => {
                 let name = self.arg(2);
-                if name.iter().any(|&b| !(b'!'..=b'~').contains(&b)) {
-                    return self.err(
-                        b"ERR Client names cannot contain spaces, newlines or special characters.",
-                    );
+                if !valid_client_name(name) {
+                    return self.err(BAD_CLIENT_NAME);
                 }
                 client.name = (!name.is_empty()).then(|| name.to_vec());
                 resp::simple(self.out, b"OK");
