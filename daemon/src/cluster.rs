@@ -457,6 +457,9 @@ impl Cluster {
             members,
             synced: true,
             isolated: ms.isolated(),
+            // The session store's side, filled in by the event loop.
+            sync: Default::default(),
+            backlog: Default::default(),
         }
     }
 

@@ -1,8 +1,9 @@
 //! Configuration: command-line flags (clap) over an optional TOML file (`--config PATH`).
 //!
 //! Precedence: a flag given on the command line wins over the file, the file wins over the
-//! built-in default. Unknown keys in the file are an error. Every problem is reported as one
-//! [`ConfigError`] line naming it; `main` prints it and exits with code 2.
+//! built-in default. Unknown keys in the file are an error. Every problem found is reported as
+//! one [`ConfigError`] line naming it (all of them, in [`ConfigErrors`]); `main` prints them and
+//! exits with code 2, `tandemd check` prints them without starting.
 //!
 //! Key file format (`--key-file`), one key per line, `#` starts a comment:
 //!
@@ -24,7 +25,7 @@ use std::path::{Path, PathBuf};
 
 use clap::{Parser, ValueEnum};
 use serde::Deserialize;
-use tandem_core::{ClusterId, KeyId, NodeId};
+use tandem_core::{membership, ClusterId, KeyId, NodeId};
 
 /// Default multicast group: administratively scoped (239.0.0.0/8, RFC 2365), never routed out.
 pub const DEFAULT_GROUP: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(239, 255, 72, 77), 7377);
@@ -54,6 +55,38 @@ fn err<T>(msg: impl Into<String>) -> Result<T, ConfigError> {
     Err(ConfigError(msg.into()))
 }
 
+/// Every problem a configuration has, in the order checked; never empty when returned as an
+/// error.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl ConfigErrors {
+    pub fn add(&mut self, msg: impl Into<String>) {
+        self.0.push(ConfigError(msg.into()));
+    }
+}
+
+impl fmt::Display for ConfigErrors {
+    /// One problem per line.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+impl From<ConfigError> for ConfigErrors {
+    fn from(e: ConfigError) -> ConfigErrors {
+        ConfigErrors(vec![e])
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum TransportKind {
@@ -63,6 +96,27 @@ pub enum TransportKind {
     Raw,
     /// UDP to each `--peer`, for networks without multicast.
     Unicast,
+}
+
+impl TransportKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TransportKind::Udp => "udp",
+            TransportKind::Raw => "raw",
+            TransportKind::Unicast => "unicast",
+        }
+    }
+}
+
+/// How log lines are written to stderr.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One line of `name=value` fields per event (default).
+    #[default]
+    Text,
+    /// One JSON object per line, for journald and log shippers.
+    Json,
 }
 
 /// Timing profile of the failure detector; the core owns the numbers.
@@ -93,14 +147,20 @@ pub enum ReplicationMode {
     Async,
 }
 
+impl ReplicationMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReplicationMode::Sync => "sync",
+            ReplicationMode::Async => "async",
+        }
+    }
+}
+
 /// Command-line flags. Every option is optional here so that "not given" can fall back to the
 /// file; defaults are applied in [`Config::resolve`].
+/// The command name, version and about text are the top-level parser's
+/// ([`crate::cli::Args`]), which flattens these flags into the daemon and `tandemd check`.
 #[derive(Debug, Default, Parser)]
-#[command(
-    name = "tandemd",
-    version,
-    about = "tandem cluster daemon: heartbeats, membership, replicated sessions"
-)]
 pub struct Cli {
     /// TOML config file; flags given on the command line override its values.
     #[arg(long, value_name = "PATH")]
@@ -152,7 +212,8 @@ pub struct Cli {
     /// Voting members, e.g. 1,2,3 [default: every member votes].
     #[arg(long, value_delimiter = ',')]
     pub voters: Vec<u16>,
-    /// Key file (see the module docs for the format).
+    /// Key file, mode 0600: lines `id:32-hex-digit AES-128 key`, the first is the sending
+    /// key, a second one is still accepted (rotation); `tandemd keygen` makes one.
     #[arg(long, value_name = "PATH")]
     pub key_file: Option<PathBuf>,
     /// Run without authentication (logs a warning; needed off loopback without --key-file).
@@ -170,6 +231,10 @@ pub struct Cli {
     /// Log level or tracing filter (error, warn, info, debug, trace) [default: info].
     #[arg(long)]
     pub log_level: Option<String>,
+    /// Log line format: text (`name=value` fields) or json (one object per line)
+    /// [default: text].
+    #[arg(long, value_enum)]
+    pub log_format: Option<LogFormat>,
     /// Multicast TTL [default: 1: frames never leave the link].
     #[arg(long)]
     pub ttl: Option<u32>,
@@ -223,6 +288,7 @@ pub struct FileConfig {
     pub resp: Option<SocketAddr>,
     pub on_change: Option<String>,
     pub log_level: Option<String>,
+    pub log_format: Option<LogFormat>,
     pub ttl: Option<u32>,
     pub multicast_loop: Option<bool>,
     pub max_sessions: Option<usize>,
@@ -293,6 +359,7 @@ pub struct Config {
     pub resp: SocketAddr,
     pub on_change: Option<String>,
     pub log_level: String,
+    pub log_format: LogFormat,
     pub ttl: u32,
     /// Multicast frames are looped back to this host (`--no-multicast-loop` turns it off).
     pub multicast_loop: bool,
@@ -304,10 +371,9 @@ pub struct Config {
 }
 
 impl Config {
-    /// Parses flags (clap errors exit the process with code 2, `--help` with 0), reads the file
-    /// if one is named, resolves and validates.
-    pub fn from_args() -> Result<Config, ConfigError> {
-        let cli = Cli::parse();
+    /// Reads the file the flags name, if any, resolves and validates against this host's
+    /// interfaces.
+    pub fn load(cli: Cli) -> Result<Config, ConfigErrors> {
         let file = match &cli.config {
             Some(path) => read_file_config(path)?,
             None => FileConfig::default(),
@@ -322,21 +388,31 @@ impl Config {
         cli: Cli,
         file: FileConfig,
         lookup: &dyn Fn(&str) -> Option<Ipv4Addr>,
-    ) -> Result<Config, ConfigError> {
+    ) -> Result<Config, ConfigErrors> {
+        // Every check runs, so `tandemd check` can name every problem at once; a value that
+        // failed its check is replaced by a placeholder that is never used (see the end).
+        let mut problems = ConfigErrors::default();
         let node_id = match cli.node_id.or(file.node_id) {
-            None => return err("--node-id is required (1..=65535, unique in the cluster)"),
-            Some(0) => return err("--node-id 0 is reserved; use 1..=65535"),
+            None => {
+                problems.add("--node-id is required (1..=65535, unique in the cluster)");
+                NodeId(0)
+            }
+            Some(0) => {
+                problems.add("--node-id 0 is reserved; use 1..=65535");
+                NodeId(0)
+            }
             Some(n) => NodeId(n),
         };
         let interface = cli
             .interface
             .or(file.interface)
             .unwrap_or_else(|| DEFAULT_INTERFACE.to_string());
-        let Some(interface_addr) = lookup(&interface) else {
-            return err(format!(
+        let interface_addr = lookup(&interface);
+        if interface_addr.is_none() {
+            problems.add(format!(
                 "--interface {interface}: no such interface (or local address) with IPv4"
             ));
-        };
+        }
         let group = cli.group.or(file.group).unwrap_or(DEFAULT_GROUP);
         let transport = cli
             .transport
@@ -348,43 +424,46 @@ impl Config {
             cli.peers
         };
         if transport != TransportKind::Unicast && !group.ip().is_multicast() {
-            return err(format!(
+            problems.add(format!(
                 "--group {group}: not a multicast address (use 224.0.0.0/4, e.g. 239.255.72.77:7377)"
             ));
         }
         if transport == TransportKind::Unicast && peers.is_empty() {
-            return err("--transport unicast needs at least one --peer ADDR:PORT");
+            problems.add("--transport unicast needs at least one --peer ADDR:PORT");
         }
         if peers.len() > crate::net::MAX_PEERS {
-            return err(format!(
+            problems.add(format!(
                 "--peer given {} times; at most {}",
                 peers.len(),
                 crate::net::MAX_PEERS
             ));
         }
+        for p in &peers {
+            if p.ip().is_unspecified() || p.ip().is_multicast() || p.port() == 0 {
+                problems.add(format!("--peer {p}: not a unicast host address and port"));
+            }
+        }
         if group.port() == 0 {
-            return err("--group: port 0 is not allowed");
+            problems.add("--group: port 0 is not allowed");
         }
         let voters = if cli.voters.is_empty() {
             file.voters.unwrap_or_default()
         } else {
             cli.voters
         };
-        if voters.contains(&0) {
-            return err("--voters: node id 0 is reserved");
-        }
+        check_voters(&voters, node_id, &mut problems);
         let ttl = cli.ttl.or(file.ttl).unwrap_or(1);
         if ttl == 0 || ttl > 255 {
-            return err(format!("--ttl {ttl}: must be 1..=255"));
+            problems.add(format!("--ttl {ttl}: must be 1..=255"));
         }
         let insecure = cli.insecure || file.insecure.unwrap_or(false);
         let key_file = cli.key_file.or(file.key_file);
         let keys = match &key_file {
-            Some(path) => Some(load_keys(path)?),
+            Some(path) => load_keys(path).map_err(|e| problems.0.push(e)).ok(),
             None => None,
         };
-        if keys.is_none() && !insecure && !interface_addr.is_loopback() {
-            return err(format!(
+        if key_file.is_none() && !insecure && interface_addr.is_some_and(|a| !a.is_loopback()) {
+            problems.add(format!(
                 "--interface {interface} is not loopback: give --key-file PATH to authenticate frames, or --insecure to run without authentication"
             ));
         }
@@ -400,7 +479,7 @@ impl Config {
             .or(file.max_value_bytes)
             .unwrap_or(512 * 1024);
         if max_value_bytes > MAX_REPLICATED_VALUE {
-            return err(format!(
+            problems.add(format!(
                 "--max-value-bytes {max_value_bytes}: at most {MAX_REPLICATED_VALUE} (the largest value the wire format replicates)"
             ));
         }
@@ -409,7 +488,7 @@ impl Config {
             .or(file.max_bytes)
             .unwrap_or(256 * 1024 * 1024);
         if max_value_bytes == 0 || max_value_bytes as u64 > max_bytes {
-            return err(format!(
+            problems.add(format!(
                 "--max-value-bytes {max_value_bytes}: must be 1..=--max-bytes ({max_bytes})"
             ));
         }
@@ -418,10 +497,11 @@ impl Config {
             .or(file.log_level)
             .unwrap_or_else(|| "info".to_string());
         if tracing_subscriber::EnvFilter::try_new(&log_level).is_err() {
-            return err(format!(
+            problems.add(format!(
                 "--log-level {log_level}: not a level (error, warn, info, debug, trace) or filter"
             ));
         }
+        let log_format = cli.log_format.or(file.log_format).unwrap_or_default();
         let http = cli
             .http
             .or(file.http)
@@ -431,18 +511,21 @@ impl Config {
             .or(file.resp)
             .unwrap_or_else(|| parse_default(DEFAULT_RESP));
         if http == resp {
-            return err(format!("--http and --resp are both {http}"));
+            problems.add(format!("--http and --resp are both {http}"));
         }
         let interval_us = match cli.interval.as_deref().or(file.interval.as_deref()) {
-            Some(text) => Some(parse_interval(text).map_err(ConfigError)?),
+            Some(text) => parse_interval(text).map_err(|e| problems.add(e)).ok(),
             None => None,
         };
         let multiplier = cli.multiplier.or(file.multiplier);
         if let Some(m) = multiplier {
             if !(2..=100).contains(&m) {
-                return err(format!("--multiplier {m}: must be 2..=100"));
+                problems.add(format!("--multiplier {m}: must be 2..=100"));
             }
         }
+        let Some(interface_addr) = interface_addr.filter(|_| problems.0.is_empty()) else {
+            return Err(problems);
+        };
         Ok(Config {
             node_id,
             cluster_id: ClusterId(cli.cluster_id.or(file.cluster_id).unwrap_or(1)),
@@ -467,6 +550,7 @@ impl Config {
             resp,
             on_change: cli.on_change.or(file.on_change),
             log_level,
+            log_format,
             ttl,
             multicast_loop: !cli.no_multicast_loop && file.multicast_loop.unwrap_or(true),
             max_sessions: cli.max_sessions.or(file.max_sessions).unwrap_or(100_000),
@@ -475,6 +559,33 @@ impl Config {
             requirepass: cli.requirepass.or(file.requirepass),
             replication,
         })
+    }
+}
+
+/// `--voters`: ids 1..=65535, each once, at most the core's voter table, this node among them.
+fn check_voters(voters: &[u16], node_id: NodeId, problems: &mut ConfigErrors) {
+    if voters.contains(&0) {
+        problems.add("--voters: node id 0 is reserved");
+    }
+    if voters.len() > membership::MAX_VOTERS {
+        problems.add(format!(
+            "--voters names {} nodes; at most {}",
+            voters.len(),
+            membership::MAX_VOTERS
+        ));
+    }
+    if let Some(v) = voters
+        .iter()
+        .enumerate()
+        .find_map(|(i, v)| voters[..i].contains(v).then_some(v))
+    {
+        problems.add(format!("--voters: node {v} given twice"));
+    }
+    if !voters.is_empty() && node_id.0 != 0 && !voters.contains(&node_id.0) {
+        problems.add(format!(
+            "--voters does not name this node ({}): it would never lead nor count itself for quorum",
+            node_id.0
+        ));
     }
 }
 
@@ -630,11 +741,11 @@ mod tests {
         }
     }
 
-    fn resolve(args: &[&str]) -> Result<Config, ConfigError> {
+    fn resolve(args: &[&str]) -> Result<Config, ConfigErrors> {
         resolve_with(args, "")
     }
 
-    fn resolve_with(args: &[&str], toml: &str) -> Result<Config, ConfigError> {
+    fn resolve_with(args: &[&str], toml: &str) -> Result<Config, ConfigErrors> {
         let mut argv = vec!["tandemd"];
         argv.extend_from_slice(args);
         let cli = Cli::try_parse_from(argv).map_err(|e| ConfigError(e.to_string()))?;
@@ -662,11 +773,11 @@ mod tests {
     fn node_id_required_and_nonzero() {
         assert!(resolve(&[])
             .unwrap_err()
-            .0
+            .to_string()
             .contains("--node-id is required"));
         assert!(resolve(&["--node-id", "0"])
             .unwrap_err()
-            .0
+            .to_string()
             .contains("reserved"));
     }
 
@@ -674,13 +785,13 @@ mod tests {
     fn non_loopback_needs_key_or_insecure() {
         let e = resolve(&["--node-id", "1", "--interface", "eth0"]).unwrap_err();
         assert!(
-            e.0.contains("--key-file") && e.0.contains("--insecure"),
+            e.to_string().contains("--key-file") && e.to_string().contains("--insecure"),
             "{e}"
         );
         let c = resolve(&["--node-id", "1", "--interface", "eth0", "--insecure"]).unwrap();
         assert_eq!(c.interface_addr, Ipv4Addr::new(198, 18, 0, 1));
         let e = resolve(&["--node-id", "1", "--interface", "198.18.0.1"]).unwrap_err();
-        assert!(e.0.contains("not loopback"));
+        assert!(e.to_string().contains("not loopback"));
         let c = resolve(&["--node-id", "1", "--interface", "127.0.0.1"]).unwrap();
         assert_eq!(c.interface_addr, Ipv4Addr::LOCALHOST);
     }
@@ -688,9 +799,9 @@ mod tests {
     #[test]
     fn unknown_interface_is_refused() {
         let e = resolve(&["--node-id", "1", "--interface", "nope0"]).unwrap_err();
-        assert!(e.0.contains("nope0"), "{e}");
+        assert!(e.to_string().contains("nope0"), "{e}");
         let e = resolve(&["--node-id", "1", "--interface", "198.51.100.7"]).unwrap_err();
-        assert!(e.0.contains("198.51.100.7"), "{e}");
+        assert!(e.to_string().contains("198.51.100.7"), "{e}");
     }
 
     #[test]
@@ -726,10 +837,10 @@ mod tests {
         );
         for m in ["1", "101"] {
             let e = resolve(&["--node-id", "1", "--multiplier", m]).unwrap_err();
-            assert!(e.0.contains("--multiplier"), "{e}");
+            assert!(e.to_string().contains("--multiplier"), "{e}");
         }
         let e = resolve(&["--node-id", "1", "--interval", "fast"]).unwrap_err();
-        assert!(e.0.contains("--interval fast"), "{e}");
+        assert!(e.to_string().contains("--interval fast"), "{e}");
     }
 
     #[test]
@@ -761,7 +872,7 @@ mod tests {
     #[test]
     fn unknown_file_key_is_an_error() {
         let e = resolve_with(&["--node-id", "1"], "nodeid = 3\n").unwrap_err();
-        assert!(e.0.contains("nodeid") && !e.0.contains('\n'), "{e}");
+        assert!(e.to_string().contains("nodeid") && !e.to_string().contains('\n'), "{e}");
     }
 
     #[test]
@@ -819,7 +930,7 @@ mod tests {
         #[test]
         fn toml_errors_are_one_line(text in "[a-z_ =\"\\[\\]0-9\n]{0,80}") {
             if let Err(e) = parse_file_config(&text) {
-                proptest::prop_assert!(!e.0.contains('\n'), "{}", e);
+                proptest::prop_assert!(!e.to_string().contains('\n'), "{}", e);
             }
         }
     }

@@ -21,7 +21,7 @@ use tandem_core::{Incarnation, Instant};
 use tracing::{debug, error, info, warn};
 
 use crate::clock::{unix_ms, Clock};
-use crate::cluster::{Cluster, ClusterConfig};
+use crate::cluster::{Cluster, ClusterConfig, ReloadError};
 use crate::config::{load_keys, Config};
 use crate::hooks::{HookEnv, Hooks};
 use crate::http::{HttpServer, Source};
@@ -29,8 +29,8 @@ use crate::metrics::{self, DaemonMetrics};
 use crate::net::{ClusterSocket, DeadlineTimer, NetConfig, NetError, RecvBatch, SendBatch};
 use crate::notify::Notifier;
 use crate::resp_server::{RespServer, ServerConfig};
-use crate::sessions::Sessions;
-use crate::status::StatusSnapshot;
+use crate::sessions::{Sessions, SyncState};
+use crate::status::{Backlog, StatusSnapshot, SyncPhase, SyncProgress};
 use crate::store::{self, Store};
 use crate::{commands, resp};
 
@@ -182,7 +182,7 @@ impl Daemon {
             node = cfg.node_id.0,
             cluster = cfg.cluster_id.0,
             incarnation = incarnation.0,
-            transport = ?cfg.transport,
+            transport = cfg.transport.as_str(),
             group = %cfg.group,
             interface = %cfg.interface,
             profile = cfg.profile.as_str(),
@@ -190,7 +190,7 @@ impl Daemon {
             multiplier = timing.multiplier,
             http = %cfg.http,
             resp = %cfg.resp,
-            replication = ?cfg.replication,
+            replication = cfg.replication.as_str(),
             "tandemd started"
         );
         Ok(Daemon {
@@ -476,7 +476,9 @@ impl Daemon {
                         "SIGHUP: key file reloaded"
                     );
                 }
-                Err(e) => error!(?e, "SIGHUP: keys not taken"),
+                Err(ReloadError::NotAuthenticated) => error!(
+                    "SIGHUP: keys not taken: the cluster started unauthenticated; restart to use keys"
+                ),
             },
             Err(e) => error!("SIGHUP: key file not reloaded, old keys stay: {e}"),
         }
@@ -486,12 +488,7 @@ impl Daemon {
         // Bounded by the cluster's event queue capacity.
         while let Some(ev) = self.cluster.poll_event() {
             let s = self.cluster.status(now);
-            info!(
-                event = ev.name(),
-                ?ev,
-                role = s.role.as_str(),
-                "cluster change"
-            );
+            crate::logging::cluster_event(&ev);
             self.hooks
                 .fire(HookEnv::new(&ev, s.node_id, s.role, s.leader, s.view), now);
         }
@@ -564,6 +561,22 @@ impl Source for View<'_> {
     fn status(&self) -> StatusSnapshot {
         let mut s = self.cluster.status(self.now);
         s.synced = self.sessions.synced();
+        s.sync = SyncProgress {
+            phase: match self.sessions.sync_state() {
+                SyncState::Waiting { .. } => SyncPhase::Waiting,
+                SyncState::Pulling { target } => SyncPhase::Pulling(target),
+                SyncState::Synced => SyncPhase::Synced,
+            },
+            sessions: self.sessions.store.len() as u64,
+        };
+        let node = self.cluster.node();
+        s.backlog = Backlog {
+            peers: node.live_data_peers() as u64,
+            written: node.replication().written(),
+            committed: node.committed(),
+            writes_held: self.sessions.held() as u64,
+            outbox: self.sessions.outbox_len() as u64,
+        };
         s
     }
 

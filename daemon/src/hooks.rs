@@ -131,7 +131,7 @@ impl Hooks {
         if self.queue.len() == MAX_QUEUED {
             if let Some(old) = self.queue.pop_front() {
                 warn!(
-                    event = old.event,
+                    event = %old.event,
                     "hook queue full: dropped the oldest queued event"
                 );
                 self.stats.dropped += 1;
@@ -147,16 +147,16 @@ impl Hooks {
             match r.child.try_wait() {
                 Ok(Some(status)) => {
                     if status.success() {
-                        debug!(event = r.event, "hook done");
+                        debug!(event = %r.event, "hook done");
                     } else {
-                        error!(event = r.event, %status, "hook failed");
+                        error!(event = %r.event, %status, "hook failed");
                         self.stats.failed += 1;
                     }
                     self.running = None;
                 }
                 Ok(None) => {}
                 Err(e) => {
-                    error!(event = r.event, error = %e, "hook: wait failed");
+                    error!(event = %r.event, error = %e, "hook: wait failed");
                     self.running = None;
                 }
             }
@@ -169,8 +169,9 @@ impl Hooks {
         if let Some(r) = &mut self.running {
             if now >= r.deadline {
                 error!(
-                    event = r.event,
-                    "hook ran longer than {HOOK_TIMEOUT:?}: killed"
+                    event = %r.event,
+                    timeout_s = HOOK_TIMEOUT.as_secs(),
+                    "hook ran too long: killed"
                 );
                 let _ = r.child.kill();
                 // Killed with SIGKILL: the wait returns at once.
@@ -210,7 +211,7 @@ impl Hooks {
             }
             match c.spawn() {
                 Ok(child) => {
-                    info!(event = env.event, node = env.node.0, "hook started");
+                    info!(event = %env.event, node = env.node.0, "hook started");
                     self.stats.started += 1;
                     self.running = Some(Running {
                         child,
@@ -219,7 +220,7 @@ impl Hooks {
                     });
                 }
                 Err(e) => {
-                    error!(event = env.event, error = %e, "hook could not start");
+                    error!(event = %env.event, error = %e, "hook could not start");
                     self.stats.failed += 1;
                 }
             }

@@ -369,6 +369,8 @@ pub mod fuzzing {
                 }],
                 synced: true,
                 isolated: false,
+                sync: Default::default(),
+                backlog: Default::default(),
             }
         }
 
@@ -434,6 +436,8 @@ mod tests {
             }],
             synced,
             isolated: false,
+            sync: Default::default(),
+            backlog: Default::default(),
         })
     }
 

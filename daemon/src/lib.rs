@@ -1,6 +1,7 @@
 //! tandemd as a library: the daemon's components, so tests, benches, examples and fuzz
 //! targets can drive them directly.
 pub mod cipher;
+pub mod cli;
 pub mod clock;
 pub mod cluster;
 pub mod commands;
@@ -9,6 +10,7 @@ pub mod event_loop;
 pub mod hooks;
 pub mod http;
 pub mod incarnation;
+pub mod logging;
 pub mod metrics;
 pub mod net;
 pub mod notify;

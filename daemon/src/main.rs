@@ -1,13 +1,14 @@
-//! tandemd: the tandem cluster daemon.
+//! tandemd: the tandem cluster daemon, and the operator's tools (`keygen`, `check`, `status`).
 //!
 //! Exit codes: 0 clean stop (SIGTERM/SIGINT, after sending Leave), 1 runtime failure (a socket
-//! or the event loop failed), 2 configuration error (one line on stderr naming the problem;
-//! clap's own usage errors exit 2 too).
+//! or the event loop failed; `status`: the node could not be read), 2 configuration error (one
+//! line per problem on stderr; clap's own usage errors exit 2 too).
 
-use std::io::IsTerminal;
 use std::process::ExitCode;
 
-use tandemd::config::Config;
+use clap::Parser;
+use tandemd::cli::{check, keygen, status_view, Args, Command};
+use tandemd::config::{Cli, Config, ConfigErrors};
 use tandemd::event_loop::{Daemon, DaemonError};
 use tracing::{error, warn};
 
@@ -17,14 +18,37 @@ use tracing::{error, warn};
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    let cfg = match Config::from_args() {
+    let args = Args::parse();
+    match args.command {
+        None if args.test_config => run_check(args.daemon),
+        None => run_daemon(args.daemon),
+        Some(Command::Check(cli)) => run_check(*cli),
+        Some(Command::Keygen(k)) => match keygen::run(&k) {
+            Ok(out) => {
+                print!("{out}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("tandemd keygen: {e}");
+                ExitCode::from(2)
+            }
+        },
+        Some(Command::Status(s)) => match status_view::run(&s) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("tandemd status: {e}");
+                ExitCode::from(1)
+            }
+        },
+    }
+}
+
+fn run_daemon(cli: Cli) -> ExitCode {
+    let cfg = match Config::load(cli) {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("tandemd: config error: {e}");
-            return ExitCode::from(2);
-        }
+        Err(problems) => return config_errors(&problems),
     };
-    init_logging(&cfg.log_level);
+    tandemd::logging::init(&cfg.log_level, cfg.log_format);
     if cfg.insecure {
         warn!("--insecure: cluster frames are NOT authenticated; anyone on the link can join or forge membership");
     } else if cfg.keys.is_none() {
@@ -40,6 +64,26 @@ fn main() -> ExitCode {
     }
 }
 
+/// `tandemd check` / `-t`: "configuration ok" on stdout, or every problem on stderr (exit 2).
+fn run_check(cli: Cli) -> ExitCode {
+    let report = check::check(cli);
+    for w in &report.warnings {
+        eprintln!("tandemd: warning: {w}");
+    }
+    if !report.ok() {
+        return config_errors(&report.problems);
+    }
+    println!("configuration ok");
+    ExitCode::SUCCESS
+}
+
+fn config_errors(problems: &ConfigErrors) -> ExitCode {
+    for p in &problems.0 {
+        eprintln!("tandemd: config error: {p}");
+    }
+    ExitCode::from(2)
+}
+
 fn fail(e: DaemonError) -> ExitCode {
     match e {
         DaemonError::Config(msg) => {
@@ -50,23 +94,5 @@ fn fail(e: DaemonError) -> ExitCode {
             error!("fatal: {msg}");
             ExitCode::from(1)
         }
-    }
-}
-
-/// Logs to stderr; no colours unless stderr is a terminal, no timestamps under systemd
-/// (the journal stamps each line itself).
-fn init_logging(level: &str) {
-    // Validated by Config::resolve; a fallback keeps logging on regardless.
-    let filter = tracing_subscriber::EnvFilter::try_new(level)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_target(false);
-    if std::env::var_os("JOURNAL_STREAM").is_some() {
-        builder.without_time().init();
-    } else {
-        builder.init();
     }
 }

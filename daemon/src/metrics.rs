@@ -570,6 +570,8 @@ mod tests {
             }],
             synced: true,
             isolated: false,
+            sync: Default::default(),
+            backlog: Default::default(),
         }
     }
 

@@ -57,6 +57,41 @@ impl Role {
     }
 }
 
+/// Where this node stands on holding the full session state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum SyncPhase {
+    /// No data peer seen yet (alone after one detection span).
+    #[default]
+    Waiting,
+    /// Pulling the full state from this peer.
+    Pulling(NodeId),
+    /// Holds the full state (or is alone).
+    Synced,
+}
+
+/// State transfer progress, for `/status`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SyncProgress {
+    pub phase: SyncPhase,
+    /// Sessions held now (during a pull: received so far, plus any written meanwhile).
+    pub sessions: u64,
+}
+
+/// What this node's writes wait on, for `/status`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Backlog {
+    /// Live data peers every write goes to.
+    pub peers: u64,
+    /// Highest chunk sequence written to this node's replication stream.
+    pub written: u64,
+    /// Highest sequence every live peer acknowledged.
+    pub committed: u64,
+    /// Client replies held until replication.
+    pub writes_held: u64,
+    /// Records waiting for room in the retransmit ring.
+    pub outbox: u64,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MemberStatus {
     pub node_id: NodeId,
@@ -83,6 +118,9 @@ pub struct StatusSnapshot {
     pub synced: bool,
     /// Cut off from the quorum (split-brain guard): must not serve as a member.
     pub isolated: bool,
+    /// Filled by the event loop, which owns the session store.
+    pub sync: SyncProgress,
+    pub backlog: Backlog,
 }
 
 impl StatusSnapshot {
@@ -124,6 +162,27 @@ impl StatusSnapshot {
             "synced": self.synced,
             "isolated": self.isolated,
             "healthy": self.health().is_ok(),
+            "health": self.health().err().unwrap_or("ok"),
+            "sync": {
+                "state": match self.sync.phase {
+                    SyncPhase::Waiting => "waiting",
+                    SyncPhase::Pulling(_) => "pulling",
+                    SyncPhase::Synced => "synced",
+                },
+                "from": match self.sync.phase {
+                    SyncPhase::Pulling(from) => Some(from.0),
+                    _ => None,
+                },
+                "sessions": self.sync.sessions,
+            },
+            "replication": {
+                "peers": self.backlog.peers,
+                "written": self.backlog.written,
+                "committed": self.backlog.committed,
+                "backlog": self.backlog.written.saturating_sub(self.backlog.committed),
+                "writes_held": self.backlog.writes_held,
+                "outbox": self.backlog.outbox,
+            },
             "members": members,
         })
     }
@@ -163,6 +222,17 @@ mod tests {
             ],
             synced: true,
             isolated: false,
+            sync: SyncProgress {
+                phase: SyncPhase::Synced,
+                sessions: 12,
+            },
+            backlog: Backlog {
+                peers: 1,
+                written: 10,
+                committed: 7,
+                writes_held: 2,
+                outbox: 0,
+            },
         }
     }
 
@@ -188,5 +258,18 @@ mod tests {
         assert_eq!(v["members"][1]["ms_since_heard"], 40);
         assert_eq!(v["members"][1]["incarnation"], 5);
         assert_eq!(sample().count(MemberState::Alive), 1);
+        assert_eq!(v["health"], "ok");
+        assert_eq!(v["sync"]["state"], "synced");
+        assert_eq!(v["sync"]["sessions"], 12);
+        assert_eq!(v["replication"]["backlog"], 3);
+        let mut s = sample();
+        s.synced = false;
+        s.sync.phase = SyncPhase::Pulling(NodeId(2));
+        let v = s.to_json();
+        assert_eq!(v["health"], "not synced: session state transfer in progress");
+        assert_eq!((&v["sync"]["state"], &v["sync"]["from"]), (&"pulling".into(), &2.into()));
+        // The human view reads what /status sends.
+        let view = crate::cli::status_view::render(&v);
+        assert!(view.contains("pulling the full state from node 2"), "{view}");
     }
 }
