@@ -872,7 +872,10 @@ mod tests {
     #[test]
     fn unknown_file_key_is_an_error() {
         let e = resolve_with(&["--node-id", "1"], "nodeid = 3\n").unwrap_err();
-        assert!(e.to_string().contains("nodeid") && !e.to_string().contains('\n'), "{e}");
+        assert!(
+            e.to_string().contains("nodeid") && !e.to_string().contains('\n'),
+            "{e}"
+        );
     }
 
     #[test]

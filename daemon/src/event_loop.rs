@@ -182,15 +182,15 @@ impl Daemon {
             node = cfg.node_id.0,
             cluster = cfg.cluster_id.0,
             incarnation = incarnation.0,
-            transport = cfg.transport.as_str(),
+            transport = %cfg.transport.as_str(),
             group = %cfg.group,
             interface = %cfg.interface,
-            profile = cfg.profile.as_str(),
+            profile = %cfg.profile.as_str(),
             interval_us = timing.interval_us,
             multiplier = timing.multiplier,
             http = %cfg.http,
             resp = %cfg.resp,
-            replication = cfg.replication.as_str(),
+            replication = %cfg.replication.as_str(),
             "tandemd started"
         );
         Ok(Daemon {

@@ -146,7 +146,10 @@ mod tests {
             ),
             "{text}"
         );
-        assert!(lines[2].ends_with("event=quorum_lost isolated=true"), "{text}");
+        assert!(
+            lines[2].ends_with("event=quorum_lost isolated=true"),
+            "{text}"
+        );
         for bad in ["{", "Some(", "NodeId", "\""] {
             assert!(!text.contains(bad), "{bad} in {text}");
         }

@@ -39,8 +39,8 @@ impl Notifier {
     pub fn notify(&self, state: &str) {
         if let Some((sock, addr)) = &self.target {
             match sock.send_to_addr(state.as_bytes(), addr) {
-                Ok(_) => debug!(state, "sd_notify"),
-                Err(e) => warn!(state, error = %e, "sd_notify failed"),
+                Ok(_) => debug!(state = %state, "sd_notify"),
+                Err(e) => warn!(state = %state, error = %e, "sd_notify failed"),
             }
         }
     }

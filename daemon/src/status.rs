@@ -266,10 +266,19 @@ mod tests {
         s.synced = false;
         s.sync.phase = SyncPhase::Pulling(NodeId(2));
         let v = s.to_json();
-        assert_eq!(v["health"], "not synced: session state transfer in progress");
-        assert_eq!((&v["sync"]["state"], &v["sync"]["from"]), (&"pulling".into(), &2.into()));
+        assert_eq!(
+            v["health"],
+            "not synced: session state transfer in progress"
+        );
+        assert_eq!(
+            (&v["sync"]["state"], &v["sync"]["from"]),
+            (&"pulling".into(), &2.into())
+        );
         // The human view reads what /status sends.
         let view = crate::cli::status_view::render(&v);
-        assert!(view.contains("pulling the full state from node 2"), "{view}");
+        assert!(
+            view.contains("pulling the full state from node 2"),
+            "{view}"
+        );
     }
 }

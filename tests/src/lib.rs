@@ -440,27 +440,19 @@ impl Net {
     /// Runs `tandemd args` in host `host` to completion (bounded: 10 s) and returns its exit
     /// code and stderr; for config checks.
     pub fn run_to_exit(&self, host: usize, args: &[&str]) -> (Option<i32>, String) {
-        let mut child = Command::new("ip")
-            .args(["netns", "exec", self.ns(host)])
-            .arg(tandemd_bin())
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn tandemd: {e}"));
-        let status = wait_for(Duration::from_secs(10), Duration::from_millis(10), || {
-            child.try_wait().ok().flatten()
-        });
-        if status.is_none() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        let mut err = String::new();
-        if let Some(mut e) = child.stderr.take() {
-            let _ = e.read_to_string(&mut err);
-        }
-        (status.and_then(|s| s.code()), err)
+        let (code, _, err) = self.run(host, args);
+        (code, err)
+    }
+
+    /// Runs `tandemd args` in host `host` to completion (bounded: 10 s): exit code, stdout,
+    /// stderr. For the operator subcommands (`status`, `check`, `keygen`).
+    pub fn run(&self, host: usize, args: &[&str]) -> (Option<i32>, String, String) {
+        run_bounded(
+            Command::new("ip")
+                .args(["netns", "exec", self.ns(host)])
+                .arg(tandemd_bin())
+                .args(args),
+        )
     }
 
     /// `GET path` on node `node`.
@@ -598,6 +590,50 @@ impl Drop for Net {
         }
         let _ = std::fs::remove_dir_all(&self.logs);
     }
+}
+
+/// Runs `cmd` to completion (bounded: 10 s, then killed): exit code, stdout, stderr. Output
+/// is read while it runs, so a chatty command cannot block on a full pipe.
+pub fn run_bounded(cmd: &mut Command) -> (Option<i32>, String, String) {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+    let drain = |r: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            if let Some(mut r) = r {
+                let _ = r.read_to_string(&mut text);
+            }
+            text
+        })
+    };
+    let out = drain(
+        child
+            .stdout
+            .take()
+            .map(|o| Box::new(o) as Box<dyn Read + Send>),
+    );
+    let err = drain(
+        child
+            .stderr
+            .take()
+            .map(|e| Box::new(e) as Box<dyn Read + Send>),
+    );
+    let status = wait_for(Duration::from_secs(10), Duration::from_millis(10), || {
+        child.try_wait().ok().flatten()
+    });
+    if status.is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    (
+        status.and_then(|s| s.code()),
+        out.join().unwrap_or_default(),
+        err.join().unwrap_or_default(),
+    )
 }
 
 /// Names of existing namespaces with `prefix`.

@@ -2,10 +2,12 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-/// Timestamps (unix µs) of the `member_dead` log lines, in order.
+/// Timestamps (unix µs) of the `cluster change event=member_dead ...` log lines, in order.
 pub fn dead_lines(log: &str) -> Vec<i128> {
     log.lines()
-        .filter(|l| l.contains("event=\"member_dead\""))
+        .filter(|l| {
+            l.contains("cluster change") && l.split_whitespace().any(|f| f == "event=member_dead")
+        })
         .filter_map(|l| parse_rfc3339_us(l.split_whitespace().next()?))
         .collect()
 }
@@ -68,8 +70,11 @@ mod tests {
         );
         assert_eq!(parse_rfc3339_us("1970-01-01T00:00:00Z"), Some(0));
         assert_eq!(parse_rfc3339_us("not a time"), None);
-        let log = "2026-11-26T04:10:27.5Z  INFO cluster change event=\"member_dead\" x\n\
-                   2026-11-26T04:10:28.000001Z  INFO cluster change event=\"member_alive\"\n";
+        let log =
+            "2026-11-26T04:10:27.5Z  INFO cluster change event=member_dead node=2 state=dead\n\
+                   2026-11-26T04:10:28.000001Z  INFO cluster change event=member_alive node=2\n\
+                   2026-11-26T04:10:29Z  INFO hook started event=member_dead node=2\n\
+                   2026-11-26T04:10:30Z  INFO cluster change event=member_dead_x node=2\n";
         assert_eq!(dead_lines(log), vec![1_795_666_227_500_000]);
     }
 }

@@ -374,6 +374,8 @@ fn readme_demo_shows_both_nodes() {
         .collect();
     assert_eq!(statuses.len(), 2, "{text}");
     for (s, other) in statuses.iter().zip([2, 1]) {
+        // The demo waits for both to be healthy, not just for node 2 to be listed.
+        assert_eq!(s["healthy"], true, "{s}");
         let members = s["members"].as_array().cloned().unwrap_or_default();
         assert!(
             members

@@ -122,8 +122,8 @@ mod tests {
     use clap::Parser;
 
     fn check_args(args: &[&str]) -> Report {
-        let cli = Cli::try_parse_from(std::iter::once("tandemd").chain(args.iter().copied()))
-            .unwrap();
+        let cli =
+            Cli::try_parse_from(std::iter::once("tandemd").chain(args.iter().copied())).unwrap();
         check(cli)
     }
 
@@ -192,8 +192,16 @@ mod tests {
         let key = tmp("loose.key", "1:00112233445566778899aabbccddeeff\n", 0o644);
         let r = check_args(&["--node-id", "1", "--key-file", &key, "--voters", "1,2"]);
         assert!(r.ok(), "{}", r.problems);
-        assert!(r.warnings.iter().any(|w| w.contains("mode 0644")), "{:?}", r.warnings);
-        assert!(r.warnings.iter().any(|w| w.contains("witness")), "{:?}", r.warnings);
+        assert!(
+            r.warnings.iter().any(|w| w.contains("mode 0644")),
+            "{:?}",
+            r.warnings
+        );
+        assert!(
+            r.warnings.iter().any(|w| w.contains("witness")),
+            "{:?}",
+            r.warnings
+        );
         std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
         let r = check_args(&["--node-id", "1", "--key-file", &key]);
         let _ = std::fs::remove_file(&key);
@@ -203,6 +211,10 @@ mod tests {
     #[test]
     fn voters_must_name_this_node_once() {
         let r = check_args(&["--node-id", "1", "--voters", "2,3,4"]);
-        assert!(r.problems.to_string().contains("does not name this node"), "{}", r.problems);
+        assert!(
+            r.problems.to_string().contains("does not name this node"),
+            "{}",
+            r.problems
+        );
     }
 }

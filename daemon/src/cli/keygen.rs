@@ -214,7 +214,10 @@ mod tests {
         .unwrap();
         let b = run(&args(None, false, None)).unwrap();
         assert!(a.contains("0600"), "{a}");
-        let (ka, kb) = (parse_keys(a.as_bytes()).unwrap(), parse_keys(b.as_bytes()).unwrap());
+        let (ka, kb) = (
+            parse_keys(a.as_bytes()).unwrap(),
+            parse_keys(b.as_bytes()).unwrap(),
+        );
         assert_eq!((ka.active().id, kb.active().id), (KeyId(9), KeyId(1)));
         assert_ne!(ka.active().bytes, kb.active().bytes);
         assert_ne!(ka.active().bytes, [0u8; 16]);

@@ -66,7 +66,15 @@ mod tests {
 
     #[test]
     fn no_subcommand_runs_the_daemon_with_its_flags() {
-        let a = parse(&["--node-id", "1", "--http", "127.0.0.1:7380", "--profile", "fast"]).unwrap();
+        let a = parse(&[
+            "--node-id",
+            "1",
+            "--http",
+            "127.0.0.1:7380",
+            "--profile",
+            "fast",
+        ])
+        .unwrap();
         assert!(a.command.is_none() && !a.test_config);
         assert_eq!(a.daemon.node_id, Some(1));
     }

@@ -198,7 +198,11 @@ pub fn render(s: &Value) -> String {
         "ID", "STATE", "INCARNATION"
     );
     let me = s["node_id"].as_u64();
-    for m in s["members"].as_array().map(Vec::as_slice).unwrap_or_default() {
+    for m in s["members"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+    {
         let heard = if m["node_id"].as_u64() == me {
             "(this node)".to_string()
         } else {
@@ -260,7 +264,10 @@ mod tests {
         ] {
             assert!(v.contains(want), "{want}\n{v}");
         }
-        let rows: Vec<&str> = v.lines().skip_while(|l| !l.contains("LAST HEARD")).collect();
+        let rows: Vec<&str> = v
+            .lines()
+            .skip_while(|l| !l.contains("LAST HEARD"))
+            .collect();
         assert_eq!(rows.len(), 3, "{v}");
         assert!(rows[1].contains("(this node)"), "{v}");
         let cols: Vec<&str> = rows[2].split_whitespace().collect();
