@@ -15,7 +15,8 @@
 //! ```
 //!
 //! A line of 32 hex digits without `id:` is key id 0, and a file of exactly 16 raw bytes is
-//! key id 0 too. At most [`MAX_KEYS`] keys. SIGHUP re-reads the file.
+//! key id 0 too. At most [`MAX_KEYS`] keys. SIGHUP re-reads the file. `tandemd keygen` writes
+//! one, and rotates it ([`crate::cli::keygen`]).
 //!
 //! Panics: never; every input is checked.
 

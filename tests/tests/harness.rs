@@ -77,23 +77,32 @@ fn kill9_stops_the_process() {
 }
 
 #[test]
-fn config_errors_exit_2_with_one_line() {
+fn config_errors_exit_2_one_line_each() {
     let Some(net) = Net::new(1) else { return };
-    let cases: &[(&[&str], &str)] = &[
-        (&["--interface", "eth0"], "--node-id"),
-        (&["--node-id", "1", "--interface", "eth0"], "--key-file"),
-        (&["--node-id", "1", "--interface", "nope9"], "nope9"),
-        (&["--node-id", "1", "--ttl", "0"], "--ttl"),
+    // (flags, problems, a word of the first)
+    let cases: &[(&[&str], usize, &str)] = &[
+        (&["--interface", "eth0"], 2, "--node-id"),
+        (&["--node-id", "1", "--interface", "eth0"], 1, "--key-file"),
+        (&["--node-id", "1", "--interface", "nope9"], 1, "nope9"),
+        (&["--node-id", "1", "--ttl", "0"], 1, "--ttl"),
         (
             &["--node-id", "1", "--key-file", "/nonexistent/key"],
+            1,
             "/nonexistent/key",
         ),
     ];
-    for (args, needle) in cases {
+    for (args, problems, needle) in cases {
         let (code, err) = net.run_to_exit(1, args);
         assert_eq!(code, Some(2), "{args:?}: {err}");
-        assert_eq!(err.trim().lines().count(), 1, "{args:?}: {err}");
-        assert!(err.contains(needle), "{args:?}: {err}");
+        let lines: Vec<&str> = err.trim().lines().collect();
+        assert_eq!(lines.len(), *problems, "{args:?}: {err}");
+        assert!(
+            lines
+                .iter()
+                .all(|l| l.starts_with("tandemd: config error: ")),
+            "{args:?}: {err}"
+        );
+        assert!(lines[0].contains(needle), "{args:?}: {err}");
     }
     let (code, _) = net.run_to_exit(1, &["--no-such-flag"]);
     assert_eq!(code, Some(2));
