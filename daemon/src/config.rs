@@ -159,6 +159,7 @@ impl ReplicationMode {
 
 /// Command-line flags. Every option is optional here so that "not given" can fall back to the
 /// file; defaults are applied in [`Config::resolve`].
+///
 /// The command name, version and about text are the top-level parser's
 /// ([`crate::cli::Args`]), which flattens these flags into the daemon and `tandemd check`.
 #[derive(Debug, Default, Parser)]

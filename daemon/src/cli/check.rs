@@ -10,7 +10,7 @@ use std::net::{IpAddr, SocketAddr, TcpListener, UdpSocket};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-use crate::config::{Cli, Config, ConfigErrors, TransportKind};
+use crate::config::{Cli, Config, ConfigErrors};
 
 /// What `tandemd check` found.
 #[derive(Debug, Default)]
@@ -102,9 +102,6 @@ fn warnings(cfg: &Config) -> Vec<String> {
                 w.push(format!("--on-change: {prog} is not an executable file"));
             }
         }
-    }
-    if cfg.transport == TransportKind::Raw && cfg.interface_addr.is_loopback() {
-        w.push("--transport raw on loopback: raw IP multicast is meant for a real link".into());
     }
     w
 }
