@@ -8,7 +8,7 @@
 use std::fmt::Write as _;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -22,7 +22,8 @@ const MAX_ANSWER: u64 = 1 << 20;
 
 #[derive(Debug, clap::Args)]
 pub struct StatusArgs {
-    /// The node's HTTP endpoint [default: `http` of --config, else 127.0.0.1:7380].
+    /// The node's HTTP endpoint [default: `http` of --config, else of
+    /// /etc/tandem/tandemd.toml if readable, else 127.0.0.1:7380].
     #[arg(long, value_name = "ADDR:PORT")]
     pub http: Option<SocketAddr>,
     /// Take the HTTP endpoint from this config file.
@@ -44,7 +45,7 @@ pub struct StatusArgs {
 
 /// Runs `tandemd status`, writing to stdout; the error line if the node could not be read.
 pub fn run(args: &StatusArgs) -> Result<(), String> {
-    let addr = endpoint(args)?;
+    let addr = endpoint(args, Path::new(PACKAGED_CONFIG))?;
     if !args.watch {
         let doc = fetch(addr)?;
         if args.json {
@@ -78,13 +79,18 @@ pub fn run(args: &StatusArgs) -> Result<(), String> {
     }
 }
 
-fn endpoint(args: &StatusArgs) -> Result<SocketAddr, String> {
+/// The packaged config file: `tandemd status` on a host finds its node without flags.
+pub const PACKAGED_CONFIG: &str = "/etc/tandem/tandemd.toml";
+
+/// The address to ask: `--http`, else the named config file's (an error if it cannot be read),
+/// else `fallback_config`'s if it can be read, else the daemon's default.
+fn endpoint(args: &StatusArgs, fallback_config: &Path) -> Result<SocketAddr, String> {
     if let Some(a) = args.http {
         return Ok(a);
     }
     let from_file = match &args.config {
         Some(path) => read_file_config(path).map_err(|e| e.to_string())?.http,
-        None => None,
+        None => read_file_config(fallback_config).ok().and_then(|f| f.http),
     };
     let addr = from_file.unwrap_or_else(|| {
         // A literal constant, checked by `defaults_parse` in config.
@@ -292,6 +298,41 @@ mod tests {
         let v = render(&d);
         assert!(v.contains("health:      ok"), "{v}");
         assert!(v.contains("synced, 5 sessions held"), "{v}");
+    }
+
+    #[test]
+    fn the_endpoint_comes_from_the_flag_the_file_or_the_default() {
+        let dir = std::env::temp_dir().join(format!("tandem-status-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let named = dir.join("named.toml");
+        let packaged = dir.join("packaged.toml");
+        std::fs::write(&named, "http = \"0.0.0.0:7390\"\n").unwrap();
+        std::fs::write(&packaged, "http = \"127.0.0.2:7391\"\n").unwrap();
+        let args = |http: Option<&str>, config: Option<&Path>| StatusArgs {
+            http: http.map(|h| h.parse().unwrap()),
+            config: config.map(Path::to_path_buf),
+            json: false,
+            watch: false,
+            every: 1,
+            count: None,
+        };
+        let at = |a: &StatusArgs, fallback: &Path| endpoint(a, fallback).map(|e| e.to_string());
+        assert_eq!(
+            at(&args(Some("127.0.0.3:1"), Some(&named)), &packaged).unwrap(),
+            "127.0.0.3:1"
+        );
+        // Every address is reached through loopback.
+        assert_eq!(
+            at(&args(None, Some(&named)), &packaged).unwrap(),
+            "127.0.0.1:7390"
+        );
+        assert_eq!(at(&args(None, None), &packaged).unwrap(), "127.0.0.2:7391");
+        assert_eq!(
+            at(&args(None, None), &dir.join("absent")).unwrap(),
+            DEFAULT_HTTP
+        );
+        assert!(at(&args(None, Some(&dir.join("absent"))), &packaged).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
