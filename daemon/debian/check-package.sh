@@ -45,13 +45,17 @@ rc=$?
 set -e
 [[ $rc == 2 ]] || { echo "check of a broken config exited $rc, not 2"; exit 1; }
 
-if systemd-analyze --version >/dev/null 2>&1; then
+# systemd-analyze works where it can verify a trivial unit; then the real one must pass.
+probe=$(mktemp -d)/tandem-probe.service
+printf '[Service]\nExecStart=/bin/true\n' > "$probe"
+if systemd-analyze verify "$probe" >/dev/null 2>&1; then
     unit=$(ls /usr/lib/systemd/system/tandemd.service /lib/systemd/system/tandemd.service 2>/dev/null | head -n1)
     systemd-analyze verify "$unit"
     echo "systemd-analyze verify: ok"
 else
-    echo "SKIP systemd-analyze verify: systemd-analyze is not usable here"
+    echo "SKIP systemd-analyze verify: systemd-analyze is missing or cannot verify units here"
 fi
+rm -rf "$(dirname "$probe")"
 
 dpkg -r tandemd
 test ! -e /usr/bin/tandemd
