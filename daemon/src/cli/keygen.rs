@@ -61,17 +61,17 @@ pub fn run(args: &KeygenArgs) -> Result<String, String> {
         let next = KeySet {
             keys: vec![staged.clone(), active.clone()],
         };
-        write_key_file(path, &render(&next, "tandemd keygen --activate"))
+        write_key_file(path, &render(&next, "tandemd keygen --activate", ""))
             .map_err(|e| format!("{}: {e}", path.display()))?;
         return Ok(after_rotation(path, &next));
     }
     let rng = SystemRandom::new();
     let Some(path) = &args.rotate else {
         let key = fresh_key(&rng, KeyId(args.id.unwrap_or(1)))?;
-        return Ok(render(
-            &KeySet { keys: vec![key] },
-            "tandemd keygen; keep it mode 0600, the same file on every node",
-        ));
+        // The advice comes with the key, as comments: the output is itself a key file.
+        let how = "#   (umask 077; tandemd keygen > /etc/tandem/key); chown tandem:tandem /etc/tandem/key\n";
+        let out = render(&KeySet { keys: vec![key] }, "tandemd keygen", how);
+        return Ok(out);
     };
     let old = load_keys(path).map_err(|e| e.to_string())?;
     let current = old.active().clone();
@@ -92,7 +92,7 @@ pub fn run(args: &KeygenArgs) -> Result<String, String> {
             vec![new, current]
         },
     };
-    write_key_file(path, &render(&next, "tandemd keygen --rotate"))
+    write_key_file(path, &render(&next, "tandemd keygen --rotate", ""))
         .map_err(|e| format!("{}: {e}", path.display()))?;
     Ok(after_rotation(path, &next))
 }
@@ -112,11 +112,15 @@ fn fresh_key(rng: &SystemRandom, id: KeyId) -> Result<Key, String> {
     Ok(Key { id, bytes })
 }
 
-/// A key file: a comment naming its writer, then one `id:hex` line per key.
-fn render(keys: &KeySet, writer: &str) -> String {
+/// A key file: comments naming its writer and how to keep it (plus `advice` lines), then one
+/// `id:hex` line per key.
+fn render(keys: &KeySet, writer: &str, advice: &str) -> String {
     let mut out = format!(
-        "# tandem cluster keys, written by `{writer}`.\n# The first key sends; a second one is still accepted.\n"
+        "# tandem cluster keys, written by `{writer}`. The first key sends; a second one is\n\
+         # still accepted. Keep this file mode 0600, owned by the daemon's user, and the same\n\
+         # on every node.\n"
     );
+    out.push_str(advice);
     for k in &keys.keys {
         out.push_str(&key_line(k));
         out.push('\n');
