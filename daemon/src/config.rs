@@ -464,10 +464,14 @@ impl Config {
             Some(path) => load_keys(path).map_err(|e| problems.0.push(e)).ok(),
             None => None,
         };
-        if key_file.is_none() && !insecure && interface_addr.is_some_and(|a| !a.is_loopback()) {
-            problems.add(format!(
-                "--interface {interface} is not loopback: give --key-file PATH to authenticate frames, or --insecure to run without authentication"
-            ));
+        let listen = cli.listen.or(file.listen);
+        if key_file.is_none() && !insecure {
+            if let Some(what) = off_loopback(&interface, interface_addr, transport, listen, &peers)
+            {
+                problems.add(format!(
+                    "{what} is not loopback: give --key-file PATH to authenticate frames, or --insecure to run without authentication"
+                ));
+            }
         }
         let replication = if cli.async_mode {
             ReplicationMode::Async
@@ -536,7 +540,7 @@ impl Config {
             group,
             transport,
             peers,
-            listen: cli.listen.or(file.listen),
+            listen,
             protocol: cli.protocol.or(file.protocol).unwrap_or(DEFAULT_PROTOCOL),
             profile: cli.profile.or(file.profile).unwrap_or(Profile::Lan),
             interval_us,
@@ -645,6 +649,32 @@ pub fn parse_file_config(text: &str) -> Result<FileConfig, ConfigError> {
 }
 
 /// Reads a key file (see the module docs for the format).
+/// The first cluster address that is not loopback, named as the flag that set it; `None` when
+/// every address the cluster socket sends to or receives on is loopback. Without a key, frames
+/// are unauthenticated, so anything that reaches past this host needs an explicit `--insecure`.
+fn off_loopback(
+    interface: &str,
+    interface_addr: Option<Ipv4Addr>,
+    transport: TransportKind,
+    listen: Option<SocketAddrV4>,
+    peers: &[SocketAddrV4],
+) -> Option<String> {
+    if interface_addr.is_some_and(|a| !a.is_loopback()) {
+        return Some(format!("--interface {interface}"));
+    }
+    if transport != TransportKind::Unicast {
+        return None;
+    }
+    // `--listen 0.0.0.0:P` (unspecified) receives from every interface.
+    if let Some(l) = listen.filter(|l| !l.ip().is_loopback()) {
+        return Some(format!("--listen {l}"));
+    }
+    peers
+        .iter()
+        .find(|p| !p.ip().is_loopback())
+        .map(|p| format!("--peer {p}"))
+}
+
 pub fn load_keys(path: &Path) -> Result<KeySet, ConfigError> {
     use std::io::Read;
     let name = path.display();
@@ -796,6 +826,39 @@ mod tests {
         assert!(e.to_string().contains("not loopback"));
         let c = resolve(&["--node-id", "1", "--interface", "127.0.0.1"]).unwrap();
         assert_eq!(c.interface_addr, Ipv4Addr::LOCALHOST);
+    }
+
+    #[test]
+    fn keyless_unicast_off_loopback_needs_insecure() {
+        let uni = ["--node-id", "1", "--transport", "unicast"];
+        let with = |extra: &[&'static str]| {
+            let mut a = uni.to_vec();
+            a.extend_from_slice(extra);
+            resolve(&a)
+        };
+        // Loopback listen and peers: fine without a key, as on the demo's `lo`.
+        assert!(with(&["--listen", "127.0.0.1:7377", "--peer", "127.0.0.2:7377"]).is_ok());
+        let e = with(&["--listen", "0.0.0.0:7377", "--peer", "127.0.0.2:7377"]).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("--listen 0.0.0.0:7377 is not loopback"),
+            "{e}"
+        );
+        let e = with(&["--peer", "127.0.0.2:7377", "--peer", "198.18.0.2:7377"]).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("--peer 198.18.0.2:7377 is not loopback"),
+            "{e}"
+        );
+        assert!(e.to_string().contains("--insecure"), "{e}");
+        assert!(with(&[
+            "--listen",
+            "0.0.0.0:7377",
+            "--peer",
+            "198.18.0.2:7377",
+            "--insecure"
+        ])
+        .is_ok());
     }
 
     #[test]

@@ -433,6 +433,11 @@ fn join_group(s: &Socket, cfg: &NetConfig) -> Result<(), NetError> {
         s.set_multicast_if_v4(&cfg.interface_addr),
     )?;
     io_step("IP_MULTICAST_TTL", s.set_multicast_ttl_v4(cfg.ttl))?;
+    // Linux delivers a group's datagrams to every socket bound to it once any socket of the
+    // host joined it on any interface (IP_MULTICAST_ALL defaults to 1). Off, this socket hears
+    // only the group on the interface it joined: a node on `lo` never takes frames that arrive
+    // on another interface of its host, where they may come from anyone.
+    io_step("IP_MULTICAST_ALL", s.set_multicast_all_v4(false))?;
     // On by default, so several nodes can share one host on any interface. A node's own
     // frames come back too, and the socket filter (own node id and incarnation) drops them in
     // the kernel before they are queued, so they never wake the loop; but the copy still

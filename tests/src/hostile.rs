@@ -13,7 +13,7 @@
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use tandem_core::crypto::{Aes128Gcm, Keyring, Sealer, KEY_LEN};
+use tandem_core::crypto::{Aes128Gcm, Insecure, Keyring, Sealer, KEY_LEN};
 use tandem_core::frame::{Body, HeartbeatRepr, Role, StateFlags};
 use tandem_core::{ClusterId, Incarnation, KeyId, NodeId};
 
@@ -189,5 +189,53 @@ pub fn flood(ns: &str, attack: Attack) -> Flood {
             }
         }
         f
+    })
+}
+
+/// Sends `count` keyless (INSECURE) heartbeats of node `sender` of cluster `cluster` to
+/// `group`, one every `every`, from namespace `ns`: what anyone on the link can forge against
+/// a node running without a key. Returns how many were sent.
+pub fn forge_keyless_heartbeats(
+    ns: &str,
+    group: SocketAddrV4,
+    cluster: u32,
+    sender: u16,
+    count: u32,
+    every: Duration,
+) -> u32 {
+    in_netns(ns, move || {
+        let Ok(s) = UdpSocket::bind(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0)) else {
+            return 0;
+        };
+        let _ = s.set_multicast_ttl_v4(1);
+        let inc = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs() as u32)
+            .unwrap_or(1);
+        let me = NodeId(sender);
+        let keyless: Keyring<Insecure> = Keyring::new(KeyId(0), Insecure);
+        let mut sealer = Sealer::new(ClusterId(cluster), me, Incarnation(inc));
+        let hb = Body::Heartbeat(HeartbeatRepr {
+            interval_us: 20_000,
+            multiplier: 10,
+            role: Role::Leader,
+            priority: 255,
+            state: StateFlags(0),
+            leader: Some(me),
+            view: 1,
+            repl_hwm: 0,
+        });
+        let mut buf = [0u8; 1500];
+        let mut sent = 0;
+        // Bounded by `count`.
+        for _ in 0..count {
+            if let Ok(n) = sealer.seal(&hb, &keyless, &mut buf) {
+                if s.send_to(&buf[..n], group).is_ok() {
+                    sent += 1;
+                }
+            }
+            std::thread::sleep(every);
+        }
+        sent
     })
 }

@@ -395,12 +395,23 @@ impl Net {
 
     /// [`Net::start`] with extra environment variables for the daemon.
     pub fn start_env(&mut self, host: usize, args: &[&str], env: &[(&str, &str)]) -> usize {
+        self.start_on(host, "eth0", args, env)
+    }
+
+    /// [`Net::start_env`] with the cluster interface `interface` instead of `eth0`.
+    pub fn start_on(
+        &mut self,
+        host: usize,
+        interface: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> usize {
         let ns = self.ns(host).to_string();
         let idx = self.nodes.len();
         let log = self.logs.join(format!("node{idx}-h{host}.log"));
         let err = File::create(&log).unwrap_or_else(|e| panic!("{}: {e}", log.display()));
         let id = host.to_string();
-        let mut full: Vec<&str> = vec!["--node-id", &id, "--interface", "eth0"];
+        let mut full: Vec<&str> = vec!["--node-id", &id, "--interface", interface];
         full.extend_from_slice(args);
         let child = Command::new("ip")
             .args(["netns", "exec", &ns])

@@ -1,0 +1,130 @@
+//! Protocol security against a careless operator and an attacker on the link (issue 17):
+//! real `tandemd` processes on network-namespace hosts.
+// A failed unwrap in a test is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use tandem_tests::hostile::{forge_keyless_heartbeats, GROUP};
+use tandem_tests::{in_netns, wait_for, Net};
+
+/// Node id the forged frames claim: no test starts it.
+const FORGED: u16 = 0x7e0e;
+
+/// A node without a key may only listen on loopback; a forged keyless heartbeat that arrives
+/// on another interface of its host must not reach it, even when some other socket of the
+/// host has joined the group there (`IP_MULTICAST_ALL` is on by default on Linux).
+#[test]
+fn keyless_node_on_lo_ignores_multicast_from_other_interfaces() {
+    let Some(mut net) = Net::new(2) else { return };
+    let a = net.start_on(1, "lo", &[], &[]);
+    net.wait_up(a);
+    // Another program on host 1 joins the group on eth0 and keeps it joined while the
+    // forger sends; what it hears also proves the forged frames reached host 1.
+    let ns1 = net.ns(1).to_string();
+    let listener = std::thread::spawn(move || datagrams_heard_on(&ns1, Net::addr(1)));
+    std::thread::sleep(Duration::from_millis(200));
+    let sent = forge_keyless_heartbeats(net.ns(2), GROUP, 1, FORGED, 100, Duration::from_millis(5));
+    let heard = listener.join().unwrap();
+    assert!(sent > 50, "forger sent only {sent}");
+    assert!(
+        heard > 50,
+        "the forged frames never reached host 1's eth0 ({heard} heard): the test proves nothing"
+    );
+    let members = net.status(a).unwrap()["members"].clone();
+    let forged_seen = members
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|m| m["node_id"].as_u64() == Some(u64::from(FORGED)));
+    assert!(
+        !forged_seen,
+        "a keyless node on lo took a forged member from eth0: {members}\n{}",
+        net.log(a)
+    );
+}
+
+/// Datagrams a plain socket joined to the default group on `addr` (sharing the port with the
+/// daemon, as another program would) hears in 1.5 s inside `ns`.
+fn datagrams_heard_on(ns: &str, addr: std::net::Ipv4Addr) -> usize {
+    use socket2::{Domain, Protocol, Socket, Type};
+    in_netns(ns, move || {
+        let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP)).unwrap();
+        s.set_reuse_address(true).unwrap();
+        s.set_reuse_port(true).unwrap();
+        s.bind(&GROUP.into()).unwrap();
+        s.join_multicast_v4(GROUP.ip(), &addr).unwrap();
+        let s = std::net::UdpSocket::from(s);
+        s.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
+        let (mut heard, mut buf) = (0, [0u8; 1500]);
+        let start = std::time::Instant::now();
+        // Bounded: 1.5 s, every read waits at most 20 ms.
+        while start.elapsed() < Duration::from_millis(1500) {
+            if s.recv(&mut buf).is_ok() {
+                heard += 1;
+            }
+        }
+        heard
+    })
+}
+
+/// Without a key, every cluster address must be loopback unless `--insecure` says otherwise:
+/// the interface, and for unicast the listen address and each peer.
+#[test]
+fn keyless_off_loopback_needs_insecure() {
+    let Some(mut net) = Net::new(2) else { return };
+    for args in [
+        &["--node-id", "1", "--interface", "eth0"][..],
+        &[
+            "--node-id",
+            "1",
+            "--interface",
+            "lo",
+            "--transport",
+            "unicast",
+            "--listen",
+            "0.0.0.0:7377",
+            "--peer",
+            "127.0.0.2:7377",
+        ][..],
+        &[
+            "--node-id",
+            "1",
+            "--interface",
+            "lo",
+            "--transport",
+            "unicast",
+            "--listen",
+            "127.0.0.1:7377",
+            "--peer",
+            "198.18.0.2:7377",
+        ][..],
+    ] {
+        let (code, err) = net.run_to_exit(1, args);
+        assert_eq!(code, Some(2), "{args:?} started without a key: {err}");
+        assert!(
+            err.contains("is not loopback") && err.contains("--insecure"),
+            "{err}"
+        );
+    }
+    // With --insecure the unicast node starts and a node serves its status.
+    let a = net.start_on(
+        1,
+        "lo",
+        &[
+            "--transport",
+            "unicast",
+            "--listen",
+            "0.0.0.0:7377",
+            "--peer",
+            "198.18.0.2:7377",
+            "--insecure",
+        ],
+        &[],
+    );
+    net.wait_up(a);
+    let up = wait_for(Duration::from_secs(5), Duration::from_millis(20), || {
+        net.status(a).filter(|s| s["node_id"].as_u64() == Some(1))
+    });
+    assert!(up.is_some(), "{}", net.log(a));
+}
