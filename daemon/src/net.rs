@@ -366,9 +366,14 @@ fn open_socket(cfg: &NetConfig) -> Result<(Socket, Vec<SockAddr>, bool), NetErro
                 "udp socket",
                 Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP)),
             )?;
-            // Several nodes on one host (and the heartbeat socket) share the group port.
+            // Several nodes on one host (and the heartbeat socket) share the group port:
+            // SO_REUSEADDR is what lets UDP sockets bind one address and port together. Not
+            // SO_REUSEPORT: the kernel's multicast early demux hands a datagram to the one
+            // socket allowed to take it and then re-picks within that socket's reuseport
+            // group by a hash of the addresses, so a node in a group with another program's
+            // socket could be given frames from an interface it never joined, past
+            // IP_MULTICAST_ALL below.
             io_step("SO_REUSEADDR", s.set_reuse_address(true))?;
-            io_step("SO_REUSEPORT", s.set_reuse_port(true))?;
             // Bound to the group address: only datagrams to the group arrive here.
             io_step("bind group port", s.bind(&SocketAddr::V4(cfg.group).into()))?;
             join_group(&s, cfg)?;
