@@ -257,6 +257,10 @@ pub struct Cli {
     /// Password RESP clients must AUTH with.
     #[arg(long)]
     pub requirepass: Option<String>,
+    /// Directory for this node's state (its last incarnation, so a restart never reuses one
+    /// even if the clock stepped back) [default: $STATE_DIRECTORY, set by systemd].
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
     /// Synchronous replication: acknowledge after every live peer holds the write (default).
     #[arg(long, conflicts_with = "async_mode")]
     pub sync: bool,
@@ -297,6 +301,7 @@ pub struct FileConfig {
     pub max_bytes: Option<u64>,
     pub max_value_bytes: Option<usize>,
     pub requirepass: Option<String>,
+    pub state_dir: Option<PathBuf>,
     pub replication: Option<ReplicationMode>,
 }
 
@@ -369,6 +374,8 @@ pub struct Config {
     pub max_bytes: u64,
     pub max_value_bytes: usize,
     pub requirepass: Option<String>,
+    /// Where the incarnation floor is kept; `None`: not persisted (logged at start).
+    pub state_dir: Option<PathBuf>,
     pub replication: ReplicationMode,
 }
 
@@ -563,6 +570,7 @@ impl Config {
             max_bytes,
             max_value_bytes,
             requirepass: cli.requirepass.or(file.requirepass),
+            state_dir: cli.state_dir.or(file.state_dir).or_else(default_state_dir),
             replication,
         })
     }
@@ -649,6 +657,11 @@ pub fn parse_file_config(text: &str) -> Result<FileConfig, ConfigError> {
 }
 
 /// Reads a key file (see the module docs for the format).
+/// `$STATE_DIRECTORY`, which systemd sets from the unit's `StateDirectory=`.
+fn default_state_dir() -> Option<PathBuf> {
+    std::env::var_os("STATE_DIRECTORY").map(PathBuf::from)
+}
+
 /// The first cluster address that is not loopback, named as the flag that set it; `None` when
 /// every address the cluster socket sends to or receives on is loopback. Without a key, frames
 /// are unauthenticated, so anything that reaches past this host needs an explicit `--insecure`.

@@ -12,6 +12,7 @@
 //! re-reads the key file; SIGCHLD reaps hooks.
 
 use std::io;
+use std::path::Path;
 use std::time::Duration;
 
 use mio::{Events, Interest, Poll, Token};
@@ -25,6 +26,7 @@ use crate::cluster::{Cluster, ClusterConfig, ReloadError};
 use crate::config::{load_keys, Config};
 use crate::hooks::{HookEnv, Hooks};
 use crate::http::{HttpServer, Source};
+use crate::incarnation::StateFile;
 use crate::metrics::{self, DaemonMetrics};
 use crate::net::{ClusterSocket, DeadlineTimer, NetConfig, NetError, RecvBatch, SendBatch};
 use crate::notify::Notifier;
@@ -152,7 +154,23 @@ impl Daemon {
                 Interest::READABLE,
             )
             .map_err(runtime("register timerfd"))?;
-        let incarnation = crate::incarnation::fresh();
+        let state = cfg
+            .state_dir
+            .as_deref()
+            .map(|d| StateFile::new(d, cfg.cluster_id, cfg.node_id));
+        let incarnation = crate::incarnation::fresh(state.as_ref()).map_err(|e| {
+            DaemonError::Runtime(format!(
+                "incarnation state {}: {e}",
+                state
+                    .as_ref()
+                    .map_or(Path::new("-"), StateFile::path)
+                    .display()
+            ))
+        })?;
+        match &state {
+            Some(s) => info!(file = %s.path().display(), incarnation = incarnation.0, "incarnation persisted"),
+            None => warn!("no --state-dir: the incarnation is not persisted, so a wall clock stepped back across a restart would reuse AEAD nonces"),
+        }
         // Own frames looped back by the kernel would cost a wake-up each; a filter that fails
         // to attach only costs that (the core drops them too).
         if let Err(e) = socket.drop_own_frames(cfg.node_id, incarnation) {

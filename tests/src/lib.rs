@@ -69,7 +69,8 @@ fn sh_quiet(args: &[&str]) -> bool {
         .is_ok_and(|s| s.success())
 }
 
-fn ci() -> bool {
+/// Whether this runs under CI (`CI=true`), where every prerequisite must be present.
+pub fn ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
 }
 
