@@ -14,8 +14,12 @@
 //! 1:ffeeddccbbaa99887766554433221100
 //! ```
 //!
-//! A line of 32 hex digits without `id:` is key id 0, and a file of exactly 16 raw bytes is
-//! key id 0 too. At most [`MAX_KEYS`] keys. SIGHUP re-reads the file. `tandemd keygen` writes
+//! A line of 32 hex digits without `id:` is key id 0, and a file of exactly 16 raw bytes that
+//! are not all printable text is key id 0 too (16 bytes of text are a cut-short text file and
+//! are refused). At most [`MAX_KEYS`] keys. SIGHUP re-reads the file; a file that does not
+//! parse keeps the old keys. Replace it atomically (write a new file, then `mv` it over the
+//! old one) so a reload never sees half a file. A key file readable by group or others is
+//! warned about at start and on reload; key bytes are wiped from memory when dropped. `tandemd keygen` writes
 //! one, and rotates it ([`crate::cli::keygen`]).
 //!
 //! Panics: never; every input is checked.
@@ -27,6 +31,7 @@ use std::path::{Path, PathBuf};
 use clap::{Parser, ValueEnum};
 use serde::Deserialize;
 use tandem_core::{membership, ClusterId, KeyId, NodeId};
+use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
 /// Default multicast group: administratively scoped (239.0.0.0/8, RFC 2365), never routed out.
 pub const DEFAULT_GROUP: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(239, 255, 72, 77), 7377);
@@ -309,9 +314,10 @@ pub struct FileConfig {
 /// field framing) must fit the wire format's `MAX_VALUE_LEN`.
 pub const MAX_REPLICATED_VALUE: usize = tandem_core::frame::MAX_VALUE_LEN as usize - 4096;
 
-/// A 16-byte AES-128 key with its id.
-#[derive(Clone, PartialEq, Eq)]
+/// A 16-byte AES-128 key with its id. The key bytes are wiped when it is dropped.
+#[derive(Clone, PartialEq, Eq, Zeroize, ZeroizeOnDrop)]
 pub struct Key {
+    #[zeroize(skip)]
     pub id: KeyId,
     pub bytes: [u8; 16],
 }
@@ -693,7 +699,8 @@ pub fn load_keys(path: &Path) -> Result<KeySet, ConfigError> {
     let name = path.display();
     let file =
         std::fs::File::open(path).map_err(|e| ConfigError(format!("--key-file {name}: {e}")))?;
-    let mut raw = Vec::new();
+    // Wiped when dropped, like the keys parsed from it.
+    let mut raw = Zeroizing::new(Vec::new());
     file.take(MAX_KEY_FILE_BYTES + 1)
         .read_to_end(&mut raw)
         .map_err(|e| ConfigError(format!("--key-file {name}: {e}")))?;
@@ -705,9 +712,26 @@ pub fn load_keys(path: &Path) -> Result<KeySet, ConfigError> {
     parse_keys(&raw).map_err(|e| ConfigError(format!("--key-file {name}: {e}")))
 }
 
+/// The warning to log when the key file at `path` can be read by anyone but its owner.
+pub fn key_file_mode_warning(path: &Path) -> Option<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o777;
+    (mode & 0o077 != 0).then(|| {
+        format!(
+            "--key-file {}: mode {mode:04o} lets group or others read the cluster key; chmod 600 it",
+            path.display()
+        )
+    })
+}
+
 /// Parses key file contents.
+///
+/// A file of exactly 16 bytes is a raw key only if it is not printable text: 16 bytes of
+/// text are a text key file cut short (`1:00010203040506` from an interrupted write), and
+/// reading them as key bytes would silently cut the node off from its cluster.
 pub fn parse_keys(raw: &[u8]) -> Result<KeySet, ConfigError> {
-    if raw.len() == 16 && std::str::from_utf8(raw).map_or(true, |s| !is_hex_line(s.trim())) {
+    let printable = |b: &u8| matches!(b, b' '..=b'~' | b'\t' | b'\n' | b'\r');
+    if raw.len() == 16 && !raw.iter().all(printable) {
         let mut bytes = [0u8; 16];
         bytes.copy_from_slice(raw);
         return Ok(KeySet {
@@ -737,8 +761,13 @@ pub fn parse_keys(raw: &[u8]) -> Result<KeySet, ConfigError> {
         };
         let bytes = parse_hex16(hex).ok_or_else(|| {
             ConfigError(format!(
-                "line {}: key must be 32 hex digits (16 bytes)",
-                n + 1
+                "line {}: key must be 32 hex digits (16 bytes){}",
+                n + 1,
+                if raw.len() == 16 {
+                    "; a 16-byte text file is not taken as a raw key"
+                } else {
+                    ""
+                }
             ))
         })?;
         if keys.iter().any(|k| k.id.0 == id) {
@@ -1028,5 +1057,45 @@ mod tests {
         assert!(parse_keys(b"1:00112233445566778899aabbccddeeff\n2:00112233445566778899aabbccddeeff\n3:00112233445566778899aabbccddeeff\n").is_err());
         assert!(parse_keys(&[0xffu8; 17]).is_err());
         assert!(!format!("{:?}", parse_keys(&[7u8; 16]).unwrap()).contains('7'));
+    }
+
+    #[test]
+    fn sixteen_bytes_of_text_are_a_truncated_text_file_not_a_raw_key() {
+        // What an interrupted write of `1:000102...0f` leaves behind.
+        let e = parse_keys(b"1:00010203040506").unwrap_err();
+        assert!(e.0.contains("not taken as a raw key"), "{e}");
+        assert!(parse_keys(b"abcdefghijklmnop").is_err());
+        assert!(parse_keys(b"0123456789abcde\n").is_err());
+        // Raw bytes stay a raw key when they are not all printable.
+        let mut raw = *b"abcdefghijklmnop";
+        raw[7] = 0x01;
+        assert_eq!(parse_keys(&raw).unwrap().active().bytes, raw);
+    }
+
+    #[test]
+    fn group_or_world_readable_key_files_are_warned_about() {
+        use std::os::unix::fs::PermissionsExt;
+        let path = std::env::temp_dir().join(format!("tandem-keymode-{}", std::process::id()));
+        std::fs::write(&path, "1:00112233445566778899aabbccddeeff\n").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(key_file_mode_warning(&path), None);
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let w = key_file_mode_warning(&path).unwrap();
+        assert!(w.contains("0644") && w.contains("chmod 600"), "{w}");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+        assert!(key_file_mode_warning(&path).is_some());
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    #[test]
+    fn a_dropped_key_leaves_no_key_bytes_behind() {
+        use zeroize::Zeroize;
+        let mut k = parse_keys(b"1:00112233445566778899aabbccddeeff\n")
+            .unwrap()
+            .keys[0]
+            .clone();
+        k.zeroize();
+        assert_eq!(k.bytes, [0u8; 16]);
+        assert_eq!(k.id, KeyId(1));
     }
 }

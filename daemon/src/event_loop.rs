@@ -23,7 +23,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::clock::{unix_ms, Clock};
 use crate::cluster::{Cluster, ClusterConfig, ReloadError};
-use crate::config::{load_keys, Config};
+use crate::config::{key_file_mode_warning, load_keys, Config};
 use crate::hooks::{HookEnv, Hooks};
 use crate::http::{HttpServer, Source};
 use crate::incarnation::StateFile;
@@ -484,6 +484,9 @@ impl Daemon {
             warn!("SIGHUP: no --key-file to reload");
             return;
         };
+        if let Some(w) = key_file_mode_warning(path) {
+            warn!("SIGHUP: {w}");
+        }
         match load_keys(path) {
             Ok(keys) => match self.cluster.reload_keys(&keys) {
                 Ok(()) => {

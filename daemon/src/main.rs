@@ -8,7 +8,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use tandemd::cli::{check, keygen, status_view, Args, Command};
-use tandemd::config::{Cli, Config, ConfigErrors};
+use tandemd::config::{self, Cli, Config, ConfigErrors};
 use tandemd::event_loop::{Daemon, DaemonError};
 use tracing::{error, warn};
 
@@ -53,6 +53,13 @@ fn run_daemon(cli: Cli) -> ExitCode {
         warn!("--insecure: cluster frames are NOT authenticated; anyone on the link can join or forge membership");
     } else if cfg.keys.is_none() {
         warn!("no --key-file: cluster frames are not authenticated (allowed on loopback only)");
+    }
+    if let Some(w) = cfg
+        .key_file
+        .as_deref()
+        .and_then(config::key_file_mode_warning)
+    {
+        warn!("{w}");
     }
     let mut daemon = match Daemon::new(cfg) {
         Ok(d) => d,

@@ -197,3 +197,41 @@ fn clock_stepped_back_across_a_restart_never_reuses_an_incarnation() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// An interrupted write leaves 16 bytes of text (`1:00010203040506`), which used to be read as
+/// a raw key on SIGHUP and cut the node off its cluster. Now the reload is refused, the old
+/// keys stay, and the pair never notices.
+#[test]
+fn truncated_key_file_on_sighup_keeps_the_old_keys() {
+    let Some(mut net) = Net::new(2) else { return };
+    let key = net.key_file("cluster");
+    let a = net.start(1, &["--key-file", &key]);
+    let b = net.start(2, &["--key-file", &key]);
+    for (n, peer) in [(a, 2), (b, 1)] {
+        assert!(
+            net.wait_member_state(n, peer, "alive", Duration::from_secs(5)),
+            "{}",
+            net.log(n)
+        );
+    }
+    // Node 1's key file is replaced (by rename, as an operator should) with a cut-short one.
+    let cut = format!("{key}.new");
+    std::fs::write(&cut, "1:00010203040506").unwrap();
+    std::fs::rename(&cut, &key).unwrap();
+    net.signal(a, libc::SIGHUP);
+    let refused = wait_for(Duration::from_secs(5), Duration::from_millis(20), || {
+        net.log(a).contains("key file not reloaded").then_some(())
+    });
+    assert!(refused.is_some(), "{}", net.log(a));
+    // Five detection spans of the lan profile (200 ms): a node cut off would be dead by now.
+    std::thread::sleep(Duration::from_millis(1000));
+    for (n, peer) in [(a, 2), (b, 1)] {
+        assert_eq!(
+            net.member_state(n, peer).as_deref(),
+            Some("alive"),
+            "{}",
+            net.log(n)
+        );
+        assert!(!net.log(n).contains("member_dead"), "{}", net.log(n));
+    }
+}

@@ -8,9 +8,8 @@
 
 use std::net::{IpAddr, SocketAddr, TcpListener, UdpSocket};
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
 
-use crate::config::{Cli, Config, ConfigErrors};
+use crate::config::{key_file_mode_warning, Cli, Config, ConfigErrors};
 
 /// What `tandemd check` found.
 #[derive(Debug, Default)]
@@ -70,13 +69,8 @@ fn is_local(ip: IpAddr, udp: bool) -> bool {
 
 fn warnings(cfg: &Config) -> Vec<String> {
     let mut w = Vec::new();
-    if let Some(path) = &cfg.key_file {
-        if let Some(mode) = loose_mode(path) {
-            w.push(format!(
-                "--key-file {}: mode {mode:04o} lets other users read the cluster key; chmod 600 it",
-                path.display()
-            ));
-        }
+    if let Some(warning) = cfg.key_file.as_deref().and_then(key_file_mode_warning) {
+        w.push(warning);
     }
     if cfg.insecure {
         w.push("--insecure: cluster frames are not authenticated".to_string());
@@ -104,12 +98,6 @@ fn warnings(cfg: &Config) -> Vec<String> {
         }
     }
     w
-}
-
-/// The key file's permission bits, if group or others may read or write it.
-fn loose_mode(path: &Path) -> Option<u32> {
-    let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o777;
-    (mode & 0o077 != 0).then_some(mode)
 }
 
 #[cfg(test)]
