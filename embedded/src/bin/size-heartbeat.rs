@@ -1,0 +1,61 @@
+//! Size configuration 1, heartbeat only: seal, open (with replay check) and the failure
+//! detector, 16 peers. B hears A's heartbeats, then A goes silent until B declares it dead.
+#![no_std]
+#![no_main]
+
+use cortex_m_rt::entry;
+use static_cell::StaticCell;
+use tandem_core::crypto::{Aes128Gcm, Keyring, Receiver, Sealer};
+use tandem_core::detector::{Detector, Liveness, Policy};
+use tandem_core::frame::{Body, HeartbeatRepr, Role, StateFlags};
+use tandem_core::{ClusterId, Incarnation, Instant, KeyId, NodeId};
+use tandem_embedded::{check, exit, paint_stack, report, stack_used};
+
+const MEMBERS: usize = 16;
+const KEY: [u8; 16] = [0x42; 16];
+
+static KEYRING: StaticCell<Keyring<Aes128Gcm, 1>> = StaticCell::new();
+static RECEIVER: StaticCell<Receiver<MEMBERS>> = StaticCell::new();
+static DETECTOR: StaticCell<Detector<MEMBERS>> = StaticCell::new();
+
+#[entry]
+fn main() -> ! {
+    paint_stack();
+    let cluster = ClusterId(7);
+    let keyring = KEYRING.init_with(|| Keyring::new(KeyId(1), Aes128Gcm::new(&KEY)));
+    let receiver = RECEIVER.init_with(|| Receiver::new(cluster));
+    let detector = DETECTOR.init_with(|| Detector::new(Policy::Fixed, 50));
+    let mut sealer = Sealer::new(cluster, NodeId(1), Incarnation(1));
+    report("stack.init ", stack_used() as u64);
+
+    let hb = HeartbeatRepr {
+        interval_us: 1_000,
+        multiplier: 3,
+        role: Role::Follower,
+        priority: 100,
+        state: StateFlags::default(),
+        leader: None,
+        view: 0,
+        repl_hwm: 0,
+    };
+    let mut buf = [0u8; 80];
+    let mut now = Instant::from_millis(1);
+    for _ in 0..50 {
+        let len = sealer.seal(&Body::Heartbeat(hb), keyring, &mut buf);
+        check(len.is_ok(), "seal");
+        let len = len.unwrap_or(0);
+        let frame = receiver.receive(&mut buf[..len], keyring);
+        let ok = matches!(frame, Ok(f) if matches!(f.body, Body::Heartbeat(h) if h == hb));
+        check(ok, "open");
+        detector.heartbeat(1, now, hb.interval_us, hb.multiplier);
+        now = now + core::time::Duration::from_millis(1);
+    }
+    check(detector.liveness(1) == Liveness::Alive, "alive");
+    while detector.liveness(1) != Liveness::Dead {
+        now = now + core::time::Duration::from_micros(100);
+        while detector.handle_timeout(now).is_some() {}
+        check(now < Instant::from_millis(100), "detect");
+    }
+    report("stack.max ", stack_used() as u64);
+    exit(true)
+}

@@ -1,0 +1,160 @@
+//! Size configuration 3, the full `Node` (membership, leader, replication), 16 members and
+//! a 16-slot retransmit ring. Its peer B is played by hand (heartbeats and acks, sealed with
+//! the same code): A meets B, replicates writes until B acks each, then B goes silent and A
+//! declares it down, which releases the last write.
+#![no_std]
+#![no_main]
+
+use cortex_m_rt::entry;
+use static_cell::{ConstStaticCell, StaticCell};
+use tandem_core::crypto::{Aes128Gcm, Keyring, Receiver, Sealer};
+use tandem_core::detector::Profile;
+use tandem_core::frame::{AckRepr, Body, EntryRepr, HeartbeatRepr, Op, Role, StateFlags};
+use tandem_core::membership::{self, Event as MemberEvent};
+use tandem_core::node::{Config, Event, Node};
+use tandem_core::replication::{self, Slot};
+use tandem_core::{ClusterId, Incarnation, Instant, KeyId, NodeId};
+use tandem_embedded::{check, exit, paint_stack, report, stack_used};
+
+const MEMBERS: usize = 16;
+const RING: usize = 16;
+const KEY: [u8; 16] = [0x42; 16];
+const CLUSTER: ClusterId = ClusterId(7);
+
+type FullNode = Node<Aes128Gcm, &'static mut [Slot; RING], MEMBERS>;
+
+static RING_A: ConstStaticCell<[Slot; RING]> = ConstStaticCell::new([Slot::EMPTY; RING]);
+static NODE: StaticCell<FullNode> = StaticCell::new();
+static PEER_KEYS: StaticCell<Keyring<Aes128Gcm, 1>> = StaticCell::new();
+static PEER_RX: StaticCell<Receiver<MEMBERS>> = StaticCell::new();
+
+/// The hand-played peer: heartbeats every millisecond and an ack for every update.
+struct Peer {
+    sealer: Sealer,
+    receiver: &'static mut Receiver<MEMBERS>,
+    keyring: &'static Keyring<Aes128Gcm, 1>,
+}
+
+impl Peer {
+    fn send(&mut self, body: Body<'_>, a: &mut FullNode, now: Instant) {
+        let mut buf = [0u8; 128];
+        let len = self.sealer.seal(&body, self.keyring, &mut buf);
+        check(len.is_ok(), "peer seal");
+        let _ = a.handle_datagram(now, &mut buf[..len.unwrap_or(0)]);
+    }
+
+    fn heartbeat(&mut self, a: &mut FullNode, now: Instant) {
+        let hb = HeartbeatRepr {
+            interval_us: 1_000,
+            multiplier: 5,
+            role: Role::Follower,
+            priority: 50,
+            state: StateFlags::default(),
+            leader: a.membership().leader(),
+            view: a.membership().view(),
+            repl_hwm: 0,
+        };
+        self.send(Body::Heartbeat(hb), a, now);
+    }
+
+    /// Opens what A sent; acks a SessionUpdate.
+    fn receive(&mut self, datagram: &mut [u8], a: &mut FullNode, now: Instant) {
+        let ack = match self.receiver.receive(datagram, self.keyring) {
+            Ok(f) => match f.body {
+                Body::SessionUpdate(u) => Some(AckRepr {
+                    origin: f.header.sender,
+                    origin_incarnation: f.header.incarnation,
+                    rseq: u.rseq,
+                }),
+                _ => None,
+            },
+            Err(_) => None,
+        };
+        if let Some(ack) = ack {
+            self.send(Body::Ack(ack), a, now);
+        }
+    }
+}
+
+fn step(a: &mut FullNode, peer: Option<&mut Peer>, now: Instant) {
+    a.handle_timeout(now);
+    let mut buf = [0u8; tandem_core::frame::MAX_DATAGRAM];
+    match peer {
+        Some(p) => {
+            p.heartbeat(a, now);
+            while let Some(t) = a.poll_transmit(now, &mut buf) {
+                p.receive(&mut buf[..t.len], a, now);
+            }
+        }
+        None => while a.poll_transmit(now, &mut buf).is_some() {},
+    }
+}
+
+#[entry]
+fn main() -> ! {
+    paint_stack();
+    let t0 = Instant::from_millis(1);
+    let mut m = membership::Config::new(NodeId(1), Incarnation(1));
+    m.profile = Profile::FAST;
+    let config = Config {
+        cluster: CLUSTER,
+        membership: m,
+        replication: replication::Config::default(),
+    };
+    let ring = RING_A.take();
+    let a = NODE.init_with(|| Node::new(config, Keyring::new(KeyId(1), Aes128Gcm::new(&KEY)), ring, t0));
+    let mut peer = Peer {
+        sealer: Sealer::new(CLUSTER, NodeId(2), Incarnation(1)),
+        receiver: PEER_RX.init_with(|| Receiver::new(CLUSTER)),
+        keyring: PEER_KEYS.init_with(|| Keyring::new(KeyId(1), Aes128Gcm::new(&KEY))),
+    };
+    report("stack.init ", stack_used() as u64);
+
+    let tick = core::time::Duration::from_millis(1);
+    let mut now = t0;
+    while a.live_data_peers() == 0 {
+        step(a, Some(&mut peer), now);
+        now = now + tick;
+        check(now < Instant::from_millis(100), "meet");
+    }
+    let mut last = 0;
+    for i in 0..20u8 {
+        let key = [b'k', b'0' + i / 10, b'0' + i % 10];
+        let entry = EntryRepr {
+            op: Op::Put,
+            version: u64::from(i) + 1,
+            origin: NodeId(1),
+            expires_at_ms: 0,
+            key: &key,
+            total_len: 5,
+            offset: 0,
+            value: b"hello",
+        };
+        let id = a.write(now, &entry);
+        check(id.is_ok(), "write");
+        last = id.map_or(0, |id| id.0);
+        while a.committed() < last {
+            step(a, Some(&mut peer), now);
+            now = now + tick;
+            check(now < Instant::from_millis(1_000), "commit");
+        }
+    }
+    while a.poll_event().is_some() {}
+    let mut down = false;
+    while !down {
+        step(a, None, now);
+        while let Some(e) = a.poll_event() {
+            down |= e == Event::Membership(MemberEvent::MemberDown { node: NodeId(2) });
+        }
+        now = now + tick;
+        check(now < Instant::from_millis(2_000), "detect");
+    }
+    check(a.committed() >= last, "released");
+    report("stack.max ", stack_used() as u64);
+    // RAM per member: what 8 more members add to the node (compile-time constants).
+    type Node8 = Node<Aes128Gcm, &'static mut [Slot; RING], 8>;
+    let per_member = (core::mem::size_of::<FullNode>() - core::mem::size_of::<Node8>()) / 8;
+    report("node.bytes ", core::mem::size_of::<FullNode>() as u64);
+    report("node.per_member ", per_member as u64);
+    exit(true)
+}
