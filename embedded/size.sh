@@ -21,7 +21,7 @@ size_tool=$(command -v llvm-size || command -v rust-size || true)
 cargo build --release --quiet --bins
 runner() {
     timeout 120 qemu-system-arm -cpu cortex-m3 -machine lm3s6965evb -nographic \
-        -semihosting-config enable=on,target=native -icount shift=3 -kernel "$1"
+        -semihosting-config enable=on,target=native -icount shift=3 -kernel "$1" 2>/dev/null
 }
 
 fail=0

@@ -52,7 +52,8 @@ fn step(from: &mut Member, to: &mut Member, keyring: &Keyring<Aes128Gcm, 1>, now
         match f.body {
             Body::Heartbeat(hb) => {
                 let h = f.header;
-                to.membership.handle_heartbeat(now, h.sender, h.incarnation, &hb)
+                to.membership
+                    .handle_heartbeat(now, h.sender, h.incarnation, &hb)
             }
             Body::Leave(_) => {
                 let h = f.header;

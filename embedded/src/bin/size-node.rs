@@ -102,7 +102,14 @@ fn main() -> ! {
         replication: replication::Config::default(),
     };
     let ring = RING_A.take();
-    let a = NODE.init_with(|| Node::new(config, Keyring::new(KeyId(1), Aes128Gcm::new(&KEY)), ring, t0));
+    let a = NODE.init_with(|| {
+        Node::new(
+            config,
+            Keyring::new(KeyId(1), Aes128Gcm::new(&KEY)),
+            ring,
+            t0,
+        )
+    });
     let mut peer = Peer {
         sealer: Sealer::new(CLUSTER, NodeId(2), Incarnation(1)),
         receiver: PEER_RX.init_with(|| Receiver::new(CLUSTER)),
