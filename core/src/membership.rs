@@ -86,7 +86,8 @@ use heapless::{Deque, Vec};
 
 /// Most voters a config can name.
 pub const MAX_VOTERS: usize = 16;
-/// Events buffered between two `poll_event` drains.
+/// Events buffered between two `poll_event` drains, by default (the `E` parameter of
+/// [`Membership`]).
 pub const EVENT_QUEUE: usize = 64;
 
 /// How this node takes part.
@@ -232,13 +233,15 @@ struct Slot {
     discounted: bool,
 }
 
-/// Membership state machine of one node with room for `N` peers.
+/// Membership state machine of one node with room for `N` peers and `E` events between two
+/// `poll_event` drains (the caller's choice: a microcontroller that drains after every input
+/// needs few; at least `N + 2` holds everything one timeout can report).
 #[derive(Clone, Debug)]
-pub struct Membership<const N: usize = 16> {
+pub struct Membership<const N: usize = 16, const E: usize = EVENT_QUEUE> {
     cfg: Config,
     slots: [Option<Slot>; N],
     det: Detector<N>,
-    events: Deque<Event, EVENT_QUEUE>,
+    events: Deque<Event, E>,
     overflowed: bool,
     view: u64,
     leader: Option<NodeId>,
@@ -253,7 +256,7 @@ pub struct Membership<const N: usize = 16> {
     last_duplicate: Option<(NodeId, Incarnation)>,
 }
 
-impl<const N: usize> Membership<N> {
+impl<const N: usize, const E: usize> Membership<N, E> {
     /// Starts a node at `now`: its first heartbeat is due at once, and it holds off electing
     /// itself for one detection span.
     pub fn new(cfg: Config, now: Instant) -> Self {
@@ -854,7 +857,7 @@ impl<const N: usize> Membership<N> {
                 self.events.pop_back();
             }
         }
-        if self.events.len() + 1 >= EVENT_QUEUE {
+        if self.events.len() + 1 >= E {
             self.stats.events_dropped += 1;
             if !self.overflowed {
                 self.overflowed = true;
@@ -909,7 +912,7 @@ mod tests {
         m
     }
 
-    fn events<const N: usize>(m: &mut Membership<N>) -> StdVec<Event> {
+    fn events<const N: usize, const E: usize>(m: &mut Membership<N, E>) -> StdVec<Event> {
         core::iter::from_fn(|| m.poll_event()).collect()
     }
 
@@ -1200,6 +1203,26 @@ mod tests {
     #[test]
     fn event_queue_overflow_is_counted_never_panics() {
         let mut m = node(1);
+        churn(&mut m);
+        assert!(m.stats().events_dropped > 0);
+        let ev = events(&mut m);
+        assert_eq!(ev.len(), EVENT_QUEUE);
+        assert_eq!(ev.last(), Some(&Event::Overflow));
+    }
+
+    #[test]
+    fn event_queue_size_is_the_callers() {
+        let mut m: Membership<4, 8> =
+            Membership::new(Config::new(NodeId(1), Incarnation(1)), ms(0));
+        m.handle_timeout(ms(1000));
+        churn(&mut m);
+        let ev = events(&mut m);
+        assert_eq!(ev.len(), 8);
+        assert_eq!(ev.last(), Some(&Event::Overflow));
+    }
+
+    /// Far more events than a default queue holds: node 2 joins, leaves and rejoins 200 times.
+    fn churn<const E: usize>(m: &mut Membership<4, E>) {
         for i in 0..200u64 {
             m.handle_heartbeat(ms(1000 + i), NodeId(2), Incarnation(1), &hb(1, None, 0));
             m.handle_leave(ms(1000 + i), NodeId(2), Incarnation(1));
@@ -1210,9 +1233,5 @@ mod tests {
                 &hb(1, None, 0),
             );
         }
-        assert!(m.stats().events_dropped > 0);
-        let ev = events(&mut m);
-        assert_eq!(ev.len(), EVENT_QUEUE);
-        assert_eq!(ev.last(), Some(&Event::Overflow));
     }
 }

@@ -38,7 +38,8 @@ use crate::time::Instant;
 
 /// Keys a node's keyring holds: the active one plus room for rotation.
 pub const KEYS: usize = 4;
-/// Events buffered between two `poll_event` drains.
+/// Events buffered between two `poll_event` drains, by default (the `E` parameter of
+/// [`Node`]).
 pub const EVENT_QUEUE: usize = 128;
 
 /// Everything a node needs to start.
@@ -121,24 +122,26 @@ impl Stats {
     }
 }
 
-/// One node with room for `N` peers, keys of provider `A`, a retransmit ring `S` and an
+/// One node with room for `N` peers, keys of provider `A`, a retransmit ring `S`, an
 /// optional reorder buffer `B` (both caller-provided slot storage, see
-/// [`crate::replication`]).
-pub struct Node<A: Aead, S, const N: usize = 16, B = [Slot; 0]> {
+/// [`crate::replication`]) and `E` events between two `poll_event` drains (also the size of
+/// its membership's queue; a caller that drains after every input, as a microcontroller
+/// loop does, can pick a few more than `N`).
+pub struct Node<A: Aead, S, const N: usize = 16, B = [Slot; 0], const E: usize = EVENT_QUEUE> {
     me: NodeId,
     incarnation: Incarnation,
     witness: bool,
     keyring: Keyring<A, KEYS>,
     sealer: Sealer,
     receiver: Receiver<N>,
-    membership: Membership<N>,
+    membership: Membership<N, E>,
     replication: Replicator<S, N, B>,
-    events: Deque<Event, EVENT_QUEUE>,
+    events: Deque<Event, E>,
     leave_pending: bool,
     stats: Stats,
 }
 
-impl<A, S, const N: usize, B> Node<A, S, N, B>
+impl<A, S, const N: usize, B, const E: usize> Node<A, S, N, B, E>
 where
     A: Aead,
     S: AsRef<[Slot]> + AsMut<[Slot]>,
@@ -435,7 +438,7 @@ where
         self.witness
     }
 
-    pub fn membership(&self) -> &Membership<N> {
+    pub fn membership(&self) -> &Membership<N, E> {
         &self.membership
     }
 
@@ -502,7 +505,7 @@ where
     }
 }
 
-impl<A, S, const N: usize> Node<A, S, N, [Slot; 0]>
+impl<A, S, const N: usize, const E: usize> Node<A, S, N, [Slot; 0], E>
 where
     A: Aead,
     S: AsRef<[Slot]> + AsMut<[Slot]>,

@@ -28,7 +28,10 @@ const WRITES: u8 = 12;
 const KEY: [u8; 16] = [0x42; 16];
 const CLUSTER: ClusterId = ClusterId(7);
 
-type DemoNode = Node<Aes128Gcm, &'static mut [Slot; RING], MEMBERS>;
+/// Events between two drains: the loop drains after every step.
+const EVENTS: usize = MEMBERS + 8;
+
+type DemoNode = Node<Aes128Gcm, &'static mut [Slot; RING], MEMBERS, [Slot; 0], EVENTS>;
 
 static RING_A: ConstStaticCell<[Slot; RING]> = ConstStaticCell::new([Slot::EMPTY; RING]);
 static RING_B: ConstStaticCell<[Slot; RING]> = ConstStaticCell::new([Slot::EMPTY; RING]);

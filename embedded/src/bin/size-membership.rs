@@ -14,11 +14,13 @@ use tandem_core::{ClusterId, Incarnation, Instant, KeyId, NodeId};
 use tandem_embedded::{check, exit, paint_stack, report, stack_used};
 
 const MEMBERS: usize = 16;
+/// Events between two drains: this loop drains after every step.
+const EVENTS: usize = MEMBERS + 8;
 const KEY: [u8; 16] = [0x42; 16];
 const CLUSTER: ClusterId = ClusterId(7);
 
 struct Member {
-    membership: Membership<MEMBERS>,
+    membership: Membership<MEMBERS, EVENTS>,
     sealer: Sealer,
     receiver: Receiver<MEMBERS>,
 }

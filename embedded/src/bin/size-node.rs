@@ -18,10 +18,12 @@ use tandem_embedded::{check, exit, paint_stack, report, stack_used};
 
 const MEMBERS: usize = 16;
 const RING: usize = 16;
+/// Events between two drains: this loop drains after every step.
+const EVENTS: usize = MEMBERS + 8;
 const KEY: [u8; 16] = [0x42; 16];
 const CLUSTER: ClusterId = ClusterId(7);
 
-type FullNode = Node<Aes128Gcm, &'static mut [Slot; RING], MEMBERS>;
+type FullNode = Node<Aes128Gcm, &'static mut [Slot; RING], MEMBERS, [Slot; 0], EVENTS>;
 
 static RING_A: ConstStaticCell<[Slot; RING]> = ConstStaticCell::new([Slot::EMPTY; RING]);
 static NODE: StaticCell<FullNode> = StaticCell::new();
@@ -159,7 +161,7 @@ fn main() -> ! {
     check(a.committed() >= last, "released");
     report("stack.max ", stack_used() as u64);
     // RAM per member: what 8 more members add to the node (compile-time constants).
-    type Node8 = Node<Aes128Gcm, &'static mut [Slot; RING], 8>;
+    type Node8 = Node<Aes128Gcm, &'static mut [Slot; RING], 8, [Slot; 0], EVENTS>;
     let per_member = (core::mem::size_of::<FullNode>() - core::mem::size_of::<Node8>()) / 8;
     report("node.bytes ", core::mem::size_of::<FullNode>() as u64);
     report("node.per_member ", per_member as u64);
