@@ -17,7 +17,10 @@ use aes_gcm::aead::{AeadInPlace, KeyInit};
 pub mod replay;
 pub use replay::{Lane, ReplayTable, ReplayWindow};
 
-use crate::frame::{Body, Error, Frame, HeaderRepr, FLAG_INSECURE, HEADER_LEN, MAX_SEQ, TAG_LEN};
+use crate::frame::{
+    wire, Body, Error, Frame, HeaderRepr, HeartbeatRepr, Kind, FLAG_INSECURE, HEADER_LEN, MAX_SEQ,
+    TAG_LEN,
+};
 use crate::id::{ClusterId, Incarnation, KeyId, NodeId};
 
 /// AEAD nonce length.
@@ -353,6 +356,35 @@ pub fn open<'a, A: Aead, const N: usize>(
     cluster: ClusterId,
     keyring: &Keyring<A, N>,
 ) -> Result<Frame<'a>, Error> {
+    // The header passed check(): only the kind and the body are left to validate.
+    open_with(datagram, cluster, keyring, Frame::from_checked)
+}
+
+/// [`open`] for a node that speaks heartbeats only: any other kind is [`Error::UnknownKind`]
+/// (after the tag verified, as with [`open`]). It parses only heartbeat bodies, so a build
+/// that calls it and never [`open`] carries no parsing code of the other kinds.
+pub fn open_heartbeat<A: Aead, const N: usize>(
+    datagram: &mut [u8],
+    cluster: ClusterId,
+    keyring: &Keyring<A, N>,
+) -> Result<(HeaderRepr, HeartbeatRepr), Error> {
+    open_with(datagram, cluster, keyring, |header, body| {
+        if header.kind != Kind::Heartbeat as u8 {
+            return Err(Error::UnknownKind);
+        }
+        Ok((HeaderRepr::from_wire(header)?, HeartbeatRepr::parse(body)?))
+    })
+}
+
+/// The checks and decryption [`open`] documents; `parse` reads the checked header and the
+/// decrypted body.
+#[inline]
+fn open_with<'a, A: Aead, const N: usize, T>(
+    datagram: &'a mut [u8],
+    cluster: ClusterId,
+    keyring: &Keyring<A, N>,
+    parse: impl FnOnce(&wire::Header, &'a [u8]) -> Result<T, Error>,
+) -> Result<T, Error> {
     let (header, body_len, rest) = HeaderRepr::check(datagram)?;
     // A copy (32 bytes) so the header can be read after the body is decrypted in place.
     let header = *header;
@@ -377,8 +409,7 @@ pub fn open<'a, A: Aead, const N: usize>(
     let (body, tag) = rest.split_at_mut(body_len);
     let tag: &[u8; TAG_LEN] = (&*tag).try_into().map_err(|_| Error::Truncated)?;
     key.open_in_place(&nonce, aad, body, tag)?;
-    // The header passed check() above: only the kind and the body are left to validate.
-    Frame::from_checked(&header, body)
+    parse(&header, body)
 }
 
 /// The sending side of one node lifetime: fills the header and owns the seq counter, so a
@@ -467,6 +498,19 @@ impl<const N: usize> Receiver<N> {
         self.replay
             .accept(h.sender, h.incarnation, h.seq, Lane::of(h.kind))?;
         Ok(frame)
+    }
+
+    /// [`Receiver::receive`] with [`open_heartbeat`]: a heartbeat, or the errors of
+    /// [`open_heartbeat`] and of the replay check.
+    pub fn receive_heartbeat<A: Aead, const K: usize>(
+        &mut self,
+        datagram: &mut [u8],
+        keyring: &Keyring<A, K>,
+    ) -> Result<(HeaderRepr, HeartbeatRepr), Error> {
+        let (h, hb) = open_heartbeat(datagram, self.cluster, keyring)?;
+        self.replay
+            .accept(h.sender, h.incarnation, h.seq, Lane::of(h.kind))?;
+        Ok((h, hb))
     }
 
     pub fn cluster(&self) -> ClusterId {
@@ -643,6 +687,32 @@ mod tests {
         for (name, bytes) in cases {
             assert_eq!(protocol_md_vector(name), bytes, "{name}");
         }
+    }
+
+    #[test]
+    fn open_heartbeat_opens_heartbeats_only() {
+        let kr = Keyring::<_, 1>::new(KeyId(1), Aes128Gcm::new(&TEST_KEY));
+        let cluster = ClusterId(0xbeef);
+        let mut hb = SEALED_HEARTBEAT;
+        let mut again = SEALED_HEARTBEAT;
+        let f = open(&mut again, cluster, &kr).unwrap();
+        assert_eq!(
+            open_heartbeat(&mut hb, cluster, &kr),
+            Ok((f.header, crate::frame::tests::heartbeat_repr()))
+        );
+        let mut update = SEALED_SESSION_UPDATE;
+        assert_eq!(
+            open_heartbeat(&mut update, cluster, &kr),
+            Err(Error::UnknownKind)
+        );
+        let mut forged = SEALED_SESSION_UPDATE;
+        forged[40] ^= 1;
+        assert_eq!(open_heartbeat(&mut forged, cluster, &kr), Err(Error::Auth));
+
+        let mut rx = Receiver::<4>::new(cluster);
+        let (mut first, mut replay) = (SEALED_HEARTBEAT, SEALED_HEARTBEAT);
+        assert!(rx.receive_heartbeat(&mut first, &kr).is_ok());
+        assert_eq!(rx.receive_heartbeat(&mut replay, &kr), Err(Error::Replay));
     }
 
     #[test]

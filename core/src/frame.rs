@@ -1292,7 +1292,7 @@ pub(crate) mod tests {
         }
     }
 
-    fn heartbeat_repr() -> HeartbeatRepr {
+    pub(crate) fn heartbeat_repr() -> HeartbeatRepr {
         HeartbeatRepr {
             interval_us: 10_000,
             multiplier: 3,

@@ -44,9 +44,9 @@ fn main() -> ! {
         let len = sealer.seal(&Body::Heartbeat(hb), keyring, &mut buf);
         check(len.is_ok(), "seal");
         let len = len.unwrap_or(0);
-        let frame = receiver.receive(&mut buf[..len], keyring);
-        let ok = matches!(frame, Ok(f) if matches!(f.body, Body::Heartbeat(h) if h == hb));
-        check(ok, "open");
+        // The heartbeat-only entry point: no parsing code of the other kinds is linked.
+        let got = receiver.receive_heartbeat(&mut buf[..len], keyring);
+        check(matches!(got, Ok((_, h)) if h == hb), "open");
         detector.heartbeat(1, now, hb.interval_us, hb.multiplier);
         now = now + core::time::Duration::from_millis(1);
     }
