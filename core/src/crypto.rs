@@ -217,11 +217,27 @@ pub struct Keyring<A: Aead, const N: usize = 4> {
 impl<A: Aead, const N: usize> Keyring<A, N> {
     /// A keyring holding one key, which is active.
     pub fn new(id: KeyId, key: A) -> Keyring<A, N> {
+        let mut k = Keyring::empty();
+        k.reset(id, key);
+        k
+    }
+
+    /// A keyring without keys (every byte zero): it seals nothing and opens nothing
+    /// ([`Error::UnknownKey`]) until [`Keyring::reset`].
+    pub const fn empty() -> Keyring<A, N> {
+        Keyring {
+            keys: heapless::Vec::new(),
+            active: KeyId(0),
+        }
+    }
+
+    /// Drops every key and holds `key`, active, as [`Keyring::new`] does, in place.
+    pub fn reset(&mut self, id: KeyId, key: A) {
         const { assert!(N >= 1, "a keyring holds at least one key") };
-        let mut keys = heapless::Vec::new();
+        self.keys.clear();
         // Cannot fail: N >= 1 is asserted at compile time and the Vec is empty.
-        let _ = keys.push((id, key));
-        Keyring { keys, active: id }
+        let _ = self.keys.push((id, key));
+        self.active = id;
     }
 
     /// Adds a key (or replaces the key with the same id). The active key is unchanged.
@@ -267,14 +283,10 @@ impl<A: Aead, const N: usize> Keyring<A, N> {
         self.active
     }
 
-    /// The active key.
-    pub fn active_key(&self) -> &A {
-        // The active id is always present: new() inserts it, set_active() checks it and
-        // remove() refuses it; fall back to the first key rather than panic.
-        match self.get(self.active) {
-            Some(k) => k,
-            None => &self.keys[0].1,
-        }
+    /// The active key; `None` only for an [`Keyring::empty`] keyring (new() and reset()
+    /// insert the active key, set_active() checks it and remove() refuses it).
+    pub fn active_key(&self) -> Option<&A> {
+        self.get(self.active)
     }
 
     /// The key with `id`, if present.
@@ -309,15 +321,16 @@ pub fn sealed_len(body: &Body<'_>) -> usize {
 /// `header.key_id` and the [`FLAG_INSECURE`] bit of `header.flags` are ignored: the active
 /// key's id and the provider's insecurity are written. The caller must never reuse a
 /// `(sender, incarnation, seq)` under one key; [`Sealer`] does that bookkeeping.
-/// Errors: [`Error::BufferTooSmall`], [`Error::Malformed`] (unrepresentable frame). On
-/// error `out` may hold partial bytes and must not be sent.
+/// Errors: [`Error::BufferTooSmall`], [`Error::Malformed`] (unrepresentable frame),
+/// [`Error::UnknownKey`] (an empty keyring). On error `out` may hold partial bytes and
+/// must not be sent.
 pub fn seal<A: Aead, const N: usize>(
     header: &HeaderRepr,
     body: &Body<'_>,
     keyring: &Keyring<A, N>,
     out: &mut [u8],
 ) -> Result<usize, Error> {
-    let key = keyring.active_key();
+    let key = keyring.active_key().ok_or(Error::UnknownKey)?;
     let flags = if key.is_insecure() {
         header.flags | FLAG_INSECURE
     } else {
@@ -425,7 +438,7 @@ pub struct Sealer {
 impl Sealer {
     /// `incarnation` must be strictly greater than any earlier one of `sender` (the daemon
     /// uses unix seconds at start after waiting for the next second boundary).
-    pub fn new(cluster: ClusterId, sender: NodeId, incarnation: Incarnation) -> Sealer {
+    pub const fn new(cluster: ClusterId, sender: NodeId, incarnation: Incarnation) -> Sealer {
         Sealer {
             cluster,
             sender,
@@ -474,11 +487,17 @@ pub struct Receiver<const N: usize> {
 }
 
 impl<const N: usize> Receiver<N> {
-    pub fn new(cluster: ClusterId) -> Receiver<N> {
+    pub const fn new(cluster: ClusterId) -> Receiver<N> {
         Receiver {
             cluster,
             replay: ReplayTable::new(),
         }
+    }
+
+    /// [`Receiver::new`] in place: every replay window is dropped.
+    pub fn reset(&mut self, cluster: ClusterId) {
+        self.cluster = cluster;
+        self.replay.clear();
     }
 
     /// The whole receive path: [`open`] then the replay check of (sender, incarnation, seq)
@@ -804,7 +823,7 @@ mod tests {
         buf[5] = 0x42;
         let (aad, rest) = buf.split_at_mut(HEADER_LEN);
         let (body, tag) = rest.split_at_mut(rest.len() - TAG_LEN);
-        let key = kr.active_key();
+        let key = kr.active_key().unwrap();
         // Undo the encryption, then seal again under the new header.
         let nonce = nonce(NodeId(3), Incarnation(9), 0);
         let mut plain = body.to_vec();

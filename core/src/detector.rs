@@ -89,7 +89,6 @@ impl Adaptive {
 /// A named set of detector numbers (see the table in the module docs).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Profile {
-    pub name: &'static str,
     /// This node's heartbeat interval, microseconds (advertised to peers).
     pub interval_us: u32,
     /// Missed intervals before peers may declare this node dead (advertised).
@@ -102,7 +101,6 @@ pub struct Profile {
 impl Profile {
     /// About 10 ms detection.
     pub const FAST: Profile = Profile {
-        name: "fast",
         interval_us: 2_000,
         multiplier: 5,
         suspect_percent: 50,
@@ -110,7 +108,6 @@ impl Profile {
     };
     /// About 200 ms detection; the default.
     pub const LAN: Profile = Profile {
-        name: "lan",
         interval_us: 20_000,
         multiplier: 10,
         suspect_percent: 50,
@@ -118,12 +115,22 @@ impl Profile {
     };
     /// At most 5 s detection, sooner on a steady link.
     pub const WAN: Profile = Profile {
-        name: "wan",
         interval_us: 1_000_000,
         multiplier: 5,
         suspect_percent: 50,
         policy: Policy::Adaptive(Adaptive::from_phi(8.0, 100_000)),
     };
+
+    /// The name of a named profile with these numbers, `custom` otherwise. (A method, not a
+    /// field: a `Profile` holds no pointer, so a node's zeroed state needs no flash.)
+    pub fn name(&self) -> &'static str {
+        match *self {
+            p if p == Self::FAST => "fast",
+            p if p == Self::LAN => "lan",
+            p if p == Self::WAN => "wan",
+            _ => "custom",
+        }
+    }
 
     /// Looks a profile up by name (`fast`, `lan`, `wan`).
     pub fn by_name(name: &str) -> Option<Profile> {
@@ -187,6 +194,12 @@ const NONE: u16 = u16::MAX;
 const ARITY: usize = 4;
 
 impl Peer {
+    /// All bytes zero: only inside [`Detector::zeroed`].
+    const ZEROED: Peer = Peer {
+        liveness: Liveness::Alive,
+        ..Peer::EMPTY
+    };
+
     const EMPTY: Peer = Peer {
         last: Instant::ZERO,
         span: 0,
@@ -223,17 +236,36 @@ pub struct Detector<const N: usize> {
 
 impl<const N: usize> Detector<N> {
     pub fn new(policy: Policy, suspect_percent: u8) -> Self {
+        let mut d = Detector::zeroed();
+        d.reset(policy, suspect_percent);
+        d
+    }
+
+    /// Every byte zero (so a `static` holding it costs no flash) and not usable until
+    /// [`Detector::reset`] (which [`crate::membership::Membership::start`] calls).
+    pub const fn zeroed() -> Self {
         Detector {
-            policy,
-            suspect_percent: suspect_percent.clamp(1, 100) as u64,
-            peers: [Peer::EMPTY; N],
-            pos: [NONE; N],
+            policy: Policy::Fixed,
+            suspect_percent: 0,
+            peers: [Peer::ZEROED; N],
+            pos: [0; N],
             heap: [Entry {
-                due: Instant::NEVER,
+                due: Instant::ZERO,
                 slot: 0,
             }; N],
             len: 0,
         }
+    }
+
+    /// [`Detector::new`] in place: no peer, nothing queued.
+    pub fn reset(&mut self, policy: Policy, suspect_percent: u8) {
+        self.policy = policy;
+        self.suspect_percent = suspect_percent.clamp(1, 100) as u64;
+        for p in &mut self.peers {
+            *p = Peer::EMPTY;
+        }
+        self.pos = [NONE; N];
+        self.len = 0;
     }
 
     /// A heartbeat from `slot` arrived at `now`. Returns `true` if the peer was suspect or dead

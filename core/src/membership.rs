@@ -233,13 +233,45 @@ struct Slot {
     discounted: bool,
 }
 
+impl Slot {
+    /// A slot that holds no member (node id 0 is never a member). All bytes zero, where an
+    /// `Option<Slot>` would put a niche value, so a zeroed [`Membership`] needs no flash.
+    const FREE: Slot = Slot {
+        m: Member {
+            node: NodeId(0),
+            incarnation: Incarnation(0),
+            state: MemberState::Alive,
+            last_heard: Instant::ZERO,
+            role: Role::Follower,
+            priority: 0,
+            flags: StateFlags(0),
+            leader: None,
+            view: 0,
+            repl_hwm: 0,
+            interval_us: 0,
+            multiplier: 0,
+        },
+        since: Instant::ZERO,
+        contradicts_since: None,
+        discounted: false,
+    };
+
+    fn used(&self) -> Option<&Slot> {
+        (self.m.node.0 != 0).then_some(self)
+    }
+
+    fn used_mut(&mut self) -> Option<&mut Slot> {
+        (self.m.node.0 != 0).then_some(self)
+    }
+}
+
 /// Membership state machine of one node with room for `N` peers and `E` events between two
 /// `poll_event` drains (the caller's choice: a microcontroller that drains after every input
 /// needs few; at least `N + 2` holds everything one timeout can report).
 #[derive(Clone, Debug)]
 pub struct Membership<const N: usize = 16, const E: usize = EVENT_QUEUE> {
     cfg: Config,
-    slots: [Option<Slot>; N],
+    slots: [Slot; N],
     det: Detector<N>,
     events: Deque<Event, E>,
     overflowed: bool,
@@ -260,28 +292,82 @@ impl<const N: usize, const E: usize> Membership<N, E> {
     /// Starts a node at `now`: its first heartbeat is due at once, and it holds off electing
     /// itself for one detection span.
     pub fn new(cfg: Config, now: Instant) -> Self {
-        let det = Detector::new(cfg.profile.policy, cfg.profile.suspect_percent);
-        let hold = now + Duration::from_micros(cfg.profile.detection_bound_us());
-        let mut m = Membership {
-            cfg,
-            slots: [None; N],
-            det,
+        let mut m = Membership::zeroed();
+        m.start(&cfg, now);
+        m
+    }
+
+    /// Every byte zero (so a `static` holding it costs no flash) and not usable until
+    /// [`Membership::start`].
+    pub const fn zeroed() -> Self {
+        Membership {
+            cfg: Config {
+                node_id: NodeId(0),
+                incarnation: Incarnation(0),
+                priority: 0,
+                witness: false,
+                voters: Vec::new(),
+                preempt: false,
+                profile: Profile {
+                    interval_us: 0,
+                    multiplier: 0,
+                    suspect_percent: 0,
+                    policy: crate::detector::Policy::Fixed,
+                },
+            },
+            slots: [Slot::FREE; N],
+            det: Detector::zeroed(),
             events: Deque::new(),
             overflowed: false,
             view: 0,
             leader: None,
             isolated: false,
-            hold_until: Some(hold),
-            next_heartbeat: now,
+            hold_until: None,
+            next_heartbeat: Instant::ZERO,
             left: false,
-            flags: StateFlags::default(),
+            flags: StateFlags(0),
             repl_hwm: 0,
-            stats: Stats::default(),
+            stats: Stats {
+                heartbeats: 0,
+                stale: 0,
+                state_changes: 0,
+                suspicions: 0,
+                detections: 0,
+                recoveries: 0,
+                rejoins: 0,
+                leaves: 0,
+                duplicates: 0,
+                refused: 0,
+                view_changes: 0,
+                leader_changes: 0,
+                events_dropped: 0,
+                pardons: 0,
+            },
             last_refused: None,
             last_duplicate: None,
-        };
-        m.isolated = m.quorum_missing();
-        m
+        }
+    }
+
+    /// [`Membership::new`] in place, whatever the state was: no member, no event.
+    pub fn start(&mut self, cfg: &Config, now: Instant) {
+        self.det
+            .reset(cfg.profile.policy, cfg.profile.suspect_percent);
+        self.cfg.clone_from(cfg);
+        self.slots.iter_mut().for_each(|s| *s = Slot::FREE);
+        self.events.clear();
+        self.overflowed = false;
+        self.view = 0;
+        self.leader = None;
+        let hold = now + Duration::from_micros(cfg.profile.detection_bound_us());
+        self.hold_until = Some(hold);
+        self.next_heartbeat = now;
+        self.left = false;
+        self.flags = StateFlags::default();
+        self.repl_hwm = 0;
+        self.stats = Stats::default();
+        self.last_refused = None;
+        self.last_duplicate = None;
+        self.isolated = self.quorum_missing();
     }
 
     // ---- inputs ----
@@ -311,11 +397,11 @@ impl<const N: usize, const E: usize> Membership<N, E> {
             Some(i) => i,
             None => match self.free_slot() {
                 Some(i) => {
-                    if let Some(old) = self.slots[i].take() {
-                        let _ = old; // dead or left member evicted for a newcomer
+                    if self.slots[i].used().is_some() {
+                        // dead or left member evicted for a newcomer
                         self.det.remove(i);
                     }
-                    self.slots[i] = Some(Slot {
+                    self.slots[i] = Slot {
                         m: Member {
                             node: sender,
                             incarnation,
@@ -333,7 +419,7 @@ impl<const N: usize, const E: usize> Membership<N, E> {
                         since: now,
                         contradicts_since: None,
                         discounted: false,
-                    });
+                    };
                     self.det.heartbeat(i, now, hb.interval_us, hb.multiplier);
                     self.set_state(i, MemberState::Alive);
                     self.push(Event::MemberUp {
@@ -353,8 +439,8 @@ impl<const N: usize, const E: usize> Membership<N, E> {
                 }
             },
         };
-        let Some(slot) = self.slots[idx] else {
-            return; // filled above or found: cannot be None
+        let Some(&slot) = self.slots[idx].used() else {
+            return; // filled above or found: cannot be free
         };
         if !changed {
             let m = slot.m;
@@ -370,7 +456,7 @@ impl<const N: usize, const E: usize> Membership<N, E> {
             if incarnation > m.incarnation {
                 self.det.remove(idx);
                 self.det.heartbeat(idx, now, hb.interval_us, hb.multiplier);
-                if let Some(s) = self.slots[idx].as_mut() {
+                if let Some(s) = self.slots[idx].used_mut() {
                     s.m.incarnation = incarnation;
                     s.since = now;
                 }
@@ -411,7 +497,7 @@ impl<const N: usize, const E: usize> Membership<N, E> {
                 changed = true;
             }
         }
-        if let Some(s) = self.slots[idx].as_mut() {
+        if let Some(s) = self.slots[idx].used_mut() {
             s.m.last_heard = now;
             s.m.role = hb.role;
             s.m.priority = hb.priority;
@@ -435,7 +521,7 @@ impl<const N: usize, const E: usize> Membership<N, E> {
         let Some(idx) = self.find(sender) else {
             return; // unknown: nothing to forget, nothing allocated
         };
-        let Some(slot) = self.slots[idx] else {
+        let Some(&slot) = self.slots[idx].used() else {
             return;
         };
         if incarnation < slot.m.incarnation || slot.m.state == MemberState::Left {
@@ -443,7 +529,7 @@ impl<const N: usize, const E: usize> Membership<N, E> {
             return;
         }
         self.det.remove(idx);
-        if let Some(s) = self.slots[idx].as_mut() {
+        if let Some(s) = self.slots[idx].used_mut() {
             s.m.incarnation = incarnation;
             s.m.last_heard = now;
         }
@@ -457,7 +543,7 @@ impl<const N: usize, const E: usize> Membership<N, E> {
     pub fn handle_timeout(&mut self, now: Instant) {
         let mut changed = false;
         while let Some(e) = self.det.handle_timeout(now) {
-            let Some(node) = self.slots.get(e.slot).and_then(|s| s.map(|s| s.m.node)) else {
+            let Some(node) = self.slots.get(e.slot).and_then(Slot::used).map(|s| s.m.node) else {
                 continue;
             };
             match e.to {
@@ -483,7 +569,7 @@ impl<const N: usize, const E: usize> Membership<N, E> {
                 changed = true;
             }
         }
-        for slot in self.slots.iter_mut().flatten() {
+        for slot in self.slots.iter_mut().filter_map(Slot::used_mut) {
             if let (Some(t), false) = (slot.contradicts_since, slot.discounted) {
                 if now >= t + contradiction_allowance(&slot.m) {
                     slot.discounted = true;
@@ -533,7 +619,7 @@ impl<const N: usize, const E: usize> Membership<N, E> {
         if let Some(h) = self.hold_until {
             consider(h);
         }
-        for slot in self.slots.iter().flatten() {
+        for slot in self.slots.iter().filter_map(Slot::used) {
             if let (Some(t), false) = (slot.contradicts_since, slot.discounted) {
                 consider(t + contradiction_allowance(&slot.m));
             }
@@ -625,7 +711,7 @@ impl<const N: usize, const E: usize> Membership<N, E> {
 
     /// Every known peer (alive, suspect, dead or left), in table order.
     pub fn members(&self) -> impl Iterator<Item = &Member> + '_ {
-        self.slots.iter().filter_map(|s| s.as_ref().map(|s| &s.m))
+        self.slots.iter().filter_map(Slot::used).map(|s| &s.m)
     }
 
     pub fn member(&self, node: NodeId) -> Option<&Member> {
@@ -642,25 +728,25 @@ impl<const N: usize, const E: usize> Membership<N, E> {
     fn find(&self, node: NodeId) -> Option<usize> {
         self.slots
             .iter()
-            .position(|s| matches!(s, Some(s) if s.m.node == node))
+            .position(|s| s.used().is_some_and(|s| s.m.node == node))
     }
 
     /// An empty slot, else the dead or left member heard from longest ago.
     fn free_slot(&self) -> Option<usize> {
-        if let Some(i) = self.slots.iter().position(Option::is_none) {
+        if let Some(i) = self.slots.iter().position(|s| s.used().is_none()) {
             return Some(i);
         }
         self.slots
             .iter()
             .enumerate()
-            .filter_map(|(i, s)| s.map(|s| (i, s.m)))
+            .filter_map(|(i, s)| s.used().map(|s| (i, s.m)))
             .filter(|(_, m)| !is_live(m.state))
             .min_by_key(|(_, m)| m.last_heard)
             .map(|(i, _)| i)
     }
 
     fn set_state(&mut self, idx: usize, state: MemberState) {
-        if let Some(Some(s)) = self.slots.get_mut(idx) {
+        if let Some(s) = self.slots.get_mut(idx).and_then(Slot::used_mut) {
             if s.m.state != state {
                 s.m.state = state;
                 self.stats.state_changes += 1;
@@ -679,7 +765,7 @@ impl<const N: usize, const E: usize> Membership<N, E> {
     /// Whether the voter in slot `idx` names a leader that is neither us, nor itself, nor a
     /// member we hold alive or suspect.
     fn contradicts(&self, idx: usize) -> bool {
-        let Some(Some(slot)) = self.slots.get(idx) else {
+        let Some(slot) = self.slots.get(idx).and_then(Slot::used) else {
             return false;
         };
         let v = &slot.m;
@@ -698,7 +784,7 @@ impl<const N: usize, const E: usize> Membership<N, E> {
     /// back to the quorum count (recompute).
     fn refresh_contradiction(&mut self, idx: usize, now: Instant) -> bool {
         let contradicts = self.contradicts(idx);
-        let Some(Some(slot)) = self.slots.get_mut(idx) else {
+        let Some(slot) = self.slots.get_mut(idx).and_then(Slot::used_mut) else {
             return false;
         };
         if contradicts {
@@ -841,7 +927,7 @@ impl<const N: usize, const E: usize> Membership<N, E> {
                 } else {
                     self.slots
                         .iter()
-                        .flatten()
+                        .filter_map(Slot::used)
                         .any(|s| s.m.node == v && is_live(s.m.state) && !s.discounted)
                 }
             })

@@ -31,7 +31,7 @@ use heapless::{Deque, Vec};
 
 use crate::crypto::{Aead, Keyring, Receiver, Sealer};
 use crate::frame::{Body, EntryRepr, Error, HeaderRepr, Role, SessionUpdateRepr, SyncChunkRepr};
-use crate::id::{ClusterId, Incarnation, NodeId};
+use crate::id::{ClusterId, Incarnation, KeyId, NodeId};
 use crate::membership::{self, MemberState, Membership};
 use crate::replication::{self, Delivery, Dest, Replicator, Slot, SyncDelivery, SyncSend};
 use crate::time::Instant;
@@ -105,6 +105,26 @@ pub struct Stats {
 }
 
 impl Stats {
+    const ZERO: Stats = Stats {
+        received: 0,
+        sent: 0,
+        own: 0,
+        truncated: 0,
+        malformed: 0,
+        unsupported_version: 0,
+        unknown_kind: 0,
+        other_cluster: 0,
+        unknown_key: 0,
+        auth: 0,
+        replay: 0,
+        stale_incarnation: 0,
+        too_many_senders: 0,
+        not_for_us: 0,
+        seal_errors: 0,
+        events_dropped: 0,
+        peers_refused: 0,
+    };
+
     fn count(&mut self, e: Error) {
         let c = match e {
             Error::Truncated => &mut self.truncated,
@@ -155,27 +175,55 @@ where
         reorder: B,
         now: Instant,
     ) -> Self {
-        let me = config.membership.node_id;
-        let incarnation = config.membership.incarnation;
+        let mut n = Node::zeroed(ring, reorder);
+        n.keyring = keyring;
+        n.restart(&config, now);
+        n
+    }
+
+    /// A node that holds its storage and nothing else: no key, no configuration, every
+    /// other byte zero. A `const fn`, so a `static` can hold it (a microcontroller's node
+    /// lives there) and, with zeroed slots, costs no flash: it lands in `.bss`. Call
+    /// [`Node::start`] before anything else; until then it sends and accepts nothing.
+    pub const fn zeroed(ring: S, reorder: B) -> Self {
         Node {
-            me,
-            incarnation,
-            witness: config.membership.witness,
-            keyring,
-            sealer: Sealer::new(config.cluster, me, incarnation),
-            receiver: Receiver::new(config.cluster),
-            membership: Membership::new(config.membership, now),
-            replication: Replicator::with_reorder(
-                me,
-                incarnation,
-                config.replication,
-                ring,
-                reorder,
-            ),
+            me: NodeId(0),
+            incarnation: Incarnation(0),
+            witness: false,
+            keyring: Keyring::empty(),
+            sealer: Sealer::new(ClusterId(0), NodeId(0), Incarnation(0)),
+            receiver: Receiver::new(ClusterId(0)),
+            membership: Membership::zeroed(),
+            replication: Replicator::zeroed(ring, reorder),
             events: Deque::new(),
             leave_pending: false,
-            stats: Stats::default(),
+            stats: Stats::ZERO,
         }
+    }
+
+    /// Starts the node in place with `config` and one key (`id`, active): what
+    /// [`Node::with_reorder`] builds, without the node passing through the stack. Whatever
+    /// the node held before is dropped (a restart needs a greater incarnation).
+    pub fn start(&mut self, config: &Config, id: KeyId, key: A, now: Instant) {
+        self.keyring.reset(id, key);
+        self.restart(config, now);
+    }
+
+    /// Everything [`Node::start`] does but the keyring.
+    fn restart(&mut self, config: &Config, now: Instant) {
+        let me = config.membership.node_id;
+        let incarnation = config.membership.incarnation;
+        self.me = me;
+        self.incarnation = incarnation;
+        self.witness = config.membership.witness;
+        self.sealer = Sealer::new(config.cluster, me, incarnation);
+        self.receiver.reset(config.cluster);
+        self.membership.start(&config.membership, now);
+        self.replication
+            .start(me, incarnation, config.replication);
+        self.events.clear();
+        self.leave_pending = false;
+        self.stats = Stats::ZERO;
     }
 
     // ---- inputs ----

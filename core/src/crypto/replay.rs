@@ -166,6 +166,11 @@ impl<const N: usize> ReplayTable<N> {
         Some(self.windows.swap_remove(pos).1)
     }
 
+    /// Forgets every sender.
+    pub fn clear(&mut self) {
+        self.windows.clear();
+    }
+
     pub fn len(&self) -> usize {
         self.windows.len()
     }

@@ -164,6 +164,21 @@ pub struct Config {
     pub sync_serve_timeout: Duration,
 }
 
+impl Config {
+    /// Every field zero: the placeholder of [`Replicator::zeroed`].
+    const ZEROED: Config = Config {
+        rto: Duration::ZERO,
+        max_rto: Duration::ZERO,
+        nak_interval: Duration::ZERO,
+        retransmit_burst: 0,
+        overwrite_unacked: false,
+        sync_window: 0,
+        sync_ack_every: 0,
+        sync_stall_timeout: Duration::ZERO,
+        sync_serve_timeout: Duration::ZERO,
+    };
+}
+
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -339,22 +354,54 @@ where
         ring: S,
         reorder: B,
     ) -> Self {
+        let mut r = Replicator::zeroed(ring, reorder);
+        r.start(node, incarnation, config);
+        r
+    }
+
+    /// Holds `ring` and `reorder` and nothing else; every other byte zero (so a `static`
+    /// holding it and zeroed slot arrays costs no flash). Not usable until
+    /// [`Replicator::start`].
+    pub const fn zeroed(ring: S, reorder: B) -> Self {
         Replicator {
-            node,
-            incarnation,
-            tx: tx::Tx::new(ring, &config),
-            config,
+            node: NodeId(0),
+            incarnation: Incarnation(0),
+            tx: tx::Tx::zeroed(ring),
+            config: Config::ZEROED,
             rx: rx::Rx::new(),
             reorder,
             client: None,
             release: None,
-            // Distinct from a previous process's ids even if the server kept its transfer.
-            next_sync_id: incarnation.0.max(1),
+            next_sync_id: 0,
             server: sync::Server::new(),
             aborts: Vec::new(),
             events: Deque::new(),
-            stats: Stats::default(),
+            stats: Stats {
+                retransmits: 0,
+                retransmit_requests_sent: 0,
+                too_old_sent: 0,
+                events_dropped: 0,
+            },
         }
+    }
+
+    /// [`Replicator::with_reorder`] in place, keeping the storage: an empty stream, no
+    /// peers, no transfer, the ring and reorder slots emptied.
+    pub fn start(&mut self, node: NodeId, incarnation: Incarnation, config: Config) {
+        self.node = node;
+        self.incarnation = incarnation;
+        self.tx.reset(&config);
+        self.config = config;
+        self.rx.streams.clear();
+        self.reorder.as_mut().iter_mut().for_each(|s| s.rseq = 0);
+        self.client = None;
+        self.release = None;
+        // Distinct from a previous process's ids even if the server kept its transfer.
+        self.next_sync_id = incarnation.0.max(1);
+        self.server.sessions.clear();
+        self.aborts.clear();
+        self.events.clear();
+        self.stats = Stats::default();
     }
 
     // ---- sender ------------------------------------------------------------------------

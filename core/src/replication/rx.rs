@@ -46,7 +46,7 @@ pub(super) struct Rx<const P: usize> {
 }
 
 impl<const P: usize> Rx<P> {
-    pub(super) fn new() -> Self {
+    pub(super) const fn new() -> Self {
         Rx {
             streams: Vec::new(),
         }

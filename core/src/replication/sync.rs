@@ -215,7 +215,7 @@ pub(super) struct Server {
 }
 
 impl Server {
-    pub(super) fn new() -> Self {
+    pub(super) const fn new() -> Self {
         Server {
             sessions: Vec::new(),
             rr: 0,

@@ -139,18 +139,32 @@ pub(super) struct Tx<S, const P: usize> {
 }
 
 impl<S: AsRef<[Slot]> + AsMut<[Slot]>, const P: usize> Tx<S, P> {
-    pub(super) fn new(ring: S, config: &Config) -> Self {
+    /// Holds `ring`; not usable until [`Tx::reset`].
+    pub(super) const fn zeroed(ring: S) -> Self {
         Tx {
             ring,
             written: 0,
             sent: 0,
             peers: Vec::new(),
             owed: Vec::new(),
-            probe_at: Instant::NEVER,
+            probe_at: Instant::ZERO,
             probe_pending: false,
-            rto: config.rto,
+            rto: Duration::ZERO,
             retransmits: 0,
         }
+    }
+
+    /// A new stream over the same ring, whose slots are emptied.
+    pub(super) fn reset(&mut self, config: &Config) {
+        self.ring.as_mut().iter_mut().for_each(|s| s.rseq = 0);
+        self.written = 0;
+        self.sent = 0;
+        self.peers.clear();
+        self.owed.clear();
+        self.probe_at = Instant::NEVER;
+        self.probe_pending = false;
+        self.rto = config.rto;
+        self.retransmits = 0;
     }
 
     pub(super) fn written(&self) -> u64 {

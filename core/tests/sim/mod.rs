@@ -288,7 +288,7 @@ pub fn run_seed(seed: u64, trace: bool, totals: &mut Totals) {
     if trace {
         println!(
             "seed {seed:#x}: {n} nodes, profile {}, loss {loss}, dup {dup}, delay {}..{} us, preempt {preempt}",
-            profile.name, sim.dmin, sim.dmax
+            profile.name(), sim.dmin, sim.dmax
         );
     }
     // Staggered starts within one interval.
