@@ -233,10 +233,17 @@ impl<A: Aead, const N: usize> Keyring<A, N> {
 
     /// Drops every key and holds `key`, active, as [`Keyring::new`] does, in place.
     pub fn reset(&mut self, id: KeyId, key: A) {
+        self.reset_with(id, || key)
+    }
+
+    /// [`Keyring::reset`] with the key built by `key()` where it is stored: a cipher's key
+    /// schedule (hundreds of bytes) then needs no copy on the caller's stack.
+    #[inline(always)]
+    pub fn reset_with(&mut self, id: KeyId, key: impl FnOnce() -> A) {
         const { assert!(N >= 1, "a keyring holds at least one key") };
         self.keys.clear();
         // Cannot fail: N >= 1 is asserted at compile time and the Vec is empty.
-        let _ = self.keys.push((id, key));
+        let _ = self.keys.push((id, key()));
         self.active = id;
     }
 

@@ -108,7 +108,7 @@ pub struct Config {
 
 impl Config {
     /// Priority 100, not a witness, no voters, preempt, `lan` profile.
-    pub fn new(node_id: NodeId, incarnation: Incarnation) -> Self {
+    pub const fn new(node_id: NodeId, incarnation: Incarnation) -> Self {
         Config {
             node_id,
             incarnation,
@@ -118,6 +118,12 @@ impl Config {
             preempt: true,
             profile: Profile::LAN,
         }
+    }
+
+    /// This config with `profile` (a `const fn`, for a configuration kept in flash).
+    pub const fn with_profile(mut self, profile: Profile) -> Self {
+        self.profile = profile;
+        self
     }
 }
 
@@ -543,7 +549,12 @@ impl<const N: usize, const E: usize> Membership<N, E> {
     pub fn handle_timeout(&mut self, now: Instant) {
         let mut changed = false;
         while let Some(e) = self.det.handle_timeout(now) {
-            let Some(node) = self.slots.get(e.slot).and_then(Slot::used).map(|s| s.m.node) else {
+            let Some(node) = self
+                .slots
+                .get(e.slot)
+                .and_then(Slot::used)
+                .map(|s| s.m.node)
+            else {
                 continue;
             };
             match e.to {

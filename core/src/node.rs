@@ -201,15 +201,18 @@ where
         }
     }
 
-    /// Starts the node in place with `config` and one key (`id`, active): what
-    /// [`Node::with_reorder`] builds, without the node passing through the stack. Whatever
-    /// the node held before is dropped (a restart needs a greater incarnation).
-    pub fn start(&mut self, config: &Config, id: KeyId, key: A, now: Instant) {
-        self.keyring.reset(id, key);
+    /// Starts the node in place with `config` and one key (`id`, active, built by `key()`
+    /// in the keyring, see [`Keyring::reset_with`]): what [`Node::with_reorder`] builds,
+    /// without the node passing through the stack. Whatever the node held before is
+    /// dropped (a restart needs a greater incarnation).
+    pub fn start(&mut self, config: &Config, id: KeyId, key: impl FnOnce() -> A, now: Instant) {
+        self.keyring.reset_with(id, key);
         self.restart(config, now);
     }
 
-    /// Everything [`Node::start`] does but the keyring.
+    /// Everything [`Node::start`] does but the keyring. Not inlined: its temporaries need
+    /// not share a frame with the key schedule's.
+    #[inline(never)]
     fn restart(&mut self, config: &Config, now: Instant) {
         let me = config.membership.node_id;
         let incarnation = config.membership.incarnation;
@@ -219,8 +222,7 @@ where
         self.sealer = Sealer::new(config.cluster, me, incarnation);
         self.receiver.reset(config.cluster);
         self.membership.start(&config.membership, now);
-        self.replication
-            .start(me, incarnation, config.replication);
+        self.replication.start(me, incarnation, config.replication);
         self.events.clear();
         self.leave_pending = false;
         self.stats = Stats::ZERO;

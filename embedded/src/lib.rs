@@ -8,7 +8,7 @@
 //! Only this crate uses `unsafe` (painting the stack); tandem-core forbids it.
 #![no_std]
 
-use core::sync::atomic::{AtomicU32, Ordering};
+use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 
 use cortex_m::peripheral::syst::SystClkSource;
 use cortex_m_rt::exception;
@@ -121,12 +121,17 @@ fn stack_top() -> usize {
     core::ptr::addr_of!(_stack_start) as usize
 }
 
-/// Paints every free stack word below the current frame. Call it from `main`, then read
-/// [`stack_used`]: the bytes below the initial stack pointer that were ever written.
+/// Where [`paint_stack`] stopped painting: just below its caller's frame.
+static PAINTED_TO: AtomicUsize = AtomicUsize::new(0);
+
+/// Paints every free stack word below the caller's frame. Call it first thing in `main`,
+/// then read [`stack_used`] (the bytes below the initial stack pointer that were ever
+/// written) or [`stack_used_below_main`].
 #[inline(never)]
 pub fn paint_stack() {
     // 64 bytes of margin for this function's own frame.
     let sp = cortex_m::register::msp::read() as usize - 64;
+    PAINTED_TO.store(sp, Ordering::Relaxed);
     let mut p = stack_bottom();
     while p < sp {
         // SAFETY: [__sheap, sp) is RAM that holds no live data: statics end at __sheap and
@@ -136,12 +141,24 @@ pub fn paint_stack() {
     }
 }
 
-/// Deepest stack use since [`paint_stack`], in bytes from the initial stack pointer.
+/// Deepest stack use since [`paint_stack`], in bytes from the initial stack pointer: the
+/// whole stack, `main`'s frame included.
 pub fn stack_used() -> usize {
+    stack_top() - deepest()
+}
+
+/// Deepest stack use since [`paint_stack`] below `main`'s frame: what the functions `main`
+/// called needed (0 if none went deeper than the paint margin).
+pub fn stack_used_below_main() -> usize {
+    PAINTED_TO.load(Ordering::Relaxed).saturating_sub(deepest())
+}
+
+/// Lowest stack address written since [`paint_stack`].
+fn deepest() -> usize {
     let mut p = stack_bottom();
     // SAFETY: reads of RAM words between the end of statics and the top of RAM.
     while p < stack_top() && unsafe { core::ptr::read_volatile(p as *const u32) } == PAINT {
         p += 4;
     }
-    stack_top() - p
+    p
 }

@@ -181,18 +181,23 @@ impl Config {
 
 impl Default for Config {
     fn default() -> Self {
-        Config {
-            rto: Duration::from_millis(5),
-            max_rto: Duration::from_millis(200),
-            nak_interval: Duration::from_millis(2),
-            retransmit_burst: 64,
-            overwrite_unacked: false,
-            sync_window: 256,
-            sync_ack_every: 64,
-            sync_stall_timeout: Duration::from_secs(2),
-            sync_serve_timeout: Duration::from_secs(5),
-        }
+        Config::DEFAULT
     }
+}
+
+impl Config {
+    /// [`Config::default`], for `const` contexts (a microcontroller's configuration in flash).
+    pub const DEFAULT: Config = Config {
+        rto: Duration::from_millis(5),
+        max_rto: Duration::from_millis(200),
+        nak_interval: Duration::from_millis(2),
+        retransmit_burst: 64,
+        overwrite_unacked: false,
+        sync_window: 256,
+        sync_ack_every: 64,
+        sync_stall_timeout: Duration::from_secs(2),
+        sync_serve_timeout: Duration::from_secs(5),
+    };
 }
 
 /// Why a call was refused. Every variant: nothing changed.
@@ -319,7 +324,8 @@ pub struct Replicator<S, const P: usize, B = [Slot; 0]> {
     tx: tx::Tx<S, P>,
     rx: rx::Rx<P>,
     reorder: B,
-    client: Option<sync::Client>,
+    /// The transfer this node pulls ([`sync::Client::NONE`] when none).
+    client: sync::Client,
     /// A completed transfer whose release is still to be sent.
     release: Option<(NodeId, u32)>,
     next_sync_id: u32,
@@ -370,7 +376,7 @@ where
             config: Config::ZEROED,
             rx: rx::Rx::new(),
             reorder,
-            client: None,
+            client: sync::Client::NONE,
             release: None,
             next_sync_id: 0,
             server: sync::Server::new(),
@@ -394,7 +400,7 @@ where
         self.config = config;
         self.rx.streams.clear();
         self.reorder.as_mut().iter_mut().for_each(|s| s.rseq = 0);
-        self.client = None;
+        self.client = sync::Client::NONE;
         self.release = None;
         // Distinct from a previous process's ids even if the server kept its transfer.
         self.next_sync_id = incarnation.0.max(1);
@@ -523,24 +529,24 @@ where
     /// Starts pulling the full state from `target`, replacing any transfer in progress.
     /// Returns the transfer's id.
     pub fn start_sync(&mut self, now: Instant, target: NodeId) -> u32 {
-        if let Some(old) = self.client {
+        if let Some(old) = self.client.active() {
             // Let the old target free its transfer now rather than at its timeout.
             self.release = Some((old.target, old.sync_id));
         }
         let sync_id = self.next_sync_id;
         self.next_sync_id = self.next_sync_id.wrapping_add(1).max(1);
-        self.client = Some(sync::Client::new(now, target, sync_id, &self.config));
+        self.client = sync::Client::new(now, target, sync_id, &self.config);
         sync_id
     }
 
     /// Abandons the transfer in progress (no event).
     pub fn cancel_sync(&mut self) {
-        self.client = None;
+        self.client = sync::Client::NONE;
     }
 
     /// The target of the transfer in progress.
     pub fn syncing(&self) -> Option<NodeId> {
-        self.client.map(|c| c.target)
+        self.client.active().map(|c| c.target)
     }
 
     pub fn handle_sync_chunk(
@@ -549,7 +555,7 @@ where
         from: NodeId,
         chunk: &SyncChunkRepr<'_>,
     ) -> SyncDelivery {
-        let Some(c) = self.client.as_mut() else {
+        let Some(c) = self.client.active_mut() else {
             return SyncDelivery::Ignore;
         };
         if from != c.target || chunk.sync_id != c.sync_id || chunk.target != self.node {
@@ -581,7 +587,7 @@ where
             }
             return;
         }
-        let Some(c) = self.client.as_mut() else {
+        let Some(c) = self.client.active_mut() else {
             return;
         };
         if from != c.target || done.sync_id != c.sync_id {
@@ -594,14 +600,14 @@ where
             } else {
                 SyncFailure::Unknown
             };
-            self.client = None;
+            self.client = sync::Client::NONE;
             self.push_event(Event::SyncFailed {
                 target,
                 sync_id,
                 reason,
             });
         } else if c.next == done.chunks {
-            self.client = None;
+            self.client = sync::Client::NONE;
             self.release = Some((target, sync_id));
             self.rx.skip_to(from, from_incarnation, done.rseq);
             self.push_event(Event::SyncComplete {
@@ -680,10 +686,10 @@ where
     /// expiry). Call when `poll_timeout()` has passed, then drain `poll_transmit`.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.tx.handle_timeout(now, &self.config);
-        if let Some(c) = self.client.as_mut() {
+        if let Some(c) = self.client.active_mut() {
             if let Some(reason) = c.handle_timeout(now, &self.config) {
                 let (target, sync_id) = (c.target, c.sync_id);
-                self.client = None;
+                self.client = sync::Client::NONE;
                 self.push_event(Event::SyncFailed {
                     target,
                     sync_id,
@@ -706,14 +712,18 @@ where
             .tx
             .poll_timeout()
             .min(self.rx.poll_timeout())
-            .min(self.client.map_or(Instant::NEVER, |c| c.poll_timeout()))
+            .min(
+                self.client
+                    .active()
+                    .map_or(Instant::NEVER, |c| c.poll_timeout()),
+            )
             .min(self.server.poll_timeout());
         (t != Instant::NEVER).then_some(t)
     }
 
     /// The next frame body to send. Control frames (acks, requests) come before data.
     pub fn poll_transmit(&mut self, now: Instant) -> Option<Transmit<'_>> {
-        if let Some(c) = self.client.as_mut().filter(|c| c.pending) {
+        if let Some(c) = self.client.active_mut().filter(|c| c.pending) {
             let cursor = c.sent(now);
             return Some(Transmit {
                 to: Dest::Node(c.target),

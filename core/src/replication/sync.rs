@@ -30,8 +30,9 @@ pub(super) struct Client {
     pub(super) sync_id: u32,
     /// Next chunk index expected (= chunks applied so far).
     pub(super) next: u64,
-    /// Cursor and resume flag of the last SyncRequest sent (None before the first).
-    last_sent: Option<(u64, bool)>,
+    /// Cursor of the last SyncRequest sent if it had the resume flag. (Not an
+    /// `Option<(u64, bool)>`, whose `None` is a niche byte: see [`Client::NONE`].)
+    last_resume: Option<u64>,
     /// A SyncRequest is to be sent now.
     pub(super) pending: bool,
     /// ... with the resume flag.
@@ -39,7 +40,9 @@ pub(super) struct Client {
     since_ack: u64,
     /// Re-send the request if no chunk arrived by then.
     resume_at: Instant,
-    rto: Duration,
+    /// Microseconds, not a `Duration`: `Option<Client>` would take its niche (nanos = 10^9)
+    /// and a zeroed replicator would need flash.
+    rto_us: u64,
     /// Give up if no progress by then.
     stall_at: Instant,
     /// Chunks held beyond `next`: bit `i` = index `next + i` (bit 0 is never set).
@@ -78,17 +81,43 @@ impl Held {
 }
 
 impl Client {
+    /// No transfer (node id 0 is never a target). The replicator holds this rather than an
+    /// `Option<Client>`, whose `None` is a niche byte: every byte here is zero, so a zeroed
+    /// replicator needs no flash.
+    pub(super) const NONE: Client = Client {
+        target: NodeId(0),
+        sync_id: 0,
+        next: 0,
+        last_resume: None,
+        pending: false,
+        resume: false,
+        since_ack: 0,
+        resume_at: Instant::ZERO,
+        rto_us: 0,
+        stall_at: Instant::ZERO,
+        held: Held([0; 4]),
+    };
+
+    /// The transfer in progress, if any.
+    pub(super) fn active(&self) -> Option<&Client> {
+        (self.target.0 != 0).then_some(self)
+    }
+
+    pub(super) fn active_mut(&mut self) -> Option<&mut Client> {
+        (self.target.0 != 0).then_some(self)
+    }
+
     pub(super) fn new(now: Instant, target: NodeId, sync_id: u32, config: &Config) -> Self {
         Client {
             target,
             sync_id,
             next: 0,
-            last_sent: None,
+            last_resume: None,
             pending: true,
             resume: false,
             since_ack: 0,
             resume_at: Instant::NEVER,
-            rto: config.rto,
+            rto_us: micros(config.rto),
             stall_at: now + config.sync_stall_timeout,
             held: Held::default(),
         }
@@ -126,8 +155,8 @@ impl Client {
     /// A request went out: returns its cursor field.
     pub(super) fn sent(&mut self, now: Instant) -> u64 {
         self.pending = false;
-        self.last_sent = Some((self.next, self.resume));
-        self.resume_at = now + self.rto;
+        self.last_resume = self.resume.then_some(self.next);
+        self.resume_at = now + Duration::from_micros(self.rto_us);
         let flag = if self.resume { CURSOR_RESUME } else { 0 };
         self.resume = false;
         self.next | flag
@@ -138,8 +167,8 @@ impl Client {
         self.next += 1;
         self.held.shift();
         self.since_ack += 1;
-        self.rto = config.rto;
-        self.resume_at = now + self.rto;
+        self.rto_us = micros(config.rto);
+        self.resume_at = now + Duration::from_micros(self.rto_us);
         self.stall_at = now + config.sync_stall_timeout;
         if self.since_ack >= config.sync_ack_every.max(1) {
             self.since_ack = 0;
@@ -150,7 +179,7 @@ impl Client {
     /// A chunk beyond `next` arrived: one was lost.
     pub(super) fn out_of_order(&mut self, now: Instant) {
         // One resume per position and RTO: the rest of the window is still arriving.
-        if now >= self.resume_at || self.last_sent != Some((self.next, true)) {
+        if now >= self.resume_at || self.last_resume != Some(self.next) {
             self.request_resume();
         }
     }
@@ -161,9 +190,9 @@ impl Client {
             return Some(SyncFailure::Stalled);
         }
         if now >= self.resume_at {
-            self.rto = self.rto.saturating_mul(2).min(config.max_rto);
+            self.rto_us = self.rto_us.saturating_mul(2).min(micros(config.max_rto));
             self.request_resume();
-            self.resume_at = now + self.rto;
+            self.resume_at = now + Duration::from_micros(self.rto_us);
         }
         None
     }
@@ -359,6 +388,11 @@ impl Server {
         s.done_pending = false;
         Some(*s)
     }
+}
+
+/// `d` in whole microseconds, saturating.
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@
 #![no_main]
 
 use cortex_m_rt::entry;
-use static_cell::{ConstStaticCell, StaticCell};
+use static_cell::ConstStaticCell;
 use tandem_core::crypto::{Aes128Gcm, Keyring, Receiver, Sealer};
 use tandem_core::detector::Profile;
 use tandem_core::frame::{AckRepr, Body, EntryRepr, HeartbeatRepr, Op, Role, StateFlags};
@@ -14,7 +14,7 @@ use tandem_core::membership::{self, Event as MemberEvent};
 use tandem_core::node::{Config, Event, Node};
 use tandem_core::replication::{self, Slot};
 use tandem_core::{ClusterId, Incarnation, Instant, KeyId, NodeId};
-use tandem_embedded::{check, exit, paint_stack, report, stack_used};
+use tandem_embedded::{check, exit, paint_stack, report, stack_used, stack_used_below_main};
 
 const MEMBERS: usize = 16;
 const RING: usize = 16;
@@ -23,12 +23,14 @@ const EVENTS: usize = MEMBERS + 8;
 const KEY: [u8; 16] = [0x42; 16];
 const CLUSTER: ClusterId = ClusterId(7);
 
-type FullNode = Node<Aes128Gcm, &'static mut [Slot; RING], MEMBERS, [Slot; 0], EVENTS>;
+type FullNode = Node<Aes128Gcm, [Slot; RING], MEMBERS, [Slot; 0], EVENTS>;
 
-static RING_A: ConstStaticCell<[Slot; RING]> = ConstStaticCell::new([Slot::EMPTY; RING]);
-static NODE: StaticCell<FullNode> = StaticCell::new();
-static PEER_KEYS: StaticCell<Keyring<Aes128Gcm, 1>> = StaticCell::new();
-static PEER_RX: StaticCell<Receiver<MEMBERS>> = StaticCell::new();
+// Built at compile time, all zero: in .bss, never on the stack.
+static NODE: ConstStaticCell<FullNode> =
+    ConstStaticCell::new(Node::zeroed([Slot::EMPTY; RING], []));
+static PEER_KEYS: ConstStaticCell<Keyring<Aes128Gcm, 1>> = ConstStaticCell::new(Keyring::empty());
+static PEER_RX: ConstStaticCell<Receiver<MEMBERS>> =
+    ConstStaticCell::new(Receiver::new(ClusterId(0)));
 
 /// The hand-played peer: heartbeats every millisecond and an ack for every update.
 struct Peer {
@@ -92,32 +94,42 @@ fn step(a: &mut FullNode, peer: Option<&mut Peer>, now: Instant) {
     }
 }
 
+/// The node's configuration, in flash.
+static CONFIG: Config = Config {
+    cluster: CLUSTER,
+    membership: membership::Config::new(NodeId(1), Incarnation(1)).with_profile(Profile::FAST),
+    replication: replication::Config::DEFAULT,
+};
+
+/// Takes the node's static and starts it in place (its stack use is "stack at init").
+#[inline(never)]
+fn init(t0: Instant) -> &'static mut FullNode {
+    let a = NODE.take();
+    a.start(&CONFIG, KeyId(1), || Aes128Gcm::new(&KEY), t0);
+    a
+}
+
+/// The hand-played peer's state, in place as well.
+#[inline(never)]
+fn init_peer() -> Peer {
+    let keyring = PEER_KEYS.take();
+    keyring.reset_with(KeyId(1), || Aes128Gcm::new(&KEY));
+    let receiver = PEER_RX.take();
+    receiver.reset(CLUSTER);
+    Peer {
+        sealer: Sealer::new(CLUSTER, NodeId(2), Incarnation(1)),
+        receiver,
+        keyring,
+    }
+}
+
 #[entry]
 fn main() -> ! {
     paint_stack();
     let t0 = Instant::from_millis(1);
-    let mut m = membership::Config::new(NodeId(1), Incarnation(1));
-    m.profile = Profile::FAST;
-    let config = Config {
-        cluster: CLUSTER,
-        membership: m,
-        replication: replication::Config::default(),
-    };
-    let ring = RING_A.take();
-    let a = NODE.init_with(|| {
-        Node::new(
-            config,
-            Keyring::new(KeyId(1), Aes128Gcm::new(&KEY)),
-            ring,
-            t0,
-        )
-    });
-    let mut peer = Peer {
-        sealer: Sealer::new(CLUSTER, NodeId(2), Incarnation(1)),
-        receiver: PEER_RX.init_with(|| Receiver::new(CLUSTER)),
-        keyring: PEER_KEYS.init_with(|| Keyring::new(KeyId(1), Aes128Gcm::new(&KEY))),
-    };
-    report("stack.init ", stack_used() as u64);
+    let a = init(t0);
+    report("stack.init ", stack_used_below_main() as u64);
+    let mut peer = init_peer();
 
     let tick = core::time::Duration::from_millis(1);
     let mut now = t0;
@@ -161,7 +173,7 @@ fn main() -> ! {
     check(a.committed() >= last, "released");
     report("stack.max ", stack_used() as u64);
     // RAM per member: what 8 more members add to the node (compile-time constants).
-    type Node8 = Node<Aes128Gcm, &'static mut [Slot; RING], 8, [Slot; 0], EVENTS>;
+    type Node8 = Node<Aes128Gcm, [Slot; RING], 8, [Slot; 0], EVENTS>;
     let per_member = (core::mem::size_of::<FullNode>() - core::mem::size_of::<Node8>()) / 8;
     report("node.bytes ", core::mem::size_of::<FullNode>() as u64);
     report("node.per_member ", per_member as u64);
