@@ -205,6 +205,7 @@ where
     /// in the keyring, see [`Keyring::reset_with`]): what [`Node::with_reorder`] builds,
     /// without the node passing through the stack. Whatever the node held before is
     /// dropped (a restart needs a greater incarnation).
+    #[inline(never)]
     pub fn start(&mut self, config: &Config, id: KeyId, key: impl FnOnce() -> A, now: Instant) {
         self.keyring.reset_with(id, key);
         self.restart(config, now);
