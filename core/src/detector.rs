@@ -62,7 +62,9 @@ pub const MIN_SAMPLES: u8 = 8;
 pub enum Policy {
     /// `interval * multiplier`, as advertised by the peer.
     Fixed,
-    /// phi-accrual, see the module docs.
+    /// phi-accrual, see the module docs. Needs the `adaptive` feature (on by default):
+    /// without it a build carries neither the sample rings nor their arithmetic.
+    #[cfg(feature = "adaptive")]
     Adaptive(Adaptive),
 }
 
@@ -114,6 +116,7 @@ impl Profile {
         policy: Policy::Fixed,
     };
     /// At most 5 s detection, sooner on a steady link.
+    #[cfg(feature = "adaptive")]
     pub const WAN: Profile = Profile {
         interval_us: 1_000_000,
         multiplier: 5,
@@ -127,6 +130,7 @@ impl Profile {
         match *self {
             p if p == Self::FAST => "fast",
             p if p == Self::LAN => "lan",
+            #[cfg(feature = "adaptive")]
             p if p == Self::WAN => "wan",
             _ => "custom",
         }
@@ -137,6 +141,7 @@ impl Profile {
         match name {
             "fast" => Some(Self::FAST),
             "lan" => Some(Self::LAN),
+            #[cfg(feature = "adaptive")]
             "wan" => Some(Self::WAN),
             _ => None,
         }
@@ -180,12 +185,80 @@ struct Peer {
     /// the peer had no such grace since its last heartbeat.
     pardon_until: Instant,
     liveness: Liveness,
-    /// Adaptive ring: samples, write head, count, running sums.
-    samples: [u32; SAMPLES],
+    samples: Samples,
+}
+
+/// The adaptive policy's ring of inter-arrival times (write head, count, running sums).
+#[cfg(feature = "adaptive")]
+#[derive(Clone, Copy, Debug)]
+struct Samples {
+    ring: [u32; SAMPLES],
     head: u8,
     count: u8,
     sum: u64,
     sum_sq: u64,
+}
+
+/// Without the `adaptive` feature a peer keeps no samples.
+#[cfg(not(feature = "adaptive"))]
+#[derive(Clone, Copy, Debug)]
+struct Samples;
+
+#[cfg(feature = "adaptive")]
+impl Samples {
+    const EMPTY: Samples = Samples {
+        ring: [0; SAMPLES],
+        head: 0,
+        count: 0,
+        sum: 0,
+        sum_sq: 0,
+    };
+
+    fn push(&mut self, gap: u32) {
+        let h = self.head as usize % SAMPLES;
+        if self.count as usize == SAMPLES {
+            let old = self.ring[h] as u64;
+            self.sum -= old;
+            self.sum_sq -= old * old;
+        } else {
+            self.count += 1;
+        }
+        self.ring[h] = gap;
+        self.sum += gap as u64;
+        self.sum_sq += gap as u64 * gap as u64;
+        self.head = ((h + 1) % SAMPLES) as u8;
+    }
+
+    /// The silent span `policy` allows: `fixed` until enough samples.
+    fn span(&self, policy: Policy, interval: u64, fixed: u64) -> u64 {
+        match policy {
+            Policy::Adaptive(a) if self.count >= MIN_SAMPLES => {
+                // A full ring (the steady state) divides by a power of two.
+                let (mean, sq) = if self.count as usize == SAMPLES {
+                    (self.sum / SAMPLES as u64, self.sum_sq / SAMPLES as u64)
+                } else {
+                    (
+                        self.sum / self.count as u64,
+                        self.sum_sq / self.count as u64,
+                    )
+                };
+                // E[x^2] >= E[x]^2; saturate against rounding anyway.
+                let var = sq.saturating_sub(mean * mean);
+                let std = sqrt_approx(var).max(a.min_std_us as u64);
+                (mean + ((std * a.z_q16 as u64) >> 16)).clamp(interval, fixed)
+            }
+            _ => fixed,
+        }
+    }
+}
+
+#[cfg(not(feature = "adaptive"))]
+impl Samples {
+    const EMPTY: Samples = Samples;
+
+    fn span(&self, _: Policy, _: u64, fixed: u64) -> u64 {
+        fixed
+    }
 }
 
 const NONE: u16 = u16::MAX;
@@ -206,11 +279,7 @@ impl Peer {
         interval: 0,
         pardon_until: Instant::ZERO,
         liveness: Liveness::Dead,
-        samples: [0; SAMPLES],
-        head: 0,
-        count: 0,
-        sum: 0,
-        sum_sq: 0,
+        samples: Samples::EMPTY,
     };
 }
 
@@ -283,45 +352,17 @@ impl<const N: usize> Detector<N> {
         let interval = interval_us.clamp(MIN_INTERVAL_US, MAX_INTERVAL_US) as u64;
         let fixed = interval * multiplier.max(1) as u64;
         let was = p.liveness;
-        let adaptive = matches!(self.policy, Policy::Adaptive(_));
+        #[cfg(feature = "adaptive")]
         if was == Liveness::Dead {
-            p.count = 0;
-            p.head = 0;
-            p.sum = 0;
-            p.sum_sq = 0;
-        } else if adaptive && now > p.last {
+            p.samples = Samples::EMPTY;
+        } else if matches!(self.policy, Policy::Adaptive(_)) && now > p.last {
             let gap = (now.as_micros() - p.last.as_micros()).min(MAX_INTERVAL_US as u64) as u32;
-            let h = p.head as usize % SAMPLES;
-            if p.count as usize == SAMPLES {
-                let old = p.samples[h] as u64;
-                p.sum -= old;
-                p.sum_sq -= old * old;
-            } else {
-                p.count += 1;
-            }
-            p.samples[h] = gap;
-            p.sum += gap as u64;
-            p.sum_sq += gap as u64 * gap as u64;
-            p.head = ((h + 1) % SAMPLES) as u8;
+            p.samples.push(gap);
         }
         if now >= p.last || was == Liveness::Dead {
             p.last = now;
         }
-        p.span = match self.policy {
-            Policy::Adaptive(a) if p.count >= MIN_SAMPLES => {
-                // A full ring (the steady state) divides by a power of two.
-                let (mean, sq) = if p.count as usize == SAMPLES {
-                    (p.sum / SAMPLES as u64, p.sum_sq / SAMPLES as u64)
-                } else {
-                    (p.sum / p.count as u64, p.sum_sq / p.count as u64)
-                };
-                // E[x^2] >= E[x]^2; saturate against rounding anyway.
-                let var = sq.saturating_sub(mean * mean);
-                let std = sqrt_approx(var).max(a.min_std_us as u64);
-                (mean + ((std * a.z_q16 as u64) >> 16)).clamp(interval, fixed)
-            }
-            _ => fixed,
-        };
+        p.span = p.samples.span(self.policy, interval, fixed);
         p.interval = interval;
         p.pardon_until = Instant::ZERO;
         p.liveness = Liveness::Alive;
@@ -534,6 +575,7 @@ impl<const N: usize> Detector<N> {
     }
 }
 
+#[cfg(feature = "adaptive")]
 /// Square root within 0.01%: the classic reciprocal-square-root bit trick plus two Newton
 /// steps, in `f32` (no libm in no_std; about 3x cheaper than `u64::isqrt` here).
 /// Inputs here are variances of clamped samples (< 2^52), so going through `i64` (one
@@ -750,6 +792,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "adaptive")]
     fn adaptive_tracks_a_steady_link_and_never_exceeds_fixed() {
         let p = Adaptive::from_phi(8.0, 1_000);
         let mut d = Detector::<1>::new(Policy::Adaptive(p), 50);
@@ -770,6 +813,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "adaptive")]
     fn sqrt_approx_is_close() {
         assert_eq!(sqrt_approx(0), 0);
         let mut x = 1u64;

@@ -13,6 +13,8 @@ use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use cortex_m::peripheral::syst::SystClkSource;
 use cortex_m_rt::exception;
 use cortex_m_semihosting::debug;
+// Links the board's interrupt vectors.
+use lm3s6965 as _;
 use tandem_core::Instant;
 
 /// Writes `s` to the host's stdout (semihosting, no formatting machinery).
