@@ -366,7 +366,7 @@ impl<const N: usize> Detector<N> {
         p.interval = interval;
         p.pardon_until = Instant::ZERO;
         p.liveness = Liveness::Alive;
-        let due = after(p.last, p.span * self.suspect_percent / 100);
+        let due = after(p.last, div100(p.span * self.suspect_percent));
         self.schedule(slot, due);
         was != Liveness::Alive
     }
@@ -587,6 +587,26 @@ fn sqrt_approx(x: u64) -> u64 {
     y *= 1.5 - 0.5 * f * y * y;
     y *= 1.5 - 0.5 * f * y * y;
     (f * y) as i64 as u64
+}
+
+/// `x / 100`. A 32-bit target has no 64-bit divide: there it is long division in three
+/// 32-bit steps (each a multiply, the divisor being constant), so no 64-bit division routine
+/// (0.9 KiB of flash on a Cortex-M) is linked.
+#[inline]
+fn div100(x: u64) -> u64 {
+    if cfg!(target_pointer_width = "64") {
+        x / 100
+    } else {
+        div100_u32_steps(x)
+    }
+}
+
+/// `x / 100` by 16-bit digits: every partial dividend is below `100 << 16`, so fits a `u32`.
+fn div100_u32_steps(x: u64) -> u64 {
+    let hi = (x >> 32) as u32;
+    let mid = ((hi % 100) << 16) | ((x >> 16) as u32 & 0xffff);
+    let lo = ((mid % 100) << 16) | (x as u32 & 0xffff);
+    (u64::from(hi / 100) << 32) + (u64::from(mid / 100) << 16) + u64::from(lo / 100)
 }
 
 /// `t + us`, saturating at `Instant::NEVER` (cheaper than going through `Duration`).
@@ -823,6 +843,32 @@ mod tests {
                 assert!((a - e).abs() <= 1.0 + e * 1e-4, "{v}: {a} vs {e}");
             }
             x *= 2;
+        }
+    }
+
+    #[test]
+    fn div100_in_u32_steps_is_exact() {
+        let mut x = 0x2545_F491_4F6C_DD1Du64;
+        for v in [
+            0,
+            1,
+            99,
+            100,
+            101,
+            u32::MAX as u64,
+            1 << 32,
+            u64::MAX - 1,
+            u64::MAX,
+        ] {
+            assert_eq!(div100_u32_steps(v), v / 100, "{v}");
+        }
+        for _ in 0..100_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            for v in [x, x >> 20, x >> 40] {
+                assert_eq!(div100_u32_steps(v), v / 100, "{v}");
+            }
         }
     }
 

@@ -44,7 +44,7 @@ fn main() -> ! {
     let cluster = ClusterId(7);
     let (keyring, receiver, detector) = init(cluster);
     let mut sealer = Sealer::new(cluster, NodeId(1), Incarnation(1));
-    report("stack.init ", stack_used_below_main() as u64);
+    report("stack.init ", stack_used_below_main() as u32);
 
     let hb = HeartbeatRepr {
         interval_us: 1_000,
@@ -74,6 +74,6 @@ fn main() -> ! {
         while detector.handle_timeout(now).is_some() {}
         check(now < Instant::from_millis(100), "detect");
     }
-    report("stack.max ", stack_used() as u64);
+    report("stack.max ", stack_used() as u32);
     exit(true)
 }

@@ -97,7 +97,7 @@ fn main() -> ! {
     paint_stack();
     let t0 = Instant::from_millis(1);
     let (keyring, a, b) = init(t0);
-    report("stack.init ", stack_used_below_main() as u64);
+    report("stack.init ", stack_used_below_main() as u32);
 
     let mut now = t0;
     let tick = core::time::Duration::from_micros(250);
@@ -118,6 +118,6 @@ fn main() -> ! {
         check(now < Instant::from_millis(400), "detect");
     }
     check(a.membership.leader() == Some(NodeId(1)), "takeover");
-    report("stack.max ", stack_used() as u64);
+    report("stack.max ", stack_used() as u32);
     exit(true)
 }

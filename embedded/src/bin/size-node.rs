@@ -132,7 +132,7 @@ fn main() -> ! {
     paint_stack();
     let t0 = Instant::from_millis(1);
     let a = init(t0);
-    report("stack.init ", stack_used_below_main() as u64);
+    report("stack.init ", stack_used_below_main() as u32);
     let mut peer = init_peer(a);
 
     let tick = core::time::Duration::from_millis(1);
@@ -175,11 +175,11 @@ fn main() -> ! {
         check(now < Instant::from_millis(2_000), "detect");
     }
     check(a.committed() >= last, "released");
-    report("stack.max ", stack_used() as u64);
+    report("stack.max ", stack_used() as u32);
     // RAM per member: what 8 more members add to the node (compile-time constants).
     type Node8 = Node<Aes128Gcm, [Slot; RING], 8, [Slot; 0], EVENTS>;
     let per_member = (core::mem::size_of::<FullNode>() - core::mem::size_of::<Node8>()) / 8;
-    report("node.bytes ", core::mem::size_of::<FullNode>() as u64);
-    report("node.per_member ", per_member as u64);
+    report("node.bytes ", core::mem::size_of::<FullNode>() as u32);
+    report("node.per_member ", per_member as u32);
     exit(true)
 }
