@@ -81,7 +81,6 @@ use crate::detector::{Detector, Liveness, Profile};
 use crate::frame::{HeartbeatRepr, LeaveRepr, Role, StateFlags};
 use crate::id::{Incarnation, NodeId};
 use crate::time::Instant;
-use core::time::Duration;
 use heapless::{Deque, Vec};
 
 /// Most voters a config can name.
@@ -364,7 +363,7 @@ impl<const N: usize, const E: usize> Membership<N, E> {
         self.overflowed = false;
         self.view = 0;
         self.leader = None;
-        let hold = now + Duration::from_micros(cfg.profile.detection_bound_us());
+        let hold = now.saturating_add_micros(cfg.profile.detection_bound_us());
         self.hold_until = Some(hold);
         self.next_heartbeat = now;
         self.left = false;
@@ -452,7 +451,7 @@ impl<const N: usize, const E: usize> Membership<N, E> {
             let m = slot.m;
             if incarnation < m.incarnation {
                 let span = self.det.span_us(idx).max(detection_span(hb));
-                if now >= slot.since + Duration::from_micros(span) {
+                if now >= slot.since.saturating_add_micros(span) {
                     self.duplicate(sender, incarnation);
                 } else {
                     self.stats.stale += 1; // reordered frame from before the restart
@@ -582,7 +581,7 @@ impl<const N: usize, const E: usize> Membership<N, E> {
         }
         for slot in self.slots.iter_mut().filter_map(Slot::used_mut) {
             if let (Some(t), false) = (slot.contradicts_since, slot.discounted) {
-                if now >= t + contradiction_allowance(&slot.m) {
+                if now >= t.saturating_add_micros(contradiction_allowance_us(&slot.m)) {
                     slot.discounted = true;
                     changed = true;
                 }
@@ -632,7 +631,7 @@ impl<const N: usize, const E: usize> Membership<N, E> {
         }
         for slot in self.slots.iter().filter_map(Slot::used) {
             if let (Some(t), false) = (slot.contradicts_since, slot.discounted) {
-                consider(t + contradiction_allowance(&slot.m));
+                consider(t.saturating_add_micros(contradiction_allowance_us(&slot.m)));
             }
         }
         t
@@ -643,9 +642,13 @@ impl<const N: usize, const E: usize> Membership<N, E> {
         if self.left || now < self.next_heartbeat {
             return None;
         }
-        let iv = Duration::from_micros(self.cfg.profile.interval_us as u64);
-        let next = self.next_heartbeat + iv;
-        self.next_heartbeat = if next <= now { now + iv } else { next };
+        let iv = self.cfg.profile.interval_us as u64;
+        let next = self.next_heartbeat.saturating_add_micros(iv);
+        self.next_heartbeat = if next <= now {
+            now.saturating_add_micros(iv)
+        } else {
+            next
+        };
         let mut state = self.flags.0;
         if self.hold_until.is_some() {
             state |= StateFlags::JOINING;
@@ -971,8 +974,8 @@ fn is_live(s: MemberState) -> bool {
 }
 
 /// How long a voter may contradict us before it stops counting (module docs).
-fn contradiction_allowance(m: &Member) -> Duration {
-    Duration::from_micros(CONTRADICTION_SPANS * m.interval_us as u64 * m.multiplier.max(1) as u64)
+fn contradiction_allowance_us(m: &Member) -> u64 {
+    CONTRADICTION_SPANS * m.interval_us as u64 * m.multiplier.max(1) as u64
 }
 
 fn detection_span(hb: &HeartbeatRepr) -> u64 {

@@ -27,6 +27,12 @@ impl Instant {
         self.0
     }
 
+    /// `self` plus `micros`, saturating at [`Instant::NEVER`]. Cheaper than adding a
+    /// `Duration` where 64-bit division is a library call (32-bit targets).
+    pub const fn saturating_add_micros(self, micros: u64) -> Instant {
+        Instant(self.0.saturating_add(micros))
+    }
+
     /// Time from `earlier` to `self`, zero if `earlier` is later.
     pub fn saturating_duration_since(self, earlier: Instant) -> Duration {
         Duration::from_micros(self.0.saturating_sub(earlier.0))
@@ -63,6 +69,8 @@ mod tests {
         let t = Instant::from_millis(5);
         assert_eq!(t + Duration::from_millis(1), Instant::from_micros(6000));
         assert_eq!(Instant::NEVER + Duration::from_secs(1), Instant::NEVER);
+        assert_eq!(t.saturating_add_micros(7), Instant::from_micros(5007));
+        assert_eq!(t.saturating_add_micros(u64::MAX), Instant::NEVER);
         assert_eq!(Instant::ZERO - t, Duration::ZERO);
         assert_eq!(t - Instant::ZERO, Duration::from_millis(5));
     }
