@@ -18,7 +18,7 @@ pub mod replay;
 pub use replay::{Lane, ReplayTable, ReplayWindow};
 
 use crate::frame::{
-    wire, Body, Error, Frame, HeaderRepr, HeartbeatRepr, Kind, FLAG_INSECURE, HEADER_LEN, MAX_SEQ,
+    Body, Error, Frame, HeaderRepr, HeartbeatRepr, Kind, FLAG_INSECURE, HEADER_LEN, MAX_SEQ,
     TAG_LEN,
 };
 use crate::id::{ClusterId, Incarnation, KeyId, NodeId};
@@ -376,35 +376,32 @@ pub fn open<'a, A: Aead, const N: usize>(
     cluster: ClusterId,
     keyring: &Keyring<A, N>,
 ) -> Result<Frame<'a>, Error> {
-    // The header passed check(): only the kind and the body are left to validate.
-    open_with(datagram, cluster, keyring, Frame::from_checked)
+    let (header, body) = open_with(datagram, cluster, keyring, Body::parse)?;
+    Ok(Frame { header, body })
 }
 
 /// [`open`] for a node that speaks heartbeats only: any other kind is [`Error::UnknownKind`]
-/// (after the tag verified, as with [`open`]). It parses only heartbeat bodies, so a build
-/// that calls it and never [`open`] carries no parsing code of the other kinds.
+/// (after the tag verified, as with [`open`]). See [`open_with`].
 pub fn open_heartbeat<A: Aead, const N: usize>(
     datagram: &mut [u8],
     cluster: ClusterId,
     keyring: &Keyring<A, N>,
 ) -> Result<(HeaderRepr, HeartbeatRepr), Error> {
-    open_with(datagram, cluster, keyring, |header, body| {
-        if header.kind != Kind::Heartbeat as u8 {
-            return Err(Error::UnknownKind);
-        }
-        Ok((HeaderRepr::from_wire(header)?, HeartbeatRepr::parse(body)?))
-    })
+    open_with(datagram, cluster, keyring, heartbeat_only)
 }
 
-/// The checks and decryption [`open`] documents; `parse` reads the checked header and the
-/// decrypted body.
+/// [`open`] with the body parsed by `parse(kind, body)` rather than [`Body::parse`], whose
+/// switch over every kind links the parsers of all of them. A build that handles a few
+/// kinds passes a parser of those (e.g. [`HeartbeatRepr::parse`] and
+/// [`crate::frame::LeaveRepr::parse`], [`Error::UnknownKind`] for the rest) and carries no
+/// parsing code of the others. Same checks and errors as [`open`], in the same order.
 #[inline]
-fn open_with<'a, A: Aead, const N: usize, T>(
+pub fn open_with<'a, A: Aead, const N: usize, T>(
     datagram: &'a mut [u8],
     cluster: ClusterId,
     keyring: &Keyring<A, N>,
-    parse: impl FnOnce(&wire::Header, &'a [u8]) -> Result<T, Error>,
-) -> Result<T, Error> {
+    parse: impl FnOnce(Kind, &'a [u8]) -> Result<T, Error>,
+) -> Result<(HeaderRepr, T), Error> {
     let (header, body_len, rest) = HeaderRepr::check(datagram)?;
     // A copy (32 bytes) so the header can be read after the body is decrypted in place.
     let header = *header;
@@ -429,7 +426,18 @@ fn open_with<'a, A: Aead, const N: usize, T>(
     let (body, tag) = rest.split_at_mut(body_len);
     let tag: &[u8; TAG_LEN] = (&*tag).try_into().map_err(|_| Error::Truncated)?;
     key.open_in_place(&nonce, aad, body, tag)?;
-    parse(&header, body)
+    // The header passed check() above: only the kind and the body are left to validate.
+    let header = HeaderRepr::from_wire(&header)?;
+    let body = parse(header.kind, body)?;
+    Ok((header, body))
+}
+
+/// The parser of [`open_heartbeat`].
+fn heartbeat_only(kind: Kind, body: &[u8]) -> Result<HeartbeatRepr, Error> {
+    match kind {
+        Kind::Heartbeat => HeartbeatRepr::parse(body),
+        _ => Err(Error::UnknownKind),
+    }
 }
 
 /// The sending side of one node lifetime: fills the header and owns the seq counter, so a
@@ -519,24 +527,30 @@ impl<const N: usize> Receiver<N> {
         datagram: &'a mut [u8],
         keyring: &Keyring<A, K>,
     ) -> Result<Frame<'a>, Error> {
-        let frame = open(datagram, self.cluster, keyring)?;
-        let h = &frame.header;
-        self.replay
-            .accept(h.sender, h.incarnation, h.seq, Lane::of(h.kind))?;
-        Ok(frame)
+        let (header, body) = self.receive_with(datagram, keyring, Body::parse)?;
+        Ok(Frame { header, body })
     }
 
-    /// [`Receiver::receive`] with [`open_heartbeat`]: a heartbeat, or the errors of
-    /// [`open_heartbeat`] and of the replay check.
+    /// [`Receiver::receive`] of heartbeats only (see [`open_heartbeat`]).
     pub fn receive_heartbeat<A: Aead, const K: usize>(
         &mut self,
         datagram: &mut [u8],
         keyring: &Keyring<A, K>,
     ) -> Result<(HeaderRepr, HeartbeatRepr), Error> {
-        let (h, hb) = open_heartbeat(datagram, self.cluster, keyring)?;
+        self.receive_with(datagram, keyring, heartbeat_only)
+    }
+
+    /// [`Receiver::receive`] with the body parsed by `parse` (see [`open_with`]).
+    pub fn receive_with<'a, A: Aead, const K: usize, T>(
+        &mut self,
+        datagram: &'a mut [u8],
+        keyring: &Keyring<A, K>,
+        parse: impl FnOnce(Kind, &'a [u8]) -> Result<T, Error>,
+    ) -> Result<(HeaderRepr, T), Error> {
+        let (h, body) = open_with(datagram, self.cluster, keyring, parse)?;
         self.replay
             .accept(h.sender, h.incarnation, h.seq, Lane::of(h.kind))?;
-        Ok((h, hb))
+        Ok((h, body))
     }
 
     pub fn cluster(&self) -> ClusterId {

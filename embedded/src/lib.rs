@@ -19,8 +19,14 @@ use tandem_core::Instant;
 
 /// Writes `s` to the host's stdout (semihosting, no formatting machinery).
 pub fn print(s: &str) {
+    write(s.as_bytes());
+}
+
+/// The one semihosting write (kept out of line: the size configurations carry it once).
+#[inline(never)]
+fn write(bytes: &[u8]) {
     if let Ok(mut out) = cortex_m_semihosting::hio::hstdout() {
-        let _ = out.write_all(s.as_bytes());
+        let _ = out.write_all(bytes);
     }
 }
 
@@ -37,8 +43,7 @@ pub fn print_u32(mut v: u32) {
             break;
         }
     }
-    // Only ASCII digits were written.
-    print(core::str::from_utf8(&buf[i..]).unwrap_or("?"));
+    write(&buf[i..]);
 }
 
 /// Prints `label`, `v` and a newline.

@@ -8,7 +8,7 @@ use cortex_m_rt::entry;
 use static_cell::ConstStaticCell;
 use tandem_core::crypto::{Aes128Gcm, Keyring, Receiver, Sealer};
 use tandem_core::detector::Profile;
-use tandem_core::frame::Body;
+use tandem_core::frame::{Body, Error, HeartbeatRepr, Kind, LeaveRepr};
 use tandem_core::membership::{Config, Event, Membership};
 use tandem_core::{ClusterId, Incarnation, Instant, KeyId, NodeId};
 use tandem_embedded::{check, exit, paint_stack, report, stack_used, stack_used_below_main};
@@ -58,19 +58,26 @@ fn step(from: &mut Member, to: &mut Member, keyring: &Keyring<Aes128Gcm, 1>, now
         check(false, "seal");
         return;
     };
-    if let Ok(f) = to.receiver.receive(&mut buf[..len], keyring) {
-        match f.body {
-            Body::Heartbeat(hb) => {
-                let h = f.header;
-                to.membership
-                    .handle_heartbeat(now, h.sender, h.incarnation, &hb)
-            }
-            Body::Leave(_) => {
-                let h = f.header;
-                to.membership.handle_leave(now, h.sender, h.incarnation)
-            }
-            _ => {}
+    // Only the kinds membership speaks are parsed: no parsing code of the others is linked.
+    match to
+        .receiver
+        .receive_with(&mut buf[..len], keyring, membership_kinds)
+    {
+        Ok((h, Body::Heartbeat(hb))) => {
+            to.membership
+                .handle_heartbeat(now, h.sender, h.incarnation, &hb)
         }
+        Ok((h, Body::Leave(_))) => to.membership.handle_leave(now, h.sender, h.incarnation),
+        _ => {}
+    }
+}
+
+/// Heartbeat and Leave bodies; any other kind is unknown to this node.
+fn membership_kinds(kind: Kind, body: &[u8]) -> Result<Body<'_>, Error> {
+    match kind {
+        Kind::Heartbeat => HeartbeatRepr::parse(body).map(Body::Heartbeat),
+        Kind::Leave => LeaveRepr::parse(body).map(Body::Leave),
+        _ => Err(Error::UnknownKind),
     }
 }
 
