@@ -305,7 +305,7 @@ impl Server {
         if cursor & !CURSOR_RESUME != 0 {
             return (ServeOutcome::Abort(ABORT_UNKNOWN), None);
         }
-        let replaced = pos.map(|i| self.sessions.swap_remove(i));
+        let replaced = pos.and_then(|i| super::swap_remove(&mut self.sessions, i));
         let session = Session {
             to: from,
             to_incarnation: from_incarnation,

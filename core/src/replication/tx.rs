@@ -260,7 +260,7 @@ impl<S: AsRef<[Slot]> + AsMut<[Slot]>, const P: usize> Tx<S, P> {
         if let Some(i) = self.peers.iter().position(|p| !p.live) {
             // Reuse the slot of a peer that is down: its acks no longer matter.
             if self.peers.is_full() {
-                self.peers.swap_remove(i);
+                super::swap_remove(&mut self.peers, i);
             }
         }
         self.peers
@@ -379,7 +379,7 @@ impl<S: AsRef<[Slot]> + AsMut<[Slot]>, const P: usize> Tx<S, P> {
         while let Some(&(to, owed)) = self.owed.first() {
             match owed {
                 Owed::TooOld => {
-                    self.owed.swap_remove(0);
+                    super::swap_remove(&mut self.owed, 0);
                     return Some(TxOut::TooOld {
                         to,
                         last_gone: self.oldest() - 1,
@@ -387,7 +387,7 @@ impl<S: AsRef<[Slot]> + AsMut<[Slot]>, const P: usize> Tx<S, P> {
                 }
                 Owed::Range { next, end } => {
                     if next >= end {
-                        self.owed.swap_remove(0);
+                        super::swap_remove(&mut self.owed, 0);
                     } else if let Some(o) = self.owed.first_mut() {
                         o.1 = Owed::Range {
                             next: next + 1,
