@@ -205,15 +205,12 @@ where
     /// in the keyring, see [`Keyring::reset_with`]): what [`Node::with_reorder`] builds,
     /// without the node passing through the stack. Whatever the node held before is
     /// dropped (a restart needs a greater incarnation).
-    #[inline(never)]
     pub fn start(&mut self, config: &Config, id: KeyId, key: impl FnOnce() -> A, now: Instant) {
         self.keyring.reset_with(id, key);
         self.restart(config, now);
     }
 
-    /// Everything [`Node::start`] does but the keyring. Not inlined: its temporaries need
-    /// not share a frame with the key schedule's.
-    #[inline(never)]
+    /// Everything [`Node::start`] does but the keyring.
     fn restart(&mut self, config: &Config, now: Instant) {
         let me = config.membership.node_id;
         let incarnation = config.membership.incarnation;

@@ -11,7 +11,7 @@ use tandem_core::crypto::{Aes128Gcm, Keyring, Receiver, Sealer};
 use tandem_core::detector::Profile;
 use tandem_core::frame::{AckRepr, Body, EntryRepr, HeartbeatRepr, Op, Role, StateFlags};
 use tandem_core::membership::{self, Event as MemberEvent};
-use tandem_core::node::{Config, Event, Node};
+use tandem_core::node::{Config, Event, Node, KEYS};
 use tandem_core::replication::{self, Slot};
 use tandem_core::{ClusterId, Incarnation, Instant, KeyId, NodeId};
 use tandem_embedded::{check, exit, paint_stack, report, stack_used, stack_used_below_main};
@@ -28,7 +28,10 @@ type FullNode = Node<Aes128Gcm, [Slot; RING], MEMBERS, [Slot; 0], EVENTS>;
 // Built at compile time, all zero: in .bss, never on the stack.
 static NODE: ConstStaticCell<FullNode> =
     ConstStaticCell::new(Node::zeroed([Slot::EMPTY; RING], []));
-static PEER_KEYS: ConstStaticCell<Keyring<Aes128Gcm, 1>> = ConstStaticCell::new(Keyring::empty());
+// The node's keyring type (KEYS keys): the peer shares the node's seal and open code
+// instead of linking a second copy for a one-key keyring.
+static PEER_KEYS: ConstStaticCell<Keyring<Aes128Gcm, KEYS>> =
+    ConstStaticCell::new(Keyring::empty());
 static PEER_RX: ConstStaticCell<Receiver<MEMBERS>> =
     ConstStaticCell::new(Receiver::new(ClusterId(0)));
 
@@ -36,7 +39,7 @@ static PEER_RX: ConstStaticCell<Receiver<MEMBERS>> =
 struct Peer {
     sealer: Sealer,
     receiver: &'static mut Receiver<MEMBERS>,
-    keyring: &'static Keyring<Aes128Gcm, 1>,
+    keyring: &'static Keyring<Aes128Gcm, KEYS>,
 }
 
 impl Peer {
