@@ -180,7 +180,7 @@ struct Peer {
     /// Microseconds from `last` to death.
     span: u64,
     /// The peer's heartbeat interval (clamped), microseconds.
-    interval: u64,
+    interval: u32,
     /// Not dead before this, after a stall of our own ([`Detector::stalled`]); `ZERO` when
     /// the peer had no such grace since its last heartbeat.
     pardon_until: Instant,
@@ -363,7 +363,8 @@ impl<const N: usize> Detector<N> {
             p.last = now;
         }
         p.span = p.samples.span(self.policy, interval, fixed);
-        p.interval = interval;
+        // Cannot truncate: clamped to MAX_INTERVAL_US above.
+        p.interval = interval as u32;
         p.pardon_until = Instant::ZERO;
         p.liveness = Liveness::Alive;
         let due = after(p.last, div100(p.span * self.suspect_percent));
@@ -441,7 +442,7 @@ impl<const N: usize> Detector<N> {
             if p.pardon_until != Instant::ZERO {
                 continue;
             }
-            let until = after(now, p.interval);
+            let until = after(now, u64::from(p.interval));
             p.pardon_until = until;
             pardoned += 1;
             self.schedule(slot, until);

@@ -151,8 +151,6 @@ pub struct Member {
     pub view: u64,
     /// Member's replication high-water mark from its last heartbeat.
     pub repl_hwm: u64,
-    pub interval_us: u32,
-    pub multiplier: u8,
 }
 
 /// Something the daemon should know about.
@@ -232,8 +230,14 @@ struct Slot {
     m: Member,
     /// When the current incarnation was first heard (duplicate-id grace).
     since: Instant,
-    /// Since when this voter has named a leader we cannot see (split-brain guard).
-    contradicts_since: Option<Instant>,
+    /// Heartbeat interval and detect multiplier the member advertises.
+    interval_us: u32,
+    multiplier: u8,
+    /// Since when this voter has named a leader we cannot see (split-brain guard), if
+    /// `contradicting`. Two fields rather than an `Option<Instant>` and kept out of
+    /// [`Member`]: a slot packs into 64 bytes (RAM per member on a microcontroller).
+    contradicts_since: Instant,
+    contradicting: bool,
     /// The contradiction outlasted its allowance: the voter does not count for quorum.
     discounted: bool,
 }
@@ -253,13 +257,24 @@ impl Slot {
             leader: None,
             view: 0,
             repl_hwm: 0,
-            interval_us: 0,
-            multiplier: 0,
         },
         since: Instant::ZERO,
-        contradicts_since: None,
+        interval_us: 0,
+        multiplier: 0,
+        contradicts_since: Instant::ZERO,
+        contradicting: false,
         discounted: false,
     };
+
+    /// Since when this voter contradicts us, if it does.
+    fn contradiction(&self) -> Option<Instant> {
+        self.contradicting.then_some(self.contradicts_since)
+    }
+
+    /// How long a voter may contradict us before it stops counting (module docs).
+    fn contradiction_allowance_us(&self) -> u64 {
+        CONTRADICTION_SPANS * self.interval_us as u64 * self.multiplier.max(1) as u64
+    }
 
     fn used(&self) -> Option<&Slot> {
         (self.m.node.0 != 0).then_some(self)
@@ -418,11 +433,12 @@ impl<const N: usize, const E: usize> Membership<N, E> {
                             leader: None,
                             view: 0,
                             repl_hwm: 0,
-                            interval_us: hb.interval_us,
-                            multiplier: hb.multiplier,
                         },
                         since: now,
-                        contradicts_since: None,
+                        interval_us: hb.interval_us,
+                        multiplier: hb.multiplier,
+                        contradicts_since: Instant::ZERO,
+                        contradicting: false,
                         discounted: false,
                     };
                     self.det.heartbeat(i, now, hb.interval_us, hb.multiplier);
@@ -510,8 +526,8 @@ impl<const N: usize, const E: usize> Membership<N, E> {
             s.m.leader = hb.leader;
             s.m.view = hb.view;
             s.m.repl_hwm = hb.repl_hwm;
-            s.m.interval_us = hb.interval_us;
-            s.m.multiplier = hb.multiplier;
+            s.interval_us = hb.interval_us;
+            s.multiplier = hb.multiplier;
         }
         // A changed membership refreshes every contradiction; else only the sender's claim
         // may have changed.
@@ -580,8 +596,8 @@ impl<const N: usize, const E: usize> Membership<N, E> {
             }
         }
         for slot in self.slots.iter_mut().filter_map(Slot::used_mut) {
-            if let (Some(t), false) = (slot.contradicts_since, slot.discounted) {
-                if now >= t.saturating_add_micros(contradiction_allowance_us(&slot.m)) {
+            if let (Some(t), false) = (slot.contradiction(), slot.discounted) {
+                if now >= t.saturating_add_micros(slot.contradiction_allowance_us()) {
                     slot.discounted = true;
                     changed = true;
                 }
@@ -630,8 +646,8 @@ impl<const N: usize, const E: usize> Membership<N, E> {
             consider(h);
         }
         for slot in self.slots.iter().filter_map(Slot::used) {
-            if let (Some(t), false) = (slot.contradicts_since, slot.discounted) {
-                consider(t.saturating_add_micros(contradiction_allowance_us(&slot.m)));
+            if let (Some(t), false) = (slot.contradiction(), slot.discounted) {
+                consider(t.saturating_add_micros(slot.contradiction_allowance_us()));
             }
         }
         t
@@ -802,10 +818,13 @@ impl<const N: usize, const E: usize> Membership<N, E> {
             return false;
         };
         if contradicts {
-            slot.contradicts_since.get_or_insert(now);
+            if !slot.contradicting {
+                slot.contradicting = true;
+                slot.contradicts_since = now;
+            }
             false
         } else {
-            slot.contradicts_since = None;
+            slot.contradicting = false;
             core::mem::take(&mut slot.discounted)
         }
     }
@@ -971,11 +990,6 @@ impl<const N: usize, const E: usize> Membership<N, E> {
 
 fn is_live(s: MemberState) -> bool {
     matches!(s, MemberState::Alive | MemberState::Suspect)
-}
-
-/// How long a voter may contradict us before it stops counting (module docs).
-fn contradiction_allowance_us(m: &Member) -> u64 {
-    CONTRADICTION_SPANS * m.interval_us as u64 * m.multiplier.max(1) as u64
 }
 
 fn detection_span(hb: &HeartbeatRepr) -> u64 {

@@ -117,6 +117,41 @@ enum Owed {
     TooOld,
 }
 
+/// An [`Owed`] and its requester as stored: `next == 0` is `TooOld` (rseqs start at 1), so
+/// no enum tag: 24 bytes instead of 32 (RAM per member on a microcontroller).
+#[derive(Clone, Copy, Debug)]
+struct Owing {
+    to: NodeId,
+    next: u64,
+    end: u64,
+}
+
+impl Owing {
+    fn new(to: NodeId, owed: Owed) -> Owing {
+        let mut o = Owing { to, next: 0, end: 0 };
+        o.set(owed);
+        o
+    }
+
+    fn owed(&self) -> Owed {
+        match self.next {
+            0 => Owed::TooOld,
+            next => Owed::Range {
+                next,
+                end: self.end,
+            },
+        }
+    }
+
+    fn set(&mut self, owed: Owed) {
+        (self.next, self.end) = match owed {
+            Owed::TooOld => (0, 0),
+            // `next >= 1`: a request for rseq 0 is refused before it is owed.
+            Owed::Range { next, end } => (next, end),
+        };
+    }
+}
+
 pub(super) enum TxOut {
     /// Send ring slot `rseq` to `to` (None = every peer).
     Update { to: Option<NodeId>, rseq: u64 },
@@ -131,7 +166,7 @@ pub(super) struct Tx<S, const P: usize> {
     /// Last rseq handed out by `poll` (the heartbeat's `repl_hwm`).
     sent: u64,
     peers: Vec<PeerTx, P>,
-    owed: Vec<(NodeId, Owed), P>,
+    owed: Vec<Owing, P>,
     probe_at: Instant,
     probe_pending: bool,
     rto: Duration,
@@ -301,7 +336,7 @@ impl<S: AsRef<[Slot]> + AsMut<[Slot]>, const P: usize> Tx<S, P> {
         if let Some(p) = self.peers.iter_mut().find(|p| p.node == node) {
             p.live = false;
         }
-        self.owed.retain(|(n, _)| *n != node);
+        self.owed.retain(|o| o.to != node);
     }
 
     pub(super) fn handle_ack(&mut self, now: Instant, from: NodeId, rseq: u64, config: &Config) {
@@ -343,12 +378,12 @@ impl<S: AsRef<[Slot]> + AsMut<[Slot]>, const P: usize> Tx<S, P> {
             let end = last.min(first.saturating_add(config.retransmit_burst.max(1) - 1));
             Owed::Range { next: first, end }
         };
-        if let Some(o) = self.owed.iter_mut().find(|(n, _)| *n == from) {
+        if let Some(o) = self.owed.iter_mut().find(|o| o.to == from) {
             // The newest request carries the requester's freshest knowledge.
-            o.1 = owed;
+            o.set(owed);
         } else {
             // Table full: drop it; the requester asks again after its NAK interval.
-            let _ = self.owed.push((from, owed));
+            let _ = self.owed.push(Owing::new(from, owed));
         }
     }
 
@@ -376,8 +411,9 @@ impl<S: AsRef<[Slot]> + AsMut<[Slot]>, const P: usize> Tx<S, P> {
     }
 
     pub(super) fn poll(&mut self, now: Instant) -> Option<TxOut> {
-        while let Some(&(to, owed)) = self.owed.first() {
-            match owed {
+        while let Some(&o) = self.owed.first() {
+            let to = o.to;
+            match o.owed() {
                 Owed::TooOld => {
                     super::swap_remove(&mut self.owed, 0);
                     return Some(TxOut::TooOld {
@@ -389,20 +425,20 @@ impl<S: AsRef<[Slot]> + AsMut<[Slot]>, const P: usize> Tx<S, P> {
                     if next >= end {
                         super::swap_remove(&mut self.owed, 0);
                     } else if let Some(o) = self.owed.first_mut() {
-                        o.1 = Owed::Range {
+                        o.set(Owed::Range {
                             next: next + 1,
                             end,
-                        };
+                        });
                     }
                     if next > end {
                         continue;
                     }
                     if self.slot(next).is_none() {
                         // Overwritten since the request (overwrite_unacked mode).
-                        if let Some(o) = self.owed.iter_mut().find(|(n, _)| *n == to) {
-                            o.1 = Owed::TooOld;
+                        if let Some(o) = self.owed.iter_mut().find(|o| o.to == to) {
+                            o.set(Owed::TooOld);
                         } else {
-                            let _ = self.owed.push((to, Owed::TooOld));
+                            let _ = self.owed.push(Owing::new(to, Owed::TooOld));
                         }
                         continue;
                     }
