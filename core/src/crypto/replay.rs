@@ -119,7 +119,47 @@ impl Lane {
 /// cluster size).
 #[derive(Clone, Debug, Default)]
 pub struct ReplayTable<const N: usize> {
-    windows: heapless::Vec<(NodeId, [ReplayWindow; 2]), N>,
+    windows: heapless::Vec<Sender, N>,
+}
+
+/// The windows of one sender, stored field by field: 64 bytes, where a `(NodeId,
+/// [ReplayWindow; 2])` takes 72 (RAM per member on a microcontroller).
+#[derive(Clone, Debug)]
+struct Sender {
+    node: NodeId,
+    incarnation: [Incarnation; 2],
+    highest: [u64; 2],
+    seen: [u128; 2],
+}
+
+impl Sender {
+    fn new(node: NodeId, windows: [ReplayWindow; 2]) -> Sender {
+        let mut s = Sender {
+            node,
+            incarnation: [Incarnation(0); 2],
+            highest: [0; 2],
+            seen: [0; 2],
+        };
+        s.set(Lane::Heartbeat, windows[0]);
+        s.set(Lane::Data, windows[1]);
+        s
+    }
+
+    fn window(&self, lane: Lane) -> ReplayWindow {
+        let l = lane as usize;
+        ReplayWindow {
+            incarnation: self.incarnation[l],
+            highest: self.highest[l],
+            seen: self.seen[l],
+        }
+    }
+
+    fn set(&mut self, lane: Lane, w: ReplayWindow) {
+        let l = lane as usize;
+        self.incarnation[l] = w.incarnation;
+        self.highest[l] = w.highest;
+        self.seen[l] = w.seen;
+    }
 }
 
 impl<const N: usize> ReplayTable<N> {
@@ -139,31 +179,37 @@ impl<const N: usize> ReplayTable<N> {
         seq: u64,
         lane: Lane,
     ) -> Result<(), Error> {
-        match self.windows.iter_mut().find(|(n, _)| *n == sender) {
-            Some((_, w)) => w[lane as usize].accept(incarnation, seq),
+        match self.windows.iter_mut().find(|s| s.node == sender) {
+            Some(s) => {
+                let mut w = s.window(lane);
+                w.accept(incarnation, seq)?;
+                s.set(lane, w);
+                Ok(())
+            }
             None => {
                 let mut w = [ReplayWindow::empty(incarnation); 2];
                 w[lane as usize] = ReplayWindow::new(incarnation, seq);
                 self.windows
-                    .push((sender, w))
+                    .push(Sender::new(sender, w))
                     .map_err(|_| Error::TooManySenders)
             }
         }
     }
 
     /// The window of `sender` for `lane`, if tracked.
-    pub fn window(&self, sender: NodeId, lane: Lane) -> Option<&ReplayWindow> {
+    pub fn window(&self, sender: NodeId, lane: Lane) -> Option<ReplayWindow> {
         self.windows
             .iter()
-            .find(|(n, _)| *n == sender)
-            .map(|(_, w)| &w[lane as usize])
+            .find(|s| s.node == sender)
+            .map(|s| s.window(lane))
     }
 
     /// Forgets `sender`. Its current incarnation's old frames become acceptable again, so
     /// only do this for a node removed from the cluster for good.
     pub fn remove(&mut self, sender: NodeId) -> Option<[ReplayWindow; 2]> {
-        let pos = self.windows.iter().position(|(n, _)| *n == sender)?;
-        Some(self.windows.swap_remove(pos).1)
+        let pos = self.windows.iter().position(|s| s.node == sender)?;
+        let s = self.windows.swap_remove(pos);
+        Some([s.window(Lane::Heartbeat), s.window(Lane::Data)])
     }
 
     /// Forgets every sender.
