@@ -296,7 +296,10 @@ pub struct Detector<const N: usize> {
     policy: Policy,
     suspect_percent: u64,
     peers: [Peer; N],
-    heap: [Entry; N],
+    /// The heap's entries, as two arrays: an [`Entry`] array would pad each to 16 bytes
+    /// (RAM per member on a microcontroller), and the sift loops compare only `due`.
+    heap_due: [Instant; N],
+    heap_slot: [u16; N],
     /// Heap position of each slot, `NONE` if not queued (apart from `peers` so the sift
     /// loops touch few cache lines).
     pos: [u16; N],
@@ -318,10 +321,8 @@ impl<const N: usize> Detector<N> {
             suspect_percent: 0,
             peers: [Peer::ZEROED; N],
             pos: [0; N],
-            heap: [Entry {
-                due: Instant::ZERO,
-                slot: 0,
-            }; N],
+            heap_due: [Instant::ZERO; N],
+            heap_slot: [0; N],
             len: 0,
         }
     }
@@ -389,23 +390,23 @@ impl<const N: usize> Detector<N> {
         if self.len == 0 {
             None
         } else {
-            Some(self.heap[0].due)
+            Some(self.heap_due[0])
         }
     }
 
     /// Applies the earliest deadline if it is `<= now` and returns the change; call until
     /// `None`. Only peers whose deadline passed are touched.
     pub fn handle_timeout(&mut self, now: Instant) -> Option<Expired> {
-        if self.len == 0 || self.heap[0].due > now {
+        if self.len == 0 || self.heap_due[0] > now {
             return None;
         }
-        let slot = self.heap[0].slot as usize;
+        let slot = self.heap_slot[0] as usize;
         let p = &mut self.peers[slot];
         match p.liveness {
             Liveness::Alive => {
                 p.liveness = Liveness::Suspect;
                 let dead = after(p.last, p.span).max(p.pardon_until);
-                self.heap[0].due = dead;
+                self.heap_due[0] = dead;
                 self.sift_down(0);
                 Some(Expired {
                     slot,
@@ -435,7 +436,7 @@ impl<const N: usize> Detector<N> {
         // Bounded by N; each reschedule is a heap sift.
         for slot in 0..N {
             let i = self.pos[slot];
-            if i == NONE || self.heap[i as usize].due > now {
+            if i == NONE || self.heap_due[i as usize] > now {
                 continue;
             }
             let p = &mut self.peers[slot];
@@ -472,6 +473,18 @@ impl<const N: usize> Detector<N> {
     // Indexed 4-ary min-heap on `due`. Invariant: for `i < len`,
     // `pos[heap[i].slot] == i`; slots not queued have `pos == NONE`.
 
+    fn entry(&self, i: usize) -> Entry {
+        Entry {
+            due: self.heap_due[i],
+            slot: self.heap_slot[i],
+        }
+    }
+
+    fn put(&mut self, i: usize, e: Entry) {
+        self.heap_due[i] = e.due;
+        self.heap_slot[i] = e.slot;
+    }
+
     fn schedule(&mut self, slot: usize, due: Instant) {
         let pos = self.pos[slot];
         if pos == NONE {
@@ -481,16 +494,19 @@ impl<const N: usize> Detector<N> {
             }
             let i = self.len;
             self.len += 1;
-            self.heap[i] = Entry {
-                due,
-                slot: slot as u16,
-            };
+            self.put(
+                i,
+                Entry {
+                    due,
+                    slot: slot as u16,
+                },
+            );
             self.pos[slot] = i as u16;
             self.sift_up(i);
         } else {
             let i = pos as usize;
-            let old = self.heap[i].due;
-            self.heap[i].due = due;
+            let old = self.heap_due[i];
+            self.heap_due[i] = due;
             if due < old {
                 self.sift_up(i);
             } else {
@@ -500,32 +516,32 @@ impl<const N: usize> Detector<N> {
     }
 
     fn heap_remove(&mut self, i: usize) {
-        let slot = self.heap[i].slot as usize;
+        let slot = self.heap_slot[i] as usize;
         self.pos[slot] = NONE;
         self.len -= 1;
         if i == self.len {
             return;
         }
-        let moved = self.heap[self.len];
-        self.heap[i] = moved;
+        let moved = self.entry(self.len);
+        self.put(i, moved);
         self.pos[moved.slot as usize] = i as u16;
         self.sift_down(i);
         self.sift_up(i);
     }
 
     fn sift_up(&mut self, mut i: usize) {
-        let e = self.heap[i];
+        let e = self.entry(i);
         while i > 0 {
             let parent = (i - 1) / ARITY;
-            let pe = self.heap[parent];
+            let pe = self.entry(parent);
             if pe.due <= e.due {
                 break;
             }
-            self.heap[i] = pe;
+            self.put(i, pe);
             self.pos[pe.slot as usize] = i as u16;
             i = parent;
         }
-        self.heap[i] = e;
+        self.put(i, e);
         self.pos[e.slot as usize] = i as u16;
     }
 
@@ -538,7 +554,7 @@ impl<const N: usize> Detector<N> {
         let last = (first + ARITY).min(self.len);
         let mut c = first;
         for j in first + 1..last {
-            if self.heap[j].due < self.heap[c].due {
+            if self.heap_due[j] < self.heap_due[c] {
                 c = j;
             }
         }
@@ -548,30 +564,30 @@ impl<const N: usize> Detector<N> {
     /// Floyd's bottom-up sift: a refreshed deadline usually belongs near the bottom, so walk
     /// the earliest children down to a leaf and sift up from there.
     fn sift_down_to_leaf(&mut self, mut i: usize) {
-        let e = self.heap[i];
+        let e = self.entry(i);
         while let Some(c) = self.min_child(i) {
-            let ce = self.heap[c];
-            self.heap[i] = ce;
+            let ce = self.entry(c);
+            self.put(i, ce);
             self.pos[ce.slot as usize] = i as u16;
             i = c;
         }
-        self.heap[i] = e;
+        self.put(i, e);
         self.pos[e.slot as usize] = i as u16;
         self.sift_up(i);
     }
 
     fn sift_down(&mut self, mut i: usize) {
-        let e = self.heap[i];
+        let e = self.entry(i);
         while let Some(c) = self.min_child(i) {
-            let ce = self.heap[c];
+            let ce = self.entry(c);
             if e.due <= ce.due {
                 break;
             }
-            self.heap[i] = ce;
+            self.put(i, ce);
             self.pos[ce.slot as usize] = i as u16;
             i = c;
         }
-        self.heap[i] = e;
+        self.put(i, e);
         self.pos[e.slot as usize] = i as u16;
     }
 }
