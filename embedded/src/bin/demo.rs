@@ -8,7 +8,7 @@
 
 use cortex_m_rt::entry;
 use cortex_m_semihosting::hprintln;
-use static_cell::{ConstStaticCell, StaticCell};
+use static_cell::ConstStaticCell;
 use tandem_core::crypto::{self, Aes128Gcm, Insecure, Keyring};
 use tandem_core::detector::Profile;
 use tandem_core::frame::{EntryRepr, Error, Frame, Op, MAX_DATAGRAM};
@@ -31,12 +31,13 @@ const CLUSTER: ClusterId = ClusterId(7);
 /// Events between two drains: the loop drains after every step.
 const EVENTS: usize = MEMBERS + 8;
 
-type DemoNode = Node<Aes128Gcm, &'static mut [Slot; RING], MEMBERS, [Slot; 0], EVENTS>;
+type DemoNode = Node<Aes128Gcm, [Slot; RING], MEMBERS, [Slot; 0], EVENTS>;
 
-static RING_A: ConstStaticCell<[Slot; RING]> = ConstStaticCell::new([Slot::EMPTY; RING]);
-static RING_B: ConstStaticCell<[Slot; RING]> = ConstStaticCell::new([Slot::EMPTY; RING]);
-static NODE_A: StaticCell<DemoNode> = StaticCell::new();
-static NODE_B: StaticCell<DemoNode> = StaticCell::new();
+// Built at compile time, all zero (in .bss), started in place: never on the stack.
+static NODE_A: ConstStaticCell<DemoNode> =
+    ConstStaticCell::new(Node::zeroed([Slot::EMPTY; RING], []));
+static NODE_B: ConstStaticCell<DemoNode> =
+    ConstStaticCell::new(Node::zeroed([Slot::EMPTY; RING], []));
 static DATAGRAM: ConstStaticCell<[u8; MAX_DATAGRAM]> = ConstStaticCell::new([0; MAX_DATAGRAM]);
 
 fn config(id: u16) -> Config {
@@ -150,9 +151,10 @@ fn main() -> ! {
     let Some(cp) = cp else { exit(false) };
     start_clock(cp.SYST);
     let t0 = now();
-    let keyring = || Keyring::new(KeyId(1), Aes128Gcm::new(&KEY));
-    let a = NODE_A.init_with(|| Node::new(config(1), keyring(), RING_A.take(), t0));
-    let b = NODE_B.init_with(|| Node::new(config(2), keyring(), RING_B.take(), t0));
+    let a = NODE_A.take();
+    a.start(&config(1), KeyId(1), || Aes128Gcm::new(&KEY), t0);
+    let b = NODE_B.take();
+    b.start(&config(2), KeyId(1), || Aes128Gcm::new(&KEY), t0);
     let buf = DATAGRAM.take();
     let mut link = Link {
         state: 0x1234_5678,
