@@ -571,6 +571,7 @@ mod tests {
     use crate::crypto::Aes128Gcm;
     use crate::frame::{Op, MAX_DATAGRAM};
     use crate::id::KeyId;
+    use std::boxed::Box;
     use std::vec::Vec as StdVec;
 
     type TestNode = Node<Aes128Gcm, [Slot; 64], 8>;
@@ -670,6 +671,37 @@ mod tests {
             }))
         );
         assert_eq!(b.live_data_peers(), 0);
+    }
+
+    /// A node built by `zeroed` is inert (sends nothing, refuses every datagram) until
+    /// `start`; started in place, it behaves as one built by `new`, and `start` again
+    /// (a restart) forgets everything it knew.
+    #[test]
+    fn zeroed_node_starts_in_place() {
+        let t0 = Instant::from_millis(1);
+        let mut a: Box<TestNode> = Box::new(Node::zeroed([Slot::EMPTY; 64], []));
+        assert!(drain(&mut a, t0).is_empty());
+        let mut b = node(2, t0, KEY);
+        let mut hb = drain(&mut b, t0).remove(0);
+        assert_eq!(a.handle_datagram(t0, &mut hb), Err(Error::OtherCluster));
+
+        let mut m = membership::Config::new(NodeId(1), Incarnation(1001));
+        m.profile = crate::detector::Profile::FAST;
+        let config = Config {
+            cluster: ClusterId(7),
+            membership: m,
+            replication: replication::Config::default(),
+        };
+        a.start(&config, KeyId(1), || Aes128Gcm::new(&KEY), t0);
+        run(&mut a, &mut b, t0, 30);
+        assert_eq!(a.live_data_peers(), 1);
+        assert_eq!(b.live_data_peers(), 1);
+        assert_eq!(a.node_id(), NodeId(1));
+
+        let now = Instant::from_millis(31);
+        a.start(&config, KeyId(1), || Aes128Gcm::new(&KEY), now);
+        assert_eq!(a.live_data_peers(), 0);
+        assert_eq!(a.stats().received, 0);
     }
 
     #[test]
