@@ -15,7 +15,8 @@ use cortex_m_rt::exception;
 use cortex_m_semihosting::debug;
 // Links the board's interrupt vectors.
 use lm3s6965 as _;
-use tandem_core::Instant;
+use tandem_core::frame::{EntryRepr, Op};
+use tandem_core::{Instant, NodeId};
 
 /// Writes `s` to the host's stdout (semihosting, no formatting machinery).
 pub fn print(s: &str) {
@@ -79,6 +80,27 @@ fn panic(_: &core::panic::PanicInfo<'_>) -> ! {
     // No formatting: keeps core::fmt out of the size configurations.
     print("FAIL: panic\n");
     exit(false)
+}
+
+// ---- test writes ----
+
+/// The key of test write `i` (`k00`, `k01`, ... up to `k99`).
+pub fn test_key(i: u8) -> [u8; 3] {
+    [b'k', b'0' + i / 10 % 10, b'0' + i % 10]
+}
+
+/// A test write by node 1: `hello` under `key`, Lamport version `version`.
+pub fn test_write(key: &[u8], version: u64) -> EntryRepr<'_> {
+    EntryRepr {
+        op: Op::Put,
+        version,
+        origin: NodeId(1),
+        expires_at_ms: 0,
+        key,
+        total_len: 5,
+        offset: 0,
+        value: b"hello",
+    }
 }
 
 // ---- clock ----

@@ -11,12 +11,12 @@ use cortex_m_semihosting::hprintln;
 use static_cell::ConstStaticCell;
 use tandem_core::crypto::{self, Aes128Gcm, Insecure, Keyring};
 use tandem_core::detector::Profile;
-use tandem_core::frame::{EntryRepr, Error, Frame, Op, MAX_DATAGRAM};
+use tandem_core::frame::{EntryRepr, Error, Frame, MAX_DATAGRAM};
 use tandem_core::membership::{self, Event as MemberEvent};
 use tandem_core::node::{Config, Event, Node, Received};
 use tandem_core::replication::{self, Slot};
 use tandem_core::{ClusterId, Incarnation, Instant, KeyId, NodeId};
-use tandem_embedded::{check, exit, now, start_clock, TICK_US};
+use tandem_embedded::{check, exit, now, start_clock, test_key, test_write, TICK_US};
 
 mod vectors {
     include!(concat!(env!("OUT_DIR"), "/vectors.rs"));
@@ -188,17 +188,8 @@ fn main() -> ! {
 
     // 2. A replicates writes; each is committed (B holds it) before the next.
     for i in 0..WRITES {
-        let key = [b'k', b'0' + i / 10, b'0' + i % 10];
-        let entry = EntryRepr {
-            op: Op::Put,
-            version: u64::from(i) + 1,
-            origin: NodeId(1),
-            expires_at_ms: 0,
-            key: &key,
-            total_len: 5,
-            offset: 0,
-            value: b"hello",
-        };
+        let key = test_key(i);
+        let entry = test_write(&key, u64::from(i) + 1);
         let id = a.write(now(), &entry);
         check(id.is_ok(), "write refused");
         let id = id.map_or(0, |id| id.0);

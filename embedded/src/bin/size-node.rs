@@ -9,12 +9,14 @@ use cortex_m_rt::entry;
 use static_cell::ConstStaticCell;
 use tandem_core::crypto::{Aes128Gcm, Keyring, Receiver, Sealer};
 use tandem_core::detector::Profile;
-use tandem_core::frame::{AckRepr, Body, EntryRepr, HeartbeatRepr, Op, Role, StateFlags};
+use tandem_core::frame::{AckRepr, Body, HeartbeatRepr, Role, StateFlags};
 use tandem_core::membership::{self, Event as MemberEvent};
 use tandem_core::node::{Config, Event, Node, KEYS};
 use tandem_core::replication::{self, Slot};
 use tandem_core::{ClusterId, Incarnation, Instant, KeyId, NodeId};
-use tandem_embedded::{check, exit, paint_stack, report, stack_used, stack_used_below_main};
+use tandem_embedded::{
+    check, exit, paint_stack, report, stack_used, stack_used_below_main, test_key, test_write,
+};
 
 const MEMBERS: usize = 16;
 const RING: usize = 16;
@@ -147,17 +149,8 @@ fn main() -> ! {
     }
     let mut last = 0;
     for i in 0..20u8 {
-        let key = [b'k', b'0' + i / 10, b'0' + i % 10];
-        let entry = EntryRepr {
-            op: Op::Put,
-            version: u64::from(i) + 1,
-            origin: NodeId(1),
-            expires_at_ms: 0,
-            key: &key,
-            total_len: 5,
-            offset: 0,
-            value: b"hello",
-        };
+        let key = test_key(i);
+        let entry = test_write(&key, u64::from(i) + 1);
         let id = a.write(now, &entry);
         check(id.is_ok(), "write");
         last = id.map_or(0, |id| id.0);
