@@ -128,7 +128,11 @@ struct Owing {
 
 impl Owing {
     fn new(to: NodeId, owed: Owed) -> Owing {
-        let mut o = Owing { to, next: 0, end: 0 };
+        let mut o = Owing {
+            to,
+            next: 0,
+            end: 0,
+        };
         o.set(owed);
         o
     }
