@@ -3,10 +3,17 @@
 //!
 //! No fixed tick: every wait lasts until the earliest deadline anyone has
 //! ([`Cluster::poll_timeout`], HTTP connection deadlines, the hook deadline, RESP timers) or
-//! until an event. One iteration: wait, drain the heartbeat socket (heartbeats do not wake
-//! the loop, see [`ClusterSocket`]), handle events (other datagrams in batches, HTTP, RESP,
-//! signals), fire due timeouts, turn cluster events into hooks, send what the cluster queued
-//! (sendmmsg), check readiness.
+//! until an event. One iteration: wait; if the cluster has a deadline due, first the
+//! heartbeat path: drain the heartbeat socket (heartbeats do not wake the loop, see
+//! [`ClusterSocket`]), fire the cluster's timeouts and send its frames (heartbeats, acks), with
+//! no state-transfer chunk among them; then handle events (other datagrams in batches, HTTP,
+//! RESP, signals), fire the other timeouts, turn cluster events into hooks, send what the
+//! cluster queued, state-transfer chunks included (sendmmsg), check readiness.
+//!
+//! Bulk work never holds the loop for long: receiving (and so applying state-transfer chunks)
+//! and serving state-transfer chunks each run in slices of at most [`SLICE`]; whatever is left
+//! waits for the next turn, which comes at once (a zero poll timeout) after the heartbeat path
+//! had its turn. `tandem_loop_slice_max_seconds` shows the longest slice.
 //!
 //! Signals: SIGTERM/SIGINT send Leave and return (exit 0) within the iteration; SIGHUP
 //! re-reads the key file; SIGCHLD reaps hooks.
@@ -48,6 +55,14 @@ pub const TOKEN_RESP_BASE: Token = Token(1 << 16);
 const MAX_RECV_BATCHES_PER_WAKE: usize = 64;
 /// sendmmsg batches per iteration (32 frames each).
 const MAX_SEND_BATCHES_PER_ITER: usize = 64;
+/// Longest a slice of bulk work (receiving datagrams, serving state-transfer chunks) runs
+/// before it yields to the heartbeat path: a quarter of the `fast` profile's 2 ms interval, so
+/// a transfer delays no heartbeat by more than that (plus one batch, about 100 µs).
+pub const SLICE: Duration = Duration::from_micros(500);
+/// State-transfer chunks per sendmmsg: the slice's time is checked between calls, and one
+/// call of 32 chunks of 1 KiB took about 2 ms on the test VM (the kernel delivers to a
+/// local peer in the sender's time), four times [`SLICE`].
+const SYNC_CHUNKS_PER_SEND: usize = 8;
 
 /// Why the daemon could not start or stopped with an error.
 #[derive(Debug)]
@@ -85,8 +100,10 @@ pub struct Daemon {
     send: SendBatch,
     metrics: DaemonMetrics,
     ready: bool,
-    /// The socket may still hold datagrams (a wake-up stopped at its batch bound).
+    /// The socket may still hold datagrams (a wake-up stopped at its batch or time bound).
     recv_pending: bool,
+    /// State-transfer chunks may be due that a slice's time bound held back.
+    send_pending: bool,
     /// The replicated session store.
     sessions: Sessions,
     /// The RESP session API (`None` on a witness, which holds no sessions).
@@ -107,6 +124,10 @@ impl Daemon {
     /// Opens every socket (so bad addresses and missing capabilities fail before any wait),
     /// then takes a fresh incarnation and creates the cluster.
     pub fn new(cfg: Config) -> Result<Daemon, DaemonError> {
+        // Before the store grows: see `memory` (a huge-page fault stalls a turn for ms).
+        if let Err(e) = crate::memory::disable_transparent_huge_pages() {
+            warn!(error = %e, "could not turn transparent huge pages off: long page faults may delay heartbeats");
+        }
         let clock = Clock::new();
         let poll = Poll::new().map_err(runtime("epoll"))?;
         let socket = ClusterSocket::open(&NetConfig::from_config(&cfg)).map_err(|e| match e {
@@ -227,6 +248,7 @@ impl Daemon {
             metrics: DaemonMetrics::default(),
             ready: false,
             recv_pending: false,
+            send_pending: false,
             sessions,
             resp,
             next_sweep: Some(now),
@@ -253,7 +275,7 @@ impl Daemon {
                     None
                 }
             };
-            let timeout = if self.recv_pending {
+            let timeout = if self.recv_pending || self.send_pending {
                 Some(Duration::ZERO)
             } else {
                 deadline.and_then(|d| match d.saturating_duration_since(now) {
@@ -281,19 +303,24 @@ impl Daemon {
                 }
             }
             let mut stop = false;
-            // Heartbeats do not wake the loop (split socket): take them before the cluster's
-            // deadlines are checked, so the detector has every heartbeat that arrived by then.
-            // Only then: a turn woken by a client or a replication frame skips the system call,
-            // and the loop wakes at least once per own heartbeat interval (a cluster deadline).
+            let stalled = deadline.is_some_and(|d| now.saturating_duration_since(d) >= STALL);
+            // The heartbeat path, before any bulk work of this turn.
+            let mut read = false;
             if self.cluster.poll_timeout().is_some_and(|t| t <= now) {
-                self.recv_heartbeats(now);
+                read = self.heartbeat_path(now, stalled);
+            } else if stalled {
+                self.metrics.loop_stalls += 1;
+                self.cluster.handle_stall(now);
             }
-            if self.recv_pending {
+            // One receive slice per turn, whether the socket woke us or a slice left datagrams
+            // (without the split socket, the heartbeat path may have read it already).
+            let readable = events.iter().any(|e| e.token() == TOKEN_CLUSTER);
+            if (self.recv_pending || readable) && !read {
                 self.recv_datagrams(now);
             }
             for ev in events.iter() {
                 match ev.token() {
-                    TOKEN_CLUSTER => self.recv_datagrams(now),
+                    TOKEN_CLUSTER => {}
                     TOKEN_SIGNALS => stop |= self.handle_signals(now),
                     // Edge-triggered: nothing to read; the due work runs in `on_timeouts`.
                     TOKEN_TIMER => {}
@@ -317,27 +344,51 @@ impl Daemon {
                     t => debug!(token = t.0, "event for unknown token"),
                 }
             }
-            // Heartbeats queued while we were not running were read above; a peer frozen
-            // with us (same machine) sends its overdue one moments after resuming.
-            if deadline.is_some_and(|d| now.saturating_duration_since(d) >= STALL) {
-                self.metrics.loop_stalls += 1;
-                self.cluster.handle_stall(now);
-            }
             self.on_timeouts(now);
             self.drain_cluster_events(now);
             self.pump_sessions(now);
             if stop {
                 return self.shutdown();
             }
-            self.flush(now);
+            self.flush(now, true);
             self.copy_stats();
             if !self.ready && self.cluster.joined(now) {
                 self.ready = true;
                 info!(node = self.cfg.node_id.0, "joined the cluster; ready");
                 self.notifier.notify("READY=1");
             }
-            self.metrics.busy_us += busy_start.elapsed().as_micros() as u64;
+            let busy = busy_start.elapsed().as_micros() as u64;
+            self.metrics.busy_us += busy;
+            self.metrics.turn_max_us = self.metrics.turn_max_us.max(busy);
         }
+    }
+
+    /// Reads the heartbeats, fires the cluster's due timeouts and sends what they queued
+    /// (heartbeats, acks: no state-transfer chunk), so that no bulk work of this turn delays
+    /// them. `stalled`: this wake-up came [`STALL`] late. Returns whether it read a slice of
+    /// the main socket.
+    fn heartbeat_path(&mut self, now: Instant, stalled: bool) -> bool {
+        // Heartbeats do not wake the loop (split socket): take them before the cluster's
+        // deadlines are checked, so the detector has every heartbeat that arrived by then.
+        // Only then: a turn woken by a client or a replication frame skips the system call,
+        // and the loop wakes at least once per own heartbeat interval (a cluster deadline).
+        // Without the split socket heartbeats arrive among the other datagrams: one slice
+        // of those is read first instead.
+        let split = self.socket.split();
+        if split {
+            self.drain(now, true);
+        } else {
+            self.recv_datagrams(now);
+        }
+        // Heartbeats queued while we were not running were read above; a peer frozen
+        // with us (same machine) sends its overdue one moments after resuming.
+        if stalled {
+            self.metrics.loop_stalls += 1;
+            self.cluster.handle_stall(now);
+        }
+        self.cluster.handle_timeout(now);
+        self.flush(now, false);
+        !split
     }
 
     fn next_deadline(&self) -> Option<Instant> {
@@ -400,24 +451,25 @@ impl Daemon {
         }
     }
 
+    /// One slice of the main socket: still more waiting after the bound means another slice
+    /// next turn, after the heartbeat path and the other sources had theirs.
     fn recv_datagrams(&mut self, now: Instant) {
-        self.recv_pending = false;
-        // Still more waiting after the bound: come back after the other sources had a turn.
+        let slice = std::time::Instant::now();
         self.recv_pending = self.drain(now, false);
-    }
-
-    /// Drains the heartbeat socket (split mode; else nothing, no system call).
-    fn recv_heartbeats(&mut self, now: Instant) {
-        if self.socket.split() {
-            self.drain(now, true);
-        }
+        self.end_slice(slice);
     }
 
     /// Receives batches from the main socket or the heartbeat socket into the cluster, at most
-    /// [`MAX_RECV_BATCHES_PER_WAKE`]; returns true if the bound stopped it (more may wait).
+    /// [`MAX_RECV_BATCHES_PER_WAKE`] and, from the main socket (state-transfer chunks are
+    /// applied here), for at most [`SLICE`]; returns true if a bound stopped it (more may
+    /// wait).
     fn drain(&mut self, now: Instant, heartbeats: bool) -> bool {
         let now_ms = unix_ms();
+        let start = std::time::Instant::now();
         for _ in 0..MAX_RECV_BATCHES_PER_WAKE {
+            if !heartbeats && start.elapsed() >= SLICE {
+                return true;
+            }
             let got = if heartbeats {
                 self.socket
                     .recv_heartbeats(&mut self.recv, &self.clock, now)
@@ -515,16 +567,27 @@ impl Daemon {
         }
     }
 
-    /// Sends everything the cluster has queued, in sendmmsg batches.
-    fn flush(&mut self, now: Instant) {
+    /// Sends everything the cluster has queued, in sendmmsg batches; with `sync`, state
+    /// transfer chunks too, for at most [`SLICE`] (then `send_pending` asks for another turn).
+    fn flush(&mut self, now: Instant, sync: bool) {
+        let slice = std::time::Instant::now();
+        if sync {
+            self.send_pending = false;
+        }
         for _ in 0..MAX_SEND_BATCHES_PER_ITER {
             let now_ms = unix_ms();
+            let serve = sync && slice.elapsed() < SLICE;
+            self.send_pending |= sync && !serve;
+            let mut chunks = 0;
             while let Some(slot) = self.send.slot() {
                 let len = match self.cluster.poll_transmit(now, slot) {
                     Some(len) => Some(len),
-                    None => self
-                        .cluster
-                        .poll_sync_transmit(now, slot, &mut self.sessions, now_ms),
+                    None if serve && chunks < SYNC_CHUNKS_PER_SEND => {
+                        chunks += 1;
+                        self.cluster
+                            .poll_sync_transmit(now, slot, &mut self.sessions, now_ms)
+                    }
+                    None => None,
                 };
                 match len {
                     Some(len) => self.send.commit(len),
@@ -532,7 +595,7 @@ impl Daemon {
                 }
             }
             if self.send.is_empty() {
-                return;
+                break;
             }
             let want = (self.send.len() * self.socket.fanout()) as u64;
             self.metrics.send_batches += 1;
@@ -547,6 +610,15 @@ impl Daemon {
                 }
             }
         }
+        if sync {
+            self.end_slice(slice);
+        }
+    }
+
+    /// Records the length of a slice of bulk work that began at `start`.
+    fn end_slice(&mut self, start: std::time::Instant) {
+        let us = start.elapsed().as_micros() as u64;
+        self.metrics.slice_max_us = self.metrics.slice_max_us.max(us);
     }
 
     fn copy_stats(&mut self) {
@@ -563,7 +635,7 @@ impl Daemon {
         self.notifier.notify("STOPPING=1");
         let now = self.clock.now();
         // Sends the Leave frame queued by `leave`.
-        self.flush(now);
+        self.flush(now, false);
         info!(node = self.cfg.node_id.0, "left the cluster; bye");
         Ok(())
     }

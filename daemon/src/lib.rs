@@ -11,6 +11,7 @@ pub mod hooks;
 pub mod http;
 pub mod incarnation;
 pub mod logging;
+pub mod memory;
 pub mod metrics;
 pub mod net;
 pub mod notify;

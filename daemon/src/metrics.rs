@@ -127,6 +127,11 @@ pub struct DaemonMetrics {
     pub timer_late_us: u64,
     /// Wake-ups at least [`crate::event_loop::STALL`] late: the loop was not running.
     pub loop_stalls: u64,
+    /// Longest slice of bulk work (receiving datagrams, serving state-transfer chunks),
+    /// microseconds: bounded by [`crate::event_loop::SLICE`] plus one batch.
+    pub slice_max_us: u64,
+    /// Longest loop turn (everything between two waits), microseconds.
+    pub turn_max_us: u64,
     pub hooks_started: u64,
     pub hooks_failed: u64,
     pub hooks_dropped: u64,
@@ -156,6 +161,12 @@ fn counter(out: &mut String, name: &str, help: &str, value: u64) {
 fn gauge(out: &mut String, name: &str, help: &str, value: u64) {
     family(out, name, "gauge", help);
     sample(out, name, "", value);
+}
+
+/// A family in seconds (Prometheus' base unit) from a count of microseconds.
+fn seconds(out: &mut String, name: &str, kind: &str, help: &str, micros: u64) {
+    family(out, name, kind, help);
+    let _ = writeln!(out, "{name} {}", micros as f64 / 1e6);
 }
 
 /// Renders every metric in the Prometheus text format.
@@ -271,23 +282,40 @@ pub fn render(c: &ClusterMetrics, d: &DaemonMetrics, s: &StatusSnapshot) -> Stri
         "Loop wake-ups by deadline.",
         d.loop_timeouts,
     );
-    counter(
+    seconds(
         &mut o,
-        "tandem_loop_busy_microseconds_total",
+        "tandem_loop_busy_seconds_total",
+        "counter",
         "Time spent handling events.",
         d.busy_us,
     );
-    counter(
+    seconds(
         &mut o,
-        "tandem_loop_timer_late_microseconds_total",
+        "tandem_loop_timer_late_seconds_total",
+        "counter",
         "Summed lateness of deadline wake-ups (mean: divide by tandem_loop_timeouts_total).",
         d.timer_late_us,
     );
-    gauge(
+    seconds(
         &mut o,
-        "tandem_loop_timer_late_max_microseconds",
+        "tandem_loop_timer_late_max_seconds",
+        "gauge",
         "Largest deadline lateness seen.",
         d.timer_late_max_us,
+    );
+    seconds(
+        &mut o,
+        "tandem_loop_slice_max_seconds",
+        "gauge",
+        "Longest slice of bulk work (receiving datagrams, serving state-transfer chunks) between two turns of the heartbeat path.",
+        d.slice_max_us,
+    );
+    seconds(
+        &mut o,
+        "tandem_loop_turn_max_seconds",
+        "gauge",
+        "Longest event loop turn (all work between two waits).",
+        d.turn_max_us,
     );
     counter(
         &mut o,
@@ -449,8 +477,8 @@ pub fn render_sessions(
     );
     counter(
         o,
-        "tandem_replication_committed",
-        "Highest stream sequence every live peer acknowledged.",
+        "tandem_replication_committed_total",
+        "Chunks of this node's replication stream every live peer acknowledged.",
         node.committed(),
     );
     let rs = r.stats();

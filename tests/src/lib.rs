@@ -43,6 +43,7 @@ pub mod linkemu;
 pub mod logs;
 pub mod resp_client;
 pub mod scenario;
+pub mod transfer;
 
 static NEXT_NET: AtomicUsize = AtomicUsize::new(0);
 
@@ -121,10 +122,14 @@ pub fn http_get(ns: &str, addr: SocketAddr, path: &str) -> Option<(u16, String)>
     })
 }
 
-/// The `tandemd` binary of this profile, built once per test process.
+/// The `tandemd` binary of this profile, built once per test process; `TANDEMD_BIN` names
+/// another one (a bench comparing against an older build).
 pub fn tandemd_bin() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
+        if let Some(bin) = std::env::var_os("TANDEMD_BIN") {
+            return PathBuf::from(bin);
+        }
         let root = Path::new(env!("CARGO_MANIFEST_DIR"))
             .parent()
             .map(Path::to_path_buf)
