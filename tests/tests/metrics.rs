@@ -70,11 +70,11 @@ fn live_metrics_pass_promtool() {
     for host in c.member_hosts() {
         let (code, body) = c.net.get(c.node(host), "/metrics").unwrap();
         assert_eq!(code, 200);
-        assert!(body.contains("tandem_loop_busy_seconds_total"), "{body}");
         let findings = promtool(&body).unwrap();
         assert!(
             findings.is_empty(),
             "host {host}: promtool check metrics:\n{findings}"
         );
+        assert!(body.contains("tandem_loop_busy_seconds_total"), "{body}");
     }
 }
