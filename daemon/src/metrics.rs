@@ -619,6 +619,22 @@ mod tests {
         assert!(text.contains("tandem_frames_sent_total 5\n"));
         assert!(text.contains("tandem_members{state=\"alive\"} 1\n"));
         assert!(text.contains("tandem_is_leader 1\n"));
+        // Seconds, Prometheus' base unit, from the loop's microsecond counts.
+        let d = DaemonMetrics {
+            busy_us: 1_500_000,
+            slice_max_us: 250,
+            ..Default::default()
+        };
+        let text = render(&c, &d, &snapshot());
+        assert!(
+            text.contains("tandem_loop_busy_seconds_total 1.5\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("tandem_loop_slice_max_seconds 0.00025\n"),
+            "{text}"
+        );
+        assert!(!text.contains("microseconds"));
         // Every sample line belongs to a family declared by # TYPE before it.
         let mut declared = std::collections::HashSet::new();
         for line in text.lines() {

@@ -1,8 +1,8 @@
-//! The state-transfer scenario of issue 11 item 4, shared by its test and its bench: A (host
-//! 1) and B (host 2) on `--profile fast`, B holding `sessions` values of 1 KiB, and A
+//! The state-transfer scenario of issue 11 item 4, shared by its test and its bench: A on
+//! host 1 and B on host 2, `--profile fast`, B holding `sessions` values of 1 KiB, and A
 //! restarted (SIGTERM, start) again and again, each time pulling the whole store from B.
-//! A transfer must never starve heartbeats: neither side may suspect or declare dead its
-//! live peer, counted both from `/metrics` and from the `cluster change` log lines.
+//! Suspicions and deaths of the live peer on either side are counted both from `/metrics`
+//! and from the `cluster change` log lines.
 
 use std::time::{Duration, Instant};
 
