@@ -2,12 +2,18 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+/// Whether `line` is a `cluster change event=<event> ...` log line.
+pub fn is_event(line: &str, event: &str) -> bool {
+    line.contains("cluster change")
+        && line
+            .split_whitespace()
+            .any(|f| f.strip_prefix("event=") == Some(event))
+}
+
 /// Timestamps (unix µs) of the `cluster change event=member_dead ...` log lines, in order.
 pub fn dead_lines(log: &str) -> Vec<i128> {
     log.lines()
-        .filter(|l| {
-            l.contains("cluster change") && l.split_whitespace().any(|f| f == "event=member_dead")
-        })
+        .filter(|l| is_event(l, "member_dead"))
         .filter_map(|l| parse_rfc3339_us(l.split_whitespace().next()?))
         .collect()
 }

@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::logs::parse_rfc3339_us;
+use crate::logs::{is_event, parse_rfc3339_us};
 use crate::resp_client::Reply;
 use crate::scenario::{Cluster, Opts};
 
@@ -150,7 +150,7 @@ pub fn false_alarms(c: &Cluster, node: usize) -> Vec<String> {
     c.net
         .log(node)
         .lines()
-        .filter(|l| l.contains("event=\"member_suspect\"") || l.contains("event=\"member_dead\""))
+        .filter(|l| is_event(l, "member_suspect") || is_event(l, "member_dead"))
         .map(str::to_string)
         .collect()
 }
