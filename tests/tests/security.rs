@@ -73,34 +73,14 @@ fn datagrams_heard_on(ns: &str, addr: std::net::Ipv4Addr) -> usize {
 #[test]
 fn keyless_off_loopback_needs_insecure() {
     let Some(mut net) = Net::new(2) else { return };
-    for args in [
-        &["--node-id", "1", "--interface", "eth0"][..],
-        &[
-            "--node-id",
-            "1",
-            "--interface",
-            "lo",
-            "--transport",
-            "unicast",
-            "--listen",
-            "0.0.0.0:7377",
-            "--peer",
-            "127.0.0.2:7377",
-        ][..],
-        &[
-            "--node-id",
-            "1",
-            "--interface",
-            "lo",
-            "--transport",
-            "unicast",
-            "--listen",
-            "127.0.0.1:7377",
-            "--peer",
-            "198.18.0.2:7377",
-        ][..],
+    let unicast_on_lo = "--node-id 1 --interface lo --transport unicast";
+    for line in [
+        "--node-id 1 --interface eth0".to_string(),
+        format!("{unicast_on_lo} --listen 0.0.0.0:7377 --peer 127.0.0.2:7377"),
+        format!("{unicast_on_lo} --listen 127.0.0.1:7377 --peer 198.18.0.2:7377"),
     ] {
-        let (code, err) = net.run_to_exit(1, args);
+        let args: Vec<&str> = line.split_whitespace().collect();
+        let (code, err) = net.run_to_exit(1, &args);
         assert_eq!(code, Some(2), "{args:?} started without a key: {err}");
         assert!(
             err.contains("is not loopback") && err.contains("--insecure"),
