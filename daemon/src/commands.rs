@@ -79,12 +79,18 @@ pub struct Env<'a> {
     pub info_extra: &'a str,
 }
 
+/// Failed AUTH attempts one connection may make: the next failure closes it, so guessing
+/// passwords costs a TCP connection per few guesses instead of a round trip each.
+pub const MAX_AUTH_FAILURES: u32 = 5;
+
 /// Per-connection state.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Client {
     pub id: u64,
     pub authenticated: bool,
     pub name: Option<Vec<u8>>,
+    /// Failed AUTH (and HELLO AUTH) attempts so far.
+    pub auth_failures: u32,
 }
 
 impl Client {
@@ -586,12 +592,23 @@ impl Exec<'_, '_> {
                 resp::simple(self.out, b"OK");
                 Outcome::Reply
             }
-            Some(pw) if user == b"default" && constant_time_eq(pw, pass) => {
+            Some(pw) if user == b"default" && password_matches(pw, pass) => {
                 client.authenticated = true;
                 resp::simple(self.out, b"OK");
                 Outcome::Reply
             }
-            _ => self.err(WRONGPASS),
+            _ => self.wrong_password(client),
+        }
+    }
+
+    /// WRONGPASS, and past [`MAX_AUTH_FAILURES`] on this connection, WRONGPASS and close.
+    fn wrong_password(&mut self, client: &mut Client) -> Outcome {
+        client.auth_failures = client.auth_failures.saturating_add(1);
+        self.err(WRONGPASS);
+        if client.auth_failures > MAX_AUTH_FAILURES {
+            Outcome::Quit
+        } else {
+            Outcome::Reply
         }
     }
 
@@ -638,9 +655,9 @@ impl Exec<'_, '_> {
                     .config
                     .requirepass
                     .as_deref()
-                    .is_none_or(|pw| constant_time_eq(pw, pass));
+                    .is_none_or(|pw| password_matches(pw, pass));
             if !ok {
-                return self.err(WRONGPASS);
+                return self.wrong_password(client);
             }
             client.authenticated = true;
         }
@@ -1343,11 +1360,19 @@ fn expire_ms(arg: &[u8], seconds: bool, relative: bool, now: u64) -> Result<u64,
 }
 
 /// Compares secrets without an early exit on the first differing byte.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+/// Whether `given` is the password, in time that depends on neither where the two differ
+/// nor whether their lengths do: both are hashed (SHA-256, as Redis does) and the digests
+/// compared without an early exit.
+fn password_matches(expected: &[u8], given: &[u8]) -> bool {
+    let (a, b) = (
+        ring::digest::digest(&ring::digest::SHA256, expected),
+        ring::digest::digest(&ring::digest::SHA256, given),
+    );
+    a.as_ref()
+        .iter()
+        .zip(b.as_ref())
+        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+        == 0
 }
 
 #[cfg(test)]
@@ -1533,6 +1558,30 @@ mod tests {
         assert!(h.reply("auth other pw").starts_with("-WRONGPASS"));
         assert_eq!(h.reply("auth default pw"), "+OK\r\n");
         assert_eq!(h.reply("get a"), "$-1\r\n");
+    }
+
+    #[test]
+    fn repeated_wrong_passwords_close_the_connection() {
+        let mut h = Harness::new();
+        h.config.requirepass = Some(b"pw".to_vec());
+        // Wrong lengths and wrong bytes alike.
+        for guess in [
+            "auth p",
+            "auth pX",
+            "auth pwpw",
+            "hello 2 auth default x",
+            "auth qw",
+        ] {
+            let (reply, outcome) = h.run(guess);
+            assert!(reply.starts_with("-WRONGPASS"), "{guess}: {reply}");
+            assert_eq!(outcome, Outcome::Reply, "{guess}");
+        }
+        let (reply, outcome) = h.run("auth again");
+        assert!(reply.starts_with("-WRONGPASS"), "{reply}");
+        assert_eq!(outcome, Outcome::Quit);
+        assert!(password_matches(b"pw", b"pw"));
+        assert!(!password_matches(b"pw", b"pw\0"));
+        assert!(!password_matches(b"", b"pw"));
     }
 
     #[test]

@@ -84,6 +84,11 @@ impl Resp {
         self.w.write_all(&buf)
     }
 
+    /// Writes `bytes` as they are (a pipeline built with [`encode`], or a malformed stream).
+    pub fn send_raw(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.w.write_all(bytes)
+    }
+
     pub fn set(&mut self, key: &str, value: &[u8]) -> io::Result<Reply> {
         self.cmd(&[b"SET", key.as_bytes(), value])
     }

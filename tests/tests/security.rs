@@ -215,3 +215,42 @@ fn truncated_key_file_on_sighup_keeps_the_old_keys() {
         assert!(!net.log(n).contains("member_dead"), "{}", net.log(n));
     }
 }
+
+/// Guessing the RESP password: one connection pipelining wrong AUTHs gets a few answers and is
+/// closed, where it used to get every one of 200,000 checked in 0.14 s. Nothing stored is lost
+/// and authenticated clients are untouched.
+#[test]
+fn auth_flood_is_cut_off_after_a_few_guesses() {
+    use tandem_tests::resp_client::{Reply, Resp};
+    let Some(mut net) = Net::new(1) else { return };
+    let a = net.start(1, &["--insecure", "--requirepass", "s3cret"]);
+    net.wait_up(a);
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], tandem_tests::RESP_PORT));
+    let t = Duration::from_secs(5);
+    let mut user = Resp::connect(net.ns(1), addr, t).unwrap();
+    assert!(user.cmd(&[b"AUTH", b"s3cret"]).unwrap().is_ok());
+    assert!(user.set("session:1", b"alice").unwrap().is_ok());
+
+    let mut guesser = Resp::connect(net.ns(1), addr, t).unwrap();
+    let guesses: Vec<Vec<Vec<u8>>> = (0..1000)
+        .map(|i| vec![b"AUTH".to_vec(), format!("guess{i}").into_bytes()])
+        .collect();
+    let mut flood = Vec::new();
+    for g in &guesses {
+        let refs: Vec<&[u8]> = g.iter().map(Vec::as_slice).collect();
+        tandem_tests::resp_client::encode(&mut flood, &refs);
+    }
+    // The server may close while this is still being written.
+    let _ = guesser.send_raw(&flood);
+    let mut answered = 0;
+    // Bounded: at most one reply per guess, each read bounded by the socket timeout.
+    while answered < guesses.len() {
+        match guesser.read() {
+            Ok(Reply::Error(e)) if e.starts_with("WRONGPASS") => answered += 1,
+            Ok(other) => panic!("unexpected reply {other:?}"),
+            Err(_) => break,
+        }
+    }
+    assert_eq!(answered, 6, "guesses answered before the connection closed");
+    assert_eq!(user.get("session:1").unwrap().bytes(), Some(&b"alice"[..]));
+}
