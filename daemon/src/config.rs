@@ -259,9 +259,13 @@ pub struct Cli {
     /// Maximum size of one value [default: 512 KiB].
     #[arg(long)]
     pub max_value_bytes: Option<usize>,
-    /// Password RESP clients must AUTH with.
-    #[arg(long)]
+    /// Password RESP clients must AUTH with (visible in the process list: prefer
+    /// --requirepass-file).
+    #[arg(long, conflicts_with = "requirepass_file")]
     pub requirepass: Option<String>,
+    /// File whose first line is the RESP password (keep it mode 0600).
+    #[arg(long, value_name = "PATH")]
+    pub requirepass_file: Option<PathBuf>,
     /// Directory for this node's state (its last incarnation, so a restart never reuses one
     /// even if the clock stepped back) [default: $STATE_DIRECTORY, set by systemd].
     #[arg(long, value_name = "DIR")]
@@ -306,6 +310,7 @@ pub struct FileConfig {
     pub max_bytes: Option<u64>,
     pub max_value_bytes: Option<usize>,
     pub requirepass: Option<String>,
+    pub requirepass_file: Option<PathBuf>,
     pub state_dir: Option<PathBuf>,
     pub replication: Option<ReplicationMode>,
 }
@@ -542,6 +547,16 @@ impl Config {
                 problems.add(format!("--multiplier {m}: must be 2..=100"));
             }
         }
+        let requirepass = match cli.requirepass_file.or(file.requirepass_file) {
+            Some(path) => match read_password_file(&path) {
+                Ok(pw) => Some(pw),
+                Err(e) => {
+                    problems.add(e);
+                    None
+                }
+            },
+            None => cli.requirepass.or(file.requirepass),
+        };
         let Some(interface_addr) = interface_addr.filter(|_| problems.0.is_empty()) else {
             return Err(problems);
         };
@@ -575,11 +590,28 @@ impl Config {
             max_sessions: cli.max_sessions.or(file.max_sessions).unwrap_or(100_000),
             max_bytes,
             max_value_bytes,
-            requirepass: cli.requirepass.or(file.requirepass),
+            requirepass,
             state_dir: cli.state_dir.or(file.state_dir).or_else(default_state_dir),
             replication,
         })
     }
+}
+
+/// The first line of `--requirepass-file` (a trailing newline is not part of the password).
+fn read_password_file(path: &Path) -> Result<String, String> {
+    use std::io::Read;
+    let name = path.display();
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_KEY_FILE_BYTES + 1).read_to_string(&mut text))
+        .map_err(|e| format!("--requirepass-file {name}: {e}"))?;
+    let line = text.lines().next().unwrap_or("");
+    if text.len() as u64 > MAX_KEY_FILE_BYTES || line.is_empty() {
+        return Err(format!(
+            "--requirepass-file {name}: the first line must hold the password (at most {MAX_KEY_FILE_BYTES} bytes)"
+        ));
+    }
+    Ok(line.to_string())
 }
 
 /// `--voters`: ids 1..=65535, each once, at most the core's voter table, this node among them.
@@ -824,6 +856,30 @@ mod tests {
         argv.extend_from_slice(args);
         let cli = Cli::try_parse_from(argv).map_err(|e| ConfigError(e.to_string()))?;
         Config::resolve(cli, parse_file_config(toml)?, &lookup)
+    }
+
+    #[test]
+    fn requirepass_file_keeps_the_password_off_the_command_line() {
+        let path = std::env::temp_dir().join(format!("tandem-pw-{}", std::process::id()));
+        std::fs::write(&path, "s3cret\n").unwrap();
+        let p = path.to_string_lossy().into_owned();
+        let c = resolve(&["--node-id", "1", "--requirepass-file", &p]).unwrap();
+        assert_eq!(c.requirepass.as_deref(), Some("s3cret"));
+        std::fs::write(&path, "\n").unwrap();
+        let e = resolve(&["--node-id", "1", "--requirepass-file", &p]).unwrap_err();
+        assert!(e.to_string().contains("first line"), "{e}");
+        std::fs::remove_file(&path).unwrap();
+        let e = resolve(&["--node-id", "1", "--requirepass-file", &p]).unwrap_err();
+        assert!(e.to_string().contains("--requirepass-file"), "{e}");
+        assert!(resolve(&[
+            "--node-id",
+            "1",
+            "--requirepass",
+            "a",
+            "--requirepass-file",
+            &p
+        ])
+        .is_err());
     }
 
     #[test]
