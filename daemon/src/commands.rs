@@ -11,8 +11,9 @@
 //! purpose:
 //! - `SELECT n` for n != 0 gets `-ERR DB index is out of range` (there is one database);
 //! - writes on an isolated node get [`ISOLATED_ERROR`]; a write over the memory bounds gets
-//!   Redis's `-OOM` text; a key above [`Config::max_key_bytes`] or a value above the store's
-//!   `max_value_bytes` gets an `-ERR ... exceeds maximum allowed size` error;
+//!   Redis's `-OOM` text; a key above [`Config::max_key_bytes`] gets an `-ERR ... exceeds
+//!   maximum allowed size` error, a value above the store's `max_value_bytes` gets
+//!   [`resp::value_too_large`]'s (as does a request the parser skipped as oversized);
 //! - `INFO` describes tandem (with the `role:master` and `redis_version` lines clients need);
 //! - `HELLO` speaks RESP2 only: `HELLO 3` gets `-NOPROTO unsupported protocol version`, on
 //!   which clients that try RESP3 first fall back to RESP2; its other replies are Redis's;
@@ -384,13 +385,12 @@ fn expire_time_error(name: &str, out: &mut Vec<u8>) {
     out.extend_from_slice(b"' command\r\n");
 }
 
-fn store_error(e: StoreError, out: &mut Vec<u8>) {
+fn store_error(e: StoreError, max_value_bytes: usize, out: &mut Vec<u8>) {
     match e {
         StoreError::OutOfMemory => resp::error(out, OOM_ERROR),
-        StoreError::ValueTooLarge | StoreError::Malformed => resp::error(
-            out,
-            b"ERR string exceeds maximum allowed size (max-value-bytes)",
-        ),
+        StoreError::ValueTooLarge | StoreError::Malformed => {
+            resp::value_too_large(out, max_value_bytes)
+        }
     }
 }
 
@@ -992,7 +992,7 @@ impl Exec<'_, '_> {
         match self.store.set_string(key, self.args.arg(2), expiry, now) {
             Ok(rec) => self.writes.push(rec),
             Err(e) => {
-                store_error(e, self.out);
+                store_error(e, self.store.limits().max_value_bytes, self.out);
                 return Outcome::Reply;
             }
         }
@@ -1026,7 +1026,7 @@ impl Exec<'_, '_> {
                 self.writes.push(rec);
                 resp::simple(self.out, b"OK");
             }
-            Err(e) => store_error(e, self.out),
+            Err(e) => store_error(e, self.store.limits().max_value_bytes, self.out),
         }
         Outcome::Reply
     }
@@ -1288,7 +1288,7 @@ impl Exec<'_, '_> {
                 self.writes.push(rec);
                 resp::integer(self.out, added as i64);
             }
-            Err(e) => store_error(e, self.out),
+            Err(e) => store_error(e, self.store.limits().max_value_bytes, self.out),
         }
         Outcome::Reply
     }
@@ -1603,7 +1603,7 @@ mod tests {
         assert!(h.reply("hset h f 1").starts_with("-OOM"));
         assert!(h
             .reply("set a 12345678901234567")
-            .starts_with("-ERR string exceeds"));
+            .starts_with("-ERR value exceeds --max-value-bytes (16 bytes)"));
         assert_eq!(h.reply("get a"), "$1\r\n1\r\n");
         let long = "k".repeat(257);
         assert!(h

@@ -259,6 +259,18 @@ pub struct Cli {
     /// Maximum size of one value [default: 512 KiB].
     #[arg(long)]
     pub max_value_bytes: Option<usize>,
+    /// Most RESP clients at once; more get `-ERR max number of clients reached`. The soft
+    /// RLIMIT_NOFILE is raised to fit; if the hard limit is lower, fewer [default: 10000].
+    #[arg(long, value_name = "N")]
+    pub max_clients: Option<usize>,
+    /// Bytes of all RESP clients' input and output buffers together; past it the clients
+    /// holding the most are closed [default: 64 MiB].
+    #[arg(long, value_name = "BYTES")]
+    pub max_client_memory: Option<usize>,
+    /// Close a RESP client that completes no command (and reads no reply) for this many
+    /// seconds; 0 = never [default: 0].
+    #[arg(long, value_name = "SECONDS")]
+    pub client_timeout: Option<u64>,
     /// Password RESP clients must AUTH with (visible in the process list: prefer
     /// --requirepass-file).
     #[arg(long, conflicts_with = "requirepass_file")]
@@ -309,6 +321,9 @@ pub struct FileConfig {
     pub max_sessions: Option<usize>,
     pub max_bytes: Option<u64>,
     pub max_value_bytes: Option<usize>,
+    pub max_clients: Option<usize>,
+    pub max_client_memory: Option<usize>,
+    pub client_timeout: Option<u64>,
     pub requirepass: Option<String>,
     pub requirepass_file: Option<PathBuf>,
     pub state_dir: Option<PathBuf>,
@@ -384,6 +399,11 @@ pub struct Config {
     pub max_sessions: usize,
     pub max_bytes: u64,
     pub max_value_bytes: usize,
+    /// `--max-clients`, before the descriptor limit is applied (see [`crate::descriptors`]).
+    pub max_clients: usize,
+    pub max_client_memory: usize,
+    /// `--client-timeout` in seconds; 0 = never.
+    pub client_timeout: u64,
     pub requirepass: Option<String>,
     /// Where the incarnation floor is kept; `None`: not persisted (logged at start).
     pub state_dir: Option<PathBuf>,
@@ -516,6 +536,27 @@ impl Config {
                 "--max-value-bytes {max_value_bytes}: must be 1..=--max-bytes ({max_bytes})"
             ));
         }
+        let max_clients = cli.max_clients.or(file.max_clients).unwrap_or(10_000);
+        if max_clients == 0 {
+            return err("--max-clients 0: must be at least 1");
+        }
+        let max_client_memory = cli
+            .max_client_memory
+            .or(file.max_client_memory)
+            .unwrap_or(64 << 20);
+        // Room for a few clients each holding the largest request (two values) and its reply.
+        let min_client_memory = max_value_bytes.saturating_mul(8).max(4 << 20);
+        if max_client_memory < min_client_memory {
+            return err(format!(
+                "--max-client-memory {max_client_memory}: at least {min_client_memory} (8 x --max-value-bytes, and 4 MiB)"
+            ));
+        }
+        let client_timeout = cli.client_timeout.or(file.client_timeout).unwrap_or(0);
+        if client_timeout > 365 * 24 * 3600 {
+            return err(format!(
+                "--client-timeout {client_timeout}: at most a year of seconds (0 = never)"
+            ));
+        }
         let log_level = cli
             .log_level
             .or(file.log_level)
@@ -590,6 +631,9 @@ impl Config {
             max_sessions: cli.max_sessions.or(file.max_sessions).unwrap_or(100_000),
             max_bytes,
             max_value_bytes,
+            max_clients,
+            max_client_memory,
+            client_timeout,
             requirepass,
             state_dir: cli.state_dir.or(file.state_dir).or_else(default_state_dir),
             replication,
@@ -1004,6 +1048,27 @@ mod tests {
         }
         let e = resolve(&["--node-id", "1", "--interval", "fast"]).unwrap_err();
         assert!(e.to_string().contains("--interval fast"), "{e}");
+    }
+
+    #[test]
+    fn client_limits() {
+        let c = resolve(&["--node-id", "1"]).unwrap();
+        assert_eq!(
+            (c.max_clients, c.max_client_memory, c.client_timeout),
+            (10_000, 64 << 20, 0)
+        );
+        let c = resolve_with(
+            &["--node-id", "1", "--client-timeout", "7"],
+            "max_clients = 50\nmax_client_memory = 8388608\nclient_timeout = 3\n",
+        )
+        .unwrap();
+        assert_eq!(
+            (c.max_clients, c.max_client_memory, c.client_timeout),
+            (50, 8 << 20, 7)
+        );
+        assert!(resolve(&["--node-id", "1", "--max-clients", "0"]).is_err());
+        let e = resolve(&["--node-id", "1", "--max-client-memory", "1000"]).unwrap_err();
+        assert!(e.0.contains("--max-client-memory 1000: at least"), "{e}");
     }
 
     #[test]

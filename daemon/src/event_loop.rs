@@ -129,6 +129,8 @@ impl Daemon {
             warn!(error = %e, "could not turn transparent huge pages off: long page faults may delay heartbeats");
         }
         let clock = Clock::new();
+        // Before any descriptor is opened: the client cap must fit the limit.
+        let fit = crate::descriptors::fit_clients(cfg.max_clients).map_err(DaemonError::Config)?;
         let poll = Poll::new().map_err(runtime("epoll"))?;
         let socket = ClusterSocket::open(&NetConfig::from_config(&cfg)).map_err(|e| match e {
             NetError::NeedCapNetRaw => DaemonError::Config(e.to_string()),
@@ -149,6 +151,9 @@ impl Daemon {
             let server = ServerConfig {
                 bind: cfg.resp,
                 limits: resp::Limits::for_max_value(cfg.max_value_bytes),
+                max_connections: fit.max_clients,
+                max_client_memory: cfg.max_client_memory,
+                client_timeout_ms: cfg.client_timeout.saturating_mul(1000),
                 ..ServerConfig::default()
             };
             let commands = commands::Config {
@@ -398,13 +403,29 @@ impl Daemon {
             self.hooks.poll_timeout(),
             self.sessions.poll_timeout(),
             self.next_sweep,
+            self.resp_timeout(),
         ]
         .into_iter()
         .flatten()
         .min()
     }
 
+    /// The RESP component's next timer (unix ms) on the loop's clock.
+    fn resp_timeout(&self) -> Option<Instant> {
+        let due = self.resp.as_ref()?.poll_timeout_ms()?;
+        let now = self.clock.now();
+        Some(now + Duration::from_millis(due.saturating_sub(unix_ms())))
+    }
+
     fn on_timeouts(&mut self, now: Instant) {
+        if let Some(resp) = &mut self.resp {
+            let now_ms = unix_ms();
+            if resp.poll_timeout_ms().is_some_and(|t| t <= now_ms) {
+                let isolated = self.cluster.node().membership().isolated();
+                let (store, mut sink) = self.sessions.split(now_ms, isolated);
+                resp.handle_timer(self.poll.registry(), store, &mut sink);
+            }
+        }
         if self.cluster.poll_timeout().is_some_and(|t| t <= now) {
             self.cluster.handle_timeout(now);
         }
@@ -629,6 +650,7 @@ impl Daemon {
         let s = self.http.stats();
         self.metrics.http_requests = s.requests;
         self.metrics.http_rejected = s.rejected;
+        self.metrics.http_accept_errors = s.accept_errors;
     }
 
     fn shutdown(&mut self) -> Result<(), DaemonError> {

@@ -3,7 +3,9 @@
 //! Non-blocking, one request per connection (`Connection: close`). Bounded everywhere: at
 //! most [`MAX_CONNS`] connections (more are accepted and closed at once), a request head of at
 //! most [`MAX_REQUEST_BYTES`] (larger: 431), [`MAX_HEADERS`] headers (more: 431), and
-//! [`CONN_TIMEOUT`] from accept to the last byte written (slow clients are cut off).
+//! [`CONN_TIMEOUT`] from accept to the last byte written (slow clients are cut off). An
+//! `accept` that fails for lack of descriptors pauses the listener briefly and is retried
+//! ([`AcceptPause`]), so the loop never spins on it and the listener never stays dead.
 //! Answers: 200/503 for /health (503 body = the reason), 404 unknown path, 405 other method,
 //! 400 unparsable request. A request body is never read (GET/HEAD only).
 //!
@@ -18,6 +20,7 @@ use mio::{Interest, Registry, Token};
 use tandem_core::Instant;
 use tracing::{debug, warn};
 
+use crate::descriptors::{self, AcceptPause};
 use crate::status::StatusSnapshot;
 
 pub const MAX_CONNS: usize = 64;
@@ -159,6 +162,8 @@ struct Conn {
 pub struct HttpStats {
     pub requests: u64,
     pub rejected: u64,
+    /// Failed `accept` calls (out of descriptors or memory).
+    pub accept_errors: u64,
 }
 
 /// The listener and its connections. Tokens: `base` is the listener, `base + 1 + i` is
@@ -168,6 +173,7 @@ pub struct HttpServer {
     base: usize,
     conns: Vec<Option<Conn>>,
     stats: HttpStats,
+    accept_pause: AcceptPause,
 }
 
 impl HttpServer {
@@ -179,6 +185,7 @@ impl HttpServer {
             base: base.0,
             conns: (0..MAX_CONNS).map(|_| None).collect(),
             stats: HttpStats::default(),
+            accept_pause: AcceptPause::default(),
         })
     }
 
@@ -192,7 +199,10 @@ impl HttpServer {
     }
 
     pub fn stats(&self) -> HttpStats {
-        self.stats
+        HttpStats {
+            accept_errors: self.accept_pause.errors(),
+            ..self.stats
+        }
     }
 
     pub fn handle_event(
@@ -203,14 +213,20 @@ impl HttpServer {
         src: &dyn Source,
     ) {
         if token.0 == self.base {
-            self.accept(registry, now);
+            if !self.accept_pause.paused(ms(now)) {
+                self.accept(registry, now);
+            }
         } else if let Some(slot) = token.0.checked_sub(self.base + 1) {
             self.drive(registry, slot, src);
         }
     }
 
-    /// Closes connections past their deadline.
+    /// Closes connections past their deadline; retries a paused listener.
     pub fn handle_timeout(&mut self, registry: &Registry, now: Instant) {
+        if self.accept_pause.deadline().is_some_and(|t| t <= ms(now)) {
+            self.accept_pause.clear();
+            self.accept(registry, now);
+        }
         for slot in 0..self.conns.len() {
             let expired = matches!(&self.conns[slot], Some(c) if now >= c.deadline);
             if expired {
@@ -222,7 +238,13 @@ impl HttpServer {
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.conns.iter().flatten().map(|c| c.deadline).min()
+        let retry = self.accept_pause.deadline().map(Instant::from_millis);
+        self.conns
+            .iter()
+            .flatten()
+            .map(|c| c.deadline)
+            .chain(retry)
+            .min()
     }
 
     fn accept(&mut self, registry: &Registry, now: Instant) {
@@ -255,12 +277,16 @@ impl HttpServer {
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    warn!(error = %e, "http: accept failed");
+                Err(e) if descriptors::out_of_resources(&e) => {
+                    self.accept_pause.failed("http", &e, ms(now));
                     return;
                 }
+                // The peer gave up before we took it (ECONNABORTED...): the next one.
+                Err(e) => debug!(error = %e, "http: accept"),
             }
         }
+        // More may wait (edge-triggered: no new event for them): take them next turn.
+        self.accept_pause.retry_at(ms(now));
     }
 
     fn drive(&mut self, registry: &Registry, slot: usize, src: &dyn Source) {
@@ -339,8 +365,15 @@ impl HttpServer {
         if let Some(Some(mut c)) = self.conns.get_mut(slot).map(Option::take) {
             let _ = registry.deregister(&mut c.stream);
             let _ = c.stream.shutdown(std::net::Shutdown::Both);
+            // A descriptor is free: a listener paused for lack of them may take it.
+            self.accept_pause.resume();
         }
     }
+}
+
+/// `now` in whole milliseconds, the unit of [`AcceptPause`].
+fn ms(now: Instant) -> u64 {
+    now.as_micros() / 1000
 }
 
 /// Entry point for the `http` fuzz target and the seed replay test.

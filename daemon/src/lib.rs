@@ -6,6 +6,7 @@ pub mod clock;
 pub mod cluster;
 pub mod commands;
 pub mod config;
+pub mod descriptors;
 pub mod event_loop;
 pub mod hooks;
 pub mod http;

@@ -137,6 +137,8 @@ pub struct DaemonMetrics {
     pub hooks_dropped: u64,
     pub http_requests: u64,
     pub http_rejected: u64,
+    /// Failed HTTP `accept` calls (out of descriptors or memory).
+    pub http_accept_errors: u64,
     pub key_reloads: u64,
 }
 
@@ -403,6 +405,12 @@ pub fn render(c: &ClusterMetrics, d: &DaemonMetrics, s: &StatusSnapshot) -> Stri
     );
     counter(
         &mut o,
+        "tandem_http_accept_errors_total",
+        "HTTP accept calls failed for lack of descriptors or memory (the listener pauses and retries).",
+        d.http_accept_errors,
+    );
+    counter(
+        &mut o,
         "tandem_key_reloads_total",
         "Key file reloads (SIGHUP).",
         d.key_reloads,
@@ -570,6 +578,45 @@ pub fn render_sessions(
             "tandem_resp_buffered_bytes",
             "Bytes buffered for RESP clients.",
             resp.buffered_bytes() as u64,
+        );
+        gauge(
+            o,
+            "tandem_resp_client_memory_bytes",
+            "Bytes allocated to RESP client buffers, charged against --max-client-memory.",
+            resp.client_memory() as u64,
+        );
+        gauge(
+            o,
+            "tandem_resp_max_clients",
+            "RESP client cap in force (--max-clients, lowered to fit RLIMIT_NOFILE).",
+            resp.max_connections() as u64,
+        );
+        let rs = resp.stats();
+        family(
+            o,
+            "tandem_resp_clients_closed_total",
+            "counter",
+            "RESP clients refused or closed by the server, by reason.",
+        );
+        for reason in crate::resp_server::CloseReason::ALL {
+            sample(
+                o,
+                "tandem_resp_clients_closed_total",
+                &format!("reason=\"{}\"", reason.as_str()),
+                rs.closed(reason),
+            );
+        }
+        counter(
+            o,
+            "tandem_resp_accept_errors_total",
+            "RESP accept calls failed for lack of descriptors or memory (the listener pauses and retries).",
+            rs.accept_errors,
+        );
+        counter(
+            o,
+            "tandem_resp_oversized_requests_total",
+            "RESP requests skipped unbuffered and refused: a value over --max-value-bytes.",
+            rs.oversized,
         );
     }
 }

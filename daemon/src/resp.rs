@@ -18,12 +18,20 @@
 //! ranges are pushed one by one as arguments arrive, and bulk bodies stay in the caller's
 //! buffer, which grows only as bytes arrive, and never past `max_request` + one read.
 //!
+//! A request over `max_bulk` or `max_request` is not a protocol error: the parser skips the
+//! rest of it as it arrives ([`Parsed::Discard`], never buffered) and then reports it whole
+//! ([`Parsed::Oversized`]), so the caller answers one error and the connection goes on. Only a
+//! bulk longer than [`PROTO_MAX_BULK`] (Redis's `proto-max-bulk-len`) is a protocol error.
+//!
 //! Panics: never, whatever the bytes.
 
 use std::ops::Range;
 
 /// Redis's `PROTO_INLINE_MAX_SIZE`: longest inline request or header line.
 pub const MAX_INLINE: usize = 64 * 1024;
+/// Redis's default `proto-max-bulk-len` (512 MiB): a longer bulk is a protocol error that
+/// closes the connection; a shorter one over [`Limits::max_bulk`] is skipped and refused.
+pub const PROTO_MAX_BULK: usize = 0x2000_0000;
 /// Redis refuses more than this many arguments before AUTH when a password is set.
 const UNAUTH_MAX_ARGS: i64 = 10;
 /// Redis refuses bulks longer than this before AUTH when a password is set.
@@ -66,7 +74,7 @@ impl Default for Limits {
 pub enum ProtocolError {
     /// `*` header not a valid count, or above [`Limits::max_args`] (malformed or refused).
     InvalidMultibulkLength,
-    /// `$` header not a valid length, or above [`Limits::max_bulk`] (malformed or refused).
+    /// `$` header not a valid length, or above [`PROTO_MAX_BULK`] (malformed or refused).
     InvalidBulkLength,
     /// An array element did not start with `$`; carries the byte found.
     ExpectedDollar(u8),
@@ -82,9 +90,6 @@ pub enum ProtocolError {
     UnauthenticatedMultibulkLength,
     /// A bulk above 16 KiB before AUTH while a password is required (refused).
     UnauthenticatedBulkLength,
-    /// The command would occupy more than [`Limits::max_request`] bytes (refused). Redis closes
-    /// such a client (query buffer limit) without a reply; so do we.
-    RequestTooBig,
 }
 
 impl ProtocolError {
@@ -107,7 +112,6 @@ impl ProtocolError {
             ProtocolError::TooBigBulkCount => b"too big bulk count string",
             ProtocolError::UnauthenticatedMultibulkLength => b"unauthenticated multibulk length",
             ProtocolError::UnauthenticatedBulkLength => b"unauthenticated bulk length",
-            ProtocolError::RequestTooBig => return,
         };
         out.extend_from_slice(b"-ERR Protocol error: ");
         out.extend_from_slice(text);
@@ -124,6 +128,12 @@ pub enum Parsed {
     Command { consumed: usize },
     /// Input that holds no command (empty line, `*0`, `*-1`): drop `consumed` bytes.
     Nothing { consumed: usize },
+    /// Part of an oversized request, skipped: drop `consumed` bytes (the parser's offsets
+    /// start again at the front of what is left).
+    Discard { consumed: usize },
+    /// The end of a request with a bulk over [`Limits::max_bulk`] or a total over
+    /// [`Limits::max_request`]: drop `consumed` bytes and answer [`value_too_large`].
+    Oversized { consumed: usize },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -134,6 +144,9 @@ enum State {
     Array { remaining: usize },
     /// Inside an array, waiting for a bulk body of `len` bytes plus 2 at `pos`.
     Bulk { remaining: usize, len: usize },
+    /// Inside an oversized request: `left` bytes of the current bulk (and its CRLF) to skip
+    /// from `pos`, then `remaining - 1` more bulks, skipped too.
+    Skip { remaining: usize, left: usize },
 }
 
 /// Incremental RESP2 request parser; one per connection.
@@ -150,6 +163,8 @@ pub struct Parser {
     /// Unescaped inline arguments (inline commands only).
     inline: Vec<u8>,
     is_inline: bool,
+    /// The current request is oversized: every further bulk of it is skipped.
+    oversized: bool,
 }
 
 /// The arguments of a parsed command.
@@ -202,6 +217,7 @@ impl Parser {
             ranges: Vec::new(),
             inline: Vec::new(),
             is_inline: false,
+            oversized: false,
         }
     }
 
@@ -218,6 +234,7 @@ impl Parser {
                 State::Start => {
                     self.ranges.clear();
                     self.pos = 0;
+                    self.oversized = false;
                     let Some(&first) = buf.first() else {
                         return Ok(Parsed::Incomplete);
                     };
@@ -275,17 +292,50 @@ impl Parser {
                     };
                     let len = usize::try_from(len)
                         .ok()
-                        .filter(|&n| n <= self.limits.max_bulk)
+                        .filter(|&n| n <= PROTO_MAX_BULK)
                         .ok_or(ProtocolError::InvalidBulkLength)?;
                     if len as i64 > UNAUTH_MAX_BULK && auth_required {
                         return Err(ProtocolError::UnauthenticatedBulkLength);
                     }
                     let body = cr + 2;
-                    if body.saturating_add(len).saturating_add(2) > self.limits.max_request {
-                        return Err(ProtocolError::RequestTooBig);
-                    }
                     self.pos = body;
-                    self.state = State::Bulk { remaining, len };
+                    self.oversized |= len > self.limits.max_bulk
+                        || body.saturating_add(len).saturating_add(2) > self.limits.max_request;
+                    self.state = if self.oversized {
+                        // `len` <= PROTO_MAX_BULK: no overflow.
+                        State::Skip {
+                            remaining,
+                            left: len + 2,
+                        }
+                    } else {
+                        State::Bulk { remaining, len }
+                    };
+                }
+                State::Skip { remaining, left } => {
+                    let avail = buf.len().saturating_sub(self.pos);
+                    if avail < left {
+                        // Drop everything held: what arrives next continues the skip.
+                        self.state = State::Skip {
+                            remaining,
+                            left: left - avail,
+                        };
+                        self.pos = 0;
+                        self.scanned = 0;
+                        return Ok(match buf.len() {
+                            0 => Parsed::Incomplete,
+                            n => Parsed::Discard { consumed: n },
+                        });
+                    }
+                    self.pos += left;
+                    self.scanned = self.pos;
+                    if remaining <= 1 {
+                        self.state = State::Start;
+                        self.scanned = 0;
+                        return Ok(Parsed::Oversized { consumed: self.pos });
+                    }
+                    self.state = State::Array {
+                        remaining: remaining - 1,
+                    };
                 }
                 State::Bulk { remaining, len } => {
                     let end = self.pos + len;
@@ -364,6 +414,15 @@ impl Parser {
         }
         Ok(Parsed::Command { consumed: lf + 1 })
     }
+}
+
+/// The reply to an [`Parsed::Oversized`] request and to a write whose value would pass the
+/// store's `max_value_bytes`: one text, naming the limit.
+pub fn value_too_large(out: &mut Vec<u8>, max_value_bytes: usize) {
+    error(
+        out,
+        format!("ERR value exceeds --max-value-bytes ({max_value_bytes} bytes)").as_bytes(),
+    );
 }
 
 /// Redis's `sdssplitargs`: splits an inline line into arguments, honouring double quotes
@@ -622,7 +681,12 @@ pub mod fuzzing {
             loop {
                 match parser.parse(&buf, client.auth_required(&config)) {
                     Ok(Parsed::Incomplete) => break,
-                    Ok(Parsed::Nothing { consumed }) => {
+                    Ok(Parsed::Nothing { consumed } | Parsed::Discard { consumed }) => {
+                        buf.drain(..consumed);
+                    }
+                    Ok(Parsed::Oversized { consumed }) => {
+                        // Recorded as an empty command: every feeding must see it too.
+                        cmds.push(Vec::new());
                         buf.drain(..consumed);
                     }
                     Ok(Parsed::Command { consumed }) => {
@@ -711,7 +775,11 @@ mod tests {
                         cmds.push(parser.args(&buf).to_vec());
                         buf.drain(..consumed);
                     }
-                    Ok(Parsed::Nothing { consumed }) => {
+                    Ok(Parsed::Nothing { consumed } | Parsed::Discard { consumed }) => {
+                        buf.drain(..consumed);
+                    }
+                    Ok(Parsed::Oversized { consumed }) => {
+                        cmds.push(v(&["<oversized>"]));
                         buf.drain(..consumed);
                     }
                     Err(e) => return Err((cmds, e)),
@@ -822,17 +890,12 @@ mod tests {
         };
         let e = |input: &[u8]| feed(limits, input, &[]).expect_err("must fail").1;
         assert_eq!(e(b"*4\r\n"), ProtocolError::InvalidMultibulkLength);
-        assert_eq!(e(b"*1\r\n$9\r\n"), ProtocolError::InvalidBulkLength);
         assert_eq!(e(b"a b c d\r\n"), ProtocolError::InvalidMultibulkLength);
         assert_eq!(e(&[b'a'; 33]), ProtocolError::TooBigInline);
         assert_eq!(e(&[b'*'; 33]), ProtocolError::TooBigMbulkCount);
         let mut long = b"*1\r\n".to_vec();
         long.extend_from_slice(&[b'$'; 40]);
         assert_eq!(e(&long), ProtocolError::TooBigBulkCount);
-        assert_eq!(
-            e(b"*3\r\n$8\r\n12345678\r\n$8\r\n12345678\r\n$8\r\n12345678\r\n"),
-            ProtocolError::RequestTooBig
-        );
         // Within bounds, the same shapes parse.
         assert_eq!(
             feed(
@@ -842,10 +905,55 @@ mod tests {
             ),
             Ok(vec![v(&["12345678", "a", ""])])
         );
-        // A huge announced length allocates nothing and is refused at once.
+        // A huge announced length allocates nothing and is refused at once; so is one just
+        // past Redis's proto-max-bulk-len.
         assert_eq!(
             e(b"*1\r\n$9223372036854775807\r\n"),
             ProtocolError::InvalidBulkLength
+        );
+        assert_eq!(e(b"*1\r\n$536870913\r\n"), ProtocolError::InvalidBulkLength);
+    }
+
+    #[test]
+    fn oversized_requests_are_skipped_and_the_connection_goes_on() {
+        let limits = Limits {
+            max_args: 4,
+            max_bulk: 8,
+            max_inline: 32,
+            max_request: 40,
+        };
+        // A bulk over max_bulk; then three bulks within it whose total passes max_request
+        // (an HSET whose fields together are too large); each followed by a good command.
+        let input: &[u8] = b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$12\r\n123456789abc\r\nPING\r\n\
+            *4\r\n$8\r\n12345678\r\n$8\r\n12345678\r\n$8\r\n12345678\r\n$1\r\nx\r\n\
+            *2\r\n$3\r\nGET\r\n$1\r\nk\r\n";
+        let want = vec![
+            v(&["<oversized>"]),
+            v(&["PING"]),
+            v(&["<oversized>"]),
+            v(&["GET", "k"]),
+        ];
+        for i in 0..=input.len() {
+            assert_eq!(feed(limits, input, &[i]), Ok(want.clone()), "cut at {i}");
+        }
+        let cuts: Vec<usize> = (1..input.len()).collect();
+        assert_eq!(feed(limits, input, &cuts), Ok(want));
+        // Skipped bytes are dropped as they arrive: the buffer never holds the large bulk.
+        let mut p = Parser::new(limits);
+        assert_eq!(
+            p.parse(b"*2\r\n$3\r\nSET\r\n$1000\r\nxxxx", false),
+            Ok(Parsed::Discard { consumed: 24 })
+        );
+        assert_eq!(p.parse(b"", false), Ok(Parsed::Incomplete));
+        assert_eq!(
+            p.parse(&[b'x'; 500], false),
+            Ok(Parsed::Discard { consumed: 500 })
+        );
+        let mut tail = vec![b'x'; 496];
+        tail.extend_from_slice(b"\r\nPING\r\n");
+        assert_eq!(
+            p.parse(&tail, false),
+            Ok(Parsed::Oversized { consumed: 498 })
         );
     }
 

@@ -14,12 +14,25 @@
 //! completions resume it, so no connection waits on another's.
 //!
 //! Bounds per connection: input holds at most one request ([`resp::Limits::max_request`]) plus
-//! one read; output (sent or queued behind held writes) past
+//! one read (an oversized request is skipped as it arrives and answered with one error, see
+//! [`resp`]); output (sent or queued behind held writes) past
 //! [`ServerConfig::output_soft_limit`] stops command execution until the client reads
 //! (backpressure: a client that does not read its replies stops being read from, and its TCP
-//! window closes), and a single reply is bounded by the command layer's
-//! `max_reply_bytes` (a larger one closes the connection). At most
-//! [`ServerConfig::max_connections`]; more get Redis's "max number of clients" error.
+//! window closes), and a connection whose output stays past it for
+//! [`ServerConfig::output_soft_ms`] without the client taking a byte is closed (Redis's
+//! `client-output-buffer-limit` soft limit); a single reply is bounded by the command layer's
+//! `max_reply_bytes` (a larger one closes the connection). With
+//! [`ServerConfig::client_timeout_ms`], a connection that completes no request and takes no
+//! reply byte for that long is closed (Redis's `timeout`; a slowloris sending a byte a second
+//! never completes a request).
+//!
+//! Bounds over all connections: at most [`ServerConfig::max_connections`]; more get Redis's
+//! "max number of clients" error and are closed. The input and output buffers of all of
+//! them together are held under [`ServerConfig::max_client_memory`] (Redis's
+//! `maxmemory-clients`): past it, the connections holding the most are closed first. An
+//! `accept` that fails (out of descriptors) pauses the listener briefly instead of spinning
+//! ([`AcceptPause`]). The periodic checks run from [`RespServer::handle_timer`], at most
+//! once a second per connection set, never per event.
 //!
 //! Panics: never on client input.
 
@@ -31,7 +44,10 @@ use mio::event::Event;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Interest, Registry, Token};
 
+use tracing::{debug, warn};
+
 use crate::commands::{self, Client, Env, Outcome, ISOLATED_ERROR};
+use crate::descriptors::{self, AcceptPause};
 use crate::resp::{self, Parsed, Parser};
 use crate::store::{Replicate, Store};
 
@@ -39,6 +55,8 @@ use crate::store::{Replicate, Store};
 const READ_CHUNK: usize = 64 * 1024;
 /// Idle buffers larger than this are shrunk back.
 const KEEP_CAPACITY: usize = 64 * 1024;
+/// Period of the idle and output checks while connections are open.
+const CHECK_MS: u64 = 1000;
 
 /// Listener settings.
 #[derive(Clone, Debug)]
@@ -55,6 +73,13 @@ pub struct ServerConfig {
     /// Key and value bytes of one connection's writes in flight past which its further
     /// commands wait (one write is always allowed).
     pub max_held_bytes_per_connection: usize,
+    /// A connection whose output stays past `output_soft_limit` this long without the client
+    /// taking a byte is closed.
+    pub output_soft_ms: u64,
+    /// `--client-timeout` in milliseconds; 0 = never.
+    pub client_timeout_ms: u64,
+    /// `--max-client-memory`: input and output buffer bytes of all connections together.
+    pub max_client_memory: usize,
 }
 
 impl Default for ServerConfig {
@@ -66,6 +91,9 @@ impl Default for ServerConfig {
             output_soft_limit: 1 << 20,
             max_held_per_connection: 256,
             max_held_bytes_per_connection: 256 * 1024,
+            output_soft_ms: 5000,
+            client_timeout_ms: 0,
+            max_client_memory: 64 << 20,
         }
     }
 }
@@ -99,6 +127,60 @@ pub trait WriteSink {
     /// Extra `name:value` lines for INFO (node id, cluster role, peers).
     fn info_extra(&self) -> String {
         String::new()
+    }
+}
+
+/// Why the server closed a connection (or refused one): counted in `/metrics`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CloseReason {
+    /// Over [`ServerConfig::max_connections`]: refused with Redis's error.
+    MaxClients,
+    /// Among the largest when all buffers passed [`ServerConfig::max_client_memory`].
+    ClientMemory,
+    /// Output past the soft limit for [`ServerConfig::output_soft_ms`].
+    OutputBuffer,
+    /// Idle past [`ServerConfig::client_timeout_ms`].
+    Timeout,
+}
+
+impl CloseReason {
+    pub const ALL: [CloseReason; 4] = [
+        CloseReason::MaxClients,
+        CloseReason::ClientMemory,
+        CloseReason::OutputBuffer,
+        CloseReason::Timeout,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CloseReason::MaxClients => "max_clients",
+            CloseReason::ClientMemory => "client_memory",
+            CloseReason::OutputBuffer => "output_buffer",
+            CloseReason::Timeout => "timeout",
+        }
+    }
+}
+
+/// What the server counts (`/metrics`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RespStats {
+    /// Connections closed or refused, by [`CloseReason`] (in `CloseReason::ALL` order).
+    pub closed: [u64; CloseReason::ALL.len()],
+    /// Failed `accept` calls (out of descriptors or memory).
+    pub accept_errors: u64,
+    /// Requests skipped and refused as over `--max-value-bytes`.
+    pub oversized: u64,
+}
+
+impl RespStats {
+    pub fn closed(&self, reason: CloseReason) -> u64 {
+        self.closed.get(reason as usize).copied().unwrap_or(0)
+    }
+
+    fn count(&mut self, reason: CloseReason) {
+        if let Some(c) = self.closed.get_mut(reason as usize) {
+            *c += 1;
+        }
     }
 }
 
@@ -140,6 +222,13 @@ struct Conn {
     wants_write: bool,
     /// Marked by a completion whose drive is deferred to the end of the batch.
     dirty: bool,
+    /// Buffer bytes charged to the server's client memory (see [`Conn::memory`]).
+    charged: usize,
+    /// When the connection last completed a request or the client took reply bytes (unix
+    /// ms): the client timeout counts from here.
+    active_ms: u64,
+    /// Since when the output has been past the soft limit without the client taking a byte.
+    output_full_since: Option<u64>,
 }
 
 /// A held reply and what follows it in command order.
@@ -156,6 +245,12 @@ struct Queued {
 }
 
 impl Conn {
+    /// Bytes this connection's buffers hold (allocated, not just used: that is what the
+    /// process's memory pays).
+    fn memory(&self) -> usize {
+        self.input.capacity() + self.output.capacity() + self.queued_bytes
+    }
+
     fn pending_output(&self) -> usize {
         self.output.len() - self.written
     }
@@ -207,6 +302,12 @@ pub struct RespServer {
     deferred: Vec<usize>,
     next_client_id: u64,
     scratch: Vec<u8>,
+    /// Sum of the connections' [`Conn::charged`].
+    client_memory: usize,
+    accept_pause: AcceptPause,
+    /// When the idle and output checks next run (unix ms).
+    next_check: Option<u64>,
+    stats: RespStats,
 }
 
 impl RespServer {
@@ -226,6 +327,10 @@ impl RespServer {
             deferred: Vec::new(),
             next_client_id: 1,
             scratch: vec![0; READ_CHUNK],
+            client_memory: 0,
+            accept_pause: AcceptPause::default(),
+            next_check: None,
+            stats: RespStats::default(),
             config,
             commands,
             listener,
@@ -263,6 +368,78 @@ impl RespServer {
             .sum()
     }
 
+    /// Bytes allocated to connection buffers, as charged against
+    /// [`ServerConfig::max_client_memory`].
+    pub fn client_memory(&self) -> usize {
+        self.client_memory
+    }
+
+    /// The connection cap in force.
+    pub fn max_connections(&self) -> usize {
+        self.config.max_connections
+    }
+
+    pub fn stats(&self) -> RespStats {
+        RespStats {
+            accept_errors: self.accept_pause.errors(),
+            ..self.stats
+        }
+    }
+
+    /// When [`handle_timer`](Self::handle_timer) is next due (unix ms): a paused listener's
+    /// retry, the periodic idle and output checks.
+    pub fn poll_timeout_ms(&self) -> Option<u64> {
+        [self.accept_pause.deadline(), self.next_check]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// Retries a paused listener and runs the periodic checks, when due: closes connections
+    /// idle past the client timeout and ones whose output stayed full too long.
+    pub fn handle_timer(
+        &mut self,
+        registry: &Registry,
+        store: &mut Store,
+        sink: &mut dyn WriteSink,
+    ) {
+        let now = sink.now_ms();
+        self.drive_deferred(registry, store, sink);
+        if self.accept_pause.deadline().is_some_and(|t| t <= now) {
+            self.accept_pause.clear();
+            self.accept(registry, now);
+        }
+        if self.next_check.is_some_and(|t| t <= now) {
+            self.check_connections(registry, now);
+        }
+    }
+
+    fn check_connections(&mut self, registry: &Registry, now: u64) {
+        let timeout = self.config.client_timeout_ms;
+        let mut expired = Vec::new();
+        for (slot, conn) in self.conns.iter().enumerate() {
+            let Some(conn) = conn else { continue };
+            // A connection waiting for its writes to replicate is not idle.
+            let idle = timeout > 0
+                && conn.queue.is_empty()
+                && now.saturating_sub(conn.active_ms) >= timeout;
+            let stuck = conn
+                .output_full_since
+                .is_some_and(|t| now.saturating_sub(t) >= self.config.output_soft_ms);
+            if idle {
+                expired.push((slot, CloseReason::Timeout));
+            } else if stuck {
+                expired.push((slot, CloseReason::OutputBuffer));
+            }
+        }
+        for (slot, reason) in expired {
+            debug!(slot, reason = reason.as_str(), "closing client");
+            self.stats.count(reason);
+            self.close(registry, slot);
+        }
+        self.next_check = (self.connections() > 0).then_some(now.saturating_add(CHECK_MS));
+    }
+
     /// Handles a readiness event for a token this component [`owns`](Self::owns).
     pub fn handle_event(
         &mut self,
@@ -289,7 +466,10 @@ impl RespServer {
         // Completions deferred by a batch the loop did not finish (defensive: it always does).
         self.drive_deferred(registry, store, sink);
         if token == self.listener_token {
-            self.accept(registry);
+            let now = sink.now_ms();
+            if !self.accept_pause.paused(now) {
+                self.accept(registry, now);
+            }
             return;
         }
         if let Some(slot) = token.0.checked_sub(self.conn_base) {
@@ -341,18 +521,30 @@ impl RespServer {
         }
     }
 
-    fn accept(&mut self, registry: &Registry) {
-        loop {
+    /// Accepts until the backlog is empty (edge-triggered), at most 1024 per call so a flood
+    /// of connections cannot hold the loop.
+    fn accept(&mut self, registry: &Registry, now: u64) {
+        for _ in 0..1024 {
             let (mut stream, _) = match self.listener.accept() {
                 Ok(s) => s,
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-                // ECONNABORTED, EMFILE...: try again on the next event.
-                Err(_) => return,
+                Err(e) if descriptors::out_of_resources(&e) => {
+                    // The connection stays in the backlog: retry shortly (or when a
+                    // connection closes), never spin on the still-readable listener.
+                    self.accept_pause.failed("resp", &e, now);
+                    return;
+                }
+                // The peer gave up before we took it (ECONNABORTED...): the next one.
+                Err(e) => {
+                    debug!(error = %e, "resp: accept");
+                    continue;
+                }
             };
             if self.connections() >= self.config.max_connections {
                 // Best effort, as Redis: the socket buffer is empty, so this fits.
                 let _ = stream.write(b"-ERR max number of clients reached\r\n");
+                self.stats.count(CloseReason::MaxClients);
                 continue;
             }
             let _ = stream.set_nodelay(true);
@@ -390,12 +582,22 @@ impl RespServer {
                     hangup: false,
                     wants_write: false,
                     dirty: false,
+                    charged: 0,
+                    active_ms: now,
+                    output_full_since: None,
                 });
             }
+            if self.next_check.is_none() {
+                self.next_check = Some(now.saturating_add(CHECK_MS));
+            }
         }
+        // More may wait: take them at the next turn rather than now.
+        self.accept_pause.retry_at(now);
     }
 
     /// Reads, executes and writes for one connection until it can make no more progress.
+    /// [`drive_conn`](Self::drive_conn), then charges what its buffers hold to the client
+    /// memory and, past the budget, closes the connections holding the most.
     fn drive(
         &mut self,
         registry: &Registry,
@@ -403,7 +605,56 @@ impl RespServer {
         store: &mut Store,
         sink: &mut dyn WriteSink,
     ) {
+        self.drive_conn(registry, slot, store, sink);
+        if let Some(Some(conn)) = self.conns.get_mut(slot) {
+            let now = conn.memory();
+            self.client_memory = self.client_memory - conn.charged + now;
+            conn.charged = now;
+        }
+        if self.client_memory > self.config.max_client_memory {
+            self.evict(registry);
+        }
+    }
+
+    /// Closes the connections holding the most buffer memory until all of them together are
+    /// back under the budget. Runs only past the budget; one scan per connection closed.
+    fn evict(&mut self, registry: &Registry) {
+        while self.client_memory > self.config.max_client_memory {
+            let largest = self
+                .conns
+                .iter()
+                .enumerate()
+                .filter_map(|(slot, c)| Some((c.as_ref()?.charged, slot)))
+                .max();
+            let Some((charged, slot)) = largest else {
+                return;
+            };
+            if charged == 0 {
+                return;
+            }
+            self.stats.count(CloseReason::ClientMemory);
+            if self.stats.closed(CloseReason::ClientMemory) % 1000 == 1 {
+                warn!(
+                    client_memory = self.client_memory,
+                    max_client_memory = self.config.max_client_memory,
+                    closed = self.stats.closed(CloseReason::ClientMemory),
+                    "client buffers over --max-client-memory: closing the largest"
+                );
+            }
+            self.close(registry, slot);
+        }
+    }
+
+    /// Reads, executes and writes for one connection until it can make no more progress.
+    fn drive_conn(
+        &mut self,
+        registry: &Registry,
+        slot: usize,
+        store: &mut Store,
+        sink: &mut dyn WriteSink,
+    ) {
         let connected = self.connections();
+        let now = sink.now_ms();
         let Some(Some(conn)) = self.conns.get_mut(slot) else {
             return;
         };
@@ -423,6 +674,7 @@ impl RespServer {
                 &self.config,
                 &mut self.held,
                 slot,
+                &mut self.stats.oversized,
             );
             let wrote = match flush(conn) {
                 Ok(wrote) => wrote,
@@ -431,6 +683,10 @@ impl RespServer {
                     false
                 }
             };
+            if wrote {
+                conn.active_ms = now;
+                conn.output_full_since = None;
+            }
             if conn.closing == Closing::Now
                 || (conn.closing == Closing::AfterFlush
                     && conn.pending_output() == 0
@@ -484,6 +740,11 @@ impl RespServer {
             self.close(registry, slot);
             return;
         }
+        if conn.buffered_output() <= self.config.output_soft_limit {
+            conn.output_full_since = None;
+        } else if conn.output_full_since.is_none() {
+            conn.output_full_since = Some(now);
+        }
         if conn.pending_output() == 0 {
             if conn.output.capacity() > KEEP_CAPACITY {
                 conn.output = Vec::new();
@@ -521,7 +782,10 @@ impl RespServer {
             for q in &conn.queue {
                 self.held.remove(&q.id);
             }
+            self.client_memory -= conn.charged;
             self.free.push(slot);
+            // A descriptor is free: a listener paused for lack of them may take it.
+            self.accept_pause.resume();
         }
     }
 }
@@ -539,8 +803,10 @@ fn execute_buffered(
     server: &ServerConfig,
     held: &mut HashMap<WriteId, usize>,
     slot: usize,
+    oversized: &mut u64,
 ) -> bool {
     let mut consumed = 0;
+    let mut completed = false;
     while conn.queue.len() < server.max_held_per_connection
         && (conn.queue.is_empty() || conn.held_bytes < server.max_held_bytes_per_connection)
         && conn.closing == Closing::No
@@ -550,8 +816,21 @@ fn execute_buffered(
         let auth_required = conn.client.auth_required(config);
         match conn.parser.parse(rest, auth_required) {
             Ok(Parsed::Incomplete) => break,
-            Ok(Parsed::Nothing { consumed: n }) => consumed += n,
+            Ok(Parsed::Nothing { consumed: n }) => {
+                consumed += n;
+                completed = true;
+            }
+            Ok(Parsed::Discard { consumed: n }) => consumed += n,
+            Ok(Parsed::Oversized { consumed: n }) => {
+                consumed += n;
+                completed = true;
+                let start = conn.output.len();
+                resp::value_too_large(&mut conn.output, server.limits.max_bulk);
+                conn.queue_tail(start);
+                *oversized += 1;
+            }
             Ok(Parsed::Command { consumed: n }) => {
+                completed = true;
                 let args = conn.parser.args(rest);
                 let info_extra = if args.arg(0).eq_ignore_ascii_case(b"info") {
                     sink.info_extra()
@@ -605,14 +884,14 @@ fn execute_buffered(
                 e.encode_reply(&mut conn.output);
                 conn.queue_tail(start);
                 conn.closing = Closing::AfterFlush;
-                if e == resp::ProtocolError::RequestTooBig {
-                    conn.closing = Closing::Now;
-                }
             }
         }
     }
     if consumed > 0 {
         conn.input.drain(..consumed.min(conn.input.len()));
+    }
+    if completed {
+        conn.active_ms = sink.now_ms();
     }
     consumed > 0
 }
@@ -724,7 +1003,11 @@ pub mod standalone {
                 if now >= next_sweep {
                     next_sweep = store.sweep(now, 1000).unwrap_or(u64::MAX);
                 }
-                let wait = next_sweep.saturating_sub(now).min(50);
+                if resp.poll_timeout_ms().is_some_and(|t| t <= now) {
+                    resp.handle_timer(poll.registry(), &mut store, &mut sink);
+                }
+                let next = resp.poll_timeout_ms().unwrap_or(u64::MAX).min(next_sweep);
+                let wait = next.saturating_sub(now).min(50);
                 let timeout = if sink.due.is_empty() { wait } else { 0 };
                 match poll.poll(&mut events, Some(Duration::from_millis(timeout))) {
                     Ok(()) => {}
