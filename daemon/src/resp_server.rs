@@ -710,6 +710,13 @@ impl RespServer {
                         read = true;
                     }
                     Ok(n) => {
+                        // Grow by doubling but never past the cap: a parked request must
+                        // not hold twice its size (the client memory budget pays for it).
+                        let need = conn.input.len() + n;
+                        if need > conn.input.capacity() {
+                            let want = (conn.input.capacity() * 2).clamp(need, input_cap.max(need));
+                            conn.input.reserve_exact(want - conn.input.len());
+                        }
                         conn.input.extend_from_slice(buf.get(..n).unwrap_or(&[]));
                         conn.unread = n == room || conn.hangup;
                         read = true;
@@ -1050,11 +1057,13 @@ mod tests {
         submitted: Vec<(WriteId, Vec<Replicate>)>,
         /// Completions left in the current batch.
         left: usize,
+        /// Milliseconds the test clock moved.
+        elapsed_ms: u64,
     }
 
     impl WriteSink for TestSink {
         fn now_ms(&self) -> u64 {
-            1_000_000
+            1_000_000 + self.elapsed_ms
         }
         fn isolated(&self) -> bool {
             self.isolated
@@ -1131,6 +1140,20 @@ mod tests {
                     );
                 }
             }
+        }
+
+        /// Moves the test clock and runs the server's timer if due.
+        fn advance(&mut self, ms: u64) {
+            self.sink.elapsed_ms += ms;
+            if self
+                .server
+                .poll_timeout_ms()
+                .is_some_and(|t| t <= self.sink.now_ms())
+            {
+                self.server
+                    .handle_timer(self.poll.registry(), &mut self.store, &mut self.sink);
+            }
+            self.pump();
         }
 
         fn complete(&mut self, id: WriteId, result: Result<(), WriteFailure>) {
@@ -1367,5 +1390,129 @@ mod tests {
             b"+PONG\r\n-ERR Protocol error: invalid bulk length\r\n"
         );
         assert_eq!(rig.server.connections(), 0);
+    }
+
+    #[test]
+    fn oversized_value_is_skipped_answered_and_the_connection_goes_on() {
+        let limits = resp::Limits::for_max_value(1000);
+        let mut rig = Rig::new(ServerConfig {
+            limits,
+            ..ServerConfig::default()
+        });
+        let mut c = rig.connect();
+        c.write_all(b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$5000000\r\n")
+            .expect("send");
+        // 5 MB in pieces: the server never holds more than a read of it.
+        let chunk = vec![b'x'; 100_000];
+        let mut max_buffered = 0;
+        for _ in 0..50 {
+            c.write_all(&chunk).expect("send");
+            rig.pump();
+            max_buffered = max_buffered.max(rig.server.buffered_bytes());
+        }
+        c.write_all(b"\r\nSET k small\r\nGET k\r\n").expect("send");
+        rig.pump();
+        assert_eq!(
+            String::from_utf8_lossy(&read_some(&mut c)),
+            "-ERR value exceeds --max-value-bytes (1000 bytes)\r\n+OK\r\n$5\r\nsmall\r\n"
+        );
+        assert!(max_buffered <= READ_CHUNK, "{max_buffered}");
+        assert_eq!(rig.server.stats().oversized, 1);
+        // Past proto-max-bulk-len: a protocol error, and the connection closes.
+        c.write_all(b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$536870913\r\n")
+            .expect("send");
+        rig.pump();
+        assert_eq!(
+            read_some(&mut c),
+            b"-ERR Protocol error: invalid bulk length\r\n"
+        );
+        assert_eq!(rig.server.connections(), 0);
+    }
+
+    #[test]
+    fn client_memory_budget_closes_the_largest_first() {
+        let mut rig = Rig::new(ServerConfig {
+            max_client_memory: 4 << 20,
+            ..ServerConfig::default()
+        });
+        let mut small = rig.connect();
+        let mut parked = Vec::new();
+        // Each parks most of a 1 MB SET (within the value limit) and stops.
+        for _ in 0..8 {
+            let mut c = rig.connect();
+            c.write_all(b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1000000\r\n")
+                .expect("send");
+            c.write_all(&vec![b'x'; 900_000]).expect("send");
+            rig.pump();
+            assert!(rig.server.client_memory() <= 4 << 20);
+            parked.push(c);
+        }
+        assert!(rig.server.stats().closed(CloseReason::ClientMemory) >= 4);
+        assert!(
+            rig.server.connections() >= 4,
+            "{}",
+            rig.server.connections()
+        );
+        // The small client was never the largest: it still works.
+        small.write_all(b"PING\r\n").expect("send");
+        rig.pump();
+        assert_eq!(read_some(&mut small), b"+PONG\r\n");
+        drop(parked);
+        rig.pump();
+        assert_eq!(rig.server.connections(), 1);
+        assert!(rig.server.client_memory() < 1 << 20);
+    }
+
+    #[test]
+    fn idle_clients_time_out_and_busy_ones_stay() {
+        let mut rig = Rig::new(ServerConfig {
+            client_timeout_ms: 3000,
+            ..ServerConfig::default()
+        });
+        let mut slow = rig.connect();
+        let mut busy = rig.connect();
+        for _ in 0..6 {
+            // One byte of a request a second: never a complete command. (Once closed, the
+            // write fails: the server reset the connection.)
+            let _ = slow.write_all(b"*");
+            busy.write_all(b"PING\r\n").expect("send");
+            rig.advance(1000);
+            assert_eq!(read_some(&mut busy), b"+PONG\r\n");
+        }
+        assert_eq!(rig.server.connections(), 1);
+        assert_eq!(rig.server.stats().closed(CloseReason::Timeout), 1);
+        assert_eq!(read_some(&mut slow), b"");
+    }
+
+    #[test]
+    fn a_client_that_never_reads_is_cut_off_at_its_output_limit() {
+        let mut rig = Rig::new(ServerConfig {
+            output_soft_limit: 64 * 1024,
+            output_soft_ms: 2000,
+            ..ServerConfig::default()
+        });
+        let mut c = rig.connect();
+        c.write_all(format!("SET k {}\r\n", "v".repeat(60_000)).as_bytes())
+            .expect("send");
+        rig.pump();
+        assert_eq!(read_some(&mut c), b"+OK\r\n");
+        c.set_nonblocking(true).expect("nonblocking");
+        let gets = b"GET k\r\n".repeat(2000);
+        let mut sent = 0;
+        for _ in 0..200 {
+            if let Ok(n) = c.write(&gets[sent..]) {
+                sent += n;
+            }
+            rig.pump();
+            if sent == gets.len() {
+                break;
+            }
+        }
+        assert!(rig.server.buffered_bytes() > 64 * 1024);
+        for _ in 0..4 {
+            rig.advance(1000);
+        }
+        assert_eq!(rig.server.connections(), 0);
+        assert_eq!(rig.server.stats().closed(CloseReason::OutputBuffer), 1);
     }
 }

@@ -41,6 +41,7 @@ pub mod haproxy;
 pub mod hostile;
 pub mod linkemu;
 pub mod logs;
+pub mod probe;
 pub mod resp_client;
 pub mod scenario;
 pub mod transfer;
@@ -210,6 +211,45 @@ fn can_create_namespaces() -> Result<(), String> {
     }
     sh_quiet(&["ip", "netns", "del", &probe]);
     Ok(())
+}
+
+/// Resident memory of process `pid` in bytes (`VmRSS`), or `None` if it is gone.
+pub fn rss_bytes(pid: i32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kb * 1024)
+}
+
+/// Raises this process's soft descriptor limit to `want` (at most the hard limit) and
+/// returns the limit in force: tests that open thousands of client sockets need it.
+pub fn raise_own_nofile(want: u64) -> u64 {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a live, correctly typed struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return 0;
+        }
+        if lim.rlim_cur < want {
+            let raised = libc::rlimit {
+                rlim_cur: want.min(lim.rlim_max),
+                rlim_max: lim.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                return raised.rlim_cur;
+            }
+        }
+    }
+    lim.rlim_cur
 }
 
 /// CPU time of `pid` in ns: schedstat when the kernel has it, else utime+stime ticks.
@@ -412,6 +452,23 @@ impl Net {
         args: &[&str],
         env: &[(&str, &str)],
     ) -> usize {
+        self.start_with(host, interface, args, env, None)
+    }
+
+    /// [`Net::start`] with the daemon's `RLIMIT_NOFILE` set to `(soft, hard)`, as
+    /// `ulimit -n` or systemd's `LimitNOFILE` would.
+    pub fn start_nofile(&mut self, host: usize, args: &[&str], nofile: (u64, u64)) -> usize {
+        self.start_with(host, "eth0", args, &[], Some(nofile))
+    }
+
+    fn start_with(
+        &mut self,
+        host: usize,
+        interface: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+        nofile: Option<(u64, u64)>,
+    ) -> usize {
         let ns = self.ns(host).to_string();
         let idx = self.nodes.len();
         let log = self.logs.join(format!("node{idx}-h{host}.log"));
@@ -419,16 +476,34 @@ impl Net {
         let id = host.to_string();
         let mut full: Vec<&str> = vec!["--node-id", &id, "--interface", interface];
         full.extend_from_slice(args);
-        let child = Command::new("ip")
-            .args(["netns", "exec", &ns])
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &ns])
             .arg(tandemd_bin())
             .args(&full)
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(err)
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn tandemd: {e}"));
+            .stderr(err);
+        if let Some((soft, hard)) = nofile {
+            use std::os::unix::process::CommandExt;
+            let lim = libc::rlimit {
+                rlim_cur: soft,
+                rlim_max: hard,
+            };
+            // SAFETY: runs in the forked child before exec; setrlimit is async-signal-safe
+            // and `lim` is a plain value copied into the closure. `ip` execs tandemd, which
+            // inherits the limit.
+            unsafe {
+                cmd.pre_exec(move || {
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) == 0 {
+                        Ok(())
+                    } else {
+                        Err(std::io::Error::last_os_error())
+                    }
+                });
+            }
+        }
+        let child = cmd.spawn().unwrap_or_else(|e| panic!("spawn tandemd: {e}"));
         // The HTTP address the node was told, reachable from inside its namespace
         // (0.0.0.0 is reached through loopback).
         let http = args
