@@ -55,6 +55,10 @@ use crate::store::{Replicate, Store};
 const READ_CHUNK: usize = 64 * 1024;
 /// Idle buffers larger than this are shrunk back.
 const KEEP_CAPACITY: usize = 64 * 1024;
+/// Bytes one connection may read per turn of the loop; the rest waits for the next turn
+/// (its readiness is remembered, see [`RespServer::poll_timeout_ms`]), so a few clients
+/// sending large requests cannot make one turn long for everyone else.
+const READ_BUDGET: usize = 2 * READ_CHUNK;
 /// Period of the idle and output checks while connections are open.
 const CHECK_MS: u64 = 1000;
 
@@ -229,6 +233,8 @@ struct Conn {
     active_ms: u64,
     /// Since when the output has been past the soft limit without the client taking a byte.
     output_full_since: Option<u64>,
+    /// Listed in [`RespServer::runnable`]: stopped at its read budget with more to read.
+    runnable: bool,
 }
 
 /// A held reply and what follows it in command order.
@@ -307,6 +313,9 @@ pub struct RespServer {
     accept_pause: AcceptPause,
     /// When the idle and output checks next run (unix ms).
     next_check: Option<u64>,
+    /// Connections that stopped at [`READ_BUDGET`] with more to read: driven again at the
+    /// next turn (edge-triggered readiness would not report them again).
+    runnable: Vec<usize>,
     stats: RespStats,
 }
 
@@ -330,6 +339,7 @@ impl RespServer {
             client_memory: 0,
             accept_pause: AcceptPause::default(),
             next_check: None,
+            runnable: Vec::new(),
             stats: RespStats::default(),
             config,
             commands,
@@ -389,7 +399,8 @@ impl RespServer {
     /// When [`handle_timer`](Self::handle_timer) is next due (unix ms): a paused listener's
     /// retry, the periodic idle and output checks.
     pub fn poll_timeout_ms(&self) -> Option<u64> {
-        [self.accept_pause.deadline(), self.next_check]
+        let runnable = (!self.runnable.is_empty()).then_some(0);
+        [self.accept_pause.deadline(), self.next_check, runnable]
             .into_iter()
             .flatten()
             .min()
@@ -405,6 +416,13 @@ impl RespServer {
     ) {
         let now = sink.now_ms();
         self.drive_deferred(registry, store, sink);
+        // Bounded: each listed once; driving lists a connection again into a new list.
+        for slot in std::mem::take(&mut self.runnable) {
+            if let Some(Some(conn)) = self.conns.get_mut(slot) {
+                conn.runnable = false;
+                self.drive(registry, slot, store, sink);
+            }
+        }
         if self.accept_pause.deadline().is_some_and(|t| t <= now) {
             self.accept_pause.clear();
             self.accept(registry, now);
@@ -585,6 +603,7 @@ impl RespServer {
                     charged: 0,
                     active_ms: now,
                     output_full_since: None,
+                    runnable: false,
                 });
             }
             if self.next_check.is_none() {
@@ -664,6 +683,7 @@ impl RespServer {
             .max_request
             .max(self.config.limits.max_inline + 2)
             .saturating_add(READ_CHUNK);
+        let mut budget = READ_BUDGET;
         loop {
             let executed = execute_buffered(
                 conn,
@@ -699,7 +719,8 @@ impl RespServer {
                 && conn.closing == Closing::No
                 && conn.queue.len() < self.config.max_held_per_connection
                 && conn.buffered_output() <= self.config.output_soft_limit
-                && conn.input.len() < input_cap;
+                && conn.input.len() < input_cap
+                && budget > 0;
             let mut read = false;
             if may_read {
                 let room = (input_cap - conn.input.len()).min(self.scratch.len());
@@ -710,15 +731,23 @@ impl RespServer {
                         read = true;
                     }
                     Ok(n) => {
-                        // Grow by doubling but never past the cap: a parked request must
-                        // not hold twice its size (the client memory budget pays for it).
+                        // Past KEEP_CAPACITY, straight to the cap: one allocation per
+                        // large request, of one size, which the allocator reuses as is (a
+                        // doubling series leaves freed blocks of every size between live
+                        // ones, which the process keeps: tens of MB under a flood of
+                        // parked requests). The budget charges the capacity.
                         let need = conn.input.len() + n;
                         if need > conn.input.capacity() {
-                            let want = (conn.input.capacity() * 2).clamp(need, input_cap.max(need));
+                            let want = if need > KEEP_CAPACITY {
+                                input_cap.max(need)
+                            } else {
+                                KEEP_CAPACITY
+                            };
                             conn.input.reserve_exact(want - conn.input.len());
                         }
                         conn.input.extend_from_slice(buf.get(..n).unwrap_or(&[]));
                         conn.unread = n == room || conn.hangup;
+                        budget = budget.saturating_sub(n);
                         read = true;
                     }
                     Err(e) if e.kind() == ErrorKind::WouldBlock => conn.unread = false,
@@ -746,6 +775,10 @@ impl RespServer {
         if done {
             self.close(registry, slot);
             return;
+        }
+        if budget == 0 && conn.unread && !conn.read_closed && !conn.runnable {
+            conn.runnable = true;
+            self.runnable.push(slot);
         }
         if conn.buffered_output() <= self.config.output_soft_limit {
             conn.output_full_since = None;
@@ -1122,8 +1155,16 @@ mod tests {
                 self.poll
                     .poll(&mut self.events, Some(Duration::from_millis(2)))
                     .expect("poll");
-                if self.events.is_empty() {
+                let due = self
+                    .server
+                    .poll_timeout_ms()
+                    .is_some_and(|t| t <= self.sink.now_ms());
+                if self.events.is_empty() && !due {
                     return;
+                }
+                if due {
+                    self.server
+                        .handle_timer(self.poll.registry(), &mut self.store, &mut self.sink);
                 }
                 let tokens: Vec<(Token, bool)> = self
                     .events

@@ -26,12 +26,17 @@ pub struct Probed {
     pub max: Duration,
     /// The first failure, for the test's message.
     pub first_failure: Option<String>,
+    /// How long each answered probe took.
+    pub took: Vec<Duration>,
 }
 
 impl Probed {
     fn record(&mut self, took: Duration, bound: Duration, result: Result<(), String>) {
         self.count += 1;
         self.max = self.max.max(took);
+        if result.is_ok() {
+            self.took.push(took);
+        }
         match result {
             Ok(()) if took >= bound => self.slow += 1,
             Ok(()) => {}
@@ -40,6 +45,16 @@ impl Probed {
                 self.first_failure.get_or_insert(e);
             }
         }
+    }
+}
+
+impl Probed {
+    /// The `q` quantile (0..=1) of the answered probes' times.
+    pub fn quantile(&self, q: f64) -> Duration {
+        let mut t = self.took.clone();
+        t.sort_unstable();
+        let i = ((t.len() as f64 - 1.0) * q).round().max(0.0) as usize;
+        t.get(i).copied().unwrap_or_default()
     }
 }
 
