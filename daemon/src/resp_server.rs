@@ -1472,23 +1472,26 @@ mod tests {
 
     #[test]
     fn client_memory_budget_closes_the_largest_first() {
+        // Requests of up to 1.25 MiB: a large one takes a buffer of 1.31 MiB.
         let mut rig = Rig::new(ServerConfig {
-            max_client_memory: 4 << 20,
+            max_client_memory: 8 << 20,
+            limits: resp::Limits::for_max_value(512 * 1024),
             ..ServerConfig::default()
         });
         let mut small = rig.connect();
         let mut parked = Vec::new();
-        // Each parks most of a 1 MB SET (within the value limit) and stops.
+        // Each parks most of a 400 kB SET (within the value limit) and stops.
         for _ in 0..8 {
             let mut c = rig.connect();
-            c.write_all(b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1000000\r\n")
+            c.write_all(b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$400000\r\n")
                 .expect("send");
-            c.write_all(&vec![b'x'; 900_000]).expect("send");
+            c.write_all(&vec![b'x'; 350_000]).expect("send");
             rig.pump();
-            assert!(rig.server.client_memory() <= 4 << 20);
+            assert!(rig.server.client_memory() <= 8 << 20);
             parked.push(c);
         }
-        assert!(rig.server.stats().closed(CloseReason::ClientMemory) >= 4);
+        // Six fit in 8 MiB (with the small one): two are closed.
+        assert_eq!(rig.server.stats().closed(CloseReason::ClientMemory), 2);
         assert!(
             rig.server.connections() >= 4,
             "{}",
