@@ -50,6 +50,8 @@ pub struct Config {
     pub max_reply_bytes: usize,
     /// Shown in INFO.
     pub tcp_port: u16,
+    /// `--client-timeout` in seconds (CONFIG GET timeout).
+    pub client_timeout: u64,
     /// When the server started (INFO's uptime).
     pub started: std::time::Instant,
 }
@@ -61,6 +63,7 @@ impl Default for Config {
             max_key_bytes: tandem_core::frame::MAX_KEY_LEN,
             max_reply_bytes: 64 << 20,
             tcp_port: 6379,
+            client_timeout: 0,
             started: std::time::Instant::now(),
         }
     }
@@ -718,7 +721,7 @@ impl Exec<'_, '_> {
             ("maxmemory-policy", "noeviction".into()),
             ("databases", "1".into()),
             ("port", self.env.config.tcp_port.to_string()),
-            ("timeout", "0".into()),
+            ("timeout", self.env.config.client_timeout.to_string()),
         ];
         match lower.as_str() {
             "get" => {

@@ -159,6 +159,7 @@ impl Daemon {
             let commands = commands::Config {
                 requirepass: cfg.requirepass.clone().map(String::into_bytes),
                 tcp_port: cfg.resp.port(),
+                client_timeout: cfg.client_timeout,
                 ..commands::Config::default()
             };
             let mut r = RespServer::bind(server, commands, TOKEN_RESP_BASE, TOKEN_RESP_BASE.0 + 1)

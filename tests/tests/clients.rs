@@ -676,6 +676,13 @@ fn slowloris_clients_are_closed_after_the_client_timeout() {
     });
     // Meanwhile a client that sends a command every half second stays connected.
     let mut busy = Resp::connect(net.ns(1), resp_addr(), Duration::from_secs(2)).unwrap();
+    assert_eq!(
+        busy.cmd(&[b"CONFIG", b"GET", b"timeout"]).unwrap(),
+        Reply::Array(Some(vec![
+            Reply::Bulk(Some(b"timeout".to_vec())),
+            Reply::Bulk(Some(b"2".to_vec()))
+        ]))
+    );
     for i in 0..12 {
         let v = format!("busy-{i}");
         assert!(busy.set("busy", v.as_bytes()).unwrap().is_ok());
