@@ -538,7 +538,7 @@ impl Config {
         }
         let max_clients = cli.max_clients.or(file.max_clients).unwrap_or(10_000);
         if max_clients == 0 {
-            return err("--max-clients 0: must be at least 1");
+            problems.add("--max-clients 0: must be at least 1");
         }
         let max_client_memory = cli
             .max_client_memory
@@ -547,13 +547,13 @@ impl Config {
         // Room for a few clients each holding the largest request (two values) and its reply.
         let min_client_memory = max_value_bytes.saturating_mul(8).max(4 << 20);
         if max_client_memory < min_client_memory {
-            return err(format!(
+            problems.add(format!(
                 "--max-client-memory {max_client_memory}: at least {min_client_memory} (8 x --max-value-bytes, and 4 MiB)"
             ));
         }
         let client_timeout = cli.client_timeout.or(file.client_timeout).unwrap_or(0);
         if client_timeout > 365 * 24 * 3600 {
-            return err(format!(
+            problems.add(format!(
                 "--client-timeout {client_timeout}: at most a year of seconds (0 = never)"
             ));
         }
@@ -1068,7 +1068,10 @@ mod tests {
         );
         assert!(resolve(&["--node-id", "1", "--max-clients", "0"]).is_err());
         let e = resolve(&["--node-id", "1", "--max-client-memory", "1000"]).unwrap_err();
-        assert!(e.0.contains("--max-client-memory 1000: at least"), "{e}");
+        assert!(
+            e.to_string().contains("--max-client-memory 1000: at least"),
+            "{e}"
+        );
     }
 
     #[test]
