@@ -633,6 +633,64 @@ fn parked_commands_are_held_under_the_client_memory_budget() {
 }
 
 #[test]
+fn a_client_that_pipelines_large_gets_and_never_reads_is_cut_off() {
+    let Some(mut net) = Net::new(1) else {
+        return;
+    };
+    let node = start(&mut net, &[], None);
+    let sessions = store_sessions(&net, 200);
+    let mut c = Resp::connect(net.ns(1), resp_addr(), Duration::from_secs(5)).unwrap();
+    assert!(c.set("large", &vec![b'L'; 400_000]).unwrap().is_ok());
+    drop(c);
+    let pid = net.nodes[node].pid();
+    let baseline = rss_bytes(pid).unwrap();
+    // 2,000 GETs of 400 kB (800 MB of replies) sent, none read, until the server hangs up
+    // (bounded: 20 s).
+    let (sent, closed_after) = in_netns(net.ns(1), || {
+        nice_attacker();
+        let mut s = TcpStream::connect(resp_addr()).unwrap();
+        s.set_write_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let gets = b"GET large\r\n".repeat(2000);
+        let mut sent = 0;
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(20) {
+            match s.write(&gets[sent.min(gets.len() - 1)..]) {
+                Ok(n) => sent = (sent + n).min(gets.len()),
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+                Err(_) => return (sent, Some(start.elapsed())),
+            }
+            if sent >= gets.len() {
+                // Everything sent, nothing read: an empty line now and then (no reply) shows
+                // when the server hung up, without reading a reply.
+                std::thread::sleep(Duration::from_millis(200));
+                if s.write(b"\r\n").is_err() {
+                    return (sent, Some(start.elapsed()));
+                }
+            }
+        }
+        (sent, None)
+    });
+    let grown = rss_bytes(pid).unwrap().saturating_sub(baseline);
+    println!(
+        "a client pipelining 2,000 GETs of 400 kB without reading: {sent} request bytes sent, cut off after {closed_after:?}; RSS grew {} MiB",
+        grown >> 20
+    );
+    let after = closed_after.expect("the server never cut the client off");
+    assert!(after < Duration::from_secs(10), "{after:?}");
+    assert_eq!(
+        metric(
+            &net,
+            node,
+            "tandem_resp_clients_closed_total{reason=\"output_buffer\"}"
+        ),
+        1
+    );
+    assert!(grown < 16 << 20, "RSS grew {grown}");
+    check_sessions(&net, &sessions);
+}
+
+#[test]
 fn slowloris_clients_are_closed_after_the_client_timeout() {
     let Some(mut net) = Net::new(1) else {
         return;
