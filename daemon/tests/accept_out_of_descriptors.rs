@@ -1,7 +1,7 @@
 //! The RESP listener when `accept` fails for lack of descriptors (issue 11, item 1): the
 //! failure pauses the listener instead of spinning, and the connections left in the backlog
 //! are taken as soon as descriptors free up, with no new connection arriving to wake it.
-//! Its own test binary: it lowers this process's descriptor limit.
+//! The HTTP listener too. Its own test binary: it lowers this process's descriptor limit.
 // A failed unwrap in a test is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -14,8 +14,12 @@ use std::time::{Duration, Instant};
 
 use rlimit::Resource;
 use socket2::{Domain, Socket, Type};
+use tandem_core::{ClusterId, Incarnation, NodeId};
+use tandemd::clock::Clock;
 use tandemd::commands;
+use tandemd::http::{HttpServer, Source};
 use tandemd::resp_server::{standalone, ServerConfig};
+use tandemd::status::{MemberState, Role, StatusSnapshot};
 use tandemd::store;
 
 /// Opens `/dev/null` until the descriptor limit refuses (bounded by the limit).
@@ -124,4 +128,94 @@ fn a_listener_out_of_descriptors_pauses_then_takes_its_backlog() {
     );
     stop.store(true, Ordering::Relaxed);
     server.join().unwrap().unwrap();
+    drop(socks);
+
+    // The HTTP listener the same way: `/health` comes back once descriptors free up.
+    http_listener_out_of_descriptors(limit, &mut stat);
+}
+
+/// A fixed status for the HTTP endpoint: a healthy lone node.
+struct Healthy;
+
+impl Source for Healthy {
+    fn status(&self) -> StatusSnapshot {
+        StatusSnapshot {
+            node_id: NodeId(1),
+            cluster_id: ClusterId(1),
+            incarnation: Incarnation(1),
+            state: MemberState::Alive,
+            leader: Some(NodeId(1)),
+            view: 1,
+            role: Role::Leader,
+            members: Vec::new(),
+            synced: true,
+            isolated: false,
+            sync: Default::default(),
+            backlog: Default::default(),
+        }
+    }
+
+    fn metrics(&self) -> String {
+        String::new()
+    }
+}
+
+fn http_listener_out_of_descriptors(limit: u64, stat: &mut File) {
+    let mut poll = mio::Poll::new().unwrap();
+    let mut server = HttpServer::bind(
+        SocketAddr::from(([127, 0, 0, 1], 0)),
+        poll.registry(),
+        mio::Token(0),
+    )
+    .unwrap();
+    let addr = server.local_addr().unwrap();
+    let mut events = mio::Events::with_capacity(64);
+    let clock = Clock::new();
+    // The loop, as the daemon runs it: events, then due timeouts (bounded: 5 s).
+    let mut turn = |server: &mut HttpServer, until: Duration| {
+        let start = Instant::now();
+        while start.elapsed() < until {
+            let now = clock.now();
+            let wait = server
+                .poll_timeout()
+                .map(|t| t.saturating_duration_since(now))
+                .unwrap_or(Duration::from_millis(20))
+                .min(Duration::from_millis(20));
+            poll.poll(&mut events, Some(wait)).unwrap();
+            let now = clock.now();
+            for ev in events.iter() {
+                server.handle_event(poll.registry(), ev.token(), now, &Healthy);
+            }
+            if server.poll_timeout().is_some_and(|t| t <= now) {
+                server.handle_timeout(poll.registry(), now);
+            }
+        }
+    };
+    let clients = 4;
+    let unconnected: Vec<Socket> = (0..clients)
+        .map(|_| Socket::new(Domain::IPV4, Type::STREAM, None).unwrap())
+        .collect();
+    let held = exhaust(limit);
+    let mut socks: Vec<TcpStream> = unconnected
+        .into_iter()
+        .map(|s| {
+            s.connect(&addr.into()).unwrap();
+            s.into()
+        })
+        .collect();
+    for s in &mut socks {
+        s.write_all(b"GET /health HTTP/1.1\r\n\r\n").unwrap();
+    }
+    let cpu = cpu_time(stat);
+    turn(&mut server, Duration::from_millis(300));
+    assert!(cpu_time(stat) - cpu < Duration::from_millis(150));
+    assert!(server.stats().accept_errors > 0);
+    drop(held);
+    turn(&mut server, Duration::from_millis(300));
+    for s in &mut socks {
+        s.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+        let mut answer = String::new();
+        s.read_to_string(&mut answer).unwrap();
+        assert!(answer.starts_with("HTTP/1.1 200 OK"), "{answer}");
+    }
 }
