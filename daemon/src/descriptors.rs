@@ -7,7 +7,8 @@
 //! endpoint (all of its [`http::MAX_CONNS`](crate::http::MAX_CONNS) connections), the timer,
 //! signals, hooks and the refusal of one client over the cap working whatever the clients do.
 //!
-//! [`AcceptPause`] is a listener's answer to an `accept` error (EMFILE, ENFILE, ENOBUFS...):
+//! [`AcceptPause`] is a listener's answer to an `accept` error (EMFILE, ENFILE, ENOBUFS, any
+//! but a connection the peer already gave up):
 //! count it, log at most once a second, stop accepting (the loop must not spin on a listener
 //! that stays readable) and retry after [`ACCEPT_RETRY_MS`] or as soon as a connection of the
 //! process closes, whichever comes first. A listener is never left dead.
@@ -101,12 +102,14 @@ fn plan(max_clients: usize, soft: u64, hard: u64) -> Result<Fit, String> {
     })
 }
 
-/// True for the `accept` errors that mean "out of descriptors or memory for now": the
-/// connection stays in the backlog and a later retry may take it.
-pub fn out_of_resources(e: &io::Error) -> bool {
+/// True for an `accept` error that concerns only the connection being taken (the peer gave
+/// up first): the next one can be tried at once. Any other error (EMFILE, ENFILE, ENOBUFS,
+/// ENOMEM, or one not foreseen) pauses the listener: the connection stays in the backlog,
+/// and retrying at once would only spin.
+pub fn per_connection(e: &io::Error) -> bool {
     matches!(
         e.raw_os_error(),
-        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+        Some(libc::ECONNABORTED | libc::EPROTO | libc::EPERM)
     )
 }
 
@@ -194,7 +197,10 @@ mod tests {
         let mut p = AcceptPause::default();
         assert!(!p.paused(5));
         let e = io::Error::from_raw_os_error(libc::EMFILE);
-        assert!(out_of_resources(&e));
+        assert!(!per_connection(&e));
+        assert!(per_connection(&io::Error::from_raw_os_error(
+            libc::ECONNABORTED
+        )));
         p.failed("resp", &e, 100);
         assert!(p.paused(100));
         assert_eq!(p.deadline(), Some(100 + ACCEPT_RETRY_MS));

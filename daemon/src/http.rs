@@ -277,12 +277,12 @@ impl HttpServer {
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) if descriptors::out_of_resources(&e) => {
+                // The peer gave up before we took it (ECONNABORTED...): the next one.
+                Err(e) if descriptors::per_connection(&e) => debug!(error = %e, "http: accept"),
+                Err(e) => {
                     self.accept_pause.failed("http", &e, ms(now));
                     return;
                 }
-                // The peer gave up before we took it (ECONNABORTED...): the next one.
-                Err(e) => debug!(error = %e, "http: accept"),
             }
         }
         // More may wait (edge-triggered: no new event for them): take them next turn.

@@ -547,16 +547,17 @@ impl RespServer {
                 Ok(s) => s,
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-                Err(e) if descriptors::out_of_resources(&e) => {
-                    // The connection stays in the backlog: retry shortly (or when a
-                    // connection closes), never spin on the still-readable listener.
-                    self.accept_pause.failed("resp", &e, now);
-                    return;
-                }
                 // The peer gave up before we took it (ECONNABORTED...): the next one.
-                Err(e) => {
+                Err(e) if descriptors::per_connection(&e) => {
                     debug!(error = %e, "resp: accept");
                     continue;
+                }
+                Err(e) => {
+                    // Out of descriptors (or worse): the connection stays in the backlog;
+                    // retry shortly or when a connection closes, never spin on the
+                    // still-readable listener.
+                    self.accept_pause.failed("resp", &e, now);
+                    return;
                 }
             };
             if self.connections() >= self.config.max_connections {
