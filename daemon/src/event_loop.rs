@@ -419,14 +419,6 @@ impl Daemon {
     }
 
     fn on_timeouts(&mut self, now: Instant) {
-        if let Some(resp) = &mut self.resp {
-            let now_ms = unix_ms();
-            if resp.poll_timeout_ms().is_some_and(|t| t <= now_ms) {
-                let isolated = self.cluster.node().membership().isolated();
-                let (store, mut sink) = self.sessions.split(now_ms, isolated);
-                resp.handle_timer(self.poll.registry(), store, &mut sink);
-            }
-        }
         if self.cluster.poll_timeout().is_some_and(|t| t <= now) {
             self.cluster.handle_timeout(now);
         }
@@ -443,6 +435,15 @@ impl Daemon {
                 .store
                 .sweep(now_ms, SWEEP_BUDGET)
                 .map(|due| now + Duration::from_millis(due.saturating_sub(now_ms)));
+        }
+        // Clients last: paused listeners, idle checks, connections past their read budget.
+        if let Some(resp) = &mut self.resp {
+            let now_ms = unix_ms();
+            if resp.poll_timeout_ms().is_some_and(|t| t <= now_ms) {
+                let isolated = self.cluster.node().membership().isolated();
+                let (store, mut sink) = self.sessions.split(now_ms, isolated);
+                resp.handle_timer(self.poll.registry(), store, &mut sink);
+            }
         }
     }
 
