@@ -580,8 +580,6 @@ fn parked_commands_are_held_under_the_client_memory_budget() {
     let peak = watch.stop();
     let health = health.stop();
     let client = client.stop();
-    let late = metric(&net, node, "tandem_loop_timer_late_max_microseconds");
-    println!("loop timer late at most {late} us");
     println!(
         "1000 parked 1.1 MB commands, settled in {attack_time:?} ({cut} cut while sending): {closed} closed for client memory, {} MiB charged; RSS baseline {} MiB, peak {} MiB; /health p95 {:?} max {:?} ({} probes, {} over 50 ms); RESP SET+GET p95 {:?} max {:?} ({} probes, {} over 100 ms)",
         charged >> 20,
