@@ -271,6 +271,10 @@ pub struct Cli {
     /// seconds; 0 = never [default: 0].
     #[arg(long, value_name = "SECONDS")]
     pub client_timeout: Option<u64>,
+    /// Without a password, RESP clients from other hosts are refused with Redis's DENIED
+    /// error (Redis's protected mode) [default: yes].
+    #[arg(long, value_name = "yes|no", value_parser = parse_yes_no)]
+    pub protected_mode: Option<bool>,
     /// Password RESP clients must AUTH with (visible in the process list: prefer
     /// --requirepass-file).
     #[arg(long, conflicts_with = "requirepass_file")]
@@ -324,6 +328,7 @@ pub struct FileConfig {
     pub max_clients: Option<usize>,
     pub max_client_memory: Option<usize>,
     pub client_timeout: Option<u64>,
+    pub protected_mode: Option<bool>,
     pub requirepass: Option<String>,
     pub requirepass_file: Option<PathBuf>,
     pub state_dir: Option<PathBuf>,
@@ -404,6 +409,8 @@ pub struct Config {
     pub max_client_memory: usize,
     /// `--client-timeout` in seconds; 0 = never.
     pub client_timeout: u64,
+    /// `--protected-mode`: without a password, only loopback RESP clients are served.
+    pub protected_mode: bool,
     pub requirepass: Option<String>,
     /// Where the incarnation floor is kept; `None`: not persisted (logged at start).
     pub state_dir: Option<PathBuf>,
@@ -634,10 +641,20 @@ impl Config {
             max_clients,
             max_client_memory,
             client_timeout,
+            protected_mode: cli.protected_mode.or(file.protected_mode).unwrap_or(true),
             requirepass,
             state_dir: cli.state_dir.or(file.state_dir).or_else(default_state_dir),
             replication,
         })
+    }
+}
+
+/// `yes`/`no` (as Redis spells its booleans), also `true`/`false`.
+fn parse_yes_no(text: &str) -> Result<bool, String> {
+    match text {
+        "yes" | "true" => Ok(true),
+        "no" | "false" => Ok(false),
+        _ => Err(format!("{text}: expected yes or no")),
     }
 }
 
@@ -900,6 +917,16 @@ mod tests {
         argv.extend_from_slice(args);
         let cli = Cli::try_parse_from(argv).map_err(|e| ConfigError(e.to_string()))?;
         Config::resolve(cli, parse_file_config(toml)?, &lookup)
+    }
+
+    #[test]
+    fn protected_mode_is_on_unless_turned_off() {
+        assert!(resolve(&["--node-id", "1"]).unwrap().protected_mode);
+        let c = resolve(&["--node-id", "1", "--protected-mode", "no"]).unwrap();
+        assert!(!c.protected_mode);
+        assert!(resolve(&["--node-id", "1", "--protected-mode", "maybe"]).is_err());
+        let c = resolve_with(&["--node-id", "1"], "protected_mode = false\n").unwrap();
+        assert!(!c.protected_mode);
     }
 
     #[test]

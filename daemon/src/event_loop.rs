@@ -154,6 +154,7 @@ impl Daemon {
                 max_connections: fit.max_clients,
                 max_client_memory: cfg.max_client_memory,
                 client_timeout_ms: cfg.client_timeout.saturating_mul(1000),
+                loopback_only: cfg.protected_mode && cfg.requirepass.is_none(),
                 ..ServerConfig::default()
             };
             let commands = commands::Config {
@@ -162,6 +163,9 @@ impl Daemon {
                 client_timeout: cfg.client_timeout,
                 ..commands::Config::default()
             };
+            if server.loopback_only && !cfg.resp.ip().is_loopback() {
+                warn!(resp = %cfg.resp, "protected mode: no password, so RESP clients from other hosts are refused (--requirepass-file, or --protected-mode no)");
+            }
             let mut r = RespServer::bind(server, commands, TOKEN_RESP_BASE, TOKEN_RESP_BASE.0 + 1)
                 .map_err(|e| DaemonError::Runtime(format!("--resp {}: {e}", cfg.resp)))?;
             r.register(poll.registry())

@@ -84,7 +84,21 @@ pub struct ServerConfig {
     pub client_timeout_ms: u64,
     /// `--max-client-memory`: input and output buffer bytes of all connections together.
     pub max_client_memory: usize,
+    /// Redis's protected mode: clients that are not on loopback get [`DENIED`] and are closed
+    /// (set when `--protected-mode` is on and there is no password).
+    pub loopback_only: bool,
 }
+
+/// Redis's reply to a client refused by protected mode, word for word (so that a user's search
+/// for it finds the explanation), with tandem's flags.
+pub const DENIED: &[u8] = b"-DENIED Redis is running in protected mode because protected mode \
+is enabled and no password is set for the default user. In this mode connections are only \
+accepted from the loopback interface. If you want to connect from external computers to Redis \
+you may adopt one of the following solutions: 1) Set up an authentication password for the \
+default user (tandemd --requirepass-file PATH). 2) Restart tandemd with '--protected-mode no', \
+but MAKE SURE the RESP port is not reachable from untrusted networks if you do so. NOTE: You \
+only need to do one of the above things in order for the server to start accepting connections \
+from the outside.\r\n";
 
 impl Default for ServerConfig {
     fn default() -> ServerConfig {
@@ -98,6 +112,7 @@ impl Default for ServerConfig {
             output_soft_ms: 5000,
             client_timeout_ms: 0,
             max_client_memory: 64 << 20,
+            loopback_only: false,
         }
     }
 }
@@ -145,14 +160,17 @@ pub enum CloseReason {
     OutputBuffer,
     /// Idle past [`ServerConfig::client_timeout_ms`].
     Timeout,
+    /// Not on loopback while [`ServerConfig::loopback_only`]: refused with [`DENIED`].
+    ProtectedMode,
 }
 
 impl CloseReason {
-    pub const ALL: [CloseReason; 4] = [
+    pub const ALL: [CloseReason; 5] = [
         CloseReason::MaxClients,
         CloseReason::ClientMemory,
         CloseReason::OutputBuffer,
         CloseReason::Timeout,
+        CloseReason::ProtectedMode,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -161,6 +179,7 @@ impl CloseReason {
             CloseReason::ClientMemory => "client_memory",
             CloseReason::OutputBuffer => "output_buffer",
             CloseReason::Timeout => "timeout",
+            CloseReason::ProtectedMode => "protected_mode",
         }
     }
 }
@@ -543,7 +562,7 @@ impl RespServer {
     /// of connections cannot hold the loop.
     fn accept(&mut self, registry: &Registry, now: u64) {
         for _ in 0..1024 {
-            let (mut stream, _) = match self.listener.accept() {
+            let (mut stream, peer) = match self.listener.accept() {
                 Ok(s) => s,
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
@@ -560,6 +579,12 @@ impl RespServer {
                     return;
                 }
             };
+            if self.config.loopback_only && !is_loopback(peer.ip()) {
+                // Best effort, as Redis: the socket buffer is empty, so this fits.
+                let _ = stream.write(DENIED);
+                self.stats.count(CloseReason::ProtectedMode);
+                continue;
+            }
             if self.connections() >= self.config.max_connections {
                 // Best effort, as Redis: the socket buffer is empty, so this fits.
                 let _ = stream.write(b"-ERR max number of clients reached\r\n");
@@ -1068,6 +1093,16 @@ pub mod standalone {
             Ok(())
         });
         Ok((addr, handle))
+    }
+}
+
+/// Loopback, IPv4-mapped IPv6 loopback included.
+fn is_loopback(ip: std::net::IpAddr) -> bool {
+    match ip {
+        std::net::IpAddr::V4(v4) => v4.is_loopback(),
+        std::net::IpAddr::V6(v6) => v6
+            .to_ipv4_mapped()
+            .map_or(v6.is_loopback(), |v4| v4.is_loopback()),
     }
 }
 

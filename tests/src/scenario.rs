@@ -138,6 +138,10 @@ impl Cluster {
             format!("{a}:{HTTP_PORT}"),
             "--resp".into(),
             format!("{a}:{RESP_PORT}"),
+            // Clients come from the load-balancer host and the test hosts' network, which
+            // is theirs alone: no password, so protected mode must be off.
+            "--protected-mode".into(),
+            "no".into(),
         ];
         if self.opts.witness {
             v.extend(["--voters".into(), "1,2,3".into()]);

@@ -254,3 +254,59 @@ fn auth_flood_is_cut_off_after_a_few_guesses() {
     assert_eq!(answered, 6, "guesses answered before the connection closed");
     assert_eq!(user.get("session:1").unwrap().bytes(), Some(&b"alice"[..]));
 }
+
+/// Redis's protected mode: a RESP port on a non-loopback address without a password serves
+/// loopback clients only; others get the DENIED explanation and are closed, unless
+/// `--protected-mode no`; with a password, other hosts get the usual NOAUTH.
+#[test]
+fn protected_mode_refuses_other_hosts_without_a_password() {
+    use tandem_tests::resp_client::{Reply, Resp};
+    let Some(mut net) = Net::new(2) else { return };
+    let port = tandem_tests::RESP_PORT;
+    let open = format!("0.0.0.0:{port}");
+    let on_host = std::net::SocketAddr::from((Net::addr(1), port));
+    let local = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let t = Duration::from_secs(5);
+    let ping = |ns: &str, addr| Resp::connect(ns, addr, t).and_then(|mut c| c.cmd(&[b"PING"]));
+
+    let a = net.start(1, &["--insecure", "--resp", &open]);
+    net.wait_up(a);
+    match ping(net.ns(2), on_host) {
+        Ok(Reply::Error(e)) => assert!(e.starts_with("DENIED"), "{e}"),
+        other => panic!("a client of another host was served: {other:?}"),
+    }
+    assert_eq!(
+        ping(net.ns(1), local).unwrap(),
+        Reply::Simple("PONG".into())
+    );
+    assert!(net.log(a).contains("protected mode"), "{}", net.log(a));
+    assert_eq!(
+        net.metric(
+            a,
+            "tandem_resp_clients_closed_total{reason=\"protected_mode\"}"
+        ),
+        Some(1)
+    );
+    assert!(net.sigterm(a).is_some());
+
+    let b = net.start(
+        1,
+        &["--insecure", "--resp", &open, "--protected-mode", "no"],
+    );
+    net.wait_up(b);
+    assert_eq!(
+        ping(net.ns(2), on_host).unwrap(),
+        Reply::Simple("PONG".into())
+    );
+    assert!(net.sigterm(b).is_some());
+
+    let c = net.start(
+        1,
+        &["--insecure", "--resp", &open, "--requirepass", "s3cret"],
+    );
+    net.wait_up(c);
+    match ping(net.ns(2), on_host) {
+        Ok(Reply::Error(e)) => assert!(e.starts_with("NOAUTH"), "{e}"),
+        other => panic!("{other:?}"),
+    }
+}
