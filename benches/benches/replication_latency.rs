@@ -1,8 +1,12 @@
 //! Synchronous replicated write latency: one client, sequential RESP SETs, per-request time.
 //!
-//! Three targets, each measured by a client inside the node's host namespace over loopback:
+//! Four targets, each measured by a client inside the node's host namespace over loopback:
 //! - `cluster`: node 1 of a two-host cluster (two namespaces on a bridge, default sync mode):
 //!   every reply waits until node 2 acked the write over the veth pair;
+//! - `cluster, --busy-poll`: the same on a second pair (hosts 4 and 5, another cluster id)
+//!   whose nodes poll without sleeping for TANDEM_BENCH_BUSY_POLL microseconds (default 50)
+//!   after traffic: how much of the round trip is the VM's wake-up from idle, and what the
+//!   spinning costs in CPU per request (both nodes);
 //! - `standalone`: one node with no peer (the RESP + store path alone), on a third host with
 //!   another cluster id;
 //! - `redis`: a local `redis-server` in host 1's namespace (scale).
@@ -25,6 +29,9 @@ use tandem_tests::{in_netns, wait_for, Net, RESP_PORT};
 /// Per-request latencies (ns), or why the run stopped.
 type Samples = Result<Vec<u64>, String>;
 
+/// SETs before each round's measured ones.
+const WARM_UP: usize = 1000;
+
 /// Port of the baseline redis-server inside a host namespace.
 const REDIS_PORT: u16 = 6390;
 
@@ -39,8 +46,14 @@ fn main() {
         .unwrap_or(20_000)
         .clamp(100, 1_000_000);
 
+    let busy_poll: u32 = std::env::var("TANDEM_BENCH_BUSY_POLL")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(50)
+        .clamp(1, 1000);
     // Hosts 1 and 2: a two-node cluster, sync mode. Host 3: a node of another cluster, alone.
-    let Some(mut net) = Net::new(3) else { return };
+    // Hosts 4 and 5: a third cluster, the pair of 1 and 2 with --busy-poll.
+    let Some(mut net) = Net::new(5) else { return };
     // As in production: authenticated and encrypted (AES-128-GCM), one node per host.
     let key = net.key_file("cluster.key");
     let a = net.start(1, &["--key-file", &key, "--no-multicast-loop"]);
@@ -56,36 +69,68 @@ fn main() {
             "--no-multicast-loop",
         ],
     );
-    if !wait_cluster(&net, a, b) || !wait_healthy(&net, s) {
+    let spin_key = net.key_file("spin.key");
+    let spin = busy_poll.to_string();
+    let spin_args = [
+        "--key-file",
+        &spin_key,
+        "--cluster-id",
+        "3",
+        "--no-multicast-loop",
+        "--busy-poll",
+        &spin,
+    ];
+    let (c, d) = (net.start(4, &spin_args), net.start(5, &spin_args));
+    if !wait_cluster(&net, a, b) || !wait_healthy(&net, s) || !wait_cluster(&net, c, d) {
         println!("nodes never became healthy; abandoned\n{}", net.log(a));
         return;
     }
     let ns1 = net.ns(1).to_string();
     let ns3 = net.ns(3).to_string();
+    let ns4 = net.ns(4).to_string();
+    let pids =
+        |nodes: &[usize]| -> Vec<i32> { nodes.iter().map(|&n| net.nodes[n].pid()).collect() };
+    let spin_name = format!("cluster, --busy-poll {busy_poll}");
     let redis = RedisServer::start(&ns1);
     if redis.is_none() {
         println!("redis-server: not installed or did not start; skipped");
     }
-    let mut targets: Vec<(&str, &str, u16, Samples)> = vec![
-        ("cluster (sync, 2 hosts)", &ns1, RESP_PORT, Ok(Vec::new())),
-        ("standalone (no peer)", &ns3, RESP_PORT, Ok(Vec::new())),
+    let mut targets: Vec<Target> = vec![
+        Target::new("cluster (sync, 2 hosts)", &ns1, RESP_PORT, pids(&[a, b])),
+        Target::new(&spin_name, &ns4, RESP_PORT, pids(&[c, d])),
+        Target::new("standalone (no peer)", &ns3, RESP_PORT, pids(&[s])),
     ];
-    if redis.is_some() {
-        targets.push(("redis-server (same host)", &ns1, REDIS_PORT, Ok(Vec::new())));
+    if let Some(r) = &redis {
+        targets.push(Target::new(
+            "redis-server (same host)",
+            &ns1,
+            REDIS_PORT,
+            vec![r.0.id() as i32],
+        ));
     }
     const ROUNDS: usize = 4;
     for _ in 0..ROUNDS {
-        for (_, ns, port, acc) in targets.iter_mut() {
-            if let Ok(all) = acc {
-                match measure(ns, *port, sets / ROUNDS) {
-                    Ok(more) => all.extend(more),
-                    Err(e) => *acc = Err(e),
-                }
-            }
+        for t in targets.iter_mut() {
+            t.round(sets / ROUNDS);
         }
     }
-    for (what, _, _, lat) in targets {
-        report(what, lat);
+    for t in targets {
+        let per_request = t.cpu_per_request();
+        report(t.name, t.lat);
+        if let Some(us) = per_request {
+            println!("  CPU per request (all of its processes): {us:.1} us");
+        }
+    }
+    for (n, name) in [(c, "busy-poll node 1"), (d, "busy-poll node 2")] {
+        let spun = net.get(n, "/metrics").and_then(|(_, body)| {
+            body.lines()
+                .find_map(|l| l.strip_prefix("tandem_loop_busy_poll_seconds_total "))
+                .and_then(|v| v.trim().parse::<f64>().ok())
+        });
+        let hits = net.metric(n, "tandem_loop_busy_poll_hits_total");
+        if let (Some(spun), Some(hits)) = (spun, hits) {
+            println!("  {name}: {spun:.3} s spent busy-polling, {hits} windows caught an event");
+        }
     }
     tandem_tests::logs::warn_false_deaths(&[(1, net.log(a)), (2, net.log(b))]);
     if let Some(replicated) = net.metric(b, "tandem_sessions") {
@@ -93,12 +138,64 @@ fn main() {
     }
 }
 
-/// Waits (bounded) until both nodes see each other alive and both report healthy.
+/// One thing measured: where its client connects, the processes whose CPU it costs, and
+/// what it gave so far.
+struct Target<'a> {
+    name: &'a str,
+    ns: &'a str,
+    port: u16,
+    pids: Vec<i32>,
+    lat: Samples,
+    cpu_ns: u64,
+    /// SETs sent, warm-ups included (the CPU figure covers them too).
+    requests: usize,
+}
+
+impl<'a> Target<'a> {
+    fn new(name: &'a str, ns: &'a str, port: u16, pids: Vec<i32>) -> Target<'a> {
+        Target {
+            name,
+            ns,
+            port,
+            pids,
+            lat: Ok(Vec::new()),
+            cpu_ns: 0,
+            requests: 0,
+        }
+    }
+
+    /// One round of `sets` SETs (after the warm-up), with the CPU its processes used.
+    fn round(&mut self, sets: usize) {
+        let Ok(all) = &mut self.lat else { return };
+        let cpu = |pids: &[i32]| {
+            pids.iter()
+                .filter_map(|&p| tandem_tests::cpu_ns(p))
+                .sum::<u64>()
+        };
+        let before = cpu(&self.pids);
+        match measure(self.ns, self.port, sets) {
+            Ok(more) => all.extend(more),
+            Err(e) => self.lat = Err(e),
+        }
+        self.cpu_ns += cpu(&self.pids).saturating_sub(before);
+        self.requests += WARM_UP + sets;
+    }
+
+    /// Microseconds of CPU per SET.
+    fn cpu_per_request(&self) -> Option<f64> {
+        self.lat.as_ref().ok()?;
+        (self.requests > 0).then(|| self.cpu_ns as f64 / 1000.0 / self.requests as f64)
+    }
+}
+
+/// Waits (bounded) until both nodes see each other alive and both report healthy. Node
+/// ids are host numbers.
 fn wait_cluster(net: &Net, a: usize, b: usize) -> bool {
     net.wait_up(a);
     net.wait_up(b);
-    net.wait_member_state(a, 2, "alive", Duration::from_secs(10))
-        && net.wait_member_state(b, 1, "alive", Duration::from_secs(10))
+    let id = |n: usize| net.nodes[n].host as u64;
+    net.wait_member_state(a, id(b), "alive", Duration::from_secs(10))
+        && net.wait_member_state(b, id(a), "alive", Duration::from_secs(10))
         && wait_healthy(net, a)
         && wait_healthy(net, b)
 }
@@ -140,7 +237,7 @@ fn measure(ns: &str, port: u16, sets: usize) -> Samples {
             }
             Ok(dt)
         };
-        for i in 0..1000 {
+        for i in 0..WARM_UP {
             set(&mut s, i)?;
         }
         (0..sets).map(|i| set(&mut s, i)).collect()

@@ -104,6 +104,8 @@ pub struct Daemon {
     recv_pending: bool,
     /// State-transfer chunks may be due that a slice's time bound held back.
     send_pending: bool,
+    /// `--busy-poll`: until when the loop polls without sleeping (set after traffic).
+    spin_until: Option<std::time::Instant>,
     /// The replicated session store.
     sessions: Sessions,
     /// The RESP session API (`None` on a witness, which holds no sessions).
@@ -258,6 +260,7 @@ impl Daemon {
             metrics: DaemonMetrics::default(),
             ready: false,
             recv_pending: false,
+            spin_until: None,
             send_pending: false,
             sessions,
             resp,
@@ -294,11 +297,19 @@ impl Daemon {
                     wait => Some(wait + Duration::from_millis(1)),
                 })
             };
-            if let Err(e) = self.poll.poll(&mut events, timeout) {
-                if e.kind() == io::ErrorKind::Interrupted {
-                    continue;
+            // Right after traffic, a reply or the next request is likely within microseconds:
+            // poll without sleeping for a while (--busy-poll) rather than pay the wake-up.
+            let spun = match self.spin_until.take() {
+                Some(until) if timeout != Some(Duration::ZERO) => self.spin(&mut events, until),
+                _ => false,
+            };
+            if !spun {
+                if let Err(e) = self.poll.poll(&mut events, timeout) {
+                    if e.kind() == io::ErrorKind::Interrupted {
+                        continue;
+                    }
+                    return Err(DaemonError::Runtime(format!("poll: {e}")));
                 }
-                return Err(DaemonError::Runtime(format!("poll: {e}")));
             }
             let now = self.clock.now();
             let busy_start = std::time::Instant::now();
@@ -370,7 +381,36 @@ impl Daemon {
             let busy = busy_start.elapsed().as_micros() as u64;
             self.metrics.busy_us += busy;
             self.metrics.turn_max_us = self.metrics.turn_max_us.max(busy);
+            // Traffic from clients or peers (not timers, signals or HTTP probes) opens the
+            // busy-poll window.
+            let traffic = events
+                .iter()
+                .any(|e| e.token() == TOKEN_CLUSTER || e.token() >= TOKEN_RESP_BASE);
+            if traffic && self.cfg.busy_poll_us > 0 {
+                self.spin_until = Some(
+                    std::time::Instant::now()
+                        + Duration::from_micros(u64::from(self.cfg.busy_poll_us)),
+                );
+            }
         }
+    }
+
+    /// Polls without sleeping until an event arrives or `until` passes (a deadline due in
+    /// the meantime arrives as the timer's event); returns whether events arrived.
+    fn spin(&mut self, events: &mut Events, until: std::time::Instant) -> bool {
+        let start = std::time::Instant::now();
+        let mut got = false;
+        // Bounded: `until` is at most MAX_BUSY_POLL_US after the last traffic.
+        while std::time::Instant::now() < until {
+            if self.poll.poll(events, Some(Duration::ZERO)).is_ok() && !events.is_empty() {
+                got = true;
+                break;
+            }
+            std::hint::spin_loop();
+        }
+        self.metrics.spin_us += start.elapsed().as_micros() as u64;
+        self.metrics.spin_hits += u64::from(got);
+        got
     }
 
     /// Reads the heartbeats, fires the cluster's due timeouts and sends what they queued

@@ -132,6 +132,10 @@ pub struct DaemonMetrics {
     pub slice_max_us: u64,
     /// Longest loop turn (everything between two waits), microseconds.
     pub turn_max_us: u64,
+    /// Microseconds spent polling without sleeping (`--busy-poll`).
+    pub spin_us: u64,
+    /// Busy-poll windows that caught an event before they closed.
+    pub spin_hits: u64,
     pub hooks_started: u64,
     pub hooks_failed: u64,
     pub hooks_dropped: u64,
@@ -290,6 +294,19 @@ pub fn render(c: &ClusterMetrics, d: &DaemonMetrics, s: &StatusSnapshot) -> Stri
         "counter",
         "Time spent handling events.",
         d.busy_us,
+    );
+    seconds(
+        &mut o,
+        "tandem_loop_busy_poll_seconds_total",
+        "counter",
+        "Time spent polling without sleeping after traffic (--busy-poll).",
+        d.spin_us,
+    );
+    counter(
+        &mut o,
+        "tandem_loop_busy_poll_hits_total",
+        "Busy-poll windows that caught an event before closing.",
+        d.spin_hits,
     );
     seconds(
         &mut o,
