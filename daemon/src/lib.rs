@@ -21,3 +21,4 @@ pub mod resp_server;
 pub mod sessions;
 pub mod status;
 pub mod store;
+pub mod vip;

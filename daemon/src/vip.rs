@@ -1,0 +1,510 @@
+//! Floating virtual IPs: which node holds each `--vip`, decided from the membership view.
+//!
+//! Pure (no sockets, no clock): the event loop passes `now` and the view each turn
+//! ([`Vips::update`]) and carries out the [`Action`]s through [`crate::ifaddr`].
+//!
+//! # Who holds a VIP
+//!
+//! Candidates are the live, healthy data nodes in this node's view: alive or suspect (a
+//! suspect may still hold it, so nobody takes over before it is declared dead), not a
+//! witness, not joining, syncing, draining or isolated. A candidate is *settled* once this
+//! node has seen it healthy for `--vip-hold`; this node itself needs `hold + gap` (see
+//! below). A peer already healthy when this node first hears it, while this node itself is
+//! not settled, counts as settled at once: it was there first. The owner of a VIP is, in
+//! order:
+//!
+//! 1. its preferred node, if that is a settled candidate;
+//! 2. else the lowest-id settled candidate other than the preferred node;
+//! 3. else the only candidate, if there is exactly one (alone at start, or the last one);
+//! 4. else nobody: two unsettled candidates (a cold start together) wait for the hold rather
+//!    than both claim it.
+//!
+//! A node without quorum is not a candidate, so it releases everything.
+//!
+//! Handing back: a returning preferred node P is a candidate but not settled, so the
+//! survivor S keeps the VIP (rule 2). S sees P healthy at most one heartbeat interval (plus
+//! the network) after P does, and releases `hold` later; P takes it `hold + gap` after it
+//! became healthy, `gap` being two heartbeat intervals plus a millisecond. So S has
+//! released before P adds the address: never two holders, at the cost of a gap-long outage
+//! on a planned hand-back (none on a failure).
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr};
+use std::str::FromStr;
+use std::time::Duration;
+
+use tandem_core::{Instant, NodeId};
+
+/// Default `--vip-hold`.
+pub const DEFAULT_HOLD: Duration = Duration::from_secs(1);
+
+/// One `--vip ADDR/PREFIX@NODE`. The address is an [`IpAddr`] so IPv6 can be added; the
+/// configuration accepts IPv4 only for now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VipSpec {
+    pub addr: IpAddr,
+    pub prefix: u8,
+    pub prefer: NodeId,
+}
+
+impl VipSpec {
+    /// Checks the address is one a host can own (IPv4, unicast, prefix 1..=32).
+    pub fn validate(&self) -> Result<(), String> {
+        match self.addr {
+            IpAddr::V4(a) => {
+                if !(1..=32).contains(&self.prefix) {
+                    return Err(format!("--vip {self}: prefix must be 1..=32"));
+                }
+                if a.is_unspecified() || a.is_multicast() || a.is_broadcast() || a.is_loopback() {
+                    return Err(format!("--vip {self}: not a unicast host address"));
+                }
+            }
+            IpAddr::V6(_) => return Err(format!("--vip {self}: IPv6 VIPs are not supported yet")),
+        }
+        if self.prefer.0 == 0 {
+            return Err(format!("--vip {self}: node id 0 is reserved"));
+        }
+        Ok(())
+    }
+
+    /// The address as `ADDR/PREFIX` (the form `ip addr` prints).
+    pub fn cidr(&self) -> String {
+        format!("{}/{}", self.addr, self.prefix)
+    }
+}
+
+impl fmt::Display for VipSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}@{}", self.addr, self.prefix, self.prefer.0)
+    }
+}
+
+impl FromStr for VipSpec {
+    type Err = String;
+
+    /// `ADDR/PREFIX@NODE`, e.g. `198.18.0.100/24@1`.
+    fn from_str(s: &str) -> Result<VipSpec, String> {
+        let bad = || format!("--vip {s}: not ADDR/PREFIX@NODE (e.g. 198.18.0.100/24@1)");
+        let (cidr, node) = s.trim().split_once('@').ok_or_else(bad)?;
+        let prefer = NodeId(node.parse().map_err(|_| bad())?);
+        let (addr, prefix) = parse_cidr(cidr).ok_or_else(bad)?;
+        Ok(VipSpec {
+            addr,
+            prefix,
+            prefer,
+        })
+    }
+}
+
+/// `ADDR/PREFIX`; a bare IPv4 address is a /32.
+pub fn parse_cidr(s: &str) -> Option<(IpAddr, u8)> {
+    match s.split_once('/') {
+        Some((a, p)) => Some((a.parse().ok()?, p.parse().ok()?)),
+        None => Some((IpAddr::V4(s.parse::<Ipv4Addr>().ok()?), 32)),
+    }
+}
+
+/// A peer as this node sees it now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerHealth {
+    pub node: NodeId,
+    /// A live, healthy data node (see the module docs).
+    pub healthy: bool,
+}
+
+/// What to do with a VIP's address on this host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Add the address and announce it (gratuitous ARP).
+    Acquire(VipSpec),
+    /// Remove the address.
+    Release(VipSpec),
+}
+
+/// Health history of one peer.
+#[derive(Debug, Clone, Copy)]
+struct Track {
+    node: NodeId,
+    /// Healthy since (as this node saw it); `None` while unhealthy.
+    since: Option<Instant>,
+    /// Healthy when first heard while this node was not settled: settled from the start.
+    senior: bool,
+}
+
+/// The VIPs of this node, what it holds and how long each candidate has been healthy.
+#[derive(Debug)]
+pub struct Vips {
+    me: NodeId,
+    specs: Vec<VipSpec>,
+    held: Vec<bool>,
+    owners: Vec<Option<NodeId>>,
+    hold: Duration,
+    gap: Duration,
+    self_since: Option<Instant>,
+    peers: Vec<Track>,
+    /// The last `update`'s `now`: deadlines up to it have been acted on.
+    last: Instant,
+}
+
+impl Vips {
+    /// `gap`: the extra wait of a node taking its own VIP back (see the module docs).
+    pub fn new(me: NodeId, specs: Vec<VipSpec>, hold: Duration, gap: Duration) -> Vips {
+        let n = specs.len();
+        Vips {
+            me,
+            specs,
+            held: vec![false; n],
+            owners: vec![None; n],
+            hold,
+            gap,
+            self_since: None,
+            peers: Vec::new(),
+            last: Instant::ZERO,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.specs.is_empty()
+    }
+
+    pub fn specs(&self) -> &[VipSpec] {
+        &self.specs
+    }
+
+    /// Each VIP with the node that should hold it in this node's view (`None`: nobody).
+    pub fn owners(&self) -> impl Iterator<Item = (&VipSpec, Option<NodeId>)> + '_ {
+        self.specs.iter().zip(self.owners.iter().copied())
+    }
+
+    /// Whether this node holds the VIP at `i` (its address is on the interface).
+    pub fn holds(&self, i: usize) -> bool {
+        self.held.get(i).copied().unwrap_or(false)
+    }
+
+    /// Takes the view at `now` (`me_healthy`: this node is alive, synced, has quorum and is
+    /// not joining; `peers`: every peer in the membership table) and appends to `out` what
+    /// must change on this host. The caller reports back with [`Vips::done`].
+    pub fn update(
+        &mut self,
+        now: Instant,
+        me_healthy: bool,
+        peers: &[PeerHealth],
+        out: &mut Vec<Action>,
+    ) {
+        self.last = now;
+        let me_was_settled = self.settled_self(now);
+        self.self_since = match (me_healthy, self.self_since) {
+            (false, _) => None,
+            (true, Some(t)) => Some(t),
+            (true, None) => Some(now),
+        };
+        // Forget peers no longer in the table (dead and gone, left).
+        self.peers
+            .retain(|t| peers.iter().any(|p| p.node == t.node));
+        for p in peers {
+            match self.peers.iter_mut().find(|t| t.node == p.node) {
+                Some(t) => {
+                    t.since = match (p.healthy, t.since) {
+                        (false, _) => {
+                            t.senior = false;
+                            None
+                        }
+                        (true, Some(s)) => Some(s),
+                        (true, None) => Some(now),
+                    }
+                }
+                None => self.peers.push(Track {
+                    node: p.node,
+                    since: p.healthy.then_some(now),
+                    senior: p.healthy && !me_was_settled,
+                }),
+            }
+        }
+        for i in 0..self.specs.len() {
+            let owner = self.owner(now, self.specs[i].prefer);
+            self.owners[i] = owner;
+            let mine = owner == Some(self.me);
+            if mine != self.held[i] {
+                out.push(if mine {
+                    Action::Acquire(self.specs[i])
+                } else {
+                    Action::Release(self.specs[i])
+                });
+            }
+        }
+    }
+
+    /// The caller carried out `action` (or gave up on it: a failed add is not held).
+    pub fn done(&mut self, action: Action, ok: bool) {
+        let (spec, hold) = match action {
+            Action::Acquire(s) => (s, ok),
+            // A failed remove leaves nothing we can do; the address is not ours any more.
+            Action::Release(s) => (s, false),
+        };
+        if let Some(i) = self.specs.iter().position(|s| *s == spec) {
+            self.held[i] = hold;
+        }
+    }
+
+    /// Every VIP this node holds, as releases (SIGTERM: before the Leave goes out).
+    pub fn release_all(&self, out: &mut Vec<Action>) {
+        for (i, s) in self.specs.iter().enumerate() {
+            if self.held[i] {
+                out.push(Action::Release(*s));
+            }
+        }
+    }
+
+    /// When a candidate next becomes settled (the loop must look again then).
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.specs.is_empty() {
+            return None;
+        }
+        let own = self.self_since.map(|t| t + self.hold + self.gap);
+        let peers = self
+            .peers
+            .iter()
+            .filter(|t| !t.senior)
+            .filter_map(|t| t.since.map(|s| s + self.hold));
+        own.into_iter()
+            .chain(peers)
+            .filter(|t| *t > self.last)
+            .min()
+    }
+
+    fn settled_self(&self, now: Instant) -> bool {
+        self.self_since
+            .is_some_and(|t| now >= t + self.hold + self.gap)
+    }
+
+    /// Candidates (`node`, settled) in this node's view, this node included when healthy.
+    fn candidates(&self, now: Instant) -> impl Iterator<Item = (NodeId, bool)> + '_ {
+        let me = self.self_since.map(|_| (self.me, self.settled_self(now)));
+        let peers = self
+            .peers
+            .iter()
+            .filter_map(move |t| t.since.map(|s| (t.node, t.senior || now >= s + self.hold)));
+        me.into_iter().chain(peers)
+    }
+
+    /// The rule in the module docs.
+    fn owner(&self, now: Instant, prefer: NodeId) -> Option<NodeId> {
+        let mut settled_other: Option<NodeId> = None;
+        let mut only: Option<NodeId> = None;
+        let mut count = 0usize;
+        for (node, settled) in self.candidates(now) {
+            if node == prefer && settled {
+                return Some(prefer);
+            }
+            if node != prefer && settled {
+                settled_other = Some(settled_other.map_or(node, |o| o.min(node)));
+            }
+            count += 1;
+            only = Some(node);
+        }
+        settled_other.or(only.filter(|_| count == 1))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HOLD: Duration = Duration::from_millis(1000);
+    const GAP: Duration = Duration::from_millis(5);
+
+    fn at(ms: u64) -> Instant {
+        Instant::ZERO + Duration::from_millis(ms)
+    }
+
+    fn spec(s: &str) -> VipSpec {
+        s.parse().unwrap()
+    }
+
+    fn two() -> Vec<VipSpec> {
+        vec![spec("198.18.0.100/24@1"), spec("198.18.0.101/24@2")]
+    }
+
+    fn peer(node: u16, healthy: bool) -> PeerHealth {
+        PeerHealth {
+            node: NodeId(node),
+            healthy,
+        }
+    }
+
+    /// Runs one update and applies every action as successful; returns the actions.
+    fn step(v: &mut Vips, ms: u64, me: bool, peers: &[PeerHealth]) -> Vec<Action> {
+        let mut out = Vec::new();
+        v.update(at(ms), me, peers, &mut out);
+        for a in &out {
+            v.done(*a, true);
+        }
+        out
+    }
+
+    fn held(v: &Vips) -> Vec<bool> {
+        (0..v.specs().len()).map(|i| v.holds(i)).collect()
+    }
+
+    #[test]
+    fn parses_and_validates() {
+        let s = spec("198.18.0.100/24@1");
+        assert_eq!(s.addr, IpAddr::V4(Ipv4Addr::new(198, 18, 0, 100)));
+        assert_eq!((s.prefix, s.prefer), (24, NodeId(1)));
+        assert_eq!(s.to_string(), "198.18.0.100/24@1");
+        assert_eq!(s.cidr(), "198.18.0.100/24");
+        assert_eq!(spec("10.0.0.1@3").prefix, 32);
+        assert!(s.validate().is_ok());
+        for bad in [
+            "198.18.0.100/24",
+            "198.18.0.100/24@x",
+            "x/24@1",
+            "1.2.3.4/a@1",
+        ] {
+            assert!(bad.parse::<VipSpec>().is_err(), "{bad}");
+        }
+        for invalid in [
+            "1.2.3.4/33@1",
+            "1.2.3.4/0@1",
+            "224.0.0.1/24@1",
+            "0.0.0.0/8@1",
+        ] {
+            assert!(spec(invalid).validate().is_err(), "{invalid}");
+        }
+        assert!(spec("1.2.3.4/24@0").validate().is_err());
+        assert!(spec("2001:db8::1/64@1")
+            .validate()
+            .unwrap_err()
+            .contains("IPv6"));
+    }
+
+    #[test]
+    fn alone_holds_everything_at_once_and_nothing_while_unhealthy() {
+        let mut v = Vips::new(NodeId(1), two(), HOLD, GAP);
+        assert!(step(&mut v, 0, false, &[]).is_empty());
+        assert_eq!(held(&v), [false, false]);
+        let acts = step(&mut v, 10, true, &[]);
+        assert_eq!(acts.len(), 2);
+        assert_eq!(held(&v), [true, true]);
+        // Lost quorum (not healthy): releases both.
+        let acts = step(&mut v, 20, false, &[]);
+        assert!(acts.iter().all(|a| matches!(a, Action::Release(_))));
+        assert_eq!(held(&v), [false, false]);
+    }
+
+    #[test]
+    fn each_holds_its_own_and_survivor_takes_over_on_death() {
+        // Node 2, joining a settled node 1 that holds both.
+        let mut v = Vips::new(NodeId(2), two(), HOLD, GAP);
+        step(&mut v, 0, false, &[peer(1, true)]);
+        // Healthy (synced): node 1 is senior, so .100 stays there; .101 waits for our hold.
+        step(&mut v, 100, true, &[peer(1, true)]);
+        assert_eq!(held(&v), [false, false]);
+        step(&mut v, 100 + 1000, true, &[peer(1, true)]);
+        assert_eq!(held(&v), [false, false], "hold without the gap: not yet");
+        assert_eq!(v.poll_timeout(), Some(at(100 + 1005)));
+        step(&mut v, 100 + 1005, true, &[peer(1, true)]);
+        assert_eq!(held(&v), [false, true]);
+        // Node 1 dies (gone from the table or declared dead: not healthy).
+        let acts = step(&mut v, 2000, true, &[peer(1, false)]);
+        assert_eq!(acts, [Action::Acquire(two()[0])]);
+        assert_eq!(held(&v), [true, true]);
+        let owners: Vec<_> = v.owners().map(|(_, o)| o).collect();
+        assert_eq!(owners, [Some(NodeId(2)), Some(NodeId(2))]);
+    }
+
+    #[test]
+    fn returning_preferred_node_waits_for_the_hold_and_survivor_releases_first() {
+        // Survivor 2 has held both for a while.
+        let mut s = Vips::new(NodeId(2), two(), HOLD, GAP);
+        step(&mut s, 0, true, &[]);
+        step(&mut s, 5000, true, &[]);
+        assert_eq!(held(&s), [true, true]);
+        // Node 1 restarts: survivor sees it joining, then healthy at 6001.
+        step(&mut s, 6000, true, &[peer(1, false)]);
+        step(&mut s, 6001, true, &[peer(1, true)]);
+        assert_eq!(held(&s), [true, true], "no move before the hold");
+        step(&mut s, 6500, true, &[peer(1, true)]);
+        assert_eq!(held(&s), [true, true]);
+        assert_eq!(s.poll_timeout(), Some(at(7001)));
+        let acts = step(&mut s, 7001, true, &[peer(1, true)]);
+        assert_eq!(acts, [Action::Release(two()[0])]);
+
+        // The returning node 1: healthy at 6000 (one interval before the survivor sees it).
+        let mut r = Vips::new(NodeId(1), two(), HOLD, GAP);
+        step(&mut r, 5900, false, &[peer(2, true)]);
+        step(&mut r, 6000, true, &[peer(2, true)]);
+        assert_eq!(
+            held(&r),
+            [false, false],
+            "survivor is senior: it keeps both"
+        );
+        step(&mut r, 7001, true, &[peer(2, true)]);
+        assert_eq!(held(&r), [false, false], "still inside hold + gap");
+        let acts = step(&mut r, 7005, true, &[peer(2, true)]);
+        assert_eq!(acts, [Action::Acquire(two()[0])]);
+        assert_eq!(held(&r), [true, false]);
+    }
+
+    #[test]
+    fn flapping_peer_restarts_its_hold() {
+        let mut s = Vips::new(NodeId(2), two(), HOLD, GAP);
+        step(&mut s, 0, true, &[]);
+        step(&mut s, 5000, true, &[peer(1, true)]);
+        step(&mut s, 5800, true, &[peer(1, false)]);
+        step(&mut s, 5900, true, &[peer(1, true)]);
+        step(&mut s, 6500, true, &[peer(1, true)]);
+        assert_eq!(held(&s), [true, true], "hold counts from the last recovery");
+        step(&mut s, 6900, true, &[peer(1, true)]);
+        assert_eq!(held(&s), [false, true]);
+    }
+
+    #[test]
+    fn cold_start_together_never_gives_one_vip_to_both() {
+        let specs = two();
+        let mut a = Vips::new(NodeId(1), specs.clone(), HOLD, GAP);
+        let mut b = Vips::new(NodeId(2), specs, HOLD, GAP);
+        for ms in (0..3000).step_by(1) {
+            let a_ok = ms >= 10;
+            let b_ok = ms >= 12;
+            // Each sees the other's health one millisecond late.
+            step(&mut a, ms, a_ok, &[peer(2, ms >= 13)]);
+            step(&mut b, ms, b_ok, &[peer(1, ms >= 11)]);
+            for i in 0..2 {
+                assert!(!(a.holds(i) && b.holds(i)), "both hold vip {i} at {ms} ms");
+            }
+        }
+        assert_eq!(held(&a), [true, false]);
+        assert_eq!(held(&b), [false, true]);
+    }
+
+    #[test]
+    fn fallback_is_the_lowest_settled_node_and_witnesses_never_count() {
+        let specs = vec![spec("198.18.0.102/24@3")];
+        let mut v = Vips::new(NodeId(2), specs, HOLD, GAP);
+        // Node 1 healthy and senior, node 3 (preferred) not healthy.
+        step(&mut v, 0, true, &[peer(1, true), peer(3, false)]);
+        assert_eq!(v.owners().next().map(|(_, o)| o), Some(Some(NodeId(1))));
+        assert_eq!(held(&v), [false]);
+        // Node 1 gone: node 2 is the only candidate.
+        step(&mut v, 10, true, &[peer(3, false)]);
+        assert_eq!(held(&v), [true]);
+        let mut out = Vec::new();
+        v.release_all(&mut out);
+        assert_eq!(out.len(), 1);
+    }
+
+    #[test]
+    fn failed_acquire_is_retried_next_turn() {
+        let mut v = Vips::new(NodeId(1), two(), HOLD, GAP);
+        let mut out = Vec::new();
+        v.update(at(0), true, &[], &mut out);
+        for a in &out {
+            v.done(*a, false);
+        }
+        assert_eq!(held(&v), [false, false]);
+        out.clear();
+        v.update(at(1), true, &[], &mut out);
+        assert_eq!(out.len(), 2);
+    }
+}
