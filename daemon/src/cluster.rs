@@ -460,6 +460,7 @@ impl Cluster {
             // The session store's side, filled in by the event loop.
             sync: Default::default(),
             backlog: Default::default(),
+            vips: Vec::new(),
         }
     }
 

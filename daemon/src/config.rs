@@ -27,11 +27,14 @@
 use std::fmt;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 use serde::Deserialize;
 use tandem_core::{membership, ClusterId, KeyId, NodeId};
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
+
+use crate::vip::{parse_cidr, VipSpec, DEFAULT_HOLD};
 
 /// Default multicast group: administratively scoped (239.0.0.0/8, RFC 2365), never routed out.
 pub const DEFAULT_GROUP: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(239, 255, 72, 77), 7377);
@@ -300,6 +303,13 @@ pub struct Cli {
     /// Asynchronous replication: acknowledge once stored locally.
     #[arg(long = "async")]
     pub async_mode: bool,
+    /// Floating virtual IP kept on one live, healthy data node on --interface, preferably
+    /// NODE (repeatable), e.g. 198.18.0.100/24@1. Needs CAP_NET_ADMIN and CAP_NET_RAW.
+    #[arg(long = "vip", value_name = "ADDR/PREFIX@NODE")]
+    pub vips: Vec<String>,
+    /// How long a node must be healthy before a VIP moves (back) to it [default: 1s].
+    #[arg(long, value_name = "DURATION")]
+    pub vip_hold: Option<String>,
 }
 
 /// The TOML file: the same names as the flags, with `_` for `-`.
@@ -342,6 +352,16 @@ pub struct FileConfig {
     pub requirepass_file: Option<PathBuf>,
     pub state_dir: Option<PathBuf>,
     pub replication: Option<ReplicationMode>,
+    pub vip: Option<Vec<FileVip>>,
+    pub vip_hold: Option<String>,
+}
+
+/// One `[[vip]]` table: `address = "198.18.0.100/24"`, `prefer = 1`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileVip {
+    pub address: String,
+    pub prefer: u16,
 }
 
 /// Largest `--max-value-bytes`: a stored value (plus its one-byte type tag and, for hashes,
@@ -426,6 +446,9 @@ pub struct Config {
     /// Where the incarnation floor is kept; `None`: not persisted (logged at start).
     pub state_dir: Option<PathBuf>,
     pub replication: ReplicationMode,
+    /// Floating VIPs (`--vip`), empty when none.
+    pub vips: Vec<VipSpec>,
+    pub vip_hold: Duration,
 }
 
 impl Config {
@@ -622,6 +645,16 @@ impl Config {
             },
             None => cli.requirepass.or(file.requirepass),
         };
+        let (vips, vip_hold) = resolve_vips(
+            &cli.vips,
+            cli.vip_hold.or(file.vip_hold),
+            file.vip.unwrap_or_default(),
+            &interface,
+            &mut problems,
+        );
+        if !vips.is_empty() && (cli.witness || file.witness.unwrap_or(false)) {
+            problems.add("--vip on a --witness: a witness holds no sessions and never a VIP");
+        }
         let Some(interface_addr) = interface_addr.filter(|_| problems.0.is_empty()) else {
             return Err(problems);
         };
@@ -663,6 +696,8 @@ impl Config {
             requirepass,
             state_dir: cli.state_dir.or(file.state_dir).or_else(default_state_dir),
             replication,
+            vips,
+            vip_hold,
         })
     }
 }
@@ -691,6 +726,66 @@ fn read_password_file(path: &Path) -> Result<String, String> {
         ));
     }
     Ok(line.to_string())
+}
+
+/// `--vip` (or `[[vip]]`) and `--vip-hold`: valid IPv4 host addresses, each once, on an
+/// interface given by name (addresses are added to it through netlink).
+fn resolve_vips(
+    flags: &[String],
+    hold: Option<String>,
+    file: Vec<FileVip>,
+    interface: &str,
+    problems: &mut ConfigErrors,
+) -> (Vec<VipSpec>, Duration) {
+    let mut vips = Vec::new();
+    if flags.is_empty() {
+        for v in &file {
+            match parse_cidr(&v.address) {
+                Some((addr, prefix)) => vips.push(VipSpec {
+                    addr,
+                    prefix,
+                    prefer: NodeId(v.prefer),
+                }),
+                None => problems.add(format!("[[vip]] address {}: not ADDR/PREFIX", v.address)),
+            }
+        }
+    } else {
+        for f in flags {
+            match f.parse::<VipSpec>() {
+                Ok(v) => vips.push(v),
+                Err(e) => problems.add(e),
+            }
+        }
+    }
+    for (i, v) in vips.iter().enumerate() {
+        if let Err(e) = v.validate() {
+            problems.add(e);
+        }
+        if vips[..i].iter().any(|o| o.addr == v.addr) {
+            problems.add(format!("--vip {}: given twice", v.addr));
+        }
+    }
+    if !vips.is_empty() && interface.parse::<std::net::IpAddr>().is_ok() {
+        problems.add(format!(
+            "--vip needs --interface to name an interface, not an address ({interface})"
+        ));
+    }
+    let hold = match hold {
+        Some(text) if text.trim() == "0" || text.trim() == "0s" || text.trim() == "0ms" => {
+            Duration::ZERO
+        }
+        Some(text) => match parse_interval(&text) {
+            Ok(us) => Duration::from_micros(u64::from(us)),
+            Err(_) => {
+                problems.add(format!(
+                    "--vip-hold {text}: not a duration 0..=60s like 500ms or 2s"
+                ));
+                DEFAULT_HOLD
+            }
+        },
+        None => DEFAULT_HOLD,
+    };
+    (vips, hold)
 }
 
 /// `--voters`: ids 1..=65535, each once, at most the core's voter table, this node among them.

@@ -31,15 +31,17 @@ use tracing::{debug, error, info, warn};
 use crate::clock::{unix_ms, Clock};
 use crate::cluster::{Cluster, ClusterConfig, ReloadError};
 use crate::config::{key_file_mode_warning, load_keys, Config};
+use crate::floating::{Floating, VipEvent};
 use crate::hooks::{HookEnv, Hooks};
 use crate::http::{HttpServer, Source};
+use crate::ifaddr::IfAddrError;
 use crate::incarnation::StateFile;
 use crate::metrics::{self, DaemonMetrics};
 use crate::net::{ClusterSocket, DeadlineTimer, NetConfig, NetError, RecvBatch, SendBatch};
 use crate::notify::Notifier;
 use crate::resp_server::{RespServer, ServerConfig};
 use crate::sessions::{Sessions, SyncState};
-use crate::status::{Backlog, StatusSnapshot, SyncPhase, SyncProgress};
+use crate::status::{Backlog, StatusSnapshot, SyncPhase, SyncProgress, VipStatus};
 use crate::store::{self, Store};
 use crate::{commands, resp};
 
@@ -112,6 +114,9 @@ pub struct Daemon {
     resp: Option<RespServer>,
     /// When the store's expiry sweep is next due.
     next_sweep: Option<Instant>,
+    /// Floating VIPs (`None` when none is configured).
+    floating: Option<Floating>,
+    vip_events: Vec<VipEvent>,
 }
 
 /// A wake-up at least this late past its deadline means the loop was not running (the
@@ -213,6 +218,13 @@ impl Daemon {
         let cluster_cfg = ClusterConfig::from_config(&cfg, incarnation);
         let timing = cluster_cfg.timing();
         let cluster = Cluster::new(cluster_cfg, now);
+        // A node taking its own VIP back waits two heartbeat intervals more than the holder
+        // (see `vip`): the holder hears of its health at most one interval late.
+        let gap = Duration::from_micros(2 * u64::from(timing.interval_us) + 1_000);
+        let floating = Floating::open(&cfg, gap).map_err(|e| match e {
+            IfAddrError::Config(m) => DaemonError::Config(m),
+            IfAddrError::Io(m) => DaemonError::Runtime(m),
+        })?;
         let store = Store::new(
             cfg.node_id,
             store::Limits {
@@ -265,6 +277,8 @@ impl Daemon {
             sessions,
             resp,
             next_sweep: Some(now),
+            floating,
+            vip_events: Vec::new(),
         })
     }
 
@@ -350,6 +364,7 @@ impl Daemon {
                             cluster: &self.cluster,
                             sessions: &self.sessions,
                             resp: self.resp.as_ref(),
+                            floating: self.floating.as_ref(),
                             metrics: &self.metrics,
                             now,
                         };
@@ -368,6 +383,7 @@ impl Daemon {
             self.on_timeouts(now);
             self.drain_cluster_events(now);
             self.pump_sessions(now);
+            self.update_vips(now, stop);
             if stop {
                 return self.shutdown();
             }
@@ -449,6 +465,7 @@ impl Daemon {
             self.sessions.poll_timeout(),
             self.next_sweep,
             self.resp_timeout(),
+            self.floating.as_ref().and_then(Floating::poll_timeout),
         ]
         .into_iter()
         .flatten()
@@ -488,6 +505,33 @@ impl Daemon {
                 let (store, mut sink) = self.sessions.split(now_ms, isolated);
                 resp.handle_timer(self.poll.registry(), store, &mut sink);
             }
+        }
+    }
+
+    /// Keeps each VIP on the node the membership view names (see `vip`); `stopping`
+    /// (SIGTERM) releases them all before the Leave goes out.
+    fn update_vips(&mut self, now: Instant, stopping: bool) {
+        let Some(f) = &mut self.floating else {
+            return;
+        };
+        self.vip_events.clear();
+        if stopping {
+            f.release_all(now, &mut self.vip_events);
+        } else {
+            let ms = self.cluster.node().membership();
+            let healthy = !ms.isolated() && !ms.joining() && self.sessions.synced();
+            f.update(now, healthy, ms.members(), &mut self.vip_events);
+            if f.poll_timeout().is_some_and(|t| t <= now) {
+                f.handle_timeout(now);
+            }
+        }
+        if self.vip_events.is_empty() {
+            return;
+        }
+        let s = self.cluster.status(now);
+        for ev in &self.vip_events {
+            self.hooks
+                .fire(HookEnv::vip(ev, s.node_id, s.role, s.leader, s.view), now);
         }
     }
 
@@ -714,6 +758,7 @@ struct View<'a> {
     cluster: &'a Cluster,
     sessions: &'a Sessions,
     resp: Option<&'a RespServer>,
+    floating: Option<&'a Floating>,
     metrics: &'a DaemonMetrics,
     now: Instant,
 }
@@ -738,12 +783,26 @@ impl Source for View<'_> {
             writes_held: self.sessions.held() as u64,
             outbox: self.sessions.outbox_len() as u64,
         };
+        if let Some(f) = self.floating {
+            s.vips = f
+                .owners()
+                .map(|(v, owner, held)| VipStatus {
+                    address: v.cidr(),
+                    prefer: v.prefer,
+                    owner,
+                    held,
+                })
+                .collect();
+        }
         s
     }
 
     fn metrics(&self) -> String {
         let mut out = metrics::render(&self.cluster.metrics(), self.metrics, &self.status());
         metrics::render_sessions(&mut out, self.sessions, self.cluster.node(), self.resp);
+        if let Some(f) = self.floating {
+            f.render_metrics(&mut out);
+        }
         out
     }
 }

@@ -8,7 +8,8 @@
 //!
 //! Environment of a hook:
 //! - `TANDEM_EVENT`: member_alive, member_suspect, member_dead, member_left, role_changed,
-//!   quorum_lost, quorum_regained;
+//!   quorum_lost, quorum_regained, vip_acquired, vip_released;
+//! - `TANDEM_VIP`: the address (`ADDR/PREFIX`), for VIP events only;
 //! - `TANDEM_NODE`: the member concerned (this node for role and quorum events);
 //! - `TANDEM_STATE`, `TANDEM_INCARNATION`: the member's, for member events only;
 //! - `TANDEM_ROLE`: this node's role after the event (leader, follower, witness, joining,
@@ -23,6 +24,7 @@ use tandem_core::{Instant, NodeId};
 use tracing::{debug, error, info, warn};
 
 use crate::cluster::ClusterEvent;
+use crate::floating::VipEvent;
 use crate::status::Role;
 
 pub const HOOK_TIMEOUT: Duration = Duration::from_secs(30);
@@ -39,6 +41,8 @@ pub struct HookEnv {
     pub leader: Option<NodeId>,
     pub view: u64,
     pub this_node: NodeId,
+    /// The VIP (`ADDR/PREFIX`) of a VIP event.
+    pub vip: Option<String>,
 }
 
 impl HookEnv {
@@ -67,6 +71,28 @@ impl HookEnv {
             leader,
             view,
             this_node,
+            vip: None,
+        }
+    }
+
+    /// A VIP this node acquired or released, with this node's role/leader/view.
+    pub fn vip(
+        event: &VipEvent,
+        this_node: NodeId,
+        role: Role,
+        leader: Option<NodeId>,
+        view: u64,
+    ) -> HookEnv {
+        HookEnv {
+            event: event.name(),
+            node: this_node,
+            state: None,
+            incarnation: None,
+            role,
+            leader,
+            view,
+            this_node,
+            vip: Some(event.vip.cidr()),
         }
     }
 
@@ -87,6 +113,9 @@ impl HookEnv {
         }
         if let Some(i) = self.incarnation {
             v.push(("TANDEM_INCARNATION", i.to_string()));
+        }
+        if let Some(a) = &self.vip {
+            v.push(("TANDEM_VIP", a.clone()));
         }
         v
     }

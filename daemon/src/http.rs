@@ -404,6 +404,7 @@ pub mod fuzzing {
                 isolated: false,
                 sync: Default::default(),
                 backlog: Default::default(),
+                vips: Vec::new(),
             }
         }
 
@@ -471,6 +472,7 @@ mod tests {
             isolated: false,
             sync: Default::default(),
             backlog: Default::default(),
+            vips: Vec::new(),
         })
     }
 

@@ -664,6 +664,7 @@ mod tests {
             isolated: false,
             sync: Default::default(),
             backlog: Default::default(),
+            vips: Vec::new(),
         }
     }
 

@@ -121,6 +121,20 @@ pub struct StatusSnapshot {
     /// Filled by the event loop, which owns the session store.
     pub sync: SyncProgress,
     pub backlog: Backlog,
+    /// Each floating VIP and its owner in this node's view (filled by the event loop).
+    pub vips: Vec<VipStatus>,
+}
+
+/// One `--vip` as `/status` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VipStatus {
+    /// `ADDR/PREFIX`.
+    pub address: String,
+    pub prefer: NodeId,
+    /// The node that should hold it in this node's view; `None`: no candidate.
+    pub owner: Option<NodeId>,
+    /// Whether the address is on this node's interface now.
+    pub held: bool,
 }
 
 impl StatusSnapshot {
@@ -184,6 +198,12 @@ impl StatusSnapshot {
                 "outbox": self.backlog.outbox,
             },
             "members": members,
+            "vips": self.vips.iter().map(|v| json!({
+                "address": v.address,
+                "prefer": v.prefer.0,
+                "owner": v.owner.map(|o| o.0),
+                "held_here": v.held,
+            })).collect::<Vec<Value>>(),
         })
     }
 
@@ -233,6 +253,12 @@ mod tests {
                 writes_held: 2,
                 outbox: 0,
             },
+            vips: vec![VipStatus {
+                address: "198.18.0.100/24".into(),
+                prefer: NodeId(1),
+                owner: Some(NodeId(2)),
+                held: false,
+            }],
         }
     }
 
