@@ -72,6 +72,12 @@ impl Floating {
             return Ok(None);
         }
         let mut kernel = IfAddrs::open(&cfg.interface)?;
+        // Only a quorum makes the other side of a partition release (see `Vips::new`).
+        let fade = if cfg.voters.is_empty() {
+            Duration::ZERO
+        } else {
+            gap
+        };
         for v in &cfg.vips {
             match kernel.remove(v) {
                 Ok(true) => warn!(vip = %v.cidr(), "removed a stale VIP left by an earlier run"),
@@ -81,7 +87,7 @@ impl Floating {
         }
         info!(vips = cfg.vips.len(), interface = %cfg.interface, hold_ms = cfg.vip_hold.as_millis() as u64, "floating VIPs configured");
         Ok(Some(Floating {
-            vips: Vips::new(cfg.node_id, cfg.vips.clone(), cfg.vip_hold, gap),
+            vips: Vips::new(cfg.node_id, cfg.vips.clone(), cfg.vip_hold, gap, fade),
             kernel,
             announce: Vec::new(),
             peers: Vec::new(),
@@ -102,6 +108,7 @@ impl Floating {
         self.peers.extend(members.map(|m| PeerHealth {
             node: m.node,
             healthy: peer_healthy(m),
+            left: m.state == MemberState::Left,
         }));
         self.actions.clear();
         self.vips

@@ -19,7 +19,10 @@
 //! 4. else nobody: two unsettled candidates (a cold start together) wait for the hold rather
 //!    than both claim it.
 //!
-//! A node without quorum is not a candidate, so it releases everything.
+//! A node without quorum is not a candidate, so it releases everything. With `--voters`, a
+//! peer declared dead (not one that left) still counts for `gap` more: across a partition
+//! it may be alive and learn it lost quorum a heartbeat later than this side declares it
+//! dead, and must have released before this side adds the address.
 //!
 //! Handing back: a returning preferred node P is a candidate but not settled, so the
 //! survivor S keeps the VIP (rule 2). S sees P healthy at most one heartbeat interval (plus
@@ -110,6 +113,8 @@ pub struct PeerHealth {
     pub node: NodeId,
     /// A live, healthy data node (see the module docs).
     pub healthy: bool,
+    /// Left gracefully: it released its VIPs before saying so, nothing to wait for.
+    pub left: bool,
 }
 
 /// What to do with a VIP's address on this host.
@@ -129,6 +134,8 @@ struct Track {
     since: Option<Instant>,
     /// Healthy when first heard while this node was not settled: settled from the start.
     senior: bool,
+    /// Lost (not left) and still counted as a candidate until then: see [`Vips::new`].
+    fading: Option<Instant>,
 }
 
 /// The VIPs of this node, what it holds and how long each candidate has been healthy.
@@ -140,6 +147,7 @@ pub struct Vips {
     owners: Vec<Option<NodeId>>,
     hold: Duration,
     gap: Duration,
+    fade: Duration,
     self_since: Option<Instant>,
     peers: Vec<Track>,
     /// The last `update`'s `now`: deadlines up to it have been acted on.
@@ -148,7 +156,17 @@ pub struct Vips {
 
 impl Vips {
     /// `gap`: the extra wait of a node taking its own VIP back (see the module docs).
-    pub fn new(me: NodeId, specs: Vec<VipSpec>, hold: Duration, gap: Duration) -> Vips {
+    /// `fade`: how long a peer that died (rather than left) still counts as a candidate.
+    /// With quorum (`--voters`) the dead peer may be a live node on the other side of a
+    /// partition, which notices it lost quorum (and releases) up to a heartbeat interval
+    /// after this side declares it dead; zero without quorum, where nothing releases anyway.
+    pub fn new(
+        me: NodeId,
+        specs: Vec<VipSpec>,
+        hold: Duration,
+        gap: Duration,
+        fade: Duration,
+    ) -> Vips {
         let n = specs.len();
         Vips {
             me,
@@ -157,6 +175,7 @@ impl Vips {
             owners: vec![None; n],
             hold,
             gap,
+            fade,
             self_since: None,
             peers: Vec::new(),
             last: Instant::ZERO,
@@ -198,25 +217,46 @@ impl Vips {
             (true, Some(t)) => Some(t),
             (true, None) => Some(now),
         };
-        // Forget peers no longer in the table (dead and gone, left).
-        self.peers
-            .retain(|t| peers.iter().any(|p| p.node == t.node));
+        for t in &mut self.peers {
+            if t.fading.is_some_and(|until| now >= until) {
+                *t = Track {
+                    since: None,
+                    senior: false,
+                    fading: None,
+                    ..*t
+                };
+            }
+        }
+        // Forget peers no longer in the table (dead and gone, left) once they faded.
+        let fade = self.fade;
+        self.peers.retain_mut(|t| {
+            if peers.iter().any(|p| p.node == t.node) {
+                return true;
+            }
+            if t.since.is_some() && t.fading.is_none() && !fade.is_zero() {
+                t.fading = Some(now + fade);
+            }
+            t.fading.is_some()
+        });
         for p in peers {
             match self.peers.iter_mut().find(|t| t.node == p.node) {
-                Some(t) => {
-                    t.since = match (p.healthy, t.since) {
-                        (false, _) => {
-                            t.senior = false;
-                            None
-                        }
-                        (true, Some(s)) => Some(s),
-                        (true, None) => Some(now),
+                Some(t) => match (p.healthy, t.since) {
+                    (true, Some(_)) => t.fading = None,
+                    (true, None) => t.since = Some(now),
+                    (false, Some(_)) if !p.left && !fade.is_zero() => {
+                        t.fading = t.fading.or(Some(now + fade));
                     }
-                }
+                    (false, _) => {
+                        t.since = None;
+                        t.senior = false;
+                        t.fading = None;
+                    }
+                },
                 None => self.peers.push(Track {
                     node: p.node,
                     since: p.healthy.then_some(now),
                     senior: p.healthy && !me_was_settled,
+                    fading: None,
                 }),
             }
         }
@@ -265,7 +305,8 @@ impl Vips {
             .peers
             .iter()
             .filter(|t| !t.senior)
-            .filter_map(|t| t.since.map(|s| s + self.hold));
+            .filter_map(|t| t.since.map(|s| s + self.hold))
+            .chain(self.peers.iter().filter_map(|t| t.fading));
         own.into_iter()
             .chain(peers)
             .filter(|t| *t > self.last)
@@ -330,6 +371,7 @@ mod tests {
         PeerHealth {
             node: NodeId(node),
             healthy,
+            left: false,
         }
     }
 
@@ -381,7 +423,7 @@ mod tests {
 
     #[test]
     fn alone_holds_everything_at_once_and_nothing_while_unhealthy() {
-        let mut v = Vips::new(NodeId(1), two(), HOLD, GAP);
+        let mut v = Vips::new(NodeId(1), two(), HOLD, GAP, Duration::ZERO);
         assert!(step(&mut v, 0, false, &[]).is_empty());
         assert_eq!(held(&v), [false, false]);
         let acts = step(&mut v, 10, true, &[]);
@@ -396,7 +438,7 @@ mod tests {
     #[test]
     fn each_holds_its_own_and_survivor_takes_over_on_death() {
         // Node 2, joining a settled node 1 that holds both.
-        let mut v = Vips::new(NodeId(2), two(), HOLD, GAP);
+        let mut v = Vips::new(NodeId(2), two(), HOLD, GAP, Duration::ZERO);
         step(&mut v, 0, false, &[peer(1, true)]);
         // Healthy (synced): node 1 is senior, so .100 stays there; .101 waits for our hold.
         step(&mut v, 100, true, &[peer(1, true)]);
@@ -417,7 +459,7 @@ mod tests {
     #[test]
     fn returning_preferred_node_waits_for_the_hold_and_survivor_releases_first() {
         // Survivor 2 has held both for a while.
-        let mut s = Vips::new(NodeId(2), two(), HOLD, GAP);
+        let mut s = Vips::new(NodeId(2), two(), HOLD, GAP, Duration::ZERO);
         step(&mut s, 0, true, &[]);
         step(&mut s, 5000, true, &[]);
         assert_eq!(held(&s), [true, true]);
@@ -432,7 +474,7 @@ mod tests {
         assert_eq!(acts, [Action::Release(two()[0])]);
 
         // The returning node 1: healthy at 6000 (one interval before the survivor sees it).
-        let mut r = Vips::new(NodeId(1), two(), HOLD, GAP);
+        let mut r = Vips::new(NodeId(1), two(), HOLD, GAP, Duration::ZERO);
         step(&mut r, 5900, false, &[peer(2, true)]);
         step(&mut r, 6000, true, &[peer(2, true)]);
         assert_eq!(
@@ -449,7 +491,7 @@ mod tests {
 
     #[test]
     fn flapping_peer_restarts_its_hold() {
-        let mut s = Vips::new(NodeId(2), two(), HOLD, GAP);
+        let mut s = Vips::new(NodeId(2), two(), HOLD, GAP, Duration::ZERO);
         step(&mut s, 0, true, &[]);
         step(&mut s, 5000, true, &[peer(1, true)]);
         step(&mut s, 5800, true, &[peer(1, false)]);
@@ -463,8 +505,8 @@ mod tests {
     #[test]
     fn cold_start_together_never_gives_one_vip_to_both() {
         let specs = two();
-        let mut a = Vips::new(NodeId(1), specs.clone(), HOLD, GAP);
-        let mut b = Vips::new(NodeId(2), specs, HOLD, GAP);
+        let mut a = Vips::new(NodeId(1), specs.clone(), HOLD, GAP, Duration::ZERO);
+        let mut b = Vips::new(NodeId(2), specs, HOLD, GAP, Duration::ZERO);
         for ms in (0..3000).step_by(1) {
             let a_ok = ms >= 10;
             let b_ok = ms >= 12;
@@ -482,7 +524,7 @@ mod tests {
     #[test]
     fn fallback_is_the_lowest_settled_node_and_witnesses_never_count() {
         let specs = vec![spec("198.18.0.102/24@3")];
-        let mut v = Vips::new(NodeId(2), specs, HOLD, GAP);
+        let mut v = Vips::new(NodeId(2), specs, HOLD, GAP, Duration::ZERO);
         // Node 1 healthy and senior, node 3 (preferred) not healthy.
         step(&mut v, 0, true, &[peer(1, true), peer(3, false)]);
         assert_eq!(v.owners().next().map(|(_, o)| o), Some(Some(NodeId(1))));
@@ -496,8 +538,37 @@ mod tests {
     }
 
     #[test]
+    fn with_quorum_a_dead_peer_fades_before_takeover_but_a_left_one_does_not() {
+        let fade = Duration::from_millis(5);
+        let mut v = Vips::new(NodeId(2), two(), HOLD, GAP, fade);
+        step(&mut v, 0, false, &[peer(1, true)]);
+        step(&mut v, 10, true, &[peer(1, true)]);
+        step(&mut v, 2000, true, &[peer(1, true)]);
+        assert_eq!(held(&v), [false, true]);
+        // Declared dead: the other side may not know yet that it lost quorum.
+        step(&mut v, 3000, true, &[peer(1, false)]);
+        assert_eq!(held(&v), [false, true], "no takeover inside the fade");
+        assert_eq!(v.poll_timeout(), Some(at(3005)));
+        step(&mut v, 3004, true, &[]);
+        assert_eq!(held(&v), [false, true], "gone from the table: still fading");
+        step(&mut v, 3005, true, &[]);
+        assert_eq!(held(&v), [true, true]);
+
+        let mut w = Vips::new(NodeId(2), two(), HOLD, GAP, fade);
+        step(&mut w, 0, false, &[peer(1, true)]);
+        step(&mut w, 2000, true, &[peer(1, true)]);
+        let left = PeerHealth {
+            node: NodeId(1),
+            healthy: false,
+            left: true,
+        };
+        step(&mut w, 3000, true, &[left]);
+        assert_eq!(held(&w), [true, true], "a Leave hands over at once");
+    }
+
+    #[test]
     fn failed_acquire_is_retried_next_turn() {
-        let mut v = Vips::new(NodeId(1), two(), HOLD, GAP);
+        let mut v = Vips::new(NodeId(1), two(), HOLD, GAP, Duration::ZERO);
         let mut out = Vec::new();
         v.update(at(0), true, &[], &mut out);
         for a in &out {
