@@ -1,0 +1,312 @@
+//! Floating VIPs (issue 14, IPv4): real tandemd processes on namespace hosts, the addresses
+//! read back from each host's kernel with `ip -n NS addr`, a client host reaching the VIP.
+//!
+//! "Never two holders" is sampled: the host that may acquire is read first, the one that
+//! may release second, so a sample showing both is a real overlap.
+// A failed unwrap in a test is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use tandem_tests::{http_get, sh, wait_for, Net};
+
+const VIP1: &str = "198.18.0.100/24";
+const VIP2: &str = "198.18.0.101/24";
+const HOLD: Duration = Duration::from_secs(1);
+/// Far above the fast profile's detection, for a loaded 2-core machine.
+const BOUND: Duration = Duration::from_secs(5);
+
+fn args<'a>(extra: &[&'a str]) -> Vec<&'a str> {
+    let mut a = vec![
+        "--insecure",
+        "--profile",
+        "fast",
+        "--http",
+        "0.0.0.0:7380",
+        "--vip",
+        "198.18.0.100/24@1",
+        "--vip",
+        "198.18.0.101/24@2",
+        "--vip-hold",
+        "1s",
+    ];
+    a.extend_from_slice(extra);
+    a
+}
+
+/// Whether host `host`'s eth0 carries `cidr`.
+fn holds(net: &Net, host: usize, cidr: &str) -> bool {
+    sh(&[
+        "ip",
+        "-n",
+        net.ns(host),
+        "-4",
+        "-o",
+        "addr",
+        "show",
+        "dev",
+        "eth0",
+    ])
+    .split_whitespace()
+    .any(|w| w == cidr)
+}
+
+fn wait_holds(net: &Net, host: usize, cidr: &str, want: bool, limit: Duration) -> bool {
+    wait_for(limit, Duration::from_millis(5), || {
+        (holds(net, host, cidr) == want).then_some(())
+    })
+    .is_some()
+}
+
+fn mac(net: &Net, host: usize) -> String {
+    let out = sh(&[
+        "ip",
+        "-n",
+        net.ns(host),
+        "-o",
+        "link",
+        "show",
+        "dev",
+        "eth0",
+    ]);
+    let mut w = out.split_whitespace();
+    w.find(|x| *x == "link/ether");
+    w.next().unwrap().to_string()
+}
+
+/// The node id answering `/status` on `vip`'s HTTP port from `client`'s host.
+fn node_behind(net: &Net, client: usize, vip: &str) -> Option<u64> {
+    let ip = vip.split('/').next()?.parse().ok()?;
+    let (code, body) = http_get(net.ns(client), SocketAddr::new(ip, 7380), "/status")?;
+    let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+    (code == 200).then(|| v["node_id"].as_u64())?
+}
+
+/// The MAC `client`'s ARP table gives `vip`.
+fn neighbour(net: &Net, client: usize, vip: &str) -> String {
+    let ip = vip.split('/').next().unwrap();
+    sh(&["ip", "-n", net.ns(client), "neigh", "show", ip])
+}
+
+fn start_pair(net: &mut Net, extra: &[&str], hook: Option<&str>) -> (usize, usize) {
+    let mut a = args(extra);
+    if let Some(h) = hook {
+        a.extend_from_slice(&["--on-change", h]);
+    }
+    (net.start(1, &a), net.start(2, &a))
+}
+
+fn assert_own_vips(net: &Net) {
+    assert!(
+        wait_holds(net, 1, VIP1, true, BOUND) && wait_holds(net, 2, VIP2, true, BOUND),
+        "each node should hold its own VIP\n{}\n{}",
+        net.log(0),
+        net.log(1)
+    );
+    assert!(!holds(net, 1, VIP2) && !holds(net, 2, VIP1));
+}
+
+#[test]
+fn vips_follow_the_nodes_kill9_moves_and_a_returning_node_takes_back_after_hold() {
+    let Some(mut net) = Net::new(3) else { return };
+    let hook_log = std::env::temp_dir().join(format!("tandem-vip-hook-{}", std::process::id()));
+    let _ = std::fs::remove_file(&hook_log);
+    let hook = format!(
+        "[ -n \"$TANDEM_VIP\" ] && echo \"$TANDEM_SELF $TANDEM_EVENT $TANDEM_VIP\" >> {}",
+        hook_log.display()
+    );
+    let (a, b) = start_pair(&mut net, &[], Some(&hook));
+    assert_own_vips(&net);
+    // The client reaches each node through its VIP, and its ARP entry names that host.
+    assert_eq!(node_behind(&net, 3, VIP1), Some(1));
+    assert_eq!(node_behind(&net, 3, VIP2), Some(2));
+    assert!(neighbour(&net, 3, VIP1).contains(&mac(&net, 1)));
+    let status = net.status(b).unwrap();
+    let vips = status["vips"].as_array().unwrap();
+    assert_eq!(vips.len(), 2, "{status}");
+    assert_eq!(vips[0]["address"], VIP1);
+    assert_eq!(vips[0]["owner"], 1);
+    assert_eq!(vips[1]["owner"], 2);
+    assert_eq!(vips[1]["held_here"], true);
+
+    // kill -9 node 1: node 2 takes .100 too; the client's ARP moves with the GARP (its
+    // entry is not re-resolved: host 1's kernel still has the stale address and would
+    // answer a new ARP request).
+    net.kill9(a);
+    assert!(
+        wait_holds(&net, 2, VIP1, true, BOUND),
+        "node 2 never took {VIP1}\n{}",
+        net.log(b)
+    );
+    assert!(holds(&net, 2, VIP2));
+    let moved = wait_for(BOUND, Duration::from_millis(10), || {
+        neighbour(&net, 3, VIP1)
+            .contains(&mac(&net, 2))
+            .then_some(())
+    });
+    assert!(moved.is_some(), "ARP: {}", neighbour(&net, 3, VIP1));
+    assert_eq!(node_behind(&net, 3, VIP1), Some(2));
+    assert!(net.metric(b, "tandem_vip_acquired_total").unwrap() >= 2);
+    let hooks = wait_for(BOUND, Duration::from_millis(20), || {
+        let t = std::fs::read_to_string(&hook_log).ok()?;
+        t.contains(&format!("2 vip_acquired {VIP1}")).then_some(t)
+    });
+    assert!(
+        hooks.is_some(),
+        "hook log: {:?}",
+        std::fs::read_to_string(&hook_log)
+    );
+
+    // Node 1 restarts: the stale address left by kill -9 goes at start; .100 comes back
+    // only after the hold, and never sits on both hosts.
+    assert!(holds(&net, 1, VIP1), "kill -9 leaves the address behind");
+    let c = net.start(1, &args(&[]));
+    let started = Instant::now();
+    assert!(
+        wait_holds(&net, 1, VIP1, false, BOUND),
+        "stale VIP not removed at start\n{}",
+        net.log(c)
+    );
+    let mut samples = 0;
+    let back = loop {
+        assert!(
+            started.elapsed() < BOUND * 2,
+            "node 1 never took {VIP1} back\n{}",
+            net.log(c)
+        );
+        let on1 = holds(&net, 1, VIP1);
+        let on2 = holds(&net, 2, VIP1);
+        samples += 1;
+        assert!(
+            !(on1 && on2),
+            "both hosts hold {VIP1} after {samples} samples"
+        );
+        if on1 {
+            break started.elapsed();
+        }
+    };
+    assert!(
+        back >= HOLD,
+        "took {VIP1} back after {back:?}, before the hold"
+    );
+    assert!(!holds(&net, 2, VIP1) && holds(&net, 2, VIP2));
+    assert_eq!(node_behind(&net, 3, VIP1), Some(1));
+    // No flapping: it stays.
+    for _ in 0..20 {
+        assert!(holds(&net, 1, VIP1) && !holds(&net, 2, VIP1));
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    eprintln!("returned after {back:?}, {samples} samples, never both");
+    let _ = std::fs::remove_file(&hook_log);
+}
+
+#[test]
+fn sigterm_releases_the_vip_before_leave_and_the_peer_takes_it() {
+    let Some(mut net) = Net::new(2) else { return };
+    let (a, b) = start_pair(&mut net, &[], None);
+    assert_own_vips(&net);
+    let code = net.sigterm(a).and_then(|s| s.code());
+    assert_eq!(code, Some(0), "{}", net.log(a));
+    assert!(!holds(&net, 1, VIP1), "SIGTERM left {VIP1} on host 1");
+    let log = net.log(a);
+    let released = log.find("VIP released").expect(&log);
+    let bye = log.find("left the cluster").expect(&log);
+    assert!(released < bye, "release after Leave:\n{log}");
+    assert!(
+        wait_holds(&net, 2, VIP1, true, BOUND),
+        "peer never took {VIP1}\n{}",
+        net.log(b)
+    );
+    assert_eq!(net.member_state(b, 1).as_deref(), Some("left"));
+}
+
+#[test]
+fn partition_with_a_witness_never_leaves_two_owners() {
+    let Some(mut net) = Net::new(3) else { return };
+    let quorum = ["--voters", "1,2,3"];
+    let (_a, b) = start_pair(&mut net, &quorum, None);
+    net.start(
+        3,
+        &[
+            "--insecure",
+            "--profile",
+            "fast",
+            "--witness",
+            "--voters",
+            "1,2,3",
+        ],
+    );
+    assert_own_vips(&net);
+    net.partition(&[&[1], &[2, 3]]);
+    let start = Instant::now();
+    let mut samples = 0;
+    let mut moved = None;
+    // Bounded: 3 s of samples, each two `ip` calls.
+    while start.elapsed() < Duration::from_secs(3) {
+        let on2 = holds(&net, 2, VIP1);
+        let on1 = holds(&net, 1, VIP1);
+        samples += 1;
+        assert!(!(on1 && on2), "both sides hold {VIP1} at sample {samples}");
+        if on2 && moved.is_none() {
+            moved = Some(start.elapsed());
+        }
+    }
+    assert!(
+        moved.is_some(),
+        "the quorum side never took {VIP1}\n{}",
+        net.log(b)
+    );
+    assert!(!holds(&net, 1, VIP1) && !holds(&net, 1, VIP2));
+    net.heal();
+    eprintln!("moved after {moved:?}, {samples} samples, never both");
+}
+
+#[test]
+fn bad_vip_settings_are_config_errors() {
+    let Some(net) = Net::new(1) else { return };
+    let (code, err) = net.run_to_exit(
+        1,
+        &[
+            "check",
+            "--node-id",
+            "1",
+            "--interface",
+            "eth0",
+            "--insecure",
+            "--vip",
+            "198.18.0.100/33@1",
+            "--vip",
+            "nonsense",
+            "--vip-hold",
+            "soon",
+        ],
+    );
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("198.18.0.100/33@1"), "{err}");
+    assert!(err.contains("--vip nonsense"), "{err}");
+    assert!(err.contains("--vip-hold soon"), "{err}");
+    // Without CAP_NET_ADMIN/CAP_NET_RAW: one clear error, exit 2.
+    let (code, _, err) = tandem_tests::run_bounded(
+        std::process::Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                net.ns(1),
+                "setpriv",
+                "--bounding-set=-net_admin,-net_raw",
+            ])
+            .arg(tandem_tests::tandemd_bin())
+            .args([
+                "--node-id",
+                "1",
+                "--interface",
+                "eth0",
+                "--insecure",
+                "--vip",
+                "198.18.0.100/24@1",
+            ]),
+    );
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("CAP_NET_ADMIN, CAP_NET_RAW"), "{err}");
+}
