@@ -1095,6 +1095,41 @@ mod tests {
     }
 
     #[test]
+    fn vips_from_flags_and_file() {
+        let base = ["--node-id", "1", "--interface", "eth0", "--insecure"];
+        let c = resolve(&base).unwrap();
+        assert!(c.vips.is_empty());
+        assert_eq!(c.vip_hold, DEFAULT_HOLD);
+        let mut args = base.to_vec();
+        args.extend(["--vip", "198.18.0.100/24@1", "--vip-hold", "250ms"]);
+        let c = resolve(&args).unwrap();
+        assert_eq!(c.vips, ["198.18.0.100/24@1".parse::<VipSpec>().unwrap()]);
+        assert_eq!(c.vip_hold, Duration::from_millis(250));
+        let toml = "vip_hold = \"0\"\n[[vip]]\naddress = \"198.18.0.101/24\"\nprefer = 2\n";
+        let c = resolve_with(&base, toml).unwrap();
+        assert_eq!(c.vips[0].to_string(), "198.18.0.101/24@2");
+        assert_eq!(c.vip_hold, Duration::ZERO);
+        // Problems: twice the same address, an address for --interface, a witness.
+        let e = resolve(&[
+            "--node-id",
+            "1",
+            "--interface",
+            "198.18.0.1",
+            "--insecure",
+            "--witness",
+            "--vip",
+            "198.18.0.100/24@1",
+            "--vip",
+            "198.18.0.100/24@2",
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("given twice"), "{e}");
+        assert!(e.contains("to name an interface"), "{e}");
+        assert!(e.contains("--witness"), "{e}");
+    }
+
+    #[test]
     fn node_id_required_and_nonzero() {
         assert!(resolve(&[])
             .unwrap_err()

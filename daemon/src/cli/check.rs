@@ -3,7 +3,8 @@
 //! `-t`). Nothing is bound: the running daemon's ports may be in use.
 //!
 //! Problems (exit 2) are what [`Config::load`] refuses (flags, the TOML file, the key file,
-//! interface, addresses, ports, voters) plus addresses that are not on this host. Warnings
+//! interface, addresses, ports, voters, VIPs) plus addresses that are not on this host and
+//! VIPs without the capabilities they need. Warnings
 //! (exit 0) are legal but likely mistakes, such as a key file others can read.
 
 use std::net::{IpAddr, SocketAddr, TcpListener, UdpSocket};
@@ -30,6 +31,13 @@ pub fn check(cli: Cli) -> Report {
     match Config::load(cli) {
         Ok(cfg) => {
             host_addresses(&cfg, &mut report.problems);
+            if !cfg.vips.is_empty() {
+                if let Some(missing) = crate::ifaddr::missing_capabilities() {
+                    report.problems.add(format!(
+                        "--vip needs CAP_NET_ADMIN and CAP_NET_RAW; missing {missing}"
+                    ));
+                }
+            }
             report.warnings = warnings(&cfg);
         }
         Err(problems) => report.problems = problems,
@@ -74,6 +82,11 @@ fn warnings(cfg: &Config) -> Vec<String> {
     }
     if cfg.insecure {
         w.push("--insecure: cluster frames are not authenticated".to_string());
+    }
+    if !cfg.vips.is_empty() && cfg.voters.is_empty() {
+        w.push(
+            "--vip without --voters: a partition leaves a VIP on both sides (as with VRRP); a witness and --voters prevent it".to_string(),
+        );
     }
     if cfg.voters.len() == 2 {
         w.push(
