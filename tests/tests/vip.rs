@@ -265,23 +265,18 @@ fn partition_with_a_witness_never_leaves_two_owners() {
 #[test]
 fn bad_vip_settings_are_config_errors() {
     let Some(net) = Net::new(1) else { return };
-    let (code, err) = net.run_to_exit(
-        1,
-        &[
-            "check",
-            "--node-id",
-            "1",
-            "--interface",
-            "eth0",
-            "--insecure",
-            "--vip",
-            "198.18.0.100/33@1",
-            "--vip",
-            "nonsense",
-            "--vip-hold",
-            "soon",
-        ],
-    );
+    let base = ["--node-id", "1", "--interface", "eth0", "--insecure"];
+    let mut check = vec!["check"];
+    check.extend(base);
+    check.extend([
+        "--vip",
+        "198.18.0.100/33@1",
+        "--vip",
+        "nonsense",
+        "--vip-hold",
+        "soon",
+    ]);
+    let (code, err) = net.run_to_exit(1, &check);
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("198.18.0.100/33@1"), "{err}");
     assert!(err.contains("--vip nonsense"), "{err}");
@@ -297,15 +292,8 @@ fn bad_vip_settings_are_config_errors() {
                 "--bounding-set=-net_admin,-net_raw",
             ])
             .arg(tandem_tests::tandemd_bin())
-            .args([
-                "--node-id",
-                "1",
-                "--interface",
-                "eth0",
-                "--insecure",
-                "--vip",
-                "198.18.0.100/24@1",
-            ]),
+            .args(base)
+            .args(["--vip", "198.18.0.100/24@1"]),
     );
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("CAP_NET_ADMIN, CAP_NET_RAW"), "{err}");
