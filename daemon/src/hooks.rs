@@ -313,6 +313,28 @@ mod tests {
     }
 
     #[test]
+    fn vip_events_carry_the_address() {
+        let ev = VipEvent {
+            vip: "198.18.0.100/24@1".parse().unwrap(),
+            acquired: true,
+        };
+        let e = HookEnv::vip(&ev, NodeId(2), Role::Leader, Some(NodeId(2)), 5);
+        let vars = e.vars();
+        let get = |k: &str| vars.iter().find(|(n, _)| *n == k).map(|(_, v)| v.as_str());
+        assert_eq!(get("TANDEM_EVENT"), Some("vip_acquired"));
+        assert_eq!(get("TANDEM_VIP"), Some("198.18.0.100/24"));
+        assert_eq!(get("TANDEM_NODE"), Some("2"));
+        assert_eq!(get("TANDEM_STATE"), None);
+        let released = VipEvent {
+            acquired: false,
+            ..ev
+        };
+        assert_eq!(released.name(), "vip_released");
+        // Membership events have no TANDEM_VIP.
+        assert!(env(3).vars().iter().all(|(n, _)| *n != "TANDEM_VIP"));
+    }
+
+    #[test]
     fn failing_hook_is_counted_and_queue_is_bounded() {
         let mut h = Hooks::new(Some("exit 3".into()));
         for i in 0..(MAX_QUEUED + 5) {
