@@ -9,6 +9,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use tandem_tests::resp_client::Resp;
 use tandem_tests::{http_get, sh, wait_for, Net};
 
 const VIP1: &str = "198.18.0.100/24";
@@ -24,6 +25,8 @@ fn args<'a>(extra: &[&'a str]) -> Vec<&'a str> {
         "fast",
         "--http",
         "0.0.0.0:7380",
+        "--resp",
+        "0.0.0.0:6380",
         "--vip",
         "198.18.0.100/24@1",
         "--vip",
@@ -129,6 +132,15 @@ fn vips_follow_the_nodes_kill9_moves_and_a_returning_node_takes_back_after_hold(
     assert_eq!(vips[0]["owner"], 1);
     assert_eq!(vips[1]["owner"], 2);
     assert_eq!(vips[1]["held_here"], true);
+    // A session written through node 1's VIP (synchronously: node 2 holds it when acked).
+    let vip1: std::net::IpAddr = "198.18.0.100".parse().unwrap();
+    let resp = SocketAddr::new(vip1, 6380);
+    let mut client = Resp::connect(net.ns(3), resp, BOUND).unwrap();
+    assert!(client
+        .set("vip:session", b"written via .100")
+        .unwrap()
+        .is_ok());
+    drop(client);
 
     // kill -9 node 1: node 2 takes .100 too; the client's ARP moves with the GARP (its
     // entry is not re-resolved: host 1's kernel still has the stale address and would
@@ -147,6 +159,11 @@ fn vips_follow_the_nodes_kill9_moves_and_a_returning_node_takes_back_after_hold(
     });
     assert!(moved.is_some(), "ARP: {}", neighbour(&net, 3, VIP1));
     assert_eq!(node_behind(&net, 3, VIP1), Some(2));
+    // The same client, through the same VIP, reads its session from node 2.
+    let mut client = Resp::connect(net.ns(3), resp, BOUND).unwrap();
+    let got = client.get("vip:session").unwrap();
+    assert_eq!(got.bytes(), Some(&b"written via .100"[..]), "{got:?}");
+    drop(client);
     assert!(net.metric(b, "tandem_vip_acquired_total").unwrap() >= 2);
     let hooks = wait_for(BOUND, Duration::from_millis(20), || {
         let t = std::fs::read_to_string(&hook_log).ok()?;
