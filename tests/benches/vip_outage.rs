@@ -7,6 +7,7 @@
 //! 1 comes back clean (stale address removed, link up, daemon restarted) and takes the VIP
 //! back before the next run.
 //!
+//! Also tandem on `lan`, and tandem `fast` on SIGTERM (a graceful stop, host 1 stays up).
 //! Prints p50, p99 and max per system. Needs root; installs the keepalived Debian package
 //! when it is missing; prints SKIP if that fails. Bounded: every wait has a limit.
 //! Run: `cargo bench -p tandem-tests --bench vip_outage` (TANDEM_BENCH_RUNS, default 20).
@@ -30,11 +31,16 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(20);
-    let tandem = tandem_runs(runs);
+    let fast = tandem_runs(runs, "fast", Failure::Host);
     let keepalived = keepalived_runs(runs);
+    let lan = tandem_runs(runs, "lan", Failure::Host);
+    let graceful = tandem_runs(runs, "fast", Failure::Sigterm);
     println!("client-visible VIP outage on host failure (link down + kill -9), {runs} runs each:");
-    report("tandem --profile fast", tandem);
+    report("tandem --profile fast", fast);
     report("keepalived advert_int 0.01", keepalived);
+    report("tandem --profile lan", lan);
+    println!("on a graceful stop (SIGTERM):");
+    report("tandem --profile fast", graceful);
 }
 
 fn report(name: &str, mut v: Vec<f64>) {
@@ -129,7 +135,16 @@ fn restore_host1(net: &Net) {
     net.link(1, true);
 }
 
-fn tandem_runs(runs: usize) -> Vec<f64> {
+/// How host 1's node goes away.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Failure {
+    /// Link down, then kill -9: a host failure.
+    Host,
+    /// SIGTERM: a graceful stop (the node releases its VIP before its Leave).
+    Sigterm,
+}
+
+fn tandem_runs(runs: usize, profile: &str, failure: Failure) -> Vec<f64> {
     let Some(mut net) = Net::new(3) else {
         println!("tandem: SKIP (no namespaces)");
         return Vec::new();
@@ -137,7 +152,7 @@ fn tandem_runs(runs: usize) -> Vec<f64> {
     let args = [
         "--insecure",
         "--profile",
-        "fast",
+        profile,
         "--vip",
         "198.18.0.100/24@1",
         "--vip-hold",
@@ -151,7 +166,15 @@ fn tandem_runs(runs: usize) -> Vec<f64> {
             println!("tandem: run {run}: host 1 never held the VIP; stopping");
             break;
         }
-        let ping = fail_host1(&mut net, |net| net.kill9(n1));
+        let ping = match failure {
+            Failure::Host => fail_host1(&mut net, |net| net.kill9(n1)),
+            Failure::Sigterm => {
+                let ping = start_ping(&net);
+                std::thread::sleep(Duration::from_millis(300));
+                net.sigterm(n1);
+                ping
+            }
+        };
         match outage(ping) {
             Some(ms) => out.push(ms),
             None => println!("tandem: run {run}: no replies"),
