@@ -15,7 +15,8 @@
 //! waits for the next turn, which comes at once (a zero poll timeout) after the heartbeat path
 //! had its turn. `tandem_loop_slice_max_seconds` shows the longest slice.
 //!
-//! Signals: SIGTERM/SIGINT send Leave and return (exit 0) within the iteration; SIGHUP
+//! Signals: SIGTERM/SIGINT remove this node's VIPs, then send Leave and return (exit 0)
+//! within the iteration; SIGHUP
 //! re-reads the key file; SIGCHLD reaps hooks.
 
 use std::io;

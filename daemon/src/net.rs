@@ -2,8 +2,8 @@
 //!
 //! Set-up goes through socket2; what socket2 does not cover (recvmmsg/sendmmsg, the
 //! SO_TIMESTAMPNS control message, getifaddrs) goes through libc. This module's `unsafe`
-//! blocks and [`crate::memory`]'s one `prctl` are the only unsafe code of the daemon; each
-//! says why it is sound.
+//! blocks, [`crate::memory`]'s one `prctl` and [`crate::ifaddr`]'s netlink and packet
+//! sockets are the only unsafe code of the daemon; each says why it is sound.
 //!
 //! Batches are preallocated once ([`RecvBatch`], [`SendBatch`]): no allocation per packet.
 //! A datagram larger than [`SLOT_BYTES`] is reported as truncated and never handed on.
