@@ -16,8 +16,7 @@
 //! had its turn. `tandem_loop_slice_max_seconds` shows the longest slice.
 //!
 //! Signals: SIGTERM/SIGINT remove this node's VIPs, then send Leave and return (exit 0)
-//! within the iteration; SIGHUP
-//! re-reads the key file; SIGCHLD reaps hooks.
+//! within the iteration; SIGHUP re-reads the key file; SIGCHLD reaps hooks.
 
 use std::io;
 use std::path::Path;
