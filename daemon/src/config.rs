@@ -237,7 +237,7 @@ pub struct Cli {
     /// RESP (Redis protocol) session API [default: 127.0.0.1:6380].
     #[arg(long, value_name = "ADDR:PORT")]
     pub resp: Option<SocketAddr>,
-    /// Shell command run (sh -c) on every membership or role change.
+    /// Shell command run (sh -c) on every membership or role change and VIP move.
     #[arg(long, value_name = "CMD")]
     pub on_change: Option<String>,
     /// Log level or tracing filter (error, warn, info, debug, trace) [default: info].

@@ -1,4 +1,4 @@
-//! `--on-change CMD`: run `sh -c CMD` on every membership or role change.
+//! `--on-change CMD`: run `sh -c CMD` on every membership or role change and VIP move.
 //!
 //! Never blocks the loop: a hook is spawned, never waited for; exited children are reaped with
 //! `try_wait` when SIGCHLD arrives. Hooks run one at a time, in event order (scripts usually
