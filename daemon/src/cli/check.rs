@@ -215,4 +215,25 @@ mod tests {
             r.problems
         );
     }
+
+    #[test]
+    fn vips_without_voters_warn_of_partitions() {
+        let r = check_args(&["--node-id", "1", "--vip", "198.18.0.100/24@1"]);
+        assert!(
+            r.warnings.iter().any(|w| w.contains("both sides")),
+            "{:?}",
+            r.warnings
+        );
+        let r = check_args(&[
+            "--node-id",
+            "1",
+            "--vip",
+            "198.18.0.100/24@1",
+            "--voters",
+            "1,2,3",
+        ]);
+        assert!(!r.warnings.iter().any(|w| w.contains("both sides")));
+        let r = check_args(&["--node-id", "1", "--vip", "198.18.0.100/40@1"]);
+        assert!(!r.ok());
+    }
 }
