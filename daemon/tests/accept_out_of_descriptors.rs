@@ -152,6 +152,7 @@ impl Source for Healthy {
             isolated: false,
             sync: Default::default(),
             backlog: Default::default(),
+            vips: Vec::new(),
         }
     }
 
