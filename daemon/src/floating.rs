@@ -61,7 +61,14 @@ pub struct Floating {
     peers: Vec<PeerHealth>,
     actions: Vec<Action>,
     stats: VipStats,
+    /// After an address change failed, no acquisition is tried before then (the loop turns
+    /// thousands of times a second; a refusing kernel must not get a call and a log line
+    /// each time). Releases are always tried.
+    retry_at: Option<Instant>,
 }
+
+/// How long after a failed address change acquisitions pause.
+const RETRY: Duration = Duration::from_millis(100);
 
 impl Floating {
     /// `None` when no VIP is configured. Removes every configured VIP from the interface:
@@ -93,6 +100,7 @@ impl Floating {
             peers: Vec::new(),
             actions: Vec::new(),
             stats: VipStats::default(),
+            retry_at: None,
         }))
     }
 
@@ -104,6 +112,8 @@ impl Floating {
         members: impl Iterator<Item = &'a Member>,
         events: &mut Vec<VipEvent>,
     ) {
+        // A past pause is over (and must not stay a deadline: the loop would spin).
+        self.retry_at = self.retry_at.filter(|t| now < *t);
         self.peers.clear();
         self.peers.extend(members.map(|m| PeerHealth {
             node: m.node,
@@ -126,6 +136,11 @@ impl Floating {
     fn apply(&mut self, now: Instant, events: &mut Vec<VipEvent>) {
         for i in 0..self.actions.len() {
             let action = self.actions[i];
+            if matches!(action, Action::Acquire(_)) && self.retry_at.is_some_and(|t| now < t) {
+                // Not held; `update` asks again once the pause is over.
+                self.vips.done(action, false);
+                continue;
+            }
             let (vip, result) = match action {
                 Action::Acquire(v) => (v, self.kernel.add(&v)),
                 Action::Release(v) => (v, self.kernel.remove(&v)),
@@ -148,6 +163,7 @@ impl Floating {
                 Err(e) => {
                     self.vips.done(action, false);
                     self.stats.failed += 1;
+                    self.retry_at = Some(now + RETRY);
                     warn!(vip = %vip.cidr(), acquired, error = %e, "VIP address change failed");
                 }
             }
@@ -179,7 +195,7 @@ impl Floating {
             .iter()
             .filter_map(|(_, from, step)| ANNOUNCE_AT.get(*step).map(|off| *from + *off))
             .min();
-        [announce, self.vips.poll_timeout()]
+        [announce, self.vips.poll_timeout(), self.retry_at]
             .into_iter()
             .flatten()
             .min()
