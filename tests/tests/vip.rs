@@ -27,6 +27,9 @@ fn args<'a>(extra: &[&'a str]) -> Vec<&'a str> {
         "0.0.0.0:7380",
         "--resp",
         "0.0.0.0:6380",
+        // The client host writes sessions through the VIP without a password.
+        "--protected-mode",
+        "no",
         "--vip",
         "198.18.0.100/24@1",
         "--vip",
