@@ -60,19 +60,7 @@ fn report(name: &str, mut v: Vec<f64>) {
 }
 
 fn holds(net: &Net, host: usize) -> bool {
-    sh(&[
-        "ip",
-        "-n",
-        net.ns(host),
-        "-4",
-        "-o",
-        "addr",
-        "show",
-        "dev",
-        "eth0",
-    ])
-    .split_whitespace()
-    .any(|w| w == VIP)
+    net.holds_address(host, VIP)
 }
 
 fn wait_owner(net: &Net, host: usize, other: usize) -> bool {

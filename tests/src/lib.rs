@@ -411,6 +411,23 @@ impl Net {
         &self.hosts[host - 1]
     }
 
+    /// Whether host `host`'s eth0 carries the IPv4 address `cidr` (`198.18.0.100/24`).
+    pub fn holds_address(&self, host: usize, cidr: &str) -> bool {
+        sh(&[
+            "ip",
+            "-n",
+            self.ns(host),
+            "-4",
+            "-o",
+            "addr",
+            "show",
+            "dev",
+            "eth0",
+        ])
+        .split_whitespace()
+        .any(|w| w == cidr)
+    }
+
     /// A key file `name` (mode 0600) with one fresh random AES-128 key, in this net's scratch
     /// directory (removed with it): `--key-file` for nodes that run as in production. One
     /// file per cluster: a key is never shared between clusters (docs/PROTOCOL.md).

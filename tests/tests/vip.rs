@@ -41,21 +41,8 @@ fn args<'a>(extra: &[&'a str]) -> Vec<&'a str> {
     a
 }
 
-/// Whether host `host`'s eth0 carries `cidr`.
 fn holds(net: &Net, host: usize, cidr: &str) -> bool {
-    sh(&[
-        "ip",
-        "-n",
-        net.ns(host),
-        "-4",
-        "-o",
-        "addr",
-        "show",
-        "dev",
-        "eth0",
-    ])
-    .split_whitespace()
-    .any(|w| w == cidr)
+    net.holds_address(host, cidr)
 }
 
 fn wait_holds(net: &Net, host: usize, cidr: &str, want: bool, limit: Duration) -> bool {
