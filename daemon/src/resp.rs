@@ -247,6 +247,11 @@ impl Parser {
                         }
                         return Ok(Parsed::Incomplete);
                     };
+                    // The same bound once the line is whole: how the bytes were cut into
+                    // reads must not decide whether a request is refused.
+                    if cr > self.limits.max_inline {
+                        return Err(ProtocolError::TooBigMbulkCount);
+                    }
                     // Redis waits for the byte after CR but never checks that it is LF.
                     if cr + 2 > buf.len() {
                         return Ok(Parsed::Incomplete);
@@ -279,6 +284,9 @@ impl Parser {
                         }
                         return Ok(Parsed::Incomplete);
                     };
+                    if cr - start > self.limits.max_inline {
+                        return Err(ProtocolError::TooBigBulkCount);
+                    }
                     if cr + 2 > buf.len() {
                         return Ok(Parsed::Incomplete);
                     }
@@ -395,6 +403,11 @@ impl Parser {
             }
             return Ok(Parsed::Incomplete);
         };
+        // Refused whole as it would be in pieces (Redis checks only a line still without its
+        // newline, so one read of a long line passes there: split-invariance wins here).
+        if lf > self.limits.max_inline {
+            return Err(ProtocolError::TooBigInline);
+        }
         self.scanned = 0;
         let mut line = buf.get(..lf).unwrap_or(&[]);
         if let [head @ .., b'\r'] = line {
@@ -896,6 +909,26 @@ mod tests {
         let mut long = b"*1\r\n".to_vec();
         long.extend_from_slice(&[b'$'; 40]);
         assert_eq!(e(&long), ProtocolError::TooBigBulkCount);
+        // A line over the bound is refused the same whether its end came in the same read or
+        // a later one (the RESP fuzzer found a whole 1,427-byte inline line accepted where
+        // the same bytes in pieces were refused).
+        for (line, err) in [
+            (
+                [&[b'a'; 40][..], b"\r\n"].concat(),
+                ProtocolError::TooBigInline,
+            ),
+            (
+                [&b"*1"[..], &[b'0'; 38], b"\r\n"].concat(),
+                ProtocolError::TooBigMbulkCount,
+            ),
+            (
+                [&b"*1\r\n$"[..], &[b'0'; 38], b"\r\n"].concat(),
+                ProtocolError::TooBigBulkCount,
+            ),
+        ] {
+            assert_eq!(e(&line), err, "whole: {line:?}");
+            assert_eq!(feed(limits, &line, &[20]).expect_err("must fail").1, err);
+        }
         // Within bounds, the same shapes parse.
         assert_eq!(
             feed(
