@@ -34,6 +34,29 @@ fn exhaust(limit: u64) -> Vec<File> {
     held
 }
 
+/// `clients` connections to `addr` made while every descriptor up to `limit` is taken (their
+/// sockets are opened first; the kernel completes the handshakes, the server cannot accept),
+/// and the descriptors held, to drop when the test frees them.
+fn connect_when_exhausted(
+    addr: std::net::SocketAddr,
+    clients: usize,
+    limit: u64,
+) -> (Vec<TcpStream>, Vec<File>) {
+    let unconnected: Vec<Socket> = (0..clients)
+        .map(|_| Socket::new(Domain::IPV4, Type::STREAM, None).unwrap())
+        .collect();
+    let held = exhaust(limit);
+    let socks = unconnected
+        .into_iter()
+        .map(|s| {
+            s.connect(&addr.into())
+                .expect("the kernel completes the handshake");
+            s.into()
+        })
+        .collect();
+    (socks, held)
+}
+
 /// This process's CPU time, from `/proc/self/stat` opened beforehand (no descriptor is
 /// free when it is read).
 fn cpu_time(stat: &mut File) -> Duration {
@@ -80,18 +103,7 @@ fn a_listener_out_of_descriptors_pauses_then_takes_its_backlog() {
     // The clients' sockets first, then every descriptor taken, then the clients connect (the
     // kernel completes the handshakes; the server cannot take them).
     let clients = 8;
-    let unconnected: Vec<Socket> = (0..clients)
-        .map(|_| Socket::new(Domain::IPV4, Type::STREAM, None).unwrap())
-        .collect();
-    let held = exhaust(limit);
-    let mut socks: Vec<TcpStream> = unconnected
-        .into_iter()
-        .map(|s| {
-            s.connect(&addr.into())
-                .expect("the kernel completes the handshake");
-            s.into()
-        })
-        .collect();
+    let (mut socks, held) = connect_when_exhausted(addr, clients, limit);
     for s in &mut socks {
         s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
         s.write_all(b"PING\r\n").unwrap();
@@ -193,17 +205,7 @@ fn http_listener_out_of_descriptors(limit: u64, stat: &mut File) {
         }
     };
     let clients = 4;
-    let unconnected: Vec<Socket> = (0..clients)
-        .map(|_| Socket::new(Domain::IPV4, Type::STREAM, None).unwrap())
-        .collect();
-    let held = exhaust(limit);
-    let mut socks: Vec<TcpStream> = unconnected
-        .into_iter()
-        .map(|s| {
-            s.connect(&addr.into()).unwrap();
-            s.into()
-        })
-        .collect();
+    let (mut socks, held) = connect_when_exhausted(addr, clients, limit);
     for s in &mut socks {
         s.write_all(b"GET /health HTTP/1.1\r\n\r\n").unwrap();
     }
