@@ -132,6 +132,7 @@ impl Daemon {
     /// then takes a fresh incarnation and creates the cluster.
     pub fn new(cfg: Config) -> Result<Daemon, DaemonError> {
         // Before the store grows: see `memory` (a huge-page fault stalls a turn for ms).
+        crate::memory::keep_freed_memory();
         if let Err(e) = crate::memory::disable_transparent_huge_pages() {
             warn!(error = %e, "could not turn transparent huge pages off: long page faults may delay heartbeats");
         }
