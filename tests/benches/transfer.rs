@@ -5,11 +5,12 @@
 //! that A holds every session. Prints each restart and a summary.
 //! Run: `cargo bench -p tandem-tests --bench transfer`; compare against another build with
 //! `TANDEMD_BIN=/path/to/old/tandemd` (A/B: run both back to back).
-//! TANDEM_BENCH_RESTARTS (default 20), TANDEM_BENCH_SESSIONS (default 100000).
+//! TANDEM_BENCH_RESTARTS (default 20), TANDEM_BENCH_SESSIONS (default 100000); TANDEM_BENCH_TRACE
+//! prints the suspicion and death lines of A's log after each restart.
 
 use std::time::{Duration, Instant};
 
-use tandem_tests::transfer::{false_alarms, fill, restart_a, start_pair};
+use tandem_tests::transfer::{false_alarms, fill, restart_a, socket_buffer_drops, start_pair};
 
 fn env(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -63,7 +64,17 @@ fn main() {
             b_sus - b_sus_last,
             b_det - b_det_last,
         );
+        println!(
+            "            datagrams dropped on a full socket buffer so far: A's host {}, B's host {}",
+            socket_buffer_drops(&c, 1),
+            socket_buffer_drops(&c, 2)
+        );
         (b_sus_last, b_det_last) = (b_sus, b_det);
+        if std::env::var_os("TANDEM_BENCH_TRACE").is_some() {
+            for l in false_alarms(&c, c.node(1)) {
+                println!("            A: {l}");
+            }
+        }
         a_sus += r.suspicions;
         a_det += r.detections;
         times.push(r.transfer);

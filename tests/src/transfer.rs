@@ -154,3 +154,16 @@ pub fn false_alarms(c: &Cluster, node: usize) -> Vec<String> {
         .map(str::to_string)
         .collect()
 }
+
+/// UDP datagrams the kernel of `host`'s namespace dropped because a socket's receive buffer
+/// was full (`UdpRcvbufErrors`), since the namespace was made. (`UdpInErrors` also counts the
+/// datagrams the cluster sockets' filters drop by design, so it says nothing here.)
+pub fn socket_buffer_drops(c: &Cluster, host: usize) -> u64 {
+    let out = crate::sh(&["ip", "netns", "exec", c.net.ns(host), "nstat", "-asz"]);
+    out.lines()
+        .find_map(|l| {
+            let mut w = l.split_whitespace();
+            (w.next()? == "UdpRcvbufErrors").then(|| w.next()?.parse().ok())?
+        })
+        .unwrap_or(0)
+}
