@@ -25,7 +25,7 @@
 //! Panics: never; every input is checked.
 
 use std::fmt;
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -34,6 +34,7 @@ use serde::Deserialize;
 use tandem_core::{membership, ClusterId, KeyId, NodeId};
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
+use crate::net::{is_loopback, LocalAddr};
 use crate::vip::{parse_cidr, VipSpec, DEFAULT_HOLD};
 
 /// Default multicast group: administratively scoped (239.0.0.0/8, RFC 2365), never routed out.
@@ -183,21 +184,23 @@ pub struct Cli {
     /// Cluster id; nodes with another id on the same group are ignored [default: 1].
     #[arg(long)]
     pub cluster_id: Option<u32>,
-    /// Interface name or IPv4 address to send and join the group on [default: lo].
+    /// Interface name or address to send and join the group on [default: lo].
     #[arg(long)]
     pub interface: Option<String>,
-    /// Multicast group and port [default: 239.255.72.77:7377].
+    /// Multicast group and port; IPv6 in brackets, e.g. a link-scope [ff02::7a6e]:7377
+    /// [default: 239.255.72.77:7377].
     #[arg(long, value_name = "ADDR:PORT")]
-    pub group: Option<SocketAddrV4>,
+    pub group: Option<SocketAddr>,
     /// Transport [default: udp].
     #[arg(long, value_enum)]
     pub transport: Option<TransportKind>,
-    /// Unicast peer (repeatable; `--transport unicast`).
+    /// Unicast peer (repeatable; `--transport unicast`); IPv6 as [ADDR]:PORT, all peers of
+    /// one family.
     #[arg(long = "peer", value_name = "ADDR:PORT")]
-    pub peers: Vec<SocketAddrV4>,
+    pub peers: Vec<SocketAddr>,
     /// Local address for `--transport unicast` [default: interface address, group port].
     #[arg(long, value_name = "ADDR:PORT")]
-    pub listen: Option<SocketAddrV4>,
+    pub listen: Option<SocketAddr>,
     /// IP protocol number for `--transport raw` [default: 253].
     #[arg(long)]
     pub protocol: Option<u8>,
@@ -319,10 +322,10 @@ pub struct FileConfig {
     pub node_id: Option<u16>,
     pub cluster_id: Option<u32>,
     pub interface: Option<String>,
-    pub group: Option<SocketAddrV4>,
+    pub group: Option<SocketAddr>,
     pub transport: Option<TransportKind>,
-    pub peers: Option<Vec<SocketAddrV4>>,
-    pub listen: Option<SocketAddrV4>,
+    pub peers: Option<Vec<SocketAddr>>,
+    pub listen: Option<SocketAddr>,
     pub protocol: Option<u8>,
     pub profile: Option<Profile>,
     pub interval: Option<String>,
@@ -402,12 +405,13 @@ pub struct Config {
     pub node_id: NodeId,
     pub cluster_id: ClusterId,
     pub interface: String,
-    /// The interface's IPv4 address (resolved from a name if needed).
-    pub interface_addr: Ipv4Addr,
-    pub group: SocketAddrV4,
+    /// The interface's address of the cluster's family (the group's, or the peers'), and
+    /// its index; resolved from a name if needed.
+    pub interface_addr: LocalAddr,
+    pub group: SocketAddr,
     pub transport: TransportKind,
-    pub peers: Vec<SocketAddrV4>,
-    pub listen: Option<SocketAddrV4>,
+    pub peers: Vec<SocketAddr>,
+    pub listen: Option<SocketAddr>,
     pub protocol: u8,
     pub profile: Profile,
     /// `--interval` in microseconds, if given (else the profile's).
@@ -463,12 +467,13 @@ impl Config {
     }
 
     /// Merges flags over the file over defaults and validates. `lookup` turns an interface
-    /// name or local address into its IPv4 address (a parameter so tests need no real
-    /// interfaces; the daemon passes [`crate::net::interface_addr`]).
+    /// name or local address into its address of a family (IPv6 when the flag is true; a
+    /// parameter so tests need no real interfaces; the daemon passes
+    /// [`crate::net::interface_addr`]).
     pub fn resolve(
         cli: Cli,
         file: FileConfig,
-        lookup: &dyn Fn(&str) -> Option<Ipv4Addr>,
+        lookup: &dyn Fn(&str, bool) -> Option<LocalAddr>,
     ) -> Result<Config, ConfigErrors> {
         // Every check runs, so `tandemd check` can name every problem at once; a value that
         // failed its check is replaced by a placeholder that is never used (see the end).
@@ -488,13 +493,10 @@ impl Config {
             .interface
             .or(file.interface)
             .unwrap_or_else(|| DEFAULT_INTERFACE.to_string());
-        let interface_addr = lookup(&interface);
-        if interface_addr.is_none() {
-            problems.add(format!(
-                "--interface {interface}: no such interface (or local address) with IPv4"
-            ));
-        }
-        let group = cli.group.or(file.group).unwrap_or(DEFAULT_GROUP);
+        let group = cli
+            .group
+            .or(file.group)
+            .unwrap_or(SocketAddr::V4(DEFAULT_GROUP));
         let transport = cli
             .transport
             .or(file.transport)
@@ -504,10 +506,36 @@ impl Config {
         } else {
             cli.peers
         };
+        let listen = cli.listen.or(file.listen);
+        // The cluster speaks one family: the group's, or with unicast the peers'.
+        let v6 = match transport {
+            TransportKind::Unicast => peers
+                .first()
+                .map(SocketAddr::is_ipv6)
+                .or(listen.map(|l| l.is_ipv6()))
+                .unwrap_or(false),
+            _ => group.is_ipv6(),
+        };
+        let family = if v6 { "IPv6" } else { "IPv4" };
+        let interface_addr = lookup(&interface, v6);
+        if interface_addr.is_none() {
+            problems.add(format!(
+                "--interface {interface}: no such interface (or local address) with {family}"
+            ));
+        }
         if transport != TransportKind::Unicast && !group.ip().is_multicast() {
             problems.add(format!(
-                "--group {group}: not a multicast address (use 224.0.0.0/4, e.g. 239.255.72.77:7377)"
+                "--group {group}: not a multicast address (use 224.0.0.0/4, e.g. 239.255.72.77:7377, or IPv6 ff00::/8, e.g. [ff02::7a6e]:7377)"
             ));
+        }
+        if transport == TransportKind::Unicast {
+            for p in peers.iter().chain(listen.iter()) {
+                if p.is_ipv6() != v6 {
+                    problems.add(format!(
+                        "--peer/--listen {p}: not {family} like the first; the cluster speaks one family"
+                    ));
+                }
+            }
         }
         if transport == TransportKind::Unicast && peers.is_empty() {
             problems.add("--transport unicast needs at least one --peer ADDR:PORT");
@@ -543,10 +571,9 @@ impl Config {
             Some(path) => load_keys(path).map_err(|e| problems.0.push(e)).ok(),
             None => None,
         };
-        let listen = cli.listen.or(file.listen);
         if key_file.is_none() && !insecure {
-            if let Some(what) = off_loopback(&interface, interface_addr, transport, listen, &peers)
-            {
+            let addr = interface_addr.map(|l| l.addr);
+            if let Some(what) = off_loopback(&interface, addr, transport, listen, &peers) {
                 problems.add(format!(
                     "{what} is not loopback: give --key-file PATH to authenticate frames, or --insecure to run without authentication"
                 ));
@@ -879,24 +906,24 @@ fn default_state_dir() -> Option<PathBuf> {
 /// are unauthenticated, so anything that reaches past this host needs an explicit `--insecure`.
 fn off_loopback(
     interface: &str,
-    interface_addr: Option<Ipv4Addr>,
+    interface_addr: Option<IpAddr>,
     transport: TransportKind,
-    listen: Option<SocketAddrV4>,
-    peers: &[SocketAddrV4],
+    listen: Option<SocketAddr>,
+    peers: &[SocketAddr],
 ) -> Option<String> {
-    if interface_addr.is_some_and(|a| !a.is_loopback()) {
+    if interface_addr.is_some_and(|a| !is_loopback(a)) {
         return Some(format!("--interface {interface}"));
     }
     if transport != TransportKind::Unicast {
         return None;
     }
-    // `--listen 0.0.0.0:P` (unspecified) receives from every interface.
-    if let Some(l) = listen.filter(|l| !l.ip().is_loopback()) {
+    // `--listen 0.0.0.0:P` or `[::]:P` (unspecified) receives from every interface.
+    if let Some(l) = listen.filter(|l| !is_loopback(l.ip())) {
         return Some(format!("--listen {l}"));
     }
     peers
         .iter()
-        .find(|p| !p.ip().is_loopback())
+        .find(|p| !is_loopback(p.ip()))
         .map(|p| format!("--peer {p}"))
 }
 
@@ -1013,12 +1040,25 @@ fn parse_hex16(s: &str) -> Option<[u8; 16]> {
 mod tests {
     use super::*;
 
-    fn lookup(name: &str) -> Option<Ipv4Addr> {
-        match name {
-            "lo" | "127.0.0.1" => Some(Ipv4Addr::LOCALHOST),
-            "eth0" | "198.18.0.1" => Some(Ipv4Addr::new(198, 18, 0, 1)),
-            _ => None,
-        }
+    /// `lo` (1) has 127.0.0.1 and ::1, `eth0` (2) 198.18.0.1 and fd00:7a6e::1, `v4only0` (3)
+    /// 198.18.1.1 alone.
+    fn lookup(name: &str, v6: bool) -> Option<LocalAddr> {
+        let (addr, index): (&str, u32) = match (name, v6) {
+            ("lo" | "127.0.0.1", false) => ("127.0.0.1", 1),
+            ("lo" | "::1", true) => ("::1", 1),
+            ("eth0" | "198.18.0.1", false) => ("198.18.0.1", 2),
+            ("eth0" | "fd00:7a6e::1", true) => ("fd00:7a6e::1", 2),
+            ("v4only0" | "198.18.1.1", false) => ("198.18.1.1", 3),
+            _ => return None,
+        };
+        Some(LocalAddr {
+            addr: addr.parse().unwrap(),
+            index,
+        })
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
     }
 
     fn resolve(args: &[&str]) -> Result<Config, ConfigErrors> {
@@ -1083,8 +1123,8 @@ mod tests {
         assert!(DEFAULT_RESP.parse::<SocketAddr>().is_ok());
         let c = resolve(&["--node-id", "1"]).unwrap();
         assert_eq!(c.node_id, NodeId(1));
-        assert_eq!(c.interface_addr, Ipv4Addr::LOCALHOST);
-        assert_eq!(c.group, DEFAULT_GROUP);
+        assert_eq!(c.interface_addr.addr, ip("127.0.0.1"));
+        assert_eq!(c.group, SocketAddr::V4(DEFAULT_GROUP));
         assert_eq!(c.transport, TransportKind::Udp);
         assert_eq!(c.ttl, 1);
         assert_eq!(c.http, DEFAULT_HTTP.parse().unwrap());
@@ -1149,11 +1189,11 @@ mod tests {
             "{e}"
         );
         let c = resolve(&["--node-id", "1", "--interface", "eth0", "--insecure"]).unwrap();
-        assert_eq!(c.interface_addr, Ipv4Addr::new(198, 18, 0, 1));
+        assert_eq!(c.interface_addr.addr, ip("198.18.0.1"));
         let e = resolve(&["--node-id", "1", "--interface", "198.18.0.1"]).unwrap_err();
         assert!(e.to_string().contains("not loopback"));
         let c = resolve(&["--node-id", "1", "--interface", "127.0.0.1"]).unwrap();
-        assert_eq!(c.interface_addr, Ipv4Addr::LOCALHOST);
+        assert_eq!(c.interface_addr.addr, ip("127.0.0.1"));
     }
 
     #[test]
@@ -1187,6 +1227,149 @@ mod tests {
             "--insecure"
         ])
         .is_ok());
+    }
+
+    #[test]
+    fn ipv6_group_peers_and_listen() {
+        let base = ["--node-id", "1", "--interface", "eth0", "--insecure"];
+        let with = |extra: &[&'static str]| {
+            let mut a = base.to_vec();
+            a.extend_from_slice(extra);
+            resolve(&a)
+        };
+        // A link-scope IPv6 group: the interface's IPv6 address and index.
+        let c = with(&["--group", "[ff02::7a6e]:7377"]).unwrap();
+        assert_eq!(c.group, "[ff02::7a6e]:7377".parse().unwrap());
+        assert_eq!(c.interface_addr.addr, ip("fd00:7a6e::1"));
+        assert_eq!(c.interface_addr.index, 2);
+        for t in ["udp", "raw"] {
+            assert!(with(&["--transport", t, "--group", "[ff02::7a6e]:7377"]).is_ok());
+        }
+        let e = with(&["--group", "[fd00::1]:7377"]).unwrap_err();
+        assert!(e.to_string().contains("not a multicast address"), "{e}");
+        // An interface without IPv6 cannot join an IPv6 group.
+        let e = resolve(&[
+            "--node-id",
+            "1",
+            "--interface",
+            "v4only0",
+            "--insecure",
+            "--group",
+            "[ff02::7a6e]:7377",
+        ])
+        .unwrap_err();
+        assert!(e.to_string().contains("with IPv6"), "{e}");
+        // Unicast to IPv6 peers: the family follows the peers.
+        let c = with(&[
+            "--transport",
+            "unicast",
+            "--peer",
+            "[fd00:7a6e::2]:7377",
+            "--listen",
+            "[fd00:7a6e::1]:7377",
+        ])
+        .unwrap();
+        assert_eq!(c.interface_addr.addr, ip("fd00:7a6e::1"));
+        assert_eq!(c.peers, vec!["[fd00:7a6e::2]:7377".parse().unwrap()]);
+        // One family only.
+        let e = with(&[
+            "--transport",
+            "unicast",
+            "--peer",
+            "[fd00:7a6e::2]:7377",
+            "--peer",
+            "198.18.0.3:7377",
+        ])
+        .unwrap_err();
+        assert!(e.to_string().contains("198.18.0.3:7377: not IPv6"), "{e}");
+        let e = with(&[
+            "--transport",
+            "unicast",
+            "--peer",
+            "198.18.0.2:7377",
+            "--listen",
+            "[::]:7377",
+        ])
+        .unwrap_err();
+        assert!(e.to_string().contains("[::]:7377: not IPv4"), "{e}");
+        // The same in the file.
+        let c = resolve_with(
+            &["--node-id", "1", "--insecure"],
+            "interface = \"eth0\"\ntransport = \"unicast\"\npeers = [\"[fd00:7a6e::2]:7377\"]\n",
+        )
+        .unwrap();
+        assert!(c.peers[0].is_ipv6());
+        // RESP and HTTP on IPv6 addresses.
+        let c = with(&["--resp", "[::1]:6380", "--http", "[::]:7380"]).unwrap();
+        assert_eq!(c.resp, "[::1]:6380".parse().unwrap());
+        assert!(c.http.is_ipv6());
+    }
+
+    #[test]
+    fn keyless_ipv6_off_loopback_needs_insecure() {
+        // ::1 is loopback: a keyless cluster there is fine, as on 127.0.0.1.
+        assert!(resolve(&[
+            "--node-id",
+            "1",
+            "--transport",
+            "unicast",
+            "--listen",
+            "[::1]:7377",
+            "--peer",
+            "[::1]:7378",
+        ])
+        .is_ok());
+        // Everything else in IPv6 reaches past the host: ULA, global, unspecified, the
+        // interface's IPv6 address (for an IPv6 group).
+        for (args, what) in [
+            (
+                &["--transport", "unicast", "--peer", "[fd00:7a6e::2]:7377"][..],
+                "--peer [fd00:7a6e::2]:7377",
+            ),
+            (
+                &[
+                    "--transport",
+                    "unicast",
+                    "--listen",
+                    "[::1]:7377",
+                    "--peer",
+                    "[2001:db8::2]:7377",
+                ][..],
+                "--peer [2001:db8::2]:7377",
+            ),
+            (
+                &[
+                    "--transport",
+                    "unicast",
+                    "--listen",
+                    "[::]:7377",
+                    "--peer",
+                    "[::1]:7378",
+                ][..],
+                "--listen [::]:7377",
+            ),
+        ] {
+            let mut a = vec!["--node-id", "1"];
+            a.extend_from_slice(args);
+            let e = resolve(&a).unwrap_err().to_string();
+            assert!(
+                e.contains(&format!("{what} is not loopback")),
+                "{args:?}: {e}"
+            );
+        }
+        let e = resolve(&[
+            "--node-id",
+            "1",
+            "--interface",
+            "eth0",
+            "--group",
+            "[ff02::7a6e]:7377",
+        ])
+        .unwrap_err();
+        assert!(
+            e.to_string().contains("--interface eth0 is not loopback"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -1319,7 +1502,7 @@ mod tests {
         let _ = std::fs::remove_file(&key);
         let c = c.unwrap();
         assert_eq!(c.node_id, NodeId(1));
-        assert_eq!(c.interface_addr, Ipv4Addr::new(198, 18, 0, 1));
+        assert_eq!(c.interface_addr.addr, ip("198.18.0.1"));
         assert_eq!(c.transport, TransportKind::Udp);
         assert_eq!(c.replication, ReplicationMode::Sync);
         assert_eq!(c.keys.unwrap().active().id, KeyId(3));

@@ -78,7 +78,8 @@ impl Floating {
         if cfg.vips.is_empty() {
             return Ok(None);
         }
-        let mut kernel = IfAddrs::open(&cfg.interface)?;
+        let v6 = cfg.vips.iter().any(|v| v.addr.is_ipv6());
+        let mut kernel = IfAddrs::open(&cfg.interface, v6)?;
         // Only a quorum makes the other side of a partition release (see `Vips::new`).
         let fade = if cfg.voters.is_empty() {
             Duration::ZERO

@@ -1,12 +1,16 @@
 //! Addresses on `--interface`, for floating VIPs: add and remove through rtnetlink
 //! (RTM_NEWADDR / RTM_DELADDR on a NETLINK_ROUTE socket, each acknowledged by the kernel),
-//! and announce with gratuitous ARP on an `AF_PACKET` socket.
+//! and announce: IPv4 with a gratuitous ARP on an `AF_PACKET` socket, IPv6 with an
+//! unsolicited neighbour advertisement (RFC 4861 7.2.6: Override set, the interface's MAC as
+//! target link-layer address) to all-nodes `ff02::1` on an ICMPv6 raw socket, sent from the
+//! VIP itself. An IPv6 VIP is added with IFA_F_NODAD: duplicate address detection would keep
+//! it tentative (unusable) for a second or more, and the cluster already decides that only
+//! one node holds it.
 //!
-//! Hand-written over libc: two fixed-size requests and one 28-byte ARP packet are smaller
-//! than a netlink crate stack. IPv4 only for now; IPv6 would add IFA_* attributes of 16
-//! bytes and an unsolicited neighbour advertisement instead of ARP.
+//! Hand-written over libc: two fixed-size requests, a 28-byte ARP packet and a 32-byte
+//! advertisement are smaller than a netlink crate stack.
 //!
-//! Needs CAP_NET_ADMIN (addresses) and CAP_NET_RAW (the packet socket):
+//! Needs CAP_NET_ADMIN (addresses) and CAP_NET_RAW (the packet and ICMPv6 sockets):
 //! [`missing_capabilities`] says which are missing before anything is tried.
 //!
 //! Panics: never.
@@ -15,7 +19,7 @@
 use std::ffi::CString;
 use std::io;
 use std::mem::{size_of, zeroed};
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 use crate::vip::VipSpec;
@@ -62,11 +66,13 @@ fn missing_from_status(status: &str) -> Option<String> {
     (!missing.is_empty()).then(|| missing.join(", "))
 }
 
-/// The interface VIPs live on: a netlink socket, a packet socket, its index and MAC.
+/// The interface VIPs live on: a netlink socket, a packet socket (and an ICMPv6 socket when
+/// a VIP is IPv6), its index and MAC.
 #[derive(Debug)]
 pub struct IfAddrs {
     netlink: OwnedFd,
     packet: OwnedFd,
+    icmp6: Option<OwnedFd>,
     ifindex: u32,
     mac: [u8; 6],
     seq: u32,
@@ -74,13 +80,27 @@ pub struct IfAddrs {
 
 const NLMSG_HDR: usize = 16;
 const IFADDRMSG: usize = 8;
-const RTA_V4: usize = 8;
-/// One request: header, ifaddrmsg, IFA_LOCAL and IFA_ADDRESS.
-const REQ_V4: usize = NLMSG_HDR + IFADDRMSG + 2 * RTA_V4;
+/// A route attribute header.
+const RTA_HDR: usize = 4;
+/// The longest request: header, ifaddrmsg, IFA_LOCAL and IFA_ADDRESS of 16 bytes each.
+const REQ_MAX: usize = NLMSG_HDR + IFADDRMSG + 2 * (RTA_HDR + 16);
+/// `ifa_flags`: no duplicate address detection (linux/if_addr.h).
+const IFA_F_NODAD: u8 = 0x02;
+/// ICMPv6 Neighbor Advertisement (RFC 4861 4.4).
+const ND_NEIGHBOR_ADVERT: u8 = 0x88;
+/// Its Override flag, in the first byte of the flags word.
+const ND_NA_OVERRIDE: u8 = 0x20;
+/// Option "Target Link-Layer Address".
+const ND_OPT_TARGET_LLADDR: u8 = 0x02;
+/// Receivers drop neighbour discovery whose hop limit is not 255 (RFC 4861 7.1.2).
+const ND_HOP_LIMIT: libc::c_int = 255;
+/// setsockopt ICMP6_FILTER (linux/icmpv6.h): a bit set blocks that ICMPv6 type.
+const ICMP6_FILTER: libc::c_int = 1;
 
 impl IfAddrs {
-    /// Opens both sockets for interface `name` (a name, not an address).
-    pub fn open(name: &str) -> Result<IfAddrs, IfAddrError> {
+    /// Opens the sockets for interface `name` (a name, not an address); the ICMPv6 one only
+    /// when `v6` (a VIP is IPv6), so a host with IPv6 off still runs IPv4 VIPs.
+    pub fn open(name: &str, v6: bool) -> Result<IfAddrs, IfAddrError> {
         if let Some(missing) = missing_capabilities() {
             return Err(IfAddrError::Config(format!(
                 "--vip needs CAP_NET_ADMIN and CAP_NET_RAW; missing {missing} (run as root or \
@@ -122,9 +142,18 @@ impl IfAddrs {
             .map_err(|e| IfAddrError::Io(format!("packet socket: {e}")))?;
         let mac = hardware_addr(&packet, name)
             .map_err(|e| IfAddrError::Io(format!("--interface {name}: hardware address: {e}")))?;
+        let icmp6 = if v6 {
+            Some(
+                icmp6_socket(ifindex)
+                    .map_err(|e| IfAddrError::Io(format!("ICMPv6 socket for --vip: {e}")))?,
+            )
+        } else {
+            None
+        };
         Ok(IfAddrs {
             netlink,
             packet,
+            icmp6,
             ifindex,
             mac,
             seq: 0,
@@ -151,11 +180,13 @@ impl IfAddrs {
         }
     }
 
-    /// One gratuitous ARP (a broadcast request for the VIP from this interface's MAC), so
-    /// hosts and switches on the link move the address to this node at once.
+    /// One announcement, so hosts and switches on the link move the address to this node at
+    /// once: IPv4, a gratuitous ARP (a broadcast request for the VIP from this interface's
+    /// MAC); IPv6, an unsolicited neighbour advertisement to all nodes.
     pub fn announce(&self, vip: &VipSpec) -> io::Result<()> {
-        let IpAddr::V4(ip) = vip.addr else {
-            return Err(io::Error::from(io::ErrorKind::Unsupported));
+        let ip = match vip.addr {
+            IpAddr::V4(ip) => ip,
+            IpAddr::V6(ip) => return self.advertise(ip),
         };
         let pkt = garp(self.mac, ip);
         // SAFETY: zeroed sockaddr_ll is valid; every field we rely on is set below.
@@ -182,13 +213,71 @@ impl IfAddrs {
         Ok(())
     }
 
-    /// Sends one address request and waits for the kernel's acknowledgement.
-    fn request(&mut self, kind: u16, flags: i32, vip: &VipSpec) -> io::Result<()> {
-        let IpAddr::V4(ip) = vip.addr else {
+    /// An unsolicited neighbour advertisement of `ip` to ff02::1, from `ip` itself (added
+    /// with NODAD, it is usable at once; the interface's own link-local address may still be
+    /// tentative on a fresh link).
+    fn advertise(&self, ip: Ipv6Addr) -> io::Result<()> {
+        let Some(sock) = &self.icmp6 else {
             return Err(io::Error::from(io::ErrorKind::Unsupported));
         };
+        let pkt = neighbour_advert(self.mac, ip);
+        // SAFETY: zeroed sockaddr_in6 is valid; family, address and scope are set below.
+        let mut to: libc::sockaddr_in6 = unsafe { zeroed() };
+        to.sin6_family = libc::AF_INET6 as u16;
+        to.sin6_addr.s6_addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1).octets();
+        to.sin6_scope_id = self.ifindex;
+        // SAFETY: zeroed in6_pktinfo is valid.
+        let mut info: libc::in6_pktinfo = unsafe { zeroed() };
+        info.ipi6_addr.s6_addr = ip.octets();
+        info.ipi6_ifindex = self.ifindex;
+        // Room for one cmsg holding an in6_pktinfo (20 bytes), u64-aligned.
+        let mut control = [0u64; 8];
+        let mut iov = libc::iovec {
+            iov_base: pkt.as_ptr() as *mut libc::c_void,
+            iov_len: pkt.len(),
+        };
+        // SAFETY: zeroed msghdr is valid; every pointer is set below to live locals.
+        let mut msg: libc::msghdr = unsafe { zeroed() };
+        msg.msg_name = (&mut to as *mut libc::sockaddr_in6).cast();
+        msg.msg_namelen = size_of::<libc::sockaddr_in6>() as libc::socklen_t;
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr().cast();
+        // SAFETY: CMSG_SPACE is a pure size computation.
+        let space = unsafe { libc::CMSG_SPACE(size_of::<libc::in6_pktinfo>() as u32) } as usize;
+        msg.msg_controllen = space.min(size_of::<[u64; 8]>());
+        // SAFETY: msg_control points at `control`, large enough for one in6_pktinfo cmsg
+        // (CMSG_SPACE of 20 bytes is 40); CMSG_FIRSTHDR is non-null for that length.
+        unsafe {
+            let c = libc::CMSG_FIRSTHDR(&msg);
+            if c.is_null() {
+                return Err(io::Error::from(io::ErrorKind::InvalidInput));
+            }
+            (*c).cmsg_level = libc::IPPROTO_IPV6;
+            (*c).cmsg_type = libc::IPV6_PKTINFO;
+            (*c).cmsg_len = libc::CMSG_LEN(size_of::<libc::in6_pktinfo>() as u32) as usize;
+            std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<libc::in6_pktinfo>(), info);
+        }
+        // SAFETY: `msg` describes live buffers of the sizes given; the kernel only reads them.
+        let n = unsafe { libc::sendmsg(sock.as_raw_fd(), &msg, 0) };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// Sends one address request and waits for the kernel's acknowledgement.
+    fn request(&mut self, kind: u16, flags: i32, vip: &VipSpec) -> io::Result<()> {
         self.seq = self.seq.wrapping_add(1);
-        let req = addr_request(kind, flags as u16, self.seq, self.ifindex, ip, vip.prefix);
+        let (req, len) = addr_request(
+            kind,
+            flags as u16,
+            self.seq,
+            self.ifindex,
+            vip.addr,
+            vip.prefix,
+        );
+        let req = &req[..len];
         // SAFETY: valid socket and buffer; an unbound netlink socket sends to the kernel.
         let n = unsafe { libc::send(self.netlink.as_raw_fd(), req.as_ptr().cast(), req.len(), 0) };
         if n < 0 {
@@ -254,33 +343,112 @@ fn hardware_addr(sock: &OwnedFd, name: &str) -> io::Result<[u8; 6]> {
     Ok(mac)
 }
 
-/// RTM_NEWADDR/RTM_DELADDR for `ip/prefix` on `ifindex` (native byte order, as netlink is).
+/// The ICMPv6 raw socket advertisements go out on: hop limit 255 on `ifindex`, no loop back,
+/// and every incoming ICMPv6 type blocked (it never reads, so nothing may queue up).
+fn icmp6_socket(ifindex: u32) -> io::Result<OwnedFd> {
+    let sock = socket(
+        libc::AF_INET6,
+        libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+        libc::IPPROTO_ICMPV6,
+    )?;
+    let block_all = [u32::MAX; 8];
+    let index = ifindex as libc::c_int;
+    let off: libc::c_int = 0;
+    for (level, name, value, len) in [
+        (
+            libc::IPPROTO_IPV6,
+            libc::IPV6_MULTICAST_HOPS,
+            (&ND_HOP_LIMIT as *const libc::c_int).cast::<libc::c_void>(),
+            size_of::<libc::c_int>(),
+        ),
+        (
+            libc::IPPROTO_IPV6,
+            libc::IPV6_MULTICAST_IF,
+            (&index as *const libc::c_int).cast(),
+            size_of::<libc::c_int>(),
+        ),
+        (
+            libc::IPPROTO_IPV6,
+            libc::IPV6_MULTICAST_LOOP,
+            (&off as *const libc::c_int).cast(),
+            size_of::<libc::c_int>(),
+        ),
+        (
+            libc::IPPROTO_ICMPV6,
+            ICMP6_FILTER,
+            block_all.as_ptr().cast(),
+            size_of::<[u32; 8]>(),
+        ),
+    ] {
+        // SAFETY: a valid socket; `value` points at a live local of `len` bytes.
+        let r = unsafe {
+            libc::setsockopt(sock.as_raw_fd(), level, name, value, len as libc::socklen_t)
+        };
+        if r != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(sock)
+}
+
+/// RTM_NEWADDR/RTM_DELADDR for `ip/prefix` on `ifindex` (native byte order, as netlink is):
+/// the buffer and the request's length in it. An IPv6 address is added without duplicate
+/// address detection (see the module docs).
 fn addr_request(
     kind: u16,
     flags: u16,
     seq: u32,
     ifindex: u32,
-    ip: Ipv4Addr,
+    ip: IpAddr,
     prefix: u8,
-) -> [u8; REQ_V4] {
-    let mut b = [0u8; REQ_V4];
-    b[0..4].copy_from_slice(&(REQ_V4 as u32).to_ne_bytes());
+) -> ([u8; REQ_MAX], usize) {
+    let v4;
+    let v6;
+    let (family, ifa_flags, octets): (i32, u8, &[u8]) = match ip {
+        IpAddr::V4(a) => {
+            v4 = a.octets();
+            (libc::AF_INET, 0, &v4)
+        }
+        IpAddr::V6(a) => {
+            v6 = a.octets();
+            (libc::AF_INET6, IFA_F_NODAD, &v6)
+        }
+    };
+    let rta = RTA_HDR + octets.len();
+    let len = NLMSG_HDR + IFADDRMSG + 2 * rta;
+    let mut b = [0u8; REQ_MAX];
+    b[0..4].copy_from_slice(&(len as u32).to_ne_bytes());
     b[4..6].copy_from_slice(&kind.to_ne_bytes());
     b[6..8].copy_from_slice(&flags.to_ne_bytes());
     b[8..12].copy_from_slice(&seq.to_ne_bytes());
     // nlmsg_pid 0: the kernel.
-    b[16] = libc::AF_INET as u8;
+    b[16] = family as u8;
     b[17] = prefix;
-    // ifa_flags 0, scope universe (0).
+    b[18] = ifa_flags;
+    // Scope universe (0).
     b[20..24].copy_from_slice(&ifindex.to_ne_bytes());
     let mut at = NLMSG_HDR + IFADDRMSG;
     for ty in [libc::IFA_LOCAL, libc::IFA_ADDRESS] {
-        b[at..at + 2].copy_from_slice(&(RTA_V4 as u16).to_ne_bytes());
+        b[at..at + 2].copy_from_slice(&(rta as u16).to_ne_bytes());
         b[at + 2..at + 4].copy_from_slice(&ty.to_ne_bytes());
-        b[at + 4..at + 8].copy_from_slice(&ip.octets());
-        at += RTA_V4;
+        b[at + 4..at + rta].copy_from_slice(octets);
+        at += rta;
     }
-    b
+    (b, len)
+}
+
+/// An unsolicited neighbour advertisement for `ip` with `mac` as its link-layer address; the
+/// checksum is left zero for the kernel (an ICMPv6 raw socket computes it).
+fn neighbour_advert(mac: [u8; 6], ip: Ipv6Addr) -> [u8; 32] {
+    let mut p = [0u8; 32];
+    p[0] = ND_NEIGHBOR_ADVERT;
+    // Code 0, checksum 0 (kernel). Not a router, not solicited, override.
+    p[4] = ND_NA_OVERRIDE;
+    p[8..24].copy_from_slice(&ip.octets());
+    p[24] = ND_OPT_TARGET_LLADDR;
+    p[25] = 1; // Option length in units of 8 bytes.
+    p[26..32].copy_from_slice(&mac);
+    p
 }
 
 /// The result in an NLMSG_ERROR acknowledgement of request `seq`; `None` for anything else.
@@ -336,8 +504,10 @@ mod tests {
 
     #[test]
     fn request_layout() {
-        let ip = Ipv4Addr::new(198, 18, 0, 100);
-        let r = addr_request(libc::RTM_NEWADDR, 0x0605, 7, 3, ip, 24);
+        let ip = IpAddr::V4(Ipv4Addr::new(198, 18, 0, 100));
+        let (r, len) = addr_request(libc::RTM_NEWADDR, 0x0605, 7, 3, ip, 24);
+        assert_eq!(len, 40);
+        assert_eq!(r[18], 0, "no flags for IPv4");
         assert_eq!(u32::from_ne_bytes(r[0..4].try_into().unwrap()), 40);
         assert_eq!(u16::from_ne_bytes(r[4..6].try_into().unwrap()), 20);
         assert_eq!(u32::from_ne_bytes(r[8..12].try_into().unwrap()), 7);
@@ -345,6 +515,40 @@ mod tests {
         assert_eq!(u32::from_ne_bytes(r[20..24].try_into().unwrap()), 3);
         assert_eq!(&r[28..32], &[198, 18, 0, 100]);
         assert_eq!(&r[36..40], &[198, 18, 0, 100]);
+    }
+
+    #[test]
+    fn ipv6_request_layout_has_nodad() {
+        let ip: Ipv6Addr = "fd00:7a6e::100".parse().unwrap();
+        let (r, len) = addr_request(libc::RTM_NEWADDR, 0x0605, 8, 3, IpAddr::V6(ip), 64);
+        assert_eq!(len, 64);
+        assert_eq!(u32::from_ne_bytes(r[0..4].try_into().unwrap()), 64);
+        assert_eq!(
+            (r[16], r[17], r[18]),
+            (libc::AF_INET6 as u8, 64, IFA_F_NODAD)
+        );
+        assert_eq!(u32::from_ne_bytes(r[20..24].try_into().unwrap()), 3);
+        for at in [24, 44] {
+            assert_eq!(u16::from_ne_bytes(r[at..at + 2].try_into().unwrap()), 20);
+            assert_eq!(&r[at + 4..at + 20], &ip.octets());
+        }
+        assert_eq!(
+            u16::from_ne_bytes(r[26..28].try_into().unwrap()),
+            libc::IFA_LOCAL
+        );
+        assert_eq!(
+            u16::from_ne_bytes(r[46..48].try_into().unwrap()),
+            libc::IFA_ADDRESS
+        );
+    }
+
+    #[test]
+    fn neighbour_advert_layout() {
+        let ip: Ipv6Addr = "fd00:7a6e::100".parse().unwrap();
+        let p = neighbour_advert([2, 0, 0, 0, 0, 1], ip);
+        assert_eq!(&p[..8], &[0x88, 0, 0, 0, 0x20, 0, 0, 0]);
+        assert_eq!(&p[8..24], &ip.octets());
+        assert_eq!(&p[24..32], &[2, 1, 2, 0, 0, 0, 0, 1]);
     }
 
     #[test]

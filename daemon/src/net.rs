@@ -20,7 +20,7 @@
 
 use std::io;
 use std::mem::{size_of, MaybeUninit};
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6};
 use std::os::fd::{AsRawFd, RawFd};
 
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
@@ -64,10 +64,13 @@ impl std::fmt::Display for NetError {
 #[derive(Debug, Clone)]
 pub struct NetConfig {
     pub transport: TransportKind,
-    pub interface_addr: Ipv4Addr,
-    pub group: SocketAddrV4,
-    pub peers: Vec<SocketAddrV4>,
-    pub listen: Option<SocketAddrV4>,
+    /// The interface's address of the cluster's family (see [`LocalAddr`]).
+    pub interface: LocalAddr,
+    /// IPv4 or IPv6 (a link-scope group such as `ff02::7a6e` is scoped to the interface).
+    pub group: SocketAddr,
+    /// Unicast peers, all of one family (the configuration checks it).
+    pub peers: Vec<SocketAddr>,
+    pub listen: Option<SocketAddr>,
     pub protocol: u8,
     pub ttl: u32,
     /// Copy own multicast frames back to this host, for other nodes on it (the socket filter
@@ -82,7 +85,7 @@ impl NetConfig {
     pub fn from_config(c: &Config) -> NetConfig {
         NetConfig {
             transport: c.transport,
-            interface_addr: c.interface_addr,
+            interface: c.interface_addr,
             group: c.group,
             peers: c.peers.clone(),
             listen: c.listen,
@@ -115,8 +118,20 @@ pub struct ClusterSocket {
     heartbeats: Option<Socket>,
     /// The group, or each unicast peer.
     dests: Vec<SockAddr>,
+    framing: Framing,
     /// Raw IPv4 sockets deliver the IP header; it is stripped on receive.
     strip_ip_header: bool,
+}
+
+/// Where the frame starts in what a socket's filter sees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    /// UDP (IPv4 or IPv6): the filter sees the UDP header first.
+    Udp,
+    /// Raw IPv4: the filter sees the IPv4 header (its length from IHL) and so does recv.
+    RawV4,
+    /// Raw IPv6: the kernel delivers the payload alone, to the filter and to recv.
+    RawV6,
 }
 
 fn io_step<T>(step: &'static str, r: io::Result<T>) -> Result<T, NetError> {
@@ -125,14 +140,14 @@ fn io_step<T>(step: &'static str, r: io::Result<T>) -> Result<T, NetError> {
 
 impl ClusterSocket {
     pub fn open(cfg: &NetConfig) -> Result<ClusterSocket, NetError> {
-        let (socket, dests, strip) = open_socket(cfg)?;
+        let (socket, dests, framing) = open_socket(cfg)?;
         let mut heartbeats = None;
         if cfg.split_heartbeats && cfg.transport != TransportKind::Unicast {
             let (h, _, _) = open_socket(cfg)?;
             // Both filters or neither: a half-split would hand heartbeats over twice.
             let ok = h
-                .attach_filter(&frame_filter(Kinds::Heartbeat, None, strip))
-                .and_then(|()| socket.attach_filter(&frame_filter(Kinds::Other, None, strip)));
+                .attach_filter(&frame_filter(Kinds::Heartbeat, None, framing))
+                .and_then(|()| socket.attach_filter(&frame_filter(Kinds::Other, None, framing)));
             match ok {
                 Ok(()) => heartbeats = Some(h),
                 Err(e) => {
@@ -145,7 +160,8 @@ impl ClusterSocket {
             socket,
             heartbeats,
             dests,
-            strip_ip_header: strip,
+            framing,
+            strip_ip_header: framing == Framing::RawV4,
         })
     }
 
@@ -213,16 +229,16 @@ impl ClusterSocket {
     /// previous filters.
     pub fn drop_own_frames(&self, node: NodeId, incarnation: Incarnation) -> io::Result<()> {
         let own = Some((node, incarnation));
-        let strip = self.strip_ip_header;
+        let framing = self.framing;
         match &self.heartbeats {
             Some(h) => {
-                h.attach_filter(&frame_filter(Kinds::Heartbeat, own, strip))?;
+                h.attach_filter(&frame_filter(Kinds::Heartbeat, own, framing))?;
                 self.socket
-                    .attach_filter(&frame_filter(Kinds::Other, own, strip))
+                    .attach_filter(&frame_filter(Kinds::Other, own, framing))
             }
             None => self
                 .socket
-                .attach_filter(&frame_filter(Kinds::All, own, strip)),
+                .attach_filter(&frame_filter(Kinds::All, own, framing)),
         }
     }
 }
@@ -247,11 +263,12 @@ const UDP_HEADER: u32 = 8;
 
 /// The classic BPF program of a cluster socket: keep `kinds`, drop frames from `own`
 /// (node, incarnation). A UDP socket's filter sees the packet from the UDP header; a raw
-/// socket's from the IPv4 header (its length from IHL, kept in X).
+/// IPv4 socket's from the IPv4 header (its length from IHL, kept in X); a raw IPv6 socket's
+/// from the frame itself.
 fn frame_filter(
     kinds: Kinds,
     own: Option<(NodeId, Incarnation)>,
-    raw: bool,
+    framing: Framing,
 ) -> Vec<libc::sock_filter> {
     use libc::{
         BPF_ABS, BPF_ALU, BPF_B, BPF_H, BPF_IND, BPF_JEQ, BPF_JGE, BPF_JMP, BPF_K, BPF_LD, BPF_LDX,
@@ -265,15 +282,22 @@ fn frame_filter(
         Drop,
     }
     let mut prog: Vec<(u32, To, To, u32)> = Vec::with_capacity(16);
-    let (mode, base) = if raw {
-        // X = IPv4 header length; A = bytes after it.
-        prog.push((BPF_LDX | BPF_B | BPF_MSH, To::Next, To::Next, 0));
-        prog.push((BPF_LD | BPF_W | BPF_LEN, To::Next, To::Next, 0));
-        prog.push((BPF_ALU | BPF_SUB | BPF_X, To::Next, To::Next, 0));
-        (BPF_IND, 0)
-    } else {
-        prog.push((BPF_LD | BPF_W | BPF_LEN, To::Next, To::Next, 0));
-        (BPF_ABS, UDP_HEADER)
+    let (mode, base) = match framing {
+        Framing::RawV4 => {
+            // X = IPv4 header length; A = bytes after it.
+            prog.push((BPF_LDX | BPF_B | BPF_MSH, To::Next, To::Next, 0));
+            prog.push((BPF_LD | BPF_W | BPF_LEN, To::Next, To::Next, 0));
+            prog.push((BPF_ALU | BPF_SUB | BPF_X, To::Next, To::Next, 0));
+            (BPF_IND, 0)
+        }
+        Framing::Udp => {
+            prog.push((BPF_LD | BPF_W | BPF_LEN, To::Next, To::Next, 0));
+            (BPF_ABS, UDP_HEADER)
+        }
+        Framing::RawV6 => {
+            prog.push((BPF_LD | BPF_W | BPF_LEN, To::Next, To::Next, 0));
+            (BPF_ABS, 0)
+        }
     };
     // Too short for the fields: only the main socket takes it (the core counts it).
     let short = if kinds == Kinds::Heartbeat {
@@ -360,12 +384,14 @@ impl AsRawFd for ClusterSocket {
 
 /// One non-blocking socket of `cfg`'s transport, bound (and joined to the group), with
 /// receive timestamps; and the destinations of every frame.
-fn open_socket(cfg: &NetConfig) -> Result<(Socket, Vec<SockAddr>, bool), NetError> {
-    let (socket, dests, strip) = match cfg.transport {
+fn open_socket(cfg: &NetConfig) -> Result<(Socket, Vec<SockAddr>, Framing), NetError> {
+    let index = cfg.interface.index;
+    let (socket, dests, framing) = match cfg.transport {
         TransportKind::Udp => {
+            let group = scoped(cfg.group, index);
             let s = io_step(
                 "udp socket",
-                Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP)),
+                Socket::new(Domain::for_address(group), Type::DGRAM, Some(Protocol::UDP)),
             )?;
             // Several nodes on one host (and the heartbeat socket) share the group port:
             // SO_REUSEADDR is what lets UDP sockets bind one address and port together. Not
@@ -375,14 +401,17 @@ fn open_socket(cfg: &NetConfig) -> Result<(Socket, Vec<SockAddr>, bool), NetErro
             // socket could be given frames from an interface it never joined, past
             // IP_MULTICAST_ALL below.
             io_step("SO_REUSEADDR", s.set_reuse_address(true))?;
-            // Bound to the group address: only datagrams to the group arrive here.
-            io_step("bind group port", s.bind(&SocketAddr::V4(cfg.group).into()))?;
+            // Bound to the group address: only datagrams to the group arrive here (an IPv6
+            // link-scope group also binds the socket to the interface, by its scope id).
+            io_step("bind group port", s.bind(&group.into()))?;
             join_group(&s, cfg)?;
-            (s, vec![SockAddr::from(cfg.group)], false)
+            (s, vec![SockAddr::from(group)], Framing::Udp)
         }
         TransportKind::Raw => {
+            // Raw sockets have no port: bound to and sending to the group address alone.
+            let group = scoped(SocketAddr::new(cfg.group.ip(), 0), index);
             let s = match Socket::new(
-                Domain::IPV4,
+                Domain::for_address(group),
                 Type::RAW,
                 Some(Protocol::from(i32::from(cfg.protocol))),
             ) {
@@ -392,32 +421,47 @@ fn open_socket(cfg: &NetConfig) -> Result<(Socket, Vec<SockAddr>, bool), NetErro
                 }
                 Err(e) => return Err(NetError::Io("raw socket", e)),
             };
-            let group = SocketAddrV4::new(*cfg.group.ip(), 0);
-            io_step("bind group address", s.bind(&SocketAddr::V4(group).into()))?;
+            io_step("bind group address", s.bind(&group.into()))?;
             join_group(&s, cfg)?;
-            (s, vec![SockAddr::from(group)], true)
+            let framing = if group.is_ipv6() {
+                Framing::RawV6
+            } else {
+                Framing::RawV4
+            };
+            (s, vec![SockAddr::from(group)], framing)
         }
         TransportKind::Unicast => {
+            let listen = scoped(
+                cfg.listen
+                    .unwrap_or(SocketAddr::new(cfg.interface.addr, cfg.group.port())),
+                index,
+            );
             let s = io_step(
                 "udp socket",
-                Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP)),
+                Socket::new(
+                    Domain::for_address(listen),
+                    Type::DGRAM,
+                    Some(Protocol::UDP),
+                ),
             )?;
-            let listen = cfg
-                .listen
-                .unwrap_or(SocketAddrV4::new(cfg.interface_addr, cfg.group.port()));
             io_step("SO_REUSEADDR", s.set_reuse_address(true))?;
-            io_step(
-                "bind listen address",
-                s.bind(&SocketAddr::V4(listen).into()),
-            )?;
-            io_step("IP_TTL", s.set_ttl(cfg.ttl))?;
+            if listen.is_ipv6() {
+                // `--listen [::]:P` hears IPv6 only: the peers are IPv6 (checked in config).
+                io_step("IPV6_V6ONLY", s.set_only_v6(true))?;
+            }
+            io_step("bind listen address", s.bind(&listen.into()))?;
+            if listen.is_ipv6() {
+                io_step("IPV6_UNICAST_HOPS", s.set_unicast_hops_v6(cfg.ttl))?;
+            } else {
+                io_step("IP_TTL", s.set_ttl(cfg.ttl))?;
+            }
             let dests = cfg
                 .peers
                 .iter()
                 .take(MAX_PEERS)
-                .map(|p| SockAddr::from(*p))
+                .map(|p| SockAddr::from(scoped(*p, index)))
                 .collect();
-            (s, dests, false)
+            (s, dests, Framing::Udp)
         }
     };
     io_step("O_NONBLOCK", socket.set_nonblocking(true))?;
@@ -425,19 +469,51 @@ fn open_socket(cfg: &NetConfig) -> Result<(Socket, Vec<SockAddr>, bool), NetErro
     let _ = socket.set_recv_buffer_size(SOCKET_BUFFER_BYTES);
     let _ = socket.set_send_buffer_size(SOCKET_BUFFER_BYTES);
     io_step("SO_TIMESTAMPNS", enable_timestamps(&socket))?;
-    Ok((socket, dests, strip))
+    Ok((socket, dests, framing))
+}
+
+/// `addr` with the interface as its scope when it is an IPv6 link-scope address (`ff02::`,
+/// `fe80::`): the kernel needs the scope to bind or send to one, and ignores it otherwise.
+fn scoped(addr: SocketAddr, index: u32) -> SocketAddr {
+    match addr {
+        SocketAddr::V6(a) if a.scope_id() == 0 && link_scope(a.ip()) => {
+            SocketAddr::V6(SocketAddrV6::new(*a.ip(), a.port(), a.flowinfo(), index))
+        }
+        other => other,
+    }
+}
+
+/// Interface- or link-local multicast, or link-local unicast.
+fn link_scope(ip: &Ipv6Addr) -> bool {
+    let o = ip.octets();
+    (o[0] == 0xff && matches!(o[1] & 0x0f, 0x01 | 0x02)) || (o[0] == 0xfe && o[1] & 0xc0 == 0x80)
 }
 
 fn join_group(s: &Socket, cfg: &NetConfig) -> Result<(), NetError> {
-    let group = cfg.group.ip();
-    io_step(
-        "IP_ADD_MEMBERSHIP",
-        s.join_multicast_v4(group, &cfg.interface_addr),
-    )?;
-    io_step(
-        "IP_MULTICAST_IF",
-        s.set_multicast_if_v4(&cfg.interface_addr),
-    )?;
+    let index = cfg.interface.index;
+    let (group, iface) = match (cfg.group.ip(), cfg.interface.addr) {
+        (IpAddr::V4(group), IpAddr::V4(iface)) => (group, iface),
+        (IpAddr::V6(group), _) => {
+            // The same options as IPv4 below, for the same reasons.
+            io_step("IPV6_ADD_MEMBERSHIP", s.join_multicast_v6(&group, index))?;
+            io_step("IPV6_MULTICAST_IF", s.set_multicast_if_v6(index))?;
+            io_step("IPV6_MULTICAST_HOPS", s.set_multicast_hops_v6(cfg.ttl))?;
+            io_step("IPV6_MULTICAST_ALL", s.set_multicast_all_v6(false))?;
+            io_step(
+                "IPV6_MULTICAST_LOOP",
+                s.set_multicast_loop_v6(cfg.multicast_loop),
+            )?;
+            return Ok(());
+        }
+        (IpAddr::V4(_), IpAddr::V6(_)) => {
+            return Err(NetError::Io(
+                "IP_ADD_MEMBERSHIP",
+                io::Error::other("an IPv4 group needs the interface's IPv4 address"),
+            ))
+        }
+    };
+    io_step("IP_ADD_MEMBERSHIP", s.join_multicast_v4(&group, &iface))?;
+    io_step("IP_MULTICAST_IF", s.set_multicast_if_v4(&iface))?;
     io_step("IP_MULTICAST_TTL", s.set_multicast_ttl_v4(cfg.ttl))?;
     // Linux delivers a group's datagrams to every socket bound to it once any socket of the
     // host joined it on any interface (IP_MULTICAST_ALL defaults to 1). Off, this socket hears
@@ -808,36 +884,83 @@ impl AsRawFd for DeadlineTimer {
     }
 }
 
-/// The IPv4 address to use for `--interface`: given a name, the interface's first IPv4
-/// address; given an address, itself if some local interface has it. `None` otherwise.
-pub fn interface_addr(name_or_addr: &str) -> Option<Ipv4Addr> {
-    match name_or_addr.parse::<Ipv4Addr>() {
-        Ok(a) => local_addrs(|_, addr| addr == a).map(|_| a),
-        Err(_) => local_addrs(|name, _| name == name_or_addr.as_bytes()),
+/// 127.0.0.0/8, `::1`, or 127.0.0.0/8 mapped into IPv6 (`::ffff:127.0.0.1`): every other
+/// address (an IPv6 ULA, link-local, global or `::` included) reaches past this host.
+pub fn is_loopback(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(a) => a.is_loopback(),
+        IpAddr::V6(a) => a
+            .to_ipv4_mapped()
+            .map_or(a.is_loopback(), |v4| v4.is_loopback()),
     }
 }
 
-/// The first local IPv4 address for which `pick(interface name, address)` holds.
-fn local_addrs(pick: impl Fn(&[u8], Ipv4Addr) -> bool) -> Option<Ipv4Addr> {
+/// An address of `--interface` and the interface's index (IPv6 multicast and link-scope
+/// addresses name the interface by index).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LocalAddr {
+    pub addr: IpAddr,
+    pub index: u32,
+}
+
+/// The address to use for `--interface`, of the family asked for (`v6`): given a name, the
+/// interface's first such address (for IPv6, one that is not link-local when it has one);
+/// given an address, itself if some local interface has it. `None` otherwise.
+pub fn interface_addr(name_or_addr: &str, v6: bool) -> Option<LocalAddr> {
+    let all = local_addrs();
+    let mine: Vec<&(String, LocalAddr)> = match name_or_addr.parse::<IpAddr>() {
+        Ok(a) => all.iter().filter(|(_, l)| l.addr == a).collect(),
+        Err(_) => all.iter().filter(|(n, _)| n == name_or_addr).collect(),
+    };
+    let family = |l: &LocalAddr| l.addr.is_ipv6() == v6;
+    let not_link_local = |l: &LocalAddr| match l.addr {
+        IpAddr::V6(a) => !link_scope(&a),
+        IpAddr::V4(_) => true,
+    };
+    mine.iter()
+        .map(|(_, l)| *l)
+        .find(|l| family(l) && not_link_local(l))
+        .or_else(|| mine.iter().map(|(_, l)| *l).find(family))
+}
+
+/// Every local IPv4 and IPv6 address with its interface name and index.
+fn local_addrs() -> Vec<(String, LocalAddr)> {
     let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
     // SAFETY: getifaddrs writes a list head we free below with freeifaddrs.
     if unsafe { libc::getifaddrs(&mut head) } != 0 {
-        return None;
+        return Vec::new();
     }
-    let mut found = None;
+    let mut found = Vec::new();
     let mut cur = head;
     // SAFETY: we walk the list the kernel/libc built, reading only non-null nodes and
-    // addresses whose family says they are sockaddr_in; names are NUL-terminated C strings.
+    // addresses whose family says they are sockaddr_in or sockaddr_in6; names are
+    // NUL-terminated C strings.
     unsafe {
         while !cur.is_null() {
             let ifa = &*cur;
-            if !ifa.ifa_addr.is_null() && i32::from((*ifa.ifa_addr).sa_family) == libc::AF_INET {
-                let sin = &*(ifa.ifa_addr as *const libc::sockaddr_in);
-                let addr = Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
-                if pick(std::ffi::CStr::from_ptr(ifa.ifa_name).to_bytes(), addr) {
-                    found = Some(addr);
-                    break;
+            let addr = if ifa.ifa_addr.is_null() {
+                None
+            } else {
+                match i32::from((*ifa.ifa_addr).sa_family) {
+                    libc::AF_INET => {
+                        let sin = &*(ifa.ifa_addr as *const libc::sockaddr_in);
+                        Some(IpAddr::V4(Ipv4Addr::from(u32::from_be(
+                            sin.sin_addr.s_addr,
+                        ))))
+                    }
+                    libc::AF_INET6 => {
+                        let sin6 = &*(ifa.ifa_addr as *const libc::sockaddr_in6);
+                        Some(IpAddr::V6(Ipv6Addr::from(sin6.sin6_addr.s6_addr)))
+                    }
+                    _ => None,
                 }
+            };
+            if let Some(addr) = addr {
+                let index = libc::if_nametoindex(ifa.ifa_name);
+                let name = std::ffi::CStr::from_ptr(ifa.ifa_name)
+                    .to_string_lossy()
+                    .into_owned();
+                found.push((name, LocalAddr { addr, index }));
             }
             cur = ifa.ifa_next;
         }
@@ -855,8 +978,11 @@ mod tests {
     fn udp_cfg(port: u16) -> NetConfig {
         NetConfig {
             transport: TransportKind::Udp,
-            interface_addr: Ipv4Addr::LOCALHOST,
-            group: SocketAddrV4::new(Ipv4Addr::new(239, 255, 72, 78), port),
+            interface: LocalAddr {
+                addr: IpAddr::V4(Ipv4Addr::LOCALHOST),
+                index: 1,
+            },
+            group: SocketAddr::from(([239, 255, 72, 78], port)),
             peers: vec![],
             listen: None,
             protocol: 0xFD,
@@ -1049,7 +1175,7 @@ mod tests {
         // Unicast never splits.
         let u = ClusterSocket::open(&NetConfig {
             transport: TransportKind::Unicast,
-            listen: Some(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 47_352)),
+            listen: Some(SocketAddr::from(([127, 0, 0, 1], 47_352))),
             split_heartbeats: true,
             ..udp_cfg(47_352)
         })
@@ -1059,10 +1185,22 @@ mod tests {
 
     #[test]
     fn loopback_resolves() {
-        assert_eq!(interface_addr("lo"), Some(Ipv4Addr::LOCALHOST));
-        assert_eq!(interface_addr("no-such-if0"), None);
-        assert_eq!(interface_addr("127.0.0.1"), Some(Ipv4Addr::LOCALHOST));
-        assert_eq!(interface_addr("198.51.100.77"), None);
+        let addr = |n: &str, v6| interface_addr(n, v6).map(|l| l.addr);
+        assert_eq!(addr("lo", false), Some(IpAddr::V4(Ipv4Addr::LOCALHOST)));
+        assert_eq!(addr("no-such-if0", false), None);
+        assert_eq!(
+            addr("127.0.0.1", false),
+            Some(IpAddr::V4(Ipv4Addr::LOCALHOST))
+        );
+        assert_eq!(addr("198.51.100.77", false), None);
+        // IPv6 on loopback is ::1 (unless the host has IPv6 off).
+        if std::path::Path::new("/proc/net/if_inet6").exists() {
+            assert_eq!(addr("lo", true), Some(IpAddr::V6(Ipv6Addr::LOCALHOST)));
+            assert_eq!(addr("::1", true), Some(IpAddr::V6(Ipv6Addr::LOCALHOST)));
+            assert_eq!(addr("::1", false), None);
+        }
+        let lo = interface_addr("lo", false).unwrap();
+        assert!(lo.index > 0);
     }
 
     #[test]
@@ -1087,13 +1225,13 @@ mod tests {
     #[test]
     fn unicast_reaches_each_peer() {
         let clock = Clock::new();
-        let mk = |port: u16, peers: Vec<SocketAddrV4>| NetConfig {
+        let mk = |port: u16, peers: Vec<SocketAddr>| NetConfig {
             transport: TransportKind::Unicast,
-            listen: Some(SocketAddrV4::new(Ipv4Addr::LOCALHOST, port)),
+            listen: Some(SocketAddr::from(([127, 0, 0, 1], port))),
             peers,
             ..udp_cfg(port)
         };
-        let lo = |p| SocketAddrV4::new(Ipv4Addr::LOCALHOST, p);
+        let lo = |p| SocketAddr::from(([127, 0, 0, 1], p));
         let b = ClusterSocket::open(&mk(47_322, vec![])).unwrap_or_else(|e| panic!("{e}"));
         let c = ClusterSocket::open(&mk(47_323, vec![])).unwrap_or_else(|e| panic!("{e}"));
         let a = ClusterSocket::open(&mk(47_321, vec![lo(47_322), lo(47_323)])).unwrap();
@@ -1105,6 +1243,60 @@ mod tests {
         let mut rb = RecvBatch::new();
         assert_eq!(recv_all(&b, &mut rb, &clock, BATCH).len(), BATCH);
         assert_eq!(recv_all(&c, &mut rb, &clock, BATCH).len(), BATCH);
+    }
+
+    #[test]
+    fn ipv6_unicast_reaches_a_peer_and_filters_own_frames() {
+        if !std::path::Path::new("/proc/net/if_inet6").exists() {
+            eprintln!("SKIP: IPv6 is off on this host");
+            return;
+        }
+        let clock = Clock::new();
+        let lo6 = |p| SocketAddr::from((Ipv6Addr::LOCALHOST, p));
+        let mk = |port: u16, peers: Vec<SocketAddr>| NetConfig {
+            transport: TransportKind::Unicast,
+            interface: LocalAddr {
+                addr: IpAddr::V6(Ipv6Addr::LOCALHOST),
+                index: 1,
+            },
+            listen: Some(lo6(port)),
+            peers,
+            ..udp_cfg(port)
+        };
+        let b = ClusterSocket::open(&mk(47_372, vec![])).unwrap_or_else(|e| panic!("{e}"));
+        let a = ClusterSocket::open(&mk(47_371, vec![lo6(47_372), lo6(47_371)])).unwrap();
+        assert!(a.local_addr().unwrap().is_ipv6());
+        // The UDP filter sees IPv6 datagrams from the UDP header too: own frames dropped.
+        a.drop_own_frames(NodeId(7), Incarnation(1)).unwrap();
+        let mut sb = SendBatch::new();
+        let slot = sb.slot().unwrap();
+        slot[..40].fill(0);
+        slot[10..12].copy_from_slice(&7u16.to_be_bytes());
+        slot[16..20].copy_from_slice(&1u32.to_be_bytes());
+        sb.commit(40);
+        assert_eq!(a.send_batch(&mut sb).unwrap(), 2);
+        let mut rb = RecvBatch::new();
+        assert_eq!(recv_all(&b, &mut rb, &clock, 1).len(), 1);
+        assert_eq!(a.recv_batch(&mut rb, &clock, clock.now()).unwrap(), 0);
+    }
+
+    #[test]
+    fn link_scope_addresses_get_the_interface_as_scope() {
+        let g: SocketAddr = "[ff02::7a6e]:7377".parse().unwrap();
+        let SocketAddr::V6(s) = scoped(g, 4) else {
+            panic!()
+        };
+        assert_eq!(s.scope_id(), 4);
+        let ll: SocketAddr = "[fe80::1]:7377".parse().unwrap();
+        assert!(matches!(scoped(ll, 4), SocketAddr::V6(s) if s.scope_id() == 4));
+        for other in ["[ff05::1]:1", "[fd00::1]:1", "198.18.0.1:1"] {
+            let a: SocketAddr = other.parse().unwrap();
+            assert_eq!(scoped(a, 4), a, "{other}");
+        }
+        assert!(is_loopback("::1".parse().unwrap()));
+        assert!(is_loopback("::ffff:127.0.0.1".parse().unwrap()));
+        assert!(!is_loopback("fd00::1".parse().unwrap()));
+        assert!(!is_loopback("::".parse().unwrap()));
     }
 
     #[test]
@@ -1135,7 +1327,7 @@ mod tests {
             ..udp_cfg(0)
         };
         match ClusterSocket::open(&NetConfig {
-            group: SocketAddrV4::new(Ipv4Addr::new(239, 255, 72, 79), 1),
+            group: SocketAddr::from(([239, 255, 72, 79], 1)),
             ..cfg
         }) {
             Err(NetError::NeedCapNetRaw) => {

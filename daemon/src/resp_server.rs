@@ -48,6 +48,7 @@ use tracing::{debug, warn};
 
 use crate::commands::{self, Client, Env, Outcome, ISOLATED_ERROR};
 use crate::descriptors::{self, AcceptPause};
+use crate::net::is_loopback;
 use crate::resp::{self, Parsed, Parser};
 use crate::store::{Replicate, Store};
 
@@ -1093,16 +1094,6 @@ pub mod standalone {
             Ok(())
         });
         Ok((addr, handle))
-    }
-}
-
-/// Loopback, IPv4-mapped IPv6 loopback included.
-fn is_loopback(ip: std::net::IpAddr) -> bool {
-    match ip {
-        std::net::IpAddr::V4(v4) => v4.is_loopback(),
-        std::net::IpAddr::V6(v6) => v6
-            .to_ipv4_mapped()
-            .map_or(v6.is_loopback(), |v4| v4.is_loopback()),
     }
 }
 

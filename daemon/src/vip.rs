@@ -32,7 +32,7 @@
 //! on a planned hand-back (none on a failure).
 
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -41,8 +41,7 @@ use tandem_core::{Instant, NodeId};
 /// Default `--vip-hold`.
 pub const DEFAULT_HOLD: Duration = Duration::from_secs(1);
 
-/// One `--vip ADDR/PREFIX@NODE`. The address is an [`IpAddr`] so IPv6 can be added; the
-/// configuration accepts IPv4 only for now.
+/// One `--vip ADDR/PREFIX@NODE`, IPv4 or IPv6.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct VipSpec {
     pub addr: IpAddr,
@@ -51,7 +50,9 @@ pub struct VipSpec {
 }
 
 impl VipSpec {
-    /// Checks the address is one a host can own (IPv4, unicast, prefix 1..=32).
+    /// Checks the address is one a host can own: unicast, prefix 1..=32 (IPv4) or 1..=128
+    /// (IPv6), and for IPv6 not link-local (a VIP must be reachable beyond one link's
+    /// scope id, and every interface has its own fe80:: address already).
     pub fn validate(&self) -> Result<(), String> {
         match self.addr {
             IpAddr::V4(a) => {
@@ -62,7 +63,22 @@ impl VipSpec {
                     return Err(format!("--vip {self}: not a unicast host address"));
                 }
             }
-            IpAddr::V6(_) => return Err(format!("--vip {self}: IPv6 VIPs are not supported yet")),
+            IpAddr::V6(a) => {
+                if !(1..=128).contains(&self.prefix) {
+                    return Err(format!("--vip {self}: prefix must be 1..=128"));
+                }
+                if a.is_unspecified() || a.is_multicast() || a.is_loopback() {
+                    return Err(format!("--vip {self}: not a unicast host address"));
+                }
+                if a.segments()[0] & 0xffc0 == 0xfe80 {
+                    return Err(format!("--vip {self}: link-local (fe80::/10) cannot float"));
+                }
+                if a.to_ipv4_mapped().is_some() {
+                    return Err(format!(
+                        "--vip {self}: an IPv4-mapped address; give it as IPv4"
+                    ));
+                }
+            }
         }
         if self.prefer.0 == 0 {
             return Err(format!("--vip {self}: node id 0 is reserved"));
@@ -85,10 +101,11 @@ impl fmt::Display for VipSpec {
 impl FromStr for VipSpec {
     type Err = String;
 
-    /// `ADDR/PREFIX@NODE`, e.g. `198.18.0.100/24@1`.
+    /// `ADDR/PREFIX@NODE`, e.g. `198.18.0.100/24@1` or `fd00:7a6e::100/64@1`.
     fn from_str(s: &str) -> Result<VipSpec, String> {
-        let bad = || format!("--vip {s}: not ADDR/PREFIX@NODE (e.g. 198.18.0.100/24@1)");
-        let (cidr, node) = s.trim().split_once('@').ok_or_else(bad)?;
+        let bad =
+            || format!("--vip {s}: not ADDR/PREFIX@NODE (e.g. 198.18.0.100/24@1, fd00::100/64@1)");
+        let (cidr, node) = s.trim().rsplit_once('@').ok_or_else(bad)?;
         let prefer = NodeId(node.parse().map_err(|_| bad())?);
         let (addr, prefix) = parse_cidr(cidr).ok_or_else(bad)?;
         Ok(VipSpec {
@@ -99,11 +116,14 @@ impl FromStr for VipSpec {
     }
 }
 
-/// `ADDR/PREFIX`; a bare IPv4 address is a /32.
+/// `ADDR/PREFIX`; a bare address is a host route (/32, or /128 for IPv6).
 pub fn parse_cidr(s: &str) -> Option<(IpAddr, u8)> {
     match s.split_once('/') {
         Some((a, p)) => Some((a.parse().ok()?, p.parse().ok()?)),
-        None => Some((IpAddr::V4(s.parse::<Ipv4Addr>().ok()?), 32)),
+        None => {
+            let a: IpAddr = s.parse().ok()?;
+            Some((a, if a.is_ipv6() { 128 } else { 32 }))
+        }
     }
 }
 
@@ -351,6 +371,7 @@ impl Vips {
 #[allow(clippy::unwrap_used)] // In tests a failed unwrap is a failed test.
 mod tests {
     use super::*;
+    use std::net::Ipv4Addr;
 
     const HOLD: Duration = Duration::from_millis(1000);
     const GAP: Duration = Duration::from_millis(5);
@@ -415,10 +436,25 @@ mod tests {
             assert!(spec(invalid).validate().is_err(), "{invalid}");
         }
         assert!(spec("1.2.3.4/24@0").validate().is_err());
-        assert!(spec("2001:db8::1/64@1")
-            .validate()
-            .unwrap_err()
-            .contains("IPv6"));
+        // IPv6: unicast, prefix 1..=128, not link-local.
+        let v6 = spec("fd00:7a6e::100/64@2");
+        assert_eq!(v6.addr, "fd00:7a6e::100".parse::<IpAddr>().unwrap());
+        assert_eq!((v6.prefix, v6.prefer), (64, NodeId(2)));
+        assert_eq!(v6.cidr(), "fd00:7a6e::100/64");
+        assert!(v6.validate().is_ok());
+        assert!(spec("2001:db8::1/128@1").validate().is_ok());
+        assert_eq!(spec("2001:db8::1@1").prefix, 128);
+        for invalid in [
+            "2001:db8::1/129@1",
+            "2001:db8::1/0@1",
+            "ff02::1/64@1",
+            "::/64@1",
+            "::1/128@1",
+            "fe80::1/64@1",
+            "::ffff:198.18.0.1/120@1",
+        ] {
+            assert!(spec(invalid).validate().is_err(), "{invalid}");
+        }
     }
 
     #[test]

@@ -56,7 +56,7 @@ fn host_addresses(cfg: &Config, problems: &mut ConfigErrors) {
         }
     }
     if let Some(listen) = cfg.listen {
-        if !is_local(IpAddr::V4(*listen.ip()), true) {
+        if !is_local(listen.ip(), true) {
             problems.add(format!(
                 "--listen {listen}: {} is not an address of this host",
                 listen.ip()
