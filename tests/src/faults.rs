@@ -77,21 +77,35 @@ impl Net {
     pub fn partition(&self, sides: &[&[usize]]) {
         self.heal();
         for (k, side) in sides.iter().enumerate() {
-            let others: Vec<String> = sides
+            let other_hosts: Vec<usize> = sides
                 .iter()
                 .enumerate()
                 .filter(|&(j, _)| j != k)
-                .flat_map(|(_, s)| s.iter().map(|&h| Net::addr(h).to_string()))
+                .flat_map(|(_, s)| s.iter().copied())
                 .collect();
-            if others.is_empty() {
+            if other_hosts.is_empty() {
                 continue;
             }
-            let set = others.join(", ");
+            let join = |f: &dyn Fn(usize) -> String| {
+                other_hosts
+                    .iter()
+                    .map(|&h| f(h))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            let set = join(&|h| Net::addr(h).to_string());
+            let set6 = join(&|h| Net::addr6(h).to_string());
+            // IPv6 link-scope multicast may come from the link-local address: the other
+            // side's MACs catch those.
+            let macs = join(&|h| self.mac(h));
             let body = format!(
                 "chain input {{ type filter hook input priority -100; policy accept;\n\
-                 ip saddr {{ {set} }} counter drop\n}}\n\
+                 ip saddr {{ {set} }} counter drop\n\
+                 ip6 saddr {{ {set6} }} counter drop\n\
+                 ether saddr {{ {macs} }} counter drop\n}}\n\
                  chain output {{ type filter hook output priority -100; policy accept;\n\
-                 ip daddr {{ {set} }} counter drop\n}}"
+                 ip daddr {{ {set} }} counter drop\n\
+                 ip6 daddr {{ {set6} }} counter drop\n}}"
             );
             for &h in side.iter() {
                 replace_table(self.ns(h), "tdm_part", &body);

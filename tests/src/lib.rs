@@ -2,8 +2,9 @@
 //!
 //! Topology of one [`Net`]: a bridge namespace `tdm-<pid>-<n>-br` holding bridge `br0`, and
 //! hosts `tdm-<pid>-<n>-h<i>`, each with `eth0` = a veth whose peer `v<i>` is a port of `br0`.
-//! Host `i` (1-based) has `198.18.0.<i>/24` (RFC 2544 benchmarking range), `lo` up, and a
-//! multicast route on `eth0`. Nothing touches the root namespace: the veth pairs are created
+//! Host `i` (1-based) has `198.18.0.<i>/24` (RFC 2544 benchmarking range) and
+//! `fd00:7a6e::<i>/64` (a unique local address, added without duplicate address detection so
+//! it is usable at once), `lo` up, and a multicast route on `eth0`. Nothing touches the root namespace: the veth pairs are created
 //! inside the bridge namespace and their peers moved straight into the hosts.
 //!
 //! Teardown is in `Drop` (runs on panic too): every `tandemd` is killed, the namespaces are
@@ -22,7 +23,7 @@
 
 use std::fs::File;
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -382,6 +383,17 @@ impl Net {
                 "dev",
                 "eth0",
             ]);
+            sh(&[
+                "ip",
+                "-n",
+                &ns,
+                "addr",
+                "add",
+                &format!("{}/64", Net::addr6(i)),
+                "dev",
+                "eth0",
+                "nodad",
+            ]);
             sh(&["ip", "-n", &ns, "link", "set", "eth0", "up"]);
             sh(&[
                 "ip",
@@ -406,18 +418,40 @@ impl Net {
         Ipv4Addr::new(198, 18, 0, i as u8)
     }
 
+    /// IPv6 address of host `i` (1-based): in the ULA range fd00::/8, on the veths only.
+    pub fn addr6(i: usize) -> Ipv6Addr {
+        Ipv6Addr::new(0xfd00, 0x7a6e, 0, 0, 0, 0, 0, i as u16)
+    }
+
+    /// The MAC address of host `host`'s eth0 (`02:..`), as `ip link` prints it.
+    pub fn mac(&self, host: usize) -> String {
+        let out = sh(&[
+            "ip",
+            "-n",
+            self.ns(host),
+            "-o",
+            "link",
+            "show",
+            "dev",
+            "eth0",
+        ]);
+        let mut w = out.split_whitespace();
+        w.find(|x| *x == "link/ether");
+        w.next().unwrap_or_default().to_string()
+    }
+
     /// Namespace of host `i` (1-based).
     pub fn ns(&self, host: usize) -> &str {
         &self.hosts[host - 1]
     }
 
-    /// Whether host `host`'s eth0 carries the IPv4 address `cidr` (`198.18.0.100/24`).
+    /// Whether host `host`'s eth0 carries the address `cidr` (`198.18.0.100/24`,
+    /// `fd00:7a6e::100/64`).
     pub fn holds_address(&self, host: usize, cidr: &str) -> bool {
         sh(&[
             "ip",
             "-n",
             self.ns(host),
-            "-4",
             "-o",
             "addr",
             "show",

@@ -1,4 +1,4 @@
-//! Floating VIPs (issue 14, IPv4): real tandemd processes on namespace hosts, the addresses
+//! Floating VIPs (issue 14, IPv4 and IPv6): real tandemd processes on namespace hosts, the addresses
 //! read back from each host's kernel with `ip -n NS addr`, a client host reaching the VIP.
 //!
 //! "Never two holders" is sampled: the host that may acquire is read first, the one that
@@ -14,6 +14,8 @@ use tandem_tests::{http_get, sh, wait_for, Net};
 
 const VIP1: &str = "198.18.0.100/24";
 const VIP2: &str = "198.18.0.101/24";
+const VIP6_1: &str = "fd00:7a6e::100/64";
+const VIP6_2: &str = "fd00:7a6e::101/64";
 const HOLD: Duration = Duration::from_secs(1);
 /// Far above the fast profile's detection, for a loaded 2-core machine.
 const BOUND: Duration = Duration::from_secs(5);
@@ -50,22 +52,6 @@ fn wait_holds(net: &Net, host: usize, cidr: &str, want: bool, limit: Duration) -
         (holds(net, host, cidr) == want).then_some(())
     })
     .is_some()
-}
-
-fn mac(net: &Net, host: usize) -> String {
-    let out = sh(&[
-        "ip",
-        "-n",
-        net.ns(host),
-        "-o",
-        "link",
-        "show",
-        "dev",
-        "eth0",
-    ]);
-    let mut w = out.split_whitespace();
-    w.find(|x| *x == "link/ether");
-    w.next().unwrap().to_string()
 }
 
 /// The node id answering `/status` on `vip`'s HTTP port from `client`'s host.
@@ -114,7 +100,7 @@ fn vips_follow_the_nodes_kill9_moves_and_a_returning_node_takes_back_after_hold(
     // The client reaches each node through its VIP, and its ARP entry names that host.
     assert_eq!(node_behind(&net, 3, VIP1), Some(1));
     assert_eq!(node_behind(&net, 3, VIP2), Some(2));
-    assert!(neighbour(&net, 3, VIP1).contains(&mac(&net, 1)));
+    assert!(neighbour(&net, 3, VIP1).contains(&net.mac(1)));
     let status = net.status(b).unwrap();
     let vips = status["vips"].as_array().unwrap();
     assert_eq!(vips.len(), 2, "{status}");
@@ -143,9 +129,7 @@ fn vips_follow_the_nodes_kill9_moves_and_a_returning_node_takes_back_after_hold(
     );
     assert!(holds(&net, 2, VIP2));
     let moved = wait_for(BOUND, Duration::from_millis(10), || {
-        neighbour(&net, 3, VIP1)
-            .contains(&mac(&net, 2))
-            .then_some(())
+        neighbour(&net, 3, VIP1).contains(&net.mac(2)).then_some(())
     });
     assert!(moved.is_some(), "ARP: {}", neighbour(&net, 3, VIP1));
     assert_eq!(node_behind(&net, 3, VIP1), Some(2));
@@ -206,6 +190,100 @@ fn vips_follow_the_nodes_kill9_moves_and_a_returning_node_takes_back_after_hold(
     }
     eprintln!("returned after {back:?}, {samples} samples, never both");
     let _ = std::fs::remove_file(&hook_log);
+}
+
+/// The same on IPv6: the cluster on a link-scope IPv6 group, IPv6 VIPs (added with NODAD,
+/// announced by unsolicited neighbour advertisements), RESP and HTTP reached through them.
+#[test]
+fn ipv6_vips_move_on_kill9_the_neighbour_entry_follows_and_sessions_survive() {
+    let Some(mut net) = Net::new(3) else { return };
+    let args6 = [
+        "--insecure",
+        "--profile",
+        "fast",
+        "--group",
+        "[ff02::7a6e]:7377",
+        "--http",
+        "[::]:7380",
+        "--resp",
+        "[::]:6380",
+        "--protected-mode",
+        "no",
+        "--vip",
+        "fd00:7a6e::100/64@1",
+        "--vip",
+        "fd00:7a6e::101/64@2",
+        "--vip-hold",
+        "1s",
+    ];
+    let a = net.start(1, &args6);
+    let b = net.start(2, &args6);
+    assert!(
+        wait_holds(&net, 1, VIP6_1, true, BOUND) && wait_holds(&net, 2, VIP6_2, true, BOUND),
+        "each node should hold its own IPv6 VIP\n{}\n{}",
+        net.log(a),
+        net.log(b)
+    );
+    assert!(!holds(&net, 1, VIP6_2) && !holds(&net, 2, VIP6_1));
+    assert_eq!(node_behind(&net, 3, VIP6_1), Some(1));
+    assert_eq!(node_behind(&net, 3, VIP6_2), Some(2));
+    assert!(neighbour(&net, 3, VIP6_1).contains(&net.mac(1)));
+    let vip: std::net::IpAddr = "fd00:7a6e::100".parse().unwrap();
+    let resp = SocketAddr::new(vip, 6380);
+    let mut client = Resp::connect(net.ns(3), resp, BOUND).unwrap();
+    assert!(client.set("vip6:session", b"via ::100").unwrap().is_ok());
+    drop(client);
+
+    net.kill9(a);
+    assert!(
+        wait_holds(&net, 2, VIP6_1, true, BOUND),
+        "node 2 never took {VIP6_1}\n{}",
+        net.log(b)
+    );
+    // Host 1's kernel keeps the stale address (kill -9) and would still answer a neighbour
+    // solicitation: only the advertisement (Override) moves the client's entry.
+    let moved = wait_for(BOUND, Duration::from_millis(10), || {
+        neighbour(&net, 3, VIP6_1)
+            .contains(&net.mac(2))
+            .then_some(())
+    });
+    assert!(moved.is_some(), "ND: {}", neighbour(&net, 3, VIP6_1));
+    assert_eq!(node_behind(&net, 3, VIP6_1), Some(2));
+    let mut client = Resp::connect(net.ns(3), resp, BOUND).unwrap();
+    let got = client.get("vip6:session").unwrap();
+    assert_eq!(got.bytes(), Some(&b"via ::100"[..]), "{got:?}");
+    drop(client);
+
+    // Back on host 1: the stale address goes at start, the VIP returns after the hold,
+    // never on both hosts, and the client's entry names host 1 again.
+    let c = net.start(1, &args6);
+    let started = Instant::now();
+    assert!(
+        wait_holds(&net, 1, VIP6_1, false, BOUND),
+        "stale VIP not removed at start\n{}",
+        net.log(c)
+    );
+    let back = loop {
+        assert!(
+            started.elapsed() < BOUND * 2,
+            "node 1 never took {VIP6_1} back\n{}",
+            net.log(c)
+        );
+        let on1 = holds(&net, 1, VIP6_1);
+        let on2 = holds(&net, 2, VIP6_1);
+        assert!(!(on1 && on2), "both hosts hold {VIP6_1}");
+        if on1 {
+            break started.elapsed();
+        }
+    };
+    assert!(back >= HOLD, "took {VIP6_1} back after {back:?}");
+    let home = wait_for(BOUND, Duration::from_millis(10), || {
+        neighbour(&net, 3, VIP6_1)
+            .contains(&net.mac(1))
+            .then_some(())
+    });
+    assert!(home.is_some(), "ND: {}", neighbour(&net, 3, VIP6_1));
+    assert_eq!(node_behind(&net, 3, VIP6_1), Some(1));
 }
 
 #[test]
