@@ -120,6 +120,7 @@ impl Floating {
             node: m.node,
             healthy: peer_healthy(m),
             left: m.state == MemberState::Left,
+            coming: peer_coming(m),
         }));
         self.actions.clear();
         self.vips
@@ -263,4 +264,15 @@ fn peer_healthy(m: &Member) -> bool {
     matches!(m.state, MemberState::Alive | MemberState::Suspect)
         && m.role != WireRole::Witness
         && m.flags.0 & unhealthy == 0
+}
+
+/// A live data node still joining or syncing (and neither draining nor isolated): it will
+/// be healthy in a moment.
+fn peer_coming(m: &Member) -> bool {
+    let coming = StateFlags::JOINING | StateFlags::SYNCING;
+    let going = StateFlags::DRAINING | StateFlags::ISOLATED;
+    matches!(m.state, MemberState::Alive | MemberState::Suspect)
+        && m.role != WireRole::Witness
+        && m.flags.0 & coming != 0
+        && m.flags.0 & going == 0
 }

@@ -16,8 +16,17 @@
 //! 1. its preferred node, if that is a settled candidate;
 //! 2. else the lowest-id settled candidate other than the preferred node;
 //! 3. else the only candidate, if there is exactly one (alone at start, or the last one);
+//!    with quorum (`--voters`), this node takes it so unsettled only while every peer it
+//!    knows is healthy or left: regaining quorum after a partition, it may not have heard
+//!    the live peer that holds it yet;
 //! 4. else nobody: two unsettled candidates (a cold start together) wait for the hold rather
 //!    than both claim it.
+//!
+//! Cold start: a node does not *take over* (acquire, as opposed to keep) a VIP preferred by
+//! another node that is on its way: seen joining or syncing, or a candidate not yet settled.
+//! Two nodes started together each see the other joining for a detection span after they
+//! are healthy themselves, longer than `gap`: without this each would settle itself first
+//! and take both VIPs, by rule 3 and then rule 2, for a few milliseconds.
 //!
 //! A node without quorum is not a candidate, so it releases everything. With `--voters`, a
 //! peer declared dead (not one that left) still counts for `gap` more: across a partition
@@ -135,6 +144,9 @@ pub struct PeerHealth {
     pub healthy: bool,
     /// Left gracefully: it released its VIPs before saying so, nothing to wait for.
     pub left: bool,
+    /// A live data node on its way to healthy (joining or syncing): it becomes a candidate
+    /// in a moment, so nobody takes its VIPs over meanwhile (see the module docs).
+    pub coming: bool,
 }
 
 /// What to do with a VIP's address on this host.
@@ -172,6 +184,10 @@ pub struct Vips {
     peers: Vec<Track>,
     /// The last `update`'s `now`: deadlines up to it have been acted on.
     last: Instant,
+    /// Peers coming up (joining or syncing) in the last `update`.
+    coming: Vec<NodeId>,
+    /// A peer in the last `update` was neither healthy nor gone with a Leave.
+    unheard: bool,
 }
 
 impl Vips {
@@ -199,6 +215,8 @@ impl Vips {
             self_since: None,
             peers: Vec::new(),
             last: Instant::ZERO,
+            coming: Vec::new(),
+            unheard: false,
         }
     }
 
@@ -280,8 +298,12 @@ impl Vips {
                 }),
             }
         }
+        self.unheard = peers.iter().any(|p| !p.healthy && !p.left);
+        self.coming.clear();
+        self.coming
+            .extend(peers.iter().filter(|p| p.coming).map(|p| p.node));
         for i in 0..self.specs.len() {
-            let owner = self.owner(now, self.specs[i].prefer);
+            let owner = self.owner(now, self.specs[i].prefer, self.held[i]);
             self.owners[i] = owner;
             let mine = owner == Some(self.me);
             if mine != self.held[i] {
@@ -348,14 +370,19 @@ impl Vips {
         me.into_iter().chain(peers)
     }
 
-    /// The rule in the module docs.
-    fn owner(&self, now: Instant, prefer: NodeId) -> Option<NodeId> {
+    /// The rule in the module docs; `held`: this node holds the VIP now.
+    fn owner(&self, now: Instant, prefer: NodeId, held: bool) -> Option<NodeId> {
         let mut settled_other: Option<NodeId> = None;
         let mut only: Option<NodeId> = None;
         let mut count = 0usize;
+        // The preferred node is on its way: coming up, or a candidate not yet settled.
+        let mut prefer_coming = self.coming.contains(&prefer);
         for (node, settled) in self.candidates(now) {
             if node == prefer && settled {
                 return Some(prefer);
+            }
+            if node == prefer {
+                prefer_coming = true;
             }
             if node != prefer && settled {
                 settled_other = Some(settled_other.map_or(node, |o| o.min(node)));
@@ -363,7 +390,18 @@ impl Vips {
             count += 1;
             only = Some(node);
         }
-        settled_other.or(only.filter(|_| count == 1))
+        // This node keeps what it holds, but does not take over a VIP whose preferred node
+        // is on its way (the module docs, "cold start").
+        let takes_over = |o: &NodeId| *o == self.me && !held && *o != prefer && prefer_coming;
+        // Rule 3 for this node, unsettled, with quorum: not while a peer it knows is neither
+        // healthy nor gone with a Leave. Regaining quorum after a partition, it may not have
+        // heard that live peer yet, which holds the VIP: it waits to be settled like everyone.
+        let alone = |o: &NodeId| {
+            *o != self.me || held || self.fade.is_zero() || !self.unheard || self.settled_self(now)
+        };
+        settled_other
+            .or(only.filter(|o| count == 1 && alone(o)))
+            .filter(|o| !takes_over(o))
     }
 }
 
@@ -393,6 +431,7 @@ mod tests {
             node: NodeId(node),
             healthy,
             left: false,
+            coming: false,
         }
     }
 
@@ -558,6 +597,65 @@ mod tests {
     }
 
     #[test]
+    fn cold_start_together_with_the_peer_seen_healthy_later_than_gap() {
+        // Seen in the namespace tests: both nodes start in the same millisecond, each is
+        // healthy itself at 10 ms but sees the other healthy only at 17 ms (its JOINING
+        // heartbeats, then the next interval): more than GAP later. Each settles itself
+        // before it settles the other, and neither may then take the other's VIP.
+        let specs = two();
+        let mut a = Vips::new(NodeId(1), specs.clone(), HOLD, GAP, Duration::ZERO);
+        let mut b = Vips::new(NodeId(2), specs, HOLD, GAP, Duration::ZERO);
+        for ms in 0..3000 {
+            step(&mut a, ms, ms >= 10, &[coming(2, ms >= 17)]);
+            step(&mut b, ms, ms >= 10, &[coming(1, ms >= 17)]);
+            for i in 0..2 {
+                assert!(!(a.holds(i) && b.holds(i)), "both hold vip {i} at {ms} ms");
+            }
+        }
+        assert_eq!(held(&a), [true, false]);
+        assert_eq!(held(&b), [false, true]);
+    }
+
+    /// A peer seen joining until `healthy`.
+    fn coming(node: u16, healthy: bool) -> PeerHealth {
+        PeerHealth {
+            coming: !healthy,
+            ..peer(node, healthy)
+        }
+    }
+
+    #[test]
+    fn regaining_health_with_a_known_peer_waits_to_be_settled() {
+        // Node 1 lost quorum in a partition (node 2 dead in its table, holding both VIPs
+        // on the other side). Quorum back (witness heard first): node 2 not heard yet.
+        let fade = Duration::from_millis(5);
+        let mut v = Vips::new(NodeId(1), two(), HOLD, GAP, fade);
+        step(&mut v, 0, true, &[peer(2, true)]);
+        step(&mut v, 5000, false, &[peer(2, false)]);
+        assert!(step(&mut v, 8000, true, &[peer(2, false)]).is_empty());
+        assert_eq!(
+            held(&v),
+            [false, false],
+            "not at once: node 2 may hold them"
+        );
+        // Node 2 heard 16 ms later: senior, it keeps both until node 1's hold is over.
+        step(&mut v, 8016, true, &[peer(2, true)]);
+        step(&mut v, 9004, true, &[peer(2, true)]);
+        assert_eq!(held(&v), [false, false]);
+        step(&mut v, 9005, true, &[peer(2, true)]);
+        assert_eq!(held(&v), [true, false]);
+        // Never heard again: takes both once settled.
+        let mut w = Vips::new(NodeId(1), two(), HOLD, GAP, fade);
+        step(&mut w, 0, true, &[peer(2, true)]);
+        step(&mut w, 5000, false, &[peer(2, false)]);
+        step(&mut w, 8000, true, &[peer(2, false)]);
+        step(&mut w, 9004, true, &[peer(2, false)]);
+        assert_eq!(held(&w), [false, false]);
+        step(&mut w, 9005, true, &[peer(2, false)]);
+        assert_eq!(held(&w), [true, true]);
+    }
+
+    #[test]
     fn fallback_is_the_lowest_settled_node_and_witnesses_never_count() {
         let specs = vec![spec("198.18.0.102/24@3")];
         let mut v = Vips::new(NodeId(2), specs, HOLD, GAP, Duration::ZERO);
@@ -597,6 +695,7 @@ mod tests {
             node: NodeId(1),
             healthy: false,
             left: true,
+            coming: false,
         };
         step(&mut w, 3000, true, &[left]);
         assert_eq!(held(&w), [true, true], "a Leave hands over at once");

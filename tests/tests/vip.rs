@@ -286,10 +286,29 @@ fn ipv6_vips_move_on_kill9_the_neighbour_entry_follows_and_sessions_survive() {
     assert_eq!(node_behind(&net, 3, VIP6_1), Some(1));
 }
 
+/// Seconds since midnight (UTC) of the last JSON log line of `log` whose message is
+/// `message` (and whose `vip` field is `vip`, if given): the hosts share one clock, so two
+/// nodes' lines compare.
+fn logged_at(log: &str, message: &str, vip: Option<&str>) -> Option<f64> {
+    let line = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["message"] == message && vip.is_none_or(|ip| v["vip"] == ip))
+        .last()?;
+    // "2026-11-30T06:20:01.123456Z"
+    let t = line["timestamp"]
+        .as_str()?
+        .split('T')
+        .nth(1)?
+        .trim_end_matches('Z');
+    let mut f = t.split(':').map(|x| x.parse::<f64>().ok());
+    Some(f.next()?? * 3600.0 + f.next()?? * 60.0 + f.next()??)
+}
+
 #[test]
 fn sigterm_releases_the_vip_before_leave_and_the_peer_takes_it() {
     let Some(mut net) = Net::new(2) else { return };
-    let (a, b) = start_pair(&mut net, &[], None);
+    let (a, b) = start_pair(&mut net, &["--log-format", "json"], None);
     assert_own_vips(&net);
     let code = net.sigterm(a).and_then(|s| s.code());
     assert_eq!(code, Some(0), "{}", net.log(a));
@@ -304,6 +323,67 @@ fn sigterm_releases_the_vip_before_leave_and_the_peer_takes_it() {
         net.log(b)
     );
     assert_eq!(net.member_state(b, 1).as_deref(), Some("left"));
+    // How long the address was on neither host, and how long after the Leave went out
+    // (logged just after it) the peer added it: printed, bounded only loosely (timings are
+    // the bench's job on a loaded VM).
+    let released = logged_at(&log, "VIP released", Some(VIP1)).unwrap();
+    let bye = logged_at(&log, "left the cluster; bye", None).unwrap();
+    let acquired = logged_at(&net.log(b), "VIP acquired", Some(VIP1)).unwrap();
+    eprintln!(
+        "released -> peer acquired {:.3} ms; Leave logged -> peer acquired {:.3} ms",
+        (acquired - released) * 1e3,
+        (acquired - bye) * 1e3
+    );
+    assert!(
+        acquired > released,
+        "the peer added it before it was removed"
+    );
+    assert!(acquired - released < 1.0, "peer took {VIP1} a second late");
+}
+
+/// Without a witness, the documented behaviour (README "Partitions"): both sides see the
+/// other dead and both hold both VIPs, as a VRRP pair does; once the link heals the hold
+/// rule puts each VIP back on exactly one host.
+#[test]
+fn partition_without_a_witness_both_hold_then_one_after_healing() {
+    let Some(mut net) = Net::new(2) else { return };
+    let (a, b) = start_pair(&mut net, &[], None);
+    assert_own_vips(&net);
+    net.partition(&[&[1], &[2]]);
+    let both = wait_for(BOUND, Duration::from_millis(5), || {
+        [VIP1, VIP2]
+            .iter()
+            .all(|v| holds(&net, 1, v) && holds(&net, 2, v))
+            .then_some(())
+    });
+    assert!(
+        both.is_some(),
+        "a partition without a witness should leave both VIPs on both hosts\n{}\n{}",
+        net.log(a),
+        net.log(b)
+    );
+    net.heal();
+    let healed = Instant::now();
+    let settled = wait_for(BOUND, Duration::from_millis(5), || {
+        (holds(&net, 1, VIP1)
+            && !holds(&net, 2, VIP1)
+            && holds(&net, 2, VIP2)
+            && !holds(&net, 1, VIP2))
+        .then(|| healed.elapsed())
+    });
+    assert!(
+        settled.is_some(),
+        "after healing each VIP should be back on its preferred host alone\n{}\n{}",
+        net.log(a),
+        net.log(b)
+    );
+    // And it stays there.
+    for _ in 0..20 {
+        assert!(holds(&net, 1, VIP1) && !holds(&net, 2, VIP1));
+        assert!(holds(&net, 2, VIP2) && !holds(&net, 1, VIP2));
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    eprintln!("one holder each {settled:?} after healing");
 }
 
 #[test]
@@ -327,15 +407,21 @@ fn partition_with_a_witness_never_leaves_two_owners() {
     let start = Instant::now();
     let mut samples = 0;
     let mut moved = None;
-    // Bounded: 3 s of samples, each two `ip` calls.
+    // Every VIP on both VIP hosts over 3 s of partition (bounded: each sample is four `ip`
+    // calls), the host that may acquire read first.
     while start.elapsed() < Duration::from_secs(3) {
-        let on2 = holds(&net, 2, VIP1);
-        let on1 = holds(&net, 1, VIP1);
-        samples += 1;
-        assert!(!(on1 && on2), "both sides hold {VIP1} at sample {samples}");
-        if on2 && moved.is_none() {
-            moved = Some(start.elapsed());
+        for (vip, first, second) in [(VIP1, 2, 1), (VIP2, 1, 2)] {
+            let on_first = holds(&net, first, vip);
+            let on_second = holds(&net, second, vip);
+            assert!(
+                !(on_first && on_second),
+                "both hosts hold {vip} at sample {samples}"
+            );
+            if vip == VIP1 && on_first && moved.is_none() {
+                moved = Some(start.elapsed());
+            }
         }
+        samples += 1;
     }
     assert!(
         moved.is_some(),
@@ -343,8 +429,38 @@ fn partition_with_a_witness_never_leaves_two_owners() {
         net.log(b)
     );
     assert!(!holds(&net, 1, VIP1) && !holds(&net, 1, VIP2));
+    // Healed: node 1 regains quorum and takes .100 back after the hold. The harness heals
+    // host by host (one `nft` each), so node 2 hears node 1 some milliseconds after node 1
+    // hears node 2; if that exceeds the hand-back gap the two overlap for the difference
+    // (README "Partitions"): counted and printed, not asserted.
+    // Timed from before the first host heals: the hold counts from then at the earliest.
+    let healed = Instant::now();
     net.heal();
-    eprintln!("moved after {moved:?}, {samples} samples, never both");
+    let mut overlaps = 0;
+    let mut after = 0;
+    let back = loop {
+        assert!(
+            healed.elapsed() < BOUND,
+            "{VIP1} never went back\n{}",
+            net.log(b)
+        );
+        let on1 = holds(&net, 1, VIP1);
+        let on2 = holds(&net, 2, VIP1);
+        overlaps += usize::from(on1 && on2);
+        after += 1;
+        if on1 && !on2 {
+            break healed.elapsed();
+        }
+    };
+    assert!(
+        back >= HOLD,
+        "{VIP1} back {back:?} after healing, before the hold"
+    );
+    assert!(holds(&net, 2, VIP2) && !holds(&net, 1, VIP2));
+    eprintln!(
+        "moved after {moved:?}, {samples} samples never both; healed: back after {back:?}, \
+         {overlaps} of {after} samples both"
+    );
 }
 
 #[test]
