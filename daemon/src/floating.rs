@@ -16,8 +16,8 @@ use crate::config::Config;
 use crate::ifaddr::{IfAddrError, IfAddrs};
 use crate::vip::{Action, PeerHealth, VipSpec, Vips};
 
-/// Gratuitous ARPs after an acquisition, at these offsets: the first at once, the rest
-/// in case one is lost.
+/// Announcements (gratuitous ARP, or unsolicited neighbour advertisement for IPv6) after an
+/// acquisition, at these offsets: the first at once, the rest in case one is lost.
 const ANNOUNCE_AT: [Duration; 4] = [
     Duration::ZERO,
     Duration::from_millis(5),
@@ -50,14 +50,40 @@ pub struct VipStats {
     pub released: u64,
     /// Address changes the kernel refused (retried next turn).
     pub failed: u64,
+    /// Announcements the kernel refused to send (each retried a millisecond later, at most
+    /// [`ANNOUNCE_RETRIES`] times per acquisition).
+    pub announce_failed: u64,
+}
+
+/// Extra tries of failed announcements per acquisition (a full socket buffer, say).
+const ANNOUNCE_RETRIES: u8 = 3;
+/// How long after a failed announcement it is tried again.
+const ANNOUNCE_RETRY: Duration = Duration::from_millis(1);
+
+/// The announcements still due for one acquired VIP.
+#[derive(Debug, Clone, Copy)]
+struct Announce {
+    vip: VipSpec,
+    /// When it was acquired (plus [`ANNOUNCE_RETRY`] per failed try): [`ANNOUNCE_AT`] counts
+    /// from here.
+    from: Instant,
+    /// Which of [`ANNOUNCE_AT`] is next.
+    step: usize,
+    /// Failed tries retried so far.
+    retries: u8,
+}
+
+impl Announce {
+    fn due(&self) -> Option<Instant> {
+        ANNOUNCE_AT.get(self.step).map(|off| self.from + *off)
+    }
 }
 
 #[derive(Debug)]
 pub struct Floating {
     vips: Vips,
     kernel: IfAddrs,
-    /// (VIP, when it was acquired, which of [`ANNOUNCE_AT`] is next).
-    announce: Vec<(VipSpec, Instant, usize)>,
+    announce: Vec<Announce>,
     peers: Vec<PeerHealth>,
     actions: Vec<Action>,
     stats: VipStats,
@@ -151,10 +177,15 @@ impl Floating {
             match result {
                 Ok(_) => {
                     self.vips.done(action, true);
-                    self.announce.retain(|(v, ..)| *v != vip);
+                    self.announce.retain(|a| a.vip != vip);
                     if acquired {
                         self.stats.acquired += 1;
-                        self.announce.push((vip, now, 0));
+                        self.announce.push(Announce {
+                            vip,
+                            from: now,
+                            step: 0,
+                            retries: 0,
+                        });
                         info!(vip = %vip.cidr(), "VIP acquired");
                     } else {
                         self.stats.released += 1;
@@ -175,28 +206,30 @@ impl Floating {
 
     /// Sends the announcements due by `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
-        // Bounded: each entry sends at most once per call and ends after ANNOUNCE_AT.len().
-        for (vip, from, step) in self.announce.iter_mut() {
-            if ANNOUNCE_AT
-                .get(*step)
-                .is_some_and(|off| *from + *off <= now)
-            {
-                if let Err(e) = self.kernel.announce(vip) {
-                    warn!(vip = %vip.cidr(), error = %e, "gratuitous ARP not sent");
+        // Bounded: each entry sends at most once per call and ends after ANNOUNCE_AT.len()
+        // sends and ANNOUNCE_RETRIES failures.
+        for a in self.announce.iter_mut() {
+            if a.due().is_some_and(|t| t <= now) {
+                match self.kernel.announce(&a.vip) {
+                    Ok(()) => a.step += 1,
+                    Err(e) => {
+                        self.stats.announce_failed += 1;
+                        warn!(vip = %a.vip.cidr(), error = %e, "VIP announcement not sent");
+                        if a.retries < ANNOUNCE_RETRIES {
+                            a.retries += 1;
+                            a.from = a.from + ANNOUNCE_RETRY;
+                        } else {
+                            a.step += 1;
+                        }
+                    }
                 }
-                *step += 1;
             }
         }
-        self.announce
-            .retain(|(_, _, step)| *step < ANNOUNCE_AT.len());
+        self.announce.retain(|a| a.step < ANNOUNCE_AT.len());
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let announce = self
-            .announce
-            .iter()
-            .filter_map(|(_, from, step)| ANNOUNCE_AT.get(*step).map(|off| *from + *off))
-            .min();
+        let announce = self.announce.iter().filter_map(Announce::due).min();
         [announce, self.vips.poll_timeout(), self.retry_at]
             .into_iter()
             .flatten()
@@ -239,6 +272,12 @@ impl Floating {
                 "VIP address changes the kernel refused (retried).",
                 "counter",
                 self.stats.failed,
+            ),
+            (
+                "tandem_vip_announce_failures_total",
+                "VIP announcements (gratuitous ARP, neighbour advertisement) not sent (retried).",
+                "counter",
+                self.stats.announce_failed,
             ),
             (
                 "tandem_vips_held",

@@ -7,7 +7,9 @@
 //! 1 comes back clean (stale address removed, link up, daemon restarted) and takes the VIP
 //! back before the next run.
 //!
-//! Also tandem on `lan`, and tandem `fast` on SIGTERM (a graceful stop, host 1 stays up).
+//! Also tandem on `lan`, tandem `fast` with an IPv6 VIP (the cluster on an IPv6 group, the
+//! VIP announced by neighbour advertisement), and tandem `fast` on SIGTERM (a graceful stop,
+//! host 1 stays up).
 //! Prints p50, p99 and max per system. Needs root; installs the keepalived Debian package
 //! when it is missing; prints SKIP if that fails. Bounded: every wait has a limit.
 //! Run: `cargo bench -p tandem-tests --bench vip_outage` (TANDEM_BENCH_RUNS, default 20).
@@ -19,7 +21,31 @@ use std::time::Duration;
 
 use tandem_tests::{sh, wait_for, Net};
 
-const VIP: &str = "198.18.0.100/24";
+/// A VIP: its address as `ip addr` prints it, and the cluster flags that float it.
+#[derive(Clone, Copy)]
+struct Vip {
+    cidr: &'static str,
+    flags: [&'static str; 4],
+}
+
+const VIP: Vip = Vip {
+    cidr: "198.18.0.100/24",
+    flags: [
+        "--vip",
+        "198.18.0.100/24@1",
+        "--group",
+        "239.255.72.77:7377",
+    ],
+};
+const VIP6: Vip = Vip {
+    cidr: "fd00:7a6e::100/64",
+    flags: [
+        "--vip",
+        "fd00:7a6e::100/64@1",
+        "--group",
+        "[ff02::7a6e]:7377",
+    ],
+};
 const PING_COUNT: &str = "1200";
 
 fn main() {
@@ -31,14 +57,16 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(20);
-    let fast = tandem_runs(runs, "fast", Failure::Host);
+    let fast = tandem_runs(runs, "fast", Failure::Host, VIP);
     let keepalived = keepalived_runs(runs);
-    let lan = tandem_runs(runs, "lan", Failure::Host);
-    let graceful = tandem_runs(runs, "fast", Failure::Sigterm);
+    let lan = tandem_runs(runs, "lan", Failure::Host, VIP);
+    let fast6 = tandem_runs(runs, "fast", Failure::Host, VIP6);
+    let graceful = tandem_runs(runs, "fast", Failure::Sigterm, VIP);
     println!("client-visible VIP outage on host failure (link down + kill -9), {runs} runs each:");
     report("tandem --profile fast", fast);
     report("keepalived advert_int 0.01", keepalived);
     report("tandem --profile lan", lan);
+    report("tandem --profile fast, IPv6", fast6);
     println!("on a graceful stop (SIGTERM):");
     report("tandem --profile fast", graceful);
 }
@@ -59,19 +87,15 @@ fn report(name: &str, mut v: Vec<f64>) {
     );
 }
 
-fn holds(net: &Net, host: usize) -> bool {
-    net.holds_address(host, VIP)
-}
-
-fn wait_owner(net: &Net, host: usize, other: usize) -> bool {
+fn wait_owner(net: &Net, host: usize, other: usize, vip: Vip) -> bool {
     wait_for(Duration::from_secs(10), Duration::from_millis(10), || {
-        (holds(net, host) && !holds(net, other)).then_some(())
+        (net.holds_address(host, vip.cidr) && !net.holds_address(other, vip.cidr)).then_some(())
     })
     .is_some()
 }
 
 /// Starts the ping from host 3, returns it (it ends by itself after PING_COUNT echoes).
-fn start_ping(net: &Net) -> Child {
+fn start_ping(net: &Net, vip: Vip) -> Child {
     Command::new("ip")
         .args([
             "netns",
@@ -85,7 +109,7 @@ fn start_ping(net: &Net) -> Child {
             "-W",
             "1",
         ])
-        .args(["-c", PING_COUNT, VIP.split('/').next().unwrap()])
+        .args(["-c", PING_COUNT, vip.cidr.split('/').next().unwrap()])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -106,8 +130,8 @@ fn outage(ping: Child) -> Option<f64> {
 }
 
 /// Fails host 1 (link down, its daemon processes killed) while the ping runs.
-fn fail_host1(net: &mut Net, kill: impl FnOnce(&mut Net)) -> Child {
-    let ping = start_ping(net);
+fn fail_host1(net: &mut Net, vip: Vip, kill: impl FnOnce(&mut Net)) -> Child {
+    let ping = start_ping(net, vip);
     std::thread::sleep(Duration::from_millis(300));
     net.link(1, false);
     kill(net);
@@ -115,9 +139,9 @@ fn fail_host1(net: &mut Net, kill: impl FnOnce(&mut Net)) -> Child {
 }
 
 /// Brings host 1 back clean: the stale VIP removed, link up.
-fn restore_host1(net: &Net) {
+fn restore_host1(net: &Net, vip: Vip) {
     let _ = Command::new("ip")
-        .args(["-n", net.ns(1), "addr", "del", VIP, "dev", "eth0"])
+        .args(["-n", net.ns(1), "addr", "del", vip.cidr, "dev", "eth0"])
         .stderr(Stdio::null())
         .status();
     net.link(1, true);
@@ -132,32 +156,25 @@ enum Failure {
     Sigterm,
 }
 
-fn tandem_runs(runs: usize, profile: &str, failure: Failure) -> Vec<f64> {
+fn tandem_runs(runs: usize, profile: &str, failure: Failure, vip: Vip) -> Vec<f64> {
     let Some(mut net) = Net::new(3) else {
         println!("tandem: SKIP (no namespaces)");
         return Vec::new();
     };
-    let args = [
-        "--insecure",
-        "--profile",
-        profile,
-        "--vip",
-        "198.18.0.100/24@1",
-        "--vip-hold",
-        "200ms",
-    ];
+    let mut args = vec!["--insecure", "--profile", profile, "--vip-hold", "200ms"];
+    args.extend_from_slice(&vip.flags);
     let mut n1 = net.start(1, &args);
     net.start(2, &args);
     let mut out = Vec::new();
     for run in 0..runs {
-        if !wait_owner(&net, 1, 2) {
+        if !wait_owner(&net, 1, 2, vip) {
             println!("tandem: run {run}: host 1 never held the VIP; stopping");
             break;
         }
         let ping = match failure {
-            Failure::Host => fail_host1(&mut net, |net| net.kill9(n1)),
+            Failure::Host => fail_host1(&mut net, vip, |net| net.kill9(n1)),
             Failure::Sigterm => {
-                let ping = start_ping(&net);
+                let ping = start_ping(&net, vip);
                 std::thread::sleep(Duration::from_millis(300));
                 net.sigterm(n1);
                 ping
@@ -167,7 +184,7 @@ fn tandem_runs(runs: usize, profile: &str, failure: Failure) -> Vec<f64> {
             Some(ms) => out.push(ms),
             None => println!("tandem: run {run}: no replies"),
         }
-        restore_host1(&net);
+        restore_host1(&net, vip);
         n1 = net.start(1, &args);
     }
     out
@@ -178,7 +195,8 @@ fn keepalived_conf(net: &Net, host: usize, priority: u8) -> String {
     let conf = format!(
         "global_defs {{\n  vrrp_version 3\n  router_id h{host}\n}}\n\
          vrrp_instance VI {{\n  state BACKUP\n  interface eth0\n  virtual_router_id 51\n  \
-         priority {priority}\n  advert_int 0.01\n  virtual_ipaddress {{\n    {VIP} dev eth0\n  }}\n}}\n"
+         priority {priority}\n  advert_int 0.01\n  virtual_ipaddress {{\n    {} dev eth0\n  }}\n}}\n",
+        VIP.cidr
     );
     std::fs::write(&path, conf).unwrap();
     path.to_string_lossy().into_owned()
@@ -252,17 +270,17 @@ fn keepalived_runs(runs: usize) -> Vec<f64> {
     let mut k2 = start_keepalived(&net, 2, &c2, 0);
     let mut out = Vec::new();
     for run in 0..runs {
-        if !wait_owner(&net, 1, 2) {
+        if !wait_owner(&net, 1, 2, VIP) {
             println!("keepalived: run {run}: host 1 never held the VIP; stopping");
             break;
         }
-        let ping = fail_host1(&mut net, |net| kill_host_processes(net, 1));
+        let ping = fail_host1(&mut net, VIP, |net| kill_host_processes(net, 1));
         let _ = k1.wait();
         match outage(ping) {
             Some(ms) => out.push(ms),
             None => println!("keepalived: run {run}: no replies"),
         }
-        restore_host1(&net);
+        restore_host1(&net, VIP);
         k1 = start_keepalived(&net, 1, &c1, run + 1);
     }
     kill_host_processes(&net, 1);
