@@ -307,7 +307,8 @@ pub struct Cli {
     #[arg(long = "async")]
     pub async_mode: bool,
     /// Floating virtual IP kept on one live, healthy data node on --interface, preferably
-    /// NODE (repeatable), e.g. 198.18.0.100/24@1. Needs CAP_NET_ADMIN and CAP_NET_RAW.
+    /// NODE (repeatable), e.g. 198.18.0.100/24@1 or fd00::100/64@1. Needs CAP_NET_ADMIN and
+    /// CAP_NET_RAW.
     #[arg(long = "vip", value_name = "ADDR/PREFIX@NODE")]
     pub vips: Vec<String>,
     /// How long a node must be healthy before a VIP moves (back) to it [default: 1s].
@@ -755,7 +756,7 @@ fn read_password_file(path: &Path) -> Result<String, String> {
     Ok(line.to_string())
 }
 
-/// `--vip` (or `[[vip]]`) and `--vip-hold`: valid IPv4 host addresses, each once, on an
+/// `--vip` (or `[[vip]]`) and `--vip-hold`: valid IPv4 or IPv6 host addresses, each once, on an
 /// interface given by name (addresses are added to it through netlink).
 fn resolve_vips(
     flags: &[String],

@@ -152,7 +152,7 @@ pub struct PeerHealth {
 /// What to do with a VIP's address on this host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
-    /// Add the address and announce it (gratuitous ARP).
+    /// Add the address and announce it (gratuitous ARP, IPv6 neighbour advertisement).
     Acquire(VipSpec),
     /// Remove the address.
     Release(VipSpec),
