@@ -373,27 +373,13 @@ impl Net {
             }
             sh(&["ip", "-n", &br, "link", "set", &v, "up"]);
             sh(&["ip", "-n", &ns, "link", "set", "lo", "up"]);
-            sh(&[
-                "ip",
-                "-n",
-                &ns,
-                "addr",
-                "add",
-                &format!("{}/24", Net::addr(i)),
-                "dev",
-                "eth0",
-            ]);
-            sh(&[
-                "ip",
-                "-n",
-                &ns,
-                "addr",
-                "add",
-                &format!("{}/64", Net::addr6(i)),
-                "dev",
-                "eth0",
-                "nodad",
-            ]);
+            let v4 = format!("{}/24", Net::addr(i));
+            let v6 = format!("{}/64", Net::addr6(i));
+            for extra in [&[v4.as_str()][..], &[v6.as_str(), "nodad"][..]] {
+                let mut cmd = vec!["ip", "-n", &ns, "addr", "add", "dev", "eth0"];
+                cmd.extend_from_slice(extra);
+                sh(&cmd);
+            }
             sh(&["ip", "-n", &ns, "link", "set", "eth0", "up"]);
             sh(&[
                 "ip",

@@ -86,6 +86,30 @@ fn assert_own_vips(net: &Net) {
     assert!(!holds(net, 1, VIP2) && !holds(net, 2, VIP1));
 }
 
+/// Samples hosts 1 and 2 until host 1 holds `vip` (bounded: twice [`BOUND`] from
+/// `started`), asserting it is never on both, the acquirer (host 1) read first; returns how
+/// long it took and the samples taken.
+fn wait_hand_back(net: &Net, vip: &str, started: Instant, node: usize) -> (Duration, usize) {
+    let mut samples = 0;
+    loop {
+        assert!(
+            started.elapsed() < BOUND * 2,
+            "node 1 never took {vip} back\n{}",
+            net.log(node)
+        );
+        let on1 = holds(net, 1, vip);
+        let on2 = holds(net, 2, vip);
+        samples += 1;
+        assert!(
+            !(on1 && on2),
+            "both hosts hold {vip} after {samples} samples"
+        );
+        if on1 {
+            return (started.elapsed(), samples);
+        }
+    }
+}
+
 #[test]
 fn vips_follow_the_nodes_kill9_moves_and_a_returning_node_takes_back_after_hold() {
     let Some(mut net) = Net::new(3) else { return };
@@ -159,24 +183,7 @@ fn vips_follow_the_nodes_kill9_moves_and_a_returning_node_takes_back_after_hold(
         "stale VIP not removed at start\n{}",
         net.log(c)
     );
-    let mut samples = 0;
-    let back = loop {
-        assert!(
-            started.elapsed() < BOUND * 2,
-            "node 1 never took {VIP1} back\n{}",
-            net.log(c)
-        );
-        let on1 = holds(&net, 1, VIP1);
-        let on2 = holds(&net, 2, VIP1);
-        samples += 1;
-        assert!(
-            !(on1 && on2),
-            "both hosts hold {VIP1} after {samples} samples"
-        );
-        if on1 {
-            break started.elapsed();
-        }
-    };
+    let (back, samples) = wait_hand_back(&net, VIP1, started, c);
     assert!(
         back >= HOLD,
         "took {VIP1} back after {back:?}, before the hold"
@@ -263,19 +270,7 @@ fn ipv6_vips_move_on_kill9_the_neighbour_entry_follows_and_sessions_survive() {
         "stale VIP not removed at start\n{}",
         net.log(c)
     );
-    let back = loop {
-        assert!(
-            started.elapsed() < BOUND * 2,
-            "node 1 never took {VIP6_1} back\n{}",
-            net.log(c)
-        );
-        let on1 = holds(&net, 1, VIP6_1);
-        let on2 = holds(&net, 2, VIP6_1);
-        assert!(!(on1 && on2), "both hosts hold {VIP6_1}");
-        if on1 {
-            break started.elapsed();
-        }
-    };
+    let (back, _) = wait_hand_back(&net, VIP6_1, started, c);
     assert!(back >= HOLD, "took {VIP6_1} back after {back:?}");
     let home = wait_for(BOUND, Duration::from_millis(10), || {
         neighbour(&net, 3, VIP6_1)
