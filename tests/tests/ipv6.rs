@@ -23,8 +23,20 @@ fn multicast_over_ipv6_detects_kill9_and_sessions_replicate_over_ipv6() {
     let Some(mut net) = Net::new(3) else { return };
     // `tandemd check` takes the IPv6 forms and checks the addresses against the host's.
     let check = |http: &str| {
-        let mut a = vec!["check", "--node-id", "1", "--interface", "eth0", "--insecure"];
-        a.extend(["--group", "[ff02::7a6e]:7377", "--resp", "[fd00:7a6e::1]:6380"]);
+        let mut a = vec![
+            "check",
+            "--node-id",
+            "1",
+            "--interface",
+            "eth0",
+            "--insecure",
+        ];
+        a.extend([
+            "--group",
+            "[ff02::7a6e]:7377",
+            "--resp",
+            "[fd00:7a6e::1]:6380",
+        ]);
         a.extend(["--http", http, "--vip", "fd00:7a6e::100/64@1"]);
         net.run(1, &a)
     };
@@ -32,7 +44,10 @@ fn multicast_over_ipv6_detects_kill9_and_sessions_replicate_over_ipv6() {
     assert_eq!(code, Some(0), "{out}{err}");
     let (code, _, err) = check("[fd00:7a6e::9]:7380");
     assert_eq!(code, Some(2), "{err}");
-    assert!(err.contains("fd00:7a6e::9 is not an address of this host"), "{err}");
+    assert!(
+        err.contains("fd00:7a6e::9 is not an address of this host"),
+        "{err}"
+    );
     let mut nodes = Vec::new();
     for i in 1..=2 {
         let (http, resp) = (v6(i, 7380), v6(i, 6380));
