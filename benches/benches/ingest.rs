@@ -24,7 +24,7 @@
 //!
 //! Run: `cargo bench -p tandem-benches --bench ingest`.
 
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -36,7 +36,7 @@ use tandem_core::{ClusterId, Incarnation, Instant, NodeId};
 use tandemd::clock::Clock;
 use tandemd::cluster::{keyring, Cluster, ClusterConfig};
 use tandemd::config::{parse_keys, Profile, TransportKind};
-use tandemd::net::{recv_batch_fd, ClusterSocket, NetConfig, RecvBatch, SendBatch};
+use tandemd::net::{recv_batch_fd, ClusterSocket, LocalAddr, NetConfig, RecvBatch, SendBatch};
 
 const PHASE: Duration = Duration::from_millis(1500);
 const ROUNDS: usize = 2;
@@ -48,10 +48,13 @@ const CLUSTER: ClusterId = ClusterId(0x7a4d);
 const KEY: [u8; 16] = *b"ingest-bench-key";
 
 fn unicast(listen: u16, peer: Option<u16>) -> NetConfig {
-    let lo = |p| SocketAddrV4::new(Ipv4Addr::LOCALHOST, p);
+    let lo = |p| SocketAddr::from((Ipv4Addr::LOCALHOST, p));
     NetConfig {
         transport: TransportKind::Unicast,
-        interface_addr: Ipv4Addr::LOCALHOST,
+        interface: LocalAddr {
+            addr: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            index: 1,
+        },
         group: lo(listen),
         peers: peer.map(lo).into_iter().collect(),
         listen: Some(lo(listen)),

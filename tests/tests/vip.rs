@@ -287,9 +287,9 @@ fn ipv6_vips_move_on_kill9_the_neighbour_entry_follows_and_sessions_survive() {
 fn logged_at(log: &str, message: &str, vip: Option<&str>) -> Option<f64> {
     let line = log
         .lines()
+        .rev()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|v| v["message"] == message && vip.is_none_or(|ip| v["vip"] == ip))
-        .last()?;
+        .find(|v| v["message"] == message && vip.is_none_or(|ip| v["vip"] == ip))?;
     // "2026-11-30T06:20:01.123456Z"
     let t = line["timestamp"]
         .as_str()?
