@@ -98,11 +98,16 @@ fn endpoint(args: &StatusArgs, fallback_config: &Path) -> Result<SocketAddr, Str
             .parse()
             .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 7380)))
     });
-    // A daemon listening on every address is reached through loopback.
-    Ok(if addr.ip().is_unspecified() {
-        SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), addr.port())
-    } else {
-        addr
+    // A daemon listening on every address is reached through loopback of that family (`[::]`
+    // may be IPv6 only, net.ipv6.bindv6only).
+    Ok(match addr.ip() {
+        std::net::IpAddr::V4(a) if a.is_unspecified() => {
+            SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), addr.port())
+        }
+        std::net::IpAddr::V6(a) if a.is_unspecified() => {
+            SocketAddr::new(std::net::Ipv6Addr::LOCALHOST.into(), addr.port())
+        }
+        _ => addr,
     })
 }
 
@@ -332,6 +337,10 @@ mod tests {
             DEFAULT_HTTP
         );
         assert!(at(&args(None, Some(&dir.join("absent"))), &packaged).is_err());
+        // IPv6: every address is reached through ::1.
+        let v6 = dir.join("v6.toml");
+        std::fs::write(&v6, "http = \"[::]:7392\"\n").unwrap();
+        assert_eq!(at(&args(None, Some(&v6)), &packaged).unwrap(), "[::1]:7392");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
