@@ -372,6 +372,12 @@ impl Vips {
 
     /// The rule in the module docs; `held`: this node holds the VIP now.
     fn owner(&self, now: Instant, prefer: NodeId, held: bool) -> Option<NodeId> {
+        // Its own VIP, held and still healthy: kept (nobody else takes over a VIP whose
+        // preferred node is a candidate), so a cold start does not drop it again when the
+        // peer turns up unsettled (rule 4).
+        if held && prefer == self.me && self.self_since.is_some() {
+            return Some(self.me);
+        }
         let mut settled_other: Option<NodeId> = None;
         let mut only: Option<NodeId> = None;
         let mut count = 0usize;
@@ -605,15 +611,22 @@ mod tests {
         let specs = two();
         let mut a = Vips::new(NodeId(1), specs.clone(), HOLD, GAP, Duration::ZERO);
         let mut b = Vips::new(NodeId(2), specs, HOLD, GAP, Duration::ZERO);
+        let mut moves = Vec::new();
         for ms in 0..3000 {
-            step(&mut a, ms, ms >= 10, &[coming(2, ms >= 17)]);
-            step(&mut b, ms, ms >= 10, &[coming(1, ms >= 17)]);
+            moves.extend(step(&mut a, ms, ms >= 10, &[coming(2, ms >= 17)]));
+            moves.extend(step(&mut b, ms, ms >= 10, &[coming(1, ms >= 17)]));
             for i in 0..2 {
                 assert!(!(a.holds(i) && b.holds(i)), "both hold vip {i} at {ms} ms");
             }
         }
         assert_eq!(held(&a), [true, false]);
         assert_eq!(held(&b), [false, true]);
+        // Each took its own at once (alone, the other coming) and kept it: no churn.
+        let specs = two();
+        assert_eq!(
+            moves,
+            [Action::Acquire(specs[0]), Action::Acquire(specs[1])]
+        );
     }
 
     /// A peer seen joining until `healthy`.
