@@ -303,8 +303,15 @@ impl Vips {
         self.coming
             .extend(peers.iter().filter(|p| p.coming).map(|p| p.node));
         for i in 0..self.specs.len() {
-            let owner = self.owner(now, self.specs[i].prefer, self.held[i]);
-            self.owners[i] = owner;
+            let prefer = self.specs[i].prefer;
+            let owner = self.owner(now, prefer, self.held[i]);
+            // Reported: while nobody may take it, a preferred node that is a candidate keeps
+            // (or, once settled, takes) its own VIP.
+            self.owners[i] = owner.or_else(|| {
+                self.candidates(now)
+                    .any(|(n, _)| n == prefer)
+                    .then_some(prefer)
+            });
             let mine = owner == Some(self.me);
             if mine != self.held[i] {
                 out.push(if mine {
@@ -621,12 +628,16 @@ mod tests {
         }
         assert_eq!(held(&a), [true, false]);
         assert_eq!(held(&b), [false, true]);
-        // Each took its own at once (alone, the other coming) and kept it: no churn.
+        // Each took its own at once (alone, the other coming) and kept it: no churn; and
+        // each reports the other's VIP with its preferred node, which holds it.
         let specs = two();
         assert_eq!(
             moves,
             [Action::Acquire(specs[0]), Action::Acquire(specs[1])]
         );
+        let owners = |v: &Vips| v.owners().map(|(_, o)| o).collect::<Vec<_>>();
+        let both = vec![Some(NodeId(1)), Some(NodeId(2))];
+        assert_eq!((owners(&a), owners(&b)), (both.clone(), both));
     }
 
     /// A peer seen joining until `healthy`.
