@@ -305,11 +305,10 @@ impl Vips {
         for i in 0..self.specs.len() {
             let prefer = self.specs[i].prefer;
             let owner = self.owner(now, prefer, self.held[i]);
-            // Reported: while nobody may take it, a preferred node that is a candidate keeps
-            // (or, once settled, takes) its own VIP.
+            // Reported: while nobody may take it, a preferred node that is a candidate or
+            // coming up keeps (or, once settled, takes) its own VIP.
             self.owners[i] = owner.or_else(|| {
-                self.candidates(now)
-                    .any(|(n, _)| n == prefer)
+                (self.coming.contains(&prefer) || self.candidates(now).any(|(n, _)| n == prefer))
                     .then_some(prefer)
             });
             let mine = owner == Some(self.me);

@@ -125,7 +125,11 @@ fn vips_follow_the_nodes_kill9_moves_and_a_returning_node_takes_back_after_hold(
     assert_eq!(node_behind(&net, 3, VIP1), Some(1));
     assert_eq!(node_behind(&net, 3, VIP2), Some(2));
     assert!(neighbour(&net, 3, VIP1).contains(&net.mac(1)));
-    let status = net.status(b).unwrap();
+    // Node 2's view names each VIP's owner once it has seen node 1 (a few milliseconds).
+    let status = wait_for(BOUND, Duration::from_millis(5), || {
+        net.status(b).filter(|s| s["vips"][0]["owner"] == 1)
+    })
+    .unwrap_or_else(|| net.status(b).unwrap());
     let vips = status["vips"].as_array().unwrap();
     assert_eq!(vips.len(), 2, "{status}");
     assert_eq!(vips[0]["address"], VIP1);
