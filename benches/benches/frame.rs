@@ -66,12 +66,13 @@ fn header(kind: Kind) -> HeaderRepr {
         cluster: CLUSTER,
         sender: NodeId(1),
         incarnation: Incarnation(0x6553_f100),
+        salt: tandem_core::Salt([0x5a; 6]),
         seq: 7,
     }
 }
 
 fn bench_kind(c: &mut Criterion, name: &str, body: Body<'_>) {
-    let keyring: Keyring<Aes128Gcm> = Keyring::new(KeyId(1), Aes128Gcm::new(&[0x42; 16]));
+    let mut keyring: Keyring<Aes128Gcm> = Keyring::new(KeyId(1), [0x42; 16]);
     let frame = Frame {
         header: header(body.kind()),
         body,
@@ -80,15 +81,22 @@ fn bench_kind(c: &mut Criterion, name: &str, body: Body<'_>) {
     let plain_len = frame.emit(&mut plain).expect("valid frame");
     let plain = &plain[..plain_len];
     let mut sealed = [0u8; MAX_DATAGRAM];
-    let sealed_len = seal(&frame.header, &frame.body, &keyring, &mut sealed).expect("seal");
+    let sealed_len = seal(&frame.header, &frame.body, &mut keyring, &mut sealed).expect("seal");
     let sealed = &sealed[..sealed_len];
 
     // Distinct seqs for the receive path.
-    let mut sealer = Sealer::new(CLUSTER, NodeId(1), Incarnation(0x6553_f100));
+    let mut sealer = Sealer::new(
+        CLUSTER,
+        NodeId(1),
+        Incarnation(0x6553_f100),
+        tandem_core::Salt([0x5a; 6]),
+    );
     let batch: Vec<Vec<u8>> = (0..BATCH)
         .map(|_| {
             let mut out = [0u8; MAX_DATAGRAM];
-            let n = sealer.seal(&frame.body, &keyring, &mut out).expect("seal");
+            let n = sealer
+                .seal(&frame.body, &mut keyring, &mut out)
+                .expect("seal");
             out[..n].to_vec()
         })
         .collect();
@@ -123,7 +131,7 @@ fn bench_kind(c: &mut Criterion, name: &str, body: Body<'_>) {
             sink(seal(
                 &frame.header,
                 &frame.body,
-                &keyring,
+                &mut keyring,
                 black_box(&mut out),
             ))
         })
@@ -159,7 +167,7 @@ fn bench_kind(c: &mut Criterion, name: &str, body: Body<'_>) {
         b.iter(|| {
             let d = &mut buf[..sealed_len];
             d.copy_from_slice(black_box(sealed));
-            sink(open(d, CLUSTER, &keyring))
+            sink(open(d, CLUSTER, &mut keyring))
         })
     });
     g.bench_function("receive", |b| {
@@ -176,7 +184,7 @@ fn bench_kind(c: &mut Criterion, name: &str, body: Body<'_>) {
                 for d in &batch[..n] {
                     let dst = &mut buf[..d.len()];
                     dst.copy_from_slice(d);
-                    let r = rx.receive(dst, &keyring);
+                    let r = rx.receive(dst, &mut keyring);
                     debug_assert!(r.is_ok());
                     sink(r);
                 }

@@ -80,9 +80,14 @@ fn main() {
     let sender = {
         let stop = stop.clone();
         let tx = tx.clone();
-        let ring = keyring(Some(&keys));
+        let mut ring = keyring(Some(&keys));
         std::thread::spawn(move || {
-            let mut sealer = Sealer::new(CLUSTER, NodeId(2), Incarnation(7));
+            let mut sealer = Sealer::new(
+                CLUSTER,
+                NodeId(2),
+                Incarnation(7),
+                tandem_core::Salt([0x5a; 6]),
+            );
             let hb = heartbeat();
             let mut batch = SendBatch::new();
             let (mut sent, mut sealed) = (0u64, 0u64);
@@ -92,7 +97,7 @@ fn main() {
                 while let Some(slot) = batch.slot() {
                     // Each frame sealed anew: a fresh seq, as a real sender would send.
                     len = sealer
-                        .seal(&hb, &ring, slot)
+                        .seal(&hb, &mut ring, slot)
                         .unwrap_or_else(|e| panic!("seal: {e:?}"));
                     sealed += 1;
                     batch.commit(len);
@@ -116,6 +121,7 @@ fn main() {
             witness: false,
             voters: vec![],
             keys: Some(keys.clone()),
+            salt: tandem_core::Salt([1; 6]),
         },
         clock.now(),
     );
@@ -163,15 +169,20 @@ fn main() {
     );
 
     // Drain: fill the queue, then time one side emptying it; alternate sides every cycle.
-    let mut sealer = Sealer::new(CLUSTER, NodeId(3), Incarnation(7));
-    let ring = keyring(Some(&keys));
+    let mut sealer = Sealer::new(
+        CLUSTER,
+        NodeId(3),
+        Incarnation(7),
+        tandem_core::Salt([0x5a; 6]),
+    );
+    let mut ring = keyring(Some(&keys));
     let mut send = SendBatch::new();
     let mut fill = || {
         let mut sent = 0;
         for _ in 0..FILL / tandemd::net::BATCH {
             while let Some(slot) = send.slot() {
                 let len = sealer
-                    .seal(&heartbeat(), &ring, slot)
+                    .seal(&heartbeat(), &mut ring, slot)
                     .unwrap_or_else(|e| panic!("seal: {e:?}"));
                 send.commit(len);
             }

@@ -1,10 +1,14 @@
 //! Sealing and opening datagrams: AEAD providers, the keyring, and the receive path.
 //!
 //! A sealed datagram is `header (32 bytes, associated data) | body (encrypted) | tag (16)`.
-//! The nonce is `sender (2) || incarnation (4) || seq (6)`, all big endian, taken from the
-//! header, so it is unique per key as long as each node's incarnation strictly increases and
-//! its seq never repeats within one incarnation ([`Sealer`] owns the counter). The argument
-//! is in docs/PROTOCOL.md.
+//! No frame is sealed with a cluster key itself: each sending run (sender, cluster,
+//! incarnation and the random salt the sender drew at start, all in the header, see [`Run`])
+//! has its own run key, [`run_key`], derived from the cluster key with AES-CMAC. The nonce
+//! is `salt (6) || seq (6)` from the header; the seq never repeats within a run ([`Sealer`]
+//! owns the counter), so a (key, nonce) pair repeats only if two runs drew the same 48-bit
+//! salt with the same node id and incarnation. Neither clocks nor configuration enter that
+//! argument (docs/PROTOCOL.md). The keyring caches the run keys in use, so the KDF runs once
+//! per run, not per frame.
 //!
 //! The receive path is one call: [`Receiver::receive`] = [`open`] (cluster check, key lookup,
 //! tag check, decrypt in place, parse) then the replay check, which only runs after the tag
@@ -13,6 +17,8 @@
 //! Panics: never. Every length is checked before use.
 
 use aes_gcm::aead::{AeadInPlace, KeyInit};
+use aes_gcm::aes::cipher::BlockEncrypt;
+use zerocopy::IntoBytes;
 
 pub mod replay;
 pub use replay::{Lane, ReplayTable, ReplayWindow};
@@ -21,7 +27,7 @@ use crate::frame::{
     Body, Error, Frame, HeaderRepr, HeartbeatRepr, Kind, FLAG_INSECURE, HEADER_LEN, MAX_SEQ,
     TAG_LEN,
 };
-use crate::id::{ClusterId, Incarnation, KeyId, NodeId};
+use crate::id::{ClusterId, Incarnation, KeyId, NodeId, Salt};
 
 /// AEAD nonce length.
 pub const NONCE_LEN: usize = 12;
@@ -53,6 +59,76 @@ pub trait Aead {
     fn is_insecure(&self) -> bool {
         false
     }
+
+    /// What a [`Keyring`] keeps of a cluster key: its bytes (nothing for [`Insecure`]).
+    /// Nothing is ever sealed under a cluster key itself, only under the run keys derived
+    /// from it, so a keyring holds no cipher state for it.
+    type Key: Clone;
+
+    /// The cipher of `run`'s run key under cluster key `key` ([`run_key`]).
+    fn derive(key: &Self::Key, run: &Run) -> Self
+    where
+        Self: Sized;
+
+    /// Whether `key` belongs to a provider that gives no security.
+    fn is_insecure_key(_key: &Self::Key) -> bool {
+        false
+    }
+}
+
+/// One sending run of a node, what its run key is derived from: `sender (2) || cluster (4)
+/// || incarnation (4) || salt (6)`, big endian, which is header bytes 10..26 as sent, so a
+/// receiver takes it from the frame with one copy. It is also the KDF context.
+#[derive(Clone, Copy, Debug, Eq)]
+pub struct Run(pub [u8; 16]);
+
+impl PartialEq for Run {
+    // Four word compares; the derived byte-array compare links `memcmp` (flash).
+    fn eq(&self, other: &Run) -> bool {
+        u128::from_ne_bytes(self.0) == u128::from_ne_bytes(other.0)
+    }
+}
+
+impl Run {
+    pub fn new(cluster: ClusterId, sender: NodeId, incarnation: Incarnation, salt: Salt) -> Run {
+        let mut c = [0; 16];
+        c[..2].copy_from_slice(&sender.0.to_be_bytes());
+        c[2..6].copy_from_slice(&cluster.0.to_be_bytes());
+        c[6..10].copy_from_slice(&incarnation.0.to_be_bytes());
+        c[10..].copy_from_slice(&salt.0);
+        Run(c)
+    }
+
+    /// The run of a frame's header.
+    pub fn of(h: &HeaderRepr) -> Run {
+        Run::new(h.cluster, h.sender, h.incarnation, h.salt)
+    }
+
+    pub fn sender(&self) -> NodeId {
+        NodeId(u16::from_be_bytes([self.0[0], self.0[1]]))
+    }
+}
+
+/// The run key of `run` under cluster key `key`: AES-CMAC (RFC 4493) of the 16-byte run,
+/// that is AES-CMAC-PRF-128 (RFC 4615) used as a KDF with the run as its input:
+///
+/// `run_key = AES-CMAC(key, run) = AES_key(run ^ K1)`, `K1 = dbl(AES_key(0^128))`
+///
+/// (a one-block message is complete, so CMAC takes subkey K1). Two block encryptions with
+/// the AES that AES-GCM links anyway: no hash function on a microcontroller. A cluster key
+/// is used for this derivation and nothing else (frames are sealed under run keys only), so
+/// the input needs no label. Python `cryptography`'s `CMAC(AES(key))` gives the same bytes
+/// (test vectors in docs/PROTOCOL.md).
+pub fn run_key(key: &[u8; KEY_LEN], run: &Run) -> [u8; KEY_LEN] {
+    let aes = aes_gcm::aes::Aes128::new(key.into());
+    let block = |b: u128| -> u128 {
+        let mut b = b.to_be_bytes().into();
+        aes.encrypt_block(&mut b);
+        u128::from_be_bytes(b.into())
+    };
+    let l = block(0);
+    let k1 = (l << 1) ^ if l >> 127 == 1 { 0x87 } else { 0 };
+    block(u128::from_be_bytes(run.0) ^ k1).to_be_bytes()
 }
 
 /// AES-128-GCM (RustCrypto `aes-gcm`; AES-NI and CLMUL when the CPU has them).
@@ -96,6 +172,12 @@ impl Aead for Aes128Gcm {
         self.0
             .decrypt_in_place_detached(nonce.into(), aad, buf, tag.into())
             .map_err(|_| Error::Auth)
+    }
+
+    type Key = [u8; KEY_LEN];
+
+    fn derive(key: &[u8; KEY_LEN], run: &Run) -> Aes128Gcm {
+        Aes128Gcm::new(&run_key(key, run))
     }
 }
 
@@ -147,6 +229,16 @@ impl Aead for Insecure {
     fn is_insecure(&self) -> bool {
         true
     }
+
+    type Key = ();
+
+    fn derive(_key: &(), _run: &Run) -> Insecure {
+        Insecure
+    }
+
+    fn is_insecure_key(_key: &()) -> bool {
+        true
+    }
 }
 
 /// A provider chosen at run time (for a daemon that has `--insecure`). `G` is the AES-128-GCM
@@ -189,6 +281,26 @@ impl<G: Aead> Aead for AnyAead<G> {
     fn is_insecure(&self) -> bool {
         matches!(self, AnyAead::Insecure(_))
     }
+
+    type Key = AnyKey<G::Key>;
+
+    fn derive(key: &AnyKey<G::Key>, run: &Run) -> Self {
+        match key {
+            AnyKey::Aes128Gcm(k) => AnyAead::Aes128Gcm(G::derive(k, run)),
+            AnyKey::Insecure => AnyAead::Insecure(Insecure),
+        }
+    }
+
+    fn is_insecure_key(key: &AnyKey<G::Key>) -> bool {
+        matches!(key, AnyKey::Insecure)
+    }
+}
+
+/// The cluster key of an [`AnyAead`]: `K` is the AES-128-GCM provider's key.
+#[derive(Clone)]
+pub enum AnyKey<K> {
+    Aes128Gcm(K),
+    Insecure,
 }
 
 /// Why a keyring change was refused (the keyring is unchanged).
@@ -205,18 +317,52 @@ pub enum KeyringError {
     Mixed,
 }
 
-/// Keys by [`KeyId`]: frames are sealed with the active key and opened with whichever key
-/// their header names, so a cluster rotates keys without downtime (add the new key
-/// everywhere, activate it everywhere, then remove the old one). At most `N` keys.
-#[derive(Clone, Debug)]
+/// Run keys a keyring caches: its own sending run's, and [`RUN_KEYS`] - 1 receiving runs
+/// (slot by sender id). A run whose slot another run took is derived again (two AES blocks
+/// and an AES-GCM key setup), so a bigger cluster costs a little CPU, never correctness.
+pub const RUN_KEYS: usize = 4;
+
+/// Cluster keys by [`KeyId`]: frames are sealed under the active key and opened under
+/// whichever key their header names, so a cluster rotates keys without downtime (add the
+/// new key everywhere, activate it everywhere, then remove the old one). At most `N` keys.
+/// Frames are sealed and opened with the ciphers of run keys ([`run_key`]), which the
+/// keyring derives on first use and caches; any change of its keys drops the cache.
+#[derive(Clone)]
 pub struct Keyring<A: Aead, const N: usize = 4> {
-    keys: heapless::Vec<(KeyId, A), N>,
+    keys: heapless::Vec<(KeyId, A::Key), N>,
     active: KeyId,
+    /// Slot 0: the sending run; slot `1 + sender % (RUN_KEYS - 1)`: a receiving run.
+    run_keys: [Option<RunKey<A>>; RUN_KEYS],
+}
+
+/// A run key's cipher and what it was derived from.
+#[derive(Clone)]
+struct RunKey<A> {
+    id: KeyId,
+    run: Run,
+    cipher: A,
+}
+
+impl<A: Aead, const N: usize> core::fmt::Debug for Keyring<A, N> {
+    // Never print key material.
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Keyring")
+            .field(
+                "ids",
+                &self
+                    .keys
+                    .iter()
+                    .map(|(i, _)| i.0)
+                    .collect::<heapless::Vec<u8, N>>(),
+            )
+            .field("active", &self.active)
+            .finish_non_exhaustive()
+    }
 }
 
 impl<A: Aead, const N: usize> Keyring<A, N> {
     /// A keyring holding one key, which is active.
-    pub fn new(id: KeyId, key: A) -> Keyring<A, N> {
+    pub fn new(id: KeyId, key: A::Key) -> Keyring<A, N> {
         let mut k = Keyring::empty();
         k.reset(id, key);
         k
@@ -228,36 +374,66 @@ impl<A: Aead, const N: usize> Keyring<A, N> {
         Keyring {
             keys: heapless::Vec::new(),
             active: KeyId(0),
+            run_keys: [const { None }; RUN_KEYS],
         }
     }
 
     /// Drops every key and holds `key`, active, as [`Keyring::new`] does, in place.
-    pub fn reset(&mut self, id: KeyId, key: A) {
-        self.reset_with(id, || key)
-    }
-
-    /// [`Keyring::reset`] with the key built by `key()` where it is stored: a cipher's key
-    /// schedule (hundreds of bytes) then needs no copy on the caller's stack.
-    #[inline(always)]
-    pub fn reset_with(&mut self, id: KeyId, key: impl FnOnce() -> A) {
+    pub fn reset(&mut self, id: KeyId, key: A::Key) {
         const { assert!(N >= 1, "a keyring holds at least one key") };
         self.keys.clear();
+        self.forget_run_keys();
         // Cannot fail: N >= 1 is asserted at compile time and the Vec is empty.
-        let _ = self.keys.push((id, key()));
+        let _ = self.keys.push((id, key));
         self.active = id;
     }
 
+    fn forget_run_keys(&mut self) {
+        for s in &mut self.run_keys {
+            *s = None;
+        }
+    }
+
+    /// The cipher of `run`'s run key under key `id`, derived on first use and cached (slot
+    /// 0 for `sending`, the sender's receive slot otherwise). [`Error::UnknownKey`] if the
+    /// keyring has no key `id`.
+    pub fn run_cipher(&mut self, id: KeyId, run: &Run, sending: bool) -> Result<&A, Error> {
+        let slot = if sending {
+            0
+        } else {
+            1 + usize::from(run.sender().0) % (RUN_KEYS - 1)
+        };
+        let keys = &self.keys;
+        let s = &mut self.run_keys[slot];
+        if !s.as_ref().is_some_and(|s| s.id == id && s.run == *run) {
+            let (_, key) = keys
+                .iter()
+                .find(|(i, _)| *i == id)
+                .ok_or(Error::UnknownKey)?;
+            let cipher = A::derive(key, run);
+            return Ok(&s
+                .insert(RunKey {
+                    id,
+                    run: *run,
+                    cipher,
+                })
+                .cipher);
+        }
+        s.as_ref().map(|s| &s.cipher).ok_or(Error::UnknownKey)
+    }
+
     /// Adds a key (or replaces the key with the same id). The active key is unchanged.
-    pub fn add(&mut self, id: KeyId, key: A) -> Result<(), KeyringError> {
+    pub fn add(&mut self, id: KeyId, key: A::Key) -> Result<(), KeyringError> {
         if self
             .keys
             .iter()
-            .any(|(_, k)| k.is_insecure() != key.is_insecure())
+            .any(|(_, k)| A::is_insecure_key(k) != A::is_insecure_key(&key))
         {
             return Err(KeyringError::Mixed);
         }
         if let Some(slot) = self.keys.iter_mut().find(|(i, _)| *i == id) {
             slot.1 = key;
+            self.forget_run_keys();
             return Ok(());
         }
         self.keys.push((id, key)).map_err(|_| KeyringError::Full)
@@ -273,7 +449,7 @@ impl<A: Aead, const N: usize> Keyring<A, N> {
     }
 
     /// Drops a key: frames sealed with it are refused from now on ([`Error::UnknownKey`]).
-    pub fn remove(&mut self, id: KeyId) -> Result<A, KeyringError> {
+    pub fn remove(&mut self, id: KeyId) -> Result<A::Key, KeyringError> {
         if id == self.active {
             return Err(KeyringError::ActiveKey);
         }
@@ -282,6 +458,7 @@ impl<A: Aead, const N: usize> Keyring<A, N> {
             .iter()
             .position(|(i, _)| *i == id)
             .ok_or(KeyringError::UnknownKey)?;
+        self.forget_run_keys();
         Ok(self.keys.swap_remove(pos).1)
     }
 
@@ -292,12 +469,12 @@ impl<A: Aead, const N: usize> Keyring<A, N> {
 
     /// The active key; `None` only for an [`Keyring::empty`] keyring (new() and reset()
     /// insert the active key, set_active() checks it and remove() refuses it).
-    pub fn active_key(&self) -> Option<&A> {
+    pub fn active_key(&self) -> Option<&A::Key> {
         self.get(self.active)
     }
 
     /// The key with `id`, if present.
-    pub fn get(&self, id: KeyId) -> Option<&A> {
+    pub fn get(&self, id: KeyId) -> Option<&A::Key> {
         self.keys.iter().find(|(i, _)| *i == id).map(|(_, k)| k)
     }
 
@@ -307,13 +484,12 @@ impl<A: Aead, const N: usize> Keyring<A, N> {
     }
 }
 
-/// The nonce of a frame: `sender || incarnation || seq` (48 low bits), big endian.
+/// The nonce of a frame: `salt (6) || seq (6)`, header bytes 20..32 as sent. Sender and
+/// incarnation are in the run key already; within a run the seq never repeats.
 #[inline]
-pub fn nonce(sender: NodeId, incarnation: Incarnation, seq: u64) -> [u8; NONCE_LEN] {
+pub fn nonce(header: &[u8; HEADER_LEN]) -> [u8; NONCE_LEN] {
     let mut n = [0; NONCE_LEN];
-    n[..2].copy_from_slice(&sender.0.to_be_bytes());
-    n[2..6].copy_from_slice(&incarnation.0.to_be_bytes());
-    n[6..].copy_from_slice(&seq.to_be_bytes()[2..]);
+    n.copy_from_slice(&header[20..]);
     n
 }
 
@@ -326,27 +502,23 @@ pub fn sealed_len(body: &Body<'_>) -> usize {
 /// length ([`sealed_len`]).
 ///
 /// `header.key_id` and the [`FLAG_INSECURE`] bit of `header.flags` are ignored: the active
-/// key's id and the provider's insecurity are written. The caller must never reuse a
-/// `(sender, incarnation, seq)` under one key; [`Sealer`] does that bookkeeping.
+/// key's id and the provider's insecurity are written. The body is sealed with the run key
+/// of the header's [`Run`]. The caller must never reuse a seq within one run; [`Sealer`]
+/// does that bookkeeping.
 /// Errors: [`Error::BufferTooSmall`], [`Error::Malformed`] (unrepresentable frame),
 /// [`Error::UnknownKey`] (an empty keyring). On error `out` may hold partial bytes and
 /// must not be sent.
 pub fn seal<A: Aead, const N: usize>(
     header: &HeaderRepr,
     body: &Body<'_>,
-    keyring: &Keyring<A, N>,
+    keyring: &mut Keyring<A, N>,
     out: &mut [u8],
 ) -> Result<usize, Error> {
-    let key = keyring.active_key().ok_or(Error::UnknownKey)?;
-    let flags = if key.is_insecure() {
-        header.flags | FLAG_INSECURE
-    } else {
-        header.flags & !FLAG_INSECURE
-    };
+    let active = keyring.active();
     let frame = Frame {
         header: HeaderRepr {
-            key_id: keyring.active(),
-            flags,
+            key_id: active,
+            flags: header.flags & !FLAG_INSECURE,
             ..*header
         },
         body: *body,
@@ -356,15 +528,22 @@ pub fn seal<A: Aead, const N: usize>(
     frame.emit(out)?;
     let (aad, rest) = out.split_at_mut(HEADER_LEN);
     let (plain, tag_out) = rest.split_at_mut(len - HEADER_LEN);
-    let nonce = nonce(header.sender, header.incarnation, header.seq);
-    let tag = key.seal_in_place(&nonce, aad, plain)?;
+    let aad: &mut [u8; HEADER_LEN] = aad.try_into().map_err(|_| Error::BufferTooSmall)?;
+    let mut run = Run([0; 16]);
+    run.0.copy_from_slice(&aad[10..26]);
+    let key = keyring.run_cipher(active, &run, true)?;
+    if key.is_insecure() {
+        // The flags byte of the header just emitted.
+        aad[6] |= FLAG_INSECURE;
+    }
+    let tag = key.seal_in_place(&nonce(aad), aad, plain)?;
     tag_out.copy_from_slice(&tag);
     Ok(len + TAG_LEN)
 }
 
 /// Opens a sealed datagram in place: checks the header, refuses another cluster before
-/// spending AEAD time, verifies the tag under the key the header names, decrypts the body
-/// in `datagram` and parses it. No replay check: see [`Receiver::receive`].
+/// spending AEAD time, verifies the tag under the run key of the header's run and key id,
+/// decrypts the body in `datagram` and parses it. No replay check: see [`Receiver::receive`].
 ///
 /// Errors, in the order checked: [`Error::Truncated`], [`Error::Malformed`],
 /// [`Error::UnsupportedVersion`], [`Error::OtherCluster`], [`Error::UnknownKey`],
@@ -374,7 +553,7 @@ pub fn seal<A: Aead, const N: usize>(
 pub fn open<'a, A: Aead, const N: usize>(
     datagram: &'a mut [u8],
     cluster: ClusterId,
-    keyring: &Keyring<A, N>,
+    keyring: &mut Keyring<A, N>,
 ) -> Result<Frame<'a>, Error> {
     let (header, body) = open_with(datagram, cluster, keyring, Body::parse)?;
     Ok(Frame { header, body })
@@ -385,7 +564,7 @@ pub fn open<'a, A: Aead, const N: usize>(
 pub fn open_heartbeat<A: Aead, const N: usize>(
     datagram: &mut [u8],
     cluster: ClusterId,
-    keyring: &Keyring<A, N>,
+    keyring: &mut Keyring<A, N>,
 ) -> Result<(HeaderRepr, HeartbeatRepr), Error> {
     open_with(datagram, cluster, keyring, heartbeat_only)
 }
@@ -399,7 +578,7 @@ pub fn open_heartbeat<A: Aead, const N: usize>(
 pub fn open_with<'a, A: Aead, const N: usize, T>(
     datagram: &'a mut [u8],
     cluster: ClusterId,
-    keyring: &Keyring<A, N>,
+    keyring: &mut Keyring<A, N>,
     parse: impl FnOnce(Kind, &'a [u8]) -> Result<T, Error>,
 ) -> Result<(HeaderRepr, T), Error> {
     let (header, body_len, rest) = HeaderRepr::check(datagram)?;
@@ -413,18 +592,17 @@ pub fn open_with<'a, A: Aead, const N: usize, T>(
         core::cmp::Ordering::Greater => return Err(Error::Malformed),
         core::cmp::Ordering::Equal => {}
     }
-    let key = keyring.get(KeyId(header.key_id)).ok_or(Error::UnknownKey)?;
+    let mut run = Run([0; 16]);
+    run.0.copy_from_slice(&header.as_bytes()[10..26]);
+    let key = keyring.run_cipher(KeyId(header.key_id), &run, false)?;
     if (header.flags & FLAG_INSECURE != 0) != key.is_insecure() {
         return Err(Error::Auth);
     }
-    let nonce = nonce(
-        NodeId(header.sender.get()),
-        Incarnation(header.incarnation.get()),
-        header.seq.get(),
-    );
     let (aad, rest) = datagram.split_at_mut(HEADER_LEN);
     let (body, tag) = rest.split_at_mut(body_len);
     let tag: &[u8; TAG_LEN] = (&*tag).try_into().map_err(|_| Error::Truncated)?;
+    let aad: &[u8; HEADER_LEN] = (&*aad).try_into().map_err(|_| Error::Truncated)?;
+    let nonce = nonce(aad);
     key.open_in_place(&nonce, aad, body, tag)?;
     // The header passed check() above: only the kind and the body are left to validate.
     let header = HeaderRepr::from_wire(&header)?;
@@ -447,19 +625,33 @@ pub struct Sealer {
     cluster: ClusterId,
     sender: NodeId,
     incarnation: Incarnation,
+    salt: Salt,
     next_seq: u64,
 }
 
 impl Sealer {
-    /// `incarnation` must be strictly greater than any earlier one of `sender` (the daemon
-    /// uses unix seconds at start after waiting for the next second boundary).
-    pub const fn new(cluster: ClusterId, sender: NodeId, incarnation: Incarnation) -> Sealer {
+    /// `salt` must be drawn at random at every start (the caller's entropy source): it
+    /// alone keeps the nonces of two runs apart when they share node id and incarnation.
+    /// `incarnation` should still increase on every restart (the daemon uses unix seconds
+    /// and a persisted floor): peers take a lower one for a stale run.
+    pub const fn new(
+        cluster: ClusterId,
+        sender: NodeId,
+        incarnation: Incarnation,
+        salt: Salt,
+    ) -> Sealer {
         Sealer {
             cluster,
             sender,
             incarnation,
+            salt,
             next_seq: 0,
         }
+    }
+
+    /// The run this sealer seals for.
+    pub fn run(&self) -> Run {
+        Run::new(self.cluster, self.sender, self.incarnation, self.salt)
     }
 
     /// The seq the next sealed frame will carry.
@@ -473,7 +665,7 @@ impl Sealer {
     pub fn seal<A: Aead, const N: usize>(
         &mut self,
         body: &Body<'_>,
-        keyring: &Keyring<A, N>,
+        keyring: &mut Keyring<A, N>,
         out: &mut [u8],
     ) -> Result<usize, Error> {
         if self.next_seq > MAX_SEQ {
@@ -486,6 +678,7 @@ impl Sealer {
             cluster: self.cluster,
             sender: self.sender,
             incarnation: self.incarnation,
+            salt: self.salt,
             seq: self.next_seq,
         };
         let n = seal(&header, body, keyring, out)?;
@@ -525,7 +718,7 @@ impl<const N: usize> Receiver<N> {
     pub fn receive<'a, A: Aead, const K: usize>(
         &mut self,
         datagram: &'a mut [u8],
-        keyring: &Keyring<A, K>,
+        keyring: &mut Keyring<A, K>,
     ) -> Result<Frame<'a>, Error> {
         let (header, body) = self.receive_with(datagram, keyring, Body::parse)?;
         Ok(Frame { header, body })
@@ -535,7 +728,7 @@ impl<const N: usize> Receiver<N> {
     pub fn receive_heartbeat<A: Aead, const K: usize>(
         &mut self,
         datagram: &mut [u8],
-        keyring: &Keyring<A, K>,
+        keyring: &mut Keyring<A, K>,
     ) -> Result<(HeaderRepr, HeartbeatRepr), Error> {
         self.receive_with(datagram, keyring, heartbeat_only)
     }
@@ -544,7 +737,7 @@ impl<const N: usize> Receiver<N> {
     pub fn receive_with<'a, A: Aead, const K: usize, T>(
         &mut self,
         datagram: &'a mut [u8],
-        keyring: &Keyring<A, K>,
+        keyring: &mut Keyring<A, K>,
         parse: impl FnOnce(Kind, &'a [u8]) -> Result<T, Error>,
     ) -> Result<(HeaderRepr, T), Error> {
         let (h, body) = open_with(datagram, self.cluster, keyring, parse)?;
@@ -581,66 +774,76 @@ mod tests {
     #[rustfmt::skip]
     static SEALED_HEARTBEAT: [u8; 80] = [
         // header
-        0x54, 0x4e, 0x44, 0x4d, 0x01, 0x01, 0x00, 0x01, 0x00, 0x20, 0x00, 0x01, 0x00, 0x00, 0xbe, 0xef,
-        0x65, 0x53, 0xf1, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x07,
+        0x54, 0x4e, 0x44, 0x4d, 0x02, 0x01, 0x00, 0x01, 0x00, 0x20, 0x00, 0x01, 0x00, 0x00, 0xbe, 0xef,
+        0x65, 0x53, 0xf1, 0x00, 0xa1, 0xa2, 0xa3, 0xa4, 0xa5, 0xa6, 0x00, 0x00, 0x00, 0x00, 0x00, 0x07,
         // encrypted body
-        0x82, 0x8c, 0xf1, 0x70, 0x6d, 0xcb, 0xfa, 0x41, 0x0d, 0x47, 0xf3, 0x2d, 0x3d, 0xe3, 0x13, 0x31,
-        0x43, 0x2c, 0xb7, 0x1a, 0xe7, 0x52, 0x40, 0xf3, 0x90, 0xbb, 0x12, 0xe6, 0xe4, 0x1c, 0xf9, 0x59,
+        0x86, 0x30, 0x43, 0x6e, 0xa3, 0xae, 0x90, 0x6a, 0x51, 0x10, 0x96, 0x73, 0x1c, 0xb1, 0x48, 0x24,
+        0x62, 0x8e, 0xc9, 0x76, 0x3b, 0xe5, 0x58, 0xc8, 0xed, 0x9c, 0x45, 0x75, 0x40, 0xfe, 0xbb, 0xa8,
         // tag
-        0x5e, 0x4d, 0x1f, 0xe7, 0xca, 0x4c, 0x42, 0xc7, 0x60, 0xec, 0x15, 0x39, 0x89, 0x26, 0x8a, 0xfe,
+        0x9c, 0x15, 0x70, 0x11, 0x0f, 0x78, 0x72, 0x9a, 0xca, 0x2b, 0x56, 0xd5, 0xe5, 0x3d, 0x0f, 0x3d,
     ];
 
     #[rustfmt::skip]
     static INSECURE_HEARTBEAT: [u8; 80] = [
         // header
-        0x54, 0x4e, 0x44, 0x4d, 0x01, 0x01, 0x80, 0x00, 0x00, 0x20, 0x00, 0x01, 0x00, 0x00, 0xbe, 0xef,
-        0x65, 0x53, 0xf1, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x07,
+        0x54, 0x4e, 0x44, 0x4d, 0x02, 0x01, 0x80, 0x00, 0x00, 0x20, 0x00, 0x01, 0x00, 0x00, 0xbe, 0xef,
+        0x65, 0x53, 0xf1, 0x00, 0xa1, 0xa2, 0xa3, 0xa4, 0xa5, 0xa6, 0x00, 0x00, 0x00, 0x00, 0x00, 0x07,
         // body
         0x00, 0x00, 0x27, 0x10, 0x03, 0x01, 0x64, 0x02, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
         0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x05, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x2a,
         // tag
-        0x73, 0xff, 0x2a, 0x1e, 0x73, 0x5d, 0x8c, 0x39, 0x49, 0x4e, 0x53, 0x45, 0x43, 0x55, 0x52, 0x45,
+        0xca, 0xde, 0x5a, 0x40, 0xe1, 0xaa, 0x1c, 0x15, 0x49, 0x4e, 0x53, 0x45, 0x43, 0x55, 0x52, 0x45,
     ];
 
     #[rustfmt::skip]
     static SEALED_SESSION_UPDATE: [u8; 100] = [
         // header
-        0x54, 0x4e, 0x44, 0x4d, 0x01, 0x02, 0x00, 0x01, 0x00, 0x34, 0x00, 0x02, 0x00, 0x00, 0xbe, 0xef,
-        0x65, 0x53, 0xf1, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x01, 0x02, 0x03, 0x04, 0x05,
+        0x54, 0x4e, 0x44, 0x4d, 0x02, 0x02, 0x00, 0x01, 0x00, 0x34, 0x00, 0x02, 0x00, 0x00, 0xbe, 0xef,
+        0x65, 0x53, 0xf1, 0x01, 0xb1, 0xb2, 0xb3, 0xb4, 0xb5, 0xb6, 0x00, 0x01, 0x02, 0x03, 0x04, 0x05,
         // encrypted body
-        0x83, 0xb0, 0x2d, 0xdc, 0x15, 0x80, 0x82, 0x28, 0x98, 0xe7, 0xfa, 0xb6, 0x09, 0x9f, 0x36, 0xdd,
-        0x0a, 0x8f, 0x7e, 0x97, 0x52, 0x54, 0xbf, 0x3e, 0x8d, 0xf1, 0xdb, 0x0a, 0x97, 0xbf, 0xf0, 0xc4,
-        0xb5, 0x3e, 0xf0, 0x8f, 0x2e, 0x02, 0xc5, 0x4e, 0x73, 0x58, 0x65, 0x11, 0xa4, 0xda, 0x46, 0x30,
-        0x59, 0xe8, 0x79, 0xbd,
+        0x07, 0x42, 0x2c, 0x91, 0x66, 0xb9, 0x54, 0xce, 0x0e, 0x27, 0x27, 0xca, 0xa6, 0x45, 0xd1, 0x8d,
+        0xac, 0x6f, 0x0b, 0x68, 0xe7, 0xe0, 0x9a, 0xa5, 0x46, 0x53, 0x4c, 0x2c, 0xb1, 0x70, 0x05, 0x54,
+        0x92, 0x36, 0x61, 0xa0, 0xa6, 0xb1, 0x1c, 0xa5, 0x81, 0x3f, 0xde, 0xed, 0x53, 0xd9, 0x24, 0x4d,
+        0xb5, 0x72, 0x2f, 0x34,
         // tag
-        0x3c, 0x54, 0xa3, 0x96, 0x57, 0x97, 0x3e, 0x40, 0x01, 0x4f, 0xea, 0xf7, 0xfd, 0x5e, 0x74, 0xae,
+        0x21, 0xb1, 0xa0, 0xc6, 0x1b, 0x04, 0xaf, 0x06, 0xf1, 0x2a, 0xef, 0x37, 0xc5, 0x29, 0x5a, 0xc7,
     ];
 
     #[rustfmt::skip]
     static INSECURE_SESSION_UPDATE: [u8; 100] = [
         // header
-        0x54, 0x4e, 0x44, 0x4d, 0x01, 0x02, 0x80, 0x00, 0x00, 0x34, 0x00, 0x02, 0x00, 0x00, 0xbe, 0xef,
-        0x65, 0x53, 0xf1, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x01, 0x02, 0x03, 0x04, 0x05,
+        0x54, 0x4e, 0x44, 0x4d, 0x02, 0x02, 0x80, 0x00, 0x00, 0x34, 0x00, 0x02, 0x00, 0x00, 0xbe, 0xef,
+        0x65, 0x53, 0xf1, 0x01, 0xb1, 0xb2, 0xb3, 0xb4, 0xb5, 0xb6, 0x00, 0x01, 0x02, 0x03, 0x04, 0x05,
         // body
         0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x09, 0x01, 0x00, 0x00, 0x07, 0x00, 0x02, 0x00, 0x05,
         0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x11, 0x00, 0x00, 0x01, 0x8b, 0xcf, 0xe5, 0x68, 0x00,
         0x00, 0x00, 0x00, 0x05, 0x00, 0x00, 0x00, 0x00, 0x73, 0x65, 0x73, 0x73, 0x3a, 0x34, 0x32, 0x68,
         0x65, 0x6c, 0x6c, 0x6f,
         // tag
-        0x66, 0xb1, 0xcf, 0x79, 0x6c, 0xed, 0xe9, 0x0f, 0x49, 0x4e, 0x53, 0x45, 0x43, 0x55, 0x52, 0x45,
+        0x4d, 0x37, 0xe4, 0xe4, 0xc8, 0xe7, 0x3b, 0xbb, 0x49, 0x4e, 0x53, 0x45, 0x43, 0x55, 0x52, 0x45,
+    ];
+
+    // The run keys of the two frames' runs (Python `cryptography` KBKDFCMAC).
+    const RUN_KEY_HEARTBEAT: [u8; 16] = [
+        0x75, 0x69, 0x60, 0x42, 0x67, 0xe5, 0xc5, 0x8c, 0xe3, 0x5f, 0xf0, 0xc2, 0xe8, 0x02, 0x5f,
+        0xb7,
+    ];
+    const RUN_KEY_SESSION_UPDATE: [u8; 16] = [
+        0xde, 0x0f, 0x3c, 0x3a, 0x4f, 0x3b, 0xa5, 0x71, 0xb1, 0xd4, 0x4f, 0x8f, 0xf4, 0xc0, 0x9f,
+        0x63,
     ];
 
     fn aes() -> Keyring<Aes128Gcm> {
-        Keyring::new(KeyId(1), Aes128Gcm::new(&TEST_KEY))
+        Keyring::new(KeyId(1), TEST_KEY)
     }
 
     fn insecure() -> Keyring<Insecure> {
-        Keyring::new(KeyId(0), Insecure)
+        Keyring::new(KeyId(0), ())
     }
 
     const CLUSTER: ClusterId = ClusterId(0xbeef);
 
-    fn sealed<A: Aead, const N: usize>(f: &Frame<'_>, kr: &Keyring<A, N>) -> Vec<u8> {
+    fn sealed<A: Aead, const N: usize>(f: &Frame<'_>, kr: &mut Keyring<A, N>) -> Vec<u8> {
         let mut out = [0u8; MAX_DATAGRAM];
         let n = seal(&f.header, &f.body, kr, &mut out).unwrap();
         out[..n].to_vec()
@@ -660,14 +863,14 @@ mod tests {
         ];
         for (f, aes_bytes, insecure_bytes) in cases {
             let mut out = [0xa5u8; MAX_DATAGRAM];
-            let n = seal(&f.header, &f.body, &aes(), &mut out).unwrap();
+            let n = seal(&f.header, &f.body, &mut aes(), &mut out).unwrap();
             assert_eq!(n, sealed_len(&f.body));
             assert_eq!(&out[..n], aes_bytes);
             assert!(
                 out[n..].iter().all(|&b| b == 0xa5),
                 "wrote past the datagram"
             );
-            let n = seal(&f.header, &f.body, &insecure(), &mut out).unwrap();
+            let n = seal(&f.header, &f.body, &mut insecure(), &mut out).unwrap();
             assert_eq!(&out[..n], insecure_bytes);
         }
     }
@@ -684,7 +887,7 @@ mod tests {
         ];
         for (f, aes_bytes, insecure_bytes) in cases {
             let mut buf = aes_bytes.to_vec();
-            assert_eq!(open(&mut buf, CLUSTER, &aes()), Ok(f));
+            assert_eq!(open(&mut buf, CLUSTER, &mut aes()), Ok(f));
             let mut buf = insecure_bytes.to_vec();
             let want = Frame {
                 header: HeaderRepr {
@@ -694,7 +897,7 @@ mod tests {
                 },
                 body: f.body,
             };
-            assert_eq!(open(&mut buf, CLUSTER, &insecure()), Ok(want));
+            assert_eq!(open(&mut buf, CLUSTER, &mut insecure()), Ok(want));
         }
     }
 
@@ -716,7 +919,9 @@ mod tests {
     #[test]
     fn protocol_md_vectors() {
         use crate::frame::tests::{HEARTBEAT_BYTES, SESSION_UPDATE_BYTES};
-        let cases: [(&str, &[u8]); 6] = [
+        let cases: [(&str, &[u8]); 8] = [
+            ("run-key-heartbeat", &RUN_KEY_HEARTBEAT),
+            ("run-key-session-update", &RUN_KEY_SESSION_UPDATE),
             ("heartbeat-plain", &HEARTBEAT_BYTES),
             ("heartbeat-sealed", &SEALED_HEARTBEAT),
             ("heartbeat-insecure", &INSECURE_HEARTBEAT),
@@ -731,34 +936,127 @@ mod tests {
 
     #[test]
     fn open_heartbeat_opens_heartbeats_only() {
-        let kr = Keyring::<_, 1>::new(KeyId(1), Aes128Gcm::new(&TEST_KEY));
+        let mut kr = Keyring::<Aes128Gcm, 1>::new(KeyId(1), TEST_KEY);
         let cluster = ClusterId(0xbeef);
         let mut hb = SEALED_HEARTBEAT;
         let mut again = SEALED_HEARTBEAT;
-        let f = open(&mut again, cluster, &kr).unwrap();
+        let f = open(&mut again, cluster, &mut kr).unwrap();
         assert_eq!(
-            open_heartbeat(&mut hb, cluster, &kr),
+            open_heartbeat(&mut hb, cluster, &mut kr),
             Ok((f.header, crate::frame::tests::heartbeat_repr()))
         );
         let mut update = SEALED_SESSION_UPDATE;
         assert_eq!(
-            open_heartbeat(&mut update, cluster, &kr),
+            open_heartbeat(&mut update, cluster, &mut kr),
             Err(Error::UnknownKind)
         );
         let mut forged = SEALED_SESSION_UPDATE;
         forged[40] ^= 1;
-        assert_eq!(open_heartbeat(&mut forged, cluster, &kr), Err(Error::Auth));
+        assert_eq!(
+            open_heartbeat(&mut forged, cluster, &mut kr),
+            Err(Error::Auth)
+        );
 
         let mut rx = Receiver::<4>::new(cluster);
         let (mut first, mut replay) = (SEALED_HEARTBEAT, SEALED_HEARTBEAT);
-        assert!(rx.receive_heartbeat(&mut first, &kr).is_ok());
-        assert_eq!(rx.receive_heartbeat(&mut replay, &kr), Err(Error::Replay));
+        assert!(rx.receive_heartbeat(&mut first, &mut kr).is_ok());
+        assert_eq!(
+            rx.receive_heartbeat(&mut replay, &mut kr),
+            Err(Error::Replay)
+        );
+    }
+
+    #[test]
+    fn run_key_matches_vectors() {
+        let h = heartbeat_frame().header;
+        let hb = Run::of(&h);
+        assert_eq!(
+            hb.0,
+            [0, 1, 0, 0, 0xbe, 0xef, 0x65, 0x53, 0xf1, 0, 0xa1, 0xa2, 0xa3, 0xa4, 0xa5, 0xa6]
+        );
+        assert_eq!(hb.0, SEALED_HEARTBEAT[10..26], "header bytes 10..26");
+        assert_eq!(run_key(&TEST_KEY, &hb), RUN_KEY_HEARTBEAT);
+        let su = Run::of(&session_update_frame().header);
+        assert_eq!(run_key(&TEST_KEY, &su), RUN_KEY_SESSION_UPDATE);
+        // Every input changes the key (the cluster id included: two clusters sharing a key
+        // never share run keys).
+        let salt = Salt([0xa1, 0xa2, 0xa3, 0xa4, 0xa5, 0xa7]);
+        let keys = [
+            run_key(&[1; 16], &hb),
+            run_key(
+                &TEST_KEY,
+                &Run::new(ClusterId(0xbeee), h.sender, h.incarnation, h.salt),
+            ),
+            run_key(
+                &TEST_KEY,
+                &Run::new(h.cluster, NodeId(2), h.incarnation, h.salt),
+            ),
+            run_key(
+                &TEST_KEY,
+                &Run::new(h.cluster, h.sender, Incarnation(1), h.salt),
+            ),
+            run_key(
+                &TEST_KEY,
+                &Run::new(h.cluster, h.sender, h.incarnation, salt),
+            ),
+        ];
+        for k in keys {
+            assert_ne!(k, RUN_KEY_HEARTBEAT);
+        }
+    }
+
+    /// Two processes with one node id and one incarnation (a cloned VM, a copied config
+    /// started in the same second, a clock stepped back) seal the same seqs. With one key
+    /// per cluster (version 1) the two frames of a seq shared a keystream: the XOR of the
+    /// ciphertexts was the XOR of the plaintexts. Their salts differ, so their run keys do.
+    #[test]
+    fn twin_runs_never_share_a_keystream() {
+        let body = heartbeat_frame().body;
+        let mut plain = [[0u8; 64]; 2];
+        let mut cipher = [[0u8; 80]; 2];
+        let bodies = [
+            body,
+            Body::Heartbeat(HeartbeatRepr {
+                view: 6,
+                ..crate::frame::tests::heartbeat_repr()
+            }),
+        ];
+        for (i, salt) in [Salt([1; 6]), Salt([2; 6])].into_iter().enumerate() {
+            let mut twin = Sealer::new(CLUSTER, NodeId(1), Incarnation(0x6553_f100), salt);
+            let mut kr = aes();
+            let n = twin.seal(&bodies[i], &mut kr, &mut cipher[i]).unwrap();
+            assert_eq!(n, 80);
+            let mut copy = cipher[i];
+            let f = open(&mut copy, CLUSTER, &mut aes()).unwrap();
+            assert_eq!((f.header.seq, f.header.salt), (0, salt));
+            f.emit(&mut plain[i]).unwrap();
+        }
+        let xor = |a: &[u8], b: &[u8]| -> Vec<u8> { a.iter().zip(b).map(|(x, y)| x ^ y).collect() };
+        assert_ne!(
+            xor(&cipher[0][32..64], &cipher[1][32..64]),
+            xor(&plain[0][32..64], &plain[1][32..64]),
+            "twin runs sealed seq 0 under one keystream"
+        );
+    }
+
+    #[test]
+    fn keyring_caches_run_keys_and_forgets_them_on_change() {
+        let mut kr = aes();
+        let hb = Run::of(&heartbeat_frame().header);
+        let mut buf = SEALED_HEARTBEAT;
+        assert!(open(&mut buf, CLUSTER, &mut kr).is_ok());
+        assert!(matches!(&kr.run_keys[1 + 1 % (RUN_KEYS - 1)], Some(s) if s.run == hb));
+        // Replacing key 1 by another key drops the cached run key: the frame no longer opens.
+        kr.add(KeyId(1), [9; 16]).unwrap();
+        assert!(kr.run_keys.iter().all(Option::is_none));
+        let mut buf = SEALED_HEARTBEAT;
+        assert_eq!(open(&mut buf, CLUSTER, &mut kr), Err(Error::Auth));
     }
 
     #[test]
     fn nonce_layout() {
-        let n = nonce(NodeId(0x0102), Incarnation(0x0304_0506), 0x0708_090a_0b0c);
-        assert_eq!(n, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]);
+        let n = nonce(SEALED_HEARTBEAT[..32].try_into().unwrap());
+        assert_eq!(n, [0xa1, 0xa2, 0xa3, 0xa4, 0xa5, 0xa6, 0, 0, 0, 0, 0, 7]);
     }
 
     #[test]
@@ -773,8 +1071,11 @@ mod tests {
                 let mut buf = bytes.to_vec();
                 buf[bit / 8] ^= 1 << (bit % 8);
                 let mut copy = buf.clone();
-                assert!(open(&mut buf, CLUSTER, &aes()).is_err(), "bit {bit}");
-                assert!(open(&mut copy, CLUSTER, &insecure()).is_err(), "bit {bit}");
+                assert!(open(&mut buf, CLUSTER, &mut aes()).is_err(), "bit {bit}");
+                assert!(
+                    open(&mut copy, CLUSTER, &mut insecure()).is_err(),
+                    "bit {bit}"
+                );
             }
         }
     }
@@ -784,11 +1085,11 @@ mod tests {
         for bytes in [&SEALED_HEARTBEAT[..], &SEALED_SESSION_UPDATE[..]] {
             for len in 0..bytes.len() {
                 let mut buf = bytes[..len].to_vec();
-                assert_eq!(open(&mut buf, CLUSTER, &aes()), Err(Error::Truncated));
+                assert_eq!(open(&mut buf, CLUSTER, &mut aes()), Err(Error::Truncated));
             }
             let mut long = bytes.to_vec();
             long.push(0);
-            assert_eq!(open(&mut long, CLUSTER, &aes()), Err(Error::Malformed));
+            assert_eq!(open(&mut long, CLUSTER, &mut aes()), Err(Error::Malformed));
         }
     }
 
@@ -796,20 +1097,20 @@ mod tests {
     fn refusals_before_aead_leave_the_buffer_untouched() {
         let mut buf = SEALED_HEARTBEAT.to_vec();
         assert_eq!(
-            open(&mut buf, ClusterId(1), &aes()),
+            open(&mut buf, ClusterId(1), &mut aes()),
             Err(Error::OtherCluster)
         );
         assert_eq!(buf, SEALED_HEARTBEAT);
-        let other: Keyring<Aes128Gcm> = Keyring::new(KeyId(2), Aes128Gcm::new(&TEST_KEY));
-        assert_eq!(open(&mut buf, CLUSTER, &other), Err(Error::UnknownKey));
+        let mut other: Keyring<Aes128Gcm> = Keyring::new(KeyId(2), TEST_KEY);
+        assert_eq!(open(&mut buf, CLUSTER, &mut other), Err(Error::UnknownKey));
         assert_eq!(buf, SEALED_HEARTBEAT);
     }
 
     #[test]
     fn wrong_key_is_auth() {
-        let kr: Keyring<Aes128Gcm> = Keyring::new(KeyId(1), Aes128Gcm::new(&[7; 16]));
+        let mut kr: Keyring<Aes128Gcm> = Keyring::new(KeyId(1), [7; 16]);
         let mut buf = SEALED_HEARTBEAT.to_vec();
-        assert_eq!(open(&mut buf, CLUSTER, &kr), Err(Error::Auth));
+        assert_eq!(open(&mut buf, CLUSTER, &mut kr), Err(Error::Auth));
         assert_eq!(buf, SEALED_HEARTBEAT, "a refused frame is not decrypted");
     }
 
@@ -818,35 +1119,37 @@ mod tests {
         // An insecure frame under key id 1 to a secure receiver, and the reverse.
         let mut ins = INSECURE_HEARTBEAT.to_vec();
         ins[7] = 1;
-        assert_eq!(open(&mut ins, CLUSTER, &aes()), Err(Error::Auth));
+        assert_eq!(open(&mut ins, CLUSTER, &mut aes()), Err(Error::Auth));
         let mut sec = SEALED_HEARTBEAT.to_vec();
         sec[7] = 0;
-        assert_eq!(open(&mut sec, CLUSTER, &insecure()), Err(Error::Auth));
-        let mut any: Keyring<AnyAead> =
-            Keyring::new(KeyId(1), AnyAead::Aes128Gcm(Aes128Gcm::new(&TEST_KEY)));
+        assert_eq!(open(&mut sec, CLUSTER, &mut insecure()), Err(Error::Auth));
+        let mut any: Keyring<AnyAead> = Keyring::new(KeyId(1), AnyKey::Aes128Gcm(TEST_KEY));
         assert_eq!(
-            any.add(KeyId(0), AnyAead::Insecure(Insecure)),
+            any.add(KeyId(0), AnyKey::Insecure),
             Err(KeyringError::Mixed)
         );
         let mut buf = SEALED_HEARTBEAT.to_vec();
-        assert_eq!(open(&mut buf, CLUSTER, &any), Ok(heartbeat_frame()));
+        assert_eq!(open(&mut buf, CLUSTER, &mut any), Ok(heartbeat_frame()));
     }
 
     #[test]
     fn unknown_kind_is_authenticated_then_skipped() {
-        let kr = aes();
+        let mut kr = aes();
         let leave = Body::Leave(LeaveRepr { reason: 0 });
-        let mut sealer = Sealer::new(CLUSTER, NodeId(3), Incarnation(9));
+        let mut sealer = Sealer::new(CLUSTER, NodeId(3), Incarnation(9), Salt([0x5a; 6]));
         let mut out = [0u8; MAX_DATAGRAM];
-        let n = sealer.seal(&leave, &kr, &mut out).unwrap();
+        let n = sealer.seal(&leave, &mut kr, &mut out).unwrap();
         // A newer sender's kind 0x42 with a valid tag: reseal the same bytes by hand.
         let mut buf = out[..n].to_vec();
         buf[5] = 0x42;
         let (aad, rest) = buf.split_at_mut(HEADER_LEN);
         let (body, tag) = rest.split_at_mut(rest.len() - TAG_LEN);
-        let key = kr.active_key().unwrap();
+        let key = kr
+            .run_cipher(KeyId(1), &sealer.run(), true)
+            .unwrap()
+            .clone();
         // Undo the encryption, then seal again under the new header.
-        let nonce = nonce(NodeId(3), Incarnation(9), 0);
+        let nonce = nonce((&*aad).try_into().unwrap());
         let mut plain = body.to_vec();
         let mut orig_aad = aad.to_vec();
         orig_aad[5] = Kind::Leave as u8;
@@ -856,47 +1159,49 @@ mod tests {
         let t = key.seal_in_place(&nonce, aad, body).unwrap();
         tag.copy_from_slice(&t);
         let mut forged = buf.clone();
-        assert_eq!(open(&mut buf, CLUSTER, &kr), Err(Error::UnknownKind));
+        assert_eq!(open(&mut buf, CLUSTER, &mut kr), Err(Error::UnknownKind));
         // The same kind with a bad tag is an authentication failure, not a skip.
         let last = forged.len() - 1;
         forged[last] ^= 1;
-        assert_eq!(open(&mut forged, CLUSTER, &kr), Err(Error::Auth));
+        assert_eq!(open(&mut forged, CLUSTER, &mut kr), Err(Error::Auth));
     }
 
     #[test]
     fn replayed_frame_is_refused() {
-        let kr = aes();
+        let mut kr = aes();
         let mut rx: Receiver<4> = Receiver::new(CLUSTER);
         let mut a = SEALED_HEARTBEAT.to_vec();
-        assert_eq!(rx.receive(&mut a, &kr), Ok(heartbeat_frame()));
+        assert_eq!(rx.receive(&mut a, &mut kr), Ok(heartbeat_frame()));
         let mut b = SEALED_HEARTBEAT.to_vec();
-        assert_eq!(rx.receive(&mut b, &kr), Err(Error::Replay));
+        assert_eq!(rx.receive(&mut b, &mut kr), Err(Error::Replay));
     }
 
     #[test]
     fn a_heartbeat_read_after_many_later_data_frames_is_accepted() {
-        let kr = aes();
+        let mut kr = aes();
         let mut rx: Receiver<4> = Receiver::new(CLUSTER);
         let mut update = session_update_frame();
         update.header.sender = heartbeat_frame().header.sender;
         update.header.incarnation = Incarnation(100);
         for seq in 11..11 + 2 * replay::WINDOW {
             update.header.seq = seq;
-            assert!(rx.receive(&mut sealed(&update, &kr), &kr).is_ok());
+            assert!(rx.receive(&mut sealed(&update, &mut kr), &mut kr).is_ok());
         }
-        assert!(rx.receive(&mut sealed_hb(&kr, 100, 10), &kr).is_ok());
+        assert!(rx
+            .receive(&mut sealed_hb(&mut kr, 100, 10), &mut kr)
+            .is_ok());
         assert_eq!(
-            rx.receive(&mut sealed_hb(&kr, 100, 10), &kr),
+            rx.receive(&mut sealed_hb(&mut kr, 100, 10), &mut kr),
             Err(Error::Replay)
         );
         update.header.seq = 11;
         assert_eq!(
-            rx.receive(&mut sealed(&update, &kr), &kr),
+            rx.receive(&mut sealed(&update, &mut kr), &mut kr),
             Err(Error::Replay)
         );
     }
 
-    fn sealed_hb(kr: &Keyring<Aes128Gcm>, inc: u32, seq: u64) -> Vec<u8> {
+    fn sealed_hb(kr: &mut Keyring<Aes128Gcm>, inc: u32, seq: u64) -> Vec<u8> {
         let mut f = heartbeat_frame();
         f.header.incarnation = Incarnation(inc);
         f.header.seq = seq;
@@ -905,38 +1210,44 @@ mod tests {
 
     #[test]
     fn stale_incarnation_is_refused_and_newer_resets() {
-        let kr = aes();
+        let mut kr = aes();
         let mut rx: Receiver<4> = Receiver::new(CLUSTER);
-        assert!(rx.receive(&mut sealed_hb(&kr, 100, 50), &kr).is_ok());
+        assert!(rx
+            .receive(&mut sealed_hb(&mut kr, 100, 50), &mut kr)
+            .is_ok());
         assert_eq!(
-            rx.receive(&mut sealed_hb(&kr, 99, 51), &kr),
+            rx.receive(&mut sealed_hb(&mut kr, 99, 51), &mut kr),
             Err(Error::StaleIncarnation)
         );
         // The restarted node starts its seq again at 0.
-        assert!(rx.receive(&mut sealed_hb(&kr, 101, 0), &kr).is_ok());
+        assert!(rx.receive(&mut sealed_hb(&mut kr, 101, 0), &mut kr).is_ok());
         assert_eq!(
-            rx.receive(&mut sealed_hb(&kr, 100, 52), &kr),
+            rx.receive(&mut sealed_hb(&mut kr, 100, 52), &mut kr),
             Err(Error::StaleIncarnation)
         );
         assert_eq!(
-            rx.receive(&mut sealed_hb(&kr, 101, 0), &kr),
+            rx.receive(&mut sealed_hb(&mut kr, 101, 0), &mut kr),
             Err(Error::Replay)
         );
     }
 
     #[test]
     fn forged_frame_does_not_move_the_window() {
-        let kr = aes();
+        let mut kr = aes();
         let mut rx: Receiver<4> = Receiver::new(CLUSTER);
-        assert!(rx.receive(&mut sealed_hb(&kr, 100, 10), &kr).is_ok());
+        assert!(rx
+            .receive(&mut sealed_hb(&mut kr, 100, 10), &mut kr)
+            .is_ok());
         // A far-ahead seq with a broken tag would push seq 11 out of the window if counted.
-        let mut forged = sealed_hb(&kr, 100, 10_000);
+        let mut forged = sealed_hb(&mut kr, 100, 10_000);
         forged[40] ^= 1;
-        assert_eq!(rx.receive(&mut forged, &kr), Err(Error::Auth));
-        let mut forged = sealed_hb(&kr, 101, 0);
+        assert_eq!(rx.receive(&mut forged, &mut kr), Err(Error::Auth));
+        let mut forged = sealed_hb(&mut kr, 101, 0);
         forged[40] ^= 1;
-        assert_eq!(rx.receive(&mut forged, &kr), Err(Error::Auth));
-        assert!(rx.receive(&mut sealed_hb(&kr, 100, 11), &kr).is_ok());
+        assert_eq!(rx.receive(&mut forged, &mut kr), Err(Error::Auth));
+        assert!(rx
+            .receive(&mut sealed_hb(&mut kr, 100, 11), &mut kr)
+            .is_ok());
     }
 
     #[test]
@@ -945,88 +1256,85 @@ mod tests {
         let mut tx = aes();
         let mut rx_keys = aes();
         let mut rx: Receiver<4> = Receiver::new(CLUSTER);
-        let mut sealer = Sealer::new(CLUSTER, NodeId(5), Incarnation(1));
+        let mut sealer = Sealer::new(CLUSTER, NodeId(5), Incarnation(1), Salt([0x5a; 6]));
         let body = heartbeat_frame().body;
-        let send = |sealer: &mut Sealer, kr: &Keyring<Aes128Gcm>| {
+        let send = |sealer: &mut Sealer, kr: &mut Keyring<Aes128Gcm>| {
             let mut out = [0u8; MAX_DATAGRAM];
             let n = sealer.seal(&body, kr, &mut out).unwrap();
             out[..n].to_vec()
         };
-        let old = send(&mut sealer, &tx);
+        let old = send(&mut sealer, &mut tx);
         // Step 1: every node learns key 2; step 2: senders switch to it.
-        rx_keys.add(KeyId(2), Aes128Gcm::new(&key2)).unwrap();
-        tx.add(KeyId(2), Aes128Gcm::new(&key2)).unwrap();
+        rx_keys.add(KeyId(2), key2).unwrap();
+        tx.add(KeyId(2), key2).unwrap();
         tx.set_active(KeyId(2)).unwrap();
-        let new = send(&mut sealer, &tx);
+        let new = send(&mut sealer, &mut tx);
         assert_eq!(new[7], 2, "sealed with the active key id");
         let late_old = {
-            let tx_old = aes();
-            send(&mut sealer, &tx_old)
+            let mut tx_old = aes();
+            send(&mut sealer, &mut tx_old)
         };
-        assert!(rx.receive(&mut old.clone(), &rx_keys).is_ok());
-        assert!(rx.receive(&mut new.clone(), &rx_keys).is_ok());
+        assert!(rx.receive(&mut old.clone(), &mut rx_keys).is_ok());
+        assert!(rx.receive(&mut new.clone(), &mut rx_keys).is_ok());
         // Step 3: key 1 dropped; frames under it are refused from then on.
         rx_keys.set_active(KeyId(2)).unwrap();
         rx_keys.remove(KeyId(1)).unwrap();
         assert_eq!(
-            rx.receive(&mut late_old.clone(), &rx_keys),
+            rx.receive(&mut late_old.clone(), &mut rx_keys),
             Err(Error::UnknownKey)
         );
     }
 
     #[test]
     fn keyring_rules() {
-        let mut kr: Keyring<Aes128Gcm, 2> = Keyring::new(KeyId(1), Aes128Gcm::new(&[1; 16]));
+        let mut kr: Keyring<Aes128Gcm, 2> = Keyring::new(KeyId(1), [1; 16]);
         assert_eq!(kr.remove(KeyId(1)).err(), Some(KeyringError::ActiveKey));
         assert_eq!(kr.remove(KeyId(9)).err(), Some(KeyringError::UnknownKey));
         assert_eq!(kr.set_active(KeyId(9)), Err(KeyringError::UnknownKey));
-        kr.add(KeyId(2), Aes128Gcm::new(&[2; 16])).unwrap();
-        assert_eq!(
-            kr.add(KeyId(3), Aes128Gcm::new(&[3; 16])),
-            Err(KeyringError::Full)
-        );
+        kr.add(KeyId(2), [2; 16]).unwrap();
+        assert_eq!(kr.add(KeyId(3), [3; 16]), Err(KeyringError::Full));
         // Replacing an id needs no room.
-        kr.add(KeyId(2), Aes128Gcm::new(&[4; 16])).unwrap();
+        kr.add(KeyId(2), [4; 16]).unwrap();
         assert_eq!(kr.ids().collect::<Vec<_>>(), [KeyId(1), KeyId(2)]);
         assert_eq!(kr.active(), KeyId(1));
     }
 
     #[test]
     fn other_cluster_is_refused() {
-        let kr = aes();
+        let mut kr = aes();
         let mut rx: Receiver<4> = Receiver::new(ClusterId(0xbeee));
         let mut buf = SEALED_HEARTBEAT.to_vec();
-        assert_eq!(rx.receive(&mut buf, &kr), Err(Error::OtherCluster));
+        assert_eq!(rx.receive(&mut buf, &mut kr), Err(Error::OtherCluster));
         assert!(rx.replay().is_empty());
     }
 
     #[test]
     fn sealer_counts_and_stops_at_max_seq() {
-        let kr = aes();
-        let mut s = Sealer::new(CLUSTER, NodeId(1), Incarnation(1));
+        let mut kr = aes();
+        let mut s = Sealer::new(CLUSTER, NodeId(1), Incarnation(1), Salt([0x5a; 6]));
         let body = heartbeat_frame().body;
         let mut out = [0u8; MAX_DATAGRAM];
-        s.seal(&body, &kr, &mut out).unwrap();
-        s.seal(&body, &kr, &mut out).unwrap();
+        s.seal(&body, &mut kr, &mut out).unwrap();
+        s.seal(&body, &mut kr, &mut out).unwrap();
         assert_eq!(s.next_seq(), 2);
         assert_eq!(
-            s.seal(&body, &kr, &mut out[..10]),
+            s.seal(&body, &mut kr, &mut out[..10]),
             Err(Error::BufferTooSmall)
         );
         assert_eq!(s.next_seq(), 2, "a failed seal uses no seq");
         s.next_seq = MAX_SEQ;
-        assert!(s.seal(&body, &kr, &mut out).is_ok());
-        assert_eq!(s.seal(&body, &kr, &mut out), Err(Error::Malformed));
+        assert!(s.seal(&body, &mut kr, &mut out).is_ok());
+        assert_eq!(s.seal(&body, &mut kr, &mut out), Err(Error::Malformed));
     }
 
     #[test]
     fn too_many_senders() {
-        let kr = aes();
+        let mut kr = aes();
         let mut rx: Receiver<2> = Receiver::new(CLUSTER);
         for sender in 1..=3u16 {
             let mut f = heartbeat_frame();
             f.header.sender = NodeId(sender);
-            let got = rx.receive(&mut sealed(&f, &kr), &kr).map(|_| ());
+            let got = rx.receive(&mut sealed(&f, &mut kr), &mut kr).map(|_| ());
             let want = if sender <= 2 {
                 Ok(())
             } else {
@@ -1042,16 +1350,16 @@ mod tests {
             for insecure_mode in [false, true] {
                 let mut out = [0u8; MAX_DATAGRAM];
                 let n = if insecure_mode {
-                    seal(&f.header, &f.body, &insecure(), &mut out)
+                    seal(&f.header, &f.body, &mut insecure(), &mut out)
                 } else {
-                    seal(&f.header, &f.body, &aes(), &mut out)
+                    seal(&f.header, &f.body, &mut aes(), &mut out)
                 }
                 .unwrap();
                 prop_assert!(n <= MAX_DATAGRAM);
                 let got = if insecure_mode {
-                    open(&mut out[..n], f.header.cluster, &insecure())
+                    open(&mut out[..n], f.header.cluster, &mut insecure())
                 } else {
-                    open(&mut out[..n], f.header.cluster, &aes())
+                    open(&mut out[..n], f.header.cluster, &mut aes())
                 };
                 let mut want = f;
                 want.header.flags = if insecure_mode { FLAG_INSECURE } else { 0 };

@@ -15,7 +15,7 @@
 
 use zerocopy::{FromBytes, IntoBytes};
 
-use crate::id::{ClusterId, Incarnation, KeyId, NodeId};
+use crate::id::{ClusterId, Incarnation, KeyId, NodeId, Salt};
 
 /// Largest datagram tandem ever sends or accepts.
 pub const MAX_DATAGRAM: usize = 1400;
@@ -24,8 +24,9 @@ pub const MAX_KEY_LEN: usize = 256;
 
 /// `"TNDM"`: first four bytes of every datagram.
 pub const MAGIC: u32 = 0x544e_444d;
-/// Protocol version this build speaks.
-pub const VERSION: u8 = 0x01;
+/// Protocol version this build speaks. Version 2: the header carries the sender's run salt
+/// and frames are sealed with per-run keys (docs/PROTOCOL.md).
+pub const VERSION: u8 = 0x02;
 /// Length of the common header.
 pub const HEADER_LEN: usize = 32;
 /// Length of the AEAD tag that follows the body of a sealed datagram.
@@ -189,6 +190,8 @@ pub struct HeaderRepr {
     pub cluster: ClusterId,
     pub sender: NodeId,
     pub incarnation: Incarnation,
+    /// The sender's random per-run value; its run key is derived from it.
+    pub salt: Salt,
     /// Per (sender, incarnation) frame sequence; part of the nonce; at most 2^48 - 1.
     pub seq: u64,
 }
@@ -374,8 +377,9 @@ pub mod wire {
         pub sender: U16,
         pub cluster: U32,
         pub incarnation: U32,
-        pub reserved: U32,
-        pub seq: U64,
+        pub salt: [u8; 6],
+        /// 48 bits, big endian.
+        pub seq: [u8; 6],
     }
 
     /// Heartbeat body (32 bytes).
@@ -538,9 +542,14 @@ impl wire::Header {
         (self.magic.get() == MAGIC)
             & (self.version == VERSION)
             & (self.flags & !FLAGS_KNOWN == 0)
-            & (self.reserved.get() == 0)
-            & (self.seq.get() <= MAX_SEQ)
             & (usize::from(self.body_len.get()) <= MAX_BODY_LEN)
+    }
+
+    /// The 48-bit seq.
+    #[inline(always)]
+    pub fn seq(&self) -> u64 {
+        let s = self.seq;
+        u64::from_be_bytes([0, 0, s[0], s[1], s[2], s[3], s[4], s[5]])
     }
 
     /// Why [`wire::Header::is_valid`] refused this header (off the fast path).
@@ -604,7 +613,7 @@ impl<'a> HeartbeatView<'a> {
 
     #[inline]
     pub fn seq(&self) -> u64 {
-        self.0.header.seq.get()
+        self.0.header.seq()
     }
 
     #[inline]
@@ -627,6 +636,7 @@ impl<'a> HeartbeatView<'a> {
             cluster: ClusterId(h.cluster.get()),
             sender: self.sender(),
             incarnation: self.incarnation(),
+            salt: Salt(h.salt),
             seq: self.seq(),
         }
     }
@@ -678,8 +688,8 @@ pub fn sealed_frame_len(bytes: &[u8]) -> usize {
 }
 
 impl HeaderRepr {
-    /// Checks everything in a raw header that does not need the key: magic, version, flags,
-    /// reserved bits, seq range and body length bound. The kind is not checked, so that a
+    /// Checks everything in a raw header that does not need the key: magic, version, flags
+    /// and body length bound. The kind is not checked, so that a
     /// sealed frame of an unknown kind can still be authenticated before it is skipped.
     /// Returns the header view, the body length and the bytes after the header.
     #[inline]
@@ -701,7 +711,8 @@ impl HeaderRepr {
             cluster: ClusterId(header.cluster.get()),
             sender: NodeId(header.sender.get()),
             incarnation: Incarnation(header.incarnation.get()),
-            seq: header.seq.get(),
+            salt: Salt(header.salt),
+            seq: header.seq(),
         })
     }
 
@@ -721,8 +732,12 @@ impl HeaderRepr {
             sender: u16be(self.sender.0),
             cluster: u32be(self.cluster.0),
             incarnation: u32be(self.incarnation.0),
-            reserved: u32be(0),
-            seq: u64be(self.seq),
+            salt: self.salt.0,
+            // Cannot truncate: seq <= MAX_SEQ < 2^48 was checked above.
+            seq: {
+                let b = self.seq.to_be_bytes();
+                [b[2], b[3], b[4], b[5], b[6], b[7]]
+            },
         })
     }
 }
@@ -1266,11 +1281,12 @@ pub(crate) mod tests {
     // Test vectors (also in docs/PROTOCOL.md): construct/deconstruct pairs, smoltcp style.
 
     pub(crate) static HEARTBEAT_BYTES: [u8; 64] = [
-        // header: magic "TNDM", version 1, kind 0x01, flags 0, key id 1, body len 32
-        0x54, 0x4e, 0x44, 0x4d, 0x01, 0x01, 0x00, 0x01, 0x00, 0x20, //
-        // sender 1, cluster 0x0000beef, incarnation 0x6553f100, reserved, seq 7
+        // header: magic "TNDM", version 2, kind 0x01, flags 0, key id 1, body len 32
+        0x54, 0x4e, 0x44, 0x4d, 0x02, 0x01, 0x00, 0x01, 0x00, 0x20, //
+        // sender 1, cluster 0x0000beef, incarnation 0x6553f100
         0x00, 0x01, 0x00, 0x00, 0xbe, 0xef, 0x65, 0x53, 0xf1, 0x00, //
-        0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x07, //
+        // salt a1 a2 a3 a4 a5 a6, seq 7 (48 bits)
+        0xa1, 0xa2, 0xa3, 0xa4, 0xa5, 0xa6, 0x00, 0x00, 0x00, 0x00, 0x00, 0x07, //
         // interval 10000 us, multiplier 3, role leader, priority 100, state syncing
         0x00, 0x00, 0x27, 0x10, 0x03, 0x01, 0x64, 0x02, //
         // leader 1, reserved
@@ -1288,6 +1304,7 @@ pub(crate) mod tests {
             cluster: ClusterId(0xbeef),
             sender: NodeId(1),
             incarnation: Incarnation(0x6553_f100),
+            salt: Salt([0xa1, 0xa2, 0xa3, 0xa4, 0xa5, 0xa6]),
             seq: 7,
         }
     }
@@ -1313,10 +1330,10 @@ pub(crate) mod tests {
     }
 
     pub(crate) static SESSION_UPDATE_BYTES: [u8; 84] = [
-        // header: kind 0x02, key id 1, body len 52, sender 2, seq 0x0102030405
-        0x54, 0x4e, 0x44, 0x4d, 0x01, 0x02, 0x00, 0x01, 0x00, 0x34, //
+        // header: kind 0x02, key id 1, body len 52, sender 2, salt b1..b6, seq 0x0102030405
+        0x54, 0x4e, 0x44, 0x4d, 0x02, 0x02, 0x00, 0x01, 0x00, 0x34, //
         0x00, 0x02, 0x00, 0x00, 0xbe, 0xef, 0x65, 0x53, 0xf1, 0x01, //
-        0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x01, 0x02, 0x03, 0x04, 0x05, //
+        0xb1, 0xb2, 0xb3, 0xb4, 0xb5, 0xb6, 0x00, 0x01, 0x02, 0x03, 0x04, 0x05, //
         // rseq 9
         0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x09, //
         // op put, reserved, key len 7, origin 2, value len 5
@@ -1340,6 +1357,7 @@ pub(crate) mod tests {
                 cluster: ClusterId(0xbeef),
                 sender: NodeId(2),
                 incarnation: Incarnation(0x6553_f101),
+                salt: Salt([0xb1, 0xb2, 0xb3, 0xb4, 0xb5, 0xb6]),
                 seq: 0x01_0203_0405,
             },
             body: Body::SessionUpdate(SessionUpdateRepr {
@@ -1426,16 +1444,21 @@ pub(crate) mod tests {
     fn header_field_errors() {
         let hb = &HEARTBEAT_BYTES;
         assert_eq!(Frame::parse(&patched(hb, 0, b'X')), Err(Error::Malformed));
+        // a version 1 frame (the header before the salt) is refused as such
         assert_eq!(
-            Frame::parse(&patched(hb, 4, 0x02)),
+            Frame::parse(&patched(hb, 4, 0x01)),
             Err(Error::UnsupportedVersion)
         );
         assert_eq!(Frame::parse(&patched(hb, 5, 0x09)), Err(Error::UnknownKind));
         assert_eq!(Frame::parse(&patched(hb, 5, 0x00)), Err(Error::UnknownKind));
         assert_eq!(Frame::parse(&patched(hb, 6, 0x01)), Err(Error::Malformed));
-        assert_eq!(Frame::parse(&patched(hb, 23, 0x01)), Err(Error::Malformed));
-        // seq >= 2^48
-        assert_eq!(Frame::parse(&patched(hb, 25, 0x01)), Err(Error::Malformed));
+        // every salt is valid; the seq is 48 bits wide
+        assert!(Frame::parse(&patched(hb, 20, 0x00)).is_ok());
+        let top = patched(hb, 26, 0xff);
+        assert_eq!(
+            Frame::parse(&top).map(|f| f.header.seq),
+            Ok(0xff00_0000_0007)
+        );
         // insecure flag is a known flag: parses
         assert!(Frame::parse(&patched(hb, 6, FLAG_INSECURE)).is_ok());
         // a longer body than the header says
@@ -1720,20 +1743,24 @@ pub(crate) mod tests {
             any::<u32>(),
             node(),
             any::<u32>(),
+            any::<[u8; 6]>(),
             0..=MAX_SEQ,
         )
-            .prop_map(|(body, insecure, key, cluster, sender, inc, seq)| Frame {
-                header: HeaderRepr {
-                    kind: body.kind(),
-                    flags: if insecure { FLAG_INSECURE } else { 0 },
-                    key_id: KeyId(key),
-                    cluster: ClusterId(cluster),
-                    sender,
-                    incarnation: Incarnation(inc),
-                    seq,
+            .prop_map(
+                |(body, insecure, key, cluster, sender, inc, salt, seq)| Frame {
+                    header: HeaderRepr {
+                        kind: body.kind(),
+                        flags: if insecure { FLAG_INSECURE } else { 0 },
+                        key_id: KeyId(key),
+                        cluster: ClusterId(cluster),
+                        sender,
+                        incarnation: Incarnation(inc),
+                        salt: Salt(salt),
+                        seq,
+                    },
+                    body,
                 },
-                body,
-            })
+            )
     }
 
     proptest! {
@@ -1775,15 +1802,13 @@ pub(crate) mod tests {
 
     #[test]
     fn sealed_frame_len_splits_packed_frames_and_claims_junk_whole() {
-        let keyring = crate::crypto::Keyring::<crate::crypto::Insecure, 1>::new(
-            KeyId(0),
-            crate::crypto::Insecure,
-        );
-        let mut sealer = crate::crypto::Sealer::new(ClusterId(1), NodeId(2), Incarnation(3));
+        let mut keyring = crate::crypto::Keyring::<crate::crypto::Insecure, 1>::new(KeyId(0), ());
+        let mut sealer =
+            crate::crypto::Sealer::new(ClusterId(1), NodeId(2), Incarnation(3), Salt([0x5a; 6]));
         let body = Body::Leave(LeaveRepr { reason: 0 });
         let mut packed = [0u8; 256];
-        let a = sealer.seal(&body, &keyring, &mut packed).unwrap();
-        let b = sealer.seal(&body, &keyring, &mut packed[a..]).unwrap();
+        let a = sealer.seal(&body, &mut keyring, &mut packed).unwrap();
+        let b = sealer.seal(&body, &mut keyring, &mut packed[a..]).unwrap();
         assert_eq!(a, HEADER_LEN + 8 + TAG_LEN);
         assert_eq!(sealed_frame_len(&packed[..a + b]), a);
         assert_eq!(sealed_frame_len(&packed[a..a + b]), b);

@@ -11,7 +11,7 @@ pub struct NodeId(pub u16);
 pub struct ClusterId(pub u32);
 
 /// A process lifetime of a node: strictly greater on every restart (unix seconds at start,
-/// see docs/PROTOCOL.md for why this keeps AEAD nonces unique).
+/// never below the floor persisted in the daemon's state directory).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct Incarnation(pub u32);
@@ -20,3 +20,11 @@ pub struct Incarnation(pub u32);
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct KeyId(pub u8);
+
+/// A random value a node draws at every start and carries in every frame header (48 bits).
+/// Its sending keys are derived from it (see [`crate::crypto::run_key`]), so two runs with one
+/// node id and incarnation (a cloned VM, a clock stepped back) still never share a nonce
+/// stream: that needs the same 48 random bits as well.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub struct Salt(pub [u8; 6]);

@@ -33,5 +33,5 @@ pub mod membership;
 pub mod node;
 pub mod replication;
 
-pub use id::{ClusterId, Incarnation, KeyId, NodeId};
+pub use id::{ClusterId, Incarnation, KeyId, NodeId, Salt};
 pub use time::Instant;

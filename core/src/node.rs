@@ -31,7 +31,7 @@ use heapless::{Deque, Vec};
 
 use crate::crypto::{Aead, Keyring, Receiver, Sealer};
 use crate::frame::{Body, EntryRepr, Error, HeaderRepr, Role, SessionUpdateRepr, SyncChunkRepr};
-use crate::id::{ClusterId, Incarnation, KeyId, NodeId};
+use crate::id::{ClusterId, Incarnation, KeyId, NodeId, Salt};
 use crate::membership::{self, MemberState, Membership};
 use crate::replication::{self, Delivery, Dest, Replicator, Slot, SyncDelivery, SyncSend};
 use crate::time::Instant;
@@ -46,6 +46,8 @@ pub const EVENT_QUEUE: usize = 128;
 #[derive(Clone, Debug)]
 pub struct Config {
     pub cluster: ClusterId,
+    /// Drawn at random at every start by the caller (see [`Sealer::new`]).
+    pub salt: Salt,
     pub membership: membership::Config,
     pub replication: replication::Config,
 }
@@ -191,7 +193,7 @@ where
             incarnation: Incarnation(0),
             witness: false,
             keyring: Keyring::empty(),
-            sealer: Sealer::new(ClusterId(0), NodeId(0), Incarnation(0)),
+            sealer: Sealer::new(ClusterId(0), NodeId(0), Incarnation(0), Salt([0; 6])),
             receiver: Receiver::new(ClusterId(0)),
             membership: Membership::zeroed(),
             replication: Replicator::zeroed(ring, reorder),
@@ -201,12 +203,12 @@ where
         }
     }
 
-    /// Starts the node in place with `config` and one key (`id`, active, built by `key()`
-    /// in the keyring, see [`Keyring::reset_with`]): what [`Node::with_reorder`] builds,
-    /// without the node passing through the stack. Whatever the node held before is
-    /// dropped (a restart needs a greater incarnation).
-    pub fn start(&mut self, config: &Config, id: KeyId, key: impl FnOnce() -> A, now: Instant) {
-        self.keyring.reset_with(id, key);
+    /// Starts the node in place with `config` and one cluster key (`id`, active; see
+    /// [`Keyring::reset`]): what [`Node::with_reorder`] builds, without the node passing
+    /// through the stack. Whatever the node held before is dropped (a restart needs a
+    /// greater incarnation and a new salt).
+    pub fn start(&mut self, config: &Config, id: KeyId, key: A::Key, now: Instant) {
+        self.keyring.reset(id, key);
         self.restart(config, now);
     }
 
@@ -217,7 +219,7 @@ where
         self.me = me;
         self.incarnation = incarnation;
         self.witness = config.membership.witness;
-        self.sealer = Sealer::new(config.cluster, me, incarnation);
+        self.sealer = Sealer::new(config.cluster, me, incarnation, config.salt);
         self.receiver.reset(config.cluster);
         self.membership.start(&config.membership, now);
         self.replication.start(me, incarnation, config.replication);
@@ -242,7 +244,7 @@ where
                 return Ok(Received::Handled);
             }
         }
-        let frame = match self.receiver.receive(datagram, &self.keyring) {
+        let frame = match self.receiver.receive(datagram, &mut self.keyring) {
             Ok(f) => f,
             Err(e) => {
                 self.stats.count(e);
@@ -389,7 +391,7 @@ where
         for _ in 0..64 {
             let t = self.replication.poll_transmit(now)?;
             let (to, body) = (t.to, t.body);
-            match self.sealer.seal(&body, &self.keyring, out) {
+            match self.sealer.seal(&body, &mut self.keyring, out) {
                 Ok(len) => {
                     self.stats.sent += 1;
                     return Some(Transmit { len, to });
@@ -505,7 +507,7 @@ where
     // ---- internals ----
 
     fn seal(&mut self, body: &Body<'_>, to: Dest, out: &mut [u8]) -> Option<Transmit> {
-        match self.sealer.seal(body, &self.keyring, out) {
+        match self.sealer.seal(body, &mut self.keyring, out) {
             Ok(len) => {
                 self.stats.sent += 1;
                 Some(Transmit { len, to })
@@ -583,10 +585,11 @@ mod tests {
         m.profile = crate::detector::Profile::FAST;
         let config = Config {
             cluster: ClusterId(7),
+            salt: Salt([id as u8; 6]),
             membership: m,
             replication: replication::Config::default(),
         };
-        let keyring = Keyring::new(KeyId(1), Aes128Gcm::new(&key));
+        let keyring = Keyring::new(KeyId(1), key);
         Node::new(config, keyring, [Slot::EMPTY; 64], now)
     }
 
@@ -689,17 +692,18 @@ mod tests {
         m.profile = crate::detector::Profile::FAST;
         let config = Config {
             cluster: ClusterId(7),
+            salt: Salt([1; 6]),
             membership: m,
             replication: replication::Config::default(),
         };
-        a.start(&config, KeyId(1), || Aes128Gcm::new(&KEY), t0);
+        a.start(&config, KeyId(1), KEY, t0);
         run(&mut a, &mut b, t0, 30);
         assert_eq!(a.live_data_peers(), 1);
         assert_eq!(b.live_data_peers(), 1);
         assert_eq!(a.node_id(), NodeId(1));
 
         let now = Instant::from_millis(31);
-        a.start(&config, KeyId(1), || Aes128Gcm::new(&KEY), now);
+        a.start(&config, KeyId(1), KEY, now);
         assert_eq!(a.live_data_peers(), 0);
         assert_eq!(a.stats().received, 0);
     }

@@ -53,25 +53,25 @@ fn parse_seeds() {
 
 #[test]
 fn open_seeds() {
-    let aes: Keyring<Aes128Gcm> = Keyring::new(KeyId(1), Aes128Gcm::new(&TEST_KEY));
-    let insecure: Keyring<Insecure> = Keyring::new(KeyId(0), Insecure);
+    let mut aes: Keyring<Aes128Gcm> = Keyring::new(KeyId(1), TEST_KEY);
+    let mut insecure: Keyring<Insecure> = Keyring::new(KeyId(0), ());
     let (mut valid_aes, mut valid_insecure) = (0, 0);
     for (name, bytes) in seeds("open") {
         let mut rx: Receiver<4> = Receiver::new(CLUSTER);
         let mut buf = bytes.clone();
-        let got = rx.receive(&mut buf, &aes).map(|f| f.header);
+        let got = rx.receive(&mut buf, &mut aes).map(|f| f.header);
         if name.starts_with("valid-aes-") {
             got.unwrap_or_else(|e| panic!("{name}: {e}"));
             valid_aes += 1;
             // The same datagram again is a replay.
             let mut again = bytes.clone();
-            assert!(rx.receive(&mut again, &aes).is_err(), "{name}: replay");
+            assert!(rx.receive(&mut again, &mut aes).is_err(), "{name}: replay");
         }
         let mut rx: Receiver<4> = Receiver::new(CLUSTER);
         let mut buf = bytes.clone();
-        if let Ok(frame) = rx.receive(&mut buf, &insecure) {
+        if let Ok(frame) = rx.receive(&mut buf, &mut insecure) {
             let mut out = [0u8; MAX_DATAGRAM];
-            let n = seal(&frame.header, &frame.body, &insecure, &mut out).unwrap();
+            let n = seal(&frame.header, &frame.body, &mut insecure, &mut out).unwrap();
             assert_eq!(&out[..n], &bytes[..], "{name}: re-seal differs");
             valid_insecure += usize::from(name.starts_with("valid-insecure-"));
         } else {

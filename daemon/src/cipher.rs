@@ -6,8 +6,9 @@
 //! the time (measured in `benches/README.md`). Both are the same standard AEAD; the tests
 //! below seal with one and open with the other.
 
-use tandem_core::crypto::{Aead, AnyAead, KEY_LEN, NONCE_LEN};
+use tandem_core::crypto::{run_key, Aead, AnyAead, Run, KEY_LEN, NONCE_LEN};
 use tandem_core::frame::{Error, TAG_LEN};
+use zeroize::Zeroizing;
 
 /// AES-128-GCM from `ring`.
 pub struct RingAes128Gcm(ring::aead::LessSafeKey);
@@ -62,6 +63,14 @@ impl Aead for RingAes128Gcm {
             .map(|_| ())
             .map_err(|_| Error::Auth)
     }
+
+    /// A cluster key's bytes, wiped when dropped.
+    type Key = Zeroizing<[u8; KEY_LEN]>;
+
+    fn derive(key: &Zeroizing<[u8; KEY_LEN]>, run: &Run) -> RingAes128Gcm {
+        let run_key = Zeroizing::new(run_key(key, run));
+        RingAes128Gcm::new(&run_key)
+    }
 }
 
 /// A cipher chosen at run time: a key file (`ring`), or `--insecure`.
@@ -71,9 +80,9 @@ pub type Cipher = AnyAead<RingAes128Gcm>;
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use tandem_core::crypto::{open, seal, Aes128Gcm, Insecure, Keyring};
+    use tandem_core::crypto::{open, seal, Aes128Gcm, AnyKey, Insecure, Keyring};
     use tandem_core::frame::{Body, Frame, HeaderRepr, HeartbeatRepr, Kind, Role, StateFlags};
-    use tandem_core::{ClusterId, Incarnation, KeyId, NodeId};
+    use tandem_core::{ClusterId, Incarnation, KeyId, NodeId, Salt};
 
     const KEY: [u8; 16] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15];
 
@@ -122,6 +131,7 @@ mod tests {
                 cluster: ClusterId(0xbeef),
                 sender: NodeId(3),
                 incarnation: Incarnation(77),
+                salt: Salt([1, 2, 3, 4, 5, 6]),
                 seq,
             },
             body: Body::Heartbeat(HeartbeatRepr {
@@ -138,26 +148,30 @@ mod tests {
     }
 
     /// Frames sealed by the core's RustCrypto cipher open under ring and the reverse, byte
-    /// for byte the same datagram; a flipped bit anywhere is `Auth` under both.
+    /// for byte the same datagram (so both derive the same run key); a flipped bit
+    /// anywhere is `Auth` under both.
     #[test]
     fn ring_and_rustcrypto_interoperate() {
-        let rc: Keyring<Aes128Gcm> = Keyring::new(KeyId(1), Aes128Gcm::new(&KEY));
-        let rg: Keyring<Cipher> =
-            Keyring::new(KeyId(1), Cipher::Aes128Gcm(RingAes128Gcm::new(&KEY)));
+        let mut rc: Keyring<Aes128Gcm> = Keyring::new(KeyId(1), KEY);
+        let mut rg: Keyring<Cipher> =
+            Keyring::new(KeyId(1), AnyKey::Aes128Gcm(Zeroizing::new(KEY)));
         for seq in [0, 1, 0xffff_ffff] {
             let f = heartbeat(seq);
             let (mut a, mut b) = ([0u8; 256], [0xa5u8; 256]);
-            let n = seal(&f.header, &f.body, &rc, &mut a).unwrap();
-            let m = seal(&f.header, &f.body, &rg, &mut b).unwrap();
+            let n = seal(&f.header, &f.body, &mut rc, &mut a).unwrap();
+            let m = seal(&f.header, &f.body, &mut rg, &mut b).unwrap();
             assert_eq!(a[..n], b[..m], "same datagram from both ciphers");
             let mut x = a[..n].to_vec();
-            assert_eq!(open(&mut x, ClusterId(0xbeef), &rg).unwrap(), f);
+            assert_eq!(open(&mut x, ClusterId(0xbeef), &mut rg).unwrap(), f);
             let mut y = b[..m].to_vec();
-            assert_eq!(open(&mut y, ClusterId(0xbeef), &rc).unwrap(), f);
+            assert_eq!(open(&mut y, ClusterId(0xbeef), &mut rc).unwrap(), f);
             for bit in (0..n * 8).step_by(7) {
                 let mut z = a[..n].to_vec();
                 z[bit / 8] ^= 1 << (bit % 8);
-                assert!(open(&mut z, ClusterId(0xbeef), &rg).is_err(), "bit {bit}");
+                assert!(
+                    open(&mut z, ClusterId(0xbeef), &mut rg).is_err(),
+                    "bit {bit}"
+                );
             }
         }
     }

@@ -17,14 +17,15 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use tandem_core::crypto::{Insecure, Keyring};
+use tandem_core::crypto::{AnyKey, Keyring};
+use zeroize::Zeroizing;
 
-use crate::cipher::{Cipher, RingAes128Gcm};
+use crate::cipher::Cipher;
 use tandem_core::frame::{sealed_frame_len, HeaderRepr, Kind, HEADER_LEN, MAX_DATAGRAM, TAG_LEN};
 use tandem_core::node::{self as core_node, Node, Received, KEYS};
 use tandem_core::replication::{self, Slot, SyncSend};
 use tandem_core::{detector, membership};
-use tandem_core::{ClusterId, Incarnation, Instant, KeyId, NodeId};
+use tandem_core::{ClusterId, Incarnation, Instant, KeyId, NodeId, Salt};
 
 use crate::config::{Config, KeySet, Profile};
 use crate::metrics::{ClusterMetrics, DropReason};
@@ -84,6 +85,16 @@ pub struct ClusterConfig {
     pub voters: Vec<NodeId>,
     /// `None`: unauthenticated (`--insecure` or loopback without a key file).
     pub keys: Option<KeySet>,
+    /// Random per start ([`random_salt`]): this run's sealing keys are derived from it.
+    pub salt: Salt,
+}
+
+/// A salt from the kernel's CSPRNG for this start (docs/PROTOCOL.md "Run keys").
+pub fn random_salt() -> Result<Salt, ring::error::Unspecified> {
+    use ring::rand::SecureRandom;
+    let mut salt = [0u8; 6];
+    ring::rand::SystemRandom::new().fill(&mut salt)?;
+    Ok(Salt(salt))
 }
 
 impl ClusterConfig {
@@ -99,8 +110,9 @@ impl ClusterConfig {
         p
     }
 
-    pub fn from_config(c: &Config, incarnation: Incarnation) -> ClusterConfig {
+    pub fn from_config(c: &Config, incarnation: Incarnation, salt: Salt) -> ClusterConfig {
         ClusterConfig {
+            salt,
             node_id: c.node_id,
             cluster_id: c.cluster_id,
             incarnation,
@@ -187,17 +199,14 @@ fn core_profile(p: Profile) -> detector::Profile {
 /// The keyring for `keys` (`None`: the explicit insecure mode).
 pub fn keyring(keys: Option<&KeySet>) -> Keyring<Cipher, KEYS> {
     match keys {
-        None => Keyring::new(KeyId(0), Cipher::Insecure(Insecure)),
+        None => Keyring::new(KeyId(0), AnyKey::Insecure),
         Some(set) => {
             let active = set.active();
-            let mut ring = Keyring::new(
-                active.id,
-                Cipher::Aes128Gcm(RingAes128Gcm::new(&active.bytes)),
-            );
+            let mut ring = Keyring::new(active.id, AnyKey::Aes128Gcm(Zeroizing::new(active.bytes)));
             for k in set.keys.iter().skip(1).take(KEYS - 1) {
                 // Ids are distinct (the key file parser refuses duplicates) and at most KEYS
                 // are added, so this cannot fail; if it did, the key is simply not accepted.
-                let _ = ring.add(k.id, Cipher::Aes128Gcm(RingAes128Gcm::new(&k.bytes)));
+                let _ = ring.add(k.id, AnyKey::Aes128Gcm(Zeroizing::new(k.bytes)));
             }
             ring
         }
@@ -217,6 +226,7 @@ impl Cluster {
         }
         let config = core_node::Config {
             cluster: cfg.cluster_id,
+            salt: cfg.salt,
             membership: m,
             replication: replication::Config::default(),
         };
@@ -650,6 +660,7 @@ mod tests {
                 witness: false,
                 voters: vec![],
                 keys,
+                salt: Salt([id as u8; 6]),
             },
             Instant::ZERO,
         )

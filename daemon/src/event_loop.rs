@@ -216,7 +216,10 @@ impl Daemon {
             warn!(error = %e, "could not attach the own-frame socket filter");
         }
         let now = clock.now();
-        let cluster_cfg = ClusterConfig::from_config(&cfg, incarnation);
+        let salt = crate::cluster::random_salt().map_err(|_| {
+            DaemonError::Runtime("the kernel's random source failed: no salt for this run".into())
+        })?;
+        let cluster_cfg = ClusterConfig::from_config(&cfg, incarnation, salt);
         let timing = cluster_cfg.timing();
         let cluster = Cluster::new(cluster_cfg, now);
         // A node taking its own VIP back waits two heartbeat intervals more than the holder

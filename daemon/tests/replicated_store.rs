@@ -34,6 +34,7 @@ fn host(id: u16, incarnation: u32, now: Instant) -> Host {
             witness: false,
             voters: vec![],
             keys: Some(tandemd::config::parse_keys(&[7u8; 16]).expect("key")),
+            salt: tandem_core::Salt([id as u8; 6]),
         },
         now,
     );

@@ -11,7 +11,7 @@ use std::path::Path;
 
 use tandem_core::crypto::{seal, Aes128Gcm, Insecure, Keyring};
 use tandem_core::frame::*;
-use tandem_core::{ClusterId, Incarnation, KeyId, NodeId};
+use tandem_core::{ClusterId, Incarnation, KeyId, NodeId, Salt};
 
 const TEST_KEY: [u8; 16] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15];
 
@@ -118,8 +118,8 @@ fn main() -> std::io::Result<()> {
         ),
         ("leave", Body::Leave(LeaveRepr { reason: 0 })),
     ];
-    let aes: Keyring<Aes128Gcm> = Keyring::new(KeyId(1), Aes128Gcm::new(&TEST_KEY));
-    let insecure: Keyring<Insecure> = Keyring::new(KeyId(0), Insecure);
+    let mut aes: Keyring<Aes128Gcm> = Keyring::new(KeyId(1), TEST_KEY);
+    let mut insecure: Keyring<Insecure> = Keyring::new(KeyId(0), ());
     for dir in ["parse", "open", "roundtrip"] {
         fs::create_dir_all(root.join(dir))?;
     }
@@ -131,6 +131,7 @@ fn main() -> std::io::Result<()> {
             cluster: ClusterId(0xbeef),
             sender: NodeId(1),
             incarnation: Incarnation(0x6553_f100),
+            salt: Salt([0xa1, 0xa2, 0xa3, 0xa4, 0xa5, 0xa6]),
             seq: i as u64,
         };
         let frame = Frame {
@@ -141,9 +142,9 @@ fn main() -> std::io::Result<()> {
         let n = frame.emit(&mut buf).expect("valid seed frame");
         fs::write(root.join(format!("parse/valid-{name}.bin")), &buf[..n])?;
         fs::write(root.join(format!("roundtrip/{name}.bin")), &buf[..n])?;
-        let n = seal(&header, body, &aes, &mut buf).expect("valid seed frame");
+        let n = seal(&header, body, &mut aes, &mut buf).expect("valid seed frame");
         fs::write(root.join(format!("open/valid-aes-{name}.bin")), &buf[..n])?;
-        let n = seal(&header, body, &insecure, &mut buf).expect("valid seed frame");
+        let n = seal(&header, body, &mut insecure, &mut buf).expect("valid seed frame");
         fs::write(
             root.join(format!("open/valid-insecure-{name}.bin")),
             &buf[..n],

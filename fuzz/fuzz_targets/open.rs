@@ -14,24 +14,24 @@ fuzz_target!(|data: &[u8]| {
     if data.len() > MAX_DATAGRAM {
         return;
     }
-    let aes: Keyring<Aes128Gcm> = Keyring::new(KeyId(1), Aes128Gcm::new(&TEST_KEY));
+    let mut aes: Keyring<Aes128Gcm> = Keyring::new(KeyId(1), TEST_KEY);
     let mut rx: Receiver<4> = Receiver::new(ClusterId(0xbeef));
     let mut buf = [0u8; MAX_DATAGRAM];
     let datagram = &mut buf[..data.len()];
     datagram.copy_from_slice(data);
-    if let Ok(frame) = rx.receive(datagram, &aes) {
+    if let Ok(frame) = rx.receive(datagram, &mut aes) {
         let mut out = [0u8; MAX_DATAGRAM];
-        let n = seal(&frame.header, &frame.body, &aes, &mut out).expect("re-seal");
+        let n = seal(&frame.header, &frame.body, &mut aes, &mut out).expect("re-seal");
         assert_eq!(&out[..n], data);
     }
 
-    let insecure: Keyring<Insecure> = Keyring::new(KeyId(0), Insecure);
+    let mut insecure: Keyring<Insecure> = Keyring::new(KeyId(0), ());
     let mut rx: Receiver<4> = Receiver::new(ClusterId(0xbeef));
     let datagram = &mut buf[..data.len()];
     datagram.copy_from_slice(data);
-    if let Ok(frame) = rx.receive(datagram, &insecure) {
+    if let Ok(frame) = rx.receive(datagram, &mut insecure) {
         let mut out = [0u8; MAX_DATAGRAM];
-        let n = seal(&frame.header, &frame.body, &insecure, &mut out).expect("re-seal");
+        let n = seal(&frame.header, &frame.body, &mut insecure, &mut out).expect("re-seal");
         assert_eq!(&out[..n], data);
     }
 });

@@ -21,19 +21,19 @@ fuzz_target!(|frame: Frame<'_>| {
         assert_eq!(Frame::parse(&buf[..len]), Err(Error::Truncated));
     }
 
-    let aes: Keyring<Aes128Gcm> = Keyring::new(KeyId(1), Aes128Gcm::new(&[0x42; 16]));
-    let n = seal(&frame.header, &frame.body, &aes, &mut buf).expect("emit accepted it");
+    let mut aes: Keyring<Aes128Gcm> = Keyring::new(KeyId(1), [0x42; 16]);
+    let n = seal(&frame.header, &frame.body, &mut aes, &mut buf).expect("emit accepted it");
     let mut want = frame;
     want.header.key_id = KeyId(1);
     want.header.flags &= !FLAG_INSECURE;
-    assert_eq!(open(&mut buf[..n], frame.header.cluster, &aes), Ok(want));
+    assert_eq!(open(&mut buf[..n], frame.header.cluster, &mut aes), Ok(want));
 
-    let insecure: Keyring<Insecure> = Keyring::new(KeyId(0), Insecure);
-    let n = seal(&frame.header, &frame.body, &insecure, &mut buf).expect("emit accepted it");
+    let mut insecure: Keyring<Insecure> = Keyring::new(KeyId(0), ());
+    let n = seal(&frame.header, &frame.body, &mut insecure, &mut buf).expect("emit accepted it");
     want.header.key_id = KeyId(0);
     want.header.flags |= FLAG_INSECURE;
     assert_eq!(
-        open(&mut buf[..n], frame.header.cluster, &insecure),
+        open(&mut buf[..n], frame.header.cluster, &mut insecure),
         Ok(want)
     );
 });

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tandem_core::crypto::{Aes128Gcm, Insecure, Keyring, Sealer, KEY_LEN};
 use tandem_core::frame::{Body, HeartbeatRepr, Role, StateFlags};
-use tandem_core::{ClusterId, Incarnation, KeyId, NodeId};
+use tandem_core::{ClusterId, Incarnation, KeyId, NodeId, Salt};
 
 use crate::in_netns;
 
@@ -121,12 +121,17 @@ pub fn flood(ns: &str, attack: Attack) -> Flood {
         // Sender 0x7e0f: a node id no test uses, so even an accepted frame could not pose
         // as a member (none is accepted: see the module docs).
         let me = NodeId(0x7e0f);
-        let good: Keyring<Aes128Gcm> = Keyring::new(KeyId(key_id), Aes128Gcm::new(&key));
+        let mut good: Keyring<Aes128Gcm> = Keyring::new(KeyId(key_id), key);
         let mut wrong_key = key;
         wrong_key.iter_mut().for_each(|b| *b ^= 0x5a);
-        let wrong: Keyring<Aes128Gcm> = Keyring::new(KeyId(key_id), Aes128Gcm::new(&wrong_key));
-        let mut ours = Sealer::new(ClusterId(cluster), me, Incarnation(inc));
-        let mut other = Sealer::new(ClusterId(cluster ^ 0x00ff_0000), me, Incarnation(inc));
+        let mut wrong: Keyring<Aes128Gcm> = Keyring::new(KeyId(key_id), wrong_key);
+        let mut ours = Sealer::new(ClusterId(cluster), me, Incarnation(inc), Salt([0x5a; 6]));
+        let mut other = Sealer::new(
+            ClusterId(cluster ^ 0x00ff_0000),
+            me,
+            Incarnation(inc),
+            Salt([0x5a; 6]),
+        );
         let hb = Body::Heartbeat(HeartbeatRepr {
             interval_us: 20_000,
             multiplier: 10,
@@ -157,12 +162,12 @@ pub fn flood(ns: &str, attack: Attack) -> Flood {
                     }
                     (n, &mut f.random)
                 }
-                1 => match ours.seal(&hb, &good, &mut buf) {
+                1 => match ours.seal(&hb, &mut good, &mut buf) {
                     // Cut anywhere short of the full length: header, body or tag missing.
                     Ok(n) => ((1 + next() as usize % (n - 1)).min(n - 1), &mut f.truncated),
                     Err(_) => continue,
                 },
-                2 => match ours.seal(&hb, &wrong, &mut buf) {
+                2 => match ours.seal(&hb, &mut wrong, &mut buf) {
                     Ok(n) => (n, &mut f.wrong_key),
                     Err(_) => continue,
                 },
@@ -174,7 +179,7 @@ pub fn flood(ns: &str, attack: Attack) -> Flood {
                     buf[..n].copy_from_slice(&r[..n]);
                     (n, &mut f.replayed)
                 }
-                _ => match other.seal(&hb, &good, &mut buf) {
+                _ => match other.seal(&hb, &mut good, &mut buf) {
                     Ok(n) => (n, &mut f.other_cluster),
                     Err(_) => continue,
                 },
@@ -213,8 +218,8 @@ pub fn forge_keyless_heartbeats(
             .map(|d| d.as_secs() as u32)
             .unwrap_or(1);
         let me = NodeId(sender);
-        let keyless: Keyring<Insecure> = Keyring::new(KeyId(0), Insecure);
-        let mut sealer = Sealer::new(ClusterId(cluster), me, Incarnation(inc));
+        let mut keyless: Keyring<Insecure> = Keyring::new(KeyId(0), ());
+        let mut sealer = Sealer::new(ClusterId(cluster), me, Incarnation(inc), Salt([0x5a; 6]));
         let hb = Body::Heartbeat(HeartbeatRepr {
             interval_us: 20_000,
             multiplier: 10,
@@ -229,7 +234,7 @@ pub fn forge_keyless_heartbeats(
         let mut sent = 0;
         // Bounded by `count`.
         for _ in 0..count {
-            if let Ok(n) = sealer.seal(&hb, &keyless, &mut buf) {
+            if let Ok(n) = sealer.seal(&hb, &mut keyless, &mut buf) {
                 if s.send_to(&buf[..n], group).is_ok() {
                     sent += 1;
                 }

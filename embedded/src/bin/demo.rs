@@ -15,7 +15,7 @@ use tandem_core::frame::{EntryRepr, Error, Frame, MAX_DATAGRAM};
 use tandem_core::membership::{self, Event as MemberEvent};
 use tandem_core::node::{Config, Event, Node, Received};
 use tandem_core::replication::{self, Slot};
-use tandem_core::{ClusterId, Incarnation, Instant, KeyId, NodeId};
+use tandem_core::{ClusterId, Incarnation, Instant, KeyId, NodeId, Salt};
 use tandem_embedded::{check, exit, now, start_clock, test_key, test_write, TICK_US};
 
 mod vectors {
@@ -46,6 +46,8 @@ fn config(id: u16) -> Config {
     m.priority = 100 + id as u8;
     Config {
         cluster: CLUSTER,
+        // A firmware draws it from its hardware RNG at every start.
+        salt: Salt([id as u8; 6]),
         membership: m,
         replication: replication::Config::default(),
     }
@@ -152,9 +154,9 @@ fn main() -> ! {
     start_clock(cp.SYST);
     let t0 = now();
     let a = NODE_A.take();
-    a.start(&config(1), KeyId(1), || Aes128Gcm::new(&KEY), t0);
+    a.start(&config(1), KeyId(1), KEY, t0);
     let b = NODE_B.take();
-    b.start(&config(2), KeyId(1), || Aes128Gcm::new(&KEY), t0);
+    b.start(&config(2), KeyId(1), KEY, t0);
     let buf = DATAGRAM.take();
     let mut link = Link {
         state: 0x1234_5678,
@@ -265,6 +267,17 @@ fn check_vectors() {
             return;
         };
         copy.copy_from_slice(bytes);
+        if let Some(frame) = name.strip_prefix("run-key-") {
+            // The run key of that frame's plain vector's header, derived on the target.
+            let header = vectors::VECTORS
+                .iter()
+                .find(|(n, _)| n.strip_suffix("-plain") == Some(frame))
+                .and_then(|(_, b)| Frame::parse(b).ok())
+                .map(|f| f.header);
+            let key = header.map(|h| crypto::run_key(&TEST_KEY, &crypto::Run::of(&h)));
+            check(key.as_ref().map(|k| &k[..]) == Some(*bytes), name);
+            continue;
+        }
         if name.ends_with("-plain") {
             let len = Frame::parse(copy).and_then(|f| f.emit(&mut out));
             check(len.ok().and_then(|n| out.get(..n)) == Some(*bytes), name);
@@ -276,12 +289,12 @@ fn check_vectors() {
             open_and_reseal(
                 copy,
                 cluster,
-                &Keyring::<_, 1>::new(KeyId(0), Insecure),
+                &mut Keyring::<Insecure, 1>::new(KeyId(0), ()),
                 &mut out,
             )
         } else {
-            let keyring = Keyring::<_, 1>::new(KeyId(1), Aes128Gcm::new(&TEST_KEY));
-            open_and_reseal(copy, cluster, &keyring, &mut out)
+            let mut keyring = Keyring::<Aes128Gcm, 1>::new(KeyId(1), TEST_KEY);
+            open_and_reseal(copy, cluster, &mut keyring, &mut out)
         };
         check(
             copy.get(32..copy.len() - 16) == plain.and_then(|p| p.get(32..)),
@@ -289,10 +302,10 @@ fn check_vectors() {
         );
         check(resealed.and_then(|n| out.get(..n)) == Some(*bytes), name);
         if !name.ends_with("-insecure") {
-            let keyring = Keyring::<_, 1>::new(KeyId(1), Aes128Gcm::new(&TEST_KEY));
+            let mut keyring = Keyring::<Aes128Gcm, 1>::new(KeyId(1), TEST_KEY);
             copy.copy_from_slice(bytes);
             copy[40] ^= 0x01;
-            let refused = crypto::open(copy, cluster, &keyring).err();
+            let refused = crypto::open(copy, cluster, &mut keyring).err();
             check(refused == Some(Error::Auth), name);
         }
     }
@@ -302,7 +315,7 @@ fn check_vectors() {
 fn open_and_reseal<A: crypto::Aead>(
     datagram: &mut [u8],
     cluster: ClusterId,
-    keyring: &Keyring<A, 1>,
+    keyring: &mut Keyring<A, 1>,
     out: &mut [u8],
 ) -> Option<usize> {
     let f = crypto::open(datagram, cluster, keyring).ok()?;

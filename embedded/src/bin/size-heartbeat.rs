@@ -8,7 +8,7 @@ use static_cell::ConstStaticCell;
 use tandem_core::crypto::{Aes128Gcm, Keyring, Receiver, Sealer};
 use tandem_core::detector::{Detector, Liveness, Policy};
 use tandem_core::frame::{Body, HeartbeatRepr, Role, StateFlags};
-use tandem_core::{ClusterId, Incarnation, Instant, KeyId, NodeId};
+use tandem_core::{ClusterId, Incarnation, Instant, KeyId, NodeId, Salt};
 use tandem_embedded::{check, exit, paint_stack, report, stack_used, stack_used_below_main};
 
 const MEMBERS: usize = 16;
@@ -30,7 +30,7 @@ type State = (
 #[inline(never)]
 fn init(cluster: ClusterId) -> State {
     let keyring = KEYRING.take();
-    keyring.reset_with(KeyId(1), || Aes128Gcm::new(&KEY));
+    keyring.reset(KeyId(1), KEY);
     let receiver = RECEIVER.take();
     receiver.reset(cluster);
     let detector = DETECTOR.take();
@@ -43,7 +43,7 @@ fn main() -> ! {
     paint_stack();
     let cluster = ClusterId(7);
     let (keyring, receiver, detector) = init(cluster);
-    let mut sealer = Sealer::new(cluster, NodeId(1), Incarnation(1));
+    let mut sealer = Sealer::new(cluster, NodeId(1), Incarnation(1), Salt([1; 6]));
     report("stack.init ", stack_used_below_main() as u32);
 
     let hb = HeartbeatRepr {

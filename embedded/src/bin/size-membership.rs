@@ -10,7 +10,7 @@ use tandem_core::crypto::{Aes128Gcm, Keyring, Receiver, Sealer};
 use tandem_core::detector::Profile;
 use tandem_core::frame::{Body, Error, HeartbeatRepr, Kind, LeaveRepr};
 use tandem_core::membership::{Config, Event, Membership};
-use tandem_core::{ClusterId, Incarnation, Instant, KeyId, NodeId};
+use tandem_core::{ClusterId, Incarnation, Instant, KeyId, NodeId, Salt};
 use tandem_embedded::{check, exit, paint_stack, report, stack_used, stack_used_below_main};
 
 const MEMBERS: usize = 16;
@@ -33,7 +33,7 @@ static B: ConstStaticCell<Member> = ConstStaticCell::new(Member::ZEROED);
 impl Member {
     const ZEROED: Member = Member {
         membership: Membership::zeroed(),
-        sealer: Sealer::new(ClusterId(0), NodeId(0), Incarnation(0)),
+        sealer: Sealer::new(ClusterId(0), NodeId(0), Incarnation(0), Salt([0; 6])),
         receiver: Receiver::new(ClusterId(0)),
     };
 
@@ -42,13 +42,13 @@ impl Member {
         let mut config = Config::new(NodeId(id), Incarnation(1));
         config.profile = Profile::FAST;
         self.membership.start(&config, now);
-        self.sealer = Sealer::new(CLUSTER, NodeId(id), Incarnation(1));
+        self.sealer = Sealer::new(CLUSTER, NodeId(id), Incarnation(1), Salt([id as u8; 6]));
         self.receiver.reset(CLUSTER);
     }
 }
 
 /// `from`'s due heartbeat, sealed and handed to `to`.
-fn step(from: &mut Member, to: &mut Member, keyring: &Keyring<Aes128Gcm, 1>, now: Instant) {
+fn step(from: &mut Member, to: &mut Member, keyring: &mut Keyring<Aes128Gcm, 1>, now: Instant) {
     from.membership.handle_timeout(now);
     let Some(hb) = from.membership.poll_heartbeat(now) else {
         return;
@@ -91,7 +91,7 @@ type State = (
 #[inline(never)]
 fn init(t0: Instant) -> State {
     let keyring = KEYRING.take();
-    keyring.reset_with(KeyId(1), || Aes128Gcm::new(&KEY));
+    keyring.reset(KeyId(1), KEY);
     let a = A.take();
     a.start(1, t0);
     let b = B.take();

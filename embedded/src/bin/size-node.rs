@@ -13,7 +13,7 @@ use tandem_core::frame::{AckRepr, Body, HeartbeatRepr, Role, StateFlags};
 use tandem_core::membership::{self, Event as MemberEvent};
 use tandem_core::node::{Config, Event, Node, KEYS};
 use tandem_core::replication::{self, Slot};
-use tandem_core::{ClusterId, Incarnation, Instant, KeyId, NodeId};
+use tandem_core::{ClusterId, Incarnation, Instant, KeyId, NodeId, Salt};
 use tandem_embedded::{
     check, exit, paint_stack, report, stack_used, stack_used_below_main, test_key, test_write,
 };
@@ -41,7 +41,7 @@ static PEER_RX: ConstStaticCell<Receiver<MEMBERS>> =
 struct Peer {
     sealer: Sealer,
     receiver: &'static mut Receiver<MEMBERS>,
-    keyring: &'static Keyring<Aes128Gcm, KEYS>,
+    keyring: &'static mut Keyring<Aes128Gcm, KEYS>,
 }
 
 impl Peer {
@@ -102,6 +102,7 @@ fn step(a: &mut FullNode, peer: Option<&mut Peer>, now: Instant) {
 /// The node's configuration, in flash.
 static CONFIG: Config = Config {
     cluster: CLUSTER,
+    salt: Salt([1; 6]),
     membership: membership::Config::new(NodeId(1), Incarnation(1)).with_profile(Profile::FAST),
     replication: replication::Config::DEFAULT,
 };
@@ -110,7 +111,7 @@ static CONFIG: Config = Config {
 #[inline(never)]
 fn init(t0: Instant) -> &'static mut FullNode {
     let a = NODE.take();
-    a.start(&CONFIG, KeyId(1), || Aes128Gcm::new(&KEY), t0);
+    a.start(&CONFIG, KeyId(1), KEY, t0);
     a
 }
 
@@ -121,12 +122,12 @@ fn init(t0: Instant) -> &'static mut FullNode {
 fn init_peer(node: &FullNode) -> Peer {
     let keyring = PEER_KEYS.take();
     if let Some(key) = node.keyring().active_key() {
-        keyring.reset_with(KeyId(1), || key.clone());
+        keyring.reset(KeyId(1), *key);
     }
     let receiver = PEER_RX.take();
     receiver.reset(CLUSTER);
     Peer {
-        sealer: Sealer::new(CLUSTER, NodeId(2), Incarnation(1)),
+        sealer: Sealer::new(CLUSTER, NodeId(2), Incarnation(1), Salt([1; 6])),
         receiver,
         keyring,
     }
