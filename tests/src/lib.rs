@@ -489,13 +489,25 @@ impl Net {
         args: &[&str],
         env: &[(&str, &str)],
     ) -> usize {
-        self.start_with(host, interface, args, env, None)
+        self.start_with(host, interface, args, env, None, host)
+    }
+
+    /// [`Net::start_env`] with `--node-id id` instead of the host number (twins: two hosts
+    /// with one id).
+    pub fn start_as(
+        &mut self,
+        host: usize,
+        id: usize,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> usize {
+        self.start_with(host, "eth0", args, env, None, id)
     }
 
     /// [`Net::start`] with the daemon's `RLIMIT_NOFILE` set to `(soft, hard)`, as
     /// `ulimit -n` or systemd's `LimitNOFILE` would.
     pub fn start_nofile(&mut self, host: usize, args: &[&str], nofile: (u64, u64)) -> usize {
-        self.start_with(host, "eth0", args, &[], Some(nofile))
+        self.start_with(host, "eth0", args, &[], Some(nofile), host)
     }
 
     fn start_with(
@@ -505,12 +517,13 @@ impl Net {
         args: &[&str],
         env: &[(&str, &str)],
         nofile: Option<(u64, u64)>,
+        node_id: usize,
     ) -> usize {
         let ns = self.ns(host).to_string();
         let idx = self.nodes.len();
         let log = self.logs.join(format!("node{idx}-h{host}.log"));
         let err = File::create(&log).unwrap_or_else(|e| panic!("{}: {e}", log.display()));
-        let id = host.to_string();
+        let id = node_id.to_string();
         let mut full: Vec<&str> = vec!["--node-id", &id, "--interface", interface];
         full.extend_from_slice(args);
         let mut cmd = Command::new("ip");

@@ -178,6 +178,108 @@ fn clock_stepped_back_across_a_restart_never_reuses_an_incarnation() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Two processes with one `--node-id` and one incarnation (a cloned VM, a copied config
+/// started in the same second: here libfaketime starts both clocks at one instant) seal
+/// frames with the same (sender, incarnation, seq). Under version 1 they shared one key and
+/// nonce, so the XOR of two such ciphertexts was the XOR of their plaintexts (and GCM's
+/// authentication key leaked). Under version 2 each run has its own salt and run key: a
+/// sniffer on a third host sees the twins' frames for the same seqs with different salts and
+/// unrelated keystreams.
+#[test]
+fn twins_with_one_node_id_never_share_a_keystream() {
+    use tandem_core::crypto::{open, Aes128Gcm, Keyring};
+    use tandem_core::frame::HEADER_LEN;
+    use tandem_core::{ClusterId, KeyId};
+
+    let Some(lib) = faketime_lib() else { return };
+    let Some(mut net) = Net::new(3) else { return };
+    let key_file = net.key_file("key");
+    let key = key_bytes(&key_file);
+    let same_instant = [
+        ("LD_PRELOAD", lib.as_str()),
+        ("FAKETIME", "@2030-01-01 00:00:00"),
+        ("FAKETIME_DONT_FAKE_MONOTONIC", "1"),
+    ];
+    let args = ["--key-file", key_file.as_str()];
+    let a = net.start_as(1, 5, &args, &same_instant);
+    let b = net.start_as(2, 5, &args, &same_instant);
+    let (ia, ib) = (
+        net.wait_up(a)["incarnation"].clone(),
+        net.wait_up(b)["incarnation"].clone(),
+    );
+    assert_eq!(
+        ia, ib,
+        "the twins did not share an incarnation: the test proves nothing"
+    );
+
+    let frames = heartbeats_heard_on(net.ns(3), Net::addr(3));
+    // Heartbeats of node 5 by seq; a seq sent by both twins appears twice.
+    let mut by_seq: std::collections::HashMap<[u8; 6], Vec<Vec<u8>>> = Default::default();
+    for f in frames
+        .into_iter()
+        .filter(|f| f.len() == 80 && f[5] == 0x01 && f[10..12] == [0, 5])
+    {
+        by_seq
+            .entry(f[26..32].try_into().unwrap())
+            .or_default()
+            .push(f);
+    }
+    let mut keyring: Keyring<Aes128Gcm> = Keyring::new(KeyId(1), key);
+    let mut pairs = 0;
+    for frames in by_seq.values().filter(|v| v.len() >= 2) {
+        let (x, y) = (&frames[0], &frames[1]);
+        assert_ne!(x[20..26], y[20..26], "twins drew one salt");
+        let (mut px, mut py) = (x.clone(), y.clone());
+        assert!(open(&mut px, ClusterId(1), &mut keyring).is_ok());
+        assert!(open(&mut py, ClusterId(1), &mut keyring).is_ok());
+        let body = HEADER_LEN..x.len() - 16;
+        let xor = |a: &[u8], b: &[u8]| a.iter().zip(b).map(|(p, q)| p ^ q).collect::<Vec<u8>>();
+        assert_ne!(
+            xor(&x[body.clone()], &y[body.clone()]),
+            xor(&px[body.clone()], &py[body]),
+            "two runs sealed one seq under one keystream"
+        );
+        pairs += 1;
+    }
+    assert!(
+        pairs >= 10,
+        "only {pairs} seqs heard from both twins: the test proves nothing"
+    );
+}
+
+/// The key of a `1:<hex>` key file.
+fn key_bytes(path: &str) -> [u8; 16] {
+    let text = std::fs::read_to_string(path).unwrap();
+    let hex = text.trim().split_once(':').unwrap().1;
+    let mut key = [0u8; 16];
+    for (i, b) in key.iter_mut().enumerate() {
+        *b = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap();
+    }
+    key
+}
+
+/// Datagrams of the default group heard on `addr` inside `ns` for 1.5 s (at most 20,000).
+fn heartbeats_heard_on(ns: &str, addr: std::net::Ipv4Addr) -> Vec<Vec<u8>> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    in_netns(ns, move || {
+        let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP)).unwrap();
+        s.set_reuse_address(true).unwrap();
+        s.bind(&GROUP.into()).unwrap();
+        s.join_multicast_v4(GROUP.ip(), &addr).unwrap();
+        let s = std::net::UdpSocket::from(s);
+        s.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
+        let (mut heard, mut buf) = (Vec::new(), [0u8; 1500]);
+        let start = std::time::Instant::now();
+        // Bounded: 1.5 s, every read waits at most 20 ms.
+        while start.elapsed() < Duration::from_millis(1500) && heard.len() < 20_000 {
+            if let Ok(n) = s.recv(&mut buf) {
+                heard.push(buf[..n].to_vec());
+            }
+        }
+        heard
+    })
+}
+
 /// An interrupted write leaves 16 bytes of text (`1:00010203040506`), which used to be read as
 /// a raw key on SIGHUP and cut the node off its cluster. Now the reload is refused, the old
 /// keys stay, and the pair never notices.
