@@ -408,7 +408,7 @@ impl<const N: usize, const E: usize> Membership<N, E> {
         if sender == self.cfg.node_id {
             // Our own multicast looped back is fine; another incarnation is another process.
             if incarnation != self.cfg.incarnation {
-                self.duplicate(sender, incarnation);
+                self.report_duplicate(sender, incarnation);
             }
             return;
         }
@@ -468,7 +468,7 @@ impl<const N: usize, const E: usize> Membership<N, E> {
             if incarnation < m.incarnation {
                 let span = self.det.span_us(idx).max(detection_span(hb));
                 if now >= slot.since.saturating_add_micros(span) {
-                    self.duplicate(sender, incarnation);
+                    self.report_duplicate(sender, incarnation);
                 } else {
                     self.stats.stale += 1; // reordered frame from before the restart
                 }
@@ -784,7 +784,9 @@ impl<const N: usize, const E: usize> Membership<N, E> {
         }
     }
 
-    fn duplicate(&mut self, node: NodeId, incarnation: Incarnation) {
+    /// Counts an authentic frame of another process claiming `node`'s id (this node's, or
+    /// a member's twin) and reports it once per (node, incarnation).
+    pub fn report_duplicate(&mut self, node: NodeId, incarnation: Incarnation) {
         self.stats.duplicates += 1;
         if self.last_duplicate != Some((node, incarnation)) {
             self.last_duplicate = Some((node, incarnation));

@@ -20,17 +20,19 @@
 //! never counts as a peer a write waits for.
 //!
 //! # Own frames
-//! Multicast loops a node's frames back to it. A frame with this node's id and incarnation is
-//! dropped from the header alone, before any AEAD work. One with this node's id and another
-//! incarnation is opened and given to membership, which reports the duplicate node id.
+//! Multicast loops a node's frames back to it. A frame with this node's id, incarnation and
+//! salt is dropped from the header alone, before any AEAD work. One with this node's id and
+//! another incarnation or salt comes from another process claiming this node's id: it is
+//! opened (so that a forger cannot raise the alarm) and reported as a duplicate node id
+//! ([`membership::Event::DuplicateNodeId`], [`membership::Stats::duplicates`]), never used.
 //!
 //! # Panics
 //! Never on input: every datagram goes through the checked parse and open paths.
 
 use heapless::{Deque, Vec};
 
-use crate::crypto::{Aead, Keyring, Receiver, Sealer};
-use crate::frame::{Body, EntryRepr, Error, HeaderRepr, Role, SessionUpdateRepr, SyncChunkRepr};
+use crate::crypto::{Aead, Keyring, Receiver, Run, Sealer};
+use crate::frame::{Body, EntryRepr, Error, Role, SessionUpdateRepr, SyncChunkRepr};
 use crate::id::{ClusterId, Incarnation, KeyId, NodeId, Salt};
 use crate::membership::{self, MemberState, Membership};
 use crate::replication::{self, Delivery, Dest, Replicator, Slot, SyncDelivery, SyncSend};
@@ -152,6 +154,8 @@ impl Stats {
 pub struct Node<A: Aead, S, const N: usize = 16, B = [Slot; 0], const E: usize = EVENT_QUEUE> {
     me: NodeId,
     incarnation: Incarnation,
+    /// This run (header bytes 10..26 of every frame it sends).
+    run: Run,
     witness: bool,
     keyring: Keyring<A, KEYS>,
     sealer: Sealer,
@@ -191,6 +195,7 @@ where
         Node {
             me: NodeId(0),
             incarnation: Incarnation(0),
+            run: Run([0; 16]),
             witness: false,
             keyring: Keyring::empty(),
             sealer: Sealer::new(ClusterId(0), NodeId(0), Incarnation(0), Salt([0; 6])),
@@ -218,6 +223,7 @@ where
         let incarnation = config.membership.incarnation;
         self.me = me;
         self.incarnation = incarnation;
+        self.run = Run::new(config.cluster, me, incarnation, config.salt);
         self.witness = config.membership.witness;
         self.sealer = Sealer::new(config.cluster, me, incarnation, config.salt);
         self.receiver.reset(config.cluster);
@@ -238,8 +244,8 @@ where
         now: Instant,
         datagram: &'a mut [u8],
     ) -> Result<Received<'a>, Error> {
-        if let Ok((h, _, _)) = HeaderRepr::check(datagram) {
-            if h.sender.get() == self.me.0 && h.incarnation.get() == self.incarnation.0 {
+        if let Some(Ok(run)) = datagram.get(10..26).map(<[u8; 16]>::try_from) {
+            if Run(run) == self.run {
                 self.stats.own += 1;
                 return Ok(Received::Handled);
             }
@@ -254,6 +260,11 @@ where
         self.stats.received += 1;
         let from = frame.header.sender;
         let inc = frame.header.incarnation;
+        if from == self.me {
+            // Authentic, and not this run's: another process holds this node's id.
+            self.membership.report_duplicate(from, inc);
+            return Ok(Received::Handled);
+        }
         let out = match frame.body {
             Body::Heartbeat(hb) => {
                 self.membership.handle_heartbeat(now, from, inc, &hb);
@@ -716,6 +727,53 @@ mod tests {
         assert_eq!(a.handle_datagram(t0, &mut d), Ok(Received::Handled));
         assert_eq!(a.stats().own, 1);
         assert_eq!(a.stats().received, 0);
+    }
+
+    /// Twins: one node id and one incarnation, two salts (a cloned VM). Each sees the
+    /// other's frames as another process claiming its id, not as its own echo, and takes
+    /// nothing from them; a forged frame with the id but a bad tag raises nothing.
+    #[test]
+    fn a_twin_with_this_nodes_id_is_reported_not_taken_as_own() {
+        let t0 = Instant::from_millis(1);
+        let mut a = node(1, t0, KEY);
+        let mut m = membership::Config::new(NodeId(1), Incarnation(1001));
+        m.profile = crate::detector::Profile::FAST;
+        let twin_config = Config {
+            cluster: ClusterId(7),
+            salt: Salt([0xee; 6]),
+            membership: m,
+            replication: replication::Config::default(),
+        };
+        let mut twin = Node::new(
+            twin_config,
+            Keyring::new(KeyId(1), KEY),
+            [Slot::EMPTY; 64],
+            t0,
+        );
+        let mut forged = drain(&mut twin, t0).remove(0);
+        let last = forged.len() - 1;
+        forged[last] ^= 1;
+        assert_eq!(a.handle_datagram(t0, &mut forged), Err(Error::Auth));
+        assert_eq!(a.membership().stats().duplicates, 0);
+        run(&mut a, &mut twin, t0, 30);
+        assert_eq!(
+            a.stats().own,
+            0,
+            "the twin's frames are not this node's echo"
+        );
+        assert!(a.membership().stats().duplicates > 0);
+        assert!(twin.membership().stats().duplicates > 0);
+        assert_eq!(a.live_data_peers(), 0);
+        let mut events = StdVec::new();
+        while let Some(e) = a.poll_event() {
+            events.push(e);
+        }
+        assert!(
+            events.contains(&Event::Membership(membership::Event::DuplicateNodeId {
+                node: NodeId(1),
+                incarnation: Incarnation(1001),
+            }))
+        );
     }
 
     #[test]
