@@ -106,6 +106,8 @@ pub struct Stats {
     pub events_dropped: u64,
     /// Data peers the replication table had no room for.
     pub peers_refused: u64,
+    /// Authentic frames of another process with this node's id (a twin).
+    pub twin: u64,
 }
 
 impl Stats {
@@ -127,6 +129,7 @@ impl Stats {
         seal_errors: 0,
         events_dropped: 0,
         peers_refused: 0,
+        twin: 0,
     };
 
     fn count(&mut self, e: Error) {
@@ -262,6 +265,7 @@ where
         let inc = frame.header.incarnation;
         if from == self.me {
             // Authentic, and not this run's: another process holds this node's id.
+            self.stats.twin += 1;
             self.membership.report_duplicate(from, inc);
             return Ok(Received::Handled);
         }
@@ -762,6 +766,7 @@ mod tests {
             "the twin's frames are not this node's echo"
         );
         assert!(a.membership().stats().duplicates > 0);
+        assert!(a.stats().twin > 0);
         assert!(twin.membership().stats().duplicates > 0);
         assert_eq!(a.live_data_peers(), 0);
         let mut events = StdVec::new();

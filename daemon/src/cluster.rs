@@ -168,6 +168,9 @@ pub struct Cluster {
     held_sync: Option<SyncSend>,
     sync_credit_us: u64,
     sync_last: Instant,
+    /// The core's count of a twin's frames when last read, and when it last grew.
+    twin_frames: u64,
+    twin_heard: Option<Instant>,
 }
 
 /// State transfer pacing: one chunk (about 1 KiB) per this many microseconds of credit, so
@@ -248,7 +251,16 @@ impl Cluster {
             held_sync: None,
             sync_credit_us: SYNC_BURST_US,
             sync_last: now,
+            twin_frames: 0,
+            twin_heard: None,
         }
+    }
+
+    /// Whether another live process holds this node's id: one of its authentic frames
+    /// arrived within the last three detection spans.
+    pub fn twin_live(&self, now: Instant) -> bool {
+        let span = Duration::from_micros(3 * self.cfg.timing().detection_bound_us());
+        self.twin_heard.is_some_and(|t| now < t + span)
     }
 
     /// One received datagram, `arrival` = its kernel receive time. `data` is decrypted in
@@ -285,6 +297,11 @@ impl Cluster {
             if rest.is_empty() {
                 break;
             }
+        }
+        let twin = self.node.stats().twin;
+        if twin != self.twin_frames {
+            self.twin_frames = twin;
+            self.twin_heard = Some(arrival);
         }
         self.after_input();
     }
@@ -467,6 +484,7 @@ impl Cluster {
             members,
             synced: true,
             isolated: ms.isolated(),
+            duplicate_id: self.twin_live(now),
             // The session store's side, filled in by the event loop.
             sync: Default::default(),
             backlog: Default::default(),
@@ -589,7 +607,7 @@ impl Cluster {
                 tracing::error!(
                     node = node.0,
                     incarnation = incarnation.0,
-                    "two live processes claim one node id; the older incarnation is refused"
+                    "two live processes claim one node id; the other one's frames are refused"
                 );
                 return None;
             }
@@ -628,6 +646,7 @@ impl Cluster {
         }
         m.state_changes = self.node.membership().stats().state_changes;
         m.stall_pardons = self.node.membership().stats().pardons;
+        m.twin_frames = now.twin;
         m
     }
 }

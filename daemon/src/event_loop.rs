@@ -212,13 +212,13 @@ impl Daemon {
         }
         // Own frames looped back by the kernel would cost a wake-up each; a filter that fails
         // to attach only costs that (the core drops them too).
-        if let Err(e) = socket.drop_own_frames(cfg.node_id, incarnation) {
-            warn!(error = %e, "could not attach the own-frame socket filter");
-        }
-        let now = clock.now();
         let salt = crate::cluster::random_salt().map_err(|_| {
             DaemonError::Runtime("the kernel's random source failed: no salt for this run".into())
         })?;
+        if let Err(e) = socket.drop_own_frames(cfg.node_id, incarnation, salt) {
+            warn!(error = %e, "could not attach the own-frame socket filter");
+        }
+        let now = clock.now();
         let cluster_cfg = ClusterConfig::from_config(&cfg, incarnation, salt);
         let timing = cluster_cfg.timing();
         let cluster = Cluster::new(cluster_cfg, now);

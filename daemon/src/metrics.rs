@@ -83,6 +83,8 @@ pub struct ClusterMetrics {
     pub leader_changes: u64,
     /// Overdue peers given one more interval because this node's loop had stalled.
     pub stall_pardons: u64,
+    /// Authentic frames of another process with this node's id.
+    pub twin_frames: u64,
 }
 
 impl ClusterMetrics {
@@ -341,6 +343,12 @@ pub fn render(c: &ClusterMetrics, d: &DaemonMetrics, s: &StatusSnapshot) -> Stri
         "tandem_loop_stalls_total",
         "Wake-ups so late that the loop (likely the machine) was not running.",
         d.loop_stalls,
+    );
+    counter(
+        &mut o,
+        "tandem_duplicate_node_id_frames_total",
+        "Authentic frames of another live process that claims this node's id.",
+        c.twin_frames,
     );
     counter(
         &mut o,
@@ -662,6 +670,7 @@ mod tests {
             }],
             synced: true,
             isolated: false,
+            duplicate_id: false,
             sync: Default::default(),
             backlog: Default::default(),
             vips: Vec::new(),

@@ -24,7 +24,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6};
 use std::os::fd::{AsRawFd, RawFd};
 
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
-use tandem_core::{Incarnation, Instant, NodeId};
+use tandem_core::{Incarnation, Instant, NodeId, Salt};
 
 use crate::clock::Clock;
 use crate::config::{Config, TransportKind};
@@ -221,14 +221,19 @@ impl ClusterSocket {
         self.dests.len()
     }
 
-    /// Has the kernel drop this node's own frames (sender `node` with `incarnation` in the
-    /// plaintext header) before they reach a socket queue, so a frame looped back to its
-    /// sender costs no wake-up. Frames with our id but another incarnation still come through
-    /// (the core reports a duplicate node id from them), and so does anything too short to
-    /// hold those fields (the core counts it as truncated). On error the sockets keep their
-    /// previous filters.
-    pub fn drop_own_frames(&self, node: NodeId, incarnation: Incarnation) -> io::Result<()> {
-        let own = Some((node, incarnation));
+    /// Has the kernel drop this node's own frames (sender `node` with `incarnation` and
+    /// `salt` in the plaintext header) before they reach a socket queue, so a frame looped
+    /// back to its sender costs no wake-up. Frames with our id but another incarnation or
+    /// salt still come through (the core reports a duplicate node id from them), and so does
+    /// anything too short to hold those fields (the core counts it as truncated). On error
+    /// the sockets keep their previous filters.
+    pub fn drop_own_frames(
+        &self,
+        node: NodeId,
+        incarnation: Incarnation,
+        salt: Salt,
+    ) -> io::Result<()> {
+        let own = Some((node, incarnation, salt));
         let framing = self.framing;
         match &self.heartbeats {
             Some(h) => {
@@ -257,17 +262,18 @@ enum Kinds {
 const HEADER_KIND: u32 = 5;
 const HEADER_SENDER: u32 = 10;
 const HEADER_INCARNATION: u32 = 16;
+const HEADER_SALT: u32 = 20;
 const KIND_HEARTBEAT: u32 = 0x01;
 /// UDP sockets run their filter with the packet starting at the UDP header.
 const UDP_HEADER: u32 = 8;
 
 /// The classic BPF program of a cluster socket: keep `kinds`, drop frames from `own`
-/// (node, incarnation). A UDP socket's filter sees the packet from the UDP header; a raw
+/// (node, incarnation, salt). A UDP socket's filter sees the packet from the UDP header; a raw
 /// IPv4 socket's from the IPv4 header (its length from IHL, kept in X); a raw IPv6 socket's
 /// from the frame itself.
 fn frame_filter(
     kinds: Kinds,
-    own: Option<(NodeId, Incarnation)>,
+    own: Option<(NodeId, Incarnation, Salt)>,
     framing: Framing,
 ) -> Vec<libc::sock_filter> {
     use libc::{
@@ -309,7 +315,7 @@ fn frame_filter(
         BPF_JMP | BPF_JGE | BPF_K,
         To::Next,
         short,
-        base + HEADER_INCARNATION + 4,
+        base + HEADER_SALT + 6,
     ));
     if kinds != Kinds::All {
         prog.push((
@@ -324,7 +330,7 @@ fn frame_filter(
         };
         prog.push((BPF_JMP | BPF_JEQ | BPF_K, hb, other, KIND_HEARTBEAT));
     }
-    if let Some((node, inc)) = own {
+    if let Some((node, inc, salt)) = own {
         prog.push((
             BPF_LD | BPF_H | mode,
             To::Next,
@@ -343,7 +349,32 @@ fn frame_filter(
             To::Next,
             base + HEADER_INCARNATION,
         ));
-        prog.push((BPF_JMP | BPF_JEQ | BPF_K, To::Drop, To::Keep, inc.0));
+        prog.push((BPF_JMP | BPF_JEQ | BPF_K, To::Next, To::Keep, inc.0));
+        let [s0, s1, s2, s3, s4, s5] = salt.0;
+        prog.push((
+            BPF_LD | BPF_W | mode,
+            To::Next,
+            To::Next,
+            base + HEADER_SALT,
+        ));
+        prog.push((
+            BPF_JMP | BPF_JEQ | BPF_K,
+            To::Next,
+            To::Keep,
+            u32::from_be_bytes([s0, s1, s2, s3]),
+        ));
+        prog.push((
+            BPF_LD | BPF_H | mode,
+            To::Next,
+            To::Next,
+            base + HEADER_SALT + 4,
+        ));
+        prog.push((
+            BPF_JMP | BPF_JEQ | BPF_K,
+            To::Drop,
+            To::Keep,
+            u32::from(u16::from_be_bytes([s4, s5])),
+        ));
     }
     let keep = prog.len();
     let drop = keep + 1;
@@ -1106,19 +1137,24 @@ mod tests {
         let clock = Clock::new();
         let cfg = udp_cfg(47_341);
         let a = ClusterSocket::open(&cfg).unwrap();
-        a.drop_own_frames(NodeId(0x0102), Incarnation(0x0304_0506))
+        let salt = [0xa1, 0xa2, 0xa3, 0xa4, 0xa5, 0xa6];
+        a.drop_own_frames(NodeId(0x0102), Incarnation(0x0304_0506), Salt(salt))
             .unwrap();
-        let frame = |sender: u16, inc: u32| {
+        let frame = |sender: u16, inc: u32, salt: [u8; 6]| {
             let mut f = [0u8; 40];
             f[10..12].copy_from_slice(&sender.to_be_bytes());
             f[16..20].copy_from_slice(&inc.to_be_bytes());
+            f[20..26].copy_from_slice(&salt);
             f
         };
+        let mut twin_salt = salt;
+        twin_salt[5] ^= 1;
         let mut sb = SendBatch::new();
         for (i, f) in [
-            frame(0x0102, 0x0304_0506), // own: dropped
-            frame(0x0102, 0x0304_0507), // own id, other incarnation: kept
-            frame(0x0103, 0x0304_0506), // another node: kept
+            frame(0x0102, 0x0304_0506, salt),      // own: dropped
+            frame(0x0102, 0x0304_0507, salt),      // own id, other incarnation: kept
+            frame(0x0103, 0x0304_0506, salt),      // another node: kept
+            frame(0x0102, 0x0304_0506, twin_salt), // own id and incarnation, a twin: kept
         ]
         .iter()
         .enumerate()
@@ -1129,13 +1165,13 @@ mod tests {
             sb.commit(40);
         }
         // Too short to carry the fields: kept (the core counts it).
-        sb.slot().unwrap()[0] = 3;
+        sb.slot().unwrap()[0] = 4;
         sb.commit(12);
-        assert_eq!(a.send_batch(&mut sb).unwrap(), 4);
+        assert_eq!(a.send_batch(&mut sb).unwrap(), 5);
         let mut rb = RecvBatch::new();
-        let got = recv_all(&a, &mut rb, &clock, 3);
+        let got = recv_all(&a, &mut rb, &clock, 4);
         let firsts: Vec<u8> = got.iter().map(|d| d[0]).collect();
-        assert_eq!(firsts, vec![1, 2, 3]);
+        assert_eq!(firsts, vec![1, 2, 3, 4]);
     }
 
     #[test]
@@ -1147,7 +1183,8 @@ mod tests {
         };
         let a = ClusterSocket::open(&cfg).unwrap();
         assert!(a.split());
-        a.drop_own_frames(NodeId(1), Incarnation(9)).unwrap();
+        a.drop_own_frames(NodeId(1), Incarnation(9), Salt([0; 6]))
+            .unwrap();
         let mut sb = SendBatch::new();
         // (kind, sender, tag): heartbeat and session update from node 2, own heartbeat.
         for (kind, sender, tag) in [(0x01u8, 2u16, 10u8), (0x02, 2, 11), (0x01, 1, 12)] {
@@ -1267,7 +1304,8 @@ mod tests {
         let a = ClusterSocket::open(&mk(47_371, vec![lo6(47_372), lo6(47_371)])).unwrap();
         assert!(a.local_addr().unwrap().is_ipv6());
         // The UDP filter sees IPv6 datagrams from the UDP header too: own frames dropped.
-        a.drop_own_frames(NodeId(7), Incarnation(1)).unwrap();
+        a.drop_own_frames(NodeId(7), Incarnation(1), Salt([0; 6]))
+            .unwrap();
         let mut sb = SendBatch::new();
         let slot = sb.slot().unwrap();
         slot[..40].fill(0);

@@ -118,6 +118,8 @@ pub struct StatusSnapshot {
     pub synced: bool,
     /// Cut off from the quorum (split-brain guard): must not serve as a member.
     pub isolated: bool,
+    /// Another live process claims this node's id (a copied config, a cloned VM).
+    pub duplicate_id: bool,
     /// Filled by the event loop, which owns the session store.
     pub sync: SyncProgress,
     pub backlog: Backlog,
@@ -140,6 +142,9 @@ pub struct VipStatus {
 impl StatusSnapshot {
     /// `Ok` when a load balancer may send traffic here; else the reason, for the 503 body.
     pub fn health(&self) -> Result<(), &'static str> {
+        if self.duplicate_id {
+            return Err("duplicate node id: another live process claims this node's id");
+        }
         if self.state != MemberState::Alive {
             return Err("not an alive member");
         }
@@ -175,6 +180,7 @@ impl StatusSnapshot {
             "role": self.role.as_str(),
             "synced": self.synced,
             "isolated": self.isolated,
+            "duplicate_node_id": self.duplicate_id,
             "healthy": self.health().is_ok(),
             "health": self.health().err().unwrap_or("ok"),
             "sync": {
@@ -242,6 +248,7 @@ mod tests {
             ],
             synced: true,
             isolated: false,
+            duplicate_id: false,
             sync: SyncProgress {
                 phase: SyncPhase::Synced,
                 sessions: 12,
@@ -272,6 +279,9 @@ mod tests {
         assert!(s.health().unwrap_err().contains("isolated"));
         s.state = MemberState::Left;
         assert!(s.health().unwrap_err().contains("alive"));
+        s.duplicate_id = true;
+        assert!(s.health().unwrap_err().contains("duplicate node id"));
+        assert_eq!(s.to_json()["duplicate_node_id"], true);
     }
 
     #[test]

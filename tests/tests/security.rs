@@ -247,6 +247,46 @@ fn twins_with_one_node_id_never_share_a_keystream() {
     );
 }
 
+/// Two live processes with one `--node-id` (a copied config) find each other within a few
+/// detection spans: each logs it, counts the twin's frames, shows it in /status, and its
+/// /health answers 503 with the reason, so a load balancer stops sending to both. Version 1
+/// dropped the twin's frames as the node's own echo (same incarnation) or took them for a
+/// stale restart, and both stayed healthy.
+#[test]
+fn twins_with_one_node_id_are_reported_and_unhealthy() {
+    let Some(mut net) = Net::new(2) else { return };
+    let key_file = net.key_file("key");
+    let args = ["--key-file", key_file.as_str()];
+    let a = net.start_as(1, 5, &args, &[]);
+    let b = net.start_as(2, 5, &args, &[]);
+    for n in [a, b] {
+        net.wait_up(n);
+    }
+    for twin in [a, b] {
+        let health = wait_for(Duration::from_secs(5), Duration::from_millis(50), || {
+            net.get(twin, "/health")
+                .filter(|(code, body)| *code == 503 && body.contains("duplicate node id"))
+        });
+        assert!(
+            health.is_some(),
+            "twin {twin} never reported the duplicate id\n{}",
+            net.log(twin)
+        );
+        let status = net.status(twin).unwrap();
+        assert_eq!(status["duplicate_node_id"], true, "{status}");
+        assert!(
+            net.metric(twin, "tandem_duplicate_node_id_frames_total")
+                .unwrap_or(0)
+                > 0
+        );
+        assert!(
+            net.log(twin).contains("claim one node id"),
+            "{}",
+            net.log(twin)
+        );
+    }
+}
+
 /// The key of a `1:<hex>` key file.
 fn key_bytes(path: &str) -> [u8; 16] {
     let text = std::fs::read_to_string(path).unwrap();
