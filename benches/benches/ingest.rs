@@ -45,7 +45,8 @@ const DRAIN_TIME: Duration = Duration::from_secs(4);
 const PORT_RX: u16 = 47_901;
 const PORT_TX: u16 = 47_902;
 const CLUSTER: ClusterId = ClusterId(0x7a4d);
-const KEY: [u8; 16] = *b"ingest-bench-key";
+/// A key file's text (a 16-byte printable raw key is refused since issue 17).
+const KEY: &[u8] = b"1:696e676573742d62656e63682d6b6579";
 
 fn unicast(listen: u16, peer: Option<u16>) -> NetConfig {
     let lo = |p| SocketAddr::from((Ipv4Addr::LOCALHOST, p));
@@ -71,7 +72,7 @@ fn main() {
         println!("ingest: run with `cargo bench -p tandem-benches --bench ingest`");
         return;
     }
-    let keys = parse_keys(&KEY).unwrap_or_else(|e| panic!("key: {e:?}"));
+    let keys = parse_keys(KEY).unwrap_or_else(|e| panic!("key: {e:?}"));
     let rx = ClusterSocket::open(&unicast(PORT_RX, None)).unwrap_or_else(|e| panic!("rx: {e}"));
     let tx = Arc::new(
         ClusterSocket::open(&unicast(PORT_TX, Some(PORT_RX))).unwrap_or_else(|e| panic!("tx: {e}")),
