@@ -162,6 +162,7 @@ impl Source for Healthy {
             members: Vec::new(),
             synced: true,
             isolated: false,
+            duplicate_id: false,
             sync: Default::default(),
             backlog: Default::default(),
             vips: Vec::new(),
