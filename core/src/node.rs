@@ -595,15 +595,20 @@ mod tests {
 
     const KEY: [u8; 16] = [0x42; 16];
 
-    fn node(id: u16, now: Instant, key: [u8; 16]) -> TestNode {
+    /// Node `id` of cluster 7, incarnation 1000 + id, fast profile.
+    fn config(id: u16, salt: Salt) -> Config {
         let mut m = membership::Config::new(NodeId(id), Incarnation(1000 + u32::from(id)));
         m.profile = crate::detector::Profile::FAST;
-        let config = Config {
+        Config {
             cluster: ClusterId(7),
-            salt: Salt([id as u8; 6]),
+            salt,
             membership: m,
             replication: replication::Config::default(),
-        };
+        }
+    }
+
+    fn node(id: u16, now: Instant, key: [u8; 16]) -> TestNode {
+        let config = config(id, Salt([id as u8; 6]));
         let keyring = Keyring::new(KeyId(1), key);
         Node::new(config, keyring, [Slot::EMPTY; 64], now)
     }
@@ -703,14 +708,7 @@ mod tests {
         let mut hb = drain(&mut b, t0).remove(0);
         assert_eq!(a.handle_datagram(t0, &mut hb), Err(Error::OtherCluster));
 
-        let mut m = membership::Config::new(NodeId(1), Incarnation(1001));
-        m.profile = crate::detector::Profile::FAST;
-        let config = Config {
-            cluster: ClusterId(7),
-            salt: Salt([1; 6]),
-            membership: m,
-            replication: replication::Config::default(),
-        };
+        let config = config(1, Salt([1; 6]));
         a.start(&config, KeyId(1), KEY, t0);
         run(&mut a, &mut b, t0, 30);
         assert_eq!(a.live_data_peers(), 1);
@@ -740,14 +738,7 @@ mod tests {
     fn a_twin_with_this_nodes_id_is_reported_not_taken_as_own() {
         let t0 = Instant::from_millis(1);
         let mut a = node(1, t0, KEY);
-        let mut m = membership::Config::new(NodeId(1), Incarnation(1001));
-        m.profile = crate::detector::Profile::FAST;
-        let twin_config = Config {
-            cluster: ClusterId(7),
-            salt: Salt([0xee; 6]),
-            membership: m,
-            replication: replication::Config::default(),
-        };
+        let twin_config = config(1, Salt([0xee; 6]));
         let mut twin = Node::new(
             twin_config,
             Keyring::new(KeyId(1), KEY),
