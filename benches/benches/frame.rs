@@ -136,6 +136,13 @@ fn bench_kind(c: &mut Criterion, name: &str, body: Body<'_>) {
             ))
         })
     });
+    // A run key's first use (or a forged frame with a new salt): the KDF and the AES-GCM key
+    // setup of the derived key, what the keyring's cache saves on every other frame.
+    g.bench_function("derive", |b| {
+        use tandem_core::crypto::{Aead, Run};
+        let run = Run::of(&frame.header);
+        b.iter(|| sink(Aes128Gcm::derive(black_box(&[0x42; 16]), black_box(&run))))
+    });
     // Baseline in the same run: the bare RustCrypto AES-128-GCM call on the same sizes
     // (32-byte AAD, this body), so seal/open overhead over the library is visible.
     g.bench_function("aead_floor", |b| {
