@@ -24,7 +24,7 @@
 //! Panics: never, whatever the arguments.
 
 use crate::resp::{self, string2ll, Args};
-use crate::store::{Entry, Expiry, Replicate, Store, StoreError, Value};
+use crate::store::{Entry, Expiry, IncrError, Replicate, Store, StoreError, Value};
 
 /// Reply to a write on a node without quorum. `READONLY` makes client libraries raise their
 /// read-only error (redis-py `ReadOnlyError`), which is what a write refusal is.
@@ -33,6 +33,8 @@ pub const ISOLATED_ERROR: &[u8] =
 const OOM_ERROR: &[u8] = b"OOM command not allowed when used memory > 'maxmemory'.";
 const WRONGTYPE: &[u8] = b"WRONGTYPE Operation against a key holding the wrong kind of value";
 const NOT_INTEGER: &[u8] = b"ERR value is not an integer or out of range";
+const OVERFLOW: &[u8] = b"ERR increment or decrement would overflow";
+const HASH_NOT_INTEGER: &[u8] = b"ERR hash value is not an integer";
 const SYNTAX: &[u8] = b"ERR syntax error";
 const NOAUTH: &[u8] = b"NOAUTH Authentication required.";
 /// The Redis version INFO and HELLO report: the command set and replies follow Redis 7.0.
@@ -155,6 +157,28 @@ enum Cmd {
     HGet,
     HGetAll,
     HDel,
+    HMSet,
+    HMGet,
+    HLen,
+    HExists,
+    HKeys,
+    HVals,
+    HIncrBy,
+    HSetNx,
+    Incr,
+    Decr,
+    IncrBy,
+    DecrBy,
+    SetNx,
+    GetSet,
+    GetDel,
+    GetEx,
+    Unlink,
+    Touch,
+    Type,
+    Keys,
+    ExpireTime,
+    PExpireTime,
 }
 
 struct Spec {
@@ -207,6 +231,28 @@ const COMMANDS: &[Spec] = &[
     spec(Cmd::HGet, "hget", 3, false, false),
     spec(Cmd::HGetAll, "hgetall", 2, false, false),
     spec(Cmd::HDel, "hdel", -3, true, false),
+    spec(Cmd::HMSet, "hmset", -4, true, false),
+    spec(Cmd::HMGet, "hmget", -3, false, false),
+    spec(Cmd::HLen, "hlen", 2, false, false),
+    spec(Cmd::HExists, "hexists", 3, false, false),
+    spec(Cmd::HKeys, "hkeys", 2, false, false),
+    spec(Cmd::HVals, "hvals", 2, false, false),
+    spec(Cmd::HIncrBy, "hincrby", 4, true, false),
+    spec(Cmd::HSetNx, "hsetnx", 4, true, false),
+    spec(Cmd::Incr, "incr", 2, true, false),
+    spec(Cmd::Decr, "decr", 2, true, false),
+    spec(Cmd::IncrBy, "incrby", 3, true, false),
+    spec(Cmd::DecrBy, "decrby", 3, true, false),
+    spec(Cmd::SetNx, "setnx", 3, true, false),
+    spec(Cmd::GetSet, "getset", 3, true, false),
+    spec(Cmd::GetDel, "getdel", 2, true, false),
+    spec(Cmd::GetEx, "getex", -2, true, false),
+    spec(Cmd::Unlink, "unlink", -2, true, false),
+    spec(Cmd::Touch, "touch", -2, false, false),
+    spec(Cmd::Type, "type", 2, false, false),
+    spec(Cmd::Keys, "keys", 2, false, false),
+    spec(Cmd::ExpireTime, "expiretime", 2, false, false),
+    spec(Cmd::PExpireTime, "pexpiretime", 2, false, false),
 ];
 
 /// True if `args` names a command that may change the store (before its arguments are
@@ -306,10 +352,35 @@ pub fn execute(
             resp::integer(ex.out, ex.store.len() as i64);
             Outcome::Reply
         }
-        Cmd::HSet => ex.hset(),
+        Cmd::HSet => ex.hset("hset"),
         Cmd::HGet => ex.hget(),
         Cmd::HGetAll => ex.hgetall(),
         Cmd::HDel => ex.hdel(),
+        Cmd::HMSet => ex.hset("hmset"),
+        Cmd::HMGet => ex.hmget(),
+        Cmd::HLen => ex.hash_read(|h, out| resp::integer(out, h.hash_fields().count() as i64)),
+        Cmd::HExists => {
+            let field = args.arg(2);
+            ex.hash_read(|h, out| resp::integer(out, i64::from(h.hash_field(field).is_some())))
+        }
+        Cmd::HKeys => ex.hash_list(true, false),
+        Cmd::HVals => ex.hash_list(false, true),
+        Cmd::HIncrBy => ex.hincrby(),
+        Cmd::HSetNx => ex.hsetnx(),
+        Cmd::Incr => ex.incr(Some(1)),
+        Cmd::Decr => ex.incr(Some(-1)),
+        Cmd::IncrBy => ex.incr(None),
+        Cmd::DecrBy => ex.decrby(),
+        Cmd::SetNx => ex.setnx(),
+        Cmd::GetSet => ex.getset(),
+        Cmd::GetDel => ex.getdel(),
+        Cmd::GetEx => ex.getex(),
+        Cmd::Unlink => ex.del(),
+        Cmd::Touch => ex.exists(),
+        Cmd::Type => ex.type_of(),
+        Cmd::Keys => ex.keys(),
+        Cmd::ExpireTime => ex.expiretime(false),
+        Cmd::PExpireTime => ex.expiretime(true),
     };
     if outcome == Outcome::Reply && !ex.writes.is_empty() {
         return Outcome::Write(ex.writes);
@@ -888,23 +959,20 @@ impl Exec<'_, '_> {
         let now = self.now();
         match self.store.get(key, now) {
             None => Ok(None),
-            Some(Entry {
-                value: Value::Str(v),
-                ..
-            }) => Ok(Some(v.clone())),
-            Some(_) => Err(()),
+            Some(e) => e.value.string().map(|v| Some(v.into_owned())).ok_or(()),
         }
     }
 
     fn get(&mut self) -> Outcome {
         let now = self.now();
-        match self.store.get(self.args.arg(1), now) {
+        match self
+            .store
+            .get(self.args.arg(1), now)
+            .map(|e| e.value.string())
+        {
             None => resp::null(self.out),
-            Some(Entry {
-                value: Value::Str(v),
-                ..
-            }) => resp::bulk(self.out, v),
-            Some(_) => resp::error(self.out, WRONGTYPE),
+            Some(Some(v)) => resp::bulk(self.out, &v),
+            Some(None) => resp::error(self.out, WRONGTYPE),
         }
         Outcome::Reply
     }
@@ -1170,25 +1238,21 @@ impl Exec<'_, '_> {
         // Size the reply first: a huge one closes the connection instead of growing memory.
         let mut size = 16usize;
         for key in self.args.iter().skip(1) {
-            size = size.saturating_add(match self.store.get(key, now) {
-                Some(Entry {
-                    value: Value::Str(v),
-                    ..
-                }) => resp::bulk_size(v.len()),
-                _ => 5,
-            });
+            size = size.saturating_add(
+                match self.store.get(key, now).and_then(|e| e.value.string()) {
+                    Some(v) => resp::bulk_size(v.len()),
+                    None => 5,
+                },
+            );
         }
         if size > self.env.config.max_reply_bytes {
             return Outcome::Close;
         }
         resp::array_header(self.out, self.args.len() - 1);
         for key in self.args.iter().skip(1) {
-            match self.store.get(key, now) {
-                Some(Entry {
-                    value: Value::Str(v),
-                    ..
-                }) => resp::bulk(self.out, v),
-                _ => resp::null(self.out),
+            match self.store.get(key, now).and_then(|e| e.value.string()) {
+                Some(v) => resp::bulk(self.out, &v),
+                None => resp::null(self.out),
             }
         }
         Outcome::Reply
@@ -1253,15 +1317,16 @@ impl Exec<'_, '_> {
         Outcome::Reply
     }
 
-    /// The key's hash fields, `Ok(None)` if missing, `Err` (WRONGTYPE sent) for a string.
-    fn hash_of(&mut self, key: &[u8]) -> Result<Option<&[HashField]>, WrongType> {
+    /// The key's value if it is a hash (`Ok(None)` if missing); `Err` (WRONGTYPE sent) for
+    /// a string.
+    fn hash_of(&mut self, key: &[u8]) -> Result<Option<&Value>, WrongType> {
         let now = self.now();
         match self.store.get(key, now) {
             None => Ok(None),
             Some(Entry {
-                value: Value::Hash(h),
+                value: v @ Value::Hash(_),
                 ..
-            }) => Ok(Some(h.as_slice())),
+            }) => Ok(Some(v)),
             Some(_) => {
                 resp::error(self.out, WRONGTYPE);
                 Err(WrongType)
@@ -1269,16 +1334,30 @@ impl Exec<'_, '_> {
         }
     }
 
-    fn hset(&mut self) -> Outcome {
+    /// A read of a hash (a missing key reads as an empty hash).
+    fn hash_read(&mut self, reply: impl FnOnce(&Value, &mut Vec<u8>)) -> Outcome {
+        let empty = Value::Hash(crate::store::Hash { fields: Vec::new() });
+        let key = self.args.arg(1);
+        let now = self.now();
+        match self.store.get(key, now) {
+            None => reply(&empty, self.out),
+            Some(Entry {
+                value: v @ Value::Hash(_),
+                ..
+            }) => reply(v, self.out),
+            Some(_) => resp::error(self.out, WRONGTYPE),
+        }
+        Outcome::Reply
+    }
+
+    /// HSET and HMSET.
+    fn hset(&mut self, name: &str) -> Outcome {
         if self.args.len() % 2 == 1 {
-            arity_error("hset", self.out);
+            arity_error(name, self.out);
             return Outcome::Reply;
         }
         let key = self.args.arg(1);
-        if self.hash_of(key).is_err() {
-            return Outcome::Reply;
-        }
-        if self.key_too_long(key) {
+        if self.hash_of(key).is_err() || self.key_too_long(key) {
             return Outcome::Reply;
         }
         let args = *self.args;
@@ -1289,7 +1368,71 @@ impl Exec<'_, '_> {
         match self.store.hset(key, pairs, now) {
             Ok((added, rec)) => {
                 self.writes.push(rec);
-                resp::integer(self.out, added as i64);
+                if name == "hmset" {
+                    resp::simple(self.out, b"OK");
+                } else {
+                    resp::integer(self.out, added as i64);
+                }
+            }
+            Err(e) => store_error(e, self.store.limits().max_value_bytes, self.out),
+        }
+        Outcome::Reply
+    }
+
+    fn hsetnx(&mut self) -> Outcome {
+        let (key, field) = (self.args.arg(1), self.args.arg(2));
+        match self.hash_of(key) {
+            Err(WrongType) => return Outcome::Reply,
+            Ok(Some(h)) if h.hash_field(field).is_some() => {
+                resp::integer(self.out, 0);
+                return Outcome::Reply;
+            }
+            Ok(_) => {}
+        }
+        if self.key_too_long(key) {
+            return Outcome::Reply;
+        }
+        let now = self.now();
+        let pair = [(field, self.args.arg(3))];
+        match self.store.hset(key, pair.into_iter(), now) {
+            Ok((_, rec)) => {
+                self.writes.push(rec);
+                resp::integer(self.out, 1);
+            }
+            Err(e) => store_error(e, self.store.limits().max_value_bytes, self.out),
+        }
+        Outcome::Reply
+    }
+
+    /// HINCRBY: the field is written with its new value (last writer wins per field; unlike
+    /// INCR on a key, concurrent HINCRBYs of one field on two nodes do not add up).
+    fn hincrby(&mut self) -> Outcome {
+        let Some(incr) = int_arg(self.arg(3)) else {
+            return self.err(NOT_INTEGER);
+        };
+        let (key, field) = (self.args.arg(1), self.args.arg(2));
+        let old = match self.hash_of(key) {
+            Err(WrongType) => return Outcome::Reply,
+            Ok(h) => h.and_then(|h| h.hash_field(field)).map(string2ll),
+        };
+        let old = match old {
+            None => 0,
+            Some(Some(n)) => n,
+            Some(None) => return self.err(HASH_NOT_INTEGER),
+        };
+        let Some(new) = old.checked_add(incr) else {
+            return self.err(OVERFLOW);
+        };
+        if self.key_too_long(key) {
+            return Outcome::Reply;
+        }
+        let now = self.now();
+        let text = new.to_string();
+        let pair = [(field, text.as_bytes())];
+        match self.store.hset(key, pair.into_iter(), now) {
+            Ok((_, rec)) => {
+                self.writes.push(rec);
+                resp::integer(self.out, new);
             }
             Err(e) => store_error(e, self.store.limits().max_value_bytes, self.out),
         }
@@ -1300,26 +1443,69 @@ impl Exec<'_, '_> {
         let field = self.args.arg(2);
         let value = match self.hash_of(self.args.arg(1)) {
             Err(WrongType) => return Outcome::Reply,
-            Ok(h) => h.and_then(|h| h.iter().find(|(f, _)| f.as_slice() == field).cloned()),
+            Ok(h) => h.and_then(|h| h.hash_field(field)).map(<[u8]>::to_vec),
         };
         match value {
-            Some((_, v)) => resp::bulk(self.out, &v),
+            Some(v) => resp::bulk(self.out, &v),
             None => resp::null(self.out),
         }
         Outcome::Reply
     }
 
-    fn hgetall(&mut self) -> Outcome {
-        let fields = match self.hash_of(self.args.arg(1)) {
+    fn hmget(&mut self) -> Outcome {
+        let args = *self.args;
+        let n = args.len() - 2;
+        let values: Vec<Option<Vec<u8>>> = match self.hash_of(args.arg(1)) {
             Err(WrongType) => return Outcome::Reply,
-            Ok(h) => h.map(<[HashField]>::to_vec).unwrap_or_default(),
+            Ok(h) => (2..args.len())
+                .map(|i| {
+                    h.and_then(|h| h.hash_field(args.arg(i)))
+                        .map(<[u8]>::to_vec)
+                })
+                .collect(),
         };
-        resp::array_header(self.out, fields.len() * 2);
-        for (f, v) in &fields {
-            resp::bulk(self.out, f);
-            resp::bulk(self.out, v);
+        resp::array_header(self.out, n);
+        for v in &values {
+            match v {
+                Some(v) => resp::bulk(self.out, v),
+                None => resp::null(self.out),
+            }
         }
         Outcome::Reply
+    }
+
+    /// HGETALL, HKEYS, HVALS.
+    fn hash_list(&mut self, names: bool, values: bool) -> Outcome {
+        let limit = self.env.config.max_reply_bytes;
+        let mut close = false;
+        let outcome = self.hash_read(|h, out| {
+            let size: usize = h
+                .hash_fields()
+                .map(|(f, v)| resp::bulk_size(f.len()) + resp::bulk_size(v.len()))
+                .sum();
+            if size > limit {
+                close = true;
+                return;
+            }
+            let per = usize::from(names) + usize::from(values);
+            resp::array_header(out, h.hash_fields().count() * per);
+            for (f, v) in h.hash_fields() {
+                if names {
+                    resp::bulk(out, f);
+                }
+                if values {
+                    resp::bulk(out, v);
+                }
+            }
+        });
+        if close {
+            return Outcome::Close;
+        }
+        outcome
+    }
+
+    fn hgetall(&mut self) -> Outcome {
+        self.hash_list(true, true)
     }
 
     fn hdel(&mut self) -> Outcome {
@@ -1333,10 +1519,250 @@ impl Exec<'_, '_> {
         resp::integer(self.out, removed as i64);
         Outcome::Reply
     }
-}
 
-/// A hash field and its value.
-type HashField = (Vec<u8>, Vec<u8>);
+    /// INCR, DECR (`by` given) and INCRBY (`by` from the argument).
+    fn incr(&mut self, by: Option<i64>) -> Outcome {
+        let by = match by {
+            Some(n) => n,
+            None => match int_arg(self.arg(2)) {
+                Some(n) => n,
+                None => return self.err(NOT_INTEGER),
+            },
+        };
+        self.incr_by(by)
+    }
+
+    fn decrby(&mut self) -> Outcome {
+        match int_arg(self.arg(2)) {
+            None => self.err(NOT_INTEGER),
+            Some(i64::MIN) => self.err(b"ERR decrement would overflow"),
+            Some(n) => self.incr_by(-n),
+        }
+    }
+
+    fn incr_by(&mut self, by: i64) -> Outcome {
+        let key = self.args.arg(1);
+        if self.string_of(key).is_err() {
+            return self.err(WRONGTYPE);
+        }
+        if self.key_too_long(key) {
+            return Outcome::Reply;
+        }
+        let now = self.now();
+        match self.store.incr(key, by, now) {
+            Ok((n, rec)) => {
+                self.writes.push(rec);
+                resp::integer(self.out, n);
+            }
+            Err(IncrError::NotInteger) => resp::error(self.out, NOT_INTEGER),
+            Err(IncrError::Overflow) => resp::error(self.out, OVERFLOW),
+            Err(IncrError::Store(e)) => {
+                store_error(e, self.store.limits().max_value_bytes, self.out)
+            }
+        }
+        Outcome::Reply
+    }
+
+    fn setnx(&mut self) -> Outcome {
+        let key = self.args.arg(1);
+        let now = self.now();
+        if self.store.get(key, now).is_some() {
+            resp::integer(self.out, 0);
+            return Outcome::Reply;
+        }
+        if self.key_too_long(key) {
+            return Outcome::Reply;
+        }
+        match self
+            .store
+            .set_string(key, self.args.arg(2), Expiry::Never, now)
+        {
+            Ok(rec) => {
+                self.writes.push(rec);
+                resp::integer(self.out, 1);
+            }
+            Err(e) => store_error(e, self.store.limits().max_value_bytes, self.out),
+        }
+        Outcome::Reply
+    }
+
+    fn getset(&mut self) -> Outcome {
+        let key = self.args.arg(1);
+        let Ok(old) = self.string_of(key) else {
+            return self.err(WRONGTYPE);
+        };
+        if self.key_too_long(key) {
+            return Outcome::Reply;
+        }
+        let now = self.now();
+        match self
+            .store
+            .set_string(key, self.args.arg(2), Expiry::Never, now)
+        {
+            Ok(rec) => {
+                self.writes.push(rec);
+                match old {
+                    Some(v) => resp::bulk(self.out, &v),
+                    None => resp::null(self.out),
+                }
+            }
+            Err(e) => store_error(e, self.store.limits().max_value_bytes, self.out),
+        }
+        Outcome::Reply
+    }
+
+    fn getdel(&mut self) -> Outcome {
+        let key = self.args.arg(1);
+        match self.string_of(key) {
+            Err(()) => return self.err(WRONGTYPE),
+            Ok(None) => resp::null(self.out),
+            Ok(Some(v)) => {
+                let now = self.now();
+                self.writes.extend(self.store.delete(key, now));
+                resp::bulk(self.out, &v);
+            }
+        }
+        Outcome::Reply
+    }
+
+    fn getex(&mut self) -> Outcome {
+        const EX: u8 = 1;
+        const PX: u8 = 2;
+        const EXAT: u8 = 4;
+        const PXAT: u8 = 8;
+        const PERSIST: u8 = 16;
+        let mut flags = 0u8;
+        let mut expire: Option<(&[u8], u8)> = None;
+        let argc = self.args.len();
+        let mut j = 2;
+        while j < argc {
+            let opt = self.args.arg(j);
+            let has_next = j + 1 < argc;
+            // Redis's option rules: a unit may repeat (the last wins), but not mix with
+            // another unit or PERSIST.
+            const UNITS: u8 = EX | PX | EXAT | PXAT;
+            if let Some(unit) = [("ex", EX), ("px", PX), ("exat", EXAT), ("pxat", PXAT)]
+                .iter()
+                .find(|(w, _)| is(opt, w))
+                .map(|&(_, u)| u)
+                .filter(|&u| flags & ((UNITS | PERSIST) & !u) == 0 && has_next)
+            {
+                flags |= unit;
+                expire = Some((self.args.arg(j + 1), unit));
+                j += 1;
+            } else if is(opt, "persist") && flags & UNITS == 0 {
+                flags |= PERSIST;
+            } else {
+                return self.err(SYNTAX);
+            }
+            j += 1;
+        }
+        let key = self.args.arg(1);
+        let value = match self.string_of(key) {
+            Err(()) => return self.err(WRONGTYPE),
+            Ok(None) => {
+                resp::null(self.out);
+                return Outcome::Reply;
+            }
+            Ok(Some(v)) => v,
+        };
+        let now = self.now();
+        let at = match expire {
+            None => None,
+            Some((arg, unit)) => {
+                let seconds = unit == EX || unit == EXAT;
+                let relative = unit == EX || unit == PX;
+                match expire_ms(arg, seconds, relative, now) {
+                    Ok(at) => Some(at),
+                    Err(ExpireError::NotInteger) => return self.err(NOT_INTEGER),
+                    Err(ExpireError::Invalid) => {
+                        expire_time_error("getex", self.out);
+                        return Outcome::Reply;
+                    }
+                }
+            }
+        };
+        resp::bulk(self.out, &value);
+        match at {
+            // A time not in the future deletes the key (set_expiry does it).
+            Some(at) => self
+                .writes
+                .extend(self.store.set_expiry(key, at.max(1), now)),
+            None if flags & PERSIST != 0 => {
+                let has_ttl = self
+                    .store
+                    .get(key, now)
+                    .is_some_and(|e| e.expires_at_ms != 0);
+                if has_ttl {
+                    self.writes.extend(self.store.set_expiry(key, 0, now));
+                }
+            }
+            None => {}
+        }
+        Outcome::Reply
+    }
+
+    fn type_of(&mut self) -> Outcome {
+        let now = self.now();
+        let name: &[u8] = match self.store.get(self.args.arg(1), now) {
+            None => b"none",
+            Some(Entry {
+                value: Value::Hash(_),
+                ..
+            }) => b"hash",
+            Some(_) => b"string",
+        };
+        resp::simple(self.out, name);
+        Outcome::Reply
+    }
+
+    /// KEYS: every live key matching the pattern (a walk of the whole store, as in Redis).
+    fn keys(&mut self) -> Outcome {
+        let pattern = self.args.arg(1);
+        let now = self.now();
+        let mut keys = Vec::new();
+        let mut cursor = 0;
+        let mut size = 16usize;
+        // Bounded: each step moves the cursor forward through the finite key space.
+        loop {
+            let before = keys.len();
+            cursor = self.store.scan(
+                cursor,
+                1024,
+                now,
+                |k| pattern == b"*" || glob_match(pattern, k, false),
+                &mut keys,
+            );
+            size = keys
+                .iter()
+                .skip(before)
+                .fold(size, |acc, k| acc.saturating_add(resp::bulk_size(k.len())));
+            if size > self.env.config.max_reply_bytes {
+                return Outcome::Close;
+            }
+            if cursor == 0 {
+                break;
+            }
+        }
+        resp::array_header(self.out, keys.len());
+        for k in &keys {
+            resp::bulk(self.out, k);
+        }
+        Outcome::Reply
+    }
+
+    fn expiretime(&mut self, ms: bool) -> Outcome {
+        let now = self.now();
+        let reply = match self.store.get(self.args.arg(1), now) {
+            None => -2,
+            Some(e) if e.expires_at_ms == 0 => -1,
+            Some(e) if ms => e.expires_at_ms as i64,
+            Some(e) => (e.expires_at_ms.saturating_add(500) / 1000) as i64,
+        };
+        resp::integer(self.out, reply);
+        Outcome::Reply
+    }
+}
 
 /// The key holds another type; the WRONGTYPE error has been sent.
 struct WrongType;
@@ -1523,7 +1949,8 @@ mod tests {
         assert_eq!(recs.len(), 1);
         assert_eq!(recs[0].op, Op::Put);
         assert_eq!(recs[0].expires_at_ms, 1_000_500);
-        assert_eq!(recs[0].value, b"\x00v".to_vec());
+        // Tag, expiry stamp (version 1, node 1), bytes.
+        assert_eq!(recs[0].value, b"\x00\0\0\0\0\0\0\0\x01\0\x01v".to_vec());
         assert_eq!(h.run("get k"), ("$1\r\nv\r\n".into(), Outcome::Reply));
         // A write that changes nothing replicates nothing.
         assert_eq!(h.run("set k w nx"), ("$-1\r\n".into(), Outcome::Reply));

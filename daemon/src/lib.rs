@@ -23,4 +23,5 @@ pub mod resp_server;
 pub mod sessions;
 pub mod status;
 pub mod store;
+pub mod value;
 pub mod vip;

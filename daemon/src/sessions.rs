@@ -17,9 +17,10 @@
 //!
 //! # Reads from peers
 //! Stream entries arrive in each origin's order; a value larger than one datagram arrives as
-//! consecutive chunks and is reassembled here (bounded by `max_value_bytes`; a larger one is
-//! refused and counted, never allocated). Entries apply by last-writer-wins on
-//! `(version, origin)` (see [`crate::store`]), so stream entries and sync entries commute.
+//! consecutive chunks and is reassembled here (bounded by the wire's `MAX_VALUE_LEN`: a larger
+//! one is refused and counted, never allocated; the store then refuses a value over
+//! `max_value_bytes`). Entries merge into the store by the convergence rule of
+//! [`crate::value`], so stream entries and sync entries commute.
 //!
 //! # State transfer
 //! A data node starts `syncing`: when it first sees a live data peer it pulls that peer's
@@ -209,7 +210,9 @@ impl Sessions {
         now: Instant,
         detection_span: std::time::Duration,
     ) -> Sessions {
-        let max_value = store.limits().max_value_bytes.min(MAX_VALUE_LEN as usize);
+        // A hash's encoding adds framing per field to the bytes `max_value_bytes` bounds: the
+        // store refuses what is too large once decoded, the wire bound holds here.
+        let max_value = MAX_VALUE_LEN as usize;
         Sessions {
             store,
             mode,
