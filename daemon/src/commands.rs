@@ -21,6 +21,11 @@
 //!   `maxmemory` = `--max-bytes`, `maxmemory-policy` = `noeviction`, `databases` = 1, `port`,
 //!   `timeout`); `CONFIG SET` is refused: tandem is configured by its flags at start.
 //!
+//! - `MULTI` queues at most [`MAX_MULTI_COMMANDS`] commands and [`MAX_MULTI_BYTES`] of
+//!   arguments (then the transaction fails with EXECABORT); `WATCH` is not supported;
+//! - `HINCRBY` writes the field's new value (last writer wins per field), while `INCR` and
+//!   friends on a key are convergent counters (see [`crate::value`]).
+//!
 //! Panics: never, whatever the arguments.
 
 use crate::resp::{self, string2ll, Args};
@@ -97,7 +102,23 @@ pub struct Client {
     pub name: Option<Vec<u8>>,
     /// Failed AUTH (and HELLO AUTH) attempts so far.
     pub auth_failures: u32,
+    /// Inside MULTI: the commands queued for EXEC.
+    pub multi: Option<Multi>,
 }
+
+/// A transaction being queued (MULTI ... EXEC).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Multi {
+    /// Each command's arguments, copied: (bytes, argument ranges into them).
+    queued: Vec<(Vec<u8>, Vec<std::ops::Range<usize>>)>,
+    bytes: usize,
+    /// A command was refused while queuing: EXEC answers EXECABORT.
+    failed: bool,
+}
+
+/// Bounds of one transaction's queue (a client cannot grow it without limit).
+pub const MAX_MULTI_COMMANDS: usize = 100_000;
+pub const MAX_MULTI_BYTES: usize = 64 << 20;
 
 impl Client {
     pub fn new(id: u64) -> Client {
@@ -157,6 +178,9 @@ enum Cmd {
     HGet,
     HGetAll,
     HDel,
+    Multi,
+    Exec,
+    Discard,
     HMSet,
     HMGet,
     HLen,
@@ -231,6 +255,9 @@ const COMMANDS: &[Spec] = &[
     spec(Cmd::HGet, "hget", 3, false, false),
     spec(Cmd::HGetAll, "hgetall", 2, false, false),
     spec(Cmd::HDel, "hdel", -3, true, false),
+    spec(Cmd::Multi, "multi", 1, false, false),
+    spec(Cmd::Exec, "exec", 1, false, false),
+    spec(Cmd::Discard, "discard", 1, false, false),
     spec(Cmd::HMSet, "hmset", -4, true, false),
     spec(Cmd::HMGet, "hmget", -3, false, false),
     spec(Cmd::HLen, "hlen", 2, false, false),
@@ -288,9 +315,16 @@ pub fn execute(
     env: &Env<'_>,
     out: &mut Vec<u8>,
 ) -> Outcome {
+    // A command refused before it runs also dooms the transaction being queued.
+    let refuse = |client: &mut Client| {
+        if let Some(m) = &mut client.multi {
+            m.failed = true;
+        }
+        Outcome::Reply
+    };
     let Some(spec) = lookup(args.arg(0)) else {
         unknown_command(args, out);
-        return Outcome::Reply;
+        return refuse(client);
     };
     let argc = args.len();
     let arity_ok = if spec.arity > 0 {
@@ -300,16 +334,96 @@ pub fn execute(
     };
     if !arity_ok {
         arity_error(spec.name, out);
-        return Outcome::Reply;
+        return refuse(client);
     }
     if client.auth_required(env.config) && !spec.no_auth {
         resp::error(out, NOAUTH);
-        return Outcome::Reply;
+        return refuse(client);
     }
     if spec.write && env.isolated {
         resp::error(out, ISOLATED_ERROR);
+        return refuse(client);
+    }
+    match (spec.cmd, &mut client.multi) {
+        (Cmd::Exec, Some(_)) => return exec(client, store, env, out),
+        (Cmd::Exec, None) => resp::error(out, b"ERR EXEC without MULTI"),
+        (Cmd::Discard, Some(_)) => {
+            client.multi = None;
+            resp::simple(out, b"OK");
+        }
+        (Cmd::Discard, None) => resp::error(out, b"ERR DISCARD without MULTI"),
+        (Cmd::Multi, Some(_)) => resp::error(out, b"ERR MULTI calls can not be nested"),
+        (Cmd::Multi, None) => {
+            client.multi = Some(Multi::default());
+            resp::simple(out, b"OK");
+        }
+        // QUIT is not queued.
+        (Cmd::Quit, _) | (_, None) => return execute_one(spec, args, client, store, env, out),
+        (_, Some(m)) => {
+            let len: usize = args.iter().map(<[u8]>::len).sum();
+            if m.queued.len() >= MAX_MULTI_COMMANDS || m.bytes.saturating_add(len) > MAX_MULTI_BYTES
+            {
+                resp::error(
+                    out,
+                    b"ERR transaction too large (tandem bounds a MULTI's queue)",
+                );
+                return refuse(client);
+            }
+            let mut src = Vec::with_capacity(len);
+            let mut ranges = Vec::with_capacity(args.len());
+            for a in args.iter() {
+                ranges.push(src.len()..src.len() + a.len());
+                src.extend_from_slice(a);
+            }
+            m.bytes += len;
+            m.queued.push((src, ranges));
+            resp::simple(out, b"QUEUED");
+        }
+    }
+    Outcome::Reply
+}
+
+/// EXEC: runs the queued commands back to back (nothing else runs on this node in between:
+/// the loop is single-threaded) and answers their replies as one array. Their records go to
+/// replication together, as one write: in synchronous mode the reply is held until the peers
+/// hold all of them.
+fn exec(client: &mut Client, store: &mut Store, env: &Env<'_>, out: &mut Vec<u8>) -> Outcome {
+    let Some(multi) = client.multi.take() else {
+        resp::error(out, b"ERR EXEC without MULTI");
+        return Outcome::Reply;
+    };
+    if multi.failed {
+        resp::error(
+            out,
+            b"EXECABORT Transaction discarded because of previous errors.",
+        );
         return Outcome::Reply;
     }
+    resp::array_header(out, multi.queued.len());
+    let mut writes = Vec::new();
+    for (src, ranges) in &multi.queued {
+        match execute(&Args::new(src, ranges), client, store, env, out) {
+            Outcome::Write(records) => writes.extend(records),
+            Outcome::Close => return Outcome::Close,
+            Outcome::Reply | Outcome::Quit => {}
+        }
+    }
+    if writes.is_empty() {
+        Outcome::Reply
+    } else {
+        Outcome::Write(writes)
+    }
+}
+
+/// Runs one command whose arity, authentication and isolation checks passed.
+fn execute_one(
+    spec: &Spec,
+    args: &Args<'_>,
+    client: &mut Client,
+    store: &mut Store,
+    env: &Env<'_>,
+    out: &mut Vec<u8>,
+) -> Outcome {
     let mut ex = Exec {
         args,
         store,
@@ -356,6 +470,8 @@ pub fn execute(
         Cmd::HGet => ex.hget(),
         Cmd::HGetAll => ex.hgetall(),
         Cmd::HDel => ex.hdel(),
+        // Handled by `execute` before it gets here.
+        Cmd::Multi | Cmd::Exec | Cmd::Discard => Outcome::Reply,
         Cmd::HMSet => ex.hset("hmset"),
         Cmd::HMGet => ex.hmget(),
         Cmd::HLen => ex.hash_read(|h, out| resp::integer(out, h.hash_fields().count() as i64)),
@@ -2012,6 +2128,33 @@ mod tests {
         assert!(password_matches(b"pw", b"pw"));
         assert!(!password_matches(b"pw", b"pw\0"));
         assert!(!password_matches(b"", b"pw"));
+    }
+
+    #[test]
+    fn exec_runs_the_queue_and_replicates_its_writes_together() {
+        let mut h = Harness::new();
+        assert_eq!(h.run("multi"), ("+OK\r\n".into(), Outcome::Reply));
+        assert_eq!(h.run("set a 1"), ("+QUEUED\r\n".into(), Outcome::Reply));
+        assert_eq!(h.run("incr a"), ("+QUEUED\r\n".into(), Outcome::Reply));
+        assert_eq!(h.run("hset h f v"), ("+QUEUED\r\n".into(), Outcome::Reply));
+        assert_eq!(h.run("get a"), ("+QUEUED\r\n".into(), Outcome::Reply));
+        // Nothing ran yet.
+        assert_eq!(h.store.get(b"a", h.now), None);
+        let (r, o) = h.run("exec");
+        assert_eq!(r, "*4\r\n+OK\r\n:2\r\n:1\r\n$1\r\n2\r\n");
+        let Outcome::Write(recs) = o else {
+            panic!("{o:?}")
+        };
+        let keys: Vec<&[u8]> = recs.iter().map(|r| r.key.as_slice()).collect();
+        assert_eq!(keys, vec![&b"a"[..], b"a", b"h"]);
+        assert_eq!(h.client.multi, None);
+        // The queue is bounded.
+        h.reply("multi");
+        for _ in 0..MAX_MULTI_COMMANDS {
+            assert_eq!(h.reply("ping"), "+QUEUED\r\n");
+        }
+        assert!(h.reply("ping").starts_with("-ERR transaction too large"));
+        assert!(h.reply("exec").starts_with("-EXECABORT"));
     }
 
     #[test]

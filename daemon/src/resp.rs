@@ -175,6 +175,11 @@ pub struct Args<'a> {
 }
 
 impl<'a> Args<'a> {
+    /// Arguments as `ranges` of `src` (e.g. a command queued by MULTI).
+    pub fn new(src: &'a [u8], ranges: &'a [Range<usize>]) -> Args<'a> {
+        Args { src, ranges }
+    }
+
     /// Number of arguments, command name included.
     pub fn len(&self) -> usize {
         self.ranges.len()
