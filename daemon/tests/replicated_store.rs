@@ -406,3 +406,59 @@ fn concurrent_increments_add_up_across_a_partition() {
         assert_eq!(value(h, b"hits"), Some(sum.to_string().into_bytes()));
     }
 }
+
+/// A state transfer carries the per-field and per-node state: a node that joins late holds
+/// the hash's fields (deleted ones stay deleted) and the counter's shares, and the writes both
+/// nodes make afterwards still merge (nothing was flattened into a plain value).
+#[test]
+fn state_transfer_carries_fields_tombstones_and_counter_shares() {
+    let mut t = Instant::from_millis(1);
+    let mut rng = Rng(0x5a5a);
+    let mut hosts = vec![host(1, 10, t)];
+    run(&mut hosts, &mut t, 20, 0, &mut rng);
+    for i in 0..20u32 {
+        hset(&mut hosts[0], b"session", format!("f{i}").as_bytes(), b"v");
+    }
+    {
+        let (store, mut sink) = hosts[0].sessions.split(NOW_MS, false);
+        let (_, rec) = store.hdel(b"session", [&b"f3"[..]].into_iter(), NOW_MS);
+        sink.submit(rec.into_iter().collect());
+    }
+    incrby(&mut hosts[0], b"hits", 40);
+    run(&mut hosts, &mut t, 2, 0, &mut rng);
+    hosts.push(host(2, 20, t));
+    for _ in 0..2000 {
+        run(&mut hosts, &mut t, 1, 5, &mut rng);
+        if hosts[1].sessions.synced() {
+            break;
+        }
+    }
+    assert!(hosts[1].sessions.synced(), "never synced");
+    let mut before: Vec<Vec<u8>> = (0..20u32)
+        .filter(|&i| i != 3)
+        .map(|i| format!("f{i}").into_bytes())
+        .collect();
+    before.sort();
+    assert_eq!(fields(&mut hosts[1], b"session"), before);
+    assert_eq!(value(&mut hosts[1], b"hits"), Some(b"40".to_vec()));
+    // Both write at once after the transfer.
+    incrby(&mut hosts[0], b"hits", 1);
+    incrby(&mut hosts[1], b"hits", 2);
+    hset(&mut hosts[1], b"session", b"late", b"v");
+    hset(&mut hosts[0], b"session", b"f3", b"back");
+    run(&mut hosts, &mut t, 500, 5, &mut rng);
+    let mut want: Vec<Vec<u8>> = (0..20u32).map(|i| format!("f{i}").into_bytes()).collect();
+    want.push(b"late".to_vec());
+    want.sort();
+    for h in hosts.iter_mut() {
+        assert_eq!(fields(h, b"session"), want);
+        assert_eq!(value(h, b"hits"), Some(b"43".to_vec()));
+    }
+    // The deleted field came back through a later write only.
+    let f3 = hosts[1]
+        .sessions
+        .store
+        .get(b"session", NOW_MS)
+        .and_then(|e| e.value.hash_field(b"f3").map(<[u8]>::to_vec));
+    assert_eq!(f3, Some(b"back".to_vec()));
+}
