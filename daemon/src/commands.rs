@@ -1138,14 +1138,9 @@ impl Exec<'_, '_> {
             None => Expiry::Never,
             Some((arg, unit)) => {
                 let seconds = unit == EX || unit == EXAT;
-                let relative = unit == EX || unit == PX;
-                match expire_ms(arg, seconds, relative, now) {
-                    Ok(at) => Expiry::At(at),
-                    Err(ExpireError::NotInteger) => return self.err(NOT_INTEGER),
-                    Err(ExpireError::Invalid) => {
-                        expire_time_error("set", self.out);
-                        return Outcome::Reply;
-                    }
+                match self.expire_arg(arg, seconds, unit == EX || unit == PX, "set") {
+                    Some(at) => Expiry::At(at),
+                    None => return Outcome::Reply,
                 }
             }
         };
@@ -1191,15 +1186,27 @@ impl Exec<'_, '_> {
         Outcome::Reply
     }
 
-    fn setex(&mut self, unit_ms: i64, name: &str) -> Outcome {
-        let now = self.now();
-        let at = match expire_ms(self.arg(2), unit_ms == 1000, true, now) {
-            Ok(at) => at,
-            Err(ExpireError::NotInteger) => return self.err(NOT_INTEGER),
+    /// Redis's `getExpireMillisecondsOrReply`: the absolute expiry of an EX/PX/EXAT/PXAT
+    /// argument, or `None` with the error sent.
+    fn expire_arg(&mut self, arg: &[u8], seconds: bool, relative: bool, name: &str) -> Option<u64> {
+        match expire_ms(arg, seconds, relative, self.now()) {
+            Ok(at) => Some(at),
+            Err(ExpireError::NotInteger) => {
+                resp::error(self.out, NOT_INTEGER);
+                None
+            }
             Err(ExpireError::Invalid) => {
                 expire_time_error(name, self.out);
-                return Outcome::Reply;
+                None
             }
+        }
+    }
+
+    fn setex(&mut self, unit_ms: i64, name: &str) -> Outcome {
+        let now = self.now();
+        let arg = self.args.arg(2);
+        let Some(at) = self.expire_arg(arg, unit_ms == 1000, true, name) else {
+            return Outcome::Reply;
         };
         let key = self.args.arg(1);
         if self.key_too_long(key) {
@@ -1787,14 +1794,9 @@ impl Exec<'_, '_> {
             None => None,
             Some((arg, unit)) => {
                 let seconds = unit == EX || unit == EXAT;
-                let relative = unit == EX || unit == PX;
-                match expire_ms(arg, seconds, relative, now) {
-                    Ok(at) => Some(at),
-                    Err(ExpireError::NotInteger) => return self.err(NOT_INTEGER),
-                    Err(ExpireError::Invalid) => {
-                        expire_time_error("getex", self.out);
-                        return Outcome::Reply;
-                    }
+                match self.expire_arg(arg, seconds, unit == EX || unit == PX, "getex") {
+                    Some(at) => Some(at),
+                    None => return Outcome::Reply,
                 }
             }
         };
