@@ -39,7 +39,7 @@
 //!   `u32 value_len, value`. A local HSET/HDEL sends only the fields it wrote; a state
 //!   transfer sends them all; both merge by the same [`join`].
 //! - `0x02` counter: base `u64, u16`, expiry stamp `u64, u16`, `i64 base value`, then per node
-//!   `u16 node, u64 version, i64 sum`.
+//!   in increasing node order `u16 node, u64 version, i64 sum`.
 //!
 //! The entry's (version, origin) is the write's own stamp (for a hash or counter the newest
 //! stamp inside), which moves the receiver's Lamport clock.
@@ -269,8 +269,8 @@ impl Value {
     }
 
     /// Decodes the replicated encoding of an entry stamped `stamp`: (base, expiry stamp,
-    /// value). Allocates only as the bytes present allow; refuses duplicate names or nodes,
-    /// and node id 0.
+    /// value). Allocates only as the bytes present allow; refuses duplicate names, counter
+    /// nodes out of increasing order, and node id 0.
     pub fn decode(bytes: &[u8], stamp: Stamp) -> Result<(Stamp, Stamp, Value), Malformed> {
         let (&tag, rest) = bytes.split_first().ok_or(Malformed)?;
         match tag {
@@ -319,7 +319,8 @@ impl Value {
                     let (version, sum) = p.split_first_chunk::<8>().ok_or(Malformed)?;
                     let node = NodeId(u16::from_be_bytes(*node));
                     let sum: [u8; 8] = sum.try_into().map_err(|_| Malformed)?;
-                    if node.0 == 0 || parts.iter().any(|q| q.node == node) {
+                    // Nodes in increasing order: one encoding per state, no duplicates.
+                    if node.0 == 0 || parts.last().is_some_and(|q| q.node >= node) {
                         return Err(Malformed);
                     }
                     parts.push(Part {
@@ -409,12 +410,29 @@ impl KeyState {
         }
     }
 
+    /// Orders two states that disagree about one write (same base and kind: only a faulty
+    /// peer sends that), so that even then the merge does not depend on the order.
+    fn tie(&self) -> Tie<'_> {
+        match &self.value {
+            Some(Value::Str(v)) => Tie::Bytes(v),
+            Some(Value::Counter(c)) => Tie::Int(c.base),
+            _ => Tie::None,
+        }
+    }
+
     fn fields(&self) -> &[Field] {
         match &self.value {
             Some(Value::Hash(h)) => &h.fields,
             _ => &[],
         }
     }
+}
+
+#[derive(PartialEq, Eq, PartialOrd, Ord)]
+enum Tie<'a> {
+    None,
+    Bytes(&'a [u8]),
+    Int(i64),
 }
 
 /// The merge of two states of one key (module docs).
@@ -425,7 +443,7 @@ pub fn join(a: &KeyState, b: &KeyState) -> KeyState {
     let value = if !fields.is_empty() {
         Some(Value::Hash(Hash { fields }))
     } else {
-        let (hi, lo) = if (a.base, a.rank()) >= (b.base, b.rank()) {
+        let (hi, lo) = if (a.base, a.rank(), a.tie()) >= (b.base, b.rank(), b.tie()) {
             (a, b)
         } else {
             (b, a)
@@ -435,7 +453,9 @@ pub fn join(a: &KeyState, b: &KeyState) -> KeyState {
                 let mut parts = x.parts.clone();
                 for p in &y.parts {
                     match parts.iter_mut().find(|q| q.node == p.node) {
-                        Some(q) if q.version < p.version => *q = *p,
+                        // The sum breaks a tie only between records that disagree about one
+                        // write (a faulty peer): the merge stays order-independent.
+                        Some(q) if (q.version, q.sum) < (p.version, p.sum) => *q = *p,
                         Some(_) => {}
                         None => parts.push(*p),
                     }
@@ -482,7 +502,7 @@ fn join_fields(a: &[Field], b: &[Field], base: Stamp) -> Vec<Field> {
             match index.get(&f.name) {
                 Some(&i) => {
                     if let Some(g) = out.get_mut(i) {
-                        if g.stamp < f.stamp {
+                        if (g.stamp, &g.value) < (f.stamp, &f.value) {
                             if g.value.is_none() && f.value.is_some() {
                                 revived.push(i);
                             }
