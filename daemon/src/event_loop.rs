@@ -229,7 +229,7 @@ impl Daemon {
             IfAddrError::Config(m) => DaemonError::Config(m),
             IfAddrError::Io(m) => DaemonError::Runtime(m),
         })?;
-        let store = Store::new(
+        let mut store = Store::new(
             cfg.node_id,
             store::Limits {
                 max_sessions: cfg.max_sessions,
@@ -238,6 +238,7 @@ impl Daemon {
                 ..store::Limits::default()
             },
         );
+        store.presize();
         let sessions = Sessions::new(
             store,
             cfg.replication,

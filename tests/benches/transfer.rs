@@ -6,7 +6,7 @@
 //! Run: `cargo bench -p tandem-tests --bench transfer`; compare against another build with
 //! `TANDEMD_BIN=/path/to/old/tandemd` (A/B: run both back to back).
 //! TANDEM_BENCH_RESTARTS (default 20), TANDEM_BENCH_SESSIONS (default 100000); TANDEM_BENCH_TRACE
-//! prints the suspicion and death lines of A's log after each restart.
+//! prints the suspicion and death lines of A's and B's logs after each restart.
 
 use std::time::{Duration, Instant};
 
@@ -73,6 +73,9 @@ fn main() {
         if std::env::var_os("TANDEM_BENCH_TRACE").is_some() {
             for l in false_alarms(&c, c.node(1)) {
                 println!("            A: {l}");
+            }
+            for l in false_alarms(&c, c.node(2)) {
+                println!("            B: {l}");
             }
         }
         a_sus += r.suspicions;
