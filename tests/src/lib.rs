@@ -40,6 +40,7 @@ pub const RESP_PORT: u16 = 6380;
 pub mod faults;
 pub mod haproxy;
 pub mod hostile;
+pub mod libs;
 pub mod linkemu;
 pub mod logs;
 pub mod probe;
@@ -132,13 +133,8 @@ pub fn tandemd_bin() -> PathBuf {
         if let Some(bin) = std::env::var_os("TANDEMD_BIN") {
             return PathBuf::from(bin);
         }
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_default();
-        let target = std::env::var_os("CARGO_TARGET_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| root.join("target"));
+        let root = workspace_root();
+        let target = target_dir();
         let release = !cfg!(debug_assertions);
         let bin = target
             .join(if release { "release" } else { "debug" })
@@ -160,6 +156,21 @@ pub fn tandemd_bin() -> PathBuf {
         bin
     })
     .clone()
+}
+
+/// The workspace's root directory (the parent of this crate's).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
+}
+
+/// Cargo's target directory: `CARGO_TARGET_DIR`, else `target/` in the workspace.
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"))
 }
 
 /// Deletes namespaces `tdm-<pid>-*` whose pid is no longer running (an aborted earlier run).
@@ -737,6 +748,11 @@ impl Drop for Net {
 /// Runs `cmd` to completion (bounded: 10 s, then killed): exit code, stdout, stderr. Output
 /// is read while it runs, so a chatty command cannot block on a full pipe.
 pub fn run_bounded(cmd: &mut Command) -> (Option<i32>, String, String) {
+    run_bounded_for(cmd, Duration::from_secs(10))
+}
+
+/// [`run_bounded`] with the limit `limit` instead of 10 s.
+pub fn run_bounded_for(cmd: &mut Command, limit: Duration) -> (Option<i32>, String, String) {
     let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -764,7 +780,7 @@ pub fn run_bounded(cmd: &mut Command) -> (Option<i32>, String, String) {
             .take()
             .map(|e| Box::new(e) as Box<dyn Read + Send>),
     );
-    let status = wait_for(Duration::from_secs(10), Duration::from_millis(10), || {
+    let status = wait_for(limit, Duration::from_millis(10), || {
         child.try_wait().ok().flatten()
     });
     if status.is_none() {
