@@ -1,5 +1,6 @@
 //! A real HAProxy (Debian package) in a load-balancer namespace, in TCP mode in front of the
-//! nodes' RESP ports, health-checking each node with `GET /health` on its HTTP port.
+//! nodes' RESP ports, health-checking each node with `GET /health` on its HTTP port; or
+//! ([`http_config`]) in HTTP mode in front of web apps, as a site would run it.
 //!
 //! HAProxy runs in the foreground (`-db`) as a child process, killed in `Drop`. Its stats
 //! socket is a path in the temp dir, reachable from the test process (network namespaces do
@@ -66,16 +67,58 @@ pub fn config(listen: SocketAddr, backends: &[Backend], sock: &str) -> String {
     c
 }
 
+/// HTTP mode in front of web apps `(name, address)` on `listen`: round robin (no sticky
+/// sessions), `GET /health` checks every 100 ms (2 failures mark a server down, 2 successes
+/// up), and a request whose server refused the connection, reset it or closed it without an
+/// answer is retried once on the other server, as a site's load balancer does for its users.
+pub fn http_config(listen: SocketAddr, servers: &[(&str, SocketAddr)], sock: &str) -> String {
+    let mut c = format!(
+        "global\n\
+         \x20   stats socket {sock} mode 600 level admin\n\
+         \x20   maxconn 2000\n\
+         defaults\n\
+         \x20   mode http\n\
+         \x20   timeout connect 300ms\n\
+         \x20   timeout client 30s\n\
+         \x20   timeout server 10s\n\
+         \x20   timeout check 300ms\n\
+         \x20   retries 1\n\
+         \x20   option redispatch 1\n\
+         \x20   retry-on conn-failure empty-response\n\
+         frontend web\n\
+         \x20   bind {listen}\n\
+         \x20   default_backend nodes\n\
+         backend nodes\n\
+         \x20   balance roundrobin\n\
+         \x20   option httpchk GET /health\n\
+         \x20   http-check expect status 200\n\
+         \x20   default-server inter 100 fastinter 100 downinter 100 fall 2 rise 2\n"
+    );
+    for (name, addr) in servers {
+        c.push_str(&format!("    server {name} {addr} check\n"));
+    }
+    c
+}
+
 impl Haproxy {
-    /// Writes the config, starts haproxy in `ns` listening on `listen`, and waits (bounded)
-    /// until its stats socket answers. Panics if it does not start.
+    /// Writes the TCP-mode [`config`], starts haproxy in `ns` listening on `listen`, and
+    /// waits (bounded) until its stats socket answers. Panics if it does not start.
     pub fn start(ns: &str, listen: SocketAddr, backends: &[Backend]) -> Haproxy {
+        Haproxy::start_with(ns, listen, |sock| config(listen, backends, sock))
+    }
+
+    /// [`Haproxy::start`] with the configuration `config(stats socket path)`.
+    pub fn start_with(
+        ns: &str,
+        listen: SocketAddr,
+        config: impl FnOnce(&str) -> String,
+    ) -> Haproxy {
         let dir = std::env::temp_dir().join(format!("{ns}-haproxy"));
         let _ = std::fs::create_dir_all(&dir);
         let sock = dir.join("stats.sock");
         let cfg = dir.join("haproxy.cfg");
         let log = dir.join("haproxy.log");
-        std::fs::write(&cfg, config(listen, backends, &sock.to_string_lossy()))
+        std::fs::write(&cfg, config(&sock.to_string_lossy()))
             .unwrap_or_else(|e| panic!("{}: {e}", cfg.display()));
         let err = std::fs::File::create(&log).unwrap_or_else(|e| panic!("{}: {e}", log.display()));
         let child = Command::new("ip")

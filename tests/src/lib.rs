@@ -112,17 +112,29 @@ pub fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'sta
 pub fn http_get(ns: &str, addr: SocketAddr, path: &str) -> Option<(u16, String)> {
     let req = format!("GET {path} HTTP/1.1\r\nHost: tandem\r\nConnection: close\r\n\r\n");
     in_netns(ns, move || {
-        let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok()?;
-        s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-        s.write_all(req.as_bytes()).ok()?;
-        let mut buf = Vec::new();
-        // Bounded: a reply is far smaller; read_to_end stops at close or the timeout.
-        s.take(1 << 20).read_to_end(&mut buf).ok()?;
-        let text = String::from_utf8_lossy(&buf).into_owned();
-        let code = text.get(9..12)?.parse().ok()?;
-        let body = text.split_once("\r\n\r\n")?.1.to_string();
+        let (code, _, body) = http_exchange(addr, &req, Duration::from_secs(2))?;
         Some((code, body))
     })
+}
+
+/// Sends the whole HTTP/1.1 request `req` (which asks `Connection: close`) to `addr` from
+/// the calling thread's namespace and reads the answer until the server closes or `limit`
+/// passes between reads: (status code, head, body), or `None` if unreachable or cut short.
+pub fn http_exchange(
+    addr: SocketAddr,
+    req: &str,
+    limit: Duration,
+) -> Option<(u16, String, String)> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok()?;
+    s.set_read_timeout(Some(limit)).ok()?;
+    s.write_all(req.as_bytes()).ok()?;
+    let mut buf = Vec::new();
+    // Bounded: a reply is far smaller; read_to_end stops at close or the timeout.
+    s.take(1 << 20).read_to_end(&mut buf).ok()?;
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let code = text.get(9..12)?.parse().ok()?;
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    Some((code, head.to_string(), body.to_string()))
 }
 
 /// The `tandemd` binary of this profile, built once per test process; `TANDEMD_BIN` names

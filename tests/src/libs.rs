@@ -8,8 +8,9 @@
 //! (`TANDEM_LIBS_PYTHON` names another interpreter). A missing runtime skips the test with the
 //! reason, except under `CI=true`, where it fails.
 
+use std::fs::File;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use crate::{ci, run_bounded_for, target_dir, wait_for, workspace_root};
@@ -119,5 +120,53 @@ fn probe(program: &str, args: &[&str]) -> Result<(), String> {
     match status {
         Some(st) if st.success() => Ok(()),
         st => Err(format!("`{program} {}` failed: {st:?}", args.join(" "))),
+    }
+}
+
+/// A process started in a namespace host (a web app), killed with SIGKILL when dropped; its
+/// stdout and stderr go to a log file, shown if the test panics.
+pub struct Spawned {
+    pub child: Child,
+    pub log: PathBuf,
+}
+
+impl Spawned {
+    /// Starts `program args` inside `ns`, logging to `log`.
+    pub fn start(ns: &str, program: &PathBuf, args: &[String], log: PathBuf) -> Spawned {
+        let out = File::create(&log).unwrap_or_else(|e| panic!("{}: {e}", log.display()));
+        let err = out
+            .try_clone()
+            .unwrap_or_else(|e| panic!("{}: {e}", log.display()));
+        let child = Command::new("ip")
+            .args(["netns", "exec", ns])
+            .arg(program)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {}: {e}", program.display()));
+        Spawned { child, log }
+    }
+
+    /// kill -9, and reaps it.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Its output so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        self.kill9();
+        if std::thread::panicking() {
+            eprintln!("--- {} ---\n{}", self.log.display(), self.log());
+        }
+        let _ = std::fs::remove_file(&self.log);
     }
 }
