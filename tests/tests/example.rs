@@ -5,7 +5,8 @@
 //! next requests are answered by B, still logged in, and the session holds every attribute
 //! whose request was answered, before the kill and after. The test prints the user-visible
 //! gap (from the kill to the end of the first successful request that started after it) for
-//! docs/RELIABILITY.md.
+//! docs/RELIABILITY.md. `TANDEM_EXAMPLE_PROFILE=fast` runs the nodes with that profile
+//! (default: the daemon's, `lan`).
 // A failed unwrap in a test is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -62,11 +63,15 @@ fn users_stay_logged_in_when_a_host_dies_mid_stream() {
     let Some(python) = Runtime::Python.require() else {
         return;
     };
+    let extra = match std::env::var("TANDEM_EXAMPLE_PROFILE") {
+        Ok(p) => vec!["--profile".to_string(), p],
+        Err(_) => Vec::new(),
+    };
     let Some(mut c) = Cluster::start(Opts {
         witness: false,
         haproxy: false,
         emulated: None,
-        extra: Vec::new(),
+        extra,
     }) else {
         return;
     };
