@@ -6,8 +6,10 @@
 //! updates the session through B, a short session expires, and the user logs out through B
 //! (the rate limiter: four hits spread over A and B against a limit of three). The script
 //! fails on any answer it does not expect, and a command tandem refuses is such an answer:
-//! each library raises it into the request, which fails (HTTP 500, or for php-redis a
-//! warning in the server log, which the script checks).
+//! each library raises it into the request, which fails (HTTP 500, an error reaching the
+//! Express error handler after the answer went out, or a php-redis warning in the server
+//! log: the scripts check all three). `tests/libs/refusals.sh` proves it per command: with any
+//! one of a flow's commands disabled in a redis-server, that flow fails.
 //!
 //! node-redis 6 and redis-py 8 open every connection with `HELLO 3` (RESP3) by default;
 //! tandem speaks RESP2, so the clients are configured with RESP2 (`RESP_PROTOCOL=2` makes the

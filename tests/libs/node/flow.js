@@ -7,7 +7,9 @@
 // Two copies of one web app run in this process, app A storing its sessions through node A's
 // RESP port and app B through node B's: the user logs in through A, reads and updates the
 // session through B, a short session expires, and the user logs out through B. Any step that
-// does not see what it must (a refused command surfaces as a 500 from the store) exits 1.
+// does not see what it must exits 1. A refused command surfaces as a 500 from the store, or,
+// when express-session touches the session after the answer has gone (EXPIRE), only in the
+// error handler: every error that reaches it fails the flow too.
 "use strict"
 
 const http = require("node:http")
@@ -20,6 +22,9 @@ const [A, B] = ["TANDEM_A", "TANDEM_B"].map((v) => {
   if (!host || !port) fail(`${v} must be host:port`)
   return {host, port: Number(port)}
 })
+
+// Every error the apps' error handler saw, whether or not the answer could still carry it.
+const appErrors = []
 
 function fail(msg) {
   console.error(`FAIL ${variant}: ${msg}`)
@@ -95,7 +100,10 @@ function app(c) {
     res.json({ok: true})
   })
   a.post("/logout", (req, res, next) => req.session.destroy((e) => (e ? next(e) : res.json({ok: true}))))
-  a.use((err, _req, res, _next) => res.status(500).json({error: String(err && err.message)}))
+  a.use((err, req, res, _next) => {
+    appErrors.push(`${req.method} ${req.path}: ${err && err.message}`)
+    if (!res.headersSent) res.status(500).json({error: String(err && err.message)})
+  })
   return a
 }
 
@@ -114,6 +122,7 @@ async function call(server, method, path, cookie) {
 }
 
 function expect(step, r, status, want) {
+  if (appErrors.length) fail(`before ${step}: ${appErrors.join("; ")}`)
   if (r.status !== status) fail(`${step}: HTTP ${r.status} ${r.body}`)
   if (want !== undefined && r.body !== JSON.stringify(want)) fail(`${step}: got ${r.body}, want ${JSON.stringify(want)}`)
   console.log(`ok ${step}`)
@@ -154,6 +163,9 @@ async function main() {
   if (variant === "rate-limit") await rateLimit(sa, sb)
   else if (variant === "node-redis" || variant === "ioredis") await sessions(sa, sb)
   else fail("unknown variant")
+  // A touch's error arrives after its answer: give the last ones time to land.
+  await new Promise((r) => setTimeout(r, 100))
+  if (appErrors.length) fail(appErrors.join("; "))
   sa.close()
   sb.close()
   await Promise.all([ca, cb].map((c) => c.quit()))
