@@ -1,6 +1,6 @@
 //! A real HAProxy (Debian package) in a load-balancer namespace, in TCP mode in front of the
-//! nodes' RESP ports, health-checking each node with `GET /health` on its HTTP port; or
-//! ([`http_config`]) in HTTP mode in front of web apps, as a site would run it.
+//! nodes' RESP ports, health-checking each node with `GET /health` on its HTTP port; or with
+//! a configuration of the caller's ([`Haproxy::start_with`]).
 //!
 //! HAProxy runs in the foreground (`-db`) as a child process, killed in `Drop`. Its stats
 //! socket is a path in the temp dir, reachable from the test process (network namespaces do
@@ -63,39 +63,6 @@ pub fn config(listen: SocketAddr, backends: &[Backend], sock: &str) -> String {
             "    server {} {} check port {}\n",
             b.name, b.resp, b.http_port
         ));
-    }
-    c
-}
-
-/// HTTP mode in front of web apps `(name, address)` on `listen`: round robin (no sticky
-/// sessions), `GET /health` checks every 100 ms (2 failures mark a server down, 2 successes
-/// up), and a request whose server refused the connection, reset it or closed it without an
-/// answer is retried once on the other server, as a site's load balancer does for its users.
-pub fn http_config(listen: SocketAddr, servers: &[(&str, SocketAddr)], sock: &str) -> String {
-    let mut c = format!(
-        "global\n\
-         \x20   stats socket {sock} mode 600 level admin\n\
-         \x20   maxconn 2000\n\
-         defaults\n\
-         \x20   mode http\n\
-         \x20   timeout connect 300ms\n\
-         \x20   timeout client 30s\n\
-         \x20   timeout server 10s\n\
-         \x20   timeout check 300ms\n\
-         \x20   retries 1\n\
-         \x20   option redispatch 1\n\
-         \x20   retry-on conn-failure empty-response\n\
-         frontend web\n\
-         \x20   bind {listen}\n\
-         \x20   default_backend nodes\n\
-         backend nodes\n\
-         \x20   balance roundrobin\n\
-         \x20   option httpchk GET /health\n\
-         \x20   http-check expect status 200\n\
-         \x20   default-server inter 100 fastinter 100 downinter 100 fall 2 rise 2\n"
-    );
-    for (name, addr) in servers {
-        c.push_str(&format!("    server {name} {addr} check\n"));
     }
     c
 }
@@ -167,7 +134,8 @@ impl Haproxy {
         self.command("show stat")
     }
 
-    /// The `status` column of server `name` of backend `nodes` (`UP`, `DOWN`, `UP 1/2`...).
+    /// The `status` column of server `name` (`UP`, `DOWN`, `UP 1/2`...); server names are
+    /// unique across backends in these configurations.
     pub fn server_status(&self, name: &str) -> Option<String> {
         let stats = self.stats()?;
         let mut lines = stats.lines();
@@ -175,7 +143,7 @@ impl Haproxy {
         let col = header.iter().position(|h| *h == "status")?;
         lines
             .map(|l| l.split(',').collect::<Vec<_>>())
-            .find(|f| f.first() == Some(&"nodes") && f.get(1) == Some(&name))
+            .find(|f| f.get(1) == Some(&name))
             .and_then(|f| f.get(col).map(|s| s.to_string()))
     }
 

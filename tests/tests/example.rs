@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tandem_tests::haproxy::{http_config, Haproxy};
+use tandem_tests::haproxy::Haproxy;
 use tandem_tests::libs::{examples_dir, Runtime, Spawned};
 use tandem_tests::scenario::{Cluster, Opts};
 use tandem_tests::{http_exchange, in_netns, wait_for, Net, Value};
@@ -47,6 +47,38 @@ fn request(lb: SocketAddr, method: &str, path: &str, cookie: &str) -> (u16, Stri
          Content-Length: 0\r\nConnection: close\r\n\r\n"
     );
     http_exchange(lb, &req, Duration::from_secs(10)).unwrap_or((0, String::new(), String::new()))
+}
+
+/// The example's own `haproxy.cfg` (the one README runs), with this test's addresses on its
+/// `bind` and `server` lines and a stats socket for [`Haproxy`].
+fn lb_config(listen: SocketAddr, servers: &[(&str, SocketAddr)], sock: &str) -> String {
+    let path = examples_dir().join("flask-sessions/haproxy.cfg");
+    let shipped = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path:?}: {e}"));
+    let mut out = String::new();
+    let mut ours = servers.iter();
+    for line in shipped.lines() {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words.first() {
+            Some(&"bind") => out.push_str(&format!("    bind {listen}\n")),
+            Some(&"server") => {
+                let (name, addr) = ours.next().expect("more servers in haproxy.cfg than apps");
+                let rest = words.get(3..).unwrap_or_default().join(" ");
+                out.push_str(&format!("    server {name} {addr} {rest}\n"));
+            }
+            _ => {
+                out.push_str(line);
+                out.push('\n');
+                if line == "global" {
+                    out.push_str(&format!("    stats socket {sock} mode 600 level admin\n"));
+                }
+            }
+        }
+    }
+    assert!(
+        ours.next().is_none(),
+        "fewer servers in haproxy.cfg than apps"
+    );
+    out
 }
 
 fn session_cookie(head: &str) -> Option<String> {
@@ -102,7 +134,7 @@ fn users_stay_logged_in_when_a_host_dies_mid_stream() {
             SocketAddr::from((Net::addr(h), APP_PORT)),
         )
     });
-    let lb = Haproxy::start_with(&lb_ns, lb_addr, |sock| http_config(lb_addr, &servers, sock));
+    let lb = Haproxy::start_with(&lb_ns, lb_addr, |sock| lb_config(lb_addr, &servers, sock));
     for (name, _) in servers {
         assert!(
             lb.wait_status(name, "UP", Duration::from_secs(30)),
