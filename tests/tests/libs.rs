@@ -12,8 +12,9 @@
 //! one of a flow's commands disabled in a redis-server, that flow fails.
 //!
 //! node-redis 6 and redis-py 8 open every connection with `HELLO 3` (RESP3) by default;
-//! tandem speaks RESP2, so the clients are configured with RESP2 (`RESP_PROTOCOL=2` makes the
-//! scripts pass `RESP: 2` / `protocol=2`). The README's libraries table says so.
+//! tandem speaks RESP2, so those clients are configured with RESP2 (`RESP_PROTOCOL=2` makes
+//! the scripts pass `RESP: 2` / `protocol=2`; the README's libraries table says so). ioredis
+//! and php-redis run with their defaults.
 // A failed unwrap in a test is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -25,9 +26,18 @@ use tandem_tests::scenario::{Cluster, Opts};
 /// One flow: at most this long (each sleeps 2.2 s for its short session to expire).
 const FLOW_LIMIT: Duration = Duration::from_secs(90);
 
+/// How the flow's client is asked to speak.
+#[derive(Clone, Copy, PartialEq)]
+enum Protocol {
+    /// The library's default.
+    Default,
+    /// RESP2 asked for (`RESP_PROTOCOL=2`).
+    Resp2,
+}
+
 /// Runs `script args` (relative to `tests/libs/`) with `runtime` on the client host of a
 /// fresh pair, and fails unless it exits 0 having printed `PASS`.
-fn flow(runtime: Runtime, script: &str, args: &[&str]) {
+fn flow(runtime: Runtime, protocol: Protocol, script: &str, args: &[&str]) {
     let Some(program) = runtime.require() else {
         return;
     };
@@ -41,11 +51,13 @@ fn flow(runtime: Runtime, script: &str, args: &[&str]) {
     };
     let mut argv = vec![libs_dir().join(script).to_string_lossy().into_owned()];
     argv.extend(args.iter().map(|a| a.to_string()));
-    let env = [
+    let mut env = vec![
         ("TANDEM_A", Cluster::resp_addr(1).to_string()),
         ("TANDEM_B", Cluster::resp_addr(2).to_string()),
-        ("RESP_PROTOCOL", "2".to_string()),
     ];
+    if protocol == Protocol::Resp2 {
+        env.push(("RESP_PROTOCOL", "2".to_string()));
+    }
     let (code, out, err) = run_in(c.net.ns(c.lb_host), &program, &argv, &env, FLOW_LIMIT);
     assert!(
         code == Some(0) && out.lines().any(|l| l.starts_with("PASS")),
@@ -55,27 +67,47 @@ fn flow(runtime: Runtime, script: &str, args: &[&str]) {
 
 #[test]
 fn express_session_on_connect_redis_over_node_redis() {
-    flow(Runtime::Node, "node/flow.js", &["node-redis"]);
+    flow(
+        Runtime::Node,
+        Protocol::Resp2,
+        "node/flow.js",
+        &["node-redis"],
+    );
 }
 
 #[test]
 fn express_session_on_connect_redis_over_ioredis() {
-    flow(Runtime::Node, "node/flow.js", &["ioredis"]);
+    flow(
+        Runtime::Node,
+        Protocol::Default,
+        "node/flow.js",
+        &["ioredis"],
+    );
 }
 
 #[test]
 fn flask_session_on_redis_py() {
-    flow(Runtime::Python, "python/flask_flow.py", &[]);
+    flow(
+        Runtime::Python,
+        Protocol::Resp2,
+        "python/flask_flow.py",
+        &[],
+    );
 }
 
 #[test]
 fn django_sessions_on_django_redis() {
-    flow(Runtime::Python, "python/django_flow.py", &[]);
+    flow(
+        Runtime::Python,
+        Protocol::Resp2,
+        "python/django_flow.py",
+        &[],
+    );
 }
 
 #[test]
 fn php_redis_session_handler_with_locking() {
-    flow(Runtime::Php, "php/flow.php", &[]);
+    flow(Runtime::Php, Protocol::Default, "php/flow.php", &[]);
 }
 
 /// Flask-Limiter's fixed-window-elastic-expiry strategy counts with INCRBY + EXPIRE.
@@ -83,6 +115,7 @@ fn php_redis_session_handler_with_locking() {
 fn flask_limiter_counts_across_both_nodes() {
     flow(
         Runtime::Python,
+        Protocol::Resp2,
         "python/limiter_flow.py",
         &["fixed-window-elastic-expiry"],
     );
