@@ -23,7 +23,7 @@ use std::time::Duration;
 use tandem_tests::libs::{libs_dir, run_in, Runtime};
 use tandem_tests::scenario::{Cluster, Opts};
 
-/// One flow: at most this long (each sleeps 2.2 s for its short session to expire).
+/// One flow: at most this long (each sleeps 3.2 s for its 2 s session to expire).
 const FLOW_LIMIT: Duration = Duration::from_secs(90);
 
 /// How the flow's client is asked to speak.

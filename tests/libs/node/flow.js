@@ -137,10 +137,10 @@ async function sessions(sa, sb) {
   expect("update through B", await call(sb, "POST", "/update?theme=dark", c), 200, {ok: true})
   expect("read the update through A", await call(sa, "GET", "/me", c), 200, {user: "alice", theme: "dark"})
 
-  const short = await call(sa, "POST", "/login?user=bob&ttl_ms=1000")
+  const short = await call(sa, "POST", "/login?user=bob&ttl_ms=2000")
   expect("short login through A", short, 200, {ok: true})
   expect("short session read through B", await call(sb, "GET", "/me", short.cookie), 200, {user: "bob", theme: null})
-  await new Promise((r) => setTimeout(r, 2200))
+  await new Promise((r) => setTimeout(r, 3200))
   expect("expired through B", await call(sb, "GET", "/me", short.cookie), 200, {user: null, theme: null})
 
   expect("logout through B", await call(sb, "POST", "/logout", c), 200, {ok: true})

@@ -111,11 +111,11 @@ try {
     expect('update through B', call($b, 'POST', '/update?theme=dark', $c), ['ok' => true]);
     expect('read the update through A', call($a, 'GET', '/me', $c), ['user' => 'alice', 'theme' => 'dark']);
 
-    $r = call($a, 'POST', '/login?user=bob&ttl=1', null);
+    $r = call($a, 'POST', '/login?user=bob&ttl=2', null);
     expect('short login through A', $r, ['ok' => true]);
     $bob = $r[2];
-    expect('short session read through B', call($b, 'GET', '/me?ttl=1', $bob), ['user' => 'bob', 'theme' => null]);
-    usleep(2200000);
+    expect('short session read through B', call($b, 'GET', '/me?ttl=2', $bob), ['user' => 'bob', 'theme' => null]);
+    usleep(3200000);
     expect('expired through B', call($b, 'GET', '/me', $bob), ['user' => null, 'theme' => null]);
 
     expect('logout through B', call($b, 'POST', '/logout', $c), ['ok' => true]);

@@ -93,9 +93,9 @@ def main():
     expect("read the update through A", *call(alice, "a", "get", "/me"), 200, {"user": "alice", "theme": "dark"})
 
     bob = Client(raise_request_exception=True)
-    expect("short login through A", *call(bob, "a", "post", "/login?user=bob&ttl=1"), 200, {"ok": True})
+    expect("short login through A", *call(bob, "a", "post", "/login?user=bob&ttl=2"), 200, {"ok": True})
     expect("short session read through B", *call(bob, "b", "get", "/me"), 200, {"user": "bob", "theme": None})
-    time.sleep(2.2)
+    time.sleep(3.2)
     expect("expired through B", *call(bob, "b", "get", "/me"), 200, {"user": None, "theme": None})
 
     expect("logout through B", *call(alice, "b", "post", "/logout"), 200, {"ok": True})

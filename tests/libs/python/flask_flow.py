@@ -63,7 +63,7 @@ def call(app, method, path, cookie=None):
 
 def main():
     (ha, pa), (hb, pb) = nodes()
-    long, short = timedelta(minutes=10), timedelta(seconds=1)
+    long, short = timedelta(minutes=10), timedelta(seconds=2)
     a, b = make_app(ha, pa, long), make_app(hb, pb, long)
 
     st, body, cookie = call(a, "POST", "/login?user=alice")
@@ -82,7 +82,7 @@ def main():
     expect("short login through A", st, body, 200, {"ok": True})
     st, body, _ = call(sb, "GET", "/me", bob)
     expect("short session read through B", st, body, 200, {"user": "bob", "theme": None})
-    time.sleep(2.2)
+    time.sleep(3.2)
     st, body, _ = call(sb, "GET", "/me", bob)
     expect("expired through B", st, body, 200, {"user": None, "theme": None})
 
