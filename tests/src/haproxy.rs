@@ -1,5 +1,6 @@
 //! A real HAProxy (Debian package) in a load-balancer namespace, in TCP mode in front of the
-//! nodes' RESP ports, health-checking each node with `GET /health` on its HTTP port.
+//! nodes' RESP ports, health-checking each node with `GET /health` on its HTTP port; or with
+//! a configuration of the caller's ([`Haproxy::start_with`]).
 //!
 //! HAProxy runs in the foreground (`-db`) as a child process, killed in `Drop`. Its stats
 //! socket is a path in the temp dir, reachable from the test process (network namespaces do
@@ -67,15 +68,24 @@ pub fn config(listen: SocketAddr, backends: &[Backend], sock: &str) -> String {
 }
 
 impl Haproxy {
-    /// Writes the config, starts haproxy in `ns` listening on `listen`, and waits (bounded)
-    /// until its stats socket answers. Panics if it does not start.
+    /// Writes the TCP-mode [`config`], starts haproxy in `ns` listening on `listen`, and
+    /// waits (bounded) until its stats socket answers. Panics if it does not start.
     pub fn start(ns: &str, listen: SocketAddr, backends: &[Backend]) -> Haproxy {
+        Haproxy::start_with(ns, listen, |sock| config(listen, backends, sock))
+    }
+
+    /// [`Haproxy::start`] with the configuration `config(stats socket path)`.
+    pub fn start_with(
+        ns: &str,
+        listen: SocketAddr,
+        config: impl FnOnce(&str) -> String,
+    ) -> Haproxy {
         let dir = std::env::temp_dir().join(format!("{ns}-haproxy"));
         let _ = std::fs::create_dir_all(&dir);
         let sock = dir.join("stats.sock");
         let cfg = dir.join("haproxy.cfg");
         let log = dir.join("haproxy.log");
-        std::fs::write(&cfg, config(listen, backends, &sock.to_string_lossy()))
+        std::fs::write(&cfg, config(&sock.to_string_lossy()))
             .unwrap_or_else(|e| panic!("{}: {e}", cfg.display()));
         let err = std::fs::File::create(&log).unwrap_or_else(|e| panic!("{}: {e}", log.display()));
         let child = Command::new("ip")
@@ -124,7 +134,8 @@ impl Haproxy {
         self.command("show stat")
     }
 
-    /// The `status` column of server `name` of backend `nodes` (`UP`, `DOWN`, `UP 1/2`...).
+    /// The `status` column of server `name` (`UP`, `DOWN`, `UP 1/2`...); server names are
+    /// unique across backends in these configurations.
     pub fn server_status(&self, name: &str) -> Option<String> {
         let stats = self.stats()?;
         let mut lines = stats.lines();
@@ -132,7 +143,7 @@ impl Haproxy {
         let col = header.iter().position(|h| *h == "status")?;
         lines
             .map(|l| l.split(',').collect::<Vec<_>>())
-            .find(|f| f.first() == Some(&"nodes") && f.get(1) == Some(&name))
+            .find(|f| f.get(1) == Some(&name))
             .and_then(|f| f.get(col).map(|s| s.to_string()))
     }
 

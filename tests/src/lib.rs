@@ -40,6 +40,7 @@ pub const RESP_PORT: u16 = 6380;
 pub mod faults;
 pub mod haproxy;
 pub mod hostile;
+pub mod libs;
 pub mod linkemu;
 pub mod logs;
 pub mod probe;
@@ -111,17 +112,29 @@ pub fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'sta
 pub fn http_get(ns: &str, addr: SocketAddr, path: &str) -> Option<(u16, String)> {
     let req = format!("GET {path} HTTP/1.1\r\nHost: tandem\r\nConnection: close\r\n\r\n");
     in_netns(ns, move || {
-        let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok()?;
-        s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-        s.write_all(req.as_bytes()).ok()?;
-        let mut buf = Vec::new();
-        // Bounded: a reply is far smaller; read_to_end stops at close or the timeout.
-        s.take(1 << 20).read_to_end(&mut buf).ok()?;
-        let text = String::from_utf8_lossy(&buf).into_owned();
-        let code = text.get(9..12)?.parse().ok()?;
-        let body = text.split_once("\r\n\r\n")?.1.to_string();
+        let (code, _, body) = http_exchange(addr, &req, Duration::from_secs(2))?;
         Some((code, body))
     })
+}
+
+/// Sends the whole HTTP/1.1 request `req` (which asks `Connection: close`) to `addr` from
+/// the calling thread's namespace and reads the answer until the server closes or `limit`
+/// passes between reads: (status code, head, body), or `None` if unreachable or cut short.
+pub fn http_exchange(
+    addr: SocketAddr,
+    req: &str,
+    limit: Duration,
+) -> Option<(u16, String, String)> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok()?;
+    s.set_read_timeout(Some(limit)).ok()?;
+    s.write_all(req.as_bytes()).ok()?;
+    let mut buf = Vec::new();
+    // Bounded: a reply is far smaller; read_to_end stops at close or the timeout.
+    s.take(1 << 20).read_to_end(&mut buf).ok()?;
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let code = text.get(9..12)?.parse().ok()?;
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    Some((code, head.to_string(), body.to_string()))
 }
 
 /// The `tandemd` binary of this profile, built once per test process; `TANDEMD_BIN` names
@@ -132,13 +145,8 @@ pub fn tandemd_bin() -> PathBuf {
         if let Some(bin) = std::env::var_os("TANDEMD_BIN") {
             return PathBuf::from(bin);
         }
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_default();
-        let target = std::env::var_os("CARGO_TARGET_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| root.join("target"));
+        let root = workspace_root();
+        let target = target_dir();
         let release = !cfg!(debug_assertions);
         let bin = target
             .join(if release { "release" } else { "debug" })
@@ -160,6 +168,21 @@ pub fn tandemd_bin() -> PathBuf {
         bin
     })
     .clone()
+}
+
+/// The workspace's root directory (the parent of this crate's).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
+}
+
+/// Cargo's target directory: `CARGO_TARGET_DIR`, else `target/` in the workspace.
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"))
 }
 
 /// Deletes namespaces `tdm-<pid>-*` whose pid is no longer running (an aborted earlier run).
@@ -737,6 +760,11 @@ impl Drop for Net {
 /// Runs `cmd` to completion (bounded: 10 s, then killed): exit code, stdout, stderr. Output
 /// is read while it runs, so a chatty command cannot block on a full pipe.
 pub fn run_bounded(cmd: &mut Command) -> (Option<i32>, String, String) {
+    run_bounded_for(cmd, Duration::from_secs(10))
+}
+
+/// [`run_bounded`] with the limit `limit` instead of 10 s.
+pub fn run_bounded_for(cmd: &mut Command, limit: Duration) -> (Option<i32>, String, String) {
     let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -764,7 +792,7 @@ pub fn run_bounded(cmd: &mut Command) -> (Option<i32>, String, String) {
             .take()
             .map(|e| Box::new(e) as Box<dyn Read + Send>),
     );
-    let status = wait_for(Duration::from_secs(10), Duration::from_millis(10), || {
+    let status = wait_for(limit, Duration::from_millis(10), || {
         child.try_wait().ok().flatten()
     });
     if status.is_none() {
