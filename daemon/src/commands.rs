@@ -29,6 +29,7 @@
 //! Panics: never, whatever the arguments.
 
 use crate::resp::{self, string2ll, Args};
+use crate::scripts::{self, Script};
 use crate::store::{Entry, Expiry, IncrError, Replicate, Store, StoreError, Value};
 
 /// Reply to a write on a node without quorum. `READONLY` makes client libraries raise their
@@ -203,6 +204,9 @@ enum Cmd {
     Keys,
     ExpireTime,
     PExpireTime,
+    Eval,
+    EvalSha,
+    Script,
 }
 
 struct Spec {
@@ -280,6 +284,9 @@ const COMMANDS: &[Spec] = &[
     spec(Cmd::Keys, "keys", 2, false, false),
     spec(Cmd::ExpireTime, "expiretime", 2, false, false),
     spec(Cmd::PExpireTime, "pexpiretime", 2, false, false),
+    spec(Cmd::Eval, "eval", -3, true, false),
+    spec(Cmd::EvalSha, "evalsha", -3, true, false),
+    spec(Cmd::Script, "script", -2, false, false),
 ];
 
 /// True if `args` names a command that may change the store (before its arguments are
@@ -497,6 +504,9 @@ fn execute_one(
         Cmd::Keys => ex.keys(),
         Cmd::ExpireTime => ex.expiretime(false),
         Cmd::PExpireTime => ex.expiretime(true),
+        Cmd::Eval => ex.eval(false),
+        Cmd::EvalSha => ex.eval(true),
+        Cmd::Script => ex.script(),
     };
     if outcome == Outcome::Reply && !ex.writes.is_empty() {
         return Outcome::Write(ex.writes);
@@ -561,6 +571,15 @@ fn unknown_subcommand(out: &mut Vec<u8>, sub: &[u8], command: &str) {
     text.extend_from_slice(sub.get(..128).unwrap_or(sub));
     text.extend_from_slice(format!("'. Try {command} HELP.").as_bytes());
     error_sanitized(out, &text);
+}
+
+/// The error for a script tandem does not know: says why and names it by SHA1, so that an
+/// operator can look it up (README, "Scripts").
+fn unknown_script(body: &[u8]) -> Vec<u8> {
+    let mut text =
+        b"ERR tandem runs no Lua, only the scripts README lists; this one's SHA1 is ".to_vec();
+    text.extend_from_slice(&scripts::sha1_hex(body));
+    text
 }
 
 fn arity_error(name: &str, out: &mut Vec<u8>) {
@@ -1730,6 +1749,81 @@ impl Exec<'_, '_> {
                 }
             }
             Err(e) => store_error(e, self.store.limits().max_value_bytes, self.out),
+        }
+        Outcome::Reply
+    }
+
+    /// EVAL script numkeys key.. arg.. / EVALSHA sha1 numkeys ..: a script tandem knows
+    /// ([`scripts`]) runs natively; any other is refused (EVALSHA: Redis's NOSCRIPT, on
+    /// which clients retry with EVAL and get the explanation).
+    fn eval(&mut self, by_sha: bool) -> Outcome {
+        let Some(numkeys) = int_arg(self.args.arg(2)) else {
+            return self.err(b"ERR value is not an integer or out of range");
+        };
+        // Arity -3: at least the script, numkeys and the command name.
+        let rest = self.args.len() - 3;
+        if numkeys < 0 {
+            return self.err(b"ERR Number of keys can't be negative");
+        }
+        let numkeys = usize::try_from(numkeys).unwrap_or(usize::MAX);
+        if numkeys > rest {
+            return self.err(b"ERR Number of keys can't be greater than number of args");
+        }
+        let body = self.args.arg(1);
+        let found = if by_sha {
+            scripts::by_sha(body)
+        } else {
+            scripts::by_text(body)
+        };
+        let Some(script) = found else {
+            if by_sha {
+                return self.err(b"NOSCRIPT No matching script. Please use EVAL.");
+            }
+            return self.err(&unknown_script(body));
+        };
+        let (want_keys, want_args) = script.arity();
+        if numkeys < want_keys || rest - numkeys < want_args {
+            return self.err(b"ERR this script reads KEYS[1] and ARGV[1]");
+        }
+        match script {
+            Script::CompareAndDelete => {
+                let key = self.args.arg(3);
+                let token = self.args.arg(3 + numkeys);
+                match self.string_of(key) {
+                    Err(()) => return self.err(WRONGTYPE),
+                    Ok(Some(v)) if v == token => {
+                        let now = self.now();
+                        self.writes.extend(self.store.delete(key, now));
+                        resp::integer(self.out, 1);
+                    }
+                    Ok(_) => resp::integer(self.out, 0),
+                }
+            }
+        }
+        Outcome::Reply
+    }
+
+    /// SCRIPT LOAD | EXISTS | FLUSH: the known scripts are built in, so LOAD only names a
+    /// known one (and refuses others at once, not at their first EVALSHA) and FLUSH has
+    /// nothing to drop.
+    fn script(&mut self) -> Outcome {
+        let sub = self.args.arg(1);
+        let argc = self.args.len();
+        if is(sub, "load") && argc == 3 {
+            let body = self.args.arg(2);
+            if scripts::by_text(body).is_none() {
+                return self.err(&unknown_script(body));
+            }
+            resp::bulk(self.out, &scripts::sha1_hex(body));
+        } else if is(sub, "exists") && argc >= 3 {
+            resp::array_header(self.out, argc - 2);
+            for sha in self.args.iter().skip(2) {
+                resp::integer(self.out, i64::from(scripts::by_sha(sha).is_some()));
+            }
+        } else if is(sub, "flush") && argc <= 3 {
+            resp::simple(self.out, b"OK");
+        } else {
+            unknown_subcommand(self.out, sub, "SCRIPT");
         }
         Outcome::Reply
     }

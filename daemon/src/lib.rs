@@ -20,6 +20,7 @@ pub mod net;
 pub mod notify;
 pub mod resp;
 pub mod resp_server;
+pub mod scripts;
 pub mod sessions;
 pub mod status;
 pub mod store;

@@ -377,6 +377,29 @@ fn cases(p: &str) -> Vec<(&'static str, Vec<Step>)> {
                 e(&format!("DECRBY {}", k("c"))),
             ],
         ),
+        ("scripts tandem knows: php-redis's lock release", {
+            let script: &[u8] = b"if redis.call(\"get\",KEYS[1]) == ARGV[1] then return redis.call(\"del\",KEYS[1]) else return 0 end";
+            let sha: &[u8] = b"b70c2384248f88e6b75b9f89241a180f856ad852";
+            let lock = k("lock");
+            let lock = lock.as_bytes();
+            vec![
+                e(&format!("SET {} tok", k("lock"))),
+                ea(&[b"EVAL", script, b"1", lock, b"other"]),
+                e(&format!("GET {}", k("lock"))),
+                ea(&[b"EVAL", script, b"1", lock, b"tok"]),
+                e(&format!("GET {}", k("lock"))),
+                ea(&[b"EVAL", script, b"1", lock, b"tok"]),
+                e(&format!("SET {} tok2", k("lock"))),
+                ea(&[b"EVALSHA", sha, b"1", lock, b"tok2"]),
+                e(&format!("EXISTS {}", k("lock"))),
+                ea(&[b"SCRIPT", b"EXISTS", sha]),
+                ea(&[b"SCRIPT", b"LOAD", script]),
+                ea(&[b"EVAL", script, b"x"]),
+                ea(&[b"EVAL", script, b"-1"]),
+                ea(&[b"EVAL", script, b"3", lock]),
+                e("SCRIPT FOO"),
+            ]
+        }),
         (
             "conditional writes",
             vec![
