@@ -64,8 +64,10 @@ pub enum Event {
 /// What a received datagram gave the caller.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Received<'a> {
-    /// Consumed inside the node (heartbeat, ack, request, ...), or not for this node.
-    Handled,
+    /// Consumed inside the node (heartbeat, ack, request, ...), or not for this node; `from`
+    /// is the authenticated sender (this node for an own frame dropped from its header): a
+    /// unicast transport learns where `from` is from it.
+    Handled { from: NodeId },
     /// A replicated write of `from`'s stream, in order: apply it now. Chunks of one value
     /// arrive back to back (`entry.offset` grows until `offset + value.len() == total_len`).
     Update { from: NodeId, entry: EntryRepr<'a> },
@@ -101,6 +103,9 @@ pub struct Stats {
     pub too_many_senders: u64,
     /// Session frames a witness ignored, or frames addressed to another node.
     pub not_for_us: u64,
+    /// State-transfer chunks opened, whether for this node or not (none, when destinations
+    /// are honoured, on a node that pulls no transfer).
+    pub sync_chunks_received: u64,
     /// Frames that could not be sealed (a bug or an exhausted seq space): not sent.
     pub seal_errors: u64,
     pub events_dropped: u64,
@@ -126,6 +131,7 @@ impl Stats {
         stale_incarnation: 0,
         too_many_senders: 0,
         not_for_us: 0,
+        sync_chunks_received: 0,
         seal_errors: 0,
         events_dropped: 0,
         peers_refused: 0,
@@ -250,7 +256,7 @@ where
         if let Some(Ok(run)) = datagram.get(10..26).map(<[u8; 16]>::try_from) {
             if Run(run) == self.run {
                 self.stats.own += 1;
-                return Ok(Received::Handled);
+                return Ok(Received::Handled { from: self.me });
             }
         }
         let frame = match self.receiver.receive(datagram, &mut self.keyring) {
@@ -267,7 +273,7 @@ where
             // Authentic, and not this run's: another process holds this node's id.
             self.stats.twin += 1;
             self.membership.report_duplicate(from, inc);
-            return Ok(Received::Handled);
+            return Ok(Received::Handled { from });
         }
         let out = match frame.body {
             Body::Heartbeat(hb) => {
@@ -275,30 +281,30 @@ where
                 if !self.witness && hb.role != Role::Witness && from != self.me {
                     self.replication.handle_hwm(now, from, inc, hb.repl_hwm);
                 }
-                Received::Handled
+                Received::Handled { from }
             }
             Body::Leave(_) => {
                 self.membership.handle_leave(now, from, inc);
-                Received::Handled
+                Received::Handled { from }
             }
             _ if self.witness || from == self.me => {
                 self.stats.not_for_us += 1;
-                Received::Handled
+                Received::Handled { from }
             }
             Body::SessionUpdate(u) => match self.replication.handle_update(now, from, inc, &u) {
                 Delivery::Deliver => Received::Update {
                     from,
                     entry: u.entry,
                 },
-                _ => Received::Handled,
+                _ => Received::Handled { from },
             },
             Body::Ack(a) => {
                 self.replication.handle_ack(now, from, &a);
-                Received::Handled
+                Received::Handled { from }
             }
             Body::RetransmitRequest(r) => {
                 self.replication.handle_retransmit_request(now, from, &r);
-                Received::Handled
+                Received::Handled { from }
             }
             Body::SyncRequest(r) => {
                 if r.target == self.me {
@@ -306,18 +312,21 @@ where
                 } else {
                     self.stats.not_for_us += 1;
                 }
-                Received::Handled
+                Received::Handled { from }
             }
-            Body::SyncChunk(c) => match self.replication.handle_sync_chunk(now, from, &c) {
-                SyncDelivery::Apply => Received::SyncEntry {
-                    from,
-                    entry: c.entry,
-                },
-                SyncDelivery::Ignore => Received::Handled,
-            },
+            Body::SyncChunk(c) => {
+                self.stats.sync_chunks_received += 1;
+                match self.replication.handle_sync_chunk(now, from, &c) {
+                    SyncDelivery::Apply => Received::SyncEntry {
+                        from,
+                        entry: c.entry,
+                    },
+                    SyncDelivery::Ignore => Received::Handled { from },
+                }
+            }
             Body::SyncDone(d) => {
                 self.replication.handle_sync_done(now, from, inc, &d);
-                Received::Handled
+                Received::Handled { from }
             }
         };
         self.pump(now);
@@ -726,7 +735,10 @@ mod tests {
         let t0 = Instant::from_millis(1);
         let mut a = node(1, t0, KEY);
         let mut d = drain(&mut a, t0).remove(0);
-        assert_eq!(a.handle_datagram(t0, &mut d), Ok(Received::Handled));
+        assert_eq!(
+            a.handle_datagram(t0, &mut d),
+            Ok(Received::Handled { from: NodeId(1) })
+        );
         assert_eq!(a.stats().own, 1);
         assert_eq!(a.stats().received, 0);
     }

@@ -23,7 +23,7 @@ use zeroize::Zeroizing;
 use crate::cipher::Cipher;
 use tandem_core::frame::{sealed_frame_len, HeaderRepr, Kind, HEADER_LEN, MAX_DATAGRAM, TAG_LEN};
 use tandem_core::node::{self as core_node, Node, Received, KEYS};
-use tandem_core::replication::{self, Slot, SyncSend};
+use tandem_core::replication::{self, Dest, Slot, SyncSend};
 use tandem_core::{detector, membership};
 use tandem_core::{ClusterId, Incarnation, Instant, KeyId, NodeId, Salt};
 
@@ -162,8 +162,9 @@ pub struct Cluster {
     metrics: ClusterMetrics,
     /// Where the core seals a frame before it is packed into the caller's datagram.
     scratch: Box<[u8; MAX_DATAGRAM]>,
-    /// A sealed frame in `scratch` (its length) that did not fit the last datagram.
-    carry: Option<usize>,
+    /// A sealed frame in `scratch` (its length and destination) that did not fit the last
+    /// datagram.
+    carry: Option<(usize, Dest)>,
     /// A state-transfer chunk the core asked for that waits for pacing credit.
     held_sync: Option<SyncSend>,
     sync_credit_us: u64,
@@ -265,14 +266,16 @@ impl Cluster {
 
     /// One received datagram, `arrival` = its kernel receive time. `data` is decrypted in
     /// place. Any bytes are fine: bad ones are counted as drops, never panic. Session entries
-    /// it carries (and any the reorder buffer releases) go to `sessions`.
+    /// it carries (and any the reorder buffer releases) go to `sessions`. Returns the peer
+    /// the core authenticated it from (`None`: nothing opened, or an own frame).
     pub fn handle_datagram(
         &mut self,
         arrival: Instant,
         data: &mut [u8],
         sessions: &mut Sessions,
         now_ms: u64,
-    ) {
+    ) -> Option<NodeId> {
+        let mut sender = None;
         // A datagram packs one or more sealed frames back to back; each is opened alone (an
         // empty datagram is one empty, truncated frame). Bounded: every frame but an empty
         // first one is at least one byte (`sealed_frame_len` returns 0 only for no bytes).
@@ -281,14 +284,21 @@ impl Cluster {
             let (frame, tail) = rest.split_at_mut(sealed_frame_len(rest));
             rest = tail;
             self.metrics.frames_received += 1;
-            match self.node.handle_datagram(arrival, frame) {
-                Ok(Received::Update { from, entry }) => sessions.apply_stream(from, &entry, now_ms),
-                Ok(Received::SyncEntry { from, entry }) => {
-                    sessions.apply_sync(from, &entry, now_ms)
+            let from = match self.node.handle_datagram(arrival, frame) {
+                Ok(Received::Update { from, entry }) => {
+                    sessions.apply_stream(from, &entry, now_ms);
+                    from
                 }
-                Ok(Received::Handled) => {}
+                Ok(Received::SyncEntry { from, entry }) => {
+                    sessions.apply_sync(from, &entry, now_ms);
+                    from
+                }
+                Ok(Received::Handled { from }) => from,
                 // The rest of a datagram whose frame did not open is not trusted either.
                 Err(_) => break,
+            };
+            if from != self.cfg.node_id {
+                sender.get_or_insert(from);
             }
             // Bounded by the reorder buffer's size.
             while let Some((from, u)) = self.node.poll_delivery() {
@@ -304,6 +314,7 @@ impl Cluster {
             self.twin_heard = Some(arrival);
         }
         self.after_input();
+        sender
     }
 
     /// A raw core event (membership and replication) for the session layer.
@@ -312,14 +323,15 @@ impl Cluster {
     }
 
     /// Seals the next state-transfer chunk the core asks for, built from `sessions`'
-    /// snapshot; `None` when none is due.
+    /// snapshot, into `buf`; returns its length and destination (the requester), `None` when
+    /// none is due.
     pub fn poll_sync_transmit(
         &mut self,
         now: Instant,
         buf: &mut [u8],
         sessions: &mut Sessions,
         now_ms: u64,
-    ) -> Option<usize> {
+    ) -> Option<(usize, Dest)> {
         if self.left {
             return None;
         }
@@ -346,7 +358,7 @@ impl Cluster {
                     let t = self.node.seal_sync_chunk(&c, buf)?;
                     self.sync_credit_us -= SYNC_CHUNK_US;
                     self.metrics.frames_sent += 1;
-                    return Some(t.len);
+                    return Some((t.len, t.to));
                 }
                 SyncChunk::Exhausted(total) => self.node.sync_exhausted(s.to, s.sync_id, total),
             }
@@ -384,24 +396,26 @@ impl Cluster {
         Some(core.map_or(paced, |c| c.min(paced)))
     }
 
-    /// Writes the next frame to send into `buf` (at least [`crate::net::SLOT_BYTES`] bytes)
-    /// and returns its length; `None` when nothing is due.
-    /// Small frames (heartbeats, acks, small session updates) are packed into one datagram of
-    /// at most [`MAX_DATAGRAM`] bytes: under write load the kernel's per-datagram cost, not
-    /// sealing, is what limits replication.
-    pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<usize> {
+    /// Writes the next datagram to send into `buf` (at least [`crate::net::SLOT_BYTES`]
+    /// bytes) and returns its length and destination; `None` when nothing is due.
+    /// Small frames (heartbeats, acks, small session updates) for one destination are packed
+    /// into one datagram of at most [`MAX_DATAGRAM`] bytes: under write load the kernel's
+    /// per-datagram cost, not sealing, is what limits replication.
+    pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<(usize, Dest)> {
         if self.left && self.leave_sent {
             return None;
         }
         let limit = MAX_DATAGRAM.min(buf.len());
         let mut len = 0;
-        if let Some(n) = self.carry.take() {
+        let mut to = Dest::All;
+        if let Some((n, dest)) = self.carry.take() {
             buf.get_mut(..n)?.copy_from_slice(self.scratch.get(..n)?);
             len = n;
+            to = dest;
             let heartbeat = HeaderRepr::check(self.scratch.get(..n)?)
                 .is_ok_and(|(h, _, _)| h.kind == Kind::Heartbeat as u8);
             if heartbeat {
-                return Some(len);
+                return Some((len, to));
             }
         }
         // Bounded: stops at the first frame that does not fit or when nothing is due.
@@ -419,10 +433,12 @@ impl Cluster {
             // which must never delay a replication frame packed behind it.
             let heartbeat = HeaderRepr::check(self.scratch.get(..t.len)?)
                 .is_ok_and(|(h, _, _)| h.kind == Kind::Heartbeat as u8);
-            if heartbeat && len > 0 || len + t.len > limit {
-                self.carry = Some(t.len);
+            // A datagram has one destination: a frame for another one starts the next.
+            if heartbeat && len > 0 || len + t.len > limit || len > 0 && t.to != to {
+                self.carry = Some((t.len, t.to));
                 break;
             }
+            to = t.to;
             buf.get_mut(len..len + t.len)?
                 .copy_from_slice(self.scratch.get(..t.len)?);
             len += t.len;
@@ -430,7 +446,7 @@ impl Cluster {
                 break;
             }
         }
-        (len > 0).then_some(len)
+        (len > 0).then_some((len, to))
     }
 
     pub fn poll_event(&mut self) -> Option<ClusterEvent> {
@@ -700,10 +716,12 @@ mod tests {
             src.handle_timeout(now);
         }
         for _ in 0..100 {
-            let Some(n) = src.poll_transmit(now, &mut buf) else {
+            let Some((n, _)) = src.poll_transmit(now, &mut buf) else {
                 break;
             };
-            dst.handle_datagram(now, &mut buf[..n], &mut sessions(), 0);
+            let from = dst.handle_datagram(now, &mut buf[..n], &mut sessions(), 0);
+            // The authenticated sender, or nothing when the frame did not open (wrong key).
+            assert!(from.is_none_or(|f| f == src.node_id()), "{from:?}");
         }
     }
 

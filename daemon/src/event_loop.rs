@@ -611,8 +611,12 @@ impl Daemon {
                     self.metrics.recv_truncated += 1;
                     continue;
                 }
-                self.cluster
-                    .handle_datagram(d.arrival, d.data, &mut self.sessions, now_ms);
+                let sender =
+                    self.cluster
+                        .handle_datagram(d.arrival, d.data, &mut self.sessions, now_ms);
+                if let Some(node) = sender {
+                    self.socket.learn(node, || d.source());
+                }
             }
             if n < crate::net::BATCH {
                 return false;
@@ -696,8 +700,8 @@ impl Daemon {
             self.send_pending |= sync && !serve;
             let mut chunks = 0;
             while let Some(slot) = self.send.slot() {
-                let len = match self.cluster.poll_transmit(now, slot) {
-                    Some(len) => Some(len),
+                let datagram = match self.cluster.poll_transmit(now, slot) {
+                    Some(d) => Some(d),
                     None if serve && chunks < SYNC_CHUNKS_PER_SEND => {
                         chunks += 1;
                         self.cluster
@@ -705,15 +709,15 @@ impl Daemon {
                     }
                     None => None,
                 };
-                match len {
-                    Some(len) => self.send.commit(len),
+                match datagram {
+                    Some((len, to)) => self.send.commit_to(len, to),
                     None => break,
                 }
             }
             if self.send.is_empty() {
                 break;
             }
-            let want = (self.send.len() * self.socket.fanout()) as u64;
+            let want = self.socket.datagrams(&self.send) as u64;
             self.metrics.send_batches += 1;
             match self.socket.send_batch(&mut self.send) {
                 Ok(n) => {
@@ -738,6 +742,7 @@ impl Daemon {
     }
 
     fn copy_stats(&mut self) {
+        self.metrics.sent_to.clone_from(self.send.sent_to());
         let h = self.hooks.stats();
         self.metrics.hooks_started = h.started;
         self.metrics.hooks_failed = h.failed;

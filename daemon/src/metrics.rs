@@ -121,6 +121,8 @@ pub struct DaemonMetrics {
     pub send_datagrams: u64,
     /// Datagrams the kernel did not take (socket buffer full) or send errors.
     pub send_dropped: u64,
+    /// Datagrams the kernel took, by destination (every peer, or one node).
+    pub sent_to: crate::net::SentTo,
     /// Microseconds spent handling events (not waiting in poll).
     pub busy_us: u64,
     /// Largest lateness of a deadline wake-up, microseconds.
@@ -394,6 +396,30 @@ pub fn render(c: &ClusterMetrics, d: &DaemonMetrics, s: &StatusSnapshot) -> Stri
     );
     family(
         &mut o,
+        "tandem_datagrams_sent_total",
+        "counter",
+        "Datagrams taken by the kernel, by destination: every peer (to=\"all\", once per unicast peer) or one node.",
+    );
+    sample(
+        &mut o,
+        "tandem_datagrams_sent_total",
+        "to=\"all\"",
+        d.sent_to.all,
+    );
+    for (node, n) in &d.sent_to.nodes {
+        let labels = format!("to=\"node\",node=\"{}\"", node.0);
+        sample(&mut o, "tandem_datagrams_sent_total", &labels, *n);
+    }
+    if d.sent_to.other_nodes > 0 {
+        sample(
+            &mut o,
+            "tandem_datagrams_sent_total",
+            "to=\"node\",node=\"other\"",
+            d.sent_to.other_nodes,
+        );
+    }
+    family(
+        &mut o,
         "tandem_hooks_total",
         "counter",
         "--on-change hook runs by result.",
@@ -587,6 +613,11 @@ pub fn render_sessions(
             "tandem_sync_chunks_sent_total",
             "State transfer chunks sent.",
             st.sync_chunks_sent,
+        ),
+        (
+            "tandem_sync_chunks_received_total",
+            "State transfer chunks received, whether for this node or not.",
+            node.stats().sync_chunks_received,
         ),
     ] {
         counter(o, name, help, v);

@@ -24,6 +24,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6};
 use std::os::fd::{AsRawFd, RawFd};
 
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+use tandem_core::replication::Dest;
 use tandem_core::{Incarnation, Instant, NodeId, Salt};
 
 use crate::clock::Clock;
@@ -99,7 +100,14 @@ impl NetConfig {
     }
 }
 
-/// The non-blocking cluster socket and the addresses every frame goes to.
+/// The non-blocking cluster socket and where each datagram goes.
+///
+/// A datagram for every peer ([`Dest::All`]) goes to the group, or to each unicast peer. One
+/// for one node ([`Dest::Node`]) goes to the group too on multicast transports (the others
+/// drop it after opening it), and on unicast to that node's peer address alone, once the
+/// node's address is known: [`ClusterSocket::learn`] maps a node to the configured peer
+/// address its authenticated frames come from. Until then (it never sent us a frame, so
+/// it cannot have asked for anything either) such a datagram goes to every peer.
 ///
 /// With `split_heartbeats`, a second socket on the same group and port takes the heartbeats:
 /// a kernel filter (classic BPF on the plaintext header's kind byte) gives it every
@@ -119,6 +127,9 @@ pub struct ClusterSocket {
     /// The group, or each unicast peer.
     dests: Vec<SockAddr>,
     framing: Framing,
+    /// Unicast: which of `dests` each node sends from (at most one node per address).
+    routes: Vec<(NodeId, usize)>,
+    unicast: bool,
     /// Raw IPv4 sockets deliver the IP header; it is stripped on receive.
     strip_ip_header: bool,
 }
@@ -161,6 +172,8 @@ impl ClusterSocket {
             heartbeats,
             dests,
             framing,
+            routes: Vec::new(),
+            unicast: cfg.transport == TransportKind::Unicast,
             strip_ip_header: framing == Framing::RawV4,
         })
     }
@@ -208,17 +221,71 @@ impl ClusterSocket {
         self.heartbeats.is_some()
     }
 
-    /// Sends every queued frame of `batch` to every destination, then clears it. Returns the
-    /// number of datagrams the kernel took; the rest (socket buffer full) were dropped.
+    /// Sends every queued datagram of `batch` to its destination (see the type's docs), then
+    /// clears it. Returns the number of datagrams the kernel took; the rest (socket buffer
+    /// full) were dropped. The batch counts what went where ([`SendBatch::sent_to`]).
     pub fn send_batch(&self, batch: &mut SendBatch) -> io::Result<usize> {
-        let r = send_batch_fd(self.socket.as_raw_fd(), batch, &self.dests);
+        let r = send_batch_fd(self.socket.as_raw_fd(), batch, &self.dests, |to| {
+            self.targets(to)
+        });
+        // sendmmsg sends in order and stops at the first refusal: the first `sent` pairs of
+        // (datagram, address) went out.
+        let mut left = *r.as_ref().unwrap_or(&0);
+        for f in 0..batch.count.min(BATCH) {
+            let to = batch.to[f];
+            let n = self.targets(to).len().min(left);
+            left -= n;
+            batch.sent_to.add(to, n as u64);
+        }
         batch.clear();
         r
     }
 
-    /// Datagrams one frame turns into (one per destination).
+    /// Kernel datagrams `batch` turns into (one per address of each datagram's destination).
+    pub fn datagrams(&self, batch: &SendBatch) -> usize {
+        batch.to[..batch.count.min(BATCH)]
+            .iter()
+            .map(|&to| self.targets(to).len())
+            .sum()
+    }
+
+    /// Datagrams one frame for every peer turns into (one per address).
     pub fn fanout(&self) -> usize {
         self.dests.len()
+    }
+
+    /// Unicast: `node`'s authenticated frames came from `source`; if that is a configured peer
+    /// address, datagrams for `node` go there alone from now on. Other transports (and
+    /// unknown addresses) ignore it. Call with the sender the core authenticated, never with
+    /// a header's unverified sender field.
+    pub fn learn(&mut self, node: NodeId, source: impl FnOnce() -> Option<SocketAddr>) {
+        if !self.unicast {
+            return;
+        }
+        let Some(src) = source() else {
+            return;
+        };
+        let Some(i) = self.dests.iter().position(|d| d.as_socket() == Some(src)) else {
+            return;
+        };
+        if self.routes.contains(&(node, i)) {
+            return;
+        }
+        // One node per address and one address per node: bounded by `dests` (MAX_PEERS).
+        self.routes.retain(|&(n, j)| n != node && j != i);
+        self.routes.push((node, i));
+    }
+
+    /// Indices into `dests` of a datagram for `to`.
+    fn targets(&self, to: Dest) -> std::ops::Range<usize> {
+        let route = match to {
+            Dest::Node(n) => self.routes.iter().find(|r| r.0 == n),
+            Dest::All => None,
+        };
+        match route {
+            Some(&(_, i)) => i..i + 1,
+            None => 0..self.dests.len(),
+        }
     }
 
     /// Has the kernel drop this node's own frames (sender `node` with `incarnation` and
@@ -590,6 +657,9 @@ pub struct RecvBatch {
     truncated: [bool; BATCH],
     arrival: [Instant; BATCH],
     cmsg: Box<[[u64; CMSG_WORDS]; BATCH]>,
+    /// Source addresses (unicast learns where a node is from them).
+    names: Box<[libc::sockaddr_storage; BATCH]>,
+    name_lens: [libc::socklen_t; BATCH],
 }
 
 impl RecvBatch {
@@ -600,6 +670,9 @@ impl RecvBatch {
             truncated: [false; BATCH],
             arrival: [Instant::ZERO; BATCH],
             cmsg: Box::new([[0; CMSG_WORDS]; BATCH]),
+            // SAFETY: sockaddr_storage is a plain C struct; all-zero is AF_UNSPEC.
+            names: Box::new(unsafe { MaybeUninit::zeroed().assume_init() }),
+            name_lens: [0; BATCH],
         }
     }
 
@@ -614,6 +687,7 @@ impl RecvBatch {
             data,
             truncated,
             arrival,
+            name: (self.names.get(i)?, *self.name_lens.get(i)?),
         })
     }
 }
@@ -629,13 +703,27 @@ pub struct Datagram<'a> {
     pub data: &'a mut [u8],
     pub truncated: bool,
     pub arrival: Instant,
+    name: (&'a libc::sockaddr_storage, libc::socklen_t),
+}
+
+impl Datagram<'_> {
+    /// Where the datagram came from (IPv4 or IPv6), as the kernel reported it.
+    pub fn source(&self) -> Option<SocketAddr> {
+        let (storage, len) = self.name;
+        // SAFETY: `storage` is a whole sockaddr_storage and `len` what recvmmsg wrote, at
+        // most its size (checked here too); SockAddr reads only `len` bytes of it.
+        let len = len.min(size_of::<libc::sockaddr_storage>() as libc::socklen_t);
+        unsafe { SockAddr::new(*storage, len) }.as_socket()
+    }
 }
 
 /// Preallocated send slots: fill with [`SendBatch::slot`] + [`SendBatch::commit`].
 pub struct SendBatch {
     bufs: Box<[[u8; SLOT_BYTES]; BATCH]>,
     lens: [usize; BATCH],
+    to: [Dest; BATCH],
     count: usize,
+    sent_to: SentTo,
 }
 
 impl SendBatch {
@@ -643,7 +731,9 @@ impl SendBatch {
         SendBatch {
             bufs: Box::new([[0; SLOT_BYTES]; BATCH]),
             lens: [0; BATCH],
+            to: [Dest::All; BATCH],
             count: 0,
+            sent_to: SentTo::default(),
         }
     }
 
@@ -652,12 +742,24 @@ impl SendBatch {
         self.bufs.get_mut(self.count).map(|b| &mut b[..])
     }
 
-    /// Queues the first `len` bytes of the slot last returned by [`SendBatch::slot`].
+    /// Queues the first `len` bytes of the slot last returned by [`SendBatch::slot`], for
+    /// every peer.
     pub fn commit(&mut self, len: usize) {
-        if let Some(l) = self.lens.get_mut(self.count) {
+        self.commit_to(len, Dest::All);
+    }
+
+    /// [`SendBatch::commit`] for destination `to`.
+    pub fn commit_to(&mut self, len: usize, to: Dest) {
+        if let (Some(l), Some(d)) = (self.lens.get_mut(self.count), self.to.get_mut(self.count)) {
             *l = len.min(SLOT_BYTES);
+            *d = to;
             self.count += 1;
         }
+    }
+
+    /// Datagrams the kernel took so far, by destination (cumulative, for `/metrics`).
+    pub fn sent_to(&self) -> &SentTo {
+        &self.sent_to
     }
 
     pub fn len(&self) -> usize {
@@ -674,6 +776,35 @@ impl SendBatch {
 
     pub fn clear(&mut self) {
         self.count = 0;
+    }
+}
+
+/// Datagrams sent, by the destination the core gave them: every peer, or one node.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SentTo {
+    pub all: u64,
+    /// Per node, in order of first use; at most [`MAX_PEERS`] nodes...
+    pub nodes: Vec<(NodeId, u64)>,
+    /// ... the rest counted here.
+    pub other_nodes: u64,
+}
+
+impl SentTo {
+    fn add(&mut self, to: Dest, n: u64) {
+        if n == 0 {
+            return;
+        }
+        match to {
+            Dest::All => self.all += n,
+            Dest::Node(node) => {
+                let full = self.nodes.len() >= MAX_PEERS;
+                match self.nodes.iter_mut().find(|(m, _)| *m == node) {
+                    Some((_, c)) => *c += n,
+                    None if full => self.other_nodes += n,
+                    None => self.nodes.push((node, n)),
+                }
+            }
+        }
     }
 }
 
@@ -703,9 +834,10 @@ pub fn recv_batch_fd(
         h.msg_iovlen = 1;
         h.msg_control = batch.cmsg[i].as_mut_ptr().cast();
         h.msg_controllen = size_of::<[u64; CMSG_WORDS]>();
-        // No source address: frames name their sender; msg_name stays null.
+        h.msg_name = (&mut batch.names[i] as *mut libc::sockaddr_storage).cast();
+        h.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
     }
-    // SAFETY: `msgs` holds BATCH headers whose buffers (slots, cmsg space) live in
+    // SAFETY: `msgs` holds BATCH headers whose buffers (slots, cmsg and name space) live in
     // `batch`, which is borrowed mutably for the whole call, with their true sizes.
     let n = unsafe {
         libc::recvmmsg(
@@ -743,6 +875,7 @@ pub fn recv_batch_fd(
             }
         }
         batch.spans[i] = (start, len);
+        batch.name_lens[i] = h.msg_namelen;
         batch.truncated[i] = truncated;
         batch.arrival[i] = match timestamp_ns(h) {
             Some(ns) => clock.from_realtime(ns, now),
@@ -778,14 +911,23 @@ fn timestamp_ns(h: &libc::msghdr) -> Option<i64> {
     None
 }
 
-/// sendmmsg of each queued frame to each destination; stops at EAGAIN (rest dropped).
-pub fn send_batch_fd(fd: RawFd, batch: &SendBatch, dests: &[SockAddr]) -> io::Result<usize> {
+/// sendmmsg of each queued datagram to the addresses `targets` picks of `dests` for its
+/// destination; stops at EAGAIN (rest dropped).
+fn send_batch_fd(
+    fd: RawFd,
+    batch: &SendBatch,
+    dests: &[SockAddr],
+    targets: impl Fn(Dest) -> std::ops::Range<usize>,
+) -> io::Result<usize> {
     const MAX_MSGS: usize = 64;
     // SAFETY: plain C structs, all-zero valid; pointers filled in below.
     let mut iov: [libc::iovec; MAX_MSGS] = unsafe { MaybeUninit::zeroed().assume_init() };
     let mut msgs: [libc::mmsghdr; MAX_MSGS] = unsafe { MaybeUninit::zeroed().assume_init() };
     let mut sent = 0usize;
-    let pairs = (0..batch.count.min(BATCH)).flat_map(|f| dests.iter().map(move |d| (f, d)));
+    let pairs = (0..batch.count.min(BATCH)).flat_map(|f| {
+        let range = targets(batch.to[f]);
+        dests.get(range).unwrap_or(&[]).iter().map(move |d| (f, d))
+    });
     let mut pairs = pairs.peekable();
     while pairs.peek().is_some() {
         let mut pending = 0usize;
@@ -1280,6 +1422,54 @@ mod tests {
         let mut rb = RecvBatch::new();
         assert_eq!(recv_all(&b, &mut rb, &clock, BATCH).len(), BATCH);
         assert_eq!(recv_all(&c, &mut rb, &clock, BATCH).len(), BATCH);
+    }
+
+    /// A datagram for one node goes to that node's learned peer address alone; one for
+    /// every peer, or for a node whose address is not known yet, to every peer.
+    #[test]
+    fn unicast_sends_a_datagram_for_one_node_to_that_node_only() {
+        let clock = Clock::new();
+        let mk = |port: u16, peers: Vec<SocketAddrV4>| NetConfig {
+            transport: TransportKind::Unicast,
+            listen: Some(SocketAddrV4::new(Ipv4Addr::LOCALHOST, port)),
+            peers,
+            ..udp_cfg(port)
+        };
+        let lo = |p| SocketAddrV4::new(Ipv4Addr::LOCALHOST, p);
+        let b = ClusterSocket::open(&mk(47_332, vec![lo(47_331)])).unwrap();
+        let c = ClusterSocket::open(&mk(47_333, vec![])).unwrap();
+        let mut a = ClusterSocket::open(&mk(47_331, vec![lo(47_332), lo(47_333)])).unwrap();
+        // Node 3 is at 47_333. An address that is no configured peer teaches nothing.
+        a.learn(NodeId(3), || Some(SocketAddr::V4(lo(47_333))));
+        a.learn(NodeId(2), || Some(SocketAddr::V4(lo(47_399))));
+        let mut sb = SendBatch::new();
+        for (tag, to) in [
+            (0u8, Dest::Node(NodeId(3))),
+            (1, Dest::All),
+            (2, Dest::Node(NodeId(2))),
+        ] {
+            sb.slot().unwrap()[0] = tag;
+            sb.commit_to(1, to);
+        }
+        assert_eq!(a.datagrams(&sb), 5);
+        assert_eq!(a.send_batch(&mut sb).unwrap(), 5);
+        let mut rb = RecvBatch::new();
+        let firsts = |got: Vec<Vec<u8>>| got.iter().map(|d| d[0]).collect::<Vec<u8>>();
+        assert_eq!(firsts(recv_all(&c, &mut rb, &clock, 3)), vec![0, 1, 2]);
+        assert_eq!(firsts(recv_all(&b, &mut rb, &clock, 2)), vec![1, 2]);
+        let sent = sb.sent_to();
+        assert_eq!(sent.all, 2);
+        assert_eq!(sent.nodes, vec![(NodeId(3), 1), (NodeId(2), 2)]);
+        // What b receives names its source: a's listen address, which b learns a from.
+        sb.slot().unwrap()[0] = 9;
+        sb.commit(1);
+        b.send_batch(&mut sb).unwrap();
+        let n = recv_all(&a, &mut rb, &clock, 1).len();
+        assert_eq!(n, 1);
+        assert_eq!(
+            rb.datagram(0).unwrap().source(),
+            Some(SocketAddr::V4(lo(47_332)))
+        );
     }
 
     #[test]

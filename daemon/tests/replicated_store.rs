@@ -90,12 +90,12 @@ fn turn(hosts: &mut [Host], now: Instant, loss_pct: u64, rng: &mut Rng) -> Vec<V
         let mut buf = [0u8; 2048];
         for _ in 0..10_000 {
             let n = match h.cluster.poll_transmit(now, &mut buf) {
-                Some(n) => n,
+                Some((n, _)) => n,
                 None => match h
                     .cluster
                     .poll_sync_transmit(now, &mut buf, &mut h.sessions, NOW_MS)
                 {
-                    Some(n) => n,
+                    Some((n, _)) => n,
                     None => break,
                 },
             };

@@ -277,6 +277,83 @@ fn unicast_transport_works() {
     assert_pair_joins(&net, a, 1, b, 2);
 }
 
+/// A state transfer is for its requester alone: on `--transport unicast` the serving node
+/// sends its chunks to the node that asked, not to every peer (issue 12). Nodes 1 and 2 hold
+/// sessions; node 3 joins empty and pulls them; neither 1 nor 2 ever receives a chunk.
+#[test]
+fn unicast_state_transfer_reaches_only_its_requester() {
+    let Some(mut net) = Net::new(3) else { return };
+    let peers = |me: usize| -> Vec<String> {
+        (1..=3)
+            .filter(|&h| h != me)
+            .flat_map(|h| ["--peer".to_string(), format!("{}:7377", Net::addr(h))])
+            .collect()
+    };
+    let start = |net: &mut Net, h: usize| {
+        let mut args: Vec<String> = ["--insecure", "--transport", "unicast"]
+            .map(String::from)
+            .to_vec();
+        args.extend(peers(h));
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        net.start(h, &refs)
+    };
+    let a = start(&mut net, 1);
+    let b = start(&mut net, 2);
+    assert_pair_joins(&net, a, 1, b, 2);
+    const SESSIONS: u64 = 2_000;
+    let resp = std::net::SocketAddr::from(([127, 0, 0, 1], tandem_tests::RESP_PORT));
+    let mut client = tandem_tests::resp_client::Resp::connect(net.ns(1), resp, JOIN).unwrap();
+    let cmds: Vec<Vec<Vec<u8>>> = (0..SESSIONS)
+        .map(|i| {
+            vec![
+                b"SET".to_vec(),
+                format!("sess:{i}").into_bytes(),
+                vec![b'v'; 200],
+            ]
+        })
+        .collect();
+    for batch in cmds.chunks(200) {
+        for reply in client.pipeline(batch).unwrap() {
+            assert!(reply.is_ok(), "{reply:?}");
+        }
+    }
+    let chunks = |net: &Net, n: usize| net.metric(n, "tandem_sync_chunks_received_total");
+    let (before_a, before_b) = (chunks(&net, a).unwrap(), chunks(&net, b).unwrap());
+    let c = start(&mut net, 3);
+    let synced = wait_for(Duration::from_secs(20), Duration::from_millis(50), || {
+        let done =
+            net.metric(c, "tandem_synced")? == 1 && net.metric(c, "tandem_sessions")? == SESSIONS;
+        done.then_some(())
+    });
+    assert!(
+        synced.is_some(),
+        "node 3 never synced: {:?}\n{}",
+        net.status(c),
+        net.log(c)
+    );
+    // The server's datagrams for node 3 alone: at least one per chunk.
+    let to_3: u64 = [a, b]
+        .iter()
+        .filter_map(|&n| net.metric(n, "tandem_datagrams_sent_total{to=\"node\",node=\"3\"}"))
+        .sum();
+    assert!(to_3 >= SESSIONS, "datagrams sent to node 3: {to_3}");
+    assert!(
+        chunks(&net, c).unwrap() >= SESSIONS,
+        "node 3 received {:?} chunks",
+        chunks(&net, c)
+    );
+    assert_eq!(
+        chunks(&net, a).unwrap() - before_a,
+        0,
+        "node 1 received chunks"
+    );
+    assert_eq!(
+        chunks(&net, b).unwrap() - before_b,
+        0,
+        "node 2 received chunks"
+    );
+}
+
 #[test]
 fn wrong_key_never_joins_and_auth_drops_are_counted() {
     let Some(mut net) = Net::new(3) else { return };
