@@ -11,7 +11,9 @@
 //! - [`crypto`]: AEAD sealing/opening, keyring with rotation, replay window.
 //! - [`detector`]: poll-free failure detector (fixed and phi-accrual deadlines).
 //! - [`membership`]: members, incarnations, leader election, quorum.
-//! - [`replication`]: per-sender sequences, gap detection, retransmit ring, state sync.
+//! - [`replication`]: per-sender sequences, gap detection, retransmit ring, state sync and
+//!   its pacing.
+//! - [`datagram`]: frames packed into datagrams per destination, and split again.
 //!
 //! Panics: parsing never panics, whatever the bytes. Functions that take caller-provided
 //! output buffers document their minimum sizes and return an error when they are too small.
@@ -32,6 +34,8 @@ pub mod frame;
 pub mod membership;
 pub mod node;
 pub mod replication;
+
+pub mod datagram;
 
 pub use id::{ClusterId, Incarnation, KeyId, NodeId, Salt};
 pub use time::Instant;

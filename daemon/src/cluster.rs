@@ -10,7 +10,10 @@
 //! | [`Cluster::reload_keys`]                | [`Cluster::status`], [`Cluster::metrics`], [`Cluster::joined`] |
 //!
 //! The body is a [`tandem_core::node::Node`]: the sealed wire format, the failure detector,
-//! membership and replication. This file maps its events and counters to the daemon's.
+//! membership and replication; the core also packs its frames into datagrams and splits them
+//! again ([`tandem_core::datagram`]) and paces state transfers
+//! ([`tandem_core::replication::SyncPacer`]): nothing here reads a frame header. This file
+//! maps the core's events and counters to the daemon's.
 //!
 //! Panics: never (inputs are untrusted bytes).
 
@@ -21,9 +24,10 @@ use tandem_core::crypto::{AnyKey, Keyring};
 use zeroize::Zeroizing;
 
 use crate::cipher::Cipher;
-use tandem_core::frame::{sealed_frame_len, HeaderRepr, Kind, HEADER_LEN, MAX_DATAGRAM, TAG_LEN};
-use tandem_core::node::{self as core_node, Node, Received, KEYS};
-use tandem_core::replication::{self, Dest, Slot, SyncSend};
+use tandem_core::datagram::{self, EntrySource, Packer};
+use tandem_core::frame::MAX_DATAGRAM;
+use tandem_core::node::{self as core_node, Node, KEYS};
+use tandem_core::replication::{self, Dest, Slot, SyncPacer};
 use tandem_core::{detector, membership};
 use tandem_core::{ClusterId, Incarnation, Instant, KeyId, NodeId, Salt};
 
@@ -160,28 +164,14 @@ pub struct Cluster {
     events: VecDeque<ClusterEvent>,
     core_events: VecDeque<core_node::Event>,
     metrics: ClusterMetrics,
-    /// Where the core seals a frame before it is packed into the caller's datagram.
-    scratch: Box<[u8; MAX_DATAGRAM]>,
-    /// A sealed frame in `scratch` (its length and destination) that did not fit the last
-    /// datagram.
-    carry: Option<(usize, Dest)>,
-    /// A state-transfer chunk the core asked for that waits for pacing credit.
-    held_sync: Option<SyncSend>,
-    sync_credit_us: u64,
-    sync_last: Instant,
+    /// Packs the core's frames into datagrams (its carry storage boxed: 1.4 KiB).
+    packer: Packer<Box<[u8]>>,
+    /// Paces the state-transfer chunks this node serves.
+    pacer: SyncPacer,
     /// The core's count of a twin's frames when last read, and when it last grew.
     twin_frames: u64,
     twin_heard: Option<Instant>,
 }
-
-/// State transfer pacing: one chunk (about 1 KiB) per this many microseconds of credit, so
-/// 50,000 chunks/s (~50 MB/s: 100,000 sessions of 1 KiB in about 2 s)...
-const SYNC_CHUNK_US: u64 = 20;
-/// ... with bursts of at most 64 chunks.
-const SYNC_BURST_US: u64 = 64 * SYNC_CHUNK_US;
-
-/// Smallest sealed frame (a Leave): below this much room a datagram is full.
-const MIN_FRAME: usize = HEADER_LEN + 8 + TAG_LEN;
 
 impl std::fmt::Debug for Cluster {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -247,11 +237,8 @@ impl Cluster {
             events: VecDeque::with_capacity(MAX_EVENTS),
             core_events: VecDeque::with_capacity(MAX_EVENTS),
             metrics: ClusterMetrics::default(),
-            scratch: Box::new([0; MAX_DATAGRAM]),
-            carry: None,
-            held_sync: None,
-            sync_credit_us: SYNC_BURST_US,
-            sync_last: now,
+            packer: Packer::new(vec![0; MAX_DATAGRAM].into_boxed_slice()),
+            pacer: SyncPacer::new(now),
             twin_frames: 0,
             twin_heard: None,
         }
@@ -275,46 +262,19 @@ impl Cluster {
         sessions: &mut Sessions,
         now_ms: u64,
     ) -> Option<NodeId> {
-        let mut sender = None;
-        // A datagram packs one or more sealed frames back to back; each is opened alone (an
-        // empty datagram is one empty, truncated frame). Bounded: every frame but an empty
-        // first one is at least one byte (`sealed_frame_len` returns 0 only for no bytes).
-        let mut rest = data;
-        loop {
-            let (frame, tail) = rest.split_at_mut(sealed_frame_len(rest));
-            rest = tail;
-            self.metrics.frames_received += 1;
-            let from = match self.node.handle_datagram(arrival, frame) {
-                Ok(Received::Update { from, entry }) => {
-                    sessions.apply_stream(from, &entry, now_ms);
-                    from
-                }
-                Ok(Received::SyncEntry { from, entry }) => {
-                    sessions.apply_sync(from, &entry, now_ms);
-                    from
-                }
-                Ok(Received::Handled { from }) => from,
-                // The rest of a datagram whose frame did not open is not trusted either.
-                Err(_) => break,
-            };
-            if from != self.cfg.node_id {
-                sender.get_or_insert(from);
-            }
-            // Bounded by the reorder buffer's size.
-            while let Some((from, u)) = self.node.poll_delivery() {
-                sessions.apply_stream(from, &u.entry, now_ms);
-            }
-            if rest.is_empty() {
-                break;
-            }
-        }
+        let handled =
+            datagram::handle_datagram(&mut self.node, arrival, data, |src, from, e| match src {
+                EntrySource::Stream => sessions.apply_stream(from, e, now_ms),
+                EntrySource::Sync => sessions.apply_sync(from, e, now_ms),
+            });
+        self.metrics.frames_received += handled.frames as u64;
         let twin = self.node.stats().twin;
         if twin != self.twin_frames {
             self.twin_frames = twin;
             self.twin_heard = Some(arrival);
         }
         self.after_input();
-        sender
+        handled.sender
     }
 
     /// A raw core event (membership and replication) for the session layer.
@@ -335,28 +295,13 @@ impl Cluster {
         if self.left {
             return None;
         }
-        // Pacing (token bucket in microseconds of credit): a transfer never takes all the CPU
-        // from heartbeats and clients, on either end.
-        let elapsed = u64::try_from((now - self.sync_last).as_micros()).unwrap_or(u64::MAX);
-        self.sync_credit_us = self
-            .sync_credit_us
-            .saturating_add(elapsed)
-            .min(SYNC_BURST_US);
-        self.sync_last = now;
         // Bounded: each turn either seals a chunk or ends one exhausted transfer.
         for _ in 0..16 {
-            let s = match self.held_sync.take() {
-                Some(s) => s,
-                None => self.node.poll_sync_send(now)?,
-            };
-            if self.sync_credit_us < SYNC_CHUNK_US {
-                self.held_sync = Some(s);
-                return None;
-            }
+            let s = self.pacer.poll(now, || self.node.poll_sync_send(now))?;
             match sessions.sync_chunk(&s, now_ms) {
                 SyncChunk::Chunk(c) => {
                     let t = self.node.seal_sync_chunk(&c, buf)?;
-                    self.sync_credit_us -= SYNC_CHUNK_US;
+                    self.pacer.sent();
                     self.metrics.frames_sent += 1;
                     return Some((t.len, t.to));
                 }
@@ -383,17 +328,13 @@ impl Cluster {
         if self.left && self.leave_sent {
             return None;
         }
-        if self.carry.is_some() {
+        if self.packer.pending() {
             return Some(Instant::ZERO);
         }
-        let core = self.node.poll_timeout();
-        if self.held_sync.is_none() {
-            return core;
-        }
-        // A paced chunk waits for half a burst of credit (one wake-up sends many chunks).
-        let wait = (SYNC_BURST_US / 2).saturating_sub(self.sync_credit_us);
-        let paced = self.sync_last + Duration::from_micros(wait);
-        Some(core.map_or(paced, |c| c.min(paced)))
+        [self.node.poll_timeout(), self.pacer.poll_timeout()]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// Writes the next datagram to send into `buf` (at least [`crate::net::SLOT_BYTES`]
@@ -405,48 +346,16 @@ impl Cluster {
         if self.left && self.leave_sent {
             return None;
         }
-        let limit = MAX_DATAGRAM.min(buf.len());
-        let mut len = 0;
-        let mut to = Dest::All;
-        if let Some((n, dest)) = self.carry.take() {
-            buf.get_mut(..n)?.copy_from_slice(self.scratch.get(..n)?);
-            len = n;
-            to = dest;
-            let heartbeat = HeaderRepr::check(self.scratch.get(..n)?)
-                .is_ok_and(|(h, _, _)| h.kind == Kind::Heartbeat as u8);
-            if heartbeat {
-                return Some((len, to));
-            }
+        // The first frame after leave() is the Leave itself; nothing follows it.
+        let max_frames = if self.left { 1 } else { usize::MAX };
+        let d = self
+            .packer
+            .poll_datagram(&mut self.node, now, buf, max_frames)?;
+        self.metrics.frames_sent += d.frames as u64;
+        if self.left && d.frames > 0 {
+            self.leave_sent = true;
         }
-        // Bounded: stops at the first frame that does not fit or when nothing is due.
-        while limit - len >= MIN_FRAME {
-            let Some(t) = self.node.poll_transmit(now, &mut self.scratch[..]) else {
-                break;
-            };
-            self.metrics.frames_sent += 1;
-            if self.left {
-                // The first frame after leave() is the Leave itself; nothing follows it.
-                self.leave_sent = true;
-            }
-            // A heartbeat travels alone: the kernel filter routes a datagram to the heartbeat
-            // socket by its first frame's kind, and that socket is read once per interval,
-            // which must never delay a replication frame packed behind it.
-            let heartbeat = HeaderRepr::check(self.scratch.get(..t.len)?)
-                .is_ok_and(|(h, _, _)| h.kind == Kind::Heartbeat as u8);
-            // A datagram has one destination: a frame for another one starts the next.
-            if heartbeat && len > 0 || len + t.len > limit || len > 0 && t.to != to {
-                self.carry = Some((t.len, t.to));
-                break;
-            }
-            to = t.to;
-            buf.get_mut(len..len + t.len)?
-                .copy_from_slice(self.scratch.get(..t.len)?);
-            len += t.len;
-            if self.leave_sent || heartbeat {
-                break;
-            }
-        }
-        (len > 0).then_some((len, to))
+        Some((d.len, d.to))
     }
 
     pub fn poll_event(&mut self) -> Option<ClusterEvent> {

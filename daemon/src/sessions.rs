@@ -31,16 +31,19 @@
 //! older than its retransmit ring (`NeedsSync`), the node pulls that peer's state again.
 //! Serving: the store is copied in key-hash order step by step (1024 records at a time) as
 //! the core's flow control asks for chunks, so a large store never stalls the loop; the
-//! daemon paces the chunks (`cluster.rs`, 50,000 chunks/s) so a transfer never starves
-//! heartbeats on either end. The copy lives until the transfer ends and is freed off the loop.
+//! core's [`SyncPacer`](tandem_core::replication::SyncPacer) paces them (50,000 chunks/s) so
+//! a transfer never starves heartbeats on either end. Which chunks a record becomes and how
+//! a peer's chunks join again ([`Reassembly`]) is the core's too; the bytes are kept here. The copy lives until the transfer ends and is freed off the loop.
 //!
 //! Panics: never on peer input.
 
 use std::collections::{HashMap, VecDeque};
 
-use tandem_core::frame::{EntryRepr, Op, SyncChunkRepr, MAX_VALUE_LEN};
+use tandem_core::frame::{EntryRepr, SyncChunkRepr, MAX_VALUE_LEN};
 use tandem_core::node::Event as CoreEvent;
-use tandem_core::replication::{self, SyncSend, MAX_CHUNK};
+use tandem_core::replication::{
+    self, chunk_at, chunk_offsets, is_whole, Part, Reassembly, SyncSend,
+};
 use tandem_core::{membership, Instant, NodeId};
 use tracing::{debug, info, warn};
 
@@ -84,15 +87,11 @@ pub enum SyncState {
     Synced,
 }
 
-/// A value being reassembled from chunks.
-#[derive(Debug)]
+/// A value being reassembled from chunks: the core checks the order, the bytes are joined
+/// here (bounded by `max_value_bytes`).
+#[derive(Debug, Default)]
 struct Partial {
-    op: Op,
-    version: u64,
-    origin: NodeId,
-    expires_at_ms: u64,
-    key: Vec<u8>,
-    total_len: usize,
+    parts: Reassembly,
     value: Vec<u8>,
 }
 
@@ -137,11 +136,10 @@ impl Snapshot {
         self.done = self.cursor == 0;
         let mut chunks = Vec::with_capacity(records.len());
         for (i, r) in records.iter().enumerate() {
-            let n = r.value.len().div_ceil(MAX_CHUNK).max(1);
-            for c in 0..n {
+            for offset in chunk_offsets(r.value.len()) {
                 // Record counts and value offsets fit u32: a segment holds about
                 // SNAPSHOT_BATCH records and values are at most MAX_VALUE_LEN.
-                chunks.push((i as u32, (c * MAX_CHUNK) as u32));
+                chunks.push((i as u32, offset as u32));
             }
         }
         if records.is_empty() {
@@ -287,7 +285,7 @@ impl Sessions {
             self.max_value,
             &mut self.stats,
         ) {
-            self.apply(&whole.as_entry(), now_ms);
+            self.apply_partial(&whole, now_ms);
         } else if is_whole(e) {
             self.apply(e, now_ms);
         }
@@ -305,7 +303,13 @@ impl Sessions {
             self.max_value,
             &mut self.stats,
         ) {
-            self.apply(&whole.as_entry(), now_ms);
+            self.apply_partial(&whole, now_ms);
+        }
+    }
+
+    fn apply_partial(&mut self, p: &Partial, now_ms: u64) {
+        if let Some(e) = p.parts.entry(&p.value) {
+            self.apply(&e, now_ms);
         }
     }
 
@@ -528,8 +532,6 @@ impl Sessions {
         let Some((r, offset)) = snap.chunk(s.index) else {
             return SyncChunk::Exhausted(snap.chunks);
         };
-        let start = offset as usize;
-        let end = (start + MAX_CHUNK).min(r.value.len());
         self.stats.sync_chunks_sent += 1;
         SyncChunk::Chunk(SyncChunkRepr {
             target: s.to,
@@ -543,7 +545,7 @@ impl Sessions {
                 key: &r.key,
                 total_len: r.value.len() as u32,
                 offset,
-                value: r.value.get(start..end).unwrap_or(&[]),
+                value: chunk_at(&r.value, offset as usize),
             },
         })
     }
@@ -601,28 +603,9 @@ impl WriteSink for Sink<'_> {
     }
 }
 
-impl Partial {
-    fn as_entry(&self) -> EntryRepr<'_> {
-        EntryRepr {
-            op: self.op,
-            version: self.version,
-            origin: self.origin,
-            expires_at_ms: self.expires_at_ms,
-            key: &self.key,
-            total_len: self.total_len as u32,
-            offset: 0,
-            value: &self.value,
-        }
-    }
-}
-
-fn is_whole(e: &EntryRepr<'_>) -> bool {
-    e.offset == 0 && e.value.len() as u64 == u64::from(e.total_len)
-}
-
-/// Adds a chunk to `from`'s partial value; returns the value once whole. A whole entry
-/// returns `None` (the caller applies it directly) and leaves the partial alone. Out-of-order
-/// or oversized chunks are counted and dropped.
+/// Adds a chunk to `from`'s partial value (the core checks its order and bound); returns the
+/// value once whole. A whole entry returns `None` (the caller applies it directly) and
+/// leaves the partial alone. Out-of-order or oversized chunks are counted and dropped.
 fn reassemble(
     partials: &mut HashMap<NodeId, Partial>,
     from: NodeId,
@@ -633,50 +616,43 @@ fn reassemble(
     if is_whole(e) {
         return None;
     }
-    let total = e.total_len as usize;
-    if e.offset == 0 {
-        if total > max_value {
+    let p = partials.entry(from).or_default();
+    match p.parts.accept(e, max_value) {
+        Part::Whole => None,
+        Part::Started => {
+            // Grows with the chunks that arrived, never to the peer's announced length.
+            p.value.clear();
+            p.value.extend_from_slice(e.value);
+            None
+        }
+        Part::Continued => {
+            p.value.extend_from_slice(e.value);
+            None
+        }
+        Part::Done => {
+            p.value.extend_from_slice(e.value);
+            partials.remove(&from)
+        }
+        Part::Orphan => {
+            partials.remove(&from);
+            None
+        }
+        Part::TooLarge => {
             stats.remote_malformed += 1;
             warn!(
                 origin = e.origin.0,
-                total, "replicated value over --max-value-bytes refused"
+                total = e.total_len,
+                "replicated value over --max-value-bytes refused"
             );
             partials.remove(&from);
-            return None;
+            None
         }
-        let mut value = Vec::with_capacity(e.value.len());
-        value.extend_from_slice(e.value);
-        partials.insert(
-            from,
-            Partial {
-                op: e.op,
-                version: e.version,
-                origin: e.origin,
-                expires_at_ms: e.expires_at_ms,
-                key: e.key.to_vec(),
-                total_len: total,
-                value,
-            },
-        );
-        return None;
+        Part::OutOfOrder => {
+            stats.remote_malformed += 1;
+            partials.remove(&from);
+            None
+        }
     }
-    let p = partials.get_mut(&from)?;
-    let fits = p.version == e.version
-        && p.origin == e.origin
-        && p.key == e.key
-        && p.total_len == total
-        && p.value.len() == e.offset as usize
-        && p.value.len() + e.value.len() <= p.total_len;
-    if !fits {
-        stats.remote_malformed += 1;
-        partials.remove(&from);
-        return None;
-    }
-    p.value.extend_from_slice(e.value);
-    if p.value.len() == p.total_len {
-        return partials.remove(&from);
-    }
-    None
 }
 
 fn is_data_peer(node: &CoreNode, peer: NodeId) -> bool {
@@ -702,6 +678,7 @@ fn pick_peer(node: &CoreNode, avoid: Option<NodeId>) -> Option<NodeId> {
 #[allow(clippy::unwrap_used)] // In tests a failed unwrap is a failed test.
 mod tests {
     use super::*;
+    use tandem_core::frame::Op;
 
     fn entry<'a>(
         key: &'a [u8],

@@ -111,6 +111,8 @@
 //! # Panics
 //! Never on input from the network: indexes are checked, lengths bounded.
 
+mod chunks;
+mod pacer;
 mod rx;
 mod sync;
 mod tx;
@@ -119,6 +121,8 @@ use core::time::Duration;
 
 use heapless::{Deque, Vec};
 
+pub use chunks::{chunk_at, chunk_count, chunk_offsets, is_whole, Part, Reassembly};
+pub use pacer::{SyncPacer, SYNC_BURST_US, SYNC_CHUNK_US};
 pub use sync::{ABORT_BUSY, ABORT_UNKNOWN, CURSOR_RELEASE, CURSOR_RESUME, SYNC_ABORT};
 pub use tx::Slot;
 
