@@ -5,7 +5,7 @@
 //! cluster id and key, sender node != receiver), sent over loopback UDP with sendmmsg (32 per
 //! call). The receiver (node 1) has two ways to take them: `raw` (recvmmsg, count, nothing
 //! else) and `tandemd` (the daemon's `ClusterSocket::recv_batch` with kernel timestamps, then
-//! `Cluster::handle_datagram` per frame: open, replay check, parse, detector, membership).
+//! `Engine::handle_datagram` per frame: open, replay check, parse, detector, membership).
 //! Both spin on a non-blocking socket, so neither measures epoll wake-ups.
 //!
 //! Two measurements:
@@ -34,8 +34,9 @@ use tandem_core::crypto::Sealer;
 use tandem_core::frame::{Body, HeartbeatRepr, Role, StateFlags};
 use tandem_core::{ClusterId, Incarnation, Instant, NodeId};
 use tandemd::clock::Clock;
-use tandemd::cluster::{keyring, Cluster, ClusterConfig};
+use tandemd::cluster::{keyring, ClusterConfig};
 use tandemd::config::{parse_keys, Profile, TransportKind};
+use tandemd::engine::Engine;
 use tandemd::net::{recv_batch_fd, ClusterSocket, LocalAddr, NetConfig, RecvBatch, SendBatch};
 
 const PHASE: Duration = Duration::from_millis(1500);
@@ -109,7 +110,7 @@ fn main() {
         })
     };
     let clock = Clock::new();
-    let mut cluster = Cluster::new(
+    let mut engine = Engine::new(
         ClusterConfig {
             node_id: NodeId(1),
             cluster_id: CLUSTER,
@@ -124,14 +125,9 @@ fn main() {
             keys: Some(keys.clone()),
             salt: tandem_core::Salt([1; 6]),
         },
-        clock.now(),
-    );
-    let mut sessions = tandemd::sessions::Sessions::new(
-        tandemd::store::Store::new(NodeId(1), tandemd::store::Limits::default()),
+        tandemd::store::Limits::default(),
         tandemd::config::ReplicationMode::Sync,
-        false,
-        Instant::ZERO,
-        Duration::from_millis(10),
+        clock.now(),
     );
     let mut batch = RecvBatch::new();
     let fd = rx.as_raw_fd();
@@ -144,16 +140,8 @@ fn main() {
             run_phase(|| recv_batch_fd(fd, &mut batch, &clock, Instant::ZERO, false).unwrap_or(0));
         let raw = n as f64 / secs;
         // tandemd: the daemon's receive path, every datagram handed to the cluster.
-        let (n, secs) = run_phase(|| {
-            tandemd_batch(
-                &rx,
-                &mut batch,
-                &clock,
-                &mut cluster,
-                &mut sessions,
-                &mut handed,
-            )
-        });
+        let (n, secs) =
+            run_phase(|| tandemd_batch(&rx, &mut batch, &clock, &mut engine, &mut handed));
         let td = n as f64 / secs;
         println!(
             "  round {round}: raw recvmmsg {raw:>9.0} pkt/s   tandemd {td:>9.0} pkt/s   ({:.1}%)",
@@ -206,14 +194,7 @@ fn main() {
                 let n = if side == 0 {
                     recv_batch_fd(fd, &mut batch, &clock, Instant::ZERO, false).unwrap_or(0)
                 } else {
-                    tandemd_batch(
-                        &rx,
-                        &mut batch,
-                        &clock,
-                        &mut cluster,
-                        &mut sessions,
-                        &mut handed,
-                    )
+                    tandemd_batch(&rx, &mut batch, &clock, &mut engine, &mut handed)
                 };
                 if n == 0 {
                     break;
@@ -232,7 +213,7 @@ fn main() {
         "drain ({cycles} cycles of {FILL} frames per side): raw sent {} got {}, tandemd sent {} got {}",
         totals[0].0, totals[0].1, totals[1].0, totals[1].1
     );
-    let m = cluster.metrics();
+    let m = engine.cluster_metrics();
     println!(
         "ingest (sealed heartbeats, {frame_len} bytes, AES-128-GCM, loopback UDP, batch {}): raw recvmmsg {raw:.0} pkt/s, tandemd {td:.0} pkt/s, ratio {:.1}% (goal >= 80%)",
         tandemd::net::BATCH,
@@ -243,7 +224,7 @@ fn main() {
         m.frames_received,
         m.frames_accepted,
         100.0 * m.frames_accepted as f64 / handed.max(1) as f64,
-        cluster.status(clock.now()).members.len(),
+        engine.status(clock.now()).members.len(),
     );
     // The rate means nothing if the cluster refused the frames (wrong key, replay, cluster).
     assert!(
@@ -286,8 +267,7 @@ fn tandemd_batch(
     rx: &ClusterSocket,
     batch: &mut RecvBatch,
     clock: &Clock,
-    cluster: &mut Cluster,
-    sessions: &mut tandemd::sessions::Sessions,
+    engine: &mut Engine,
     handed: &mut u64,
 ) -> usize {
     let now = clock.now();
@@ -297,7 +277,7 @@ fn tandemd_batch(
         if let Some(d) = batch.datagram(i) {
             if !d.truncated {
                 *handed += 1;
-                cluster.handle_datagram(d.arrival, d.data, sessions, now_ms);
+                engine.handle_datagram(d.arrival, now_ms, d.data);
             }
         }
     }

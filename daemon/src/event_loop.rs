@@ -2,7 +2,7 @@
 //! API, signals and hooks.
 //!
 //! No fixed tick: every wait lasts until the earliest deadline anyone has
-//! ([`Cluster::poll_timeout`], HTTP connection deadlines, the hook deadline, RESP timers) or
+//! ([`Engine::poll_timeout`], HTTP connection deadlines, the hook deadline, RESP timers) or
 //! until an event. One iteration: wait; if the cluster has a deadline due, first the
 //! heartbeat path: drain the heartbeat socket (heartbeats do not wake the loop, see
 //! [`ClusterSocket`]), fire the cluster's timeouts and send its frames (heartbeats, acks), with
@@ -29,20 +29,20 @@ use tandem_core::{Incarnation, Instant};
 use tracing::{debug, error, info, warn};
 
 use crate::clock::{unix_ms, Clock};
-use crate::cluster::{Cluster, ClusterConfig, ReloadError};
+use crate::cluster::{ClusterConfig, ReloadError};
 use crate::config::{key_file_mode_warning, load_keys, Config};
+use crate::engine::Engine;
 use crate::floating::{Floating, VipEvent};
 use crate::hooks::{HookEnv, Hooks};
 use crate::http::{HttpServer, Source};
 use crate::ifaddr::IfAddrError;
 use crate::incarnation::StateFile;
-use crate::metrics::{self, DaemonMetrics};
+use crate::metrics::DaemonMetrics;
 use crate::net::{ClusterSocket, DeadlineTimer, NetConfig, NetError, RecvBatch, SendBatch};
 use crate::notify::Notifier;
 use crate::resp_server::{RespServer, ServerConfig};
-use crate::sessions::{Sessions, SyncState};
-use crate::status::{Backlog, StatusSnapshot, SyncPhase, SyncProgress, VipStatus};
-use crate::store::{self, Store};
+use crate::status::{StatusSnapshot, VipStatus};
+use crate::store;
 use crate::{commands, resp};
 
 pub const TOKEN_CLUSTER: Token = Token(0);
@@ -94,7 +94,8 @@ pub struct Daemon {
     signals: Signals,
     timer: DeadlineTimer,
     socket: ClusterSocket,
-    cluster: Cluster,
+    /// The protocol: core node and session store, the loop's one seam to them.
+    engine: Engine,
     http: HttpServer,
     hooks: Hooks,
     notifier: Notifier,
@@ -108,8 +109,6 @@ pub struct Daemon {
     send_pending: bool,
     /// `--busy-poll`: until when the loop polls without sleeping (set after traffic).
     spin_until: Option<std::time::Instant>,
-    /// The replicated session store.
-    sessions: Sessions,
     /// The RESP session API (`None` on a witness, which holds no sessions).
     resp: Option<RespServer>,
     /// When the store's expiry sweep is next due.
@@ -120,7 +119,7 @@ pub struct Daemon {
 }
 
 /// A wake-up at least this late past its deadline means the loop was not running (the
-/// machine was descheduled, or a turn took that long): see [`Cluster::handle_stall`].
+/// machine was descheduled, or a turn took that long): see [`Engine::handle_stall`].
 /// Ordinary wake-ups here are 50-200 µs late.
 pub const STALL: Duration = Duration::from_millis(1);
 
@@ -221,7 +220,19 @@ impl Daemon {
         let now = clock.now();
         let cluster_cfg = ClusterConfig::from_config(&cfg, incarnation, salt);
         let timing = cluster_cfg.timing();
-        let cluster = Cluster::new(cluster_cfg, now);
+        let mut engine = Engine::new(
+            cluster_cfg,
+            store::Limits {
+                max_sessions: cfg.max_sessions,
+                max_bytes: usize::try_from(cfg.max_bytes).unwrap_or(usize::MAX),
+                max_value_bytes: cfg.max_value_bytes,
+                ..store::Limits::default()
+            },
+            cfg.replication,
+            now,
+        );
+        // Sized for --max-sessions now: growing later rehashes every key in one insert.
+        engine.presize_store();
         // A node taking its own VIP back waits two heartbeat intervals more than the holder
         // (see `vip`): the holder hears of its health at most one interval late.
         let gap = Duration::from_micros(2 * u64::from(timing.interval_us) + 1_000);
@@ -229,23 +240,6 @@ impl Daemon {
             IfAddrError::Config(m) => DaemonError::Config(m),
             IfAddrError::Io(m) => DaemonError::Runtime(m),
         })?;
-        let mut store = Store::new(
-            cfg.node_id,
-            store::Limits {
-                max_sessions: cfg.max_sessions,
-                max_bytes: usize::try_from(cfg.max_bytes).unwrap_or(usize::MAX),
-                max_value_bytes: cfg.max_value_bytes,
-                ..store::Limits::default()
-            },
-        );
-        store.presize();
-        let sessions = Sessions::new(
-            store,
-            cfg.replication,
-            cfg.witness,
-            now,
-            cluster.detection_span(),
-        );
         info!(
             node = cfg.node_id.0,
             cluster = cfg.cluster_id.0,
@@ -270,7 +264,7 @@ impl Daemon {
             signals,
             timer,
             socket,
-            cluster,
+            engine,
             http,
             recv: RecvBatch::new(),
             send: SendBatch::new(),
@@ -279,7 +273,6 @@ impl Daemon {
             recv_pending: false,
             spin_until: None,
             send_pending: false,
-            sessions,
             resp,
             next_sweep: Some(now),
             floating,
@@ -288,7 +281,7 @@ impl Daemon {
     }
 
     pub fn incarnation(&self) -> Incarnation {
-        self.cluster.status(self.clock.now()).incarnation
+        self.engine.status(self.clock.now()).incarnation
     }
 
     /// Runs until SIGTERM/SIGINT (then `Ok`) or a fatal error.
@@ -346,11 +339,11 @@ impl Daemon {
             let stalled = deadline.is_some_and(|d| now.saturating_duration_since(d) >= STALL);
             // The heartbeat path, before any bulk work of this turn.
             let mut read = false;
-            if self.cluster.poll_timeout().is_some_and(|t| t <= now) {
+            if self.engine.poll_timeout().is_some_and(|t| t <= now) {
                 read = self.heartbeat_path(now, stalled);
             } else if stalled {
                 self.metrics.loop_stalls += 1;
-                self.cluster.handle_stall(now);
+                self.engine.handle_stall(now);
             }
             // One receive slice per turn, whether the socket woke us or a slice left datagrams
             // (without the split socket, the heartbeat path may have read it already).
@@ -366,8 +359,7 @@ impl Daemon {
                     TOKEN_TIMER => {}
                     t if self.http.owns(t) => {
                         let src = View {
-                            cluster: &self.cluster,
-                            sessions: &self.sessions,
+                            engine: &self.engine,
                             resp: self.resp.as_ref(),
                             floating: self.floating.as_ref(),
                             metrics: &self.metrics,
@@ -377,8 +369,7 @@ impl Daemon {
                     }
                     t if t.0 >= TOKEN_RESP_BASE.0 => {
                         if let Some(resp) = &mut self.resp {
-                            let isolated = self.cluster.node().membership().isolated();
-                            let (store, mut sink) = self.sessions.split(unix_ms(), isolated);
+                            let (store, mut sink) = self.engine.client(unix_ms());
                             resp.handle_event(self.poll.registry(), ev, store, &mut sink);
                         }
                     }
@@ -394,7 +385,7 @@ impl Daemon {
             }
             self.flush(now, true);
             self.copy_stats();
-            if !self.ready && self.cluster.joined(now) {
+            if !self.ready && self.engine.joined(now) {
                 self.ready = true;
                 info!(node = self.cfg.node_id.0, "joined the cluster; ready");
                 self.notifier.notify("READY=1");
@@ -455,19 +446,18 @@ impl Daemon {
         // with us (same machine) sends its overdue one moments after resuming.
         if stalled {
             self.metrics.loop_stalls += 1;
-            self.cluster.handle_stall(now);
+            self.engine.handle_stall(now);
         }
-        self.cluster.handle_timeout(now);
+        self.engine.handle_timeout(now, unix_ms());
         self.flush(now, false);
         !split
     }
 
     fn next_deadline(&self) -> Option<Instant> {
         [
-            self.cluster.poll_timeout(),
+            self.engine.poll_timeout(),
             self.http.poll_timeout(),
             self.hooks.poll_timeout(),
-            self.sessions.poll_timeout(),
             self.next_sweep,
             self.resp_timeout(),
             self.floating.as_ref().and_then(Floating::poll_timeout),
@@ -485,9 +475,7 @@ impl Daemon {
     }
 
     fn on_timeouts(&mut self, now: Instant) {
-        if self.cluster.poll_timeout().is_some_and(|t| t <= now) {
-            self.cluster.handle_timeout(now);
-        }
+        self.engine.handle_timeout(now, unix_ms());
         if self.http.poll_timeout().is_some_and(|t| t <= now) {
             self.http.handle_timeout(self.poll.registry(), now);
         }
@@ -497,8 +485,7 @@ impl Daemon {
         if self.next_sweep.is_some_and(|t| t <= now) {
             let now_ms = unix_ms();
             self.next_sweep = self
-                .sessions
-                .store
+                .engine
                 .sweep(now_ms, SWEEP_BUDGET)
                 .map(|due| now + Duration::from_millis(due.saturating_sub(now_ms)));
         }
@@ -506,8 +493,7 @@ impl Daemon {
         if let Some(resp) = &mut self.resp {
             let now_ms = unix_ms();
             if resp.poll_timeout_ms().is_some_and(|t| t <= now_ms) {
-                let isolated = self.cluster.node().membership().isolated();
-                let (store, mut sink) = self.sessions.split(now_ms, isolated);
+                let (store, mut sink) = self.engine.client(now_ms);
                 resp.handle_timer(self.poll.registry(), store, &mut sink);
             }
         }
@@ -523,8 +509,8 @@ impl Daemon {
         if stopping {
             f.release_all(now, &mut self.vip_events);
         } else {
-            let ms = self.cluster.node().membership();
-            let healthy = !ms.isolated() && !ms.joining() && self.sessions.synced();
+            let ms = self.engine.membership();
+            let healthy = !ms.isolated() && !ms.joining() && self.engine.synced();
             f.update(now, healthy, ms.members(), &mut self.vip_events);
             if f.poll_timeout().is_some_and(|t| t <= now) {
                 f.handle_timeout(now);
@@ -533,34 +519,26 @@ impl Daemon {
         if self.vip_events.is_empty() {
             return;
         }
-        let s = self.cluster.status(now);
+        let s = self.engine.status(now);
         for ev in &self.vip_events {
             self.hooks
                 .fire(HookEnv::vip(ev, s.node_id, s.role, s.leader, s.view), now);
         }
     }
 
-    /// Session work after every turn: the core's events drive state transfer, local writes
-    /// move into replication, and held replies whose writes every live peer holds go out.
+    /// Session work after every turn: held replies whose writes every live peer holds go
+    /// out (the engine's `handle_timeout` already moved the core's events and local writes).
     fn pump_sessions(&mut self, now: Instant) {
         let now_ms = unix_ms();
-        // Bounded by the cluster's core event queue.
-        while let Some(ev) = self.cluster.poll_core_event() {
-            self.sessions
-                .on_core_event(self.cluster.node_mut(), ev, now);
-        }
-        self.sessions.on_tick(self.cluster.node_mut(), now);
-        self.sessions.flush(self.cluster.node_mut(), now);
-        let done = self.sessions.take_completed();
         if let Some(resp) = &mut self.resp {
-            let isolated = self.cluster.node().membership().isolated();
-            for (id, result) in done {
-                let (store, mut sink) = self.sessions.split(now_ms, isolated);
+            // Bounded by the completions the store had when the drain began.
+            while let Some((id, result)) = self.engine.poll_completion() {
+                let (store, mut sink) = self.engine.client(now_ms);
                 resp.complete(self.poll.registry(), id, result, store, &mut sink);
             }
-            // Completing a reply may run the connection's next pipelined write.
-            self.sessions.flush(self.cluster.node_mut(), now);
         }
+        // Writes of this turn's commands, and of pipelined commands a completion ran.
+        self.engine.handle_writes(now);
         // A write into an empty sweep schedule may need a sweep (new expiry).
         if self.next_sweep.is_none() {
             self.next_sweep = Some(now + Duration::from_millis(100));
@@ -611,9 +589,7 @@ impl Daemon {
                     self.metrics.recv_truncated += 1;
                     continue;
                 }
-                let sender =
-                    self.cluster
-                        .handle_datagram(d.arrival, d.data, &mut self.sessions, now_ms);
+                let sender = self.engine.handle_datagram(d.arrival, now_ms, d.data);
                 if let Some(node) = sender {
                     self.socket.learn(node, || d.source());
                 }
@@ -640,7 +616,7 @@ impl Daemon {
             match sig {
                 SIGTERM | SIGINT => {
                     info!(signal = sig, "leaving the cluster");
-                    self.cluster.leave(now);
+                    self.engine.leave(now);
                     stop = true;
                 }
                 SIGHUP => self.reload_keys(),
@@ -660,7 +636,7 @@ impl Daemon {
             warn!("SIGHUP: {w}");
         }
         match load_keys(path) {
-            Ok(keys) => match self.cluster.reload_keys(&keys) {
+            Ok(keys) => match self.engine.reload_keys(&keys) {
                 Ok(()) => {
                     self.metrics.key_reloads += 1;
                     info!(
@@ -679,8 +655,8 @@ impl Daemon {
 
     fn drain_cluster_events(&mut self, now: Instant) {
         // Bounded by the cluster's event queue capacity.
-        while let Some(ev) = self.cluster.poll_event() {
-            let s = self.cluster.status(now);
+        while let Some(ev) = self.engine.poll_event() {
+            let s = self.engine.status(now);
             crate::logging::cluster_event(&ev);
             self.hooks
                 .fire(HookEnv::new(&ev, s.node_id, s.role, s.leader, s.view), now);
@@ -700,19 +676,12 @@ impl Daemon {
             self.send_pending |= sync && !serve;
             let mut chunks = 0;
             while let Some(slot) = self.send.slot() {
-                let datagram = match self.cluster.poll_transmit(now, slot) {
-                    Some(d) => Some(d),
-                    None if serve && chunks < SYNC_CHUNKS_PER_SEND => {
-                        chunks += 1;
-                        self.cluster
-                            .poll_sync_transmit(now, slot, &mut self.sessions, now_ms)
-                    }
-                    None => None,
+                let sync_now = serve && chunks < SYNC_CHUNKS_PER_SEND;
+                let Some(d) = self.engine.poll_transmit(now, now_ms, slot, sync_now) else {
+                    break;
                 };
-                match datagram {
-                    Some((len, to)) => self.send.commit_to(len, to),
-                    None => break,
-                }
+                chunks += usize::from(d.chunk);
+                self.send.commit_to(d.len, d.to);
             }
             if self.send.is_empty() {
                 break;
@@ -765,8 +734,7 @@ impl Daemon {
 
 /// What the HTTP endpoint reads, borrowed for one event.
 struct View<'a> {
-    cluster: &'a Cluster,
-    sessions: &'a Sessions,
+    engine: &'a Engine,
     resp: Option<&'a RespServer>,
     floating: Option<&'a Floating>,
     metrics: &'a DaemonMetrics,
@@ -775,24 +743,7 @@ struct View<'a> {
 
 impl Source for View<'_> {
     fn status(&self) -> StatusSnapshot {
-        let mut s = self.cluster.status(self.now);
-        s.synced = self.sessions.synced();
-        s.sync = SyncProgress {
-            phase: match self.sessions.sync_state() {
-                SyncState::Waiting { .. } => SyncPhase::Waiting,
-                SyncState::Pulling { target } => SyncPhase::Pulling(target),
-                SyncState::Synced => SyncPhase::Synced,
-            },
-            sessions: self.sessions.store.len() as u64,
-        };
-        let node = self.cluster.node();
-        s.backlog = Backlog {
-            peers: node.live_data_peers() as u64,
-            written: node.replication().written(),
-            committed: node.committed(),
-            writes_held: self.sessions.held() as u64,
-            outbox: self.sessions.outbox_len() as u64,
-        };
+        let mut s = self.engine.status(self.now);
         if let Some(f) = self.floating {
             s.vips = f
                 .owners()
@@ -808,8 +759,9 @@ impl Source for View<'_> {
     }
 
     fn metrics(&self) -> String {
-        let mut out = metrics::render(&self.cluster.metrics(), self.metrics, &self.status());
-        metrics::render_sessions(&mut out, self.sessions, self.cluster.node(), self.resp);
+        let mut out = self
+            .engine
+            .render_metrics(self.metrics, &self.status(), self.resp);
         if let Some(f) = self.floating {
             f.render_metrics(&mut out);
         }

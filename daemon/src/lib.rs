@@ -7,6 +7,7 @@ pub mod cluster;
 pub mod commands;
 pub mod config;
 pub mod descriptors;
+pub mod engine;
 pub mod event_loop;
 pub mod floating;
 pub mod hooks;

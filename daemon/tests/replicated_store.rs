@@ -1,27 +1,27 @@
-//! The daemon's replication glue without sockets: two or three `Cluster` + `Sessions` pairs
-//! exchange real sealed datagrams over an in-memory link on a virtual clock (seeded loss),
-//! the way the event loop drives them. Checks synchronous acknowledgement, large values,
+//! The daemon's replication glue without sockets: two or three `Engine`s exchange real
+//! sealed datagrams over an in-memory link on a virtual clock (seeded loss), each datagram
+//! to its destination, the way the event loop drives them. Checks synchronous acknowledgement, large values,
 //! state transfer to a fresh node, and convergence of concurrent writes.
 
 use std::time::Duration;
 
+use tandem_core::replication::Dest;
 use tandem_core::{ClusterId, Incarnation, Instant, NodeId};
-use tandemd::cluster::{Cluster, ClusterConfig};
+use tandemd::cluster::ClusterConfig;
 use tandemd::config::{Profile, ReplicationMode};
+use tandemd::engine::Engine;
 use tandemd::resp_server::{WriteId, WriteSink};
-use tandemd::sessions::Sessions;
-use tandemd::store::{Expiry, Limits, Store};
+use tandemd::store::{Expiry, Limits};
 
 struct Host {
-    cluster: Cluster,
-    sessions: Sessions,
+    engine: Engine,
     up: bool,
 }
 
 const NOW_MS: u64 = 1_800_000_000_000;
 
 fn host(id: u16, incarnation: u32, now: Instant) -> Host {
-    let cluster = Cluster::new(
+    let engine = Engine::new(
         ClusterConfig {
             node_id: NodeId(id),
             cluster_id: ClusterId(3),
@@ -36,21 +36,11 @@ fn host(id: u16, incarnation: u32, now: Instant) -> Host {
             keys: Some(tandemd::config::parse_keys(&[7u8; 16]).expect("key")),
             salt: tandem_core::Salt([id as u8; 6]),
         },
-        now,
-    );
-    let store = Store::new(NodeId(id), Limits::default());
-    let sessions = Sessions::new(
-        store,
+        Limits::default(),
         ReplicationMode::Sync,
-        false,
         now,
-        cluster.detection_span(),
     );
-    Host {
-        cluster,
-        sessions,
-        up: true,
-    }
+    Host { engine, up: true }
 }
 
 /// splitmix64: a seeded, reproducible loss pattern.
@@ -70,46 +60,38 @@ impl Rng {
 /// host unless the loss draw drops it. Returns the held writes each host released.
 fn turn(hosts: &mut [Host], now: Instant, loss_pct: u64, rng: &mut Rng) -> Vec<Vec<WriteId>> {
     let mut released = vec![Vec::new(); hosts.len()];
-    let mut wire: Vec<(usize, Vec<u8>)> = Vec::new();
+    let mut wire: Vec<(usize, Dest, Vec<u8>)> = Vec::new();
     for (i, h) in hosts.iter_mut().enumerate() {
         if !h.up {
             continue;
         }
-        if h.cluster.poll_timeout().is_some_and(|t| t <= now) {
-            h.cluster.handle_timeout(now);
-        }
-        while let Some(ev) = h.cluster.poll_core_event() {
-            h.sessions.on_core_event(h.cluster.node_mut(), ev, now);
-        }
-        h.sessions.on_tick(h.cluster.node_mut(), now);
-        h.sessions.flush(h.cluster.node_mut(), now);
-        released[i].extend(h.sessions.take_completed().into_iter().map(|(w, r)| {
-            assert_eq!(r, Ok(()), "no quorum rule here: writes never fail");
-            w
-        }));
+        h.engine.handle_timeout(now, NOW_MS);
+        released[i].extend(
+            std::iter::from_fn(|| h.engine.poll_completion()).map(|(w, r)| {
+                assert_eq!(r, Ok(()), "no quorum rule here: writes never fail");
+                w
+            }),
+        );
+        h.engine.handle_writes(now);
         let mut buf = [0u8; 2048];
         for _ in 0..10_000 {
-            let n = match h.cluster.poll_transmit(now, &mut buf) {
-                Some((n, _)) => n,
-                None => match h
-                    .cluster
-                    .poll_sync_transmit(now, &mut buf, &mut h.sessions, NOW_MS)
-                {
-                    Some((n, _)) => n,
-                    None => break,
-                },
+            let Some(d) = h.engine.poll_transmit(now, NOW_MS, &mut buf, true) else {
+                break;
             };
-            wire.push((i, buf[..n].to_vec()));
+            wire.push((i, d.to, buf[..d.len].to_vec()));
         }
     }
-    for (from, d) in wire {
+    for (from, to, d) in wire {
         for (j, h) in hosts.iter_mut().enumerate() {
-            if j == from || !h.up || rng.next() % 100 < loss_pct {
+            let for_it = match to {
+                Dest::All => true,
+                Dest::Node(n) => n == h.engine.node_id(),
+            };
+            if j == from || !for_it || !h.up || rng.next() % 100 < loss_pct {
                 continue;
             }
             let mut d = d.clone();
-            h.cluster
-                .handle_datagram(now, &mut d, &mut h.sessions, NOW_MS);
+            h.engine.handle_datagram(now, NOW_MS, &mut d);
         }
     }
     released
@@ -135,7 +117,7 @@ fn run(
 
 /// A client SET through host `h`: store first, then the sink (as the RESP server does).
 fn set(h: &mut Host, key: &[u8], value: &[u8]) -> Option<WriteId> {
-    let (store, mut sink) = h.sessions.split(NOW_MS, false);
+    let (store, mut sink) = h.engine.client(NOW_MS);
     let rec = store
         .set_string(key, value, Expiry::Never, NOW_MS)
         .expect("fits");
@@ -144,8 +126,9 @@ fn set(h: &mut Host, key: &[u8], value: &[u8]) -> Option<WriteId> {
 
 /// The string `h` holds in `key`.
 fn value(h: &mut Host, key: &[u8]) -> Option<Vec<u8>> {
-    h.sessions
-        .store
+    h.engine
+        .client(NOW_MS)
+        .0
         .get(key, NOW_MS)
         .and_then(|e| e.value.string().map(|v| v.into_owned()))
 }
@@ -160,7 +143,7 @@ fn sync_writes_are_released_only_after_the_peer_holds_them() {
     let mut rng = Rng(1);
     let mut hosts = vec![host(1, 10, t), host(2, 20, t)];
     run(&mut hosts, &mut t, 40, 0, &mut rng);
-    assert!(hosts.iter().all(|h| h.sessions.synced()));
+    assert!(hosts.iter().all(|h| h.engine.synced()));
 
     let big: Vec<u8> = (0..256 * 1024).map(|i| (i % 251) as u8).collect();
     let mut held = Vec::new();
@@ -210,7 +193,7 @@ fn writes_replicate_under_20_percent_loss() {
         }
     }
     // Both stores hold the same entries.
-    assert_eq!(hosts[0].sessions.store.len(), hosts[1].sessions.store.len());
+    assert_eq!(hosts[0].engine.store().len(), hosts[1].engine.store().len());
 }
 
 #[test]
@@ -219,7 +202,7 @@ fn a_fresh_node_syncs_the_full_state_before_it_is_synced() {
     let mut rng = Rng(7);
     let mut hosts = vec![host(1, 10, t)];
     run(&mut hosts, &mut t, 20, 0, &mut rng);
-    assert!(hosts[0].sessions.synced(), "alone after one detection span");
+    assert!(hosts[0].engine.synced(), "alone after one detection span");
     for i in 0..5000u32 {
         let key = format!("session:{i}");
         // No peer: the write is committed at once (unreplicated).
@@ -227,7 +210,7 @@ fn a_fresh_node_syncs_the_full_state_before_it_is_synced() {
     }
     run(&mut hosts, &mut t, 2, 0, &mut rng);
     hosts.push(host(2, 20, t));
-    assert!(!hosts[1].sessions.synced());
+    assert!(!hosts[1].engine.synced());
     let mut synced_at = None;
     for step in 0..2000 {
         run(&mut hosts, &mut t, 1, 5, &mut rng);
@@ -235,7 +218,7 @@ fn a_fresh_node_syncs_the_full_state_before_it_is_synced() {
             // Writes keep coming during the transfer.
             set(&mut hosts[0], format!("during:{step}").as_bytes(), b"w");
         }
-        if hosts[1].sessions.synced() {
+        if hosts[1].engine.synced() {
             synced_at = Some(step);
             break;
         }
@@ -243,8 +226,8 @@ fn a_fresh_node_syncs_the_full_state_before_it_is_synced() {
     assert!(synced_at.is_some(), "never synced");
     run(&mut hosts, &mut t, 200, 0, &mut rng);
     assert_eq!(
-        hosts[0].sessions.store.len(),
-        hosts[1].sessions.store.len(),
+        hosts[0].engine.store().len(),
+        hosts[1].engine.store().len(),
         "same number of sessions"
     );
     for i in (0..5000u32).step_by(97) {
@@ -291,7 +274,7 @@ fn concurrent_writes_to_one_key_converge() {
 
 /// A client HSET of one field through host `h`.
 fn hset(h: &mut Host, key: &[u8], field: &[u8], value: &[u8]) -> Option<WriteId> {
-    let (store, mut sink) = h.sessions.split(NOW_MS, false);
+    let (store, mut sink) = h.engine.client(NOW_MS);
     let (_, rec) = store
         .hset(key, [(field, value)].into_iter(), NOW_MS)
         .expect("fits");
@@ -300,7 +283,7 @@ fn hset(h: &mut Host, key: &[u8], field: &[u8], value: &[u8]) -> Option<WriteId>
 
 /// The fields `h` holds in hash `key`, sorted.
 fn fields(h: &mut Host, key: &[u8]) -> Vec<Vec<u8>> {
-    let mut out: Vec<Vec<u8>> = match h.sessions.store.get(key, NOW_MS) {
+    let mut out: Vec<Vec<u8>> = match h.engine.client(NOW_MS).0.get(key, NOW_MS) {
         Some(e) => e.value.hash_fields().map(|(f, _)| f.to_vec()).collect(),
         None => Vec::new(),
     };
@@ -370,7 +353,7 @@ fn hset_across_a_partition_keeps_every_field() {
 
 /// A client INCRBY through host `h`.
 fn incrby(h: &mut Host, key: &[u8], by: i64) -> Option<WriteId> {
-    let (store, mut sink) = h.sessions.split(NOW_MS, false);
+    let (store, mut sink) = h.engine.client(NOW_MS);
     let (_, rec) = store.incr(key, by, NOW_MS).expect("an integer");
     sink.submit(vec![rec])
 }
@@ -420,7 +403,7 @@ fn state_transfer_carries_fields_tombstones_and_counter_shares() {
         hset(&mut hosts[0], b"session", format!("f{i}").as_bytes(), b"v");
     }
     {
-        let (store, mut sink) = hosts[0].sessions.split(NOW_MS, false);
+        let (store, mut sink) = hosts[0].engine.client(NOW_MS);
         let (_, rec) = store.hdel(b"session", [&b"f3"[..]].into_iter(), NOW_MS);
         sink.submit(rec.into_iter().collect());
     }
@@ -429,11 +412,11 @@ fn state_transfer_carries_fields_tombstones_and_counter_shares() {
     hosts.push(host(2, 20, t));
     for _ in 0..2000 {
         run(&mut hosts, &mut t, 1, 5, &mut rng);
-        if hosts[1].sessions.synced() {
+        if hosts[1].engine.synced() {
             break;
         }
     }
-    assert!(hosts[1].sessions.synced(), "never synced");
+    assert!(hosts[1].engine.synced(), "never synced");
     let mut before: Vec<Vec<u8>> = (0..20u32)
         .filter(|&i| i != 3)
         .map(|i| format!("f{i}").into_bytes())
@@ -456,8 +439,9 @@ fn state_transfer_carries_fields_tombstones_and_counter_shares() {
     }
     // The deleted field came back through a later write only.
     let f3 = hosts[1]
-        .sessions
-        .store
+        .engine
+        .client(NOW_MS)
+        .0
         .get(b"session", NOW_MS)
         .and_then(|e| e.value.hash_field(b"f3").map(<[u8]>::to_vec));
     assert_eq!(f3, Some(b"back".to_vec()));
@@ -505,8 +489,8 @@ fn random_interleavings_loss_and_partitions_keep_every_write() {
             let hits = counted.then(|| sum.to_string().into_bytes());
             assert_eq!(value(h, b"hits"), hits, "seed {seed}");
         }
-        let a = hosts[0].sessions.store.record(b"hits", NOW_MS);
-        let b = hosts[1].sessions.store.record(b"hits", NOW_MS);
+        let a = hosts[0].engine.store().record(b"hits", NOW_MS);
+        let b = hosts[1].engine.store().record(b"hits", NOW_MS);
         assert_eq!(a, b, "seed {seed}: counters identical");
     }
 }
