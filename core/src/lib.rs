@@ -14,6 +14,7 @@
 //! - [`replication`]: per-sender sequences, gap detection, retransmit ring, state sync and
 //!   its pacing.
 //! - [`datagram`]: frames packed into datagrams per destination, and split again.
+//! - [`testing`]: the one seedable PRNG of every simulator.
 //!
 //! Panics: parsing never panics, whatever the bytes. Functions that take caller-provided
 //! output buffers document their minimum sizes and return an error when they are too small.
@@ -36,6 +37,10 @@ pub mod node;
 pub mod replication;
 
 pub mod datagram;
+
+pub mod datagram;
+
+pub mod testing;
 
 pub use id::{ClusterId, Incarnation, KeyId, NodeId, Salt};
 pub use time::Instant;

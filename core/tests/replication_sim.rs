@@ -12,26 +12,8 @@ use tandem_core::frame::{
 use tandem_core::replication::{
     Config, Delivery, Dest, Error, Event, Replicator, Slot, SyncDelivery, MAX_CHUNK,
 };
+use tandem_core::testing::Rng;
 use tandem_core::{Incarnation, Instant, NodeId};
-
-/// xorshift64*: deterministic, no dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-    /// True with probability `per_mille` / 1000.
-    fn chance(&mut self, per_mille: u64) -> bool {
-        self.below(1000) < per_mille
-    }
-}
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct OwnedEntry {
@@ -124,13 +106,13 @@ struct Net {
 
 impl Net {
     fn send(&mut self, now: Instant, p: Packet) {
-        if self.partitioned[p.from] || self.partitioned[p.to] || self.rng.chance(self.loss) {
+        if self.partitioned[p.from] || self.partitioned[p.to] || self.rng.per_mille(self.loss) {
             return;
         }
-        let copies = if self.rng.chance(self.dup) { 2 } else { 1 };
+        let copies = if self.rng.per_mille(self.dup) { 2 } else { 1 };
         for _ in 0..copies {
             let jitter = self.rng.below(self.jitter_us + 1);
-            let late = self.rng.chance(self.reorder);
+            let late = self.rng.per_mille(self.reorder);
             let link = self.link_last.entry((p.from, p.to)).or_insert(0);
             let mut at = (now.as_micros() + self.latency_us + jitter).max(*link);
             *link = at;
@@ -339,7 +321,7 @@ impl Sim {
         let mut sim = Sim {
             nodes,
             net: Net {
-                rng: Rng(seed | 1),
+                rng: Rng::new(seed | 1),
                 loss,
                 dup,
                 latency_us: 50,
@@ -635,19 +617,19 @@ impl Sim {
 
 fn random_value(rng: &mut Rng, max: usize) -> Vec<u8> {
     let len = rng.below(max as u64 + 1) as usize;
-    (0..len).map(|_| rng.next() as u8).collect()
+    (0..len).map(|_| rng.next_u64() as u8).collect()
 }
 
 /// Three nodes write concurrently over a lossy network; every write reaches every peer
 /// exactly once, in order, and is committed.
 fn stream_run(loss: u64, reorder: usize, seed: u64) {
     let mut sim = Sim::new(3, 256, reorder, Config::default(), seed, loss, 20);
-    let mut rng = Rng(seed.wrapping_mul(7) | 1);
+    let mut rng = Rng::new(seed.wrapping_mul(7) | 1);
     let writes = 150;
     for k in 0..writes {
         for i in 0..3 {
             let key = format!("s{}", rng.below(40)).into_bytes();
-            if rng.chance(100) {
+            if rng.per_mille(100) {
                 sim.write(i, &key, None);
             } else {
                 let v = random_value(&mut rng, 3 * MAX_CHUNK);
@@ -723,10 +705,10 @@ fn large_values_reassemble_20_percent_loss() {
 
 fn large_values(loss: u64, seed: u64) {
     let mut sim = Sim::new(2, 300, 128, Config::default(), seed, loss, 10);
-    let mut rng = Rng(99);
+    let mut rng = Rng::new(99);
     let mut values = Vec::new();
     for k in 0..3 {
-        let v: Vec<u8> = (0..256 * 1024).map(|_| rng.next() as u8).collect();
+        let v: Vec<u8> = (0..256 * 1024).map(|_| rng.next_u64() as u8).collect();
         let key = format!("big{k}").into_bytes();
         sim.write(0, &key, Some(&v));
         values.push((key, v));
@@ -817,7 +799,7 @@ fn big_sync(loss: u64, seed: u64) {
         n.apply(&e);
     }
     let id = sim.start_sync_on(1, NodeId(1));
-    let mut rng = Rng(seed ^ 0x55);
+    let mut rng = Rng::new(seed ^ 0x55);
     // Writes on both nodes during the transfer, some to keys being transferred.
     let mut k = 0;
     while sim.nodes[1].r.syncing().is_some() {

@@ -25,5 +25,7 @@ pub mod scripts;
 pub mod sessions;
 pub mod status;
 pub mod store;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod value;
 pub mod vip;

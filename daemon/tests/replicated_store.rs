@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use tandem_core::replication::Dest;
+use tandem_core::testing::Rng;
 use tandem_core::{ClusterId, Incarnation, Instant, NodeId};
 use tandemd::cluster::ClusterConfig;
 use tandemd::config::{Profile, ReplicationMode};
@@ -43,19 +44,6 @@ fn host(id: u16, incarnation: u32, now: Instant) -> Host {
     Host { engine, up: true }
 }
 
-/// splitmix64: a seeded, reproducible loss pattern.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-}
-
 /// One loop turn of every live host at `now`, delivering each datagram to every other live
 /// host unless the loss draw drops it. Returns the held writes each host released.
 fn turn(hosts: &mut [Host], now: Instant, loss_pct: u64, rng: &mut Rng) -> Vec<Vec<WriteId>> {
@@ -87,7 +75,7 @@ fn turn(hosts: &mut [Host], now: Instant, loss_pct: u64, rng: &mut Rng) -> Vec<V
                 Dest::All => true,
                 Dest::Node(n) => n == h.engine.node_id(),
             };
-            if j == from || !for_it || !h.up || rng.next() % 100 < loss_pct {
+            if j == from || !for_it || !h.up || rng.next_u64() % 100 < loss_pct {
                 continue;
             }
             let mut d = d.clone();
@@ -140,7 +128,7 @@ fn encoded(v: &[u8]) -> Vec<u8> {
 #[test]
 fn sync_writes_are_released_only_after_the_peer_holds_them() {
     let mut t = Instant::from_millis(1);
-    let mut rng = Rng(1);
+    let mut rng = Rng::new(1);
     let mut hosts = vec![host(1, 10, t), host(2, 20, t)];
     run(&mut hosts, &mut t, 40, 0, &mut rng);
     assert!(hosts.iter().all(|h| h.engine.synced()));
@@ -174,7 +162,7 @@ fn sync_writes_are_released_only_after_the_peer_holds_them() {
 #[test]
 fn writes_replicate_under_20_percent_loss() {
     let mut t = Instant::from_millis(1);
-    let mut rng = Rng(0x5eed);
+    let mut rng = Rng::new(0x5eed);
     let mut hosts = vec![host(1, 10, t), host(2, 20, t)];
     run(&mut hosts, &mut t, 40, 0, &mut rng);
     let mut held = Vec::new();
@@ -199,7 +187,7 @@ fn writes_replicate_under_20_percent_loss() {
 #[test]
 fn a_fresh_node_syncs_the_full_state_before_it_is_synced() {
     let mut t = Instant::from_millis(1);
-    let mut rng = Rng(7);
+    let mut rng = Rng::new(7);
     let mut hosts = vec![host(1, 10, t)];
     run(&mut hosts, &mut t, 20, 0, &mut rng);
     assert!(hosts[0].engine.synced(), "alone after one detection span");
@@ -242,7 +230,7 @@ fn a_fresh_node_syncs_the_full_state_before_it_is_synced() {
 #[test]
 fn concurrent_writes_to_one_key_converge() {
     let mut t = Instant::from_millis(1);
-    let mut rng = Rng(99);
+    let mut rng = Rng::new(99);
     let mut hosts = vec![host(1, 10, t), host(2, 20, t)];
     run(&mut hosts, &mut t, 40, 0, &mut rng);
     for round in 0..50u32 {

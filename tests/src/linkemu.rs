@@ -30,6 +30,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+use tandem_core::testing::Rng;
 
 /// What the emulated wire does to each frame. The default is a perfect wire.
 #[derive(Clone, Copy, Debug)]
@@ -278,32 +279,13 @@ impl Drop for PacketSocket {
     }
 }
 
-/// xorshift64*: small, seeded, good enough for loss rolls and jitter.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    /// Uniform in `0..n` (n > 0); the modulo bias is irrelevant here.
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-}
-
 /// A frame waiting in the delay line: (due, order, output port, bytes).
 type Pending = Reverse<(Instant, u64, usize, Arc<[u8]>)>;
 
 fn run(socks: &[PacketSocket], sh: &Shared) {
     let started = Instant::now();
     let max_run = sh.params.lock().map(|p| p.max_run).unwrap_or_default();
-    let mut rng = Rng(sh.params.lock().map(|p| p.seed).unwrap_or(1) | 1);
+    let mut rng = Rng::new(sh.params.lock().map(|p| p.seed).unwrap_or(1) | 1);
     let mut macs: HashMap<[u8; 6], usize> = HashMap::new();
     let mut line: BinaryHeap<Pending> = BinaryHeap::new();
     let mut order = 0u64;

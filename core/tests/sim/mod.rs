@@ -8,36 +8,11 @@ use std::time::Duration;
 use tandem_core::detector::{Policy, Profile};
 use tandem_core::frame::HeartbeatRepr;
 use tandem_core::membership::{Config, Event, MemberState, Membership};
+pub use tandem_core::testing::Rng;
 use tandem_core::{Incarnation, Instant, NodeId};
 
 /// Member table capacity of every simulated node.
 pub const CAP: usize = 8;
-
-/// splitmix64: tiny, seedable, good enough for fault injection.
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    pub fn below(&mut self, n: u64) -> u64 {
-        if n == 0 {
-            0
-        } else {
-            self.next() % n
-        }
-    }
-    pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.below(hi - lo + 1)
-    }
-    pub fn chance(&mut self, p: f64) -> bool {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64 > 1.0 - p
-    }
-}
 
 /// What the runs did, summed over seeds.
 #[derive(Default, Debug)]
@@ -206,7 +181,7 @@ struct Sim {
 }
 
 pub fn run_seed(seed: u64, trace: bool, totals: &mut Totals) {
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     let kind = match rng.below(20) {
         0..=7 => Kind::Churn,
         8..=11 => Kind::Witness,
