@@ -38,8 +38,6 @@ pub mod replication;
 
 pub mod datagram;
 
-pub mod datagram;
-
 pub mod testing;
 
 pub use id::{ClusterId, Incarnation, KeyId, NodeId, Salt};

@@ -1165,6 +1165,20 @@ mod tests {
         }
     }
 
+    /// A unicast socket listening on loopback `port`, sending to `peers`.
+    fn unicast_cfg(port: u16, peers: Vec<SocketAddr>) -> NetConfig {
+        NetConfig {
+            transport: TransportKind::Unicast,
+            listen: Some(lo(port)),
+            peers,
+            ..udp_cfg(port)
+        }
+    }
+
+    fn lo(port: u16) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], port))
+    }
+
     fn recv_all(
         s: &ClusterSocket,
         batch: &mut RecvBatch,
@@ -1404,16 +1418,9 @@ mod tests {
     #[test]
     fn unicast_reaches_each_peer() {
         let clock = Clock::new();
-        let mk = |port: u16, peers: Vec<SocketAddr>| NetConfig {
-            transport: TransportKind::Unicast,
-            listen: Some(SocketAddr::from(([127, 0, 0, 1], port))),
-            peers,
-            ..udp_cfg(port)
-        };
-        let lo = |p| SocketAddr::from(([127, 0, 0, 1], p));
-        let b = ClusterSocket::open(&mk(47_322, vec![])).unwrap_or_else(|e| panic!("{e}"));
-        let c = ClusterSocket::open(&mk(47_323, vec![])).unwrap_or_else(|e| panic!("{e}"));
-        let a = ClusterSocket::open(&mk(47_321, vec![lo(47_322), lo(47_323)])).unwrap();
+        let b = ClusterSocket::open(&unicast_cfg(47_322, vec![])).unwrap_or_else(|e| panic!("{e}"));
+        let c = ClusterSocket::open(&unicast_cfg(47_323, vec![])).unwrap_or_else(|e| panic!("{e}"));
+        let a = ClusterSocket::open(&unicast_cfg(47_321, vec![lo(47_322), lo(47_323)])).unwrap();
         assert_eq!(a.fanout(), 2);
         let mut sb = SendBatch::new();
         fill(&mut sb, BATCH);
@@ -1429,19 +1436,13 @@ mod tests {
     #[test]
     fn unicast_sends_a_datagram_for_one_node_to_that_node_only() {
         let clock = Clock::new();
-        let mk = |port: u16, peers: Vec<SocketAddrV4>| NetConfig {
-            transport: TransportKind::Unicast,
-            listen: Some(SocketAddrV4::new(Ipv4Addr::LOCALHOST, port)),
-            peers,
-            ..udp_cfg(port)
-        };
-        let lo = |p| SocketAddrV4::new(Ipv4Addr::LOCALHOST, p);
-        let b = ClusterSocket::open(&mk(47_332, vec![lo(47_331)])).unwrap();
-        let c = ClusterSocket::open(&mk(47_333, vec![])).unwrap();
-        let mut a = ClusterSocket::open(&mk(47_331, vec![lo(47_332), lo(47_333)])).unwrap();
+        let b = ClusterSocket::open(&unicast_cfg(47_332, vec![lo(47_331)])).unwrap();
+        let c = ClusterSocket::open(&unicast_cfg(47_333, vec![])).unwrap();
+        let mut a =
+            ClusterSocket::open(&unicast_cfg(47_331, vec![lo(47_332), lo(47_333)])).unwrap();
         // Node 3 is at 47_333. An address that is no configured peer teaches nothing.
-        a.learn(NodeId(3), || Some(SocketAddr::V4(lo(47_333))));
-        a.learn(NodeId(2), || Some(SocketAddr::V4(lo(47_399))));
+        a.learn(NodeId(3), || Some(lo(47_333)));
+        a.learn(NodeId(2), || Some(lo(47_399)));
         let mut sb = SendBatch::new();
         for (tag, to) in [
             (0u8, Dest::Node(NodeId(3))),
@@ -1468,7 +1469,7 @@ mod tests {
         assert_eq!(n, 1);
         assert_eq!(
             rb.datagram(0).unwrap().source(),
-            Some(SocketAddr::V4(lo(47_332)))
+            Some(lo(47_332))
         );
     }
 

@@ -41,6 +41,30 @@ impl Default for NetParams {
     }
 }
 
+/// A data node `id` of the simulated cluster (fast profile, one key, synchronous replication,
+/// default limits) started at `now`.
+pub fn engine(id: u16, incarnation: u32, now: Instant) -> Engine {
+    Engine::new(
+        ClusterConfig {
+            node_id: NodeId(id),
+            cluster_id: ClusterId(3),
+            incarnation: Incarnation(incarnation),
+            profile: Profile::Fast,
+            interval_us: None,
+            multiplier: None,
+            priority: 100,
+            preempt: false,
+            witness: false,
+            voters: vec![],
+            keys: crate::config::parse_keys(&[7u8; 16]).ok(),
+            salt: tandem_core::Salt([id as u8; 6]),
+        },
+        Limits::default(),
+        ReplicationMode::Sync,
+        now,
+    )
+}
+
 /// One simulated host.
 pub struct Host {
     pub engine: Engine,
@@ -112,24 +136,7 @@ impl Sim {
     fn engine(&mut self, i: usize) -> Engine {
         // A restarted node takes a higher incarnation, as the daemon does.
         let incarnation = 1000 + (i as u32) * 100 + self.restarts;
-        Engine::new(
-            ClusterConfig {
-                node_id: NodeId(i as u16 + 1),
-                cluster_id: ClusterId(3),
-                incarnation: Incarnation(incarnation),
-                profile: Profile::Fast,
-                interval_us: None,
-                multiplier: None,
-                priority: 100,
-                preempt: false,
-                witness: false,
-                voters: vec![],
-                keys: crate::config::parse_keys(&[7u8; 16]).ok(),
-            },
-            Limits::default(),
-            ReplicationMode::Sync,
-            self.now,
-        )
+        engine(i as u16 + 1, incarnation, self.now)
     }
 
     fn wall_ms(&self) -> u64 {

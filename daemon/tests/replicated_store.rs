@@ -7,12 +7,10 @@ use std::time::Duration;
 
 use tandem_core::replication::Dest;
 use tandem_core::testing::Rng;
-use tandem_core::{ClusterId, Incarnation, Instant, NodeId};
-use tandemd::cluster::ClusterConfig;
-use tandemd::config::{Profile, ReplicationMode};
+use tandem_core::Instant;
 use tandemd::engine::Engine;
 use tandemd::resp_server::{WriteId, WriteSink};
-use tandemd::store::{Expiry, Limits};
+use tandemd::store::Expiry;
 
 struct Host {
     engine: Engine,
@@ -22,26 +20,10 @@ struct Host {
 const NOW_MS: u64 = 1_800_000_000_000;
 
 fn host(id: u16, incarnation: u32, now: Instant) -> Host {
-    let engine = Engine::new(
-        ClusterConfig {
-            node_id: NodeId(id),
-            cluster_id: ClusterId(3),
-            incarnation: Incarnation(incarnation),
-            profile: Profile::Fast,
-            interval_us: None,
-            multiplier: None,
-            priority: 100,
-            preempt: false,
-            witness: false,
-            voters: vec![],
-            keys: Some(tandemd::config::parse_keys(&[7u8; 16]).expect("key")),
-            salt: tandem_core::Salt([id as u8; 6]),
-        },
-        Limits::default(),
-        ReplicationMode::Sync,
-        now,
-    );
-    Host { engine, up: true }
+    Host {
+        engine: tandemd::testing::engine(id, incarnation, now),
+        up: true,
+    }
 }
 
 /// One loop turn of every live host at `now`, delivering each datagram to every other live
