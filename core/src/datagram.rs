@@ -223,10 +223,11 @@ mod tests {
         m.profile = crate::detector::Profile::FAST;
         let config = Config {
             cluster: ClusterId(7),
+            salt: crate::id::Salt([id as u8; 6]),
             membership: m,
             replication: replication::Config::default(),
         };
-        let keyring = Keyring::new(KeyId(1), Aes128Gcm::new(&[0x42; 16]));
+        let keyring = Keyring::new(KeyId(1), [0x42; 16]);
         Node::new(config, keyring, [Slot::EMPTY; 64], now)
     }
 

@@ -1467,10 +1467,7 @@ mod tests {
         b.send_batch(&mut sb).unwrap();
         let n = recv_all(&a, &mut rb, &clock, 1).len();
         assert_eq!(n, 1);
-        assert_eq!(
-            rb.datagram(0).unwrap().source(),
-            Some(lo(47_332))
-        );
+        assert_eq!(rb.datagram(0).unwrap().source(), Some(lo(47_332)));
     }
 
     #[test]

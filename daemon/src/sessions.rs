@@ -679,6 +679,7 @@ fn pick_peer(node: &CoreNode, avoid: Option<NodeId>) -> Option<NodeId> {
 mod tests {
     use super::*;
     use tandem_core::frame::Op;
+    use tandem_core::replication::MAX_CHUNK;
 
     fn entry<'a>(
         key: &'a [u8],
