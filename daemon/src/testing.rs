@@ -261,11 +261,13 @@ impl Sim {
         sink.submit(vec![rec])
     }
 
-    /// The value node `i` holds for `key` (its RESP encoding).
+    /// The string value node `i` holds for `key`.
     pub fn get(&mut self, i: usize, key: &[u8]) -> Option<Vec<u8>> {
         let wall = self.wall_ms();
         let (store, _) = self.hosts[i].engine.client(wall);
-        store.get(key, wall).map(|e| e.value.encode())
+        store
+            .get(key, wall)
+            .and_then(|e| e.value.string().map(|v| v.into_owned()))
     }
 
     /// kill -9 of node `i`: it stops; what it had in flight still arrives.

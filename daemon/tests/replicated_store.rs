@@ -266,7 +266,7 @@ fn fields(h: &mut Host, key: &[u8]) -> Vec<Vec<u8>> {
 #[test]
 fn concurrent_hset_of_distinct_fields_keeps_every_field() {
     let mut t = Instant::from_millis(1);
-    let mut rng = Rng(0x4a5e);
+    let mut rng = Rng::new(0x4a5e);
     let mut hosts = vec![host(1, 10, t), host(2, 20, t)];
     run(&mut hosts, &mut t, 40, 0, &mut rng);
     let mut want = Vec::new();
@@ -293,7 +293,7 @@ fn concurrent_hset_of_distinct_fields_keeps_every_field() {
 #[test]
 fn hset_across_a_partition_keeps_every_field() {
     let mut t = Instant::from_millis(1);
-    let mut rng = Rng(0xbeef);
+    let mut rng = Rng::new(0xbeef);
     let mut hosts = vec![host(1, 10, t), host(2, 20, t)];
     run(&mut hosts, &mut t, 40, 0, &mut rng);
     let mut want = Vec::new();
@@ -333,7 +333,7 @@ fn incrby(h: &mut Host, key: &[u8], by: i64) -> Option<WriteId> {
 #[test]
 fn concurrent_increments_add_up_across_a_partition() {
     let mut t = Instant::from_millis(1);
-    let mut rng = Rng(0xc0de);
+    let mut rng = Rng::new(0xc0de);
     let mut hosts = vec![host(1, 10, t), host(2, 20, t)];
     run(&mut hosts, &mut t, 40, 0, &mut rng);
     let mut sum = 0i64;
@@ -366,7 +366,7 @@ fn concurrent_increments_add_up_across_a_partition() {
 #[test]
 fn state_transfer_carries_fields_tombstones_and_counter_shares() {
     let mut t = Instant::from_millis(1);
-    let mut rng = Rng(0x5a5a);
+    let mut rng = Rng::new(0x5a5a);
     let mut hosts = vec![host(1, 10, t)];
     run(&mut hosts, &mut t, 20, 0, &mut rng);
     for i in 0..20u32 {
@@ -425,21 +425,21 @@ fn state_transfer_carries_fields_tombstones_and_counter_shares() {
 fn random_interleavings_loss_and_partitions_keep_every_write() {
     for seed in 1..=6u64 {
         let mut t = Instant::from_millis(1);
-        let mut rng = Rng(seed);
+        let mut rng = Rng::new(seed);
         let mut hosts = vec![host(1, 10, t), host(2, 20, t)];
         run(&mut hosts, &mut t, 40, 0, &mut rng);
         let mut want = Vec::new();
         let mut sum = 0i64;
         let mut counted = false;
-        let cut = rng.next() % 150;
+        let cut = rng.next_u64() % 150;
         for i in 0..150u64 {
-            let n = (rng.next() % 2) as usize;
-            if rng.next() % 2 == 0 {
+            let n = (rng.next_u64() % 2) as usize;
+            if rng.next_u64() % 2 == 0 {
                 let field = format!("s{seed}:n{n}:f{i}");
                 hset(&mut hosts[n], b"session", field.as_bytes(), b"v");
                 want.push(field.into_bytes());
             } else {
-                let by = (rng.next() % 21) as i64 - 10;
+                let by = (rng.next_u64() % 21) as i64 - 10;
                 incrby(&mut hosts[n], b"hits", by);
                 sum += by;
                 counted = true;
@@ -448,9 +448,9 @@ fn random_interleavings_loss_and_partitions_keep_every_write() {
             let loss = if (cut..cut + 40).contains(&i) {
                 100
             } else {
-                rng.next() % 31
+                rng.next_u64() % 31
             };
-            run(&mut hosts, &mut t, 1 + rng.next() % 3, loss, &mut rng);
+            run(&mut hosts, &mut t, 1 + rng.next_u64() % 3, loss, &mut rng);
         }
         run(&mut hosts, &mut t, 3000, 0, &mut rng);
         want.sort();

@@ -112,12 +112,6 @@ fn write_sized(
     kv
 }
 
-fn encoded(v: &[u8]) -> Vec<u8> {
-    let mut e = vec![0u8];
-    e.extend_from_slice(v);
-    e
-}
-
 /// The seed lesson: sessions written on A, A dies mid-stream, B already holds every
 /// acknowledged one, declares A dead and keeps taking writes.
 #[test]
@@ -136,7 +130,7 @@ fn sessions_written_on_a_survive_a_dying_and_b_serves_them() {
         for (k, v) in &acked {
             assert_eq!(
                 sim.get(1, k),
-                Some(encoded(v)),
+                Some(v.clone()),
                 "B lost {:?}",
                 String::from_utf8_lossy(k)
             );
@@ -146,7 +140,7 @@ fn sessions_written_on_a_survive_a_dying_and_b_serves_them() {
         });
         assert!(dead, "B never declared A dead");
         let w = write_acked(&mut sim, 1, 3, "after");
-        assert_eq!(sim.get(1, &w[0].0), Some(encoded(&w[0].1)));
+        assert_eq!(sim.get(1, &w[0].0), Some(w[0].1.clone()));
     });
 }
 
