@@ -38,6 +38,8 @@ impl Instant {
         Duration::from_micros(self.0.saturating_sub(earlier.0))
     }
 
+    // Out of line: inlined, this is spelled out at every `now + timeout` (flash).
+    #[inline(never)]
     pub fn checked_add(self, d: Duration) -> Option<Instant> {
         let us = u64::try_from(d.as_micros()).ok()?;
         self.0.checked_add(us).map(Instant)

@@ -222,6 +222,9 @@ impl<const P: usize> Rx<P> {
     }
 
     pub(super) fn forget(&mut self, origin: NodeId) {
-        self.streams.retain(|s| s.origin != origin);
+        // One stream per origin; heapless's retain costs flash.
+        if let Some(i) = self.streams.iter().position(|s| s.origin == origin) {
+            super::swap_remove(&mut self.streams, i);
+        }
     }
 }

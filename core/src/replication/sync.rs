@@ -156,7 +156,7 @@ impl Client {
     pub(super) fn sent(&mut self, now: Instant) -> u64 {
         self.pending = false;
         self.last_resume = self.resume.then_some(self.next);
-        self.resume_at = now + Duration::from_micros(self.rto_us);
+        self.resume_at = now.saturating_add_micros(self.rto_us);
         let flag = if self.resume { CURSOR_RESUME } else { 0 };
         self.resume = false;
         self.next | flag
@@ -168,7 +168,7 @@ impl Client {
         self.held.shift();
         self.since_ack += 1;
         self.rto_us = micros(config.rto);
-        self.resume_at = now + Duration::from_micros(self.rto_us);
+        self.resume_at = now.saturating_add_micros(self.rto_us);
         self.stall_at = now + config.sync_stall_timeout;
         if self.since_ack >= config.sync_ack_every.max(1) {
             self.since_ack = 0;
@@ -192,7 +192,7 @@ impl Client {
         if now >= self.resume_at {
             self.rto_us = self.rto_us.saturating_mul(2).min(micros(config.max_rto));
             self.request_resume();
-            self.resume_at = now + Duration::from_micros(self.rto_us);
+            self.resume_at = now.saturating_add_micros(self.rto_us);
         }
         None
     }
@@ -267,7 +267,10 @@ impl Server {
             if s.to_incarnation == from_incarnation && s.sync_id == sync_id {
                 if cursor == CURSOR_RELEASE {
                     let s = *s;
-                    self.sessions.retain(|x| x.to != from);
+                    // One session per requester; heapless's retain costs flash.
+                    if let Some(i) = pos {
+                        super::swap_remove(&mut self.sessions, i);
+                    }
                     return (ServeOutcome::Released(s), None);
                 }
                 let resume = cursor & CURSOR_RESUME != 0;
@@ -366,13 +369,16 @@ impl Server {
 
     /// Drops transfers whose requester went quiet; calls `ended` for each.
     pub(super) fn handle_timeout(&mut self, now: Instant, mut ended: impl FnMut(&Session)) {
-        self.sessions.retain(|s| {
-            let keep = now < s.expires_at;
-            if !keep {
+        // By swap_remove (order is free: sends round-robin); heapless's retain costs flash.
+        let mut i = 0;
+        while let Some(s) = self.sessions.get(i) {
+            if now < s.expires_at {
+                i += 1;
+            } else {
                 ended(s);
+                super::swap_remove(&mut self.sessions, i);
             }
-            keep
-        });
+        }
     }
 
     pub(super) fn poll_timeout(&self) -> Instant {

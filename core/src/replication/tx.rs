@@ -340,7 +340,10 @@ impl<S: AsRef<[Slot]> + AsMut<[Slot]>, const P: usize> Tx<S, P> {
         if let Some(p) = self.peers.iter_mut().find(|p| p.node == node) {
             p.live = false;
         }
-        self.owed.retain(|o| o.to != node);
+        // One entry per requester; heapless's retain costs flash.
+        if let Some(i) = self.owed.iter().position(|o| o.to == node) {
+            super::swap_remove(&mut self.owed, i);
+        }
     }
 
     pub(super) fn handle_ack(&mut self, now: Instant, from: NodeId, rseq: u64, config: &Config) {

@@ -66,11 +66,11 @@ fn main() -> ! {
         let got = receiver.receive_heartbeat(&mut buf[..len], keyring);
         check(matches!(got, Ok((_, h)) if h == hb), "open");
         detector.heartbeat(1, now, hb.interval_us, hb.multiplier);
-        now = now + core::time::Duration::from_millis(1);
+        now = now.saturating_add_micros(1_000);
     }
     check(detector.liveness(1) == Liveness::Alive, "alive");
     while detector.liveness(1) != Liveness::Dead {
-        now = now + core::time::Duration::from_micros(100);
+        now = now.saturating_add_micros(100);
         while detector.handle_timeout(now).is_some() {}
         check(now < Instant::from_millis(100), "detect");
     }
