@@ -763,16 +763,17 @@ impl<const N: usize, const E: usize> Membership<N, E> {
 
     /// An empty slot, else the dead or left member heard from longest ago.
     fn free_slot(&self) -> Option<usize> {
-        if let Some(i) = self.slots.iter().position(|s| s.used().is_none()) {
-            return Some(i);
+        // One plain loop: the iterator chain it replaces copied each member (flash).
+        let mut oldest: Option<(usize, Instant)> = None;
+        for (i, s) in self.slots.iter().enumerate() {
+            let Some(s) = s.used() else {
+                return Some(i);
+            };
+            if !is_live(s.m.state) && oldest.is_none_or(|(_, t)| s.m.last_heard < t) {
+                oldest = Some((i, s.m.last_heard));
+            }
         }
-        self.slots
-            .iter()
-            .enumerate()
-            .filter_map(|(i, s)| s.used().map(|s| (i, s.m)))
-            .filter(|(_, m)| !is_live(m.state))
-            .min_by_key(|(_, m)| m.last_heard)
-            .map(|(i, _)| i)
+        oldest.map(|(i, _)| i)
     }
 
     fn set_state(&mut self, idx: usize, state: MemberState) {
