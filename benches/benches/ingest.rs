@@ -33,11 +33,11 @@ use std::time::{Duration, Instant as StdInstant};
 use tandem_core::crypto::Sealer;
 use tandem_core::frame::{Body, HeartbeatRepr, Role, StateFlags};
 use tandem_core::{ClusterId, Incarnation, Instant, NodeId};
-use tandemd::clock::Clock;
-use tandemd::cluster::{keyring, ClusterConfig};
 use tandemd::config::{parse_keys, Profile, TransportKind};
+use tandemd::engine::cluster::{keyring, ClusterConfig};
 use tandemd::engine::Engine;
-use tandemd::net::{recv_batch_fd, ClusterSocket, LocalAddr, NetConfig, RecvBatch, SendBatch};
+use tandemd::io::clock::Clock;
+use tandemd::io::net::{recv_batch_fd, ClusterSocket, LocalAddr, NetConfig, RecvBatch, SendBatch};
 
 const PHASE: Duration = Duration::from_millis(1500);
 const ROUNDS: usize = 2;
@@ -125,7 +125,7 @@ fn main() {
             keys: Some(keys.clone()),
             salt: tandem_core::Salt([1; 6]),
         },
-        tandemd::store::Limits::default(),
+        tandemd::engine::store::Limits::default(),
         tandemd::config::ReplicationMode::Sync,
         clock.now(),
     );
@@ -168,7 +168,7 @@ fn main() {
     let mut send = SendBatch::new();
     let mut fill = || {
         let mut sent = 0;
-        for _ in 0..FILL / tandemd::net::BATCH {
+        for _ in 0..FILL / tandemd::io::net::BATCH {
             while let Some(slot) = send.slot() {
                 let len = sealer
                     .seal(&heartbeat(), &mut ring, slot)
@@ -216,7 +216,7 @@ fn main() {
     let m = engine.cluster_metrics();
     println!(
         "ingest (sealed heartbeats, {frame_len} bytes, AES-128-GCM, loopback UDP, batch {}): raw recvmmsg {raw:.0} pkt/s, tandemd {td:.0} pkt/s, ratio {:.1}% (goal >= 80%)",
-        tandemd::net::BATCH,
+        tandemd::io::net::BATCH,
         100.0 * td / raw.max(1.0),
     );
     println!(
@@ -271,7 +271,7 @@ fn tandemd_batch(
     handed: &mut u64,
 ) -> usize {
     let now = clock.now();
-    let now_ms = tandemd::clock::unix_ms();
+    let now_ms = tandemd::io::clock::unix_ms();
     let got = rx.recv_batch(batch, clock, now).unwrap_or(0);
     for i in 0..got {
         if let Some(d) = batch.datagram(i) {

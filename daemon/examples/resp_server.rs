@@ -5,8 +5,9 @@
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
-use tandemd::resp_server::{standalone, ServerConfig};
-use tandemd::{commands, store};
+use tandemd::engine::store;
+use tandemd::resp::commands;
+use tandemd::resp::server::{standalone, ServerConfig};
 
 fn main() -> std::io::Result<()> {
     let mut port = 6380u16;

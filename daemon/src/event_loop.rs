@@ -28,22 +28,22 @@ use signal_hook_mio::v1_0::Signals;
 use tandem_core::{Incarnation, Instant};
 use tracing::{debug, error, info, warn};
 
-use crate::clock::{unix_ms, Clock};
-use crate::cluster::{ClusterConfig, ReloadError};
 use crate::config::{key_file_mode_warning, load_keys, Config};
+use crate::engine::cluster::{ClusterConfig, ReloadError};
+use crate::engine::store;
 use crate::engine::Engine;
-use crate::floating::{Floating, VipEvent};
-use crate::hooks::{HookEnv, Hooks};
-use crate::http::{HttpServer, Source};
-use crate::ifaddr::IfAddrError;
-use crate::incarnation::StateFile;
-use crate::metrics::DaemonMetrics;
-use crate::net::{ClusterSocket, DeadlineTimer, NetConfig, NetError, RecvBatch, SendBatch};
-use crate::notify::Notifier;
-use crate::resp_server::{RespServer, ServerConfig};
-use crate::status::{StatusSnapshot, VipStatus};
-use crate::store;
-use crate::{commands, resp};
+use crate::io::clock::{unix_ms, Clock};
+use crate::io::incarnation::StateFile;
+use crate::io::net::{ClusterSocket, DeadlineTimer, NetConfig, NetError, RecvBatch, SendBatch};
+use crate::ops::hooks::{HookEnv, Hooks};
+use crate::ops::http::{HttpServer, Source};
+use crate::ops::metrics::DaemonMetrics;
+use crate::ops::notify::Notifier;
+use crate::ops::status::{StatusSnapshot, VipStatus};
+use crate::resp::server::{RespServer, ServerConfig};
+use crate::resp::{self, commands};
+use crate::vip::floating::{Floating, VipEvent};
+use crate::vip::ifaddr::IfAddrError;
 
 pub const TOKEN_CLUSTER: Token = Token(0);
 pub const TOKEN_SIGNALS: Token = Token(1);
@@ -131,13 +131,14 @@ impl Daemon {
     /// then takes a fresh incarnation and creates the cluster.
     pub fn new(cfg: Config) -> Result<Daemon, DaemonError> {
         // Before the store grows: see `memory` (a huge-page fault stalls a turn for ms).
-        crate::memory::keep_freed_memory();
-        if let Err(e) = crate::memory::disable_transparent_huge_pages() {
+        crate::io::memory::keep_freed_memory();
+        if let Err(e) = crate::io::memory::disable_transparent_huge_pages() {
             warn!(error = %e, "could not turn transparent huge pages off: long page faults may delay heartbeats");
         }
         let clock = Clock::new();
         // Before any descriptor is opened: the client cap must fit the limit.
-        let fit = crate::descriptors::fit_clients(cfg.max_clients).map_err(DaemonError::Config)?;
+        let fit =
+            crate::io::descriptors::fit_clients(cfg.max_clients).map_err(DaemonError::Config)?;
         let poll = Poll::new().map_err(runtime("epoll"))?;
         let socket = ClusterSocket::open(&NetConfig::from_config(&cfg)).map_err(|e| match e {
             NetError::NeedCapNetRaw => DaemonError::Config(e.to_string()),
@@ -196,7 +197,7 @@ impl Daemon {
             .state_dir
             .as_deref()
             .map(|d| StateFile::new(d, cfg.cluster_id, cfg.node_id));
-        let incarnation = crate::incarnation::fresh(state.as_ref()).map_err(|e| {
+        let incarnation = crate::io::incarnation::fresh(state.as_ref()).map_err(|e| {
             DaemonError::Runtime(format!(
                 "incarnation state {}: {e}",
                 state
@@ -211,7 +212,7 @@ impl Daemon {
         }
         // Own frames looped back by the kernel would cost a wake-up each; a filter that fails
         // to attach only costs that (the core drops them too).
-        let salt = crate::cluster::random_salt().map_err(|_| {
+        let salt = crate::engine::cluster::random_salt().map_err(|_| {
             DaemonError::Runtime("the kernel's random source failed: no salt for this run".into())
         })?;
         if let Err(e) = socket.drop_own_frames(cfg.node_id, incarnation, salt) {
@@ -594,7 +595,7 @@ impl Daemon {
                     self.socket.learn(node, || d.source());
                 }
             }
-            if n < crate::net::BATCH {
+            if n < crate::io::net::BATCH {
                 return false;
             }
         }
@@ -657,7 +658,7 @@ impl Daemon {
         // Bounded by the cluster's event queue capacity.
         while let Some(ev) = self.engine.poll_event() {
             let s = self.engine.status(now);
-            crate::logging::cluster_event(&ev);
+            crate::ops::logging::cluster_event(&ev);
             self.hooks
                 .fire(HookEnv::new(&ev, s.node_id, s.role, s.leader, s.view), now);
         }

@@ -48,7 +48,7 @@ fn run_daemon(cli: Cli) -> ExitCode {
         Ok(c) => c,
         Err(problems) => return config_errors(&problems),
     };
-    tandemd::logging::init(&cfg.log_level, cfg.log_format);
+    tandemd::ops::logging::init(&cfg.log_level, cfg.log_format);
     if cfg.insecure {
         warn!("--insecure: cluster frames are NOT authenticated; anyone on the link can join or forge membership");
     } else if cfg.keys.is_none() {

@@ -14,11 +14,11 @@ use tandem_core::replication::Dest;
 pub use tandem_core::testing::Rng;
 use tandem_core::{ClusterId, Incarnation, Instant, NodeId};
 
-use crate::cluster::ClusterConfig;
 use crate::config::{Profile, ReplicationMode};
+use crate::engine::cluster::ClusterConfig;
+use crate::engine::store::{Expiry, Limits};
 use crate::engine::Engine;
-use crate::resp_server::{WriteId, WriteSink};
-use crate::store::{Expiry, Limits};
+use crate::resp::server::{WriteId, WriteSink};
 
 /// Unix milliseconds at virtual time zero.
 pub const WALL0: u64 = 1_800_000_000_000;
@@ -195,7 +195,7 @@ impl Sim {
                 h.engine.handle_datagram(d.at, wall, &mut d.bytes);
             }
         }
-        let mut buf = [0u8; crate::net::SLOT_BYTES];
+        let mut buf = [0u8; crate::io::net::SLOT_BYTES];
         for i in 0..self.hosts.len() {
             let now = self.now;
             let h = &mut self.hosts[i];

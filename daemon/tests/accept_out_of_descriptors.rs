@@ -15,12 +15,12 @@ use std::time::{Duration, Instant};
 use rlimit::Resource;
 use socket2::{Domain, Socket, Type};
 use tandem_core::{ClusterId, Incarnation, NodeId};
-use tandemd::clock::Clock;
-use tandemd::commands;
-use tandemd::http::{HttpServer, Source};
-use tandemd::resp_server::{standalone, ServerConfig};
-use tandemd::status::{MemberState, Role, StatusSnapshot};
-use tandemd::store;
+use tandemd::engine::store;
+use tandemd::io::clock::Clock;
+use tandemd::ops::http::{HttpServer, Source};
+use tandemd::ops::status::{MemberState, Role, StatusSnapshot};
+use tandemd::resp::commands;
+use tandemd::resp::server::{standalone, ServerConfig};
 
 /// Opens `/dev/null` until the descriptor limit refuses (bounded by the limit).
 fn exhaust(limit: u64) -> Vec<File> {

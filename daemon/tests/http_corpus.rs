@@ -10,7 +10,7 @@ fn http_fuzz_seeds_replay_without_panic() {
     for entry in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
         let path = entry.expect("dir entry").path();
         let data = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        tandemd::http::fuzzing::check(&data);
+        tandemd::ops::http::fuzzing::check(&data);
         n += 1;
     }
     assert!(n >= 5, "expected the committed seeds, found {n}");

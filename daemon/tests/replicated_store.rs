@@ -8,9 +8,9 @@ use std::time::Duration;
 use tandem_core::replication::Dest;
 use tandem_core::testing::Rng;
 use tandem_core::Instant;
+use tandemd::engine::store::Expiry;
 use tandemd::engine::Engine;
-use tandemd::resp_server::{WriteId, WriteSink};
-use tandemd::store::Expiry;
+use tandemd::resp::server::{WriteId, WriteSink};
 
 struct Host {
     engine: Engine,

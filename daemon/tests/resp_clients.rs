@@ -6,7 +6,7 @@ mod resp_support;
 use std::process::{Command, Stdio};
 
 use resp_support::*;
-use tandemd::commands;
+use tandemd::resp::commands;
 
 fn run(program: &str, args: &[&str], stdin: Option<&str>) -> (String, bool) {
     let mut child = Command::new(program)

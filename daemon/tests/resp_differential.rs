@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use resp_support::*;
-use tandemd::commands;
+use tandemd::resp::commands;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Cmp {

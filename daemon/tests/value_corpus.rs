@@ -10,7 +10,7 @@ fn value_seed_corpus_replays() {
     for entry in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
         let path = entry.expect("corpus entry").path();
         let data = std::fs::read(&path).expect("read seed");
-        tandemd::value::fuzzing::check(&data);
+        tandemd::engine::value::fuzzing::check(&data);
         n += 1;
     }
     assert!(n >= 5, "only {n} seeds in {}", dir.display());

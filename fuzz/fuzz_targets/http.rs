@@ -5,5 +5,5 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    tandemd::http::fuzzing::check(data);
+    tandemd::ops::http::fuzzing::check(data);
 });

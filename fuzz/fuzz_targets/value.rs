@@ -6,5 +6,5 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    tandemd::value::fuzzing::check(data);
+    tandemd::engine::value::fuzzing::check(data);
 });

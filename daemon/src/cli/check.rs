@@ -32,7 +32,7 @@ pub fn check(cli: Cli) -> Report {
         Ok(cfg) => {
             host_addresses(&cfg, &mut report.problems);
             if !cfg.vips.is_empty() {
-                if let Some(missing) = crate::ifaddr::missing_capabilities() {
+                if let Some(missing) = crate::vip::ifaddr::missing_capabilities() {
                     report.problems.add(format!(
                         "--vip needs CAP_NET_ADMIN and CAP_NET_RAW; missing {missing}"
                     ));

@@ -9,8 +9,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tandemd::resp_server::{standalone, ServerConfig};
-use tandemd::{commands, store};
+use tandemd::engine::store;
+use tandemd::resp::commands;
+use tandemd::resp::server::{standalone, ServerConfig};
 
 /// Finds a tool; `None` means skip the test, except under CI=true, where it is a failure.
 pub fn require_tool(name: &str) -> Option<String> {

@@ -10,10 +10,10 @@
 //! so a write made after seeing another one is ordered after it. A replicated record is the
 //! part of a key's state one write changed (a SET the whole string, an HSET only the fields it
 //! wrote, an INCR the counter's parts) and is merged into the stored state by
-//! [`value::join`](crate::value::join), which gives one state whatever the order of arrival
+//! [`value::join`](crate::engine::value::join), which gives one state whatever the order of arrival
 //! and however often a record is repeated: hashes merge per field, counters add each node's
 //! increments, strings and whole-key writes go by last writer wins (the rule in full is in
-//! [`crate::value`]). Tombstones keep a late, older put from resurrecting a deleted key; they
+//! [`crate::engine::value`]). Tombstones keep a late, older put from resurrecting a deleted key; they
 //! are bounded in count and age ([`Limits::max_tombstones`], [`Limits::tombstone_ttl_ms`]),
 //! and a put older than an evicted tombstone could resurrect the key, which is why the age
 //! bound is long next to replication delays. A hash whose fields are all deleted (their
@@ -35,7 +35,7 @@
 //!
 //! # Replicated value encoding
 //! [`Replicate::value`] (and the value [`Store::apply_remote`] takes) is the encoding of
-//! [`crate::value`] (wire format version 2). A delete carries an empty value.
+//! [`crate::engine::value`] (wire format version 2). A delete carries an empty value.
 //!
 //! Panics: never on any input, including malformed replicated values.
 
@@ -48,11 +48,11 @@ use smallvec::SmallVec;
 use tandem_core::frame::{EntryRepr, Op, MAX_VALUE_LEN};
 use tandem_core::NodeId;
 
-use crate::value::join;
+use crate::engine::value::join;
 
 /// Bytes charged per key besides its key and value bytes.
 pub const ENTRY_OVERHEAD: usize = 64;
-pub use crate::value::{
+pub use crate::engine::value::{
     Counter, Field, Hash, KeyState, Part, Stamp, Value, FIELD_OVERHEAD, MAX_FIELD_TOMBSTONES,
 };
 
@@ -802,7 +802,7 @@ impl Store {
         self.evict_tombstones(now_ms, usize::MAX);
     }
 
-    /// Applies a replicated record by merging it into the key's state ([`crate::value`]).
+    /// Applies a replicated record by merging it into the key's state ([`crate::engine::value`]).
     /// A `Touch` (which this store never emits) sets the expiry of a live entry as a write
     /// of the expiry stamped like the entry.
     ///

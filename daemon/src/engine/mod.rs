@@ -17,6 +17,12 @@
 //!
 //! Panics: never on input.
 
+pub mod cipher;
+pub mod cluster;
+pub mod sessions;
+pub mod store;
+pub mod value;
+
 use std::collections::VecDeque;
 use std::time::Duration;
 
@@ -24,12 +30,12 @@ use tandem_core::membership::Membership;
 use tandem_core::replication::Dest;
 use tandem_core::{Instant, NodeId};
 
-use crate::cluster::{Cluster, ClusterConfig, ClusterEvent, ReloadError, MAX_PEERS};
 use crate::config::{KeySet, ReplicationMode};
-use crate::resp_server::{WriteFailure, WriteId};
-use crate::sessions::{Sessions, Sink, SyncState};
-use crate::status::{Backlog, StatusSnapshot, SyncPhase, SyncProgress};
-use crate::store::{Limits, Store};
+use crate::engine::cluster::{Cluster, ClusterConfig, ClusterEvent, ReloadError, MAX_PEERS};
+use crate::engine::sessions::{Sessions, Sink, SyncState};
+use crate::engine::store::{Limits, Store};
+use crate::ops::status::{Backlog, StatusSnapshot, SyncPhase, SyncProgress};
+use crate::resp::server::{WriteFailure, WriteId};
 
 /// One datagram of [`Engine::poll_transmit`]: `len` bytes at the start of the caller's
 /// buffer, for `to`.
@@ -148,7 +154,7 @@ impl Engine {
 
     // ---- outputs ----
 
-    /// The next datagram into `buf` (at least [`crate::net::SLOT_BYTES`]), with where it
+    /// The next datagram into `buf` (at least [`crate::io::net::SLOT_BYTES`]), with where it
     /// goes; with `sync`, a state-transfer chunk once nothing else is due (the loop leaves
     /// them out of its heartbeat path).
     pub fn poll_transmit(
@@ -252,19 +258,19 @@ impl Engine {
     }
 
     /// The cluster path's counters (frames, drops, detections).
-    pub fn cluster_metrics(&self) -> crate::metrics::ClusterMetrics {
+    pub fn cluster_metrics(&self) -> crate::ops::metrics::ClusterMetrics {
         self.cluster.metrics()
     }
 
     /// The protocol's `/metrics` families (cluster, sessions, RESP) after the loop's own.
     pub fn render_metrics(
         &self,
-        daemon: &crate::metrics::DaemonMetrics,
+        daemon: &crate::ops::metrics::DaemonMetrics,
         status: &StatusSnapshot,
-        resp: Option<&crate::resp_server::RespServer>,
+        resp: Option<&crate::resp::server::RespServer>,
     ) -> String {
-        let mut out = crate::metrics::render(&self.cluster.metrics(), daemon, status);
-        crate::metrics::render_sessions(&mut out, &self.sessions, self.cluster.node(), resp);
+        let mut out = crate::ops::metrics::render(&self.cluster.metrics(), daemon, status);
+        crate::ops::metrics::render_sessions(&mut out, &self.sessions, self.cluster.node(), resp);
         out
     }
 }

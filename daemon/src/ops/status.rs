@@ -1,6 +1,6 @@
 //! What `/status` and `/health` report: a snapshot of membership taken from the [`Cluster`].
 //!
-//! [`Cluster`]: crate::cluster::Cluster
+//! [`Cluster`]: crate::engine::cluster::Cluster
 
 use serde_json::{json, Value};
 use tandem_core::{ClusterId, Incarnation, NodeId};

@@ -23,7 +23,7 @@ use std::time::Duration;
 use tandem_core::crypto::{AnyKey, Keyring};
 use zeroize::Zeroizing;
 
-use crate::cipher::Cipher;
+use crate::engine::cipher::Cipher;
 use tandem_core::datagram::{self, EntrySource, Packer};
 use tandem_core::frame::MAX_DATAGRAM;
 use tandem_core::node::{self as core_node, Node, KEYS};
@@ -32,9 +32,9 @@ use tandem_core::{detector, membership};
 use tandem_core::{ClusterId, Incarnation, Instant, KeyId, NodeId, Salt};
 
 use crate::config::{Config, KeySet, Profile};
-use crate::metrics::{ClusterMetrics, DropReason};
-use crate::sessions::{Sessions, SyncChunk};
-use crate::status::{MemberState, MemberStatus, Role, StatusSnapshot};
+use crate::engine::sessions::{Sessions, SyncChunk};
+use crate::ops::metrics::{ClusterMetrics, DropReason};
+use crate::ops::status::{MemberState, MemberStatus, Role, StatusSnapshot};
 
 /// Events the cluster reports; each runs the `--on-change` hook.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -337,7 +337,7 @@ impl Cluster {
             .min()
     }
 
-    /// Writes the next datagram to send into `buf` (at least [`crate::net::SLOT_BYTES`]
+    /// Writes the next datagram to send into `buf` (at least [`crate::io::net::SLOT_BYTES`]
     /// bytes) and returns its length and destination; `None` when nothing is due.
     /// Small frames (heartbeats, acks, small session updates) for one destination are packed
     /// into one datagram of at most [`MAX_DATAGRAM`] bytes: under write load the kernel's
@@ -635,7 +635,8 @@ mod tests {
     }
 
     fn sessions() -> Sessions {
-        let store = crate::store::Store::new(NodeId(9), crate::store::Limits::default());
+        let store =
+            crate::engine::store::Store::new(NodeId(9), crate::engine::store::Limits::default());
         Sessions::new(
             store,
             crate::config::ReplicationMode::Sync,

@@ -561,7 +561,7 @@ mod tests {
 
     /// A `hex value:NAME` block of docs/PROTOCOL.md.
     fn protocol_md_value(name: &str) -> Vec<u8> {
-        let doc = include_str!("../../docs/PROTOCOL.md");
+        let doc = include_str!("../../../docs/PROTOCOL.md");
         let fence = format!("```hex value:{name}\n");
         let start = doc.find(&fence).expect("vector in PROTOCOL.md") + fence.len();
         let len = doc[start..].find("```").expect("closed block");
@@ -773,7 +773,7 @@ mod tests {
 #[doc(hidden)]
 pub mod fuzzing {
     use super::{join, KeyState, Stamp, Value};
-    use crate::store::{Limits, Store};
+    use crate::engine::store::{Limits, Store};
     use tandem_core::frame::{EntryRepr, Op};
     use tandem_core::NodeId;
 

@@ -1,7 +1,7 @@
 //! Floating virtual IPs: which node holds each `--vip`, decided from the membership view.
 //!
 //! Pure (no sockets, no clock): the event loop passes `now` and the view each turn
-//! ([`Vips::update`]) and carries out the [`Action`]s through [`crate::ifaddr`].
+//! ([`Vips::update`]) and carries out the [`Action`]s through [`crate::vip::ifaddr`].
 //!
 //! # Who holds a VIP
 //!
@@ -39,6 +39,9 @@
 //! became healthy, `gap` being two heartbeat intervals plus a millisecond. So S has
 //! released before P adds the address: never two holders, at the cost of a gap-long outage
 //! on a planned hand-back (none on a failure).
+
+pub mod floating;
+pub mod ifaddr;
 
 use std::fmt;
 use std::net::IpAddr;

@@ -2,7 +2,7 @@
 //!
 //! Set-up goes through socket2; what socket2 does not cover (recvmmsg/sendmmsg, the
 //! SO_TIMESTAMPNS control message, getifaddrs) goes through libc. This module's `unsafe`
-//! blocks, [`crate::memory`]'s one `prctl` and [`crate::ifaddr`]'s netlink and packet
+//! blocks, [`crate::io::memory`]'s one `prctl` and [`crate::vip::ifaddr`]'s netlink and packet
 //! sockets are the only unsafe code of the daemon; each says why it is sound.
 //!
 //! Batches are preallocated once ([`RecvBatch`], [`SendBatch`]): no allocation per packet.
@@ -27,8 +27,8 @@ use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use tandem_core::replication::Dest;
 use tandem_core::{Incarnation, Instant, NodeId, Salt};
 
-use crate::clock::Clock;
 use crate::config::{Config, TransportKind};
+use crate::io::clock::Clock;
 
 /// Datagrams handled per recvmmsg/sendmmsg call.
 pub const BATCH: usize = 32;

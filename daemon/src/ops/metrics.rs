@@ -4,11 +4,11 @@
 //! what the loop around it counts. [`render`] writes both, plus gauges from a status snapshot,
 //! in the Prometheus text exposition format 0.0.4.
 //!
-//! [`Cluster`]: crate::cluster::Cluster
+//! [`Cluster`]: crate::engine::cluster::Cluster
 
 use std::fmt::Write;
 
-use crate::status::{MemberState, Role, StatusSnapshot};
+use crate::ops::status::{MemberState, Role, StatusSnapshot};
 
 /// Why a received datagram was not accepted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,7 +66,7 @@ impl DropReason {
 /// Counted by the cluster (core) path.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ClusterMetrics {
-    /// Datagrams handed to [`Cluster::handle_datagram`](crate::cluster::Cluster::handle_datagram).
+    /// Datagrams handed to [`Cluster::handle_datagram`](crate::engine::cluster::Cluster::handle_datagram).
     pub frames_received: u64,
     /// Frames accepted (authenticated, parsed, current).
     pub frames_accepted: u64,
@@ -122,7 +122,7 @@ pub struct DaemonMetrics {
     /// Datagrams the kernel did not take (socket buffer full) or send errors.
     pub send_dropped: u64,
     /// Datagrams the kernel took, by destination (every peer, or one node).
-    pub sent_to: crate::net::SentTo,
+    pub sent_to: crate::io::net::SentTo,
     /// Microseconds spent handling events (not waiting in poll).
     pub busy_us: u64,
     /// Largest lateness of a deadline wake-up, microseconds.
@@ -472,9 +472,9 @@ pub fn render(c: &ClusterMetrics, d: &DaemonMetrics, s: &StatusSnapshot) -> Stri
 /// Appends the session store and replication metrics.
 pub fn render_sessions(
     o: &mut String,
-    sessions: &crate::sessions::Sessions,
-    node: &crate::cluster::CoreNode,
-    resp: Option<&crate::resp_server::RespServer>,
+    sessions: &crate::engine::sessions::Sessions,
+    node: &crate::engine::cluster::CoreNode,
+    resp: Option<&crate::resp::server::RespServer>,
 ) {
     let st = sessions.stats();
     let store = &sessions.store;
@@ -654,7 +654,7 @@ pub fn render_sessions(
             "counter",
             "RESP clients refused or closed by the server, by reason.",
         );
-        for reason in crate::resp_server::CloseReason::ALL {
+        for reason in crate::resp::server::CloseReason::ALL {
             sample(
                 o,
                 "tandem_resp_clients_closed_total",
@@ -681,7 +681,7 @@ pub fn render_sessions(
 #[allow(clippy::unwrap_used)] // In tests a failed unwrap is a failed test.
 mod tests {
     use super::*;
-    use crate::status::MemberStatus;
+    use crate::ops::status::MemberStatus;
     use tandem_core::{ClusterId, Incarnation, NodeId};
 
     fn snapshot() -> StatusSnapshot {

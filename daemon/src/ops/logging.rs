@@ -9,8 +9,8 @@ use std::io::IsTerminal;
 
 use tracing::info;
 
-use crate::cluster::ClusterEvent;
 use crate::config::LogFormat;
+use crate::engine::cluster::ClusterEvent;
 
 /// Installs the global subscriber: stderr, no colours unless stderr is a terminal, and no
 /// timestamps in text under systemd (the journal stamps each line itself).
@@ -73,7 +73,7 @@ pub fn cluster_event(ev: &ClusterEvent) {
 #[allow(clippy::unwrap_used)] // In tests a failed unwrap is a failed test.
 mod tests {
     use super::*;
-    use crate::status::{MemberState, Role};
+    use crate::ops::status::{MemberState, Role};
     use std::io::Write;
     use std::sync::{Arc, Mutex};
     use tandem_core::{Incarnation, NodeId};

@@ -46,11 +46,11 @@ use mio::{Interest, Registry, Token};
 
 use tracing::{debug, warn};
 
-use crate::commands::{self, Client, Env, Outcome, ISOLATED_ERROR};
-use crate::descriptors::{self, AcceptPause};
-use crate::net::is_loopback;
+use crate::engine::store::{Replicate, Store};
+use crate::io::descriptors::{self, AcceptPause};
+use crate::io::net::is_loopback;
+use crate::resp::commands::{self, Client, Env, Outcome, ISOLATED_ERROR};
 use crate::resp::{self, Parsed, Parser};
-use crate::store::{Replicate, Store};
 
 /// Bytes read per `read` call.
 const READ_CHUNK: usize = 64 * 1024;
@@ -997,8 +997,8 @@ pub mod standalone {
     use tandem_core::NodeId;
 
     use super::{RespServer, ServerConfig, WriteId, WriteSink};
-    use crate::commands;
-    use crate::store::{self, Replicate, Store};
+    use crate::engine::store::{self, Replicate, Store};
+    use crate::resp::commands;
 
     struct Sink {
         hold: bool,
@@ -1107,7 +1107,7 @@ mod tests {
     use tandem_core::NodeId;
 
     use super::*;
-    use crate::store::Limits as StoreLimits;
+    use crate::engine::store::Limits as StoreLimits;
 
     #[derive(Default)]
     struct TestSink {

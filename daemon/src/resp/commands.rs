@@ -24,13 +24,13 @@
 //! - `MULTI` queues at most [`MAX_MULTI_COMMANDS`] commands and [`MAX_MULTI_BYTES`] of
 //!   arguments (then the transaction fails with EXECABORT); `WATCH` is not supported;
 //! - `HINCRBY` writes the field's new value (last writer wins per field), while `INCR` and
-//!   friends on a key are convergent counters (see [`crate::value`]).
+//!   friends on a key are convergent counters (see [`crate::engine::value`]).
 //!
 //! Panics: never, whatever the arguments.
 
+use crate::engine::store::{Entry, Expiry, IncrError, Replicate, Store, StoreError, Value};
+use crate::resp::scripts::{self, Script};
 use crate::resp::{self, string2ll, Args};
-use crate::scripts::{self, Script};
-use crate::store::{Entry, Expiry, IncrError, Replicate, Store, StoreError, Value};
 
 /// Reply to a write on a node without quorum. `READONLY` makes client libraries raise their
 /// read-only error (redis-py `ReadOnlyError`), which is what a write refusal is.
@@ -1478,7 +1478,7 @@ impl Exec<'_, '_> {
 
     /// A read of a hash (a missing key reads as an empty hash).
     fn hash_read(&mut self, reply: impl FnOnce(&Value, &mut Vec<u8>)) -> Outcome {
-        let empty = Value::Hash(crate::store::Hash { fields: Vec::new() });
+        let empty = Value::Hash(crate::engine::store::Hash { fields: Vec::new() });
         let key = self.args.arg(1);
         let now = self.now();
         match self.store.get(key, now) {
@@ -2019,8 +2019,8 @@ fn password_matches(expected: &[u8], given: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::store::Limits as StoreLimits;
     use crate::resp::{Limits, Parsed, Parser};
-    use crate::store::Limits as StoreLimits;
     use tandem_core::frame::Op;
     use tandem_core::NodeId;
 

@@ -25,6 +25,10 @@
 //!
 //! Panics: never, whatever the bytes.
 
+pub mod commands;
+pub mod scripts;
+pub mod server;
+
 use std::ops::Range;
 
 /// Redis's `PROTO_INLINE_MAX_SIZE`: longest inline request or header line.
@@ -659,8 +663,8 @@ fn push_decimal(out: &mut Vec<u8>, n: i64) {
 #[doc(hidden)]
 pub mod fuzzing {
     use super::{Limits, Parsed, Parser, ProtocolError};
-    use crate::commands::{self, Client, Env};
-    use crate::store::{self, Store};
+    use crate::engine::store::{self, Store};
+    use crate::resp::commands::{self, Client, Env};
     use tandem_core::NodeId;
 
     /// What one feeding produced: the commands, and the error that ended the input, if any.

@@ -13,7 +13,7 @@ use tandem_core::{Instant, NodeId};
 use tracing::{info, warn};
 
 use crate::config::Config;
-use crate::ifaddr::{IfAddrError, IfAddrs};
+use crate::vip::ifaddr::{IfAddrError, IfAddrs};
 use crate::vip::{Action, PeerHealth, VipSpec, Vips};
 
 /// Announcements (gratuitous ARP, or unsolicited neighbour advertisement for IPv6) after an

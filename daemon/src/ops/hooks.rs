@@ -23,9 +23,9 @@ use std::time::Duration;
 use tandem_core::{Instant, NodeId};
 use tracing::{debug, error, info, warn};
 
-use crate::cluster::ClusterEvent;
-use crate::floating::VipEvent;
-use crate::status::Role;
+use crate::engine::cluster::ClusterEvent;
+use crate::ops::status::Role;
+use crate::vip::floating::VipEvent;
 
 pub const HOOK_TIMEOUT: Duration = Duration::from_secs(30);
 pub const MAX_QUEUED: usize = 32;
@@ -261,7 +261,7 @@ impl Hooks {
 #[allow(clippy::unwrap_used)] // In tests a failed unwrap is a failed test.
 mod tests {
     use super::*;
-    use crate::status::MemberState;
+    use crate::ops::status::MemberState;
     use tandem_core::Incarnation;
 
     fn env(node: u16) -> HookEnv {

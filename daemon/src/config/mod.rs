@@ -34,7 +34,7 @@ use serde::Deserialize;
 use tandem_core::{membership, ClusterId, KeyId, NodeId};
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
-use crate::net::{is_loopback, LocalAddr};
+use crate::io::net::{is_loopback, LocalAddr};
 use crate::vip::{parse_cidr, VipSpec, DEFAULT_HOLD};
 
 /// Default multicast group: administratively scoped (239.0.0.0/8, RFC 2365), never routed out.
@@ -438,7 +438,7 @@ pub struct Config {
     pub max_sessions: usize,
     pub max_bytes: u64,
     pub max_value_bytes: usize,
-    /// `--max-clients`, before the descriptor limit is applied (see [`crate::descriptors`]).
+    /// `--max-clients`, before the descriptor limit is applied (see [`crate::io::descriptors`]).
     pub max_clients: usize,
     pub max_client_memory: usize,
     /// `--client-timeout` in seconds; 0 = never.
@@ -464,13 +464,13 @@ impl Config {
             Some(path) => read_file_config(path)?,
             None => FileConfig::default(),
         };
-        Config::resolve(cli, file, &crate::net::interface_addr)
+        Config::resolve(cli, file, &crate::io::net::interface_addr)
     }
 
     /// Merges flags over the file over defaults and validates. `lookup` turns an interface
     /// name or local address into its address of a family (IPv6 when the flag is true; a
     /// parameter so tests need no real interfaces; the daemon passes
-    /// [`crate::net::interface_addr`]).
+    /// [`crate::io::net::interface_addr`]).
     pub fn resolve(
         cli: Cli,
         file: FileConfig,
@@ -541,11 +541,11 @@ impl Config {
         if transport == TransportKind::Unicast && peers.is_empty() {
             problems.add("--transport unicast needs at least one --peer ADDR:PORT");
         }
-        if peers.len() > crate::net::MAX_PEERS {
+        if peers.len() > crate::io::net::MAX_PEERS {
             problems.add(format!(
                 "--peer given {} times; at most {}",
                 peers.len(),
-                crate::net::MAX_PEERS
+                crate::io::net::MAX_PEERS
             ));
         }
         for p in &peers {
@@ -1495,7 +1495,7 @@ mod tests {
 
     #[test]
     fn example_config_file_is_valid() {
-        let text = include_str!("../tandemd.example.toml");
+        let text = include_str!("../../tandemd.example.toml");
         // The example's key file is not here: a flag overrides it with a real one.
         let key = std::env::temp_dir().join(format!("tandem-example-{}.key", std::process::id()));
         std::fs::write(&key, "3:00112233445566778899aabbccddeeff\n").unwrap();

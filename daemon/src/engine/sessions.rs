@@ -11,7 +11,7 @@
 //! and `tandem_unreplicated` shows when no peer holds them. Asynchronous mode replies at once.
 //! The outbox is bounded by the clients: in sync mode each connection has at most
 //! `max_held_per_connection` commands and `max_held_bytes_per_connection` record bytes (or
-//! one command) in flight (see [`crate::resp_server`]); in async mode the ring may overwrite
+//! one command) in flight (see [`crate::resp::server`]); in async mode the ring may overwrite
 //! unacked chunks (a lagging peer then recovers by full sync), so the outbox drains at the
 //! send rate.
 //!
@@ -20,7 +20,7 @@
 //! consecutive chunks and is reassembled here (bounded by the wire's `MAX_VALUE_LEN`: a larger
 //! one is refused and counted, never allocated; the store then refuses a value over
 //! `max_value_bytes`). Entries merge into the store by the convergence rule of
-//! [`crate::value`], so stream entries and sync entries commute.
+//! [`crate::engine::value`], so stream entries and sync entries commute.
 //!
 //! # State transfer
 //! A data node starts `syncing`: when it first sees a live data peer it pulls that peer's
@@ -47,10 +47,10 @@ use tandem_core::replication::{
 use tandem_core::{membership, Instant, NodeId};
 use tracing::{debug, info, warn};
 
-use crate::cluster::CoreNode;
 use crate::config::ReplicationMode;
-use crate::resp_server::{WriteFailure, WriteId, WriteSink};
-use crate::store::{Replicate, Store, StoreError};
+use crate::engine::cluster::CoreNode;
+use crate::engine::store::{Replicate, Store, StoreError};
+use crate::resp::server::{WriteFailure, WriteId, WriteSink};
 
 /// Counters for `/metrics` and INFO.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -315,8 +315,8 @@ impl Sessions {
 
     fn apply(&mut self, e: &EntryRepr<'_>, now_ms: u64) {
         match self.store.apply_remote(e, now_ms) {
-            Ok(crate::store::Applied::Stored) => self.stats.remote_applied += 1,
-            Ok(crate::store::Applied::Stale) => self.stats.remote_stale += 1,
+            Ok(crate::engine::store::Applied::Stored) => self.stats.remote_applied += 1,
+            Ok(crate::engine::store::Applied::Stale) => self.stats.remote_stale += 1,
             Err(StoreError::OutOfMemory | StoreError::ValueTooLarge) => {
                 self.stats.remote_oom += 1;
                 warn!(
@@ -702,14 +702,19 @@ mod tests {
 
     #[test]
     fn a_snapshot_copied_in_segments_plans_every_chunk_once_in_order() {
-        let mut store = Store::new(NodeId(1), crate::store::Limits::default());
+        let mut store = Store::new(NodeId(1), crate::engine::store::Limits::default());
         let mut want = HashMap::new();
         for i in 0..1000u32 {
             // Every seventh value spans three chunks.
             let len = if i % 7 == 0 { 2 * MAX_CHUNK + 5 } else { 40 };
             let key = format!("k{i}").into_bytes();
             store
-                .set_string(&key, &vec![b'v'; len], crate::store::Expiry::Never, 1)
+                .set_string(
+                    &key,
+                    &vec![b'v'; len],
+                    crate::engine::store::Expiry::Never,
+                    1,
+                )
                 .expect("within limits");
             want.insert(key, len);
         }
@@ -811,7 +816,7 @@ mod tests {
     fn due_completions_keep_the_loop_awake_and_a_batch_counts_down() {
         let now = Instant::from_millis(1_000);
         let span = std::time::Duration::from_millis(200);
-        let store = Store::new(NodeId(1), crate::store::Limits::default());
+        let store = Store::new(NodeId(1), crate::engine::store::Limits::default());
         let mut s = Sessions::new(store, ReplicationMode::Sync, false, now, span);
         assert_eq!(s.poll_timeout(), Some(now + span), "waiting for a peer");
         // Completions found by a flush (e.g. after the RESP server ran pipelined writes) are

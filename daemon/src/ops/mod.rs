@@ -1,0 +1,10 @@
+//! What operators see and hook into: the HTTP endpoint (`/health`, `/status`, `/metrics`),
+//! the status snapshot and counters behind it, logging, `--on-change` hooks and systemd
+//! readiness.
+
+pub mod hooks;
+pub mod http;
+pub mod logging;
+pub mod metrics;
+pub mod notify;
+pub mod status;
