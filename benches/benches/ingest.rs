@@ -33,11 +33,13 @@ use std::time::{Duration, Instant as StdInstant};
 use tandem_core::crypto::Sealer;
 use tandem_core::frame::{Body, HeartbeatRepr, Role, StateFlags};
 use tandem_core::{ClusterId, Incarnation, Instant, NodeId};
-use tandemd::config::{parse_keys, Profile, TransportKind};
+use tandemd::config::{parse_keys, Profile};
 use tandemd::engine::cluster::{keyring, ClusterConfig};
 use tandemd::engine::Engine;
 use tandemd::io::clock::Clock;
-use tandemd::io::net::{recv_batch_fd, ClusterSocket, LocalAddr, NetConfig, RecvBatch, SendBatch};
+use tandemd::io::net::{
+    recv_batch_fd, ClusterSocket, LocalAddr, NetConfig, RecvBatch, SendBatch, TransportKind,
+};
 
 const PHASE: Duration = Duration::from_millis(1500);
 const ROUNDS: usize = 2;

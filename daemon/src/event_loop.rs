@@ -34,7 +34,7 @@ use crate::engine::store;
 use crate::engine::Engine;
 use crate::io::clock::{unix_ms, Clock};
 use crate::io::incarnation::StateFile;
-use crate::io::net::{ClusterSocket, DeadlineTimer, NetConfig, NetError, RecvBatch, SendBatch};
+use crate::io::net::{ClusterSocket, DeadlineTimer, NetError, RecvBatch, SendBatch};
 use crate::ops::hooks::{HookEnv, Hooks};
 use crate::ops::http::{HttpServer, Source};
 use crate::ops::metrics::DaemonMetrics;
@@ -140,7 +140,7 @@ impl Daemon {
         let fit =
             crate::io::descriptors::fit_clients(cfg.max_clients).map_err(DaemonError::Config)?;
         let poll = Poll::new().map_err(runtime("epoll"))?;
-        let socket = ClusterSocket::open(&NetConfig::from_config(&cfg)).map_err(|e| match e {
+        let socket = ClusterSocket::open(&cfg.net_config()).map_err(|e| match e {
             NetError::NeedCapNetRaw => DaemonError::Config(e.to_string()),
             NetError::Io(..) => DaemonError::Runtime(format!("cluster socket: {e}")),
         })?;

@@ -34,7 +34,7 @@ use serde::Deserialize;
 use tandem_core::{membership, ClusterId, KeyId, NodeId};
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
-use crate::io::net::{is_loopback, LocalAddr};
+use crate::io::net::{is_loopback, LocalAddr, NetConfig, TransportKind};
 use crate::vip::{parse_cidr, VipSpec, DEFAULT_HOLD};
 
 /// Default multicast group: administratively scoped (239.0.0.0/8, RFC 2365), never routed out.
@@ -96,27 +96,6 @@ impl std::error::Error for ConfigErrors {}
 impl From<ConfigError> for ConfigErrors {
     fn from(e: ConfigError) -> ConfigErrors {
         ConfigErrors(vec![e])
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum TransportKind {
-    /// UDP to the multicast group (default).
-    Udp,
-    /// Raw IP datagrams with `--protocol` to the multicast group (needs CAP_NET_RAW).
-    Raw,
-    /// UDP to each `--peer`, for networks without multicast.
-    Unicast,
-}
-
-impl TransportKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TransportKind::Udp => "udp",
-            TransportKind::Raw => "raw",
-            TransportKind::Unicast => "unicast",
-        }
     }
 }
 
@@ -457,6 +436,23 @@ pub struct Config {
 }
 
 impl Config {
+    /// The cluster socket's part of the configuration.
+    pub fn net_config(&self) -> NetConfig {
+        NetConfig {
+            transport: self.transport,
+            interface: self.interface_addr,
+            group: self.group,
+            peers: self.peers.clone(),
+            listen: self.listen,
+            protocol: self.protocol,
+            ttl: self.ttl,
+            multicast_loop: self.multicast_loop,
+            // With 1 s heartbeats (wan) a heartbeat could wait up to a second for the next
+            // turn, and wake-ups are rare anyway: split only the short-interval profiles.
+            split_heartbeats: self.profile != Profile::Wan,
+        }
+    }
+
     /// Reads the file the flags name, if any, resolves and validates against this host's
     /// interfaces.
     pub fn load(cli: Cli) -> Result<Config, ConfigErrors> {

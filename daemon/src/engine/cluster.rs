@@ -32,8 +32,9 @@ use tandem_core::{detector, membership};
 use tandem_core::{ClusterId, Incarnation, Instant, KeyId, NodeId, Salt};
 
 use crate::config::{Config, KeySet, Profile};
+use crate::engine::counters::{ClusterMetrics, DropReason};
+use crate::engine::node::{CoreNode, REORDER_SLOTS, RING_SLOTS};
 use crate::engine::sessions::{Sessions, SyncChunk};
-use crate::ops::metrics::{ClusterMetrics, DropReason};
 use crate::ops::status::{MemberState, MemberStatus, Role, StatusSnapshot};
 
 /// Events the cluster reports; each runs the `--on-change` hook.
@@ -138,17 +139,6 @@ pub enum ReloadError {
     /// The cluster runs unauthenticated and cannot switch to keys at run time (restart).
     NotAuthenticated,
 }
-
-/// Members the node tracks (peers, this node excluded).
-pub const MAX_PEERS: usize = 16;
-/// Retransmit ring slots (about 1.3 KiB each): the stream history a lagging peer can
-/// recover from before it needs a full state sync.
-pub const RING_SLOTS: usize = 4096;
-/// Reorder buffer slots shared by all origins: one lost frame does not stall the rest.
-pub const REORDER_SLOTS: usize = 256;
-
-/// The core node as the daemon instantiates it.
-pub type CoreNode = Node<Cipher, Box<[Slot]>, MAX_PEERS, Box<[Slot]>>;
 
 /// Bound on the queued events; the loop drains them every iteration.
 const MAX_EVENTS: usize = 256;

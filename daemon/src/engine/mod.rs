@@ -19,6 +19,8 @@
 
 pub mod cipher;
 pub mod cluster;
+pub mod counters;
+pub mod node;
 pub mod sessions;
 pub mod store;
 pub mod value;
@@ -31,9 +33,10 @@ use tandem_core::replication::Dest;
 use tandem_core::{Instant, NodeId};
 
 use crate::config::{KeySet, ReplicationMode};
-use crate::engine::cluster::{Cluster, ClusterConfig, ClusterEvent, ReloadError, MAX_PEERS};
+use crate::engine::cluster::{Cluster, ClusterConfig, ClusterEvent, ReloadError};
 use crate::engine::sessions::{Sessions, Sink, SyncState};
 use crate::engine::store::{Limits, Store};
+use crate::io::net::MAX_PEERS;
 use crate::ops::status::{Backlog, StatusSnapshot, SyncPhase, SyncProgress};
 use crate::resp::server::{WriteFailure, WriteId};
 
@@ -258,7 +261,7 @@ impl Engine {
     }
 
     /// The cluster path's counters (frames, drops, detections).
-    pub fn cluster_metrics(&self) -> crate::ops::metrics::ClusterMetrics {
+    pub fn cluster_metrics(&self) -> crate::engine::counters::ClusterMetrics {
         self.cluster.metrics()
     }
 

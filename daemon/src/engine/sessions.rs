@@ -48,7 +48,7 @@ use tandem_core::{membership, Instant, NodeId};
 use tracing::{debug, info, warn};
 
 use crate::config::ReplicationMode;
-use crate::engine::cluster::CoreNode;
+use crate::engine::node::CoreNode;
 use crate::engine::store::{Replicate, Store, StoreError};
 use crate::resp::server::{WriteFailure, WriteId, WriteSink};
 

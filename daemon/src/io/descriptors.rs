@@ -4,7 +4,7 @@
 //! At start, [`fit_clients`] raises the soft `RLIMIT_NOFILE` toward the hard limit as far as
 //! `--max-clients` plus [`RESERVED`] needs (as redis-server does) and, if that is not enough,
 //! lowers the client cap to what fits. The reserve keeps the cluster sockets, the HTTP
-//! endpoint (all of its [`http::MAX_CONNS`](crate::ops::http::MAX_CONNS) connections), the timer,
+//! endpoint (all of its [`HTTP_CONNS`] connections), the timer,
 //! signals, hooks and the refusal of one client over the cap working whatever the clients do.
 //!
 //! [`AcceptPause`] is a listener's answer to an `accept` error (EMFILE, ENFILE, ENOBUFS, any
@@ -21,7 +21,11 @@ use tracing::{info, warn};
 /// Descriptors kept for everything but RESP clients: stdio, epoll, the cluster sockets, the
 /// timerfd, the signal pipe, the listeners, hooks' pipes, the notify socket (Redis keeps 32),
 /// plus every HTTP connection.
-pub const RESERVED: u64 = 32 + crate::ops::http::MAX_CONNS as u64;
+pub const RESERVED: u64 = 32 + HTTP_CONNS as u64;
+
+/// Connections the HTTP endpoint holds at once (more are accepted and closed at once); part
+/// of the reserve, so the endpoint answers whatever the RESP clients do.
+pub const HTTP_CONNS: usize = 64;
 
 /// Retry delay of a listener whose `accept` failed.
 pub const ACCEPT_RETRY_MS: u64 = 10;

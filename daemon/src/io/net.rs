@@ -23,18 +23,20 @@ use std::mem::{size_of, MaybeUninit};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6};
 use std::os::fd::{AsRawFd, RawFd};
 
+use clap::ValueEnum;
+use serde::Deserialize;
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use tandem_core::replication::Dest;
 use tandem_core::{Incarnation, Instant, NodeId, Salt};
 
-use crate::config::{Config, TransportKind};
 use crate::io::clock::Clock;
 
 /// Datagrams handled per recvmmsg/sendmmsg call.
 pub const BATCH: usize = 32;
 /// Bytes per datagram slot: an Ethernet MTU plus room for a raw socket's IPv4 header.
 pub const SLOT_BYTES: usize = 2048;
-/// Most unicast peers (each frame is sent once per peer).
+/// Most peers (this node excluded): the members the core node tracks, and the unicast
+/// peers (each frame is sent once per peer).
 pub const MAX_PEERS: usize = 16;
 /// Socket buffer asked for, so a burst of a few hundred frames does not drop.
 const SOCKET_BUFFER_BYTES: usize = 1 << 20;
@@ -61,7 +63,30 @@ impl std::fmt::Display for NetError {
     }
 }
 
-/// Where and how the cluster socket talks; built from the [`Config`].
+/// How the cluster socket reaches the others (`--transport`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TransportKind {
+    /// UDP to the multicast group (default).
+    Udp,
+    /// Raw IP datagrams with `--protocol` to the multicast group (needs CAP_NET_RAW).
+    Raw,
+    /// UDP to each `--peer`, for networks without multicast.
+    Unicast,
+}
+
+impl TransportKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TransportKind::Udp => "udp",
+            TransportKind::Raw => "raw",
+            TransportKind::Unicast => "unicast",
+        }
+    }
+}
+
+/// Where and how the cluster socket talks; built from the configuration
+/// ([`Config::net_config`](crate::config::Config::net_config)).
 #[derive(Debug, Clone)]
 pub struct NetConfig {
     pub transport: TransportKind,
@@ -80,24 +105,6 @@ pub struct NetConfig {
     /// Heartbeats on a second socket that the loop drains on every turn instead of waking for
     /// (see [`ClusterSocket`]). Multicast transports only; meant for short intervals.
     pub split_heartbeats: bool,
-}
-
-impl NetConfig {
-    pub fn from_config(c: &Config) -> NetConfig {
-        NetConfig {
-            transport: c.transport,
-            interface: c.interface_addr,
-            group: c.group,
-            peers: c.peers.clone(),
-            listen: c.listen,
-            protocol: c.protocol,
-            ttl: c.ttl,
-            multicast_loop: c.multicast_loop,
-            // With 1 s heartbeats (wan) a heartbeat could wait up to a second for the next
-            // turn, and wake-ups are rare anyway: split only the short-interval profiles.
-            split_heartbeats: c.profile != crate::config::Profile::Wan,
-        }
-    }
 }
 
 /// The non-blocking cluster socket and where each datagram goes.

@@ -1,7 +1,7 @@
 //! The HTTP endpoint: `GET /health`, `GET /status`, `GET /metrics`, in the daemon's loop.
 //!
 //! Non-blocking, one request per connection (`Connection: close`). Bounded everywhere: at
-//! most [`MAX_CONNS`] connections (more are accepted and closed at once), a request head of at
+//! most [`HTTP_CONNS`] connections (more are accepted and closed at once), a request head of at
 //! most [`MAX_REQUEST_BYTES`] (larger: 431), [`MAX_HEADERS`] headers (more: 431), and
 //! [`CONN_TIMEOUT`] from accept to the last byte written (slow clients are cut off). An
 //! `accept` that fails for lack of descriptors pauses the listener briefly and is retried
@@ -20,10 +20,9 @@ use mio::{Interest, Registry, Token};
 use tandem_core::Instant;
 use tracing::{debug, warn};
 
-use crate::io::descriptors::{self, AcceptPause};
+use crate::io::descriptors::{self, AcceptPause, HTTP_CONNS};
 use crate::ops::status::StatusSnapshot;
 
-pub const MAX_CONNS: usize = 64;
 pub const MAX_REQUEST_BYTES: usize = 8 * 1024;
 pub const MAX_HEADERS: usize = 32;
 pub const CONN_TIMEOUT: Duration = Duration::from_secs(5);
@@ -167,7 +166,7 @@ pub struct HttpStats {
 }
 
 /// The listener and its connections. Tokens: `base` is the listener, `base + 1 + i` is
-/// connection slot `i`, for `i < MAX_CONNS`.
+/// connection slot `i`, for `i < HTTP_CONNS`.
 pub struct HttpServer {
     listener: TcpListener,
     base: usize,
@@ -183,7 +182,7 @@ impl HttpServer {
         Ok(HttpServer {
             listener,
             base: base.0,
-            conns: (0..MAX_CONNS).map(|_| None).collect(),
+            conns: (0..HTTP_CONNS).map(|_| None).collect(),
             stats: HttpStats::default(),
             accept_pause: AcceptPause::default(),
         })
@@ -195,7 +194,7 @@ impl HttpServer {
 
     /// Tokens this server owns.
     pub fn owns(&self, token: Token) -> bool {
-        token.0 >= self.base && token.0 <= self.base + MAX_CONNS
+        token.0 >= self.base && token.0 <= self.base + HTTP_CONNS
     }
 
     pub fn stats(&self) -> HttpStats {
@@ -256,7 +255,7 @@ impl HttpServer {
                     let Some(slot) = self.conns.iter().position(Option::is_none) else {
                         // Full: closing the stream refuses it.
                         self.stats.rejected += 1;
-                        warn!("http: {MAX_CONNS} connections open, refusing one");
+                        warn!("http: {HTTP_CONNS} connections open, refusing one");
                         continue;
                     };
                     let token = Token(self.base + 1 + slot);

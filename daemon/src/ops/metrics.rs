@@ -8,102 +8,8 @@
 
 use std::fmt::Write;
 
+use crate::engine::counters::{ClusterMetrics, DropReason};
 use crate::ops::status::{MemberState, Role, StatusSnapshot};
-
-/// Why a received datagram was not accepted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DropReason {
-    /// Fields that cannot be right (bad version, bad lengths).
-    Malformed,
-    /// Shorter than its header says, or larger than a receive slot.
-    Truncated,
-    /// AEAD open failed or unknown key id.
-    Auth,
-    /// Sequence number already seen or too old for the replay window.
-    Replay,
-    /// Another cluster id on the same group.
-    OtherCluster,
-    UnknownKind,
-    /// From an older incarnation of a member.
-    Stale,
-    /// This node's own frame, looped back by the kernel.
-    Own,
-    Other,
-}
-
-impl DropReason {
-    pub const ALL: [DropReason; 9] = [
-        DropReason::Malformed,
-        DropReason::Truncated,
-        DropReason::Auth,
-        DropReason::Replay,
-        DropReason::OtherCluster,
-        DropReason::UnknownKind,
-        DropReason::Stale,
-        DropReason::Own,
-        DropReason::Other,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DropReason::Malformed => "malformed",
-            DropReason::Truncated => "truncated",
-            DropReason::Auth => "auth",
-            DropReason::Replay => "replay",
-            DropReason::OtherCluster => "other_cluster",
-            DropReason::UnknownKind => "unknown_kind",
-            DropReason::Stale => "stale",
-            DropReason::Own => "own",
-            DropReason::Other => "other",
-        }
-    }
-
-    fn index(self) -> usize {
-        self as usize
-    }
-}
-
-/// Counted by the cluster (core) path.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ClusterMetrics {
-    /// Datagrams handed to [`Cluster::handle_datagram`](crate::engine::cluster::Cluster::handle_datagram).
-    pub frames_received: u64,
-    /// Frames accepted (authenticated, parsed, current).
-    pub frames_accepted: u64,
-    /// Frames produced by `poll_transmit`.
-    pub frames_sent: u64,
-    drops: [u64; DropReason::ALL.len()],
-    /// Member state transitions (alive/suspect/dead/left).
-    pub state_changes: u64,
-    /// Members suspected (on the way to dead unless heard again).
-    pub suspicions: u64,
-    /// Failures detected (a member declared dead by the detector, not by Leave).
-    pub detections: u64,
-    /// Leader changes (view changes).
-    pub leader_changes: u64,
-    /// Overdue peers given one more interval because this node's loop had stalled.
-    pub stall_pardons: u64,
-    /// Authentic frames of another process with this node's id.
-    pub twin_frames: u64,
-}
-
-impl ClusterMetrics {
-    pub fn drop(&mut self, reason: DropReason) {
-        if let Some(c) = self.drops.get_mut(reason.index()) {
-            *c += 1;
-        }
-    }
-
-    pub fn add_drops(&mut self, reason: DropReason, n: u64) {
-        if let Some(c) = self.drops.get_mut(reason.index()) {
-            *c += n;
-        }
-    }
-
-    pub fn drops(&self, reason: DropReason) -> u64 {
-        self.drops.get(reason.index()).copied().unwrap_or(0)
-    }
-}
 
 /// Counted by the daemon's loop.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -473,7 +379,7 @@ pub fn render(c: &ClusterMetrics, d: &DaemonMetrics, s: &StatusSnapshot) -> Stri
 pub fn render_sessions(
     o: &mut String,
     sessions: &crate::engine::sessions::Sessions,
-    node: &crate::engine::cluster::CoreNode,
+    node: &crate::engine::node::CoreNode,
     resp: Option<&crate::resp::server::RespServer>,
 ) {
     let st = sessions.stats();
