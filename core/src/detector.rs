@@ -693,6 +693,7 @@ const fn pow10_neg(p: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::Rng;
 
     fn at(ms: u64) -> Instant {
         Instant::from_millis(ms)
@@ -865,7 +866,7 @@ mod tests {
 
     #[test]
     fn div100_in_u32_steps_is_exact() {
-        let mut x = 0x2545_F491_4F6C_DD1Du64;
+        let mut rng = Rng::new(0x2545_F491_4F6C_DD1D);
         for v in [
             0,
             1,
@@ -880,9 +881,7 @@ mod tests {
             assert_eq!(div100_u32_steps(v), v / 100, "{v}");
         }
         for _ in 0..100_000 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
+            let x = rng.next_u64();
             for v in [x, x >> 20, x >> 40] {
                 assert_eq!(div100_u32_steps(v), v / 100, "{v}");
             }
@@ -894,12 +893,10 @@ mod tests {
         // Model: per slot (liveness, next due); the detector must agree after every step.
         let mut d = Detector::<16>::new(Policy::Fixed, 50);
         let mut model: [(Liveness, u64, u64); 16] = [(Liveness::Dead, 0, 0); 16];
-        let mut x = 0x2545_F491_4F6C_DD1Du64;
+        let mut rng = Rng::new(0x2545_F491_4F6C_DD1D);
         let mut now = 0u64;
         for _ in 0..20_000 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
+            let x = rng.next_u64();
             let slot = (x % 16) as usize;
             now += x >> 60; // 0..15 ms steps
             match (x >> 8) % 8 {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use tandemd::engine::store;
 use tandemd::resp::commands;
-use tandemd::resp::server::{standalone, ServerConfig};
+use tandemd::resp::server::{standalone, RespServerConfig};
 
 fn main() -> std::io::Result<()> {
     let mut port = 6380u16;
@@ -27,14 +27,14 @@ fn main() -> std::io::Result<()> {
             },
         }
     }
-    let server = ServerConfig {
+    let server = RespServerConfig {
         bind: ([127, 0, 0, 1], port).into(),
-        ..ServerConfig::default()
+        ..RespServerConfig::default()
     };
-    let cmds = commands::Config {
+    let cmds = commands::CommandConfig {
         requirepass,
         tcp_port: port,
-        ..commands::Config::default()
+        ..commands::CommandConfig::default()
     };
     let stop = Arc::new(AtomicBool::new(false));
     let (addr, handle) = standalone::spawn(server, cmds, store::Limits::default(), hold, stop)?;

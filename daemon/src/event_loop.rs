@@ -40,7 +40,7 @@ use crate::ops::http::{HttpServer, Source};
 use crate::ops::metrics::DaemonMetrics;
 use crate::ops::notify::Notifier;
 use crate::ops::status::{StatusSnapshot, VipStatus};
-use crate::resp::server::{RespServer, ServerConfig};
+use crate::resp::server::{RespServer, RespServerConfig};
 use crate::resp::{self, commands};
 use crate::vip::floating::{Floating, VipEvent};
 use crate::vip::ifaddr::IfAddrError;
@@ -156,20 +156,20 @@ impl Daemon {
         let resp = if cfg.witness {
             None
         } else {
-            let server = ServerConfig {
+            let server = RespServerConfig {
                 bind: cfg.resp,
                 limits: resp::Limits::for_max_value(cfg.max_value_bytes),
                 max_connections: fit.max_clients,
                 max_client_memory: cfg.max_client_memory,
                 client_timeout_ms: cfg.client_timeout.saturating_mul(1000),
                 loopback_only: cfg.protected_mode && cfg.requirepass.is_none(),
-                ..ServerConfig::default()
+                ..RespServerConfig::default()
             };
-            let commands = commands::Config {
+            let commands = commands::CommandConfig {
                 requirepass: cfg.requirepass.clone().map(String::into_bytes),
                 tcp_port: cfg.resp.port(),
                 client_timeout: cfg.client_timeout,
-                ..commands::Config::default()
+                ..commands::CommandConfig::default()
             };
             if server.loopback_only && !cfg.resp.ip().is_loopback() {
                 warn!(resp = %cfg.resp, "protected mode: no password, so RESP clients from other hosts are refused (--requirepass-file, or --protected-mode no)");

@@ -18,7 +18,7 @@ use crate::config::{Profile, ReplicationMode};
 use crate::engine::cluster::ClusterConfig;
 use crate::engine::store::{Expiry, Limits};
 use crate::engine::Engine;
-use crate::resp::server::{WriteId, WriteSink};
+use crate::resp::server::{ReplyTicket, WriteSink};
 
 /// Unix milliseconds at virtual time zero.
 pub const WALL0: u64 = 1_800_000_000_000;
@@ -70,7 +70,7 @@ pub struct Host {
     pub engine: Engine,
     pub up: bool,
     /// Writes whose replies were released (in order), with their result.
-    pub released: Vec<(WriteId, bool)>,
+    pub released: Vec<(ReplyTicket, bool)>,
     /// Partition group: datagrams cross only within a group.
     pub group: u8,
 }
@@ -254,7 +254,7 @@ impl Sim {
 
     /// A client SET on node `i` (0-based): the store first, then replication. Returns the
     /// held reply's id (synchronous mode), released once every live peer holds the write.
-    pub fn set(&mut self, i: usize, key: &[u8], value: &[u8]) -> Option<WriteId> {
+    pub fn set(&mut self, i: usize, key: &[u8], value: &[u8]) -> Option<ReplyTicket> {
         let wall = self.wall_ms();
         let (store, mut sink) = self.hosts[i].engine.client(wall);
         let rec = store.set_string(key, value, Expiry::Never, wall).ok()?;

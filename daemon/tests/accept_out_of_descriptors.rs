@@ -20,7 +20,7 @@ use tandemd::io::clock::Clock;
 use tandemd::ops::http::{HttpServer, Source};
 use tandemd::ops::status::{MemberState, Role, StatusSnapshot};
 use tandemd::resp::commands;
-use tandemd::resp::server::{standalone, ServerConfig};
+use tandemd::resp::server::{standalone, RespServerConfig};
 
 /// Opens `/dev/null` until the descriptor limit refuses (bounded by the limit).
 fn exhaust(limit: u64) -> Vec<File> {
@@ -74,14 +74,14 @@ fn cpu_time(stat: &mut File) -> Duration {
 #[test]
 fn a_listener_out_of_descriptors_pauses_then_takes_its_backlog() {
     let stop = Arc::new(AtomicBool::new(false));
-    let config = ServerConfig {
+    let config = RespServerConfig {
         bind: SocketAddr::from(([127, 0, 0, 1], 0)),
         max_connections: 10_000,
-        ..ServerConfig::default()
+        ..RespServerConfig::default()
     };
     let (addr, server) = standalone::spawn(
         config,
-        commands::Config::default(),
+        commands::CommandConfig::default(),
         store::Limits::default(),
         false,
         stop.clone(),

@@ -10,7 +10,7 @@ use tandem_core::testing::Rng;
 use tandem_core::Instant;
 use tandemd::engine::store::Expiry;
 use tandemd::engine::Engine;
-use tandemd::resp::server::{WriteId, WriteSink};
+use tandemd::resp::server::{ReplyTicket, WriteSink};
 
 struct Host {
     engine: Engine,
@@ -28,7 +28,7 @@ fn host(id: u16, incarnation: u32, now: Instant) -> Host {
 
 /// One loop turn of every live host at `now`, delivering each datagram to every other live
 /// host unless the loss draw drops it. Returns the held writes each host released.
-fn turn(hosts: &mut [Host], now: Instant, loss_pct: u64, rng: &mut Rng) -> Vec<Vec<WriteId>> {
+fn turn(hosts: &mut [Host], now: Instant, loss_pct: u64, rng: &mut Rng) -> Vec<Vec<ReplyTicket>> {
     let mut released = vec![Vec::new(); hosts.len()];
     let mut wire: Vec<(usize, Dest, Vec<u8>)> = Vec::new();
     for (i, h) in hosts.iter_mut().enumerate() {
@@ -74,7 +74,7 @@ fn run(
     ms: u64,
     loss: u64,
     rng: &mut Rng,
-) -> Vec<Vec<WriteId>> {
+) -> Vec<Vec<ReplyTicket>> {
     let mut all = vec![Vec::new(); hosts.len()];
     for _ in 0..ms * 10 {
         *t = *t + Duration::from_micros(100);
@@ -86,7 +86,7 @@ fn run(
 }
 
 /// A client SET through host `h`: store first, then the sink (as the RESP server does).
-fn set(h: &mut Host, key: &[u8], value: &[u8]) -> Option<WriteId> {
+fn set(h: &mut Host, key: &[u8], value: &[u8]) -> Option<ReplyTicket> {
     let (store, mut sink) = h.engine.client(NOW_MS);
     let rec = store
         .set_string(key, value, Expiry::Never, NOW_MS)
@@ -243,7 +243,7 @@ fn concurrent_writes_to_one_key_converge() {
 }
 
 /// A client HSET of one field through host `h`.
-fn hset(h: &mut Host, key: &[u8], field: &[u8], value: &[u8]) -> Option<WriteId> {
+fn hset(h: &mut Host, key: &[u8], field: &[u8], value: &[u8]) -> Option<ReplyTicket> {
     let (store, mut sink) = h.engine.client(NOW_MS);
     let (_, rec) = store
         .hset(key, [(field, value)].into_iter(), NOW_MS)
@@ -322,7 +322,7 @@ fn hset_across_a_partition_keeps_every_field() {
 }
 
 /// A client INCRBY through host `h`.
-fn incrby(h: &mut Host, key: &[u8], by: i64) -> Option<WriteId> {
+fn incrby(h: &mut Host, key: &[u8], by: i64) -> Option<ReplyTicket> {
     let (store, mut sink) = h.engine.client(NOW_MS);
     let (_, rec) = store.incr(key, by, NOW_MS).expect("an integer");
     sink.submit(vec![rec])

@@ -38,7 +38,7 @@ fn redis_cli_works() {
     let Some(cli) = require_tool("redis-cli") else {
         return;
     };
-    let ours = start_ours(commands::Config::default(), true);
+    let ours = start_ours(commands::CommandConfig::default(), true);
     let port = ours.addr.port().to_string();
     let cli_args = |extra: &[&str]| -> Vec<String> {
         let mut v = vec![
@@ -98,7 +98,7 @@ fn redis_benchmark_runs() {
     let Some(bench) = require_tool("redis-benchmark") else {
         return;
     };
-    let ours = start_ours(commands::Config::default(), true);
+    let ours = start_ours(commands::CommandConfig::default(), true);
     let port = ours.addr.port().to_string();
     let (out, ok) = run(
         &bench,
@@ -153,9 +153,9 @@ fn redis_py_works() {
         return;
     };
     let ours = start_ours(
-        commands::Config {
+        commands::CommandConfig {
             requirepass: Some(b"pw".to_vec()),
-            ..commands::Config::default()
+            ..commands::CommandConfig::default()
         },
         true,
     );

@@ -658,7 +658,7 @@ fn replies_match_redis_server() {
         return;
     };
     let redis = start_redis(&binary, &[]);
-    let ours = start_ours(commands::Config::default(), true);
+    let ours = start_ours(commands::CommandConfig::default(), true);
 
     // DBSIZE on empty stores first.
     let mut failures = Vec::new();
@@ -767,9 +767,9 @@ fn auth_replies_match_redis_server() {
     };
     let redis = start_redis(&binary, &["--requirepass", "s3cret"]);
     let ours = start_ours(
-        commands::Config {
+        commands::CommandConfig {
             requirepass: Some(b"s3cret".to_vec()),
-            ..commands::Config::default()
+            ..commands::CommandConfig::default()
         },
         true,
     );

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tandem_core::crypto::{Aes128Gcm, Insecure, Keyring, Sealer, KEY_LEN};
 use tandem_core::frame::{Body, HeartbeatRepr, Role, StateFlags};
+use tandem_core::testing::Rng;
 use tandem_core::{ClusterId, Incarnation, KeyId, NodeId, Salt};
 
 use crate::in_netns;
@@ -142,13 +143,8 @@ pub fn flood(ns: &str, attack: Attack) -> Flood {
             view: u64::MAX >> 20,
             repl_hwm: 0,
         });
-        let mut rng = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = move || {
-            rng ^= rng << 13;
-            rng ^= rng >> 7;
-            rng ^= rng << 17;
-            rng
-        };
+        let mut rng = Rng::new(0x9e37_79b9_7f4a_7c15);
+        let mut next = move || rng.next_u64();
         let mut buf = [0u8; 1500];
         let start = Instant::now();
         let mut i = 0u64;

@@ -383,7 +383,7 @@ impl Cluster {
         }];
         members.extend(ms.members().map(|m| MemberStatus {
             node_id: m.node,
-            state: member_state(m.state),
+            state: m.state,
             incarnation: m.incarnation,
             ms_since_heard: u64::try_from((now - m.last_heard).as_millis()).unwrap_or(u64::MAX),
         }));
@@ -563,15 +563,6 @@ impl Cluster {
         m.stall_pardons = self.node.membership().stats().pardons;
         m.twin_frames = now.twin;
         m
-    }
-}
-
-fn member_state(s: membership::MemberState) -> MemberState {
-    match s {
-        membership::MemberState::Alive => MemberState::Alive,
-        membership::MemberState::Suspect => MemberState::Suspect,
-        membership::MemberState::Dead => MemberState::Dead,
-        membership::MemberState::Left => MemberState::Left,
     }
 }
 

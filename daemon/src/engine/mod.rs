@@ -38,7 +38,7 @@ use crate::engine::sessions::{Sessions, Sink, SyncState};
 use crate::engine::store::{Limits, Store};
 use crate::io::net::MAX_PEERS;
 use crate::ops::status::{Backlog, StatusSnapshot, SyncPhase, SyncProgress};
-use crate::resp::server::{WriteFailure, WriteId};
+use crate::resp::server::{ReplyTicket, WriteFailure};
 
 /// One datagram of [`Engine::poll_transmit`]: `len` bytes at the start of the caller's
 /// buffer, for `to`.
@@ -51,7 +51,7 @@ pub struct Outgoing {
 }
 
 /// A write whose replication finished: release its held reply.
-pub type Completion = (WriteId, Result<(), WriteFailure>);
+pub type Completion = (ReplyTicket, Result<(), WriteFailure>);
 
 /// A node's protocol state: the core node and the session store (see the module docs).
 pub struct Engine {

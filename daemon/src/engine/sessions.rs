@@ -50,7 +50,7 @@ use tracing::{debug, info, warn};
 use crate::config::ReplicationMode;
 use crate::engine::node::CoreNode;
 use crate::engine::store::{Replicate, Store, StoreError};
-use crate::resp::server::{WriteFailure, WriteId, WriteSink};
+use crate::resp::server::{ReplyTicket, WriteFailure, WriteSink};
 
 /// Counters for `/metrics` and INFO.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -173,9 +173,9 @@ pub struct Sessions {
     mode: ReplicationMode,
     max_value: usize,
     witness: bool,
-    outbox: VecDeque<(Replicate, Option<WriteId>)>,
+    outbox: VecDeque<(Replicate, Option<ReplyTicket>)>,
     /// Held replies with the rseq their last record got (in write order).
-    pending: VecDeque<(WriteId, u64)>,
+    pending: VecDeque<(ReplyTicket, u64)>,
     /// Held replies whose records are still in the outbox.
     next_write: u64,
     stream_partial: HashMap<NodeId, Partial>,
@@ -186,7 +186,7 @@ pub struct Sessions {
     sync: SyncState,
     stats: SessionStats,
     /// Releases due after the last [`Sessions::flush`], for the RESP server.
-    completed: Vec<(WriteId, Result<(), WriteFailure>)>,
+    completed: Vec<(ReplyTicket, Result<(), WriteFailure>)>,
     /// When `completed` last gained an entry (a due deadline while it is not empty).
     completed_at: Instant,
     /// Completions of the last [`Sessions::take_completed`] not yet delivered to the RESP
@@ -515,7 +515,7 @@ impl Sessions {
     }
 
     /// Held replies to release now (from the last [`Sessions::flush`]).
-    pub fn take_completed(&mut self) -> Vec<(WriteId, Result<(), WriteFailure>)> {
+    pub fn take_completed(&mut self) -> Vec<(ReplyTicket, Result<(), WriteFailure>)> {
         self.delivering = self.completed.len();
         std::mem::take(&mut self.completed)
     }
@@ -563,7 +563,7 @@ pub struct Sink<'a> {
     now_ms: u64,
     isolated: bool,
     mode: ReplicationMode,
-    outbox: &'a mut VecDeque<(Replicate, Option<WriteId>)>,
+    outbox: &'a mut VecDeque<(Replicate, Option<ReplyTicket>)>,
     next_write: &'a mut u64,
     replicated: &'a mut u64,
     delivering: &'a mut usize,
@@ -583,11 +583,11 @@ impl WriteSink for Sink<'_> {
         *self.delivering
     }
 
-    fn submit(&mut self, records: Vec<Replicate>) -> Option<WriteId> {
+    fn submit(&mut self, records: Vec<Replicate>) -> Option<ReplyTicket> {
         let held = match self.mode {
             ReplicationMode::Sync => {
                 *self.next_write += 1;
-                Some(WriteId(*self.next_write))
+                Some(ReplyTicket(*self.next_write))
             }
             ReplicationMode::Async => None,
         };
@@ -822,9 +822,10 @@ mod tests {
         // Completions found by a flush (e.g. after the RESP server ran pipelined writes) are
         // due at once: the loop must not sleep on them.
         let at = Instant::from_millis(1_005);
-        s.completed.push((WriteId(1), Ok(())));
-        s.completed.push((WriteId(2), Ok(())));
-        s.completed.push((WriteId(3), Err(WriteFailure::Isolated)));
+        s.completed.push((ReplyTicket(1), Ok(())));
+        s.completed.push((ReplyTicket(2), Ok(())));
+        s.completed
+            .push((ReplyTicket(3), Err(WriteFailure::Isolated)));
         s.completed_at = at;
         assert_eq!(s.poll_timeout(), Some(at));
         let batch = s.take_completed();
@@ -858,10 +859,13 @@ mod tests {
             replicated: &mut replicated,
             delivering: &mut delivering,
         };
-        assert_eq!(sink.submit(vec![rec(b"a"), rec(b"b")]), Some(WriteId(1)));
+        assert_eq!(
+            sink.submit(vec![rec(b"a"), rec(b"b")]),
+            Some(ReplyTicket(1))
+        );
         assert_eq!(outbox.len(), 2);
         assert_eq!(outbox[0].1, None);
-        assert_eq!(outbox[1].1, Some(WriteId(1)));
+        assert_eq!(outbox[1].1, Some(ReplyTicket(1)));
         assert_eq!(replicated, 2);
 
         let mut async_sink = Sink {

@@ -1450,10 +1450,9 @@ mod tests {
                 }
                 let all: Vec<Replicate> = logs.concat();
                 let mut order: Vec<usize> = (0..all.len()).collect();
-                let mut x = seed | 1;
+                let mut rng = tandem_core::testing::Rng::new(seed);
                 for i in (1..order.len()).rev() {
-                    x ^= x << 13; x ^= x >> 7; x ^= x << 17;
-                    order.swap(i, (x % (i as u64 + 1)) as usize);
+                    order.swap(i, rng.below(i as u64 + 1) as usize);
                 }
                 let mut fresh = new(NodeId(7));
                 for &i in &order {

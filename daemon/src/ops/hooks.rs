@@ -24,7 +24,7 @@ use tandem_core::{Instant, NodeId};
 use tracing::{debug, error, info, warn};
 
 use crate::engine::cluster::ClusterEvent;
-use crate::ops::status::Role;
+use crate::ops::status::{state_name, Role};
 use crate::vip::floating::VipEvent;
 
 pub const HOOK_TIMEOUT: Duration = Duration::from_secs(30);
@@ -59,7 +59,7 @@ impl HookEnv {
                 node,
                 incarnation,
                 state,
-            } => (node, Some(state.as_str()), Some(incarnation.0)),
+            } => (node, Some(state_name(state)), Some(incarnation.0)),
             ClusterEvent::Role { .. } | ClusterEvent::Quorum { .. } => (this_node, None, None),
         };
         HookEnv {

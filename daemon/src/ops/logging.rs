@@ -11,6 +11,7 @@ use tracing::info;
 
 use crate::config::LogFormat;
 use crate::engine::cluster::ClusterEvent;
+use crate::ops::status::state_name;
 
 /// Installs the global subscriber: stderr, no colours unless stderr is a terminal, and no
 /// timestamps in text under systemd (the journal stamps each line itself).
@@ -52,7 +53,7 @@ pub fn cluster_event(ev: &ClusterEvent) {
         } => info!(
             event = %event,
             node = node.0,
-            state = %state.as_str(),
+            state = %state_name(state),
             incarnation = incarnation.0,
             "cluster change"
         ),

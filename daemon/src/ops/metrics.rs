@@ -9,7 +9,7 @@
 use std::fmt::Write;
 
 use crate::engine::counters::{ClusterMetrics, DropReason};
-use crate::ops::status::{MemberState, Role, StatusSnapshot};
+use crate::ops::status::{state_name, Role, StatusSnapshot, MEMBER_STATES};
 
 /// Counted by the daemon's loop.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -130,11 +130,11 @@ pub fn render(c: &ClusterMetrics, d: &DaemonMetrics, s: &StatusSnapshot) -> Stri
         "gauge",
         "Known members by state, this node included.",
     );
-    for st in MemberState::ALL {
+    for st in MEMBER_STATES {
         sample(
             &mut o,
             "tandem_members",
-            &format!("state=\"{}\"", st.as_str()),
+            &format!("state=\"{}\"", state_name(st)),
             s.count(st) as u64,
         );
     }
@@ -587,7 +587,7 @@ pub fn render_sessions(
 #[allow(clippy::unwrap_used)] // In tests a failed unwrap is a failed test.
 mod tests {
     use super::*;
-    use crate::ops::status::MemberStatus;
+    use crate::ops::status::{MemberState, MemberStatus};
     use tandem_core::{ClusterId, Incarnation, NodeId};
 
     fn snapshot() -> StatusSnapshot {

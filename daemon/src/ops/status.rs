@@ -5,30 +5,24 @@
 use serde_json::{json, Value};
 use tandem_core::{ClusterId, Incarnation, NodeId};
 
-/// A member's state as the failure detector and membership see it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MemberState {
-    Alive,
-    Suspect,
-    Dead,
-    Left,
-}
+/// A member's state: the core's (membership and the failure detector own it).
+pub use tandem_core::membership::MemberState;
 
-impl MemberState {
-    pub const ALL: [MemberState; 4] = [
-        MemberState::Alive,
-        MemberState::Suspect,
-        MemberState::Dead,
-        MemberState::Left,
-    ];
+/// Every member state, in the order `/metrics` lists them.
+pub const MEMBER_STATES: [MemberState; 4] = [
+    MemberState::Alive,
+    MemberState::Suspect,
+    MemberState::Dead,
+    MemberState::Left,
+];
 
-    pub fn as_str(self) -> &'static str {
-        match self {
-            MemberState::Alive => "alive",
-            MemberState::Suspect => "suspect",
-            MemberState::Dead => "dead",
-            MemberState::Left => "left",
-        }
+/// A member state's name in `/status`, logs, hooks and `/metrics` labels.
+pub fn state_name(state: MemberState) -> &'static str {
+    match state {
+        MemberState::Alive => "alive",
+        MemberState::Suspect => "suspect",
+        MemberState::Dead => "dead",
+        MemberState::Left => "left",
     }
 }
 
@@ -164,7 +158,7 @@ impl StatusSnapshot {
             .map(|m| {
                 json!({
                     "node_id": m.node_id.0,
-                    "state": m.state.as_str(),
+                    "state": state_name(m.state),
                     "incarnation": m.incarnation.0,
                     "ms_since_heard": m.ms_since_heard,
                 })
@@ -174,7 +168,7 @@ impl StatusSnapshot {
             "node_id": self.node_id.0,
             "cluster_id": self.cluster_id.0,
             "incarnation": self.incarnation.0,
-            "state": self.state.as_str(),
+            "state": state_name(self.state),
             "leader": self.leader.map(|l| l.0),
             "view": self.view,
             "role": self.role.as_str(),

@@ -11,7 +11,7 @@
 //! purpose:
 //! - `SELECT n` for n != 0 gets `-ERR DB index is out of range` (there is one database);
 //! - writes on an isolated node get [`ISOLATED_ERROR`]; a write over the memory bounds gets
-//!   Redis's `-OOM` text; a key above [`Config::max_key_bytes`] gets an `-ERR ... exceeds
+//!   Redis's `-OOM` text; a key above [`CommandConfig::max_key_bytes`] gets an `-ERR ... exceeds
 //!   maximum allowed size` error, a value above the store's `max_value_bytes` gets
 //!   [`resp::value_too_large`]'s (as does a request the parser skipped as oversized);
 //! - `INFO` describes tandem (with the `role:master` and `redis_version` lines clients need);
@@ -49,7 +49,7 @@ const WRONGPASS: &[u8] = b"WRONGPASS invalid username-password pair or user is d
 
 /// Command settings from the daemon's configuration.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Config {
+pub struct CommandConfig {
     /// `--requirepass`: commands before a successful AUTH get `-NOAUTH`.
     pub requirepass: Option<Vec<u8>>,
     /// Longest key a write accepts (the wire format's `MAX_KEY_LEN`).
@@ -64,9 +64,9 @@ pub struct Config {
     pub started: std::time::Instant,
 }
 
-impl Default for Config {
-    fn default() -> Config {
-        Config {
+impl Default for CommandConfig {
+    fn default() -> CommandConfig {
+        CommandConfig {
             requirepass: None,
             max_key_bytes: tandem_core::frame::MAX_KEY_LEN,
             max_reply_bytes: 64 << 20,
@@ -80,7 +80,7 @@ impl Default for Config {
 /// What the caller knows that commands need.
 #[derive(Clone, Copy, Debug)]
 pub struct Env<'a> {
-    pub config: &'a Config,
+    pub config: &'a CommandConfig,
     /// Unix milliseconds.
     pub now_ms: u64,
     /// True while the node has no quorum: writes get [`ISOLATED_ERROR`].
@@ -130,7 +130,7 @@ impl Client {
     }
 
     /// True if the next command must be AUTH (Redis's `authRequired`).
-    pub fn auth_required(&self, config: &Config) -> bool {
+    pub fn auth_required(&self, config: &CommandConfig) -> bool {
         config.requirepass.is_some() && !self.authenticated
     }
 }
@@ -2027,7 +2027,7 @@ mod tests {
     struct Harness {
         store: Store,
         client: Client,
-        config: Config,
+        config: CommandConfig,
         now: u64,
         isolated: bool,
     }
@@ -2037,7 +2037,7 @@ mod tests {
             Harness {
                 store: Store::new(NodeId(1), StoreLimits::default()),
                 client: Client::new(1),
-                config: Config::default(),
+                config: CommandConfig::default(),
                 now: 1_000_000,
                 isolated: false,
             }

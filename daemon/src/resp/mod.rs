@@ -679,10 +679,10 @@ pub mod fuzzing {
         let mut parser = Parser::new(limits);
         let mut buf = Vec::new();
         let mut cmds = Vec::new();
-        let config = commands::Config {
+        let config = commands::CommandConfig {
             requirepass: auth.then(|| b"pw".to_vec()),
             max_reply_bytes: 1 << 16,
-            ..commands::Config::default()
+            ..commands::CommandConfig::default()
         };
         let mut client = Client::new(1);
         let mut store = Store::new(

@@ -3,32 +3,32 @@
 //! The loop owns the [`mio::Poll`], the [`Store`] and replication; this component owns the
 //! listening socket and the client connections, and talks to the loop through [`WriteSink`]:
 //! the clock, whether the node is isolated, and where replication records go. In synchronous
-//! mode [`WriteSink::submit`] returns a [`WriteId`]: the client's reply is held until the loop
+//! mode [`WriteSink::submit`] returns a [`ReplyTicket`]: the client's reply is held until the loop
 //! calls [`RespServer::complete`] with that id, so a reply never says "saved" before the peers
 //! hold the write. The connection meanwhile goes on executing its pipelined commands (so a
 //! pipeline of N writes costs one replication round trip, not N); their replies queue behind
 //! the held one and are released strictly in command order. At most
-//! [`ServerConfig::max_held_per_connection`] writes of one connection are in flight, and
-//! beyond the first, at most [`ServerConfig::max_held_bytes_per_connection`] of their records
+//! [`RespServerConfig::max_held_per_connection`] writes of one connection are in flight, and
+//! beyond the first, at most [`RespServerConfig::max_held_bytes_per_connection`] of their records
 //! (which wait in the replication outbox while the ring is full): the connection's own
 //! completions resume it, so no connection waits on another's.
 //!
 //! Bounds per connection: input holds at most one request ([`resp::Limits::max_request`]) plus
 //! one read (an oversized request is skipped as it arrives and answered with one error, see
 //! [`resp`]); output (sent or queued behind held writes) past
-//! [`ServerConfig::output_soft_limit`] stops command execution until the client reads
+//! [`RespServerConfig::output_soft_limit`] stops command execution until the client reads
 //! (backpressure: a client that does not read its replies stops being read from, and its TCP
 //! window closes), and a connection whose output stays past it for
-//! [`ServerConfig::output_soft_ms`] without the client taking a byte is closed (Redis's
+//! [`RespServerConfig::output_soft_ms`] without the client taking a byte is closed (Redis's
 //! `client-output-buffer-limit` soft limit); a single reply is bounded by the command layer's
 //! `max_reply_bytes` (a larger one closes the connection). With
-//! [`ServerConfig::client_timeout_ms`], a connection that completes no request and takes no
+//! [`RespServerConfig::client_timeout_ms`], a connection that completes no request and takes no
 //! reply byte for that long is closed (Redis's `timeout`; a slowloris sending a byte a second
 //! never completes a request).
 //!
-//! Bounds over all connections: at most [`ServerConfig::max_connections`]; more get Redis's
+//! Bounds over all connections: at most [`RespServerConfig::max_connections`]; more get Redis's
 //! "max number of clients" error and are closed. The input and output buffers of all of
-//! them together are held under [`ServerConfig::max_client_memory`] (Redis's
+//! them together are held under [`RespServerConfig::max_client_memory`] (Redis's
 //! `maxmemory-clients`): past it, the connections holding the most are closed first. An
 //! `accept` that fails (out of descriptors) pauses the listener briefly instead of spinning
 //! ([`AcceptPause`]). The periodic checks run from [`RespServer::handle_timer`], at most
@@ -65,7 +65,7 @@ const CHECK_MS: u64 = 1000;
 
 /// Listener settings.
 #[derive(Clone, Debug)]
-pub struct ServerConfig {
+pub struct RespServerConfig {
     /// `--resp`; loopback by default.
     pub bind: SocketAddr,
     pub max_connections: usize,
@@ -101,9 +101,9 @@ but MAKE SURE the RESP port is not reachable from untrusted networks if you do s
 only need to do one of the above things in order for the server to start accepting connections \
 from the outside.\r\n";
 
-impl Default for ServerConfig {
-    fn default() -> ServerConfig {
-        ServerConfig {
+impl Default for RespServerConfig {
+    fn default() -> RespServerConfig {
+        RespServerConfig {
             bind: SocketAddr::from(([127, 0, 0, 1], 6379)),
             max_connections: 1024,
             limits: resp::Limits::default(),
@@ -120,7 +120,7 @@ impl Default for ServerConfig {
 
 /// Names a write whose reply waits for replication.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct WriteId(pub u64);
+pub struct ReplyTicket(pub u64);
 
 /// Why a held write was not replicated. The local store already changed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -143,7 +143,7 @@ pub trait WriteSink {
     }
     /// Takes the records of one client command (never empty). `Some(id)` holds the client's
     /// reply until [`RespServer::complete`]`(id)`; `None` sends it now (async mode, no peers).
-    fn submit(&mut self, records: Vec<Replicate>) -> Option<WriteId>;
+    fn submit(&mut self, records: Vec<Replicate>) -> Option<ReplyTicket>;
     /// Extra `name:value` lines for INFO (node id, cluster role, peers).
     fn info_extra(&self) -> String {
         String::new()
@@ -153,15 +153,15 @@ pub trait WriteSink {
 /// Why the server closed a connection (or refused one): counted in `/metrics`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CloseReason {
-    /// Over [`ServerConfig::max_connections`]: refused with Redis's error.
+    /// Over [`RespServerConfig::max_connections`]: refused with Redis's error.
     MaxClients,
-    /// Among the largest when all buffers passed [`ServerConfig::max_client_memory`].
+    /// Among the largest when all buffers passed [`RespServerConfig::max_client_memory`].
     ClientMemory,
-    /// Output past the soft limit for [`ServerConfig::output_soft_ms`].
+    /// Output past the soft limit for [`RespServerConfig::output_soft_ms`].
     OutputBuffer,
-    /// Idle past [`ServerConfig::client_timeout_ms`].
+    /// Idle past [`RespServerConfig::client_timeout_ms`].
     Timeout,
-    /// Not on loopback while [`ServerConfig::loopback_only`]: refused with [`DENIED`].
+    /// Not on loopback while [`RespServerConfig::loopback_only`]: refused with [`DENIED`].
     ProtectedMode,
 }
 
@@ -260,7 +260,7 @@ struct Conn {
 /// A held reply and what follows it in command order.
 #[derive(Debug)]
 struct Queued {
-    id: WriteId,
+    id: ReplyTicket,
     /// Key and value bytes of its records.
     cost: usize,
     /// Set once the write completed.
@@ -316,14 +316,14 @@ impl Conn {
 /// The RESP listener and its connections.
 #[derive(Debug)]
 pub struct RespServer {
-    config: ServerConfig,
-    commands: commands::Config,
+    config: RespServerConfig,
+    commands: commands::CommandConfig,
     listener: TcpListener,
     listener_token: Token,
     conn_base: usize,
     conns: Vec<Option<Conn>>,
     free: Vec<usize>,
-    held: HashMap<WriteId, usize>,
+    held: HashMap<ReplyTicket, usize>,
     /// Connections completed during a batch, driven at its end.
     deferred: Vec<usize>,
     next_client_id: u64,
@@ -343,8 +343,8 @@ impl RespServer {
     /// Binds the listener. Connection tokens are `conn_base .. conn_base + max_connections`;
     /// the listener's is `listener_token` (outside that range).
     pub fn bind(
-        config: ServerConfig,
-        commands: commands::Config,
+        config: RespServerConfig,
+        commands: commands::CommandConfig,
         listener_token: Token,
         conn_base: usize,
     ) -> io::Result<RespServer> {
@@ -399,7 +399,7 @@ impl RespServer {
     }
 
     /// Bytes allocated to connection buffers, as charged against
-    /// [`ServerConfig::max_client_memory`].
+    /// [`RespServerConfig::max_client_memory`].
     pub fn client_memory(&self) -> usize {
         self.client_memory
     }
@@ -527,7 +527,7 @@ impl RespServer {
     pub fn complete(
         &mut self,
         registry: &Registry,
-        id: WriteId,
+        id: ReplyTicket,
         result: Result<(), WriteFailure>,
         store: &mut Store,
         sink: &mut dyn WriteSink,
@@ -863,12 +863,12 @@ impl RespServer {
 #[allow(clippy::too_many_arguments)]
 fn execute_buffered(
     conn: &mut Conn,
-    config: &commands::Config,
+    config: &commands::CommandConfig,
     store: &mut Store,
     sink: &mut dyn WriteSink,
     connected: usize,
-    server: &ServerConfig,
-    held: &mut HashMap<WriteId, usize>,
+    server: &RespServerConfig,
+    held: &mut HashMap<ReplyTicket, usize>,
     slot: usize,
     oversized: &mut u64,
 ) -> bool {
@@ -991,19 +991,20 @@ pub mod standalone {
     use std::net::SocketAddr;
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
-    use std::time::{Duration, SystemTime, UNIX_EPOCH};
+    use std::time::Duration;
 
     use mio::{Events, Poll, Token};
     use tandem_core::NodeId;
 
-    use super::{RespServer, ServerConfig, WriteId, WriteSink};
+    use super::{ReplyTicket, RespServer, RespServerConfig, WriteSink};
     use crate::engine::store::{self, Replicate, Store};
+    use crate::io::clock::unix_ms;
     use crate::resp::commands;
 
     struct Sink {
         hold: bool,
         next: u64,
-        due: Vec<WriteId>,
+        due: Vec<ReplyTicket>,
         replicated: u64,
         /// Completions of the current batch not yet delivered.
         left: usize,
@@ -1020,32 +1021,25 @@ pub mod standalone {
             self.left = self.left.saturating_sub(1);
             self.left
         }
-        fn submit(&mut self, records: Vec<Replicate>) -> Option<WriteId> {
+        fn submit(&mut self, records: Vec<Replicate>) -> Option<ReplyTicket> {
             self.replicated += records.len() as u64;
             if !self.hold {
                 return None;
             }
             self.next += 1;
-            self.due.push(WriteId(self.next));
-            Some(WriteId(self.next))
+            self.due.push(ReplyTicket(self.next));
+            Some(ReplyTicket(self.next))
         }
         fn info_extra(&self) -> String {
             format!("standalone:1\nreplicated_records:{}\n", self.replicated)
         }
     }
 
-    /// Wall clock in unix milliseconds (0 if the clock is before 1970).
-    pub fn unix_ms() -> u64 {
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64)
-    }
-
     /// Binds and serves until `stop` is set. Returns once bound, with the address; the
     /// server runs on a new thread.
     pub fn spawn(
-        server: ServerConfig,
-        commands: commands::Config,
+        server: RespServerConfig,
+        commands: commands::CommandConfig,
         store_limits: store::Limits,
         hold_writes: bool,
         stop: Arc<AtomicBool>,
@@ -1114,7 +1108,7 @@ mod tests {
         hold: bool,
         isolated: bool,
         next: u64,
-        submitted: Vec<(WriteId, Vec<Replicate>)>,
+        submitted: Vec<(ReplyTicket, Vec<Replicate>)>,
         /// Completions left in the current batch.
         left: usize,
         /// Milliseconds the test clock moved.
@@ -1132,9 +1126,9 @@ mod tests {
             self.left = self.left.saturating_sub(1);
             self.left
         }
-        fn submit(&mut self, records: Vec<Replicate>) -> Option<WriteId> {
+        fn submit(&mut self, records: Vec<Replicate>) -> Option<ReplyTicket> {
             self.next += 1;
-            let id = WriteId(self.next);
+            let id = ReplyTicket(self.next);
             self.submitted.push((id, records));
             self.hold.then_some(id)
         }
@@ -1149,14 +1143,15 @@ mod tests {
     }
 
     impl Rig {
-        fn new(config: ServerConfig) -> Rig {
-            let config = ServerConfig {
+        fn new(config: RespServerConfig) -> Rig {
+            let config = RespServerConfig {
                 bind: ([127, 0, 0, 1], 0).into(),
                 ..config
             };
             let poll = Poll::new().expect("poll");
-            let mut server = RespServer::bind(config, commands::Config::default(), Token(0), 10)
-                .expect("bind loopback");
+            let mut server =
+                RespServer::bind(config, commands::CommandConfig::default(), Token(0), 10)
+                    .expect("bind loopback");
             server.register(poll.registry()).expect("register");
             Rig {
                 poll,
@@ -1224,7 +1219,7 @@ mod tests {
             self.pump();
         }
 
-        fn complete(&mut self, id: WriteId, result: Result<(), WriteFailure>) {
+        fn complete(&mut self, id: ReplyTicket, result: Result<(), WriteFailure>) {
             self.server.complete(
                 self.poll.registry(),
                 id,
@@ -1250,7 +1245,7 @@ mod tests {
 
     #[test]
     fn held_writes_let_the_pipeline_run_and_replies_keep_order() {
-        let mut rig = Rig::new(ServerConfig::default());
+        let mut rig = Rig::new(RespServerConfig::default());
         rig.sink.hold = true;
         let mut c = rig.connect();
         c.write_all(b"SET a 1\r\nGET a\r\nSET a 2\r\nGET a\r\n")
@@ -1280,9 +1275,9 @@ mod tests {
 
     #[test]
     fn held_writes_per_connection_are_bounded_and_quit_waits_for_them() {
-        let mut rig = Rig::new(ServerConfig {
+        let mut rig = Rig::new(RespServerConfig {
             max_held_per_connection: 2,
-            ..ServerConfig::default()
+            ..RespServerConfig::default()
         });
         rig.sink.hold = true;
         let mut c = rig.connect();
@@ -1311,9 +1306,9 @@ mod tests {
 
     #[test]
     fn record_bytes_in_flight_per_connection_are_bounded() {
-        let mut rig = Rig::new(ServerConfig {
+        let mut rig = Rig::new(RespServerConfig {
             max_held_bytes_per_connection: 1000,
-            ..ServerConfig::default()
+            ..RespServerConfig::default()
         });
         rig.sink.hold = true;
         let mut c = rig.connect();
@@ -1331,12 +1326,12 @@ mod tests {
 
     #[test]
     fn a_batch_of_completions_is_delivered_at_its_last_call() {
-        let mut rig = Rig::new(ServerConfig::default());
+        let mut rig = Rig::new(RespServerConfig::default());
         rig.sink.hold = true;
         let mut c = rig.connect();
         c.write_all(b"SET a 1\r\nSET b 2\r\n").expect("send");
         rig.pump();
-        let ids: Vec<WriteId> = rig.sink.submitted.iter().map(|(id, _)| *id).collect();
+        let ids: Vec<ReplyTicket> = rig.sink.submitted.iter().map(|(id, _)| *id).collect();
         rig.sink.left = 2;
         rig.complete(ids[0], Ok(()));
         assert_eq!(read_some(&mut c), b"", "deferred to the end of the batch");
@@ -1346,7 +1341,7 @@ mod tests {
 
     #[test]
     fn isolated_node_refuses_writes_and_serves_reads() {
-        let mut rig = Rig::new(ServerConfig::default());
+        let mut rig = Rig::new(RespServerConfig::default());
         let mut c = rig.connect();
         c.write_all(b"SET a 1\r\n").expect("send");
         rig.pump();
@@ -1365,9 +1360,9 @@ mod tests {
 
     #[test]
     fn max_connections_gets_redis_error() {
-        let mut rig = Rig::new(ServerConfig {
+        let mut rig = Rig::new(RespServerConfig {
             max_connections: 2,
-            ..ServerConfig::default()
+            ..RespServerConfig::default()
         });
         let _a = rig.connect();
         let _b = rig.connect();
@@ -1380,10 +1375,10 @@ mod tests {
     fn client_that_does_not_read_is_bounded() {
         let soft = 256 * 1024;
         let limits = resp::Limits::for_max_value(64 * 1024);
-        let mut rig = Rig::new(ServerConfig {
+        let mut rig = Rig::new(RespServerConfig {
             output_soft_limit: soft,
             limits,
-            ..ServerConfig::default()
+            ..RespServerConfig::default()
         });
         let mut c = rig.connect();
         let value = vec![b'x'; 60_000];
@@ -1449,7 +1444,7 @@ mod tests {
 
     #[test]
     fn protocol_error_replies_then_closes() {
-        let mut rig = Rig::new(ServerConfig::default());
+        let mut rig = Rig::new(RespServerConfig::default());
         let mut c = rig.connect();
         c.write_all(b"PING\r\n*1\r\n$x\r\nPING\r\n").expect("send");
         rig.pump();
@@ -1463,9 +1458,9 @@ mod tests {
     #[test]
     fn oversized_value_is_skipped_answered_and_the_connection_goes_on() {
         let limits = resp::Limits::for_max_value(1000);
-        let mut rig = Rig::new(ServerConfig {
+        let mut rig = Rig::new(RespServerConfig {
             limits,
-            ..ServerConfig::default()
+            ..RespServerConfig::default()
         });
         let mut c = rig.connect();
         c.write_all(b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$5000000\r\n")
@@ -1500,10 +1495,10 @@ mod tests {
     #[test]
     fn client_memory_budget_closes_the_largest_first() {
         // Requests of up to 1.25 MiB: a large one takes a buffer of 1.31 MiB.
-        let mut rig = Rig::new(ServerConfig {
+        let mut rig = Rig::new(RespServerConfig {
             max_client_memory: 8 << 20,
             limits: resp::Limits::for_max_value(512 * 1024),
-            ..ServerConfig::default()
+            ..RespServerConfig::default()
         });
         let mut small = rig.connect();
         let mut parked = Vec::new();
@@ -1536,9 +1531,9 @@ mod tests {
 
     #[test]
     fn idle_clients_time_out_and_busy_ones_stay() {
-        let mut rig = Rig::new(ServerConfig {
+        let mut rig = Rig::new(RespServerConfig {
             client_timeout_ms: 3000,
-            ..ServerConfig::default()
+            ..RespServerConfig::default()
         });
         let mut slow = rig.connect();
         let mut busy = rig.connect();
@@ -1557,10 +1552,10 @@ mod tests {
 
     #[test]
     fn a_client_that_never_reads_is_cut_off_at_its_output_limit() {
-        let mut rig = Rig::new(ServerConfig {
+        let mut rig = Rig::new(RespServerConfig {
             output_soft_limit: 64 * 1024,
             output_soft_ms: 2000,
-            ..ServerConfig::default()
+            ..RespServerConfig::default()
         });
         let mut c = rig.connect();
         c.write_all(format!("SET k {}\r\n", "v".repeat(60_000)).as_bytes())

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use tandemd::engine::store;
 use tandemd::resp::commands;
-use tandemd::resp::server::{standalone, ServerConfig};
+use tandemd::resp::server::{standalone, RespServerConfig};
 
 /// Finds a tool; `None` means skip the test, except under CI=true, where it is a failure.
 pub fn require_tool(name: &str) -> Option<String> {
@@ -90,9 +90,9 @@ impl Drop for Ours {
     }
 }
 
-pub fn start_ours(cmds: commands::Config, hold_writes: bool) -> Ours {
+pub fn start_ours(cmds: commands::CommandConfig, hold_writes: bool) -> Ours {
     start_ours_with(
-        ServerConfig::default(),
+        RespServerConfig::default(),
         cmds,
         store::Limits::default(),
         hold_writes,
@@ -100,8 +100,8 @@ pub fn start_ours(cmds: commands::Config, hold_writes: bool) -> Ours {
 }
 
 pub fn start_ours_with(
-    mut server: ServerConfig,
-    cmds: commands::Config,
+    mut server: RespServerConfig,
+    cmds: commands::CommandConfig,
     limits: store::Limits,
     hold_writes: bool,
 ) -> Ours {
