@@ -9,4 +9,4 @@ pub mod ops;
 pub mod resp;
 #[cfg(feature = "testing")]
 pub mod testing;
-pub mod vip;
+pub(crate) mod vip;

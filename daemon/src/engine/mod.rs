@@ -17,11 +17,11 @@
 //!
 //! Panics: never on input.
 
-pub mod cipher;
+pub(crate) mod cipher;
 pub mod cluster;
-pub mod counters;
-pub mod node;
-pub mod sessions;
+pub(crate) mod counters;
+pub(crate) mod node;
+pub(crate) mod sessions;
 pub mod store;
 pub mod value;
 

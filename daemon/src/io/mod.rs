@@ -2,7 +2,7 @@
 //! process memory settings and the incarnation state file. Nothing here knows the protocol.
 
 pub mod clock;
-pub mod descriptors;
-pub mod incarnation;
-pub mod memory;
+pub(crate) mod descriptors;
+pub(crate) mod incarnation;
+pub(crate) mod memory;
 pub mod net;

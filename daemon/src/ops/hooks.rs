@@ -216,6 +216,7 @@ impl Hooks {
         self.running.as_ref().map(|r| r.deadline)
     }
 
+    #[cfg(test)]
     pub fn is_idle(&self) -> bool {
         self.running.is_none() && self.queue.is_empty()
     }

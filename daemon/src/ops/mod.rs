@@ -2,9 +2,9 @@
 //! the status snapshot and counters behind it, logging, `--on-change` hooks and systemd
 //! readiness.
 
-pub mod hooks;
+pub(crate) mod hooks;
 pub mod http;
 pub mod logging;
-pub mod metrics;
-pub mod notify;
+pub(crate) mod metrics;
+pub(crate) mod notify;
 pub mod status;

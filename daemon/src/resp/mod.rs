@@ -26,7 +26,7 @@
 //! Panics: never, whatever the bytes.
 
 pub mod commands;
-pub mod scripts;
+pub(crate) mod scripts;
 pub mod server;
 
 use std::ops::Range;

@@ -223,10 +223,6 @@ impl Vips {
         }
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.specs.is_empty()
-    }
-
     pub fn specs(&self) -> &[VipSpec] {
         &self.specs
     }
