@@ -1,5 +1,12 @@
 //! tandemd as a library: the daemon's components, so tests, benches, examples and fuzz
 //! targets can drive them directly.
+//!
+//! [`event_loop`] does the I/O and calls into the [`engine`], which owns the core node and
+//! the session store; [`resp`] is the session API, [`ops`] what operators see (HTTP,
+//! status, metrics, logs, hooks), `vip` the floating VIPs, [`config`] what the operator
+//! gives, [`io`] the operating system's side (sockets, clock, descriptors), [`cli`] the
+//! operator's tools. No two modules import each other, directly or through others
+//! (`scripts/module-cycles.py`, run in CI).
 pub mod cli;
 pub mod config;
 pub mod engine;
