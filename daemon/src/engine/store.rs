@@ -48,7 +48,7 @@ use smallvec::SmallVec;
 use tandem_core::frame::{EntryRepr, Op, MAX_VALUE_LEN};
 use tandem_core::NodeId;
 
-use crate::engine::value::join;
+use crate::engine::value::{join, string2ll};
 
 /// Bytes charged per key besides its key and value bytes.
 pub const ENTRY_OVERHEAD: usize = 64;
@@ -548,7 +548,7 @@ impl Store {
                 parts: Vec::new(),
             },
             Some(Value::Str(v)) => Counter {
-                base: crate::resp::string2ll(v).ok_or(IncrError::NotInteger)?,
+                base: string2ll(v).ok_or(IncrError::NotInteger)?,
                 parts: Vec::new(),
             },
             Some(Value::Counter(c)) => c.clone(),

@@ -29,8 +29,9 @@
 //! Panics: never, whatever the arguments.
 
 use crate::engine::store::{Entry, Expiry, IncrError, Replicate, Store, StoreError, Value};
+use crate::engine::value::string2ll;
 use crate::resp::scripts::{self, Script};
-use crate::resp::{self, string2ll, Args};
+use crate::resp::{self, Args};
 
 /// Reply to a write on a node without quorum. `READONLY` makes client libraries raise their
 /// read-only error (redis-py `ReadOnlyError`), which is what a write refusal is.

@@ -31,6 +31,8 @@ pub mod server;
 
 use std::ops::Range;
 
+use crate::engine::value::string2ll;
+
 /// Redis's `PROTO_INLINE_MAX_SIZE`: longest inline request or header line.
 pub const MAX_INLINE: usize = 64 * 1024;
 /// Redis's default `proto-max-bulk-len` (512 MiB): a longer bulk is a protocol error that
@@ -549,40 +551,6 @@ fn hex(c: u8) -> Option<u8> {
     }
 }
 
-/// Redis's `string2ll`: a decimal i64 with optional `-`, no `+`, no spaces, no leading zeros
-/// (except "0" itself), no "-0", at most 20 characters.
-pub fn string2ll(s: &[u8]) -> Option<i64> {
-    if s.is_empty() || s.len() > 20 {
-        return None;
-    }
-    if s == b"0" {
-        return Some(0);
-    }
-    let (negative, digits) = match s {
-        [b'-', rest @ ..] => (true, rest),
-        _ => (false, s),
-    };
-    match digits.first() {
-        Some(b'1'..=b'9') => {}
-        _ => return None,
-    }
-    let mut v: u64 = 0;
-    for &d in digits {
-        if !d.is_ascii_digit() {
-            return None;
-        }
-        v = v.checked_mul(10)?.checked_add(u64::from(d - b'0'))?;
-    }
-    if negative {
-        if v > (i64::MAX as u64) + 1 {
-            return None;
-        }
-        Some((v as i64).wrapping_neg())
-    } else {
-        i64::try_from(v).ok()
-    }
-}
-
 // Reply encoding. Each appends one RESP2 reply to `out`.
 
 /// `+text\r\n`. `text` must hold no CR or LF.
@@ -1026,27 +994,6 @@ mod tests {
             feed(limits, &input, &[3, 9]).expect_err("must fail").1,
             ProtocolError::TooBigInline
         );
-    }
-
-    #[test]
-    fn string2ll_matches_redis() {
-        assert_eq!(string2ll(b"0"), Some(0));
-        assert_eq!(string2ll(b"-1"), Some(-1));
-        assert_eq!(string2ll(b"9223372036854775807"), Some(i64::MAX));
-        assert_eq!(string2ll(b"-9223372036854775808"), Some(i64::MIN));
-        for bad in [
-            &b""[..],
-            b"-0",
-            b"01",
-            b"+1",
-            b" 1",
-            b"1 ",
-            b"9223372036854775808",
-            b"1a",
-            b"-",
-        ] {
-            assert_eq!(string2ll(bad), None, "{:?}", bad);
-        }
     }
 
     #[test]
