@@ -2,6 +2,10 @@
 //! ([`IfAddrs`]), repeats the gratuitous ARP a few times after each acquisition, and counts
 //! moves for `/metrics`.
 //!
+//! A VIP that a live peer may still hold ([`Action::ProbeAndAcquire`]) is added only after
+//! a probe round finds no other host answering for it ([`Probing`]; the packets are
+//! [`IfAddrs::probe`]'s): while one answers, the node waits and probes again.
+//!
 //! The loop calls [`Floating::update`] once per turn with the membership view; it never
 //! blocks longer than one netlink round trip per changed VIP (microseconds).
 
@@ -13,7 +17,7 @@ use tandem_core::{Instant, NodeId};
 use tracing::{info, warn};
 
 use crate::config::Config;
-use crate::vip::ifaddr::{IfAddrError, IfAddrs};
+use crate::vip::ifaddr::{IfAddrError, IfAddrs, ProbeReplies};
 use crate::vip::{Action, PeerHealth, VipSpec, Vips};
 
 /// Announcements (gratuitous ARP, or unsolicited neighbour advertisement for IPv6) after an
@@ -50,9 +54,120 @@ pub struct VipStats {
     pub released: u64,
     /// Address changes the kernel refused (retried next turn).
     pub failed: u64,
-    /// Announcements the kernel refused to send (each retried a millisecond later, at most
-    /// [`ANNOUNCE_RETRIES`] times per acquisition).
+    /// Announcements and probes the kernel refused to send (an announcement is retried a
+    /// millisecond later, at most [`ANNOUNCE_RETRIES`] times per acquisition; a probe
+    /// until it goes out).
     pub announce_failed: u64,
+    /// Probes sent before taking a VIP a live peer may hold.
+    pub probes: u64,
+    /// Probe rounds another host answered: the VIP was still on it, the node waited.
+    pub probe_answers: u64,
+}
+
+/// Probes per round: a second one in case the first or its answer is lost.
+const PROBES: u8 = 2;
+/// Between the probes of a round.
+const PROBE_SPACING: Duration = Duration::from_millis(2);
+/// A round's window, from its first probe: no answer by then, and the address is taken.
+/// An answer comes from the holder's kernel within microseconds on a quiet link; the
+/// window leaves milliseconds for a loaded host's softirq.
+const PROBE_WINDOW: Duration = Duration::from_millis(6);
+/// After an answer, the next round starts this much later for the first
+/// [`PROBE_FAST_ROUNDS`] answers (a hand-back's holder releases within milliseconds),
+/// then every [`PROBE_SLOW_RETRY`] (a host that keeps answering is not the hand-back case:
+/// a one-way partition, or a foreign host on the address).
+const PROBE_RETRY: Duration = Duration::from_millis(2);
+const PROBE_FAST_ROUNDS: u32 = 16;
+const PROBE_SLOW_RETRY: Duration = Duration::from_millis(100);
+/// An answer for this long is logged as a warning (once per acquisition).
+const PROBE_WARN_AFTER: Duration = Duration::from_secs(1);
+
+/// Where a probe for one VIP stands (pure: [`Floating`] does the sending and reading).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Probing {
+    /// When this round's first probe is due.
+    round: Instant,
+    /// Probes of this round sent.
+    sent: u8,
+    /// Rounds another host answered.
+    answers: u32,
+    /// When the first round began.
+    since: Instant,
+}
+
+/// What [`Probing::step`] says to do now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ProbeStep {
+    /// Send a probe (then [`Probing::sent`]).
+    Send,
+    /// Nothing before [`Probing::due`].
+    Wait,
+    /// Another host answered: it still holds the address; a new round starts later.
+    Answered,
+    /// A whole window without an answer: take the address.
+    Take,
+}
+
+impl Probing {
+    fn new(now: Instant) -> Probing {
+        Probing {
+            round: now,
+            sent: 0,
+            answers: 0,
+            since: now,
+        }
+    }
+
+    /// The next probe, or the end of the window once the round's probes are out.
+    fn due(&self) -> Instant {
+        if self.sent < PROBES {
+            self.round + PROBE_SPACING * u32::from(self.sent)
+        } else {
+            self.round + PROBE_WINDOW
+        }
+    }
+
+    /// `answered`: another host answered for the address since the last step.
+    fn step(&mut self, now: Instant, answered: bool) -> ProbeStep {
+        if answered {
+            self.answers = self.answers.saturating_add(1);
+            let pause = if self.answers <= PROBE_FAST_ROUNDS {
+                PROBE_RETRY
+            } else {
+                PROBE_SLOW_RETRY
+            };
+            self.round = now + pause;
+            self.sent = 0;
+            return ProbeStep::Answered;
+        }
+        if now < self.due() {
+            ProbeStep::Wait
+        } else if self.sent < PROBES {
+            ProbeStep::Send
+        } else {
+            ProbeStep::Take
+        }
+    }
+
+    /// The probe [`ProbeStep::Send`] asked for went out.
+    fn sent(&mut self) {
+        self.sent += 1;
+    }
+
+    /// It did not: the round starts over [`ANNOUNCE_RETRY`] later.
+    fn not_sent(&mut self, now: Instant) {
+        self.round = now + ANNOUNCE_RETRY;
+        self.sent = 0;
+    }
+}
+
+/// An acquisition waiting for its probe.
+#[derive(Debug)]
+struct Pending {
+    vip: VipSpec,
+    replies: ProbeReplies,
+    probing: Probing,
+    warned: bool,
 }
 
 /// Extra tries of failed announcements per acquisition (a full socket buffer, say).
@@ -84,6 +199,8 @@ pub struct Floating {
     vips: Vips,
     kernel: IfAddrs,
     announce: Vec<Announce>,
+    /// Acquisitions waiting for their probe.
+    pending: Vec<Pending>,
     peers: Vec<PeerHealth>,
     actions: Vec<Action>,
     stats: VipStats,
@@ -124,6 +241,7 @@ impl Floating {
             vips: Vips::new(cfg.node_id, cfg.vips.clone(), cfg.vip_hold, gap, fade),
             kernel,
             announce: Vec::new(),
+            pending: Vec::new(),
             peers: Vec::new(),
             actions: Vec::new(),
             stats: VipStats::default(),
@@ -147,16 +265,22 @@ impl Floating {
             healthy: peer_healthy(m),
             left: m.state == MemberState::Left,
             coming: peer_coming(m),
+            alive: peer_alive(m),
         }));
         self.actions.clear();
         self.vips
             .update(now, me_healthy, &self.peers, &mut self.actions);
+        // A probe nobody asks for any more (the view changed) ends here.
+        let actions = &self.actions;
+        self.pending
+            .retain(|p| actions.contains(&Action::ProbeAndAcquire(p.vip)));
         self.apply(now, events);
     }
 
     /// Releases every VIP held (SIGTERM, before the Leave goes out).
     pub fn release_all(&mut self, now: Instant, events: &mut Vec<VipEvent>) {
         self.actions.clear();
+        self.pending.clear();
         self.vips.release_all(&mut self.actions);
         self.apply(now, events);
     }
@@ -164,16 +288,23 @@ impl Floating {
     fn apply(&mut self, now: Instant, events: &mut Vec<VipEvent>) {
         for i in 0..self.actions.len() {
             let action = self.actions[i];
-            if matches!(action, Action::Acquire(_)) && self.retry_at.is_some_and(|t| now < t) {
+            let acquired = !matches!(action, Action::Release(_));
+            if acquired && self.retry_at.is_some_and(|t| now < t) {
                 // Not held; `update` asks again once the pause is over.
                 self.vips.done(action, false);
                 continue;
             }
+            if let Action::ProbeAndAcquire(v) = action {
+                if !self.probe(now, v) {
+                    // Not held yet; `update` asks again each turn until the probe is done.
+                    self.vips.done(action, false);
+                    continue;
+                }
+            }
             let (vip, result) = match action {
-                Action::Acquire(v) => (v, self.kernel.add(&v)),
+                Action::Acquire(v) | Action::ProbeAndAcquire(v) => (v, self.kernel.add(&v)),
                 Action::Release(v) => (v, self.kernel.remove(&v)),
             };
-            let acquired = matches!(action, Action::Acquire(_));
             match result {
                 Ok(_) => {
                     self.vips.done(action, true);
@@ -204,6 +335,70 @@ impl Floating {
         self.handle_timeout(now);
     }
 
+    /// Carries `vip`'s probe on (starting it if new): whether the address may be taken now.
+    fn probe(&mut self, now: Instant, vip: VipSpec) -> bool {
+        let i = match self.pending.iter().position(|p| p.vip == vip) {
+            Some(i) => i,
+            None => match self.kernel.listen(&vip) {
+                Ok(replies) => {
+                    self.pending.push(Pending {
+                        vip,
+                        replies,
+                        probing: Probing::new(now),
+                        warned: false,
+                    });
+                    self.pending.len() - 1
+                }
+                Err(e) => {
+                    // Counted as a refused change, paused like one.
+                    self.stats.failed += 1;
+                    self.retry_at = Some(now + RETRY);
+                    warn!(vip = %vip.cidr(), error = %e, "VIP probe: cannot hear answers");
+                    return false;
+                }
+            },
+        };
+        let p = &mut self.pending[i];
+        // Bounded: at most one probe per call, and `due` moves on after each.
+        let answered = p.replies.answered();
+        match p.probing.step(now, answered) {
+            ProbeStep::Wait => false,
+            ProbeStep::Send => {
+                match self.kernel.probe(&vip) {
+                    Ok(()) => {
+                        p.probing.sent();
+                        self.stats.probes += 1;
+                    }
+                    Err(e) => {
+                        p.probing.not_sent(now);
+                        self.stats.announce_failed += 1;
+                        warn!(vip = %vip.cidr(), error = %e, "VIP probe not sent");
+                    }
+                }
+                false
+            }
+            ProbeStep::Answered => {
+                self.stats.probe_answers += 1;
+                let waited = now.saturating_duration_since(p.probing.since);
+                if p.probing.answers == 1 {
+                    info!(vip = %vip.cidr(), "VIP still answered by another host; waiting for it to release");
+                } else if waited >= PROBE_WARN_AFTER && !p.warned {
+                    p.warned = true;
+                    warn!(vip = %vip.cidr(), waited_ms = waited.as_millis() as u64, answers = p.probing.answers, "VIP still answered by another host; not taking it while it answers");
+                }
+                false
+            }
+            ProbeStep::Take => {
+                let p = self.pending.swap_remove(i);
+                if p.probing.answers > 0 {
+                    let waited = now.saturating_duration_since(p.probing.since);
+                    info!(vip = %vip.cidr(), waited_ms = waited.as_millis() as u64, answers = p.probing.answers, "VIP no longer answered by another host");
+                }
+                true
+            }
+        }
+    }
+
     /// Sends the announcements due by `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
         // Bounded: each entry sends at most once per call and ends after ANNOUNCE_AT.len()
@@ -230,7 +425,8 @@ impl Floating {
 
     pub fn poll_timeout(&self) -> Option<Instant> {
         let announce = self.announce.iter().filter_map(Announce::due).min();
-        [announce, self.vips.poll_timeout(), self.retry_at]
+        let probe = self.pending.iter().map(|p| p.probing.due()).min();
+        [announce, probe, self.vips.poll_timeout(), self.retry_at]
             .into_iter()
             .flatten()
             .min()
@@ -277,9 +473,21 @@ impl Floating {
             ),
             (
                 "tandem_vip_announce_failures_total",
-                "VIP announcements (gratuitous ARP, neighbour advertisement) not sent (retried).",
+                "VIP announcements (gratuitous ARP, neighbour advertisement) and probes not sent (retried).",
                 "counter",
                 self.stats.announce_failed,
+            ),
+            (
+                "tandem_vip_probes_total",
+                "Probes (ARP, duplicate address detection) sent before taking a VIP a live peer may hold.",
+                "counter",
+                self.stats.probes,
+            ),
+            (
+                "tandem_vip_probe_answers_total",
+                "Probe rounds another host answered (it still held the VIP; this node waited).",
+                "counter",
+                self.stats.probe_answers,
             ),
             (
                 "tandem_vips_held",
@@ -305,6 +513,11 @@ fn peer_healthy(m: &Member) -> bool {
     matches!(m.state, MemberState::Alive | MemberState::Suspect)
         && m.role != WireRole::Witness
         && m.flags.0 & unhealthy == 0
+}
+
+/// A data node not declared dead, whatever it advertises: its host may hold a VIP.
+fn peer_alive(m: &Member) -> bool {
+    matches!(m.state, MemberState::Alive | MemberState::Suspect) && m.role != WireRole::Witness
 }
 
 /// A live data node still joining or syncing (and neither draining nor isolated): it will

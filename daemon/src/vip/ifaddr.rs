@@ -7,8 +7,17 @@
 //! it tentative (unusable) for a second or more, and the cluster already decides that only
 //! one node holds it.
 //!
-//! Hand-written over libc: two fixed-size requests, a 28-byte ARP packet and a 32-byte
-//! advertisement are smaller than a netlink crate stack.
+//! Before taking back a VIP that a live peer may still hold, the node probes for it
+//! (RFC 5227 style, see [`crate::vip`], "Handing back"): IPv4, an ARP request for the VIP
+//! with sender address 0.0.0.0 (which the holder's kernel answers); IPv6, a duplicate
+//! address detection neighbour solicitation from `::` to the VIP's solicited-node group
+//! (which the holder's kernel answers with an advertisement to all nodes), sent whole (IPv6
+//! header included) on the packet socket, since an ICMPv6 socket cannot send from `::`.
+//! [`ProbeReplies`] hears the answers on this interface only, and exists only while a probe
+//! runs, so nothing queues up otherwise. Every probe goes out of `--interface` alone.
+//!
+//! Hand-written over libc: two fixed-size requests, 28-byte ARP packets, a 32-byte
+//! advertisement and a 64-byte solicitation are smaller than a netlink crate stack.
 //!
 //! Needs CAP_NET_ADMIN (addresses) and CAP_NET_RAW (the packet and ICMPv6 sockets):
 //! [`missing_capabilities`] says which are missing before anything is tried.
@@ -92,6 +101,13 @@ const ND_NEIGHBOR_ADVERT: u8 = 0x88;
 const ND_NA_OVERRIDE: u8 = 0x20;
 /// Option "Target Link-Layer Address".
 const ND_OPT_TARGET_LLADDR: u8 = 0x02;
+/// ICMPv6 Neighbor Solicitation (RFC 4861 4.3).
+const ND_NEIGHBOR_SOLICIT: u8 = 0x87;
+/// IPv6's next-header number of ICMPv6.
+const IPPROTO_ICMPV6: u8 = 0x3a;
+/// Read at most this many queued packets per look at the probe replies: a busy link's
+/// other ARP traffic waits for the next look rather than stalling the loop.
+const REPLIES_PER_LOOK: usize = 64;
 /// Receivers drop neighbour discovery whose hop limit is not 255 (RFC 4861 7.1.2).
 const ND_HOP_LIMIT: libc::c_int = 255;
 /// setsockopt ICMP6_FILTER (linux/icmpv6.h): a bit set blocks that ICMPv6 type.
@@ -184,18 +200,107 @@ impl IfAddrs {
     /// once: IPv4, a gratuitous ARP (a broadcast request for the VIP from this interface's
     /// MAC); IPv6, an unsolicited neighbour advertisement to all nodes.
     pub fn announce(&self, vip: &VipSpec) -> io::Result<()> {
-        let ip = match vip.addr {
-            IpAddr::V4(ip) => ip,
-            IpAddr::V6(ip) => return self.advertise(ip),
+        match vip.addr {
+            IpAddr::V4(ip) => self.send_frame(libc::ETH_P_ARP, [0xff; 6], &garp(self.mac, ip)),
+            IpAddr::V6(ip) => self.advertise(ip),
+        }
+    }
+
+    /// One probe for `vip` (see the module docs): does another host on the link hold it?
+    /// Its answers arrive on a [`ProbeReplies`] opened before with [`IfAddrs::listen`].
+    pub fn probe(&self, vip: &VipSpec) -> io::Result<()> {
+        match vip.addr {
+            IpAddr::V4(ip) => {
+                self.send_frame(libc::ETH_P_ARP, [0xff; 6], &arp_probe(self.mac, ip))
+            }
+            IpAddr::V6(ip) => {
+                self.send_frame(libc::ETH_P_IPV6, solicited_mac(ip), &dad_solicit(ip))
+            }
+        }
+    }
+
+    /// Starts hearing answers for `vip` on this interface: ARP packets for IPv4, neighbour
+    /// advertisements for IPv6 (a socket of its own, closed when dropped).
+    pub fn listen(&self, vip: &VipSpec) -> io::Result<ProbeReplies> {
+        let sock = match vip.addr {
+            IpAddr::V4(_) => {
+                // Protocol 0 hears nothing until bound to ARP on this interface alone.
+                let sock = socket(
+                    libc::AF_PACKET,
+                    libc::SOCK_DGRAM | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
+                    0,
+                )?;
+                // SAFETY: zeroed sockaddr_ll is valid; family, protocol and index set below.
+                let mut at: libc::sockaddr_ll = unsafe { zeroed() };
+                at.sll_family = libc::AF_PACKET as u16;
+                at.sll_protocol = (libc::ETH_P_ARP as u16).to_be();
+                at.sll_ifindex = self.ifindex as i32;
+                // SAFETY: a valid socket and an address of the size given.
+                let r = unsafe {
+                    libc::bind(
+                        sock.as_raw_fd(),
+                        (&at as *const libc::sockaddr_ll).cast(),
+                        size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+                    )
+                };
+                if r != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                sock
+            }
+            IpAddr::V6(_) => {
+                let sock = socket(
+                    libc::AF_INET6,
+                    libc::SOCK_RAW | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
+                    libc::IPPROTO_ICMPV6,
+                )?;
+                // Every ICMPv6 type blocked but the advertisement.
+                let mut filter = [u32::MAX; 8];
+                let na = usize::from(ND_NEIGHBOR_ADVERT);
+                filter[na / 32] &= !(1 << (na % 32));
+                let index = self.ifindex as libc::c_int;
+                for (level, name, value, len) in [
+                    (
+                        libc::IPPROTO_ICMPV6,
+                        ICMP6_FILTER,
+                        filter.as_ptr().cast::<libc::c_void>(),
+                        size_of::<[u32; 8]>(),
+                    ),
+                    (
+                        libc::SOL_SOCKET,
+                        libc::SO_BINDTOIFINDEX,
+                        (&index as *const libc::c_int).cast(),
+                        size_of::<libc::c_int>(),
+                    ),
+                ] {
+                    // SAFETY: a valid socket; `value` points at a live local of `len` bytes.
+                    let r = unsafe {
+                        libc::setsockopt(sock.as_raw_fd(), level, name, value, len as _)
+                    };
+                    if r != 0 {
+                        return Err(io::Error::last_os_error());
+                    }
+                }
+                sock
+            }
         };
-        let pkt = garp(self.mac, ip);
+        Ok(ProbeReplies {
+            sock,
+            vip: vip.addr,
+            mac: self.mac,
+        })
+    }
+
+    /// One frame of `proto` (host order) to `dst` out of this interface on the packet
+    /// socket (the kernel adds the Ethernet header).
+    fn send_frame(&self, proto: libc::c_int, dst: [u8; 6], pkt: &[u8]) -> io::Result<()> {
         // SAFETY: zeroed sockaddr_ll is valid; every field we rely on is set below.
         let mut to: libc::sockaddr_ll = unsafe { zeroed() };
         to.sll_family = libc::AF_PACKET as u16;
-        to.sll_protocol = (libc::ETH_P_ARP as u16).to_be();
+        to.sll_protocol = (proto as u16).to_be();
         to.sll_ifindex = self.ifindex as i32;
         to.sll_halen = 6;
-        to.sll_addr[..6].copy_from_slice(&[0xff; 6]);
+        to.sll_addr[..6].copy_from_slice(&dst);
         // SAFETY: valid socket, buffer and address of the sizes given.
         let n = unsafe {
             libc::sendto(
@@ -307,6 +412,62 @@ impl IfAddrs {
             io::ErrorKind::InvalidData,
             "no netlink acknowledgement",
         ))
+    }
+}
+
+/// Answers to this node's probes for one VIP (see [`IfAddrs::listen`]).
+#[derive(Debug)]
+pub struct ProbeReplies {
+    sock: OwnedFd,
+    vip: IpAddr,
+    /// This interface's MAC: ARP from it is this node's own.
+    mac: [u8; 6],
+}
+
+impl ProbeReplies {
+    /// Whether another host answered for the VIP since the last look: reads what queued
+    /// (at most [`REPLIES_PER_LOOK`] packets; the rest waits for the next look).
+    pub fn answered(&self) -> bool {
+        let mut buf = [0u8; 128];
+        let mut answered = false;
+        for _ in 0..REPLIES_PER_LOOK {
+            // SAFETY: zeroed sockaddr_ll is valid storage for the sender's address.
+            let mut from: libc::sockaddr_ll = unsafe { zeroed() };
+            let mut len = size_of::<libc::sockaddr_ll>() as libc::socklen_t;
+            // The packet socket's sender tells this node's own frames apart; the ICMPv6
+            // socket's (a sockaddr_in6) is not needed.
+            let (addr, addr_len) = match self.vip {
+                IpAddr::V4(_) => (
+                    (&mut from as *mut libc::sockaddr_ll).cast::<libc::sockaddr>(),
+                    &mut len as *mut libc::socklen_t,
+                ),
+                IpAddr::V6(_) => (std::ptr::null_mut(), std::ptr::null_mut()),
+            };
+            // SAFETY: valid socket and buffer of the size given; `addr` is null or points
+            // at `from`, whose size `addr_len` holds.
+            let n = unsafe {
+                libc::recvfrom(
+                    self.sock.as_raw_fd(),
+                    buf.as_mut_ptr().cast(),
+                    buf.len(),
+                    libc::MSG_DONTWAIT,
+                    addr,
+                    addr_len,
+                )
+            };
+            if n < 0 {
+                // Nothing more queued (EAGAIN), or an error that leaves nothing to read.
+                break;
+            }
+            let pkt = buf.get(..n as usize).unwrap_or(&[]);
+            answered |= match self.vip {
+                IpAddr::V4(ip) => {
+                    from.sll_pkttype != libc::PACKET_OUTGOING && arp_answers(pkt, ip, self.mac)
+                }
+                IpAddr::V6(ip) => advert_answers(pkt, ip),
+            };
+        }
+        answered
     }
 }
 
@@ -479,6 +640,90 @@ fn garp(mac: [u8; 6], ip: Ipv4Addr) -> [u8; 28] {
     // Target hardware address zero (unknown), target protocol address the VIP itself.
     p[24..28].copy_from_slice(&ip.octets());
     p
+}
+
+/// An ARP probe (RFC 5227 2.1.1): "who has `ip`?" from `mac`, sender address 0.0.0.0, so
+/// no host learns a mapping from it; a host holding `ip` answers.
+fn arp_probe(mac: [u8; 6], ip: Ipv4Addr) -> [u8; 28] {
+    let mut p = garp(mac, ip);
+    p[14..18].fill(0);
+    p
+}
+
+/// Whether the ARP packet `pkt` says another host holds `ip`: a reply or request sent from
+/// `ip` by a MAC other than `mine` (RFC 5227 2.1.1's conflict test; a probe from another
+/// host, sender 0.0.0.0, holds nothing and is not one).
+fn arp_answers(pkt: &[u8], ip: Ipv4Addr, mine: [u8; 6]) -> bool {
+    pkt.len() >= 28
+        && pkt[0..2] == 0x0001u16.to_be_bytes()
+        && pkt[2..4] == 0x0800u16.to_be_bytes()
+        && pkt[4] == 6
+        && pkt[5] == 4
+        && pkt[8..14] != mine
+        && pkt[14..18] == ip.octets()
+}
+
+/// Whether the ICMPv6 message `pkt` (as a raw socket reads it: no IPv6 header) is a
+/// neighbour advertisement for `ip`: the holder answering a probe, or announcing it.
+fn advert_answers(pkt: &[u8], ip: Ipv6Addr) -> bool {
+    pkt.len() >= 24 && pkt[0] == ND_NEIGHBOR_ADVERT && pkt[1] == 0 && pkt[8..24] == ip.octets()
+}
+
+/// `ip`'s solicited-node multicast group, ff02::1:ffXX:XXXX (RFC 4291 2.7.1).
+fn solicited_node(ip: Ipv6Addr) -> Ipv6Addr {
+    let o = ip.octets();
+    let mut g = [0u8; 16];
+    g[..2].copy_from_slice(&[0xff, 0x02]);
+    g[11..13].copy_from_slice(&[0x01, 0xff]);
+    g[13..].copy_from_slice(&o[13..]);
+    Ipv6Addr::from(g)
+}
+
+/// The Ethernet address of `ip`'s solicited-node group (RFC 2464 7: 33:33 and the group's
+/// last 32 bits).
+fn solicited_mac(ip: Ipv6Addr) -> [u8; 6] {
+    let g = solicited_node(ip).octets();
+    [0x33, 0x33, g[12], g[13], g[14], g[15]]
+}
+
+/// A duplicate address detection solicitation for `ip` (RFC 4862 5.4.2), whole: IPv6 header
+/// from `::` to `ip`'s solicited-node group, hop limit 255, then the ICMPv6 neighbour
+/// solicitation with `ip` as target and no options (none is allowed from `::`).
+fn dad_solicit(ip: Ipv6Addr) -> [u8; 64] {
+    let dst = solicited_node(ip);
+    let mut p = [0u8; 64];
+    p[0] = 0x60; // Version 6, traffic class and flow label 0.
+    p[4..6].copy_from_slice(&24u16.to_be_bytes()); // Payload length.
+    p[6] = IPPROTO_ICMPV6;
+    p[7] = ND_HOP_LIMIT as u8;
+    // Source :: (bytes 8..24 stay zero).
+    p[24..40].copy_from_slice(&dst.octets());
+    p[40] = ND_NEIGHBOR_SOLICIT;
+    p[48..64].copy_from_slice(&ip.octets());
+    let sum = icmp6_checksum(Ipv6Addr::UNSPECIFIED, dst, &p[40..]);
+    p[42..44].copy_from_slice(&sum.to_be_bytes());
+    p
+}
+
+/// The ICMPv6 checksum of `msg` (its checksum field zero) from `src` to `dst` (RFC 4443
+/// 2.3: the ones' complement sum over the pseudo-header and the message).
+fn icmp6_checksum(src: Ipv6Addr, dst: Ipv6Addr, msg: &[u8]) -> u16 {
+    let mut sum: u32 = 0;
+    let mut add = |bytes: &[u8]| {
+        for pair in bytes.chunks(2) {
+            let hi = u32::from(pair[0]) << 8;
+            sum += hi | pair.get(1).map_or(0, |b| u32::from(*b));
+        }
+    };
+    add(&src.octets());
+    add(&dst.octets());
+    add(&(msg.len() as u32).to_be_bytes());
+    add(&[0, 0, 0, IPPROTO_ICMPV6]);
+    add(msg);
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
 }
 
 #[cfg(test)]

@@ -150,6 +150,9 @@ pub struct PeerHealth {
     /// A live data node on its way to healthy (joining or syncing): it becomes a candidate
     /// in a moment, so nobody takes its VIPs over meanwhile (see the module docs).
     pub coming: bool,
+    /// A data node not declared dead (alive or suspect, whatever it advertises): its host
+    /// may hold a VIP, so taking one it may hold waits for a probe (see the module docs).
+    pub alive: bool,
 }
 
 /// What to do with a VIP's address on this host.
@@ -157,6 +160,9 @@ pub struct PeerHealth {
 pub enum Action {
     /// Add the address and announce it (gratuitous ARP, IPv6 neighbour advertisement).
     Acquire(VipSpec),
+    /// The same, but only once a probe of the link finds no other host answering for the
+    /// address: a live peer may still hold it (see the module docs, "Handing back").
+    ProbeAndAcquire(VipSpec),
     /// Remove the address.
     Release(VipSpec),
 }
@@ -304,6 +310,7 @@ impl Vips {
         for i in 0..self.specs.len() {
             let prefer = self.specs[i].prefer;
             let owner = self.owner(now, prefer, self.held[i]);
+            let was = self.owners[i];
             // Reported: while nobody may take it, a preferred node that is a candidate or
             // coming up keeps (or, once settled, takes) its own VIP.
             self.owners[i] = owner.or_else(|| {
@@ -312,19 +319,33 @@ impl Vips {
             });
             let mine = owner == Some(self.me);
             if mine != self.held[i] {
-                out.push(if mine {
-                    Action::Acquire(self.specs[i])
-                } else {
+                out.push(if !mine {
                     Action::Release(self.specs[i])
+                } else if self.may_be_held_elsewhere(was, peers) {
+                    Action::ProbeAndAcquire(self.specs[i])
+                } else {
+                    Action::Acquire(self.specs[i])
                 });
             }
+        }
+    }
+
+    /// Whether a VIP this node is about to take may still be on a live peer's host: its
+    /// owner in the last view (`was`) is a peer not declared dead, or, with no peer named
+    /// (this node regaining health, a peer just reappeared, a cold start), any peer is
+    /// alive. A VIP whose owner was declared dead (or left) is taken at once: failover
+    /// does not wait for a probe.
+    fn may_be_held_elsewhere(&self, was: Option<NodeId>, peers: &[PeerHealth]) -> bool {
+        match was {
+            Some(n) if n != self.me => peers.iter().any(|p| p.node == n && p.alive),
+            _ => peers.iter().any(|p| p.alive),
         }
     }
 
     /// The caller carried out `action` (or gave up on it: a failed add is not held).
     pub fn done(&mut self, action: Action, ok: bool) {
         let (spec, hold) = match action {
-            Action::Acquire(s) => (s, ok),
+            Action::Acquire(s) | Action::ProbeAndAcquire(s) => (s, ok),
             // A failed remove leaves nothing we can do; the address is not ours any more.
             Action::Release(s) => (s, false),
         };
@@ -443,6 +464,7 @@ mod tests {
             healthy,
             left: false,
             coming: false,
+            alive: healthy,
         }
     }
 
@@ -570,9 +592,69 @@ mod tests {
         );
         step(&mut r, 7001, true, &[peer(2, true)]);
         assert_eq!(held(&r), [false, false], "still inside hold + gap");
+        // Taken from a live peer: only after a probe finds nobody answering for it.
         let acts = step(&mut r, 7005, true, &[peer(2, true)]);
-        assert_eq!(acts, [Action::Acquire(two()[0])]);
+        assert_eq!(acts, [Action::ProbeAndAcquire(two()[0])]);
         assert_eq!(held(&r), [true, false]);
+    }
+
+    #[test]
+    fn probes_before_taking_from_a_live_peer_and_never_after_a_death() {
+        let specs = two();
+        // The uneven heal: the returning node 1 hears node 2 at once, node 2 hears node 1
+        // 16 ms later (more than GAP): at 1 + hold + gap node 2 still holds .100.
+        let mut p = Vips::new(NodeId(1), specs.clone(), HOLD, GAP, Duration::ZERO);
+        let mut s = Vips::new(NodeId(2), specs.clone(), HOLD, GAP, Duration::ZERO);
+        step(&mut s, 0, true, &[]);
+        step(&mut s, 5000, true, &[peer(1, false)]);
+        let mut taken = None;
+        for ms in 5001..7100 {
+            let acts = step(&mut p, ms, true, &[peer(2, true)]);
+            step(&mut s, ms, true, &[peer(1, ms >= 5017)]);
+            if let Some(a) = acts.first() {
+                taken = Some((ms, *a, s.holds(0)));
+            }
+        }
+        // Without the probe these two would overlap; the action says to probe first.
+        assert_eq!(
+            taken,
+            Some((5001 + 1005, Action::ProbeAndAcquire(specs[0]), true))
+        );
+        assert_eq!((held(&p), held(&s)), (vec![true, false], vec![false, true]));
+
+        // The peer that held it declared dead (kill -9, host failure): at once, no probe.
+        let mut v = Vips::new(NodeId(2), specs.clone(), HOLD, GAP, Duration::ZERO);
+        step(&mut v, 0, true, &[peer(1, true)]);
+        step(&mut v, 2000, true, &[peer(1, true)]);
+        assert_eq!(held(&v), [false, true]);
+        let acts = step(&mut v, 3000, true, &[peer(1, false)]);
+        assert_eq!(acts, [Action::Acquire(specs[0])]);
+        // Gone from the table altogether: the same.
+        let mut w = Vips::new(NodeId(2), specs.clone(), HOLD, GAP, Duration::ZERO);
+        step(&mut w, 0, true, &[peer(1, true)]);
+        step(&mut w, 2000, true, &[peer(1, true)]);
+        assert_eq!(step(&mut w, 3000, true, &[]), [Action::Acquire(specs[0])]);
+        // Three data nodes: the owner dies, node 3 lives but never held it: no probe.
+        let one = vec![spec("198.18.0.100/24@1")];
+        let mut t = Vips::new(NodeId(2), one.clone(), HOLD, GAP, Duration::ZERO);
+        step(&mut t, 0, true, &[peer(1, true), peer(3, true)]);
+        step(&mut t, 2000, true, &[peer(1, true), peer(3, true)]);
+        let acts = step(&mut t, 3000, true, &[peer(1, false), peer(3, true)]);
+        assert_eq!(acts, [Action::Acquire(one[0])]);
+        // A peer alive but not healthy (isolated, syncing): its host may still hold
+        // what it held, so a VIP it owned in the last view is probed for.
+        let mut u = Vips::new(NodeId(2), one.clone(), HOLD, GAP, Duration::ZERO);
+        step(&mut u, 0, true, &[peer(1, true)]);
+        step(&mut u, 2000, true, &[peer(1, true)]);
+        let isolated = PeerHealth {
+            alive: true,
+            ..peer(1, false)
+        };
+        let acts = step(&mut u, 3000, true, &[isolated]);
+        assert_eq!(acts, [Action::ProbeAndAcquire(one[0])]);
+        // Alone at start (no peer at all): no probe.
+        let mut a = Vips::new(NodeId(1), one.clone(), HOLD, GAP, Duration::ZERO);
+        assert_eq!(step(&mut a, 0, true, &[]), [Action::Acquire(one[0])]);
     }
 
     #[test]
@@ -626,12 +708,16 @@ mod tests {
         }
         assert_eq!(held(&a), [true, false]);
         assert_eq!(held(&b), [false, true]);
-        // Each took its own at once (alone, the other coming) and kept it: no churn; and
-        // each reports the other's VIP with its preferred node, which holds it.
+        // Each took its own at once (alone, the other coming: after a probe, as the other
+        // is alive) and kept it: no churn; and each reports the other's VIP with its
+        // preferred node, which holds it.
         let specs = two();
         assert_eq!(
             moves,
-            [Action::Acquire(specs[0]), Action::Acquire(specs[1])]
+            [
+                Action::ProbeAndAcquire(specs[0]),
+                Action::ProbeAndAcquire(specs[1])
+            ]
         );
         let owners = |v: &Vips| v.owners().map(|(_, o)| o).collect::<Vec<_>>();
         let both = vec![Some(NodeId(1)), Some(NodeId(2))];
@@ -642,6 +728,7 @@ mod tests {
     fn coming(node: u16, healthy: bool) -> PeerHealth {
         PeerHealth {
             coming: !healthy,
+            alive: true,
             ..peer(node, healthy)
         }
     }
@@ -718,6 +805,7 @@ mod tests {
             healthy: false,
             left: true,
             coming: false,
+            alive: false,
         };
         step(&mut w, 3000, true, &[left]);
         assert_eq!(held(&w), [true, true], "a Leave hands over at once");
