@@ -133,8 +133,14 @@ impl Net {
     /// Removes every partition.
     pub fn heal(&self) {
         for h in 1..=self.hosts.len() {
-            replace_table(self.ns(h), "tdm_part", "");
+            self.heal_host(h);
         }
+    }
+
+    /// Removes host `host`'s side of a partition: it hears the others again (and they hear
+    /// it once their own sides go too), so a test can heal unevenly.
+    pub fn heal_host(&self, host: usize) {
+        replace_table(self.ns(host), "tdm_part", "");
     }
 
     /// Frames host `host` dropped so far by its loss rule (nft counter), for checks.

@@ -530,3 +530,76 @@ fn peer_coming(m: &Member) -> bool {
         && m.flags.0 & coming != 0
         && m.flags.0 & going == 0
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(ms: u64) -> Instant {
+        Instant::ZERO + Duration::from_millis(ms)
+    }
+
+    /// Drives a probe from `start`, a turn every millisecond, `answering` saying whether
+    /// another host answers at that time; returns when it was taken and the probes sent.
+    fn run(start: u64, answering: impl Fn(u64) -> bool) -> (Option<u64>, u32) {
+        let mut p = Probing::new(at(start));
+        let mut sent = 0;
+        // An answer is heard at the turn after the probe it answers.
+        let mut answer = false;
+        for ms in start..start + 3000 {
+            let heard = std::mem::take(&mut answer);
+            match p.step(at(ms), heard) {
+                ProbeStep::Send => {
+                    p.sent();
+                    sent += 1;
+                    answer = answering(ms);
+                }
+                ProbeStep::Take => return (Some(ms), sent),
+                ProbeStep::Wait | ProbeStep::Answered => {}
+            }
+            assert!(p.due() >= at(ms), "due in the past at {ms}");
+        }
+        (None, sent)
+    }
+
+    #[test]
+    fn probe_takes_after_a_quiet_window_and_waits_while_answered() {
+        // Nobody answers: two probes, taken at the end of the window.
+        let (taken, sent) = run(100, |_| false);
+        assert_eq!(taken, Some(100 + PROBE_WINDOW.as_millis() as u64));
+        assert_eq!(sent, u32::from(PROBES));
+        // The holder answers until it releases at 120 ms: never taken before then, and
+        // taken a window after the first quiet round.
+        let (taken, sent) = run(100, |ms| ms < 120);
+        let taken = taken.unwrap();
+        assert!(taken >= 120 + PROBE_WINDOW.as_millis() as u64, "{taken}");
+        assert!(
+            taken <= 120 + 2 * PROBE_WINDOW.as_millis() as u64,
+            "{taken}"
+        );
+        assert!(sent > u32::from(PROBES), "{sent}");
+        // A host that keeps answering: never taken, and probed at a bounded rate (the
+        // fast rounds, then one every PROBE_SLOW_RETRY).
+        let (taken, sent) = run(0, |_| true);
+        assert_eq!(taken, None);
+        let slow = 3000 / PROBE_SLOW_RETRY.as_millis() as u32;
+        assert!(sent <= PROBE_FAST_ROUNDS + slow + 1, "{sent} probes in 3 s");
+    }
+
+    #[test]
+    fn probe_not_sent_starts_its_round_over() {
+        let mut p = Probing::new(at(0));
+        assert_eq!(p.step(at(0), false), ProbeStep::Send);
+        p.not_sent(at(0));
+        assert_eq!(p.due(), at(0) + ANNOUNCE_RETRY);
+        assert_eq!(p.step(at(0), false), ProbeStep::Wait);
+        assert_eq!(p.step(at(1), false), ProbeStep::Send);
+        p.sent();
+        assert_eq!(p.step(at(2), false), ProbeStep::Wait);
+        assert_eq!(p.step(at(3), false), ProbeStep::Send);
+        p.sent();
+        // Without a probe sent, no window can end in a take.
+        assert_eq!(p.step(at(6), false), ProbeStep::Wait);
+        assert_eq!(p.step(at(7), false), ProbeStep::Take);
+    }
+}

@@ -210,9 +210,7 @@ impl IfAddrs {
     /// Its answers arrive on a [`ProbeReplies`] opened before with [`IfAddrs::listen`].
     pub fn probe(&self, vip: &VipSpec) -> io::Result<()> {
         match vip.addr {
-            IpAddr::V4(ip) => {
-                self.send_frame(libc::ETH_P_ARP, [0xff; 6], &arp_probe(self.mac, ip))
-            }
+            IpAddr::V4(ip) => self.send_frame(libc::ETH_P_ARP, [0xff; 6], &arp_probe(self.mac, ip)),
             IpAddr::V6(ip) => {
                 self.send_frame(libc::ETH_P_IPV6, solicited_mac(ip), &dad_solicit(ip))
             }
@@ -274,9 +272,8 @@ impl IfAddrs {
                     ),
                 ] {
                     // SAFETY: a valid socket; `value` points at a live local of `len` bytes.
-                    let r = unsafe {
-                        libc::setsockopt(sock.as_raw_fd(), level, name, value, len as _)
-                    };
+                    let r =
+                        unsafe { libc::setsockopt(sock.as_raw_fd(), level, name, value, len as _) };
                     if r != 0 {
                         return Err(io::Error::last_os_error());
                     }
@@ -807,6 +804,69 @@ mod tests {
         let e = parse_ack(&m, 9).unwrap().unwrap_err();
         assert_eq!(e.raw_os_error(), Some(libc::EEXIST));
         assert!(parse_ack(&m[..10], 9).is_none());
+    }
+
+    #[test]
+    fn arp_probe_layout_and_what_answers_it() {
+        let mine = [2, 0, 0, 0, 0, 1];
+        let ip = Ipv4Addr::new(198, 18, 0, 100);
+        let p = arp_probe(mine, ip);
+        assert_eq!(&p[..8], &[0, 1, 8, 0, 6, 4, 0, 1]);
+        assert_eq!(&p[8..14], &mine);
+        assert_eq!(&p[14..18], &[0; 4], "sender 0.0.0.0");
+        assert_eq!(&p[18..24], &[0; 6]);
+        assert_eq!(&p[24..28], &ip.octets());
+        // The holder's kernel answers: a reply from the VIP, its own MAC.
+        let theirs = [2, 0, 0, 0, 0, 2];
+        let mut reply = [0u8; 28];
+        reply[..8].copy_from_slice(&[0, 1, 8, 0, 6, 4, 0, 2]);
+        reply[8..14].copy_from_slice(&theirs);
+        reply[14..18].copy_from_slice(&ip.octets());
+        reply[18..24].copy_from_slice(&mine);
+        assert!(arp_answers(&reply, ip, mine));
+        // So does its gratuitous ARP; not this node's own, another address's, another
+        // host's probe (sender 0.0.0.0: it holds nothing), a short or non-IPv4 packet.
+        assert!(arp_answers(&garp(theirs, ip), ip, mine));
+        assert!(!arp_answers(&garp(mine, ip), ip, mine));
+        assert!(!arp_answers(&reply, Ipv4Addr::new(198, 18, 0, 101), mine));
+        assert!(!arp_answers(&arp_probe(theirs, ip), ip, mine));
+        assert!(!arp_answers(&reply[..27], ip, mine));
+        let mut other = reply;
+        other[2..4].copy_from_slice(&[0x86, 0xdd]);
+        assert!(!arp_answers(&other, ip, mine));
+    }
+
+    #[test]
+    fn dad_solicitation_layout_checksum_and_what_answers_it() {
+        let ip: Ipv6Addr = "fd00:7a6e::100".parse().unwrap();
+        let group: Ipv6Addr = "ff02::1:ff00:100".parse().unwrap();
+        assert_eq!(solicited_node(ip), group);
+        assert_eq!(solicited_mac(ip), [0x33, 0x33, 0xff, 0x00, 0x01, 0x00]);
+        let p = dad_solicit(ip);
+        // IPv6 header: version 6, payload 24, ICMPv6, hop limit 255, from ::.
+        assert_eq!(&p[..8], &[0x60, 0, 0, 0, 0, 24, 0x3a, 255]);
+        assert_eq!(&p[8..24], &[0; 16]);
+        assert_eq!(&p[24..40], &group.octets());
+        // Neighbour solicitation, code 0, reserved zero, target the VIP, no options.
+        assert_eq!((p[40], p[41]), (0x87, 0));
+        assert_eq!(&p[44..48], &[0; 4]);
+        assert_eq!(&p[48..64], &ip.octets());
+        // The checksum verifies: the sum over pseudo-header and message is all ones.
+        assert_ne!(&p[42..44], &[0, 0]);
+        assert_eq!(icmp6_checksum(Ipv6Addr::UNSPECIFIED, group, &p[40..]), 0);
+        // Independently computed (RFC 4443 2.3 by hand, scripts-free): the same message
+        // with its checksum field zeroed sums to the stored value.
+        let mut zeroed = p;
+        zeroed[42..44].fill(0);
+        let expect = icmp6_checksum(Ipv6Addr::UNSPECIFIED, group, &zeroed[40..]);
+        assert_eq!(expect.to_be_bytes(), [p[42], p[43]]);
+        // An advertisement for the VIP answers; one for another target, a solicitation
+        // or a short message does not.
+        let na = neighbour_advert([2, 0, 0, 0, 0, 2], ip);
+        assert!(advert_answers(&na, ip));
+        assert!(!advert_answers(&na, "fd00:7a6e::101".parse().unwrap()));
+        assert!(!advert_answers(&p[40..], ip));
+        assert!(!advert_answers(&na[..23], ip));
     }
 
     #[test]
