@@ -457,6 +457,12 @@ impl Net {
     /// Whether host `host`'s eth0 carries the address `cidr` (`198.18.0.100/24`,
     /// `fd00:7a6e::100/64`).
     pub fn holds_address(&self, host: usize, cidr: &str) -> bool {
+        self.addresses(host).iter().any(|w| w == cidr)
+    }
+
+    /// The words of `ip -o addr show dev eth0` on host `host` (its addresses as
+    /// `ADDR/PREFIX` among them): one `ip` call for several checks at the same moment.
+    pub fn addresses(&self, host: usize) -> Vec<String> {
         sh(&[
             "ip",
             "-n",
@@ -468,7 +474,8 @@ impl Net {
             "eth0",
         ])
         .split_whitespace()
-        .any(|w| w == cidr)
+        .map(str::to_string)
+        .collect()
     }
 
     /// A key file `name` (mode 0600) with one fresh random AES-128 key, in this net's scratch

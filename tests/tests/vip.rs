@@ -83,7 +83,12 @@ fn assert_own_vips(net: &Net) {
         net.log(0),
         net.log(1)
     );
-    assert!(!holds(net, 1, VIP2) && !holds(net, 2, VIP1));
+    assert!(
+        !holds(net, 1, VIP2) && !holds(net, 2, VIP1),
+        "a node holds the other's VIP\n{}\n{}",
+        net.log(0),
+        net.log(1)
+    );
 }
 
 /// Samples hosts 1 and 2 until host 1 holds `vip` (bounded: twice [`BOUND`] from
@@ -102,7 +107,9 @@ fn wait_hand_back(net: &Net, vip: &str, started: Instant, node: usize) -> (Durat
         samples += 1;
         assert!(
             !(on1 && on2),
-            "both hosts hold {vip} after {samples} samples"
+            "both hosts hold {vip} after {samples} samples\n{}\n{}",
+            net.log(node),
+            net.log(1)
         );
         if on1 {
             return (started.elapsed(), samples);
@@ -148,7 +155,10 @@ fn vips_follow_the_nodes_kill9_moves_and_a_returning_node_takes_back_after_hold(
 
     // kill -9 node 1: node 2 takes .100 too; the client's ARP moves with the GARP (its
     // entry is not re-resolved: host 1's kernel still has the stale address and would
-    // answer a new ARP request).
+    // answer a new ARP request). Taken at once: no probe after a death (one would be
+    // answered by that stale address).
+    let probes = net.metric(b, "tandem_vip_probes_total");
+    assert!(probes.is_some());
     net.kill9(a);
     assert!(
         wait_holds(&net, 2, VIP1, true, BOUND),
@@ -156,6 +166,7 @@ fn vips_follow_the_nodes_kill9_moves_and_a_returning_node_takes_back_after_hold(
         net.log(b)
     );
     assert!(holds(&net, 2, VIP2));
+    assert_eq!(net.metric(b, "tandem_vip_probes_total"), probes);
     let moved = wait_for(BOUND, Duration::from_millis(10), || {
         neighbour(&net, 3, VIP1).contains(&net.mac(2)).then_some(())
     });
@@ -309,6 +320,9 @@ fn sigterm_releases_the_vip_before_leave_and_the_peer_takes_it() {
     let Some(mut net) = Net::new(2) else { return };
     let (a, b) = start_pair(&mut net, &["--log-format", "json"], None);
     assert_own_vips(&net);
+    // The peer left: taken without a probe.
+    let probes = net.metric(b, "tandem_vip_probes_total");
+    assert!(probes.is_some());
     let code = net.sigterm(a).and_then(|s| s.code());
     assert_eq!(code, Some(0), "{}", net.log(a));
     assert!(!holds(&net, 1, VIP1), "SIGTERM left {VIP1} on host 1");
@@ -322,6 +336,7 @@ fn sigterm_releases_the_vip_before_leave_and_the_peer_takes_it() {
         net.log(b)
     );
     assert_eq!(net.member_state(b, 1).as_deref(), Some("left"));
+    assert_eq!(net.metric(b, "tandem_vip_probes_total"), probes);
     // How long the address was on neither host, and how long after the Leave went out
     // (logged just after it) the peer added it: printed, bounded only loosely (timings are
     // the bench's job on a loaded VM).
@@ -385,23 +400,6 @@ fn partition_without_a_witness_both_hold_then_one_after_healing() {
     eprintln!("one holder each {settled:?} after healing");
 }
 
-/// The addresses on host `host`'s eth0, one `ip` call (a sample reads each host once).
-fn addresses(net: &Net, host: usize) -> Vec<String> {
-    sh(&[
-        "ip",
-        "-n",
-        net.ns(host),
-        "-o",
-        "addr",
-        "show",
-        "dev",
-        "eth0",
-    ])
-    .split_whitespace()
-    .map(str::to_string)
-    .collect()
-}
-
 /// Partition cycles of the witness test; each heals unevenly once.
 const CYCLES: usize = 4;
 /// How much later the majority side hears the returning node than it hears them: longer
@@ -458,8 +456,8 @@ fn partition_with_a_witness_never_leaves_two_owners() {
                 "the quorum side never took {VIP1}\n{}",
                 net.log(b)
             );
-            let on2 = addresses(&net, 2);
-            let on1 = addresses(&net, 1);
+            let on2 = net.addresses(2);
+            let on1 = net.addresses(1);
             for vip in [VIP1, VIP2, VIP6_1, VIP6_2] {
                 let both = on1.iter().any(|w| w == vip) && on2.iter().any(|w| w == vip);
                 assert!(
@@ -479,6 +477,7 @@ fn partition_with_a_witness_never_leaves_two_owners() {
         // Heal unevenly: node 1 hears nodes 2 and 3 first (it regains quorum), they hear it
         // HEAL_SKEW later. Timed from before the first host heals: the hold counts from then
         // at the earliest.
+        let before = overlaps.len();
         let healed = Instant::now();
         net.heal_host(1);
         std::thread::sleep(HEAL_SKEW);
@@ -491,8 +490,8 @@ fn partition_with_a_witness_never_leaves_two_owners() {
                 net.log(a),
                 net.log(b)
             );
-            let on1 = addresses(&net, 1);
-            let on2 = addresses(&net, 2);
+            let on1 = net.addresses(1);
+            let on2 = net.addresses(2);
             heal_samples += 1;
             for vip in node1 {
                 if on1.iter().any(|w| w == vip) && on2.iter().any(|w| w == vip) {
@@ -511,8 +510,9 @@ fn partition_with_a_witness_never_leaves_two_owners() {
         assert!(holds(&net, 2, VIP2) && !holds(&net, 1, VIP2));
         assert!(holds(&net, 2, VIP6_2) && !holds(&net, 1, VIP6_2));
         eprintln!(
-            "cycle {cycle}: moved after {:?}, back after {back:?}",
-            moved.map(|m| m - start)
+            "cycle {cycle}: moved after {:?}, back after {back:?}, {} samples both",
+            moved.map(|m| m - start),
+            overlaps.len() - before
         );
     }
     let probes = net.metric(a, "tandem_vip_probes_total").unwrap_or(0);

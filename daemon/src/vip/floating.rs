@@ -9,6 +9,7 @@
 //! The loop calls [`Floating::update`] once per turn with the membership view; it never
 //! blocks longer than one netlink round trip per changed VIP (microseconds).
 
+use std::net::IpAddr;
 use std::time::Duration;
 
 use tandem_core::frame::{Role as WireRole, StateFlags};
@@ -17,7 +18,7 @@ use tandem_core::{Instant, NodeId};
 use tracing::{info, warn};
 
 use crate::config::Config;
-use crate::vip::ifaddr::{IfAddrError, IfAddrs, ProbeReplies};
+use crate::vip::ifaddr::{IfAddrError, IfAddrs};
 use crate::vip::{Action, PeerHealth, VipSpec, Vips};
 
 /// Announcements (gratuitous ARP, or unsolicited neighbour advertisement for IPv6) after an
@@ -68,10 +69,11 @@ pub struct VipStats {
 const PROBES: u8 = 2;
 /// Between the probes of a round.
 const PROBE_SPACING: Duration = Duration::from_millis(2);
-/// A round's window, from its first probe: no answer by then, and the address is taken.
-/// An answer comes from the holder's kernel within microseconds on a quiet link; the
-/// window leaves milliseconds for a loaded host's softirq.
-const PROBE_WINDOW: Duration = Duration::from_millis(6);
+/// How long after a round's last probe went out an answer is waited for: none by then,
+/// and the address is taken (a round is 6 ms). An answer comes from the holder's kernel
+/// within microseconds on a quiet link; this leaves milliseconds for a loaded host's
+/// softirq. Counted from the actual send, so a late turn cannot shorten it.
+const PROBE_WAIT: Duration = Duration::from_millis(4);
 /// After an answer, the next round starts this much later for the first
 /// [`PROBE_FAST_ROUNDS`] answers (a hand-back's holder releases within milliseconds),
 /// then every [`PROBE_SLOW_RETRY`] (a host that keeps answering is not the hand-back case:
@@ -85,8 +87,8 @@ const PROBE_WARN_AFTER: Duration = Duration::from_secs(1);
 /// Where a probe for one VIP stands (pure: [`Floating`] does the sending and reading).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Probing {
-    /// When this round's first probe is due.
-    round: Instant,
+    /// When the next probe is due, or (all of this round's sent) the round's window ends.
+    next: Instant,
     /// Probes of this round sent.
     sent: u8,
     /// Rounds another host answered.
@@ -98,33 +100,28 @@ struct Probing {
 /// What [`Probing::step`] says to do now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum ProbeStep {
-    /// Send a probe (then [`Probing::sent`]).
+    /// Send a probe (then [`Probing::sent`] or [`Probing::not_sent`]).
     Send,
     /// Nothing before [`Probing::due`].
     Wait,
     /// Another host answered: it still holds the address; a new round starts later.
     Answered,
-    /// A whole window without an answer: take the address.
+    /// A whole round without an answer: take the address.
     Take,
 }
 
 impl Probing {
     fn new(now: Instant) -> Probing {
         Probing {
-            round: now,
+            next: now,
             sent: 0,
             answers: 0,
             since: now,
         }
     }
 
-    /// The next probe, or the end of the window once the round's probes are out.
     fn due(&self) -> Instant {
-        if self.sent < PROBES {
-            self.round + PROBE_SPACING * u32::from(self.sent)
-        } else {
-            self.round + PROBE_WINDOW
-        }
+        self.next
     }
 
     /// `answered`: another host answered for the address since the last step.
@@ -136,11 +133,11 @@ impl Probing {
             } else {
                 PROBE_SLOW_RETRY
             };
-            self.round = now + pause;
+            self.next = now + pause;
             self.sent = 0;
             return ProbeStep::Answered;
         }
-        if now < self.due() {
+        if now < self.next {
             ProbeStep::Wait
         } else if self.sent < PROBES {
             ProbeStep::Send
@@ -149,14 +146,20 @@ impl Probing {
         }
     }
 
-    /// The probe [`ProbeStep::Send`] asked for went out.
-    fn sent(&mut self) {
+    /// The probe [`ProbeStep::Send`] asked for went out at `now`.
+    fn sent(&mut self, now: Instant) {
         self.sent += 1;
+        self.next = now
+            + if self.sent < PROBES {
+                PROBE_SPACING
+            } else {
+                PROBE_WAIT
+            };
     }
 
     /// It did not: the round starts over [`ANNOUNCE_RETRY`] later.
     fn not_sent(&mut self, now: Instant) {
-        self.round = now + ANNOUNCE_RETRY;
+        self.next = now + ANNOUNCE_RETRY;
         self.sent = 0;
     }
 }
@@ -165,7 +168,6 @@ impl Probing {
 #[derive(Debug)]
 struct Pending {
     vip: VipSpec,
-    replies: ProbeReplies,
     probing: Probing,
     warned: bool,
 }
@@ -201,6 +203,9 @@ pub struct Floating {
     announce: Vec<Announce>,
     /// Acquisitions waiting for their probe.
     pending: Vec<Pending>,
+    /// Addresses another host answered for in this turn (read once per turn for every
+    /// pending probe).
+    answered: Vec<IpAddr>,
     peers: Vec<PeerHealth>,
     actions: Vec<Action>,
     stats: VipStats,
@@ -221,8 +226,9 @@ impl Floating {
         if cfg.vips.is_empty() {
             return Ok(None);
         }
+        let v4 = cfg.vips.iter().any(|v| v.addr.is_ipv4());
         let v6 = cfg.vips.iter().any(|v| v.addr.is_ipv6());
-        let mut kernel = IfAddrs::open(&cfg.interface, v6)?;
+        let mut kernel = IfAddrs::open(&cfg.interface, v4, v6)?;
         // Only a quorum makes the other side of a partition release (see `Vips::new`).
         let fade = if cfg.voters.is_empty() {
             Duration::ZERO
@@ -242,6 +248,7 @@ impl Floating {
             kernel,
             announce: Vec::new(),
             pending: Vec::new(),
+            answered: Vec::new(),
             peers: Vec::new(),
             actions: Vec::new(),
             stats: VipStats::default(),
@@ -274,6 +281,10 @@ impl Floating {
         let actions = &self.actions;
         self.pending
             .retain(|p| actions.contains(&Action::ProbeAndAcquire(p.vip)));
+        self.answered.clear();
+        if !self.pending.is_empty() {
+            self.kernel.answers(&mut self.answered);
+        }
         self.apply(now, events);
     }
 
@@ -339,34 +350,28 @@ impl Floating {
     fn probe(&mut self, now: Instant, vip: VipSpec) -> bool {
         let i = match self.pending.iter().position(|p| p.vip == vip) {
             Some(i) => i,
-            None => match self.kernel.listen(&vip) {
-                Ok(replies) => {
-                    self.pending.push(Pending {
-                        vip,
-                        replies,
-                        probing: Probing::new(now),
-                        warned: false,
-                    });
-                    self.pending.len() - 1
+            None => {
+                if self.pending.is_empty() {
+                    // What queued while no probe ran is stale.
+                    self.kernel.drain_answers();
                 }
-                Err(e) => {
-                    // Counted as a refused change, paused like one.
-                    self.stats.failed += 1;
-                    self.retry_at = Some(now + RETRY);
-                    warn!(vip = %vip.cidr(), error = %e, "VIP probe: cannot hear answers");
-                    return false;
-                }
-            },
+                self.pending.push(Pending {
+                    vip,
+                    probing: Probing::new(now),
+                    warned: false,
+                });
+                self.pending.len() - 1
+            }
         };
+        let answered = self.answered.contains(&vip.addr);
         let p = &mut self.pending[i];
         // Bounded: at most one probe per call, and `due` moves on after each.
-        let answered = p.replies.answered();
         match p.probing.step(now, answered) {
             ProbeStep::Wait => false,
             ProbeStep::Send => {
                 match self.kernel.probe(&vip) {
                     Ok(()) => {
-                        p.probing.sent();
+                        p.probing.sent(now);
                         self.stats.probes += 1;
                     }
                     Err(e) => {
@@ -550,7 +555,7 @@ mod tests {
             let heard = std::mem::take(&mut answer);
             match p.step(at(ms), heard) {
                 ProbeStep::Send => {
-                    p.sent();
+                    p.sent(at(ms));
                     sent += 1;
                     answer = answering(ms);
                 }
@@ -565,18 +570,16 @@ mod tests {
     #[test]
     fn probe_takes_after_a_quiet_window_and_waits_while_answered() {
         // Nobody answers: two probes, taken at the end of the window.
+        let round = (PROBE_SPACING + PROBE_WAIT).as_millis() as u64;
         let (taken, sent) = run(100, |_| false);
-        assert_eq!(taken, Some(100 + PROBE_WINDOW.as_millis() as u64));
+        assert_eq!(taken, Some(100 + round));
         assert_eq!(sent, u32::from(PROBES));
         // The holder answers until it releases at 120 ms: never taken before then, and
         // taken a window after the first quiet round.
         let (taken, sent) = run(100, |ms| ms < 120);
         let taken = taken.unwrap();
-        assert!(taken >= 120 + PROBE_WINDOW.as_millis() as u64, "{taken}");
-        assert!(
-            taken <= 120 + 2 * PROBE_WINDOW.as_millis() as u64,
-            "{taken}"
-        );
+        assert!(taken >= 120 + round, "{taken}");
+        assert!(taken <= 120 + 2 * round, "{taken}");
         assert!(sent > u32::from(PROBES), "{sent}");
         // A host that keeps answering: never taken, and probed at a bounded rate (the
         // fast rounds, then one every PROBE_SLOW_RETRY).
@@ -587,19 +590,20 @@ mod tests {
     }
 
     #[test]
-    fn probe_not_sent_starts_its_round_over() {
+    fn probe_waits_from_the_actual_sends_and_a_failed_send_starts_over() {
         let mut p = Probing::new(at(0));
         assert_eq!(p.step(at(0), false), ProbeStep::Send);
         p.not_sent(at(0));
         assert_eq!(p.due(), at(0) + ANNOUNCE_RETRY);
         assert_eq!(p.step(at(0), false), ProbeStep::Wait);
-        assert_eq!(p.step(at(1), false), ProbeStep::Send);
-        p.sent();
-        assert_eq!(p.step(at(2), false), ProbeStep::Wait);
-        assert_eq!(p.step(at(3), false), ProbeStep::Send);
-        p.sent();
-        // Without a probe sent, no window can end in a take.
-        assert_eq!(p.step(at(6), false), ProbeStep::Wait);
-        assert_eq!(p.step(at(7), false), ProbeStep::Take);
+        // A late turn (10 ms): the probes and the wait count from when they went out, so
+        // the window never closes on a probe just sent.
+        assert_eq!(p.step(at(10), false), ProbeStep::Send);
+        p.sent(at(10));
+        assert_eq!(p.step(at(11), false), ProbeStep::Wait);
+        assert_eq!(p.step(at(20), false), ProbeStep::Send);
+        p.sent(at(20));
+        assert_eq!(p.step(at(23), false), ProbeStep::Wait);
+        assert_eq!(p.step(at(24), false), ProbeStep::Take);
     }
 }

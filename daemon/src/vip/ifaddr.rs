@@ -13,8 +13,11 @@
 //! address detection neighbour solicitation from `::` to the VIP's solicited-node group
 //! (which the holder's kernel answers with an advertisement to all nodes), sent whole (IPv6
 //! header included) on the packet socket, since an ICMPv6 socket cannot send from `::`.
-//! [`ProbeReplies`] hears the answers on this interface only, and exists only while a probe
-//! runs, so nothing queues up otherwise. Every probe goes out of `--interface` alone.
+//! Answers are heard on this interface only, on two sockets opened at start and kept (a
+//! packet socket's close waits for an RCU grace period, tens of milliseconds on a loaded
+//! host, which would stall the loop past the failure detector's deadline): ARP replies (a
+//! socket filter passes nothing else, so little queues between probes) and neighbour
+//! advertisements (an ICMPv6 filter). Every probe goes out of `--interface` alone.
 //!
 //! Hand-written over libc: two fixed-size requests, 28-byte ARP packets, a 32-byte
 //! advertisement and a 64-byte solicitation are smaller than a netlink crate stack.
@@ -82,6 +85,10 @@ pub struct IfAddrs {
     netlink: OwnedFd,
     packet: OwnedFd,
     icmp6: Option<OwnedFd>,
+    /// ARP replies on this interface (an IPv4 VIP is configured): probe answers.
+    arp: Option<OwnedFd>,
+    /// Neighbour advertisements on this interface (an IPv6 VIP is configured).
+    adverts: Option<OwnedFd>,
     ifindex: u32,
     mac: [u8; 6],
     seq: u32,
@@ -105,18 +112,24 @@ const ND_OPT_TARGET_LLADDR: u8 = 0x02;
 const ND_NEIGHBOR_SOLICIT: u8 = 0x87;
 /// IPv6's next-header number of ICMPv6.
 const IPPROTO_ICMPV6: u8 = 0x3a;
-/// Read at most this many queued packets per look at the probe replies: a busy link's
-/// other ARP traffic waits for the next look rather than stalling the loop.
+/// ARP reply (RFC 826).
+const ARP_REPLY: u16 = 0x0002;
+/// Read at most this many queued packets per look at the probe answers: a busy link's
+/// other traffic waits for the next look rather than stalling the loop.
 const REPLIES_PER_LOOK: usize = 64;
+/// Stale answers discarded at most before a probe starts (the rest are read as answers;
+/// a stale one only delays the take by a round).
+const STALE_PER_DRAIN: usize = 1024;
 /// Receivers drop neighbour discovery whose hop limit is not 255 (RFC 4861 7.1.2).
 const ND_HOP_LIMIT: libc::c_int = 255;
 /// setsockopt ICMP6_FILTER (linux/icmpv6.h): a bit set blocks that ICMPv6 type.
 const ICMP6_FILTER: libc::c_int = 1;
 
 impl IfAddrs {
-    /// Opens the sockets for interface `name` (a name, not an address); the ICMPv6 one only
-    /// when `v6` (a VIP is IPv6), so a host with IPv6 off still runs IPv4 VIPs.
-    pub fn open(name: &str, v6: bool) -> Result<IfAddrs, IfAddrError> {
+    /// Opens the sockets for interface `name` (a name, not an address); the ARP one only
+    /// when `v4` (a VIP is IPv4), the ICMPv6 ones only when `v6` (a VIP is IPv6), so a host
+    /// with IPv6 off still runs IPv4 VIPs.
+    pub fn open(name: &str, v4: bool, v6: bool) -> Result<IfAddrs, IfAddrError> {
         if let Some(missing) = missing_capabilities() {
             return Err(IfAddrError::Config(format!(
                 "--vip needs CAP_NET_ADMIN and CAP_NET_RAW; missing {missing} (run as root or \
@@ -166,10 +179,28 @@ impl IfAddrs {
         } else {
             None
         };
+        let arp = if v4 {
+            Some(
+                arp_socket(ifindex)
+                    .map_err(|e| IfAddrError::Io(format!("ARP socket for --vip: {e}")))?,
+            )
+        } else {
+            None
+        };
+        let adverts = if v6 {
+            Some(
+                advert_socket(ifindex)
+                    .map_err(|e| IfAddrError::Io(format!("ICMPv6 socket for --vip: {e}")))?,
+            )
+        } else {
+            None
+        };
         Ok(IfAddrs {
             netlink,
             packet,
             icmp6,
+            arp,
+            adverts,
             ifindex,
             mac,
             seq: 0,
@@ -207,7 +238,7 @@ impl IfAddrs {
     }
 
     /// One probe for `vip` (see the module docs): does another host on the link hold it?
-    /// Its answers arrive on a [`ProbeReplies`] opened before with [`IfAddrs::listen`].
+    /// Its answers are read with [`IfAddrs::answers`].
     pub fn probe(&self, vip: &VipSpec) -> io::Result<()> {
         match vip.addr {
             IpAddr::V4(ip) => self.send_frame(libc::ETH_P_ARP, [0xff; 6], &arp_probe(self.mac, ip)),
@@ -217,75 +248,31 @@ impl IfAddrs {
         }
     }
 
-    /// Starts hearing answers for `vip` on this interface: ARP packets for IPv4, neighbour
-    /// advertisements for IPv6 (a socket of its own, closed when dropped).
-    pub fn listen(&self, vip: &VipSpec) -> io::Result<ProbeReplies> {
-        let sock = match vip.addr {
-            IpAddr::V4(_) => {
-                // Protocol 0 hears nothing until bound to ARP on this interface alone.
-                let sock = socket(
-                    libc::AF_PACKET,
-                    libc::SOCK_DGRAM | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
-                    0,
-                )?;
-                // SAFETY: zeroed sockaddr_ll is valid; family, protocol and index set below.
-                let mut at: libc::sockaddr_ll = unsafe { zeroed() };
-                at.sll_family = libc::AF_PACKET as u16;
-                at.sll_protocol = (libc::ETH_P_ARP as u16).to_be();
-                at.sll_ifindex = self.ifindex as i32;
-                // SAFETY: a valid socket and an address of the size given.
-                let r = unsafe {
-                    libc::bind(
-                        sock.as_raw_fd(),
-                        (&at as *const libc::sockaddr_ll).cast(),
-                        size_of::<libc::sockaddr_ll>() as libc::socklen_t,
-                    )
-                };
-                if r != 0 {
-                    return Err(io::Error::last_os_error());
+    /// Discards the answers queued while no probe ran (bounded), before a probe starts.
+    pub fn drain_answers(&self) {
+        for sock in [&self.arp, &self.adverts].into_iter().flatten() {
+            recv_each(sock, STALE_PER_DRAIN, |_, _| {});
+        }
+    }
+
+    /// Appends to `out` each address another host answered for since the last look: the
+    /// sender of an ARP reply not from this interface's MAC, the target of a neighbour
+    /// advertisement (at most [`REPLIES_PER_LOOK`] packets per socket; the rest waits).
+    pub fn answers(&self, out: &mut Vec<IpAddr>) {
+        if let Some(sock) = &self.arp {
+            recv_each(sock, REPLIES_PER_LOOK, |pkt, outgoing| {
+                if let Some(ip) = arp_sender(pkt, self.mac).filter(|_| !outgoing) {
+                    out.push(IpAddr::V4(ip));
                 }
-                sock
-            }
-            IpAddr::V6(_) => {
-                let sock = socket(
-                    libc::AF_INET6,
-                    libc::SOCK_RAW | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
-                    libc::IPPROTO_ICMPV6,
-                )?;
-                // Every ICMPv6 type blocked but the advertisement.
-                let mut filter = [u32::MAX; 8];
-                let na = usize::from(ND_NEIGHBOR_ADVERT);
-                filter[na / 32] &= !(1 << (na % 32));
-                let index = self.ifindex as libc::c_int;
-                for (level, name, value, len) in [
-                    (
-                        libc::IPPROTO_ICMPV6,
-                        ICMP6_FILTER,
-                        filter.as_ptr().cast::<libc::c_void>(),
-                        size_of::<[u32; 8]>(),
-                    ),
-                    (
-                        libc::SOL_SOCKET,
-                        libc::SO_BINDTOIFINDEX,
-                        (&index as *const libc::c_int).cast(),
-                        size_of::<libc::c_int>(),
-                    ),
-                ] {
-                    // SAFETY: a valid socket; `value` points at a live local of `len` bytes.
-                    let r =
-                        unsafe { libc::setsockopt(sock.as_raw_fd(), level, name, value, len as _) };
-                    if r != 0 {
-                        return Err(io::Error::last_os_error());
-                    }
+            });
+        }
+        if let Some(sock) = &self.adverts {
+            recv_each(sock, REPLIES_PER_LOOK, |pkt, _| {
+                if let Some(ip) = advert_target(pkt) {
+                    out.push(IpAddr::V6(ip));
                 }
-                sock
-            }
-        };
-        Ok(ProbeReplies {
-            sock,
-            vip: vip.addr,
-            mac: self.mac,
-        })
+            });
+        }
     }
 
     /// One frame of `proto` (host order) to `dst` out of this interface on the packet
@@ -412,60 +399,147 @@ impl IfAddrs {
     }
 }
 
-/// Answers to this node's probes for one VIP (see [`IfAddrs::listen`]).
-#[derive(Debug)]
-pub struct ProbeReplies {
-    sock: OwnedFd,
-    vip: IpAddr,
-    /// This interface's MAC: ARP from it is this node's own.
-    mac: [u8; 6],
+/// Reads up to `limit` queued packets from the non-blocking `sock`, each with whether the
+/// packet socket saw it going out (always false on other sockets).
+fn recv_each(sock: &OwnedFd, limit: usize, mut f: impl FnMut(&[u8], bool)) {
+    let mut buf = [0u8; 128];
+    for _ in 0..limit {
+        // SAFETY: zeroed sockaddr_ll is valid storage for the sender's address.
+        let mut from: libc::sockaddr_ll = unsafe { zeroed() };
+        let mut len = size_of::<libc::sockaddr_ll>() as libc::socklen_t;
+        // SAFETY: valid socket and buffers of the sizes given; a longer sender address (an
+        // ICMPv6 socket's sockaddr_in6) is truncated to `len` by the kernel.
+        let n = unsafe {
+            libc::recvfrom(
+                sock.as_raw_fd(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                libc::MSG_DONTWAIT,
+                (&mut from as *mut libc::sockaddr_ll).cast(),
+                &mut len,
+            )
+        };
+        if n < 0 {
+            // Nothing more queued (EAGAIN), or an error that leaves nothing to read.
+            return;
+        }
+        let pkt = buf.get(..n as usize).unwrap_or(&[]);
+        let outgoing =
+            from.sll_family == libc::AF_PACKET as u16 && from.sll_pkttype == libc::PACKET_OUTGOING;
+        f(pkt, outgoing);
+    }
 }
 
-impl ProbeReplies {
-    /// Whether another host answered for the VIP since the last look: reads what queued
-    /// (at most [`REPLIES_PER_LOOK`] packets; the rest waits for the next look).
-    pub fn answered(&self) -> bool {
-        let mut buf = [0u8; 128];
-        let mut answered = false;
-        for _ in 0..REPLIES_PER_LOOK {
-            // SAFETY: zeroed sockaddr_ll is valid storage for the sender's address.
-            let mut from: libc::sockaddr_ll = unsafe { zeroed() };
-            let mut len = size_of::<libc::sockaddr_ll>() as libc::socklen_t;
-            // The packet socket's sender tells this node's own frames apart; the ICMPv6
-            // socket's (a sockaddr_in6) is not needed.
-            let (addr, addr_len) = match self.vip {
-                IpAddr::V4(_) => (
-                    (&mut from as *mut libc::sockaddr_ll).cast::<libc::sockaddr>(),
-                    &mut len as *mut libc::socklen_t,
-                ),
-                IpAddr::V6(_) => (std::ptr::null_mut(), std::ptr::null_mut()),
-            };
-            // SAFETY: valid socket and buffer of the size given; `addr` is null or points
-            // at `from`, whose size `addr_len` holds.
-            let n = unsafe {
-                libc::recvfrom(
-                    self.sock.as_raw_fd(),
-                    buf.as_mut_ptr().cast(),
-                    buf.len(),
-                    libc::MSG_DONTWAIT,
-                    addr,
-                    addr_len,
-                )
-            };
-            if n < 0 {
-                // Nothing more queued (EAGAIN), or an error that leaves nothing to read.
-                break;
-            }
-            let pkt = buf.get(..n as usize).unwrap_or(&[]);
-            answered |= match self.vip {
-                IpAddr::V4(ip) => {
-                    from.sll_pkttype != libc::PACKET_OUTGOING && arp_answers(pkt, ip, self.mac)
-                }
-                IpAddr::V6(ip) => advert_answers(pkt, ip),
-            };
-        }
-        answered
+/// A packet socket hearing ARP replies on `ifindex` only (non-blocking): a classic BPF
+/// filter drops every other ARP packet in the kernel, so the broadcast requests of a busy
+/// link do not queue up between probes.
+fn arp_socket(ifindex: u32) -> io::Result<OwnedFd> {
+    // Protocol 0 hears nothing until bound to ARP on this interface alone.
+    let sock = socket(
+        libc::AF_PACKET,
+        libc::SOCK_DGRAM | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
+        0,
+    )?;
+    // On a SOCK_DGRAM packet socket offsets count from the ARP header: the operation is
+    // the half-word at 6. Accept a reply whole, drop anything else.
+    let prog = [
+        libc::sock_filter {
+            code: (libc::BPF_LD | libc::BPF_H | libc::BPF_ABS) as u16,
+            jt: 0,
+            jf: 0,
+            k: 6,
+        },
+        libc::sock_filter {
+            code: (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16,
+            jt: 0,
+            jf: 1,
+            k: u32::from(ARP_REPLY),
+        },
+        libc::sock_filter {
+            code: (libc::BPF_RET | libc::BPF_K) as u16,
+            jt: 0,
+            jf: 0,
+            k: 0xffff,
+        },
+        libc::sock_filter {
+            code: (libc::BPF_RET | libc::BPF_K) as u16,
+            jt: 0,
+            jf: 0,
+            k: 0,
+        },
+    ];
+    let fprog = libc::sock_fprog {
+        len: prog.len() as u16,
+        filter: prog.as_ptr() as *mut libc::sock_filter,
+    };
+    // SAFETY: a valid socket; `fprog` points at `prog`, alive for the call (the kernel
+    // copies the program).
+    let r = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_ATTACH_FILTER,
+            (&fprog as *const libc::sock_fprog).cast(),
+            size_of::<libc::sock_fprog>() as libc::socklen_t,
+        )
+    };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
     }
+    // SAFETY: zeroed sockaddr_ll is valid; family, protocol and index set below.
+    let mut at: libc::sockaddr_ll = unsafe { zeroed() };
+    at.sll_family = libc::AF_PACKET as u16;
+    at.sll_protocol = (libc::ETH_P_ARP as u16).to_be();
+    at.sll_ifindex = ifindex as i32;
+    // SAFETY: a valid socket and an address of the size given.
+    let r = unsafe {
+        libc::bind(
+            sock.as_raw_fd(),
+            (&at as *const libc::sockaddr_ll).cast(),
+            size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+        )
+    };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(sock)
+}
+
+/// An ICMPv6 raw socket hearing neighbour advertisements on `ifindex` only (non-blocking;
+/// every other ICMPv6 type blocked).
+fn advert_socket(ifindex: u32) -> io::Result<OwnedFd> {
+    let sock = socket(
+        libc::AF_INET6,
+        libc::SOCK_RAW | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
+        libc::IPPROTO_ICMPV6,
+    )?;
+    let mut filter = [u32::MAX; 8];
+    let na = usize::from(ND_NEIGHBOR_ADVERT);
+    filter[na / 32] &= !(1 << (na % 32));
+    let index = ifindex as libc::c_int;
+    for (level, name, value, len) in [
+        (
+            libc::IPPROTO_ICMPV6,
+            ICMP6_FILTER,
+            filter.as_ptr().cast::<libc::c_void>(),
+            size_of::<[u32; 8]>(),
+        ),
+        (
+            libc::SOL_SOCKET,
+            libc::SO_BINDTOIFINDEX,
+            (&index as *const libc::c_int).cast(),
+            size_of::<libc::c_int>(),
+        ),
+    ] {
+        // SAFETY: a valid socket; `value` points at a live local of `len` bytes.
+        let r = unsafe {
+            libc::setsockopt(sock.as_raw_fd(), level, name, value, len as libc::socklen_t)
+        };
+        if r != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(sock)
 }
 
 fn socket(domain: i32, ty: i32, proto: i32) -> io::Result<OwnedFd> {
@@ -647,23 +721,29 @@ fn arp_probe(mac: [u8; 6], ip: Ipv4Addr) -> [u8; 28] {
     p
 }
 
-/// Whether the ARP packet `pkt` says another host holds `ip`: a reply or request sent from
-/// `ip` by a MAC other than `mine` (RFC 5227 2.1.1's conflict test; a probe from another
-/// host, sender 0.0.0.0, holds nothing and is not one).
-fn arp_answers(pkt: &[u8], ip: Ipv4Addr, mine: [u8; 6]) -> bool {
-    pkt.len() >= 28
+/// The address another host says it holds in the ARP packet `pkt`: the sender address of
+/// a packet from a MAC other than `mine` (RFC 5227 2.1.1's conflict test); `None` for this
+/// node's own packets, a probe (sender 0.0.0.0 holds nothing) and anything not Ethernet
+/// and IPv4.
+fn arp_sender(pkt: &[u8], mine: [u8; 6]) -> Option<Ipv4Addr> {
+    let ours = pkt.len() >= 28
         && pkt[0..2] == 0x0001u16.to_be_bytes()
         && pkt[2..4] == 0x0800u16.to_be_bytes()
         && pkt[4] == 6
         && pkt[5] == 4
-        && pkt[8..14] != mine
-        && pkt[14..18] == ip.octets()
+        && pkt[8..14] != mine;
+    if !ours {
+        return None;
+    }
+    let ip = Ipv4Addr::new(pkt[14], pkt[15], pkt[16], pkt[17]);
+    (!ip.is_unspecified()).then_some(ip)
 }
 
-/// Whether the ICMPv6 message `pkt` (as a raw socket reads it: no IPv6 header) is a
-/// neighbour advertisement for `ip`: the holder answering a probe, or announcing it.
-fn advert_answers(pkt: &[u8], ip: Ipv6Addr) -> bool {
-    pkt.len() >= 24 && pkt[0] == ND_NEIGHBOR_ADVERT && pkt[1] == 0 && pkt[8..24] == ip.octets()
+/// The target of the neighbour advertisement `pkt` (an ICMPv6 message as a raw socket reads
+/// it: no IPv6 header): the holder answering a probe, or announcing the address.
+fn advert_target(pkt: &[u8]) -> Option<Ipv6Addr> {
+    let target: [u8; 16] = pkt.get(8..24)?.try_into().ok()?;
+    (pkt[0] == ND_NEIGHBOR_ADVERT && pkt[1] == 0).then(|| Ipv6Addr::from(target))
 }
 
 /// `ip`'s solicited-node multicast group, ff02::1:ffXX:XXXX (RFC 4291 2.7.1).
@@ -823,17 +903,18 @@ mod tests {
         reply[8..14].copy_from_slice(&theirs);
         reply[14..18].copy_from_slice(&ip.octets());
         reply[18..24].copy_from_slice(&mine);
-        assert!(arp_answers(&reply, ip, mine));
-        // So does its gratuitous ARP; not this node's own, another address's, another
-        // host's probe (sender 0.0.0.0: it holds nothing), a short or non-IPv4 packet.
-        assert!(arp_answers(&garp(theirs, ip), ip, mine));
-        assert!(!arp_answers(&garp(mine, ip), ip, mine));
-        assert!(!arp_answers(&reply, Ipv4Addr::new(198, 18, 0, 101), mine));
-        assert!(!arp_answers(&arp_probe(theirs, ip), ip, mine));
-        assert!(!arp_answers(&reply[..27], ip, mine));
+        assert_eq!(arp_sender(&reply, mine), Some(ip));
+        // So does its gratuitous ARP; not this node's own, another host's probe (sender
+        // 0.0.0.0: it holds nothing), a short or non-IPv4 packet.
+        assert_eq!(arp_sender(&garp(theirs, ip), mine), Some(ip));
+        assert_eq!(arp_sender(&garp(mine, ip), mine), None);
+        assert_eq!(arp_sender(&arp_probe(theirs, ip), mine), None);
+        for n in 0..28 {
+            assert_eq!(arp_sender(&reply[..n], mine), None);
+        }
         let mut other = reply;
         other[2..4].copy_from_slice(&[0x86, 0xdd]);
-        assert!(!arp_answers(&other, ip, mine));
+        assert_eq!(arp_sender(&other, mine), None);
     }
 
     #[test]
@@ -860,13 +941,14 @@ mod tests {
         zeroed[42..44].fill(0);
         let expect = icmp6_checksum(Ipv6Addr::UNSPECIFIED, group, &zeroed[40..]);
         assert_eq!(expect.to_be_bytes(), [p[42], p[43]]);
-        // An advertisement for the VIP answers; one for another target, a solicitation
-        // or a short message does not.
+        // An advertisement names the address it answers for; a solicitation or a short
+        // message names none.
         let na = neighbour_advert([2, 0, 0, 0, 0, 2], ip);
-        assert!(advert_answers(&na, ip));
-        assert!(!advert_answers(&na, "fd00:7a6e::101".parse().unwrap()));
-        assert!(!advert_answers(&p[40..], ip));
-        assert!(!advert_answers(&na[..23], ip));
+        assert_eq!(advert_target(&na), Some(ip));
+        assert_eq!(advert_target(&p[40..]), None);
+        for n in 0..24 {
+            assert_eq!(advert_target(&na[..n]), None);
+        }
     }
 
     #[test]

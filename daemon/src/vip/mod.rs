@@ -33,12 +33,44 @@
 //! it may be alive and learn it lost quorum a heartbeat later than this side declares it
 //! dead, and must have released before this side adds the address.
 //!
-//! Handing back: a returning preferred node P is a candidate but not settled, so the
-//! survivor S keeps the VIP (rule 2). S sees P healthy at most one heartbeat interval (plus
-//! the network) after P does, and releases `hold` later; P takes it `hold + gap` after it
-//! became healthy, `gap` being two heartbeat intervals plus a millisecond. So S has
-//! released before P adds the address: never two holders, at the cost of a gap-long outage
-//! on a planned hand-back (none on a failure).
+//! # Handing back
+//!
+//! A returning preferred node P is a candidate but not settled, so the survivor S keeps the
+//! VIP (rule 2). S sees P healthy at most one heartbeat interval (plus the network) after P
+//! does, and releases `hold` later; P takes it `hold + gap` after it became healthy, `gap`
+//! being two heartbeat intervals plus a millisecond. So when the link is symmetric S has
+//! released before P adds the address.
+//!
+//! The gap rule alone cannot cover an uneven heal: when P hears S well before S hears P
+//! (a partition healing one direction first: 14-16 ms in the namespace tests, any amount on
+//! a real network), S releases that much later and the two overlapped, an ARP/ND conflict.
+//! So a VIP that a live peer may still hold is acquired only after a probe of the link
+//! ([`Action::ProbeAndAcquire`], carried out in `floating` through `ifaddr`): IPv4, an ARP
+//! request for the VIP from sender 0.0.0.0 (RFC 5227); IPv6, a duplicate address detection
+//! solicitation from `::` to the VIP's solicited-node group (RFC 4862). The kernel of any
+//! host that has the address answers (an ARP reply, a neighbour advertisement); while one
+//! does, P waits and probes again (every 2 ms, then every 100 ms after 16 answers, counted
+//! in `tandem_vip_probe_answers_total` and logged), and adds the address only after a round
+//! (two probes, 6 ms) nobody answers. A hand-back therefore costs that window plus the
+//! probing on top of the gap; a planned move, not a failover.
+//!
+//! When to probe ([`Vips::update`]): the VIP's owner in this node's previous view is a peer
+//! still alive (not declared dead: alive or suspect, whatever it advertises), or no peer
+//! was named and some peer is alive (a cold start, a peer that just reappeared). A VIP
+//! whose owner was declared dead or left is taken at once: failover and SIGTERM do not
+//! wait, and a host that died with the address is not asked (it cannot answer; a process
+//! killed on a live host leaves its address behind, which would answer for ever).
+//!
+//! Why a probe rather than the holder announcing what it holds in its heartbeats (a wire
+//! change): the probe asks the ground truth, the kernels of the hosts on the link, at the
+//! moment of taking, and answers for any holder, a stale address or a foreign host as much
+//! as a peer whose heartbeats P has not heard yet (the uneven heal is exactly that: P's view
+//! of S is fresh, S's of P is not, and a heartbeat saying "I hold it" races the release as
+//! the view does). An announcement says what the holder's daemon believed when it sent the
+//! heartbeat, arrives one interval late at best, and only from nodes P can hear; it would
+//! also grow every heartbeat and the embedded node. The probe's limits: it needs layer-2
+//! adjacency (a VIP is on one link anyway) and a holder's kernel that answers (Linux does
+//! unless `arp_ignore` is 8; a holder set so would go unseen).
 
 pub mod floating;
 pub mod ifaddr;
