@@ -537,6 +537,7 @@ fn peer_coming(m: &Member) -> bool {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // In tests a failed unwrap is a failed test.
 mod tests {
     use super::*;
 
