@@ -400,8 +400,10 @@ fn partition_without_a_witness_both_hold_then_one_after_healing() {
     eprintln!("one holder each {settled:?} after healing");
 }
 
-/// Partition cycles of the witness test; each heals unevenly once.
+/// Partition cycles of the witness test whose heal no false death disturbed; each heals
+/// unevenly once. At most [`MAX_CYCLES`] are run to get them.
 const CYCLES: usize = 4;
+const MAX_CYCLES: usize = 8;
 /// How much later the majority side hears the returning node than it hears them: longer
 /// than the hand-back gap (two `fast` heartbeat intervals plus 1 ms), so without the probe
 /// node 1 adds its VIPs while node 2 still holds them.
@@ -412,6 +414,11 @@ const HEAL_SKEW: Duration = Duration::from_millis(30);
 /// VIPs back after the hold and never while node 2 still has them: its probe (ARP for
 /// IPv4, duplicate address detection for IPv6) is answered by node 2's kernel until node 2
 /// releases. Sampled from both hosts, the acquirer read first, over [`CYCLES`] partitions.
+///
+/// A cycle in which either node declares the other dead after the heal (a false death on a
+/// loaded machine: its peer stalled past the `fast` profile's 10 ms) is counted apart: a
+/// death hands the VIP over at once, without a probe, by design (README "Failure"), so
+/// its overlap is the failure detector's, not the hand-back's.
 #[test]
 fn partition_with_a_witness_never_leaves_two_owners() {
     let Some(mut net) = Net::new(3) else { return };
@@ -439,7 +446,16 @@ fn partition_with_a_witness_never_leaves_two_owners() {
     assert!(wait_holds(&net, 1, VIP6_1, true, BOUND) && wait_holds(&net, 2, VIP6_2, true, BOUND));
     let node1 = [VIP1, VIP6_1];
     let (mut part_samples, mut heal_samples, mut overlaps) = (0, 0, Vec::new());
-    for cycle in 0..CYCLES {
+    // Deaths of the peer each node declared so far (the log is cumulative).
+    let deaths = |net: &Net| {
+        net.log(a).matches("event=member_dead node=2 ").count()
+            + net.log(b).matches("event=member_dead node=1 ").count()
+    };
+    let (mut clean, mut disturbed) = (0, Vec::new());
+    for cycle in 0..MAX_CYCLES {
+        if clean == CYCLES {
+            break;
+        }
         net.partition(&[&[1], &[2, 3]]);
         let start = Instant::now();
         let mut moved = None;
@@ -478,6 +494,7 @@ fn partition_with_a_witness_never_leaves_two_owners() {
         // HEAL_SKEW later. Timed from before the first host heals: the hold counts from then
         // at the earliest.
         let before = overlaps.len();
+        let dead_before = deaths(&net);
         let healed = Instant::now();
         net.heal_host(1);
         std::thread::sleep(HEAL_SKEW);
@@ -495,7 +512,10 @@ fn partition_with_a_witness_never_leaves_two_owners() {
             heal_samples += 1;
             for vip in node1 {
                 if on1.iter().any(|w| w == vip) && on2.iter().any(|w| w == vip) {
-                    overlaps.push(format!("cycle {cycle} {vip} at {:?}", healed.elapsed()));
+                    overlaps.push((
+                        cycle,
+                        format!("cycle {cycle} {vip} at {:?}", healed.elapsed()),
+                    ));
                 }
             }
             let home = |v: &&str| on1.iter().any(|w| w == v) && !on2.iter().any(|w| w == v);
@@ -503,30 +523,48 @@ fn partition_with_a_witness_never_leaves_two_owners() {
                 break healed.elapsed();
             }
         };
+        let false_death = deaths(&net) > dead_before;
+        eprintln!(
+            "cycle {cycle}: moved after {:?}, back after {back:?}, {} samples both{}",
+            moved.map(|m| m - start),
+            overlaps.len() - before,
+            if false_death { " (a false death)" } else { "" }
+        );
+        if false_death {
+            disturbed.push(cycle);
+            continue;
+        }
+        clean += 1;
         assert!(
             back >= HOLD,
             "cycle {cycle}: back {back:?} after healing, before the hold"
         );
         assert!(holds(&net, 2, VIP2) && !holds(&net, 1, VIP2));
         assert!(holds(&net, 2, VIP6_2) && !holds(&net, 1, VIP6_2));
-        eprintln!(
-            "cycle {cycle}: moved after {:?}, back after {back:?}, {} samples both",
-            moved.map(|m| m - start),
-            overlaps.len() - before
-        );
     }
     let probes = net.metric(a, "tandem_vip_probes_total").unwrap_or(0);
     let answers = net.metric(a, "tandem_vip_probe_answers_total").unwrap_or(0);
+    let both: Vec<&String> = overlaps
+        .iter()
+        .filter(|(c, _)| !disturbed.contains(c))
+        .map(|(_, s)| s)
+        .collect();
     eprintln!(
-        "{CYCLES} cycles: {part_samples} samples in partitions, {heal_samples} while healing, \
-         {} with a VIP on both hosts; node 1: {probes} probes, {answers} answered",
-        overlaps.len()
+        "{clean} clean cycles (disturbed by a false death: {disturbed:?}): {part_samples} samples \
+         in partitions, {heal_samples} while healing, {} with a VIP on both hosts ({} in clean \
+         cycles); node 1: {probes} probes, {answers} answered",
+        overlaps.len(),
+        both.len()
     );
     assert!(
-        overlaps.is_empty(),
-        "a VIP on both hosts after an uneven heal: {overlaps:?}\n{}\n{}",
+        both.is_empty(),
+        "a VIP on both hosts after an uneven heal: {both:?}\n{}\n{}",
         net.log(a),
         net.log(b)
+    );
+    assert!(
+        clean >= CYCLES / 2,
+        "only {clean} of {MAX_CYCLES} cycles without a false death: too loaded to judge"
     );
 }
 
