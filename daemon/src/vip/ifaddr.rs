@@ -171,30 +171,14 @@ impl IfAddrs {
             .map_err(|e| IfAddrError::Io(format!("packet socket: {e}")))?;
         let mac = hardware_addr(&packet, name)
             .map_err(|e| IfAddrError::Io(format!("--interface {name}: hardware address: {e}")))?;
-        let icmp6 = if v6 {
-            Some(
-                icmp6_socket(ifindex)
-                    .map_err(|e| IfAddrError::Io(format!("ICMPv6 socket for --vip: {e}")))?,
-            )
-        } else {
-            None
+        let open = |on: bool, what: &str, f: fn(u32) -> io::Result<OwnedFd>| {
+            on.then(|| f(ifindex))
+                .transpose()
+                .map_err(|e| IfAddrError::Io(format!("{what} socket for --vip: {e}")))
         };
-        let arp = if v4 {
-            Some(
-                arp_socket(ifindex)
-                    .map_err(|e| IfAddrError::Io(format!("ARP socket for --vip: {e}")))?,
-            )
-        } else {
-            None
-        };
-        let adverts = if v6 {
-            Some(
-                advert_socket(ifindex)
-                    .map_err(|e| IfAddrError::Io(format!("ICMPv6 socket for --vip: {e}")))?,
-            )
-        } else {
-            None
-        };
+        let icmp6 = open(v6, "ICMPv6", icmp6_socket)?;
+        let arp = open(v4, "ARP", arp_socket)?;
+        let adverts = open(v6, "ICMPv6 advertisement", advert_socket)?;
         Ok(IfAddrs {
             netlink,
             packet,
@@ -472,20 +456,16 @@ fn arp_socket(ifindex: u32) -> io::Result<OwnedFd> {
         len: prog.len() as u16,
         filter: prog.as_ptr() as *mut libc::sock_filter,
     };
-    // SAFETY: a valid socket; `fprog` points at `prog`, alive for the call (the kernel
-    // copies the program).
-    let r = unsafe {
-        libc::setsockopt(
-            sock.as_raw_fd(),
+    // `fprog` points at `prog`, alive for the call (the kernel copies the program).
+    set_options(
+        &sock,
+        &[(
             libc::SOL_SOCKET,
             libc::SO_ATTACH_FILTER,
             (&fprog as *const libc::sock_fprog).cast(),
-            size_of::<libc::sock_fprog>() as libc::socklen_t,
-        )
-    };
-    if r != 0 {
-        return Err(io::Error::last_os_error());
-    }
+            size_of::<libc::sock_fprog>(),
+        )],
+    )?;
     // SAFETY: zeroed sockaddr_ll is valid; family, protocol and index set below.
     let mut at: libc::sockaddr_ll = unsafe { zeroed() };
     at.sll_family = libc::AF_PACKET as u16;
@@ -517,21 +497,34 @@ fn advert_socket(ifindex: u32) -> io::Result<OwnedFd> {
     let na = usize::from(ND_NEIGHBOR_ADVERT);
     filter[na / 32] &= !(1 << (na % 32));
     let index = ifindex as libc::c_int;
-    for (level, name, value, len) in [
-        (
-            libc::IPPROTO_ICMPV6,
-            ICMP6_FILTER,
-            filter.as_ptr().cast::<libc::c_void>(),
-            size_of::<[u32; 8]>(),
-        ),
-        (
-            libc::SOL_SOCKET,
-            libc::SO_BINDTOIFINDEX,
-            (&index as *const libc::c_int).cast(),
-            size_of::<libc::c_int>(),
-        ),
-    ] {
-        // SAFETY: a valid socket; `value` points at a live local of `len` bytes.
+    set_options(
+        &sock,
+        &[
+            (
+                libc::IPPROTO_ICMPV6,
+                ICMP6_FILTER,
+                filter.as_ptr().cast::<libc::c_void>(),
+                size_of::<[u32; 8]>(),
+            ),
+            (
+                libc::SOL_SOCKET,
+                libc::SO_BINDTOIFINDEX,
+                (&index as *const libc::c_int).cast(),
+                size_of::<libc::c_int>(),
+            ),
+        ],
+    )?;
+    Ok(sock)
+}
+
+/// Socket options (`level`, `name`, a pointer to the value, its length) set in order.
+fn set_options(
+    sock: &OwnedFd,
+    opts: &[(libc::c_int, libc::c_int, *const libc::c_void, usize)],
+) -> io::Result<()> {
+    for &(level, name, value, len) in opts {
+        // SAFETY: a valid socket; every caller passes `value` pointing at a live local of
+        // `len` bytes.
         let r = unsafe {
             libc::setsockopt(sock.as_raw_fd(), level, name, value, len as libc::socklen_t)
         };
@@ -539,7 +532,7 @@ fn advert_socket(ifindex: u32) -> io::Result<OwnedFd> {
             return Err(io::Error::last_os_error());
         }
     }
-    Ok(sock)
+    Ok(())
 }
 
 fn socket(domain: i32, ty: i32, proto: i32) -> io::Result<OwnedFd> {
@@ -586,40 +579,35 @@ fn icmp6_socket(ifindex: u32) -> io::Result<OwnedFd> {
     let block_all = [u32::MAX; 8];
     let index = ifindex as libc::c_int;
     let off: libc::c_int = 0;
-    for (level, name, value, len) in [
-        (
-            libc::IPPROTO_IPV6,
-            libc::IPV6_MULTICAST_HOPS,
-            (&ND_HOP_LIMIT as *const libc::c_int).cast::<libc::c_void>(),
-            size_of::<libc::c_int>(),
-        ),
-        (
-            libc::IPPROTO_IPV6,
-            libc::IPV6_MULTICAST_IF,
-            (&index as *const libc::c_int).cast(),
-            size_of::<libc::c_int>(),
-        ),
-        (
-            libc::IPPROTO_IPV6,
-            libc::IPV6_MULTICAST_LOOP,
-            (&off as *const libc::c_int).cast(),
-            size_of::<libc::c_int>(),
-        ),
-        (
-            libc::IPPROTO_ICMPV6,
-            ICMP6_FILTER,
-            block_all.as_ptr().cast(),
-            size_of::<[u32; 8]>(),
-        ),
-    ] {
-        // SAFETY: a valid socket; `value` points at a live local of `len` bytes.
-        let r = unsafe {
-            libc::setsockopt(sock.as_raw_fd(), level, name, value, len as libc::socklen_t)
-        };
-        if r != 0 {
-            return Err(io::Error::last_os_error());
-        }
-    }
+    set_options(
+        &sock,
+        &[
+            (
+                libc::IPPROTO_IPV6,
+                libc::IPV6_MULTICAST_HOPS,
+                (&ND_HOP_LIMIT as *const libc::c_int).cast::<libc::c_void>(),
+                size_of::<libc::c_int>(),
+            ),
+            (
+                libc::IPPROTO_IPV6,
+                libc::IPV6_MULTICAST_IF,
+                (&index as *const libc::c_int).cast(),
+                size_of::<libc::c_int>(),
+            ),
+            (
+                libc::IPPROTO_IPV6,
+                libc::IPV6_MULTICAST_LOOP,
+                (&off as *const libc::c_int).cast(),
+                size_of::<libc::c_int>(),
+            ),
+            (
+                libc::IPPROTO_ICMPV6,
+                ICMP6_FILTER,
+                block_all.as_ptr().cast(),
+                size_of::<[u32; 8]>(),
+            ),
+        ],
+    )?;
     Ok(sock)
 }
 
