@@ -34,7 +34,7 @@ use tandem_core::crypto::Sealer;
 use tandem_core::frame::{Body, HeartbeatRepr, Role, StateFlags};
 use tandem_core::{ClusterId, Incarnation, Instant, NodeId};
 use tandemd::config::{parse_keys, Profile};
-use tandemd::engine::cluster::{keyring, ClusterConfig};
+use tandemd::engine::cluster::{keys as node_keys, ClusterConfig};
 use tandemd::engine::Engine;
 use tandemd::io::clock::Clock;
 use tandemd::io::net::{
@@ -84,7 +84,7 @@ fn main() {
     let sender = {
         let stop = stop.clone();
         let tx = tx.clone();
-        let mut ring = keyring(Some(&keys));
+        let mut ring = node_keys(Some(&keys));
         std::thread::spawn(move || {
             let mut sealer = Sealer::new(
                 CLUSTER,
@@ -166,7 +166,7 @@ fn main() {
         Incarnation(7),
         tandem_core::Salt([0x5a; 6]),
     );
-    let mut ring = keyring(Some(&keys));
+    let mut ring = node_keys(Some(&keys));
     let mut send = SendBatch::new();
     let mut fill = || {
         let mut sent = 0;

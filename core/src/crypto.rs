@@ -10,6 +10,11 @@
 //! argument (docs/PROTOCOL.md). The keyring caches the run keys in use, so the KDF runs once
 //! per run, not per frame.
 //!
+//! Two cluster keys, by role ([`KeyRole`]): heartbeats and leaves are sealed under the
+//! *control* key, every other kind (session data, acks, retransmits, state transfer) under
+//! the *data* key. A witness holds the control key only ([`Keys`] with an empty data
+//! keyring): it votes, and it can neither read nor forge session data.
+//!
 //! The receive path is one call: [`Receiver::receive`] = [`open`] (cluster check, key lookup,
 //! tag check, decrypt in place, parse) then the replay check, which only runs after the tag
 //! verified so that forged frames never move a replay window.
@@ -484,6 +489,144 @@ impl<A: Aead, const N: usize> Keyring<A, N> {
     }
 }
 
+/// Which cluster key seals a frame kind.
+///
+/// The rule is on the wire byte, so that a receiver picks the key before it knows the kind:
+/// heartbeats (`0x01`), leaves (`0x08`) and kinds `0x80..=0xff` (reserved for future control
+/// kinds) use the **control** key; every other kind, known or not (`0x02..=0x07` today:
+/// session updates, acks, retransmit requests and the state transfer), uses the **data** key.
+/// Acks and requests carry no session bytes but steer replication (a forged ack would
+/// release a write no peer holds), so they are data frames too: a control key holder can
+/// vote and be heard, nothing more.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyRole {
+    Control,
+    Data,
+}
+
+impl KeyRole {
+    /// The role of the kind byte `kind` (header byte 5).
+    #[inline]
+    pub const fn of(kind: u8) -> KeyRole {
+        if kind == Kind::Heartbeat as u8 || kind == Kind::Leave as u8 || kind >= 0x80 {
+            KeyRole::Control
+        } else {
+            KeyRole::Data
+        }
+    }
+}
+
+/// The keys [`seal`] and [`open`] use: a [`Keyring`] serves every frame kind with one key set
+/// (tests, and builds that hold one key), [`Keys`] picks the keyring of the kind's
+/// [`KeyRole`].
+pub trait KeySource {
+    type Aead: Aead;
+
+    /// The id frames of `role` are sealed with.
+    fn active(&self, role: KeyRole) -> KeyId;
+
+    /// The cipher of `run`'s run key under the `role` key `id` ([`Keyring::run_cipher`]);
+    /// [`Error::UnknownKey`] without such a key (a witness asked for a data key).
+    fn run_cipher(
+        &mut self,
+        role: KeyRole,
+        id: KeyId,
+        run: &Run,
+        sending: bool,
+    ) -> Result<&Self::Aead, Error>;
+}
+
+impl<A: Aead, const N: usize> KeySource for Keyring<A, N> {
+    type Aead = A;
+
+    #[inline]
+    fn active(&self, _role: KeyRole) -> KeyId {
+        self.active
+    }
+
+    fn run_cipher(
+        &mut self,
+        _role: KeyRole,
+        id: KeyId,
+        run: &Run,
+        sending: bool,
+    ) -> Result<&A, Error> {
+        Keyring::run_cipher(self, id, run, sending)
+    }
+}
+
+/// A node's cluster keys: the control keyring and the data keyring, each with its own key
+/// ids, active key and run key cache (so a sender's heartbeats and updates never evict each
+/// other's run keys). A witness's data keyring is [`Keyring::empty`]: data frames are
+/// [`Error::UnknownKey`] to it and it can seal none.
+#[derive(Clone)]
+pub struct Keys<A: Aead, const N: usize = 4> {
+    pub control: Keyring<A, N>,
+    pub data: Keyring<A, N>,
+}
+
+impl<A: Aead, const N: usize> core::fmt::Debug for Keys<A, N> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Keys")
+            .field("control", &self.control)
+            .field("data", &self.data)
+            .finish()
+    }
+}
+
+impl<A: Aead, const N: usize> Keys<A, N> {
+    /// No key of either role (see [`Keyring::empty`]).
+    pub const fn empty() -> Keys<A, N> {
+        Keys {
+            control: Keyring::empty(),
+            data: Keyring::empty(),
+        }
+    }
+
+    /// One key `id` in both roles: what a single-key configuration means for a data node.
+    pub fn both(id: KeyId, key: A::Key) -> Keys<A, N> {
+        let mut k = Keys::empty();
+        k.reset(id, key);
+        k
+    }
+
+    /// [`Keys::both`] in place: every key of both roles is dropped first.
+    pub fn reset(&mut self, id: KeyId, key: A::Key) {
+        self.data.reset(id, key.clone());
+        self.control.reset(id, key);
+    }
+
+    /// The keyring of `role`.
+    pub fn of(&mut self, role: KeyRole) -> &mut Keyring<A, N> {
+        match role {
+            KeyRole::Control => &mut self.control,
+            KeyRole::Data => &mut self.data,
+        }
+    }
+}
+
+impl<A: Aead, const N: usize> KeySource for Keys<A, N> {
+    type Aead = A;
+
+    #[inline]
+    fn active(&self, role: KeyRole) -> KeyId {
+        match role {
+            KeyRole::Control => self.control.active,
+            KeyRole::Data => self.data.active,
+        }
+    }
+
+    fn run_cipher(
+        &mut self,
+        role: KeyRole,
+        id: KeyId,
+        run: &Run,
+        sending: bool,
+    ) -> Result<&A, Error> {
+        self.of(role).run_cipher(id, run, sending)
+    }
+}
+
 /// The nonce of a frame: `salt (6) || seq (6)`, header bytes 20..32 as sent. Sender and
 /// incarnation are in the run key already; within a run the seq never repeats.
 #[inline]
@@ -498,23 +641,25 @@ pub fn sealed_len(body: &Body<'_>) -> usize {
     HEADER_LEN + body.buffer_len() + TAG_LEN
 }
 
-/// Seals `header | body` into `out` with the keyring's active key; returns the datagram
-/// length ([`sealed_len`]).
+/// Seals `header | body` into `out` with the active key of the body kind's [`KeyRole`];
+/// returns the datagram length ([`sealed_len`]).
 ///
 /// `header.key_id` and the [`FLAG_INSECURE`] bit of `header.flags` are ignored: the active
 /// key's id and the provider's insecurity are written. The body is sealed with the run key
 /// of the header's [`Run`]. The caller must never reuse a seq within one run; [`Sealer`]
 /// does that bookkeeping.
 /// Errors: [`Error::BufferTooSmall`], [`Error::Malformed`] (unrepresentable frame),
-/// [`Error::UnknownKey`] (an empty keyring). On error `out` may hold partial bytes and
-/// must not be sent.
-pub fn seal<A: Aead, const N: usize>(
+/// [`Error::UnknownKey`] (no key of that role: an empty keyring, a witness's data frame).
+/// On error `out` may hold partial bytes and must not be sent.
+pub fn seal<K: KeySource>(
     header: &HeaderRepr,
     body: &Body<'_>,
-    keyring: &mut Keyring<A, N>,
+    keys: &mut K,
     out: &mut [u8],
 ) -> Result<usize, Error> {
-    let active = keyring.active();
+    // emit() refuses a header kind that is not the body's.
+    let role = KeyRole::of(header.kind as u8);
+    let active = keys.active(role);
     let frame = Frame {
         header: HeaderRepr {
             key_id: active,
@@ -531,7 +676,7 @@ pub fn seal<A: Aead, const N: usize>(
     let aad: &mut [u8; HEADER_LEN] = aad.try_into().map_err(|_| Error::BufferTooSmall)?;
     let mut run = Run([0; 16]);
     run.0.copy_from_slice(&aad[10..26]);
-    let key = keyring.run_cipher(active, &run, true)?;
+    let key = keys.run_cipher(role, active, &run, true)?;
     if key.is_insecure() {
         // The flags byte of the header just emitted.
         aad[6] |= FLAG_INSECURE;
@@ -542,31 +687,31 @@ pub fn seal<A: Aead, const N: usize>(
 }
 
 /// Opens a sealed datagram in place: checks the header, refuses another cluster before
-/// spending AEAD time, verifies the tag under the run key of the header's run and key id,
-/// decrypts the body in `datagram` and parses it. No replay check: see [`Receiver::receive`].
+/// spending AEAD time, verifies the tag under the run key of the header's run and key id
+/// (the key of the kind byte's [`KeyRole`]), decrypts the body in `datagram` and parses it. No replay check: see [`Receiver::receive`].
 ///
 /// Errors, in the order checked: [`Error::Truncated`], [`Error::Malformed`],
 /// [`Error::UnsupportedVersion`], [`Error::OtherCluster`], [`Error::UnknownKey`],
 /// [`Error::Auth`], then (authenticated but unusable) [`Error::UnknownKind`] and
 /// [`Error::Malformed`]. Before `Auth` is checked nothing is modified; from it on only the
 /// body and tag bytes may be (the cipher's choice on failure), never the header.
-pub fn open<'a, A: Aead, const N: usize>(
+pub fn open<'a, K: KeySource>(
     datagram: &'a mut [u8],
     cluster: ClusterId,
-    keyring: &mut Keyring<A, N>,
+    keys: &mut K,
 ) -> Result<Frame<'a>, Error> {
-    let (header, body) = open_with(datagram, cluster, keyring, Body::parse)?;
+    let (header, body) = open_with(datagram, cluster, keys, Body::parse)?;
     Ok(Frame { header, body })
 }
 
 /// [`open`] for a node that speaks heartbeats only: any other kind is [`Error::UnknownKind`]
 /// (after the tag verified, as with [`open`]). See [`open_with`].
-pub fn open_heartbeat<A: Aead, const N: usize>(
+pub fn open_heartbeat<K: KeySource>(
     datagram: &mut [u8],
     cluster: ClusterId,
-    keyring: &mut Keyring<A, N>,
+    keys: &mut K,
 ) -> Result<(HeaderRepr, HeartbeatRepr), Error> {
-    open_with(datagram, cluster, keyring, heartbeat_only)
+    open_with(datagram, cluster, keys, heartbeat_only)
 }
 
 /// [`open`] with the body parsed by `parse(kind, body)` rather than [`Body::parse`], whose
@@ -575,10 +720,10 @@ pub fn open_heartbeat<A: Aead, const N: usize>(
 /// [`crate::frame::LeaveRepr::parse`], [`Error::UnknownKind`] for the rest) and carries no
 /// parsing code of the others. Same checks and errors as [`open`], in the same order.
 #[inline]
-pub fn open_with<'a, A: Aead, const N: usize, T>(
+pub fn open_with<'a, K: KeySource, T>(
     datagram: &'a mut [u8],
     cluster: ClusterId,
-    keyring: &mut Keyring<A, N>,
+    keys: &mut K,
     parse: impl FnOnce(Kind, &'a [u8]) -> Result<T, Error>,
 ) -> Result<(HeaderRepr, T), Error> {
     let (header, body_len, rest) = HeaderRepr::check(datagram)?;
@@ -594,7 +739,7 @@ pub fn open_with<'a, A: Aead, const N: usize, T>(
     }
     let mut run = Run([0; 16]);
     run.0.copy_from_slice(&header.as_bytes()[10..26]);
-    let key = keyring.run_cipher(KeyId(header.key_id), &run, false)?;
+    let key = keys.run_cipher(KeyRole::of(header.kind), KeyId(header.key_id), &run, false)?;
     if (header.flags & FLAG_INSECURE != 0) != key.is_insecure() {
         return Err(Error::Auth);
     }
@@ -662,10 +807,10 @@ impl Sealer {
     /// Seals `body` with the next seq; returns the datagram length. On error the seq is not
     /// used up. [`Error::Malformed`] also when the 2^48 seqs of this incarnation are spent
     /// (restart with a new incarnation).
-    pub fn seal<A: Aead, const N: usize>(
+    pub fn seal<K: KeySource>(
         &mut self,
         body: &Body<'_>,
-        keyring: &mut Keyring<A, N>,
+        keys: &mut K,
         out: &mut [u8],
     ) -> Result<usize, Error> {
         if self.next_seq > MAX_SEQ {
@@ -674,14 +819,15 @@ impl Sealer {
         let header = HeaderRepr {
             kind: body.kind(),
             flags: 0,
-            key_id: keyring.active(),
+            // seal() writes the id of the active key of the kind's role.
+            key_id: KeyId(0),
             cluster: self.cluster,
             sender: self.sender,
             incarnation: self.incarnation,
             salt: self.salt,
             seq: self.next_seq,
         };
-        let n = seal(&header, body, keyring, out)?;
+        let n = seal(&header, body, keys, out)?;
         self.next_seq += 1;
         Ok(n)
     }
@@ -715,32 +861,32 @@ impl<const N: usize> Receiver<N> {
     /// Errors: those of [`open`] (nothing changed), then [`Error::StaleIncarnation`],
     /// [`Error::Replay`] or [`Error::TooManySenders`] (nothing changed). On `Ok` the
     /// sender's replay window recorded the seq.
-    pub fn receive<'a, A: Aead, const K: usize>(
+    pub fn receive<'a, K: KeySource>(
         &mut self,
         datagram: &'a mut [u8],
-        keyring: &mut Keyring<A, K>,
+        keys: &mut K,
     ) -> Result<Frame<'a>, Error> {
-        let (header, body) = self.receive_with(datagram, keyring, Body::parse)?;
+        let (header, body) = self.receive_with(datagram, keys, Body::parse)?;
         Ok(Frame { header, body })
     }
 
     /// [`Receiver::receive`] of heartbeats only (see [`open_heartbeat`]).
-    pub fn receive_heartbeat<A: Aead, const K: usize>(
+    pub fn receive_heartbeat<K: KeySource>(
         &mut self,
         datagram: &mut [u8],
-        keyring: &mut Keyring<A, K>,
+        keys: &mut K,
     ) -> Result<(HeaderRepr, HeartbeatRepr), Error> {
-        self.receive_with(datagram, keyring, heartbeat_only)
+        self.receive_with(datagram, keys, heartbeat_only)
     }
 
     /// [`Receiver::receive`] with the body parsed by `parse` (see [`open_with`]).
-    pub fn receive_with<'a, A: Aead, const K: usize, T>(
+    pub fn receive_with<'a, K: KeySource, T>(
         &mut self,
         datagram: &'a mut [u8],
-        keyring: &mut Keyring<A, K>,
+        keys: &mut K,
         parse: impl FnOnce(Kind, &'a [u8]) -> Result<T, Error>,
     ) -> Result<(HeaderRepr, T), Error> {
-        let (h, body) = open_with(datagram, self.cluster, keyring, parse)?;
+        let (h, body) = open_with(datagram, self.cluster, keys, parse)?;
         self.replay
             .accept(h.sender, h.incarnation, h.seq, Lane::of(h.kind))?;
         Ok((h, body))
@@ -1051,6 +1197,97 @@ mod tests {
         assert!(kr.run_keys.iter().all(Option::is_none));
         let mut buf = SEALED_HEARTBEAT;
         assert_eq!(open(&mut buf, CLUSTER, &mut kr), Err(Error::Auth));
+    }
+
+    #[test]
+    fn key_role_of_every_kind_byte() {
+        use KeyRole::{Control, Data};
+        for (kind, role) in [
+            (Kind::Heartbeat, Control),
+            (Kind::Leave, Control),
+            (Kind::SessionUpdate, Data),
+            (Kind::Ack, Data),
+            (Kind::RetransmitRequest, Data),
+            (Kind::SyncRequest, Data),
+            (Kind::SyncChunk, Data),
+            (Kind::SyncDone, Data),
+        ] {
+            assert_eq!(KeyRole::of(kind as u8), role, "{kind:?}");
+        }
+        // Unknown kinds: data below 0x80 (the safe default), control from 0x80 on.
+        for b in (0..=0xffu8).filter(|b| Kind::from_u8(*b).is_none()) {
+            let want = if b >= 0x80 { Control } else { Data };
+            assert_eq!(KeyRole::of(b), want, "{b:#04x}");
+        }
+    }
+
+    /// A data node holds a control key (id 1) and a data key (id 2); a witness only the
+    /// control key. Each frame is sealed under its role's key, and the witness opens the
+    /// heartbeat but neither opens nor seals a session update.
+    #[test]
+    fn control_and_data_frames_use_their_roles_keys_and_a_witness_has_no_data_key() {
+        let (control, data) = ([0xc0; 16], [0xda; 16]);
+        let mut node: Keys<Aes128Gcm> = Keys {
+            control: Keyring::new(KeyId(1), control),
+            data: Keyring::new(KeyId(2), data),
+        };
+        let mut witness: Keys<Aes128Gcm> = Keys {
+            control: Keyring::new(KeyId(1), control),
+            data: Keyring::empty(),
+        };
+        let mut sealer = Sealer::new(CLUSTER, NodeId(2), Incarnation(9), Salt([0x5a; 6]));
+        let mut out = [0u8; MAX_DATAGRAM];
+        let n = sealer
+            .seal(&heartbeat_frame().body, &mut node, &mut out)
+            .unwrap();
+        let hb = out[..n].to_vec();
+        let update = session_update_frame().body;
+        let n = sealer.seal(&update, &mut node, &mut out).unwrap();
+        let up = out[..n].to_vec();
+        assert_eq!((hb[7], up[7]), (1, 2), "key ids of the roles' active keys");
+
+        assert!(open(&mut hb.clone(), CLUSTER, &mut witness).is_ok());
+        let mut copy = up.clone();
+        assert_eq!(
+            open(&mut copy, CLUSTER, &mut witness),
+            Err(Error::UnknownKey)
+        );
+        assert_eq!(copy, up, "a witness decrypts nothing of a data frame");
+        // Nor does the control key open it under the data key's id.
+        let mut control_as_data: Keyring<Aes128Gcm> = Keyring::new(KeyId(2), control);
+        assert_eq!(
+            open(&mut up.clone(), CLUSTER, &mut control_as_data),
+            Err(Error::Auth)
+        );
+        let mut w = Sealer::new(CLUSTER, NodeId(3), Incarnation(9), Salt([0x5b; 6]));
+        assert_eq!(
+            w.seal(&update, &mut witness, &mut out),
+            Err(Error::UnknownKey)
+        );
+        assert!(w
+            .seal(&heartbeat_frame().body, &mut witness, &mut out)
+            .is_ok());
+
+        let mut rx = node.clone();
+        assert_eq!(
+            open(&mut up.clone(), CLUSTER, &mut rx).unwrap().body,
+            update
+        );
+        assert!(open(&mut hb.clone(), CLUSTER, &mut rx).is_ok());
+    }
+
+    /// One key in both roles (a single-key configuration) seals exactly what a keyring of
+    /// that key seals: the test vectors hold for it.
+    #[test]
+    fn one_key_in_both_roles_opens_the_test_vectors() {
+        let mut both: Keys<Aes128Gcm> = Keys::both(KeyId(1), TEST_KEY);
+        for v in [&SEALED_HEARTBEAT[..], &SEALED_SESSION_UPDATE[..]] {
+            assert!(open(&mut v.to_vec(), CLUSTER, &mut both).is_ok());
+        }
+        let f = session_update_frame();
+        let mut out = [0u8; MAX_DATAGRAM];
+        let n = seal(&f.header, &f.body, &mut both, &mut out).unwrap();
+        assert_eq!(&out[..n], &SEALED_SESSION_UPDATE[..]);
     }
 
     #[test]

@@ -209,7 +209,7 @@ where
 #[allow(clippy::unwrap_used)] // In tests a failed unwrap is a failed test.
 mod tests {
     use super::*;
-    use crate::crypto::{Aes128Gcm, Keyring};
+    use crate::crypto::{Aes128Gcm, Keys};
     use crate::frame::Op;
     use crate::id::{ClusterId, Incarnation, KeyId};
     use crate::node::Config;
@@ -227,8 +227,12 @@ mod tests {
             membership: m,
             replication: replication::Config::default(),
         };
-        let keyring = Keyring::new(KeyId(1), [0x42; 16]);
-        Node::new(config, keyring, [Slot::EMPTY; 64], now)
+        Node::new(
+            config,
+            Keys::both(KeyId(1), [0x42; 16]),
+            [Slot::EMPTY; 64],
+            now,
+        )
     }
 
     /// Every datagram `n` sends now.

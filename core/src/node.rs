@@ -31,14 +31,15 @@
 
 use heapless::{Deque, Vec};
 
-use crate::crypto::{Aead, Keyring, Receiver, Run, Sealer};
+use crate::crypto::{Aead, KeyRole, Keys, Receiver, Run, Sealer};
 use crate::frame::{Body, EntryRepr, Error, Role, SessionUpdateRepr, SyncChunkRepr};
 use crate::id::{ClusterId, Incarnation, KeyId, NodeId, Salt};
 use crate::membership::{self, MemberState, Membership};
 use crate::replication::{self, Delivery, Dest, Replicator, Slot, SyncDelivery, SyncSend};
 use crate::time::Instant;
 
-/// Keys a node's keyring holds: the active one plus room for rotation.
+/// Keys each of a node's keyrings (control, data) holds: the active one plus room for
+/// rotation.
 pub const KEYS: usize = 4;
 /// Events buffered between two `poll_event` drains, by default (the `E` parameter of
 /// [`Node`]).
@@ -103,6 +104,10 @@ pub struct Stats {
     pub too_many_senders: u64,
     /// Session frames a witness ignored, or frames addressed to another node.
     pub not_for_us: u64,
+    /// Data frames ([`KeyRole::Data`]) a witness could not open, having no key of their id:
+    /// every session frame it hears, when its keys are control keys only. Not in
+    /// `unknown_key`.
+    pub no_data_key: u64,
     /// State-transfer chunks opened, whether for this node or not (none, when destinations
     /// are honoured, on a node that pulls no transfer).
     pub sync_chunks_received: u64,
@@ -131,6 +136,7 @@ impl Stats {
         stale_incarnation: 0,
         too_many_senders: 0,
         not_for_us: 0,
+        no_data_key: 0,
         sync_chunks_received: 0,
         seal_errors: 0,
         events_dropped: 0,
@@ -166,7 +172,7 @@ pub struct Node<A: Aead, S, const N: usize = 16, B = [Slot; 0], const E: usize =
     /// This run (header bytes 10..26 of every frame it sends).
     run: Run,
     witness: bool,
-    keyring: Keyring<A, KEYS>,
+    keys: Keys<A, KEYS>,
     sealer: Sealer,
     receiver: Receiver<N>,
     membership: Membership<N, E>,
@@ -185,13 +191,13 @@ where
     /// A node with a reorder buffer (`reorder` slots shared by all origins).
     pub fn with_reorder(
         config: Config,
-        keyring: Keyring<A, KEYS>,
+        keys: Keys<A, KEYS>,
         ring: S,
         reorder: B,
         now: Instant,
     ) -> Self {
         let mut n = Node::zeroed(ring, reorder);
-        n.keyring = keyring;
+        n.keys = keys;
         n.restart(&config, now);
         n
     }
@@ -206,7 +212,7 @@ where
             incarnation: Incarnation(0),
             run: Run([0; 16]),
             witness: false,
-            keyring: Keyring::empty(),
+            keys: Keys::empty(),
             sealer: Sealer::new(ClusterId(0), NodeId(0), Incarnation(0), Salt([0; 6])),
             receiver: Receiver::new(ClusterId(0)),
             membership: Membership::zeroed(),
@@ -217,16 +223,16 @@ where
         }
     }
 
-    /// Starts the node in place with `config` and one cluster key (`id`, active; see
-    /// [`Keyring::reset`]): what [`Node::with_reorder`] builds, without the node passing
+    /// Starts the node in place with `config` and one cluster key (`id`, active) in both
+    /// roles (see [`Keys::reset`]; a witness then gets its keys with [`Node::set_keys`]): what [`Node::with_reorder`] builds, without the node passing
     /// through the stack. Whatever the node held before is dropped (a restart needs a
     /// greater incarnation and a new salt).
     pub fn start(&mut self, config: &Config, id: KeyId, key: A::Key, now: Instant) {
-        self.keyring.reset(id, key);
+        self.keys.reset(id, key);
         self.restart(config, now);
     }
 
-    /// Everything [`Node::start`] does but the keyring.
+    /// Everything [`Node::start`] does but the keys.
     fn restart(&mut self, config: &Config, now: Instant) {
         let me = config.membership.node_id;
         let incarnation = config.membership.incarnation;
@@ -259,10 +265,20 @@ where
                 return Ok(Received::Handled { from: self.me });
             }
         }
-        let frame = match self.receiver.receive(datagram, &mut self.keyring) {
+        // The kind byte (header byte 5): it picks the key, so it tells why a key was missing.
+        let kind = datagram.get(5).copied();
+        let frame = match self.receiver.receive(datagram, &mut self.keys) {
             Ok(f) => f,
             Err(e) => {
-                self.stats.count(e);
+                // A witness's keys are control keys only (the daemon refuses it a data key).
+                if e == Error::UnknownKey
+                    && self.witness
+                    && kind.map(KeyRole::of) == Some(KeyRole::Data)
+                {
+                    self.stats.no_data_key += 1;
+                } else {
+                    self.stats.count(e);
+                }
                 return Err(e);
             }
         };
@@ -386,9 +402,9 @@ where
         self.membership.set_flags(flags)
     }
 
-    /// Replaces the keyring (rotation). Frames in flight under a dropped key are refused.
-    pub fn set_keyring(&mut self, keyring: Keyring<A, KEYS>) {
-        self.keyring = keyring;
+    /// Replaces the keys (rotation). Frames in flight under a dropped key are refused.
+    pub fn set_keys(&mut self, keys: Keys<A, KEYS>) {
+        self.keys = keys;
     }
 
     // ---- outputs ----
@@ -415,7 +431,7 @@ where
         for _ in 0..64 {
             let t = self.replication.poll_transmit(now)?;
             let (to, body) = (t.to, t.body);
-            match self.sealer.seal(&body, &mut self.keyring, out) {
+            match self.sealer.seal(&body, &mut self.keys, out) {
                 Ok(len) => {
                     self.stats.sent += 1;
                     return Some(Transmit { len, to });
@@ -520,8 +536,8 @@ where
         &self.replication
     }
 
-    pub fn keyring(&self) -> &Keyring<A, KEYS> {
-        &self.keyring
+    pub fn keys(&self) -> &Keys<A, KEYS> {
+        &self.keys
     }
 
     pub fn stats(&self) -> &Stats {
@@ -531,7 +547,7 @@ where
     // ---- internals ----
 
     fn seal(&mut self, body: &Body<'_>, to: Dest, out: &mut [u8]) -> Option<Transmit> {
-        match self.sealer.seal(body, &mut self.keyring, out) {
+        match self.sealer.seal(body, &mut self.keys, out) {
             Ok(len) => {
                 self.stats.sent += 1;
                 Some(Transmit { len, to })
@@ -585,8 +601,8 @@ where
     S: AsRef<[Slot]> + AsMut<[Slot]>,
 {
     /// A node without a reorder buffer (a lost frame makes later ones wait for its resend).
-    pub fn new(config: Config, keyring: Keyring<A, KEYS>, ring: S, now: Instant) -> Self {
-        Self::with_reorder(config, keyring, ring, [], now)
+    pub fn new(config: Config, keys: Keys<A, KEYS>, ring: S, now: Instant) -> Self {
+        Self::with_reorder(config, keys, ring, [], now)
     }
 }
 
@@ -618,8 +634,7 @@ mod tests {
 
     fn node(id: u16, now: Instant, key: [u8; 16]) -> TestNode {
         let config = config(id, Salt([id as u8; 6]));
-        let keyring = Keyring::new(KeyId(1), key);
-        Node::new(config, keyring, [Slot::EMPTY; 64], now)
+        Node::new(config, Keys::both(KeyId(1), key), [Slot::EMPTY; 64], now)
     }
 
     /// Datagrams one node sends now (all of them, bounded).
@@ -753,7 +768,7 @@ mod tests {
         let twin_config = config(1, Salt([0xee; 6]));
         let mut twin = Node::new(
             twin_config,
-            Keyring::new(KeyId(1), KEY),
+            Keys::both(KeyId(1), KEY),
             [Slot::EMPTY; 64],
             t0,
         );

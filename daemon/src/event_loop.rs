@@ -641,14 +641,18 @@ impl Daemon {
                 Ok(()) => {
                     self.metrics.key_reloads += 1;
                     info!(
-                        active = keys.active().id.0,
-                        keys = keys.keys.len(),
+                        control = keys.active().id.0,
+                        data = keys.data.first().map(|k| k.id.0),
+                        keys = keys.control.len() + keys.data.len(),
                         "SIGHUP: key file reloaded"
                     );
                 }
                 Err(ReloadError::NotAuthenticated) => error!(
                     "SIGHUP: keys not taken: the cluster started unauthenticated; restart to use keys"
                 ),
+                Err(ReloadError::Role(e)) => {
+                    error!("SIGHUP: key file not reloaded, old keys stay: {e}")
+                }
             },
             Err(e) => error!("SIGHUP: key file not reloaded, old keys stay: {e}"),
         }

@@ -8,16 +8,22 @@
 //! Key file format (`--key-file`), one key per line, `#` starts a comment:
 //!
 //! ```text
-//! # id:32 hex digits (16-byte AES-128 key). The first line is the active (sending) key;
-//! # the second one, if present, is still accepted on receive (rotation).
-//! 2:00112233445566778899aabbccddeeff
-//! 1:ffeeddccbbaa99887766554433221100
+//! # id:role:32 hex digits (16-byte AES-128 key), role `control` or `data`. Per role, the
+//! # first line is the active (sending) key; a second one is still accepted (rotation).
+//! 2:control:00112233445566778899aabbccddeeff
+//! 2:data:8899aabbccddeeff0011223344556677
 //! ```
 //!
-//! A line of 32 hex digits without `id:` is key id 0, and a file of exactly 16 raw bytes that
-//! are not all printable text is key id 0 too (16 bytes of text are a cut-short text file and
-//! are refused). At most [`MAX_KEYS`] keys. SIGHUP re-reads the file; a file that does not
-//! parse keeps the old keys. Replace it atomically (write a new file, then `mv` it over the
+//! Control keys seal heartbeats and leaves, data keys everything that carries or steers
+//! session data (`tandem_core::crypto::KeyRole`). A data node needs keys of both roles; a
+//! witness holds control keys only and refuses to start with a data key (it could read and
+//! forge every session). A line `id:32 hex digits` without a role (the format before the
+//! split, and every key file written before it) is one key in both roles: data nodes keep
+//! reading such files unchanged, a witness refuses them. A line of 32 hex digits without
+//! `id:` is key id 0 in both roles, and so is a file of exactly 16 raw bytes that are not all
+//! printable text (16 bytes of text are a cut-short text file and are refused). At most
+//! [`MAX_KEYS`] keys per role. SIGHUP re-reads the file; a file that does not parse, or that
+//! does not fit the node's role, keeps the old keys. Replace it atomically (write a new file, then `mv` it over the
 //! old one) so a reload never sees half a file. A key file readable by group or others is
 //! warned about at start and on reload; key bytes are wiped from memory when dropped. `tandemd keygen` writes
 //! one, and rotates it ([`crate::cli::keygen`]).
@@ -46,7 +52,8 @@ pub const DEFAULT_RESP: &str = "127.0.0.1:6380";
 pub const DEFAULT_INTERFACE: &str = "lo";
 /// Longest `--busy-poll`: past a millisecond, sleeping costs less than spinning.
 pub const MAX_BUSY_POLL_US: u32 = 1000;
-/// Keys a key file may hold: the active one and one more still accepted during rotation.
+/// Keys of one role a key file may hold: the active one and one more still accepted during
+/// rotation.
 pub const MAX_KEYS: usize = 2;
 /// Largest key file read; a key file is a few lines.
 const MAX_KEY_FILE_BYTES: u64 = 4096;
@@ -200,14 +207,17 @@ pub struct Cli {
     /// Take leadership back from a lower-priority leader.
     #[arg(long)]
     pub preempt: bool,
-    /// Run as a witness: votes for quorum, holds no sessions, never leads.
+    /// Run as a witness: votes for quorum, holds no sessions, never leads. Its key file holds
+    /// control keys only (`tandemd keygen --witness FILE`): it refuses to start with a data key.
     #[arg(long)]
     pub witness: bool,
     /// Voting members, e.g. 1,2,3 [default: every member votes].
     #[arg(long, value_delimiter = ',')]
     pub voters: Vec<u16>,
-    /// Key file, mode 0600: lines `id:32-hex-digit AES-128 key`, the first is the sending
-    /// key, a second one is still accepted (rotation); `tandemd keygen` makes one.
+    /// Key file, mode 0600: lines `id:control:32-hex-digit AES-128 key` and `id:data:...`
+    /// (a line `id:hex` is one key in both roles); per role the first sends, a second is
+    /// still accepted (rotation). A witness takes control keys only. `tandemd keygen` makes
+    /// one; replace it by renaming a new file over it.
     #[arg(long, value_name = "PATH")]
     pub key_file: Option<PathBuf>,
     /// Run without authentication (logs a warning; needed off loopback without --key-file).
@@ -366,16 +376,35 @@ impl fmt::Debug for Key {
     }
 }
 
-/// The keys of a key file; `keys[0]` is the active (sending) key. Never empty.
+/// The keys of a key file by role; the first key of a role is its active (sending) key.
+/// `control` is never empty; `data` is empty in a witness's file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeySet {
-    pub keys: Vec<Key>,
+    pub control: Vec<Key>,
+    pub data: Vec<Key>,
 }
 
 impl KeySet {
+    /// The active control key.
     pub fn active(&self) -> &Key {
-        // `KeySet` is only built by `parse_keys`, which refuses an empty file.
-        &self.keys[0]
+        // `KeySet` is only built by `parse_keys`, which refuses a file without a control key.
+        &self.control[0]
+    }
+
+    /// Refuses keys that do not fit the node's role: a witness must not hold a data key (it
+    /// would read and forge every session), a data node needs one.
+    pub fn check_role(&self, witness: bool) -> Result<(), String> {
+        match (witness, self.data.first()) {
+            (true, Some(k)) => Err(format!(
+                "holds data key {} (a line `id:hex` without a role is both keys), and a witness must never hold the data key; give the witness a control-only file: `tandemd keygen --witness DATA-NODE-KEY-FILE > witness.key` (run `tandemd keygen --rotate` on a one-key file first)",
+                k.id.0
+            )),
+            (false, None) => Err(
+                "holds no data key (a witness's control-only file?); a data node needs both: give it the data nodes' key file, or run it with --witness"
+                    .into(),
+            ),
+            _ => Ok(()),
+        }
     }
 }
 
@@ -564,8 +593,16 @@ impl Config {
         }
         let insecure = cli.insecure || file.insecure.unwrap_or(false);
         let key_file = cli.key_file.or(file.key_file);
+        let witness = cli.witness || file.witness.unwrap_or(false);
         let keys = match &key_file {
-            Some(path) => load_keys(path).map_err(|e| problems.0.push(e)).ok(),
+            Some(path) => load_keys(path)
+                .and_then(|k| {
+                    k.check_role(witness)
+                        .map_err(|e| ConfigError(format!("--key-file {}: {e}", path.display())))?;
+                    Ok(k)
+                })
+                .map_err(|e| problems.0.push(e))
+                .ok(),
             None => None,
         };
         if key_file.is_none() && !insecure {
@@ -676,7 +713,7 @@ impl Config {
             &interface,
             &mut problems,
         );
-        if !vips.is_empty() && (cli.witness || file.witness.unwrap_or(false)) {
+        if !vips.is_empty() && witness {
             problems.add("--vip on a --witness: a witness holds no sessions and never a VIP");
         }
         let Some(interface_addr) = interface_addr.filter(|_| problems.0.is_empty()) else {
@@ -697,7 +734,7 @@ impl Config {
             multiplier,
             priority: cli.priority.or(file.priority).unwrap_or(100),
             preempt: cli.preempt || file.preempt.unwrap_or(false),
-            witness: cli.witness || file.witness.unwrap_or(false),
+            witness,
             voters: voters.into_iter().map(NodeId).collect(),
             key_file,
             keys,
@@ -954,7 +991,7 @@ pub fn key_file_mode_warning(path: &Path) -> Option<String> {
     })
 }
 
-/// Parses key file contents.
+/// Parses key file contents (the format is in the module docs).
 ///
 /// A file of exactly 16 bytes is a raw key only if it is not printable text: 16 bytes of
 /// text are a text key file cut short (`1:00010203040506` from an interrupted write), and
@@ -964,30 +1001,48 @@ pub fn parse_keys(raw: &[u8]) -> Result<KeySet, ConfigError> {
     if raw.len() == 16 && !raw.iter().all(printable) {
         let mut bytes = [0u8; 16];
         bytes.copy_from_slice(raw);
+        let key = Key {
+            id: KeyId(0),
+            bytes,
+        };
         return Ok(KeySet {
-            keys: vec![Key {
-                id: KeyId(0),
-                bytes,
-            }],
+            control: vec![key.clone()],
+            data: vec![key],
         });
     }
     let text = std::str::from_utf8(raw)
         .map_err(|_| ConfigError("neither 16 raw bytes nor text lines `id:hex`".into()))?;
-    let mut keys: Vec<Key> = Vec::new();
+    let (mut control, mut data): (Vec<Key>, Vec<Key>) = (Vec::new(), Vec::new());
     for (n, line) in text.lines().enumerate() {
         let line = line.split('#').next().unwrap_or("").trim();
         if line.is_empty() {
             continue;
         }
-        let (id, hex) = match line.split_once(':') {
-            Some((id, hex)) => {
+        let (id, roles, hex) = match line.split_once(':') {
+            Some((id, rest)) => {
                 let id = id
                     .trim()
                     .parse::<u8>()
                     .map_err(|_| ConfigError(format!("line {}: key id must be 0..=255", n + 1)))?;
-                (id, hex.trim())
+                let (roles, hex) = match rest.split_once(':') {
+                    Some((role, hex)) => (
+                        match role.trim() {
+                            "control" => [true, false],
+                            "data" => [false, true],
+                            other => {
+                                return err(format!(
+                                    "line {}: role `{other}`: must be `control` or `data`",
+                                    n + 1
+                                ))
+                            }
+                        },
+                        hex,
+                    ),
+                    None => ([true, true], rest),
+                };
+                (id, roles, hex.trim())
             }
-            None => (0, line),
+            None => (0, [true, true], line),
         };
         let bytes = parse_hex16(hex).ok_or_else(|| {
             ConfigError(format!(
@@ -1000,21 +1055,31 @@ pub fn parse_keys(raw: &[u8]) -> Result<KeySet, ConfigError> {
                 }
             ))
         })?;
-        if keys.iter().any(|k| k.id.0 == id) {
-            return err(format!("line {}: key id {id} given twice", n + 1));
+        for (keys, role) in [(&mut control, "control"), (&mut data, "data")]
+            .into_iter()
+            .zip(roles)
+            .filter_map(|(k, on)| on.then_some(k))
+        {
+            if keys.iter().any(|k| k.id.0 == id) {
+                return err(format!("line {}: {role} key id {id} given twice", n + 1));
+            }
+            if keys.len() == MAX_KEYS {
+                return err(format!("more than {MAX_KEYS} {role} keys"));
+            }
+            keys.push(Key {
+                id: KeyId(id),
+                bytes,
+            });
         }
-        if keys.len() == MAX_KEYS {
-            return err(format!("more than {MAX_KEYS} keys"));
-        }
-        keys.push(Key {
-            id: KeyId(id),
-            bytes,
+    }
+    if control.is_empty() {
+        return err(if data.is_empty() {
+            "no key found"
+        } else {
+            "no control key (every node needs one, a witness only that)"
         });
     }
-    if keys.is_empty() {
-        return err("no key found");
-    }
-    Ok(KeySet { keys })
+    Ok(KeySet { control, data })
 }
 
 fn is_hex_line(s: &str) -> bool {
@@ -1507,23 +1572,88 @@ mod tests {
 
     #[test]
     fn key_file_formats() {
+        // Lines without a role: one key in both roles, in order.
         let ks = parse_keys(b"# rotation\n2:00112233445566778899aabbccddeeff\n1:ffeeddccbbaa99887766554433221100 # old\n").unwrap();
-        assert_eq!(ks.keys.len(), 2);
+        assert_eq!(ks.control, ks.data);
+        assert_eq!(ks.control.len(), 2);
         assert_eq!(ks.active().id, KeyId(2));
         assert_eq!(ks.active().bytes[1], 0x11);
-        assert_eq!(ks.keys[1].bytes[0], 0xff);
+        assert_eq!(ks.control[1].bytes[0], 0xff);
         let ks = parse_keys(b"00112233445566778899AABBCCDDEEFF\n").unwrap();
         assert_eq!(ks.active().id, KeyId(0));
         assert_eq!(ks.active().bytes[15], 0xff);
+        assert_eq!(ks.data[0].id, KeyId(0));
         let ks = parse_keys(&[7u8; 16]).unwrap();
         assert_eq!(ks.active().bytes, [7u8; 16]);
+        assert_eq!(ks.data[0].bytes, [7u8; 16]);
+    }
+
+    #[test]
+    fn key_file_roles() {
+        let split = b"3:control:00112233445566778899aabbccddeeff\n\
+                      3:data:ffeeddccbbaa99887766554433221100\n\
+                      2:control:000102030405060708090a0b0c0d0e0f\n\
+                      2:data : 0f0e0d0c0b0a09080706050403020100 # old\n";
+        let ks = parse_keys(split).unwrap();
+        let ids = |keys: &[Key]| keys.iter().map(|k| k.id.0).collect::<Vec<_>>();
+        assert_eq!((ids(&ks.control), ids(&ks.data)), (vec![3, 2], vec![3, 2]));
+        assert_eq!((ks.active().bytes[0], ks.data[0].bytes[0]), (0x00, 0xff));
+        assert_eq!(ks.data[1].bytes[0], 0x0f);
+        // A role line and a line without a role may share an id in the other role only.
+        let mixed = parse_keys(b"4:control:00112233445566778899aabbccddeeff\n4:data:ffeeddccbbaa99887766554433221100\n3:00112233445566778899aabbccddeeff\n").unwrap();
+        assert_eq!(
+            (ids(&mixed.control), ids(&mixed.data)),
+            (vec![4, 3], vec![4, 3])
+        );
+        assert!(parse_keys(
+            b"3:data:00112233445566778899aabbccddeeff\n3:00112233445566778899aabbccddeeff\n"
+        )
+        .is_err());
+        // A witness's file: control keys only.
+        let w = parse_keys(b"3:control:00112233445566778899aabbccddeeff\n").unwrap();
+        assert!(w.data.is_empty());
+        assert_eq!(w.check_role(true), Ok(()));
+        let e = w.check_role(false).unwrap_err();
+        assert!(e.contains("no data key"), "{e}");
+        // A witness refuses a data key, and a one-key file (both roles), naming the way out.
+        for refused in [
+            &ks,
+            &parse_keys(b"1:00112233445566778899aabbccddeeff\n").unwrap(),
+        ] {
+            let e = refused.check_role(true).unwrap_err();
+            assert!(e.contains("tandemd keygen --witness"), "{e}");
+            assert_eq!(refused.check_role(false), Ok(()));
+        }
+        // Bad roles, a data-only file, three keys of one role.
+        let e = parse_keys(b"1:ctrl:00112233445566778899aabbccddeeff\n").unwrap_err();
+        assert!(e.0.contains("`control` or `data`"), "{e}");
+        let e = parse_keys(b"1:data:00112233445566778899aabbccddeeff\n").unwrap_err();
+        assert!(e.0.contains("no control key"), "{e}");
+        assert!(parse_keys(b"1:control:00112233445566778899aabbccddeeff\n2:control:00112233445566778899aabbccddeeff\n3:00112233445566778899aabbccddeeff\n").is_err());
+    }
+
+    #[test]
+    fn a_witness_with_a_data_key_is_a_config_error() {
+        let key = std::env::temp_dir().join(format!("tandem-witness-{}.key", std::process::id()));
+        std::fs::write(&key, "1:00112233445566778899aabbccddeeff\n").unwrap();
+        let path = key.to_str().unwrap();
+        let witness = ["--node-id", "3", "--key-file", path, "--witness"];
+        let e = resolve(&witness).unwrap_err().to_string();
+        assert!(e.contains("must never hold the data key"), "{e}");
+        std::fs::write(&key, "1:control:00112233445566778899aabbccddeeff\n").unwrap();
+        let c = resolve(&witness).unwrap();
+        assert!(c.keys.unwrap().data.is_empty());
+        let e = resolve(&witness[..4]).unwrap_err().to_string();
+        assert!(e.contains("no data key"), "{e}");
+        let _ = std::fs::remove_file(&key);
     }
 
     proptest::proptest! {
         #[test]
         fn key_parser_never_panics(raw in proptest::collection::vec(proptest::num::u8::ANY, 0..200)) {
             if let Ok(ks) = parse_keys(&raw) {
-                proptest::prop_assert!(!ks.keys.is_empty() && ks.keys.len() <= MAX_KEYS);
+                proptest::prop_assert!(!ks.control.is_empty() && ks.control.len() <= MAX_KEYS);
+                proptest::prop_assert!(ks.data.len() <= MAX_KEYS);
             }
         }
 
@@ -1582,7 +1712,7 @@ mod tests {
         use zeroize::Zeroize;
         let mut k = parse_keys(b"1:00112233445566778899aabbccddeeff\n")
             .unwrap()
-            .keys[0]
+            .control[0]
             .clone();
         k.zeroize();
         assert_eq!(k.bytes, [0u8; 16]);

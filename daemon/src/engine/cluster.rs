@@ -20,7 +20,7 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use tandem_core::crypto::{AnyKey, Keyring};
+use tandem_core::crypto::{AnyKey, Keyring, Keys};
 use zeroize::Zeroizing;
 
 use crate::engine::cipher::Cipher;
@@ -31,7 +31,7 @@ use tandem_core::replication::{self, Dest, Slot, SyncPacer};
 use tandem_core::{detector, membership};
 use tandem_core::{ClusterId, Incarnation, Instant, KeyId, NodeId, Salt};
 
-use crate::config::{Config, KeySet, Profile};
+use crate::config::{Config, Key, KeySet, Profile};
 use crate::engine::counters::{ClusterMetrics, DropReason};
 use crate::engine::node::{CoreNode, REORDER_SLOTS, RING_SLOTS};
 use crate::engine::sessions::{Sessions, SyncChunk};
@@ -134,10 +134,12 @@ impl ClusterConfig {
 }
 
 /// Why new keys were not taken; state did not change.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ReloadError {
     /// The cluster runs unauthenticated and cannot switch to keys at run time (restart).
     NotAuthenticated,
+    /// The keys do not fit the node's role ([`KeySet::check_role`]).
+    Role(String),
 }
 
 /// Bound on the queued events; the loop drains them every iteration.
@@ -180,21 +182,31 @@ fn core_profile(p: Profile) -> detector::Profile {
     }
 }
 
-/// The keyring for `keys` (`None`: the explicit insecure mode).
-pub fn keyring(keys: Option<&KeySet>) -> Keyring<Cipher, KEYS> {
+/// The node's keys for `keys` (`None`: the explicit insecure mode): a control and a data
+/// keyring, the data one empty for a witness's control-only file.
+pub fn keys(keys: Option<&KeySet>) -> Keys<Cipher, KEYS> {
     match keys {
-        None => Keyring::new(KeyId(0), AnyKey::Insecure),
-        Some(set) => {
-            let active = set.active();
-            let mut ring = Keyring::new(active.id, AnyKey::Aes128Gcm(Zeroizing::new(active.bytes)));
-            for k in set.keys.iter().skip(1).take(KEYS - 1) {
-                // Ids are distinct (the key file parser refuses duplicates) and at most KEYS
-                // are added, so this cannot fail; if it did, the key is simply not accepted.
-                let _ = ring.add(k.id, AnyKey::Aes128Gcm(Zeroizing::new(k.bytes)));
-            }
-            ring
-        }
+        None => Keys::both(KeyId(0), AnyKey::Insecure),
+        Some(set) => Keys {
+            control: keyring(&set.control),
+            data: keyring(&set.data),
+        },
     }
+}
+
+/// One role's keyring: the first key active ([`Keyring::empty`] for no key).
+fn keyring(keys: &[Key]) -> Keyring<Cipher, KEYS> {
+    let mut ring = Keyring::empty();
+    let Some((active, rest)) = keys.split_first() else {
+        return ring;
+    };
+    ring.reset(active.id, AnyKey::Aes128Gcm(Zeroizing::new(active.bytes)));
+    for k in rest.iter().take(KEYS - 1) {
+        // Ids are distinct per role (the key file parser refuses duplicates) and at most KEYS
+        // are added, so this cannot fail; if it did, the key is simply not accepted.
+        let _ = ring.add(k.id, AnyKey::Aes128Gcm(Zeroizing::new(k.bytes)));
+    }
+    ring
 }
 
 impl Cluster {
@@ -216,7 +228,7 @@ impl Cluster {
         };
         let ring = vec![Slot::EMPTY; RING_SLOTS].into_boxed_slice();
         let reorder = vec![Slot::EMPTY; REORDER_SLOTS].into_boxed_slice();
-        let node = Node::with_reorder(config, keyring(cfg.keys.as_ref()), ring, reorder, now);
+        let node = Node::with_reorder(config, keys(cfg.keys.as_ref()), ring, reorder, now);
         Cluster {
             cfg,
             node,
@@ -411,14 +423,16 @@ impl Cluster {
         self.folded_metrics()
     }
 
-    /// New keys from the key file (SIGHUP): `keys.keys[0]` becomes the sending key, the rest
-    /// stay accepted. On error nothing changed.
-    pub fn reload_keys(&mut self, keys: &KeySet) -> Result<(), ReloadError> {
+    /// New keys from the key file (SIGHUP): each role's first key becomes its sending key,
+    /// the rest stay accepted. On error nothing changed.
+    pub fn reload_keys(&mut self, new: &KeySet) -> Result<(), ReloadError> {
         if self.cfg.keys.is_none() {
             return Err(ReloadError::NotAuthenticated);
         }
-        self.node.set_keyring(keyring(Some(keys)));
-        self.cfg.keys = Some(keys.clone());
+        new.check_role(self.cfg.witness)
+            .map_err(ReloadError::Role)?;
+        self.node.set_keys(keys(Some(new)));
+        self.cfg.keys = Some(new.clone());
         Ok(())
     }
 
@@ -555,6 +569,7 @@ impl Cluster {
             (DropReason::Auth, now.auth + now.unknown_key),
             (DropReason::Replay, now.replay),
             (DropReason::Stale, now.stale_incarnation),
+            (DropReason::NoDataKey, now.no_data_key),
             (DropReason::Other, now.too_many_senders),
         ] {
             m.add_drops(reason, n);

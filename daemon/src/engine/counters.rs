@@ -21,11 +21,14 @@ pub enum DropReason {
     Stale,
     /// This node's own frame, looped back by the kernel.
     Own,
+    /// A data frame (session data, replication, state transfer) at a node without the data
+    /// key: a witness, which holds the control key only, hears them and cannot open them.
+    NoDataKey,
     Other,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 9] = [
+    pub const ALL: [DropReason; 10] = [
         DropReason::Malformed,
         DropReason::Truncated,
         DropReason::Auth,
@@ -34,6 +37,7 @@ impl DropReason {
         DropReason::UnknownKind,
         DropReason::Stale,
         DropReason::Own,
+        DropReason::NoDataKey,
         DropReason::Other,
     ];
 
@@ -47,6 +51,7 @@ impl DropReason {
             DropReason::UnknownKind => "unknown_kind",
             DropReason::Stale => "stale",
             DropReason::Own => "own",
+            DropReason::NoDataKey => "no_data_key",
             DropReason::Other => "other",
         }
     }

@@ -7,7 +7,7 @@
 
 use cortex_m_rt::entry;
 use static_cell::ConstStaticCell;
-use tandem_core::crypto::{Aes128Gcm, Keyring, Receiver, Sealer};
+use tandem_core::crypto::{Aes128Gcm, Keys, Receiver, Sealer};
 use tandem_core::detector::Profile;
 use tandem_core::frame::{AckRepr, Body, HeartbeatRepr, Role, StateFlags};
 use tandem_core::membership::{self, Event as MemberEvent};
@@ -30,10 +30,9 @@ type FullNode = Node<Aes128Gcm, [Slot; RING], MEMBERS, [Slot; 0], EVENTS>;
 // Built at compile time, all zero: in .bss, never on the stack.
 static NODE: ConstStaticCell<FullNode> =
     ConstStaticCell::new(Node::zeroed([Slot::EMPTY; RING], []));
-// The node's keyring type (KEYS keys): the peer shares the node's seal and open code
+// The node's keys type (KEYS keys per role): the peer shares the node's seal and open code
 // instead of linking a second copy for a one-key keyring.
-static PEER_KEYS: ConstStaticCell<Keyring<Aes128Gcm, KEYS>> =
-    ConstStaticCell::new(Keyring::empty());
+static PEER_KEYS: ConstStaticCell<Keys<Aes128Gcm, KEYS>> = ConstStaticCell::new(Keys::empty());
 static PEER_RX: ConstStaticCell<Receiver<MEMBERS>> =
     ConstStaticCell::new(Receiver::new(ClusterId(0)));
 
@@ -41,7 +40,7 @@ static PEER_RX: ConstStaticCell<Receiver<MEMBERS>> =
 struct Peer {
     sealer: Sealer,
     receiver: &'static mut Receiver<MEMBERS>,
-    keyring: &'static mut Keyring<Aes128Gcm, KEYS>,
+    keyring: &'static mut Keys<Aes128Gcm, KEYS>,
 }
 
 impl Peer {
@@ -121,7 +120,7 @@ fn init(t0: Instant) -> &'static mut FullNode {
 #[inline(never)]
 fn init_peer(node: &FullNode) -> Peer {
     let keyring = PEER_KEYS.take();
-    if let Some(key) = node.keyring().active_key() {
+    if let Some(key) = node.keys().control.active_key() {
         keyring.reset(KeyId(1), *key);
     }
     let receiver = PEER_RX.take();
