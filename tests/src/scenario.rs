@@ -2,7 +2,8 @@
 //! A (host 1) and B (host 2), optionally a witness W (host 3), and a load-balancer host
 //! (last host) running HAProxy in front of the data nodes' RESP ports.
 //!
-//! Every node authenticates with a key file, listens for RESP and HTTP on its own host
+//! Every node authenticates with a key file (the data nodes a control and a data key, the
+//! witness the control key only), listens for RESP and HTTP on its own host
 //! address (`198.18.0.i:6380`, `198.18.0.i:7380`) so that HAProxy reaches them, and uses the
 //! `lan` profile unless told otherwise. Clients connect from the LB host, either through
 //! HAProxy ([`Cluster::client`]) or straight to one node ([`Cluster::direct`]).
@@ -16,16 +17,28 @@ use crate::linkemu::LinkParams;
 use crate::resp_client::{Reply, Resp};
 use crate::{wait_for, Net, HTTP_PORT, RESP_PORT};
 
-/// The cluster key (id 1) every scenario starts with.
+/// The control key (id 1) every scenario starts with; its data key is [`data_key`] of it.
 pub const KEY1: [u8; 16] = *b"tandem-fault-k01";
-/// The key rotated to in the key-rotation scenario (id 2).
+/// The control key rotated to in the key-rotation scenario (id 2).
 pub const KEY2: [u8; 16] = *b"tandem-fault-k02";
 /// HAProxy's client port on the LB host.
 pub const LB_PORT: u16 = 6379;
 
-pub fn key_line(id: u8, key: &[u8; 16]) -> String {
-    let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
-    format!("{id}:{hex}")
+/// The data key that goes with control key `control` (its bitwise complement).
+pub fn data_key(control: &[u8; 16]) -> [u8; 16] {
+    control.map(|b| !b)
+}
+
+/// The key file lines of key `id`: control key `key` and its [`data_key`], or for a
+/// `witness` the control key only.
+pub fn key_lines(id: u8, key: &[u8; 16], witness: bool) -> String {
+    let hex = |k: &[u8; 16]| k.iter().map(|b| format!("{b:02x}")).collect::<String>();
+    let control = format!("{id}:control:{}\n", hex(key));
+    if witness {
+        control
+    } else {
+        format!("{control}{id}:data:{}\n", hex(&data_key(key)))
+    }
 }
 
 /// What a scenario needs.
@@ -59,6 +72,8 @@ pub struct Cluster {
     /// Node index (in `net.nodes`) of the latest process started on each host, by host - 1.
     pub on_host: Vec<Option<usize>>,
     pub key_file: PathBuf,
+    /// The witness's key file: control keys only.
+    pub witness_key_file: PathBuf,
     // Declared before `net`: HAProxy stops before the namespaces go.
     pub lb: Option<Haproxy>,
     pub net: Net,
@@ -74,12 +89,16 @@ impl Cluster {
             None => Net::new(hosts)?,
         };
         let key_file = std::env::temp_dir().join(format!("{}.key", net.prefix));
-        std::fs::write(&key_file, format!("{}\n", key_line(1, &KEY1)))
-            .unwrap_or_else(|e| panic!("{}: {e}", key_file.display()));
+        let witness_key_file = std::env::temp_dir().join(format!("{}.witness.key", net.prefix));
+        for (path, witness) in [(&key_file, false), (&witness_key_file, true)] {
+            std::fs::write(path, key_lines(1, &KEY1, witness))
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        }
         let mut c = Cluster {
             lb_host: hosts,
             on_host: vec![None; hosts],
             key_file,
+            witness_key_file,
             lb: None,
             net,
             opts,
@@ -131,9 +150,14 @@ impl Cluster {
     /// The flags of the node on `host` (its id is the host number).
     pub fn args(&self, host: usize) -> Vec<String> {
         let a = Net::addr(host);
+        let key_file = if self.opts.witness && host == 3 {
+            &self.witness_key_file
+        } else {
+            &self.key_file
+        };
         let mut v: Vec<String> = vec![
             "--key-file".into(),
-            self.key_file.to_string_lossy().into_owned(),
+            key_file.to_string_lossy().into_owned(),
             "--http".into(),
             format!("{a}:{HTTP_PORT}"),
             "--resp".into(),
@@ -338,5 +362,6 @@ impl Cluster {
 impl Drop for Cluster {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.key_file);
+        let _ = std::fs::remove_file(&self.witness_key_file);
     }
 }

@@ -12,7 +12,7 @@ use std::time::Duration;
 use tandem_tests::hostile;
 use tandem_tests::linkemu::LinkParams;
 use tandem_tests::resp_client::{Reply, Resp};
-use tandem_tests::scenario::{key_line, Cluster, Opts, KEY1, KEY2};
+use tandem_tests::scenario::{key_lines, Cluster, Opts, KEY1, KEY2};
 use tandem_tests::{wait_for, Net};
 
 /// The hostile flood saturates this machine's CPUs on purpose; scenarios that judge timing
@@ -530,19 +530,27 @@ fn key_rotation_under_load_no_flap_no_loss() {
     let all = [1, 2, 3];
     c.wait_settled(DOWN_BOUND);
     let changes = total(&c, &all, "tandem_member_state_changes_total");
-    let k1 = key_line(1, &KEY1);
-    let k2 = key_line(2, &KEY2);
-    let steps = [
-        (100, format!("{k1}\n{k2}\n")),
-        (300, format!("{k2}\n{k1}\n")),
-        (500, format!("{k2}\n")),
-    ];
+    // Per step: the data nodes' file and the witness's (control keys only).
+    let file = |keys: &[(u8, [u8; 16])], witness: bool| -> String {
+        keys.iter()
+            .map(|(id, k)| key_lines(*id, k, witness))
+            .collect()
+    };
+    let steps: Vec<_> = [
+        (100, vec![(1, KEY1), (2, KEY2)]),
+        (300, vec![(2, KEY2), (1, KEY1)]),
+        (500, vec![(2, KEY2)]),
+    ]
+    .into_iter()
+    .map(|(at, keys)| (at, file(&keys, false), file(&keys, true)))
+    .collect();
     let mut ledger = Ledger::default();
     let errors = traffic(&mut c, &mut ledger, 700, 50, |c, i| {
-        let Some(step) = steps.iter().position(|(at, _)| *at == i) else {
+        let Some(step) = steps.iter().position(|(at, _, _)| *at == i) else {
             return;
         };
         std::fs::write(&c.key_file, &steps[step].1).unwrap();
+        std::fs::write(&c.witness_key_file, &steps[step].2).unwrap();
         for h in all {
             c.net.signal(c.node(h), libc::SIGHUP);
         }

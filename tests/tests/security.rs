@@ -287,6 +287,190 @@ fn twins_with_one_node_id_are_reported_and_unhealthy() {
     }
 }
 
+/// Keys and roles: a witness holds the control key only (`tandemd keygen --witness` of the
+/// data nodes' file). In a real cluster of two data nodes and the witness it votes: when a
+/// data node dies, the other keeps its quorum with the witness and goes on acknowledging
+/// writes. It hears every session frame and opens none (counted as `no_data_key` drops, not
+/// as forgeries), and the session frames on the wire do not open under its key. Given a data
+/// key (the data nodes' file, or a one-key `id:hex` file) it refuses to start.
+#[test]
+fn a_witness_holds_the_control_key_only() {
+    use tandem_core::crypto::{open, Aes128Gcm, Keyring, Keys};
+    use tandem_core::{ClusterId, KeyId};
+    use tandem_tests::resp_client::Resp;
+
+    let Some(mut net) = Net::new(3) else { return };
+    let one_key = net.key_file("one-key");
+    let dir = std::path::Path::new(&one_key)
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let write_key_file = |name: &str, text: &str| -> String {
+        use std::os::unix::fs::OpenOptionsExt;
+        let path = dir.join(name);
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .and_then(|mut f| std::io::Write::write_all(&mut f, text.as_bytes()))
+            .unwrap();
+        path.to_string_lossy().into_owned()
+    };
+    let (code, text, err) = net.run(1, &["keygen"]);
+    assert_eq!(code, Some(0), "{err}");
+    let data_file = write_key_file("data.key", &text);
+    let (code, text, err) = net.run(1, &["keygen", "--witness", &data_file]);
+    assert_eq!(code, Some(0), "{err}");
+    let witness_file = write_key_file("witness.key", &text);
+    let (code, _, err) = net.run(1, &["keygen", "--witness", &one_key]);
+    assert_ne!(
+        code,
+        Some(0),
+        "a witness file made of a one-key file: {err}"
+    );
+
+    let voters = "1,2,3";
+    for refused in [&data_file, &one_key] {
+        let args = [
+            "--node-id",
+            "3",
+            "--interface",
+            "eth0",
+            "--witness",
+            "--voters",
+            voters,
+            "--key-file",
+            refused,
+        ];
+        let (code, err) = net.run_to_exit(3, &args);
+        assert_eq!(code, Some(2), "a witness started with a data key: {err}");
+        assert!(
+            err.contains("must never hold the data key") && err.contains("keygen --witness"),
+            "{err}"
+        );
+    }
+    let (code, err) = net.run_to_exit(
+        1,
+        &[
+            "--node-id",
+            "1",
+            "--interface",
+            "eth0",
+            "--key-file",
+            &witness_file,
+        ],
+    );
+    assert_eq!(
+        code,
+        Some(2),
+        "a data node started without a data key: {err}"
+    );
+
+    let a = net.start(1, &["--key-file", &data_file, "--voters", voters]);
+    let b = net.start(2, &["--key-file", &data_file, "--voters", voters]);
+    let w = net.start(
+        3,
+        &["--key-file", &witness_file, "--witness", "--voters", voters],
+    );
+    for (n, peers) in [(a, [2, 3]), (b, [1, 3]), (w, [1, 2])] {
+        for p in peers {
+            assert!(
+                net.wait_member_state(n, p, "alive", Duration::from_secs(10)),
+                "node {n} never saw {p}\n{}",
+                net.log(n)
+            );
+        }
+    }
+
+    // Session writes while a sniffer on the witness's host records the group's datagrams.
+    let ns3 = net.ns(3).to_string();
+    let sniffer = std::thread::spawn(move || heartbeats_heard_on(&ns3, Net::addr(3)));
+    let local = std::net::SocketAddr::from(([127, 0, 0, 1], tandem_tests::RESP_PORT));
+    let mut client = Resp::connect(net.ns(1), local, Duration::from_secs(5)).unwrap();
+    for i in 0..50 {
+        let reply = client
+            .set(&format!("session:{i}"), b"secret-value-of-alice")
+            .unwrap();
+        assert!(reply.is_ok(), "{reply:?}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let heard = sniffer.join().unwrap();
+    let no_data_key = "tandem_frames_dropped_total{reason=\"no_data_key\"}";
+    assert!(
+        net.metric(w, no_data_key).unwrap_or(0) >= 50,
+        "the witness did not count the session frames it cannot open\n{}",
+        net.log(w)
+    );
+    assert_eq!(
+        net.metric(w, "tandem_frames_dropped_total{reason=\"auth\"}"),
+        Some(0)
+    );
+
+    // The session frames on the wire: the data key opens them, the witness's keys do not.
+    let key_of = |path: &str, role: &str| -> Option<(u8, [u8; 16])> {
+        let text = std::fs::read_to_string(path).unwrap();
+        let line = text.lines().find(|l| l.split(':').nth(1) == Some(role))?;
+        let mut f = line.split(':');
+        let id = f.next()?.parse().ok()?;
+        let hex = f.nth(1)?.trim();
+        let mut key = [0u8; 16];
+        for (i, b) in key.iter_mut().enumerate() {
+            *b = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok()?;
+        }
+        Some((id, key))
+    };
+    let (cid, control) = key_of(&witness_file, "control").unwrap();
+    assert_eq!(key_of(&witness_file, "data"), None);
+    let (did, data) = key_of(&data_file, "data").unwrap();
+    let mut witness_keys: Keys<Aes128Gcm> = Keys {
+        control: Keyring::new(KeyId(cid), control),
+        data: Keyring::empty(),
+    };
+    let mut control_as_data: Keyring<Aes128Gcm> = Keyring::new(KeyId(did), control);
+    let mut data_keys: Keyring<Aes128Gcm> = Keyring::new(KeyId(did), data);
+    let mut updates = 0;
+    for datagram in &heard {
+        // A datagram packs frames: header (32, body length at 8..10) | body | tag (16).
+        let mut rest = &datagram[..];
+        while rest.len() >= 48 {
+            let len = 48 + usize::from(u16::from_be_bytes([rest[8], rest[9]]));
+            let Some(frame) = rest.get(..len) else { break };
+            rest = &rest[len..];
+            if frame[5] != 0x02 {
+                continue;
+            }
+            updates += 1;
+            let mut copy = frame.to_vec();
+            assert!(open(&mut copy, ClusterId(1), &mut witness_keys).is_err());
+            assert_eq!(copy, frame, "the witness's keys decrypted a session frame");
+            assert!(open(&mut frame.to_vec(), ClusterId(1), &mut control_as_data).is_err());
+            let mut plain = frame.to_vec();
+            assert!(open(&mut plain, ClusterId(1), &mut data_keys).is_ok());
+            assert!(plain
+                .windows(b"secret-value-of-alice".len())
+                .any(|w| w == b"secret-value-of-alice"));
+        }
+    }
+    assert!(
+        updates >= 10,
+        "only {updates} session updates heard: the test proves nothing"
+    );
+
+    // The witness's vote counts: with B dead, A keeps quorum and acknowledges writes.
+    net.kill9(b);
+    assert!(
+        net.wait_member_state(a, 2, "dead", Duration::from_secs(5)),
+        "{}",
+        net.log(a)
+    );
+    let status = net.status(a).unwrap();
+    assert_eq!(status["isolated"], false, "{status}");
+    let reply = client.set("session:after", b"bob").unwrap();
+    assert!(reply.is_ok(), "{reply:?}");
+    assert_eq!(net.member_state(w, 1).as_deref(), Some("alive"));
+}
+
 /// The key of a `1:<hex>` key file.
 fn key_bytes(path: &str) -> [u8; 16] {
     let text = std::fs::read_to_string(path).unwrap();
