@@ -573,9 +573,13 @@ fn key_rotation_under_load_no_flap_no_loss() {
         changes,
         "a member flapped during rotation"
     );
-    for h in all {
+    for (h, want) in [
+        (1, "control=2 data=2"),
+        (2, "control=2 data=2"),
+        (3, "control=2 keys=1"),
+    ] {
         assert!(
-            c.net.log(c.node(h)).contains("active=2"),
+            c.net.log(c.node(h)).contains(want),
             "{}",
             c.net.log(c.node(h))
         );
