@@ -641,7 +641,7 @@ impl Daemon {
                 Ok(()) => {
                     self.metrics.key_reloads += 1;
                     info!(
-                        control = keys.active().id.0,
+                        active = keys.active().id.0,
                         data = keys.data.first().map(|k| k.id.0),
                         keys = keys.control.len() + keys.data.len(),
                         "SIGHUP: key file reloaded"

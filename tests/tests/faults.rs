@@ -574,9 +574,9 @@ fn key_rotation_under_load_no_flap_no_loss() {
         "a member flapped during rotation"
     );
     for (h, want) in [
-        (1, "control=2 data=2"),
-        (2, "control=2 data=2"),
-        (3, "control=2 keys=1"),
+        (1, "active=2 data=2"),
+        (2, "active=2 data=2"),
+        (3, "active=2 keys=1"),
     ] {
         assert!(
             c.net.log(c.node(h)).contains(want),

@@ -128,12 +128,12 @@ fn keygen_keys_run_a_cluster_and_a_staged_rotation_kills_no_member() {
     step(
         1,
         &["keygen", "--rotate", key_s, "--stage"],
-        "key 1 sends, key 2 still accepted",
+        "control key 1 and data key 1 send, control key 2 and data key 2 still accepted",
     );
     step(
         2,
         &["keygen", "--activate", key_s],
-        "key 2 sends, key 1 still accepted",
+        "control key 2 and data key 2 send, control key 1 and data key 1 still accepted",
     );
     for (n, other) in [(a, 2), (b, 1)] {
         assert!(
@@ -150,7 +150,8 @@ fn keygen_keys_run_a_cluster_and_a_staged_rotation_kills_no_member() {
         .filter(|l| !l.starts_with('#'))
         .map(|l| l.split(':').next().unwrap())
         .collect();
-    assert_eq!(ids, ["2", "1"], "{text}");
+    // Per role (control lines first): the new key sends, the old one is still accepted.
+    assert_eq!(ids, ["2", "1", "2", "1"], "{text}");
     let mode = std::fs::metadata(&key).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600, "the rotated file is written mode 0600");
     let _ = std::fs::remove_dir_all(&dir);
