@@ -542,11 +542,14 @@ fn truncated_key_file_on_sighup_keeps_the_old_keys() {
     }
 }
 
-/// Guessing the RESP password: one connection pipelining wrong AUTHs gets a few answers and is
-/// closed, where it used to get every one of 200,000 checked in 0.14 s. Nothing stored is lost
-/// and authenticated clients are untouched.
+/// Guessing the RESP password. One connection pipelining wrong AUTHs used to get 200,000 of
+/// them checked in 0.14 s; now each failure pauses its connection (100 ms, doubling) and the
+/// sixth closes it. Twenty connections flooding at once get at most four answers each in
+/// 2 s (at 100, 300, 700 and 1500 ms) and six in all, while the right password on a new
+/// connection is answered at once and nothing stored is lost.
 #[test]
-fn auth_flood_is_cut_off_after_a_few_guesses() {
+fn auth_flood_is_throttled_and_cut_off_after_a_few_guesses() {
+    use std::time::Instant;
     use tandem_tests::resp_client::{Reply, Resp};
     let Some(mut net) = Net::new(1) else { return };
     let a = net.start(1, &["--insecure", "--requirepass", "s3cret"]);
@@ -557,27 +560,61 @@ fn auth_flood_is_cut_off_after_a_few_guesses() {
     assert!(user.cmd(&[b"AUTH", b"s3cret"]).unwrap().is_ok());
     assert!(user.set("session:1", b"alice").unwrap().is_ok());
 
-    let mut guesser = Resp::connect(net.ns(1), addr, t).unwrap();
-    let guesses: Vec<Vec<Vec<u8>>> = (0..1000)
-        .map(|i| vec![b"AUTH".to_vec(), format!("guess{i}").into_bytes()])
-        .collect();
     let mut flood = Vec::new();
-    for g in &guesses {
-        let refs: Vec<&[u8]> = g.iter().map(Vec::as_slice).collect();
-        tandem_tests::resp_client::encode(&mut flood, &refs);
+    for i in 0..1000 {
+        let guess = format!("guess{i}");
+        tandem_tests::resp_client::encode(&mut flood, &[b"AUTH", guess.as_bytes()]);
     }
-    // The server may close while this is still being written.
-    let _ = guesser.send_raw(&flood);
-    let mut answered = 0;
-    // Bounded: at most one reply per guess, each read bounded by the socket timeout.
-    while answered < guesses.len() {
-        match guesser.read() {
-            Ok(Reply::Error(e)) if e.starts_with("WRONGPASS") => answered += 1,
-            Ok(other) => panic!("unexpected reply {other:?}"),
-            Err(_) => break,
-        }
+    let mut guessers: Vec<Resp> = (0..20)
+        .map(|_| Resp::connect(net.ns(1), addr, t).unwrap())
+        .collect();
+    let start = Instant::now();
+    // Each guesser pipelines 1,000 guesses; a reader per connection notes when each answer
+    // came, until the server closes it (bounded: one answer per guess, each read by the 5 s
+    // socket timeout).
+    let readers: Vec<_> = guessers
+        .drain(..)
+        .map(|mut g| {
+            // The server may close while this is still being written.
+            let _ = g.send_raw(&flood);
+            std::thread::spawn(move || {
+                let mut times = Vec::new();
+                while times.len() < 1000 {
+                    match g.read() {
+                        Ok(Reply::Error(e)) if e.starts_with("WRONGPASS") => {
+                            times.push(start.elapsed())
+                        }
+                        Ok(other) => panic!("unexpected reply {other:?}"),
+                        Err(_) => break,
+                    }
+                }
+                times
+            })
+        })
+        .collect();
+    // The right password on a new connection while the guessers wait: answered at once.
+    let mut late = Resp::connect(net.ns(1), addr, t).unwrap();
+    let asked = Instant::now();
+    assert!(late.cmd(&[b"AUTH", b"s3cret"]).unwrap().is_ok());
+    let took = asked.elapsed();
+    assert!(
+        took < Duration::from_millis(90),
+        "the right password waited {took:?}, as long as a wrong one"
+    );
+    assert_eq!(late.get("session:1").unwrap().bytes(), Some(&b"alice"[..]));
+
+    let times: Vec<Vec<Duration>> = readers.into_iter().map(|r| r.join().unwrap()).collect();
+    let in_2s = |v: &Vec<Duration>| v.iter().filter(|t| **t < Duration::from_secs(2)).count();
+    let answered: usize = times.iter().map(in_2s).sum();
+    for v in &times {
+        assert_eq!(v.len(), 6, "answers before the connection closed: {v:?}");
+        assert!(in_2s(v) <= 4, "{} answers in 2 s: {v:?}", in_2s(v));
+        assert!(v[5] >= Duration::from_millis(6300), "{v:?}");
     }
-    assert_eq!(answered, 6, "guesses answered before the connection closed");
+    assert!(
+        (20..=80).contains(&answered),
+        "{answered} of 20,000 guesses answered in 2 s"
+    );
     assert_eq!(user.get("session:1").unwrap().bytes(), Some(&b"alice"[..]));
 }
 

@@ -93,7 +93,8 @@ pub struct Env<'a> {
 }
 
 /// Failed AUTH attempts one connection may make: the next failure closes it, so guessing
-/// passwords costs a TCP connection per few guesses instead of a round trip each.
+/// passwords costs a TCP connection per few guesses instead of a round trip each (and the
+/// RESP server pauses a connection after each failure, `resp_server::auth_delay_ms`).
 pub const MAX_AUTH_FAILURES: u32 = 5;
 
 /// Per-connection state.
@@ -2001,20 +2002,16 @@ fn expire_ms(arg: &[u8], seconds: bool, relative: bool, now: u64) -> Result<u64,
     u64::try_from(ms).map_err(|_| ExpireError::Invalid)
 }
 
-/// Compares secrets without an early exit on the first differing byte.
 /// Whether `given` is the password, in time that depends on neither where the two differ
 /// nor whether their lengths do: both are hashed (SHA-256, as Redis does) and the digests
-/// compared without an early exit.
+/// compared in constant time (`subtle`, whose comparison the optimizer cannot cut short).
 fn password_matches(expected: &[u8], given: &[u8]) -> bool {
+    use subtle::ConstantTimeEq;
     let (a, b) = (
         ring::digest::digest(&ring::digest::SHA256, expected),
         ring::digest::digest(&ring::digest::SHA256, given),
     );
-    a.as_ref()
-        .iter()
-        .zip(b.as_ref())
-        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-        == 0
+    a.as_ref().ct_eq(b.as_ref()).into()
 }
 
 #[cfg(test)]

@@ -26,6 +26,14 @@
 //! reply byte for that long is closed (Redis's `timeout`; a slowloris sending a byte a second
 //! never completes a request).
 //!
+//! Password guessing: a failed AUTH (or HELLO AUTH) pauses its connection for
+//! [`auth_delay_ms`] (100 ms, doubling with each failure on the connection): its WRONGPASS
+//! reply and everything after it wait, and nothing more is read from it meanwhile (its
+//! pipelined guesses stay in the kernel's buffer). The pause is a deadline on the server's
+//! timer, so the loop and every other connection run on; a right password is never delayed.
+//! The sixth failure is answered after its pause and closes the connection
+//! ([`commands::MAX_AUTH_FAILURES`]), so one connection tries six passwords in 6.3 s.
+//!
 //! Bounds over all connections: at most [`RespServerConfig::max_connections`]; more get Redis's
 //! "max number of clients" error and are closed. The input and output buffers of all of
 //! them together are held under [`RespServerConfig::max_client_memory`] (Redis's
@@ -36,7 +44,8 @@
 //!
 //! Panics: never on client input.
 
-use std::collections::{HashMap, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::SocketAddr;
 
@@ -62,6 +71,17 @@ const KEEP_CAPACITY: usize = 64 * 1024;
 const READ_BUDGET: usize = 2 * READ_CHUNK;
 /// Period of the idle and output checks while connections are open.
 const CHECK_MS: u64 = 1000;
+/// Pause after a connection's first failed AUTH; each further failure doubles it.
+const AUTH_DELAY_MS: u64 = 100;
+/// Longest pause after a failed AUTH.
+const MAX_AUTH_DELAY_MS: u64 = 5000;
+
+/// How long a connection waits after its `failures`-th failed AUTH (1-based): 100 ms, 200,
+/// 400, ... up to 5 s.
+pub fn auth_delay_ms(failures: u32) -> u64 {
+    let doublings = failures.saturating_sub(1).min(16);
+    (AUTH_DELAY_MS << doublings).min(MAX_AUTH_DELAY_MS)
+}
 
 /// Listener settings.
 #[derive(Clone, Debug)]
@@ -255,6 +275,8 @@ struct Conn {
     output_full_since: Option<u64>,
     /// Listed in [`RespServer::runnable`]: stopped at its read budget with more to read.
     runnable: bool,
+    /// After a failed AUTH: until then (unix ms) nothing is read, executed or sent.
+    paused_until: Option<u64>,
 }
 
 /// A held reply and what follows it in command order.
@@ -336,6 +358,9 @@ pub struct RespServer {
     /// Connections that stopped at [`READ_BUDGET`] with more to read: driven again at the
     /// next turn (edge-triggered readiness would not report them again).
     runnable: Vec<usize>,
+    /// Connections paused after a failed AUTH, by the end of their pause (unix ms, slot):
+    /// driven again then. An entry of a closed connection drives its slot once for nothing.
+    paused: BinaryHeap<Reverse<(u64, usize)>>,
     stats: RespStats,
 }
 
@@ -360,6 +385,7 @@ impl RespServer {
             accept_pause: AcceptPause::default(),
             next_check: None,
             runnable: Vec::new(),
+            paused: BinaryHeap::new(),
             stats: RespStats::default(),
             config,
             commands,
@@ -417,13 +443,20 @@ impl RespServer {
     }
 
     /// When [`handle_timer`](Self::handle_timer) is next due (unix ms): a paused listener's
-    /// retry, the periodic idle and output checks.
+    /// retry, the end of a connection's pause after a failed AUTH, the periodic idle and
+    /// output checks.
     pub fn poll_timeout_ms(&self) -> Option<u64> {
         let runnable = (!self.runnable.is_empty()).then_some(0);
-        [self.accept_pause.deadline(), self.next_check, runnable]
-            .into_iter()
-            .flatten()
-            .min()
+        let paused = self.paused.peek().map(|Reverse((t, _))| *t);
+        [
+            self.accept_pause.deadline(),
+            self.next_check,
+            runnable,
+            paused,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// Retries a paused listener and runs the periodic checks, when due: closes connections
@@ -442,6 +475,14 @@ impl RespServer {
                 conn.runnable = false;
                 self.drive(registry, slot, store, sink);
             }
+        }
+        // Bounded: each entry is popped once; a connection paused again pushes a later one.
+        while let Some(&Reverse((t, slot))) = self.paused.peek() {
+            if t > now {
+                break;
+            }
+            self.paused.pop();
+            self.drive(registry, slot, store, sink);
         }
         if self.accept_pause.deadline().is_some_and(|t| t <= now) {
             self.accept_pause.clear();
@@ -631,6 +672,7 @@ impl RespServer {
                     active_ms: now,
                     output_full_since: None,
                     runnable: false,
+                    paused_until: None,
                 });
             }
             if self.next_check.is_none() {
@@ -710,6 +752,16 @@ impl RespServer {
             .max_request
             .max(self.config.limits.max_inline + 2)
             .saturating_add(READ_CHUNK);
+        if let Some(until) = conn.paused_until {
+            if now < until {
+                return;
+            }
+            conn.paused_until = None;
+            // The failed AUTH's reply goes out before anything after it runs.
+            if flush(conn).is_err() {
+                conn.closing = Closing::Now;
+            }
+        }
         let mut budget = READ_BUDGET;
         loop {
             let executed = execute_buffered(
@@ -723,6 +775,11 @@ impl RespServer {
                 slot,
                 &mut self.stats.oversized,
             );
+            if let Some(until) = conn.paused_until {
+                // A failed AUTH: its reply and the rest wait for the timer.
+                self.paused.push(Reverse((until, slot)));
+                return;
+            }
             let wrote = match flush(conn) {
                 Ok(wrote) => wrote,
                 Err(_) => {
@@ -878,6 +935,7 @@ fn execute_buffered(
         && (conn.queue.is_empty() || conn.held_bytes < server.max_held_bytes_per_connection)
         && conn.closing == Closing::No
         && conn.buffered_output() <= server.output_soft_limit
+        && conn.paused_until.is_none()
     {
         let rest = conn.input.get(consumed..).unwrap_or(&[]);
         let auth_required = conn.client.auth_required(config);
@@ -912,9 +970,14 @@ fn execute_buffered(
                     info_extra: &info_extra,
                 };
                 let start = conn.output.len();
+                let failures = conn.client.auth_failures;
                 let outcome =
                     commands::execute(&args, &mut conn.client, store, &env, &mut conn.output);
                 consumed += n;
+                if conn.client.auth_failures > failures {
+                    let delay = auth_delay_ms(conn.client.auth_failures);
+                    conn.paused_until = Some(env.now_ms.saturating_add(delay));
+                }
                 match outcome {
                     Outcome::Reply => conn.queue_tail(start),
                     Outcome::Write(records) => {
@@ -1144,14 +1207,17 @@ mod tests {
 
     impl Rig {
         fn new(config: RespServerConfig) -> Rig {
+            Rig::with_commands(config, commands::CommandConfig::default())
+        }
+
+        fn with_commands(config: RespServerConfig, commands: commands::CommandConfig) -> Rig {
             let config = RespServerConfig {
                 bind: ([127, 0, 0, 1], 0).into(),
                 ..config
             };
             let poll = Poll::new().expect("poll");
             let mut server =
-                RespServer::bind(config, commands::CommandConfig::default(), Token(0), 10)
-                    .expect("bind loopback");
+                RespServer::bind(config, commands, Token(0), 10).expect("bind loopback");
             server.register(poll.registry()).expect("register");
             Rig {
                 poll,
@@ -1527,6 +1593,63 @@ mod tests {
         rig.pump();
         assert_eq!(rig.server.connections(), 1);
         assert!(rig.server.client_memory() < 1 << 20);
+    }
+
+    /// Each failed AUTH holds its reply and the connection's later commands for a pause
+    /// that doubles (100, 200, 400 ... ms) on the server's timer; other clients, and the
+    /// right password, are served at once meanwhile; the sixth failure closes.
+    #[test]
+    fn failed_auth_pauses_its_connection_growing_and_nobody_else() {
+        let mut rig = Rig::with_commands(
+            RespServerConfig::default(),
+            commands::CommandConfig {
+                requirepass: Some(b"pw".to_vec()),
+                ..commands::CommandConfig::default()
+            },
+        );
+        let mut guesser = rig.connect();
+        let mut user = rig.connect();
+        let flood: Vec<u8> = (0..8)
+            .flat_map(|i| format!("AUTH guess{i}\r\n").into_bytes())
+            .collect();
+        guesser.write_all(&flood).expect("send");
+        rig.pump();
+        assert_eq!(
+            read_some(&mut guesser),
+            b"",
+            "the first failure is answered late"
+        );
+        user.write_all(b"AUTH pw\r\nPING\r\n").expect("send");
+        rig.pump();
+        assert_eq!(read_some(&mut user), b"+OK\r\n+PONG\r\n");
+        for (n, pause) in [100, 200, 400, 800, 1600, 3200].into_iter().enumerate() {
+            assert_eq!(auth_delay_ms(n as u32 + 1), pause);
+            rig.advance(pause - 1);
+            assert_eq!(
+                read_some(&mut guesser),
+                b"",
+                "failure {} answered early",
+                n + 1
+            );
+            rig.advance(1);
+            let reply = read_some(&mut guesser);
+            assert!(
+                reply.starts_with(b"-WRONGPASS"),
+                "{}",
+                String::from_utf8_lossy(&reply)
+            );
+            assert_eq!(
+                reply.iter().filter(|&&b| b == b'\n').count(),
+                1,
+                "one reply per pause"
+            );
+        }
+        // The sixth failure closed the connection: the last two guesses were never tried.
+        rig.pump();
+        let mut buf = [0u8; 64];
+        assert!(matches!(guesser.read(&mut buf), Ok(0) | Err(_)));
+        assert_eq!(rig.server.connections(), 1);
+        assert_eq!(auth_delay_ms(10), MAX_AUTH_DELAY_MS);
     }
 
     #[test]
