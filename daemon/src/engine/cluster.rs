@@ -586,24 +586,25 @@ impl Cluster {
 mod tests {
     use super::*;
 
+    fn config(id: u16, keys: Option<KeySet>) -> ClusterConfig {
+        ClusterConfig {
+            node_id: NodeId(id),
+            cluster_id: ClusterId(1),
+            incarnation: Incarnation(100 + u32::from(id)),
+            profile: Profile::Fast,
+            interval_us: None,
+            multiplier: None,
+            priority: 100,
+            preempt: true,
+            witness: false,
+            voters: vec![],
+            keys,
+            salt: Salt([id as u8; 6]),
+        }
+    }
+
     fn cluster(id: u16, keys: Option<KeySet>) -> Cluster {
-        Cluster::new(
-            ClusterConfig {
-                node_id: NodeId(id),
-                cluster_id: ClusterId(1),
-                incarnation: Incarnation(100 + u32::from(id)),
-                profile: Profile::Fast,
-                interval_us: None,
-                multiplier: None,
-                priority: 100,
-                preempt: true,
-                witness: false,
-                voters: vec![],
-                keys,
-                salt: Salt([id as u8; 6]),
-            },
-            Instant::ZERO,
-        )
+        Cluster::new(config(id, keys), Instant::ZERO)
     }
 
     /// Runs two clusters for `ms` of virtual time over a lossless in-memory link.
@@ -750,6 +751,43 @@ mod tests {
         );
         let mut plain = cluster(3, None);
         assert_eq!(plain.reload_keys(&k1), Err(ReloadError::NotAuthenticated));
+    }
+
+    /// A witness with the control key only is heard by a data node (heartbeats are control
+    /// frames); a reload that would give it a data key, or take a data node's, is refused.
+    #[test]
+    fn a_witness_runs_on_the_control_key_and_refuses_a_data_key_on_reload() {
+        let data = crate::config::parse_keys(
+            b"1:control:00112233445566778899aabbccddeeff\n1:data:ffeeddccbbaa99887766554433221100\n",
+        )
+        .unwrap();
+        let control =
+            crate::config::parse_keys(b"1:control:00112233445566778899aabbccddeeff\n").unwrap();
+        let mut a = cluster(1, Some(data.clone()));
+        let mut w = Cluster::new(
+            ClusterConfig {
+                witness: true,
+                ..config(2, Some(control.clone()))
+            },
+            Instant::ZERO,
+        );
+        run(&mut a, &mut w, 0, 20);
+        for c in [&a, &w] {
+            assert_eq!(
+                c.status(Instant::from_millis(20)).count(MemberState::Alive),
+                2
+            );
+            assert_eq!(c.metrics().drops(DropReason::Auth), 0);
+        }
+        match w.reload_keys(&data) {
+            Err(ReloadError::Role(e)) => assert!(e.contains("witness"), "{e}"),
+            other => panic!("{other:?}"),
+        }
+        match a.reload_keys(&control) {
+            Err(ReloadError::Role(e)) => assert!(e.contains("no data key"), "{e}"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(w.reload_keys(&control), Ok(()));
     }
 
     #[test]
