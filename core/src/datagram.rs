@@ -8,6 +8,8 @@
 //! - a heartbeat travels alone: receivers may route a datagram by its first frame's kind
 //!   (`tandemd` reads heartbeats on their own socket once per interval), which must never
 //!   delay a frame packed behind one;
+//! - a control frame (a Leave) never follows a data frame: a witness cannot open data frames
+//!   (it holds no data key), and a frame that does not open ends the datagram;
 //! - a datagram holds at most [`MAX_DATAGRAM`] bytes.
 //!
 //! [`Packer`] drives a [`Node`]'s `poll_transmit` and packs; the frame that did not fit
@@ -16,7 +18,7 @@
 //!
 //! Panics: never; any bytes are fine.
 
-use crate::crypto::Aead;
+use crate::crypto::{Aead, KeyRole};
 use crate::frame::{
     sealed_frame_len, EntryRepr, HeaderRepr, Kind, HEADER_LEN, MAX_DATAGRAM, TAG_LEN,
 };
@@ -84,7 +86,7 @@ impl<C: AsRef<[u8]> + AsMut<[u8]>> Packer<C> {
             out.get_mut(..n)?.copy_from_slice(frame);
             packed.len = n;
             packed.to = to;
-            if is_heartbeat(frame) {
+            if kind(frame) == Some(Kind::Heartbeat as u8) {
                 return Some(packed);
             }
         }
@@ -96,9 +98,13 @@ impl<C: AsRef<[u8]> + AsMut<[u8]>> Packer<C> {
             };
             packed.frames += 1;
             let frame = scratch.get(..len)?;
-            let heartbeat = is_heartbeat(frame);
+            let kind = kind(frame);
+            let heartbeat = kind == Some(Kind::Heartbeat as u8);
+            // A control frame (a Leave) never follows a data frame: a witness, which cannot
+            // open data frames, would lose it with the rest of the datagram.
+            let control = kind.is_some_and(|k| KeyRole::of(k) == KeyRole::Control);
             let empty = packed.len == 0;
-            if !empty && (heartbeat || to != packed.to) || packed.len + len > limit {
+            if !empty && (control || to != packed.to) || packed.len + len > limit {
                 self.held = Some((len, to));
                 break;
             }
@@ -114,9 +120,9 @@ impl<C: AsRef<[u8]> + AsMut<[u8]>> Packer<C> {
     }
 }
 
-/// Whether a sealed frame is a heartbeat (from its plaintext header: our own frame).
-fn is_heartbeat(frame: &[u8]) -> bool {
-    HeaderRepr::check(frame).is_ok_and(|(h, _, _)| h.kind == Kind::Heartbeat as u8)
+/// The kind byte of a sealed frame (from its plaintext header: our own frame).
+fn kind(frame: &[u8]) -> Option<u8> {
+    HeaderRepr::check(frame).ok().map(|(h, _, _)| h.kind)
 }
 
 /// The sealed frames of a received datagram, in order. An empty datagram is one empty
@@ -341,6 +347,47 @@ mod tests {
             assert!(d.len() <= MAX_DATAGRAM);
         }
         assert!(packed_updates > 10, "updates packed: {packed_updates}");
+    }
+
+    /// A Leave polled while an update waits for the next datagram starts that datagram's
+    /// successor rather than following the update: a witness drops a datagram's frames after
+    /// the first it cannot open (a data frame), and would miss the Leave.
+    #[test]
+    fn a_leave_never_follows_a_data_frame() {
+        let t0 = Instant::from_millis(1);
+        let (mut a, mut b) = (node(1, t0), node(2, t0));
+        let mut packers = [
+            Packer::new([0; MAX_DATAGRAM]),
+            Packer::new([0; MAX_DATAGRAM]),
+        ];
+        run(&mut a, &mut b, &mut packers, t0, 30);
+        let now = Instant::from_millis(31);
+        // About 600 bytes sealed each: two fit a datagram, the third waits.
+        for i in 0..3u32 {
+            let mut e = entry(&i.to_be_bytes(), &[b'v'; 500]);
+            e.version = u64::from(i) + 1;
+            a.write(now, &e).unwrap();
+        }
+        let [pa, _] = &mut packers;
+        let mut buf = [0u8; MAX_DATAGRAM];
+        let first = pa.poll_datagram(&mut a, now, &mut buf, usize::MAX).unwrap();
+        assert!(pa.pending(), "an update waits: the test proves nothing");
+        assert!(first.len > 0);
+        a.leave(now);
+        let mut leaves = 0;
+        for _ in 0..10 {
+            let Some(d) = pa.poll_datagram(&mut a, now, &mut buf, usize::MAX) else {
+                break;
+            };
+            let kinds: Vec<u8> = Frames::new(&mut buf[..d.len])
+                .map(|f| HeaderRepr::check(f).unwrap().0.kind)
+                .collect();
+            if let Some(at) = kinds.iter().position(|&k| k == Kind::Leave as u8) {
+                assert_eq!(at, 0, "a Leave behind a data frame: {kinds:?}");
+                leaves += 1;
+            }
+        }
+        assert_eq!(leaves, 1);
     }
 
     #[test]
