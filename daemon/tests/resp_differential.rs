@@ -1,7 +1,8 @@
 //! Differential test: the same command sequences go to a real redis-server and to tandemd's
 //! RESP component (with writes held for a loop turn, as in synchronous replication), and the
 //! replies must match byte for byte; INFO, SCAN cursors and millisecond TTLs are compared by
-//! meaning. Skips (with a message) when redis-server is missing, except under CI=true.
+//! meaning. Every case runs again on a connection switched to RESP3 by `HELLO 3`. Skips (with
+//! a message) when redis-server is missing, except under CI=true.
 
 mod resp_support;
 
@@ -16,6 +17,9 @@ enum Cmp {
     Exact,
     /// Integer replies within this many units (PTTL).
     Near(i64),
+    /// A successful HELLO's map: the same bytes once the values of `version` and `id` (which
+    /// name the server and the connection) are blanked on both sides.
+    Hello,
 }
 
 type Step = (Vec<u8>, Cmp);
@@ -605,6 +609,16 @@ fn compare_case(
                     ));
                 }
             }
+            Cmp::Hello => {
+                if blank_hello(g) != blank_hello(w) {
+                    failures.push(format!(
+                        "{}:\n  redis:  {:?}\n  tandem: {:?}",
+                        ctx(),
+                        show(w),
+                        show(g)
+                    ));
+                }
+            }
             Cmp::Near(tol) => {
                 let num = |b: &[u8]| -> i64 {
                     show(b)
@@ -620,6 +634,24 @@ fn compare_case(
         }
     }
     steps.len()
+}
+
+/// A HELLO reply with the values of `version` and `id` replaced by `-`; other replies (the
+/// errors) as they are.
+fn blank_hello(reply: &[u8]) -> Vec<u8> {
+    let Some(items) = aggregate_items(reply) else {
+        return reply.to_vec();
+    };
+    let header_end = reply.windows(2).position(|w| w == b"\r\n").unwrap_or(0) + 2;
+    let mut out = reply[..header_end].to_vec();
+    for pair in items.chunks(2) {
+        out.extend_from_slice(&pair[0]);
+        match bulk_payload(&pair[0]).as_deref() {
+            Some(b"version" | b"id") => out.extend_from_slice(b"-\r\n"),
+            _ => out.extend_from_slice(pair.get(1).map_or(&[][..], |v| &v[..])),
+        }
+    }
+    out
 }
 
 fn full_scan(addr: SocketAddr, extra: &str) -> (Vec<Vec<u8>>, usize) {
@@ -677,13 +709,40 @@ fn replies_match_redis_server() {
         &mut failures,
     );
     let mut cases_run = 1;
-    // Each case whole (pipelined in one write) and again cut into 5-byte writes.
-    for (run, chunk) in [("p", usize::MAX), ("c", 5)] {
-        for (name, steps) in cases(&format!("{run}:")) {
+    // Each case whole (pipelined in one write), again cut into 5-byte writes, and again
+    // whole on a connection that switched to RESP3 with `HELLO 3` first.
+    for (run, chunk) in [("p", usize::MAX), ("c", 5), ("r3", usize::MAX)] {
+        for (name, mut steps) in cases(&format!("{run}:")) {
+            if run == "r3" {
+                steps.insert(0, (cmdw("HELLO 3"), Cmp::Hello));
+            }
             compared += compare_case(redis.addr, ours.addr, name, &steps, chunk, &mut failures);
             cases_run += 1;
         }
     }
+    // HELLO's own replies in both protocols, and the switch back.
+    compared += compare_case(
+        redis.addr,
+        ours.addr,
+        "hello",
+        &[
+            (cmdw("HELLO"), Cmp::Hello),
+            (cmdw("HELLO 3"), Cmp::Hello),
+            (cmdw("HELLO"), Cmp::Hello),
+            e("GET hello:none"),
+            (cmdw("HELLO 3 SETNAME app3"), Cmp::Hello),
+            e("CLIENT GETNAME"),
+            e("HELLO 4"),
+            e("HELLO 3 SETNAME"),
+            (cmdw("HELLO 2"), Cmp::Hello),
+            e("GET hello:none"),
+            (cmdw("HELLO 3 AUTH default anything"), Cmp::Hello),
+            e("GET hello:none"),
+        ],
+        usize::MAX,
+        &mut failures,
+    );
+    cases_run += 1;
     let mut raw_bytes = 0;
     for (name, bytes) in raw_cases() {
         for chunk in [usize::MAX, 3] {
@@ -794,12 +853,30 @@ fn auth_replies_match_redis_server() {
         e("SET auth:a b"),
         e("GET auth:a"),
     ];
+    // HELLO 3 with AUTH on a new connection authenticates and switches in one step.
+    let resp3_steps = vec![
+        e("GET auth:a"),
+        e("HELLO 3 AUTH default wrong"),
+        e("HELLO 3"),
+        (cmdw("HELLO 3 AUTH default s3cret SETNAME app"), Cmp::Hello),
+        e("GET auth:a"),
+        e("GET auth:none"),
+        e("CLIENT GETNAME"),
+    ];
     let mut failures = Vec::new();
-    let n = compare_case(
+    let mut n = compare_case(
         redis.addr,
         ours.addr,
         "auth",
         &steps,
+        usize::MAX,
+        &mut failures,
+    );
+    n += compare_case(
+        redis.addr,
+        ours.addr,
+        "auth resp3",
+        &resp3_steps,
         usize::MAX,
         &mut failures,
     );

@@ -15,8 +15,9 @@
 //!   maximum allowed size` error, a value above the store's `max_value_bytes` gets
 //!   [`resp::value_too_large`]'s (as does a request the parser skipped as oversized);
 //! - `INFO` describes tandem (with the `role:master` and `redis_version` lines clients need);
-//! - `HELLO` speaks RESP2 only: `HELLO 3` gets `-NOPROTO unsupported protocol version`, on
-//!   which clients that try RESP3 first fall back to RESP2; its other replies are Redis's;
+//! - `HELLO 3` switches the connection to RESP3, whose reply types are used where Redis 7.0
+//!   uses them: `_` for a missing value, maps for HELLO, HGETALL and CONFIG GET, verbatim
+//!   strings for INFO and CLIENT INFO|LIST (the others are the same in both protocols);
 //! - `CONFIG GET` answers for a few parameters tools ask about (`save`, `appendonly`,
 //!   `maxmemory` = `--max-bytes`, `maxmemory-policy` = `noeviction`, `databases` = 1, `port`,
 //!   `timeout`); `CONFIG SET` is refused: tandem is configured by its flags at start.
@@ -107,6 +108,8 @@ pub struct Client {
     pub auth_failures: u32,
     /// Inside MULTI: the commands queued for EXEC.
     pub multi: Option<Multi>,
+    /// The reply protocol, set by `HELLO 2|3`.
+    pub protocol: resp::Protocol,
 }
 
 /// A transaction being queued (MULTI ... EXEC).
@@ -438,6 +441,7 @@ fn execute_one(
         store,
         env,
         out,
+        proto: client.protocol,
         writes: Vec::new(),
     };
     let outcome = match spec.cmd {
@@ -483,10 +487,10 @@ fn execute_one(
         Cmd::Multi | Cmd::Exec | Cmd::Discard => Outcome::Reply,
         Cmd::HMSet => ex.hset("hmset"),
         Cmd::HMGet => ex.hmget(),
-        Cmd::HLen => ex.hash_read(|h, out| resp::integer(out, h.hash_fields().count() as i64)),
+        Cmd::HLen => ex.hash_read(|h, out, _| resp::integer(out, h.hash_fields().count() as i64)),
         Cmd::HExists => {
             let field = args.arg(2);
-            ex.hash_read(|h, out| resp::integer(out, i64::from(h.hash_field(field).is_some())))
+            ex.hash_read(|h, out, _| resp::integer(out, i64::from(h.hash_field(field).is_some())))
         }
         Cmd::HKeys => ex.hash_list(true, false),
         Cmd::HVals => ex.hash_list(false, true),
@@ -743,6 +747,8 @@ struct Exec<'x, 'a> {
     store: &'x mut Store,
     env: &'x Env<'x>,
     out: &'x mut Vec<u8>,
+    /// The connection's reply protocol.
+    proto: resp::Protocol,
     writes: Vec<Replicate>,
 }
 
@@ -758,6 +764,10 @@ impl Exec<'_, '_> {
     fn err(&mut self, text: &[u8]) -> Outcome {
         resp::error(self.out, text);
         Outcome::Reply
+    }
+
+    fn null(&mut self) {
+        resp::null(self.out, self.proto);
     }
 
     /// Refuses a write to a key longer than the wire format carries.
@@ -823,15 +833,17 @@ impl Exec<'_, '_> {
         }
     }
 
-    /// HELLO [protover [AUTH user pass] [SETNAME name]]: Redis's checks in Redis's order.
-    /// Only RESP2 is spoken, so protover 3 gets the NOPROTO a server without RESP3 gives and
-    /// clients fall back to RESP2 (go-redis and Lettuce do).
+    /// HELLO [protover [AUTH user pass] [SETNAME name]]: Redis's checks in Redis's order;
+    /// protover 2 or 3 sets the connection's reply protocol, and the reply (a map of the
+    /// server's properties) is in the new protocol.
     fn hello(&mut self, client: &mut Client) -> Outcome {
         let argc = self.args.len();
+        let mut proto = client.protocol;
         if argc >= 2 {
             match int_arg(self.arg(1)) {
                 None => return self.err(b"ERR Protocol version is not an integer or out of range"),
-                Some(2) => {}
+                Some(2) => proto = resp::Protocol::Resp2,
+                Some(3) => proto = resp::Protocol::Resp3,
                 Some(_) => return self.err(b"NOPROTO unsupported protocol version"),
             }
         }
@@ -882,13 +894,20 @@ impl Exec<'_, '_> {
         if let Some(n) = name {
             client.name = (!n.is_empty()).then(|| n.to_vec());
         }
-        resp::array_header(self.out, 14);
+        client.protocol = proto;
+        resp::map_header(self.out, proto, 7);
         for (k, v) in [("server", "redis"), ("version", REDIS_VERSION)] {
             resp::bulk(self.out, k.as_bytes());
             resp::bulk(self.out, v.as_bytes());
         }
         resp::bulk(self.out, b"proto");
-        resp::integer(self.out, 2);
+        resp::integer(
+            self.out,
+            match proto {
+                resp::Protocol::Resp2 => 2,
+                resp::Protocol::Resp3 => 3,
+            },
+        );
         resp::bulk(self.out, b"id");
         resp::integer(self.out, client.id as i64);
         for (k, v) in [("mode", "standalone"), ("role", "master")] {
@@ -949,7 +968,7 @@ impl Exec<'_, '_> {
                         }
                     }
                 }
-                resp::array_header(self.out, 2 * hits.len());
+                resp::map_header(self.out, self.proto, hits.len());
                 for (shown, j) in hits {
                     resp::bulk(self.out, shown);
                     resp::bulk(self.out, params[j].1.as_bytes());
@@ -1038,7 +1057,7 @@ impl Exec<'_, '_> {
             }
             "getname" => match &client.name {
                 Some(n) => resp::bulk(self.out, n),
-                None => resp::null(self.out),
+                None => self.null(),
             },
             "id" => resp::integer(self.out, client.id as i64),
             "info" | "list" => {
@@ -1048,7 +1067,7 @@ impl Exec<'_, '_> {
                     .map(String::from_utf8_lossy)
                     .unwrap_or_default();
                 let line = format!("id={} name={} db=0 cmd=client|{lower}\n", client.id, name);
-                resp::bulk(self.out, line.as_bytes());
+                resp::verbatim(self.out, self.proto, line.as_bytes());
             }
             _ => resp::simple(self.out, b"OK"),
         }
@@ -1088,7 +1107,7 @@ impl Exec<'_, '_> {
                 )
             },
         );
-        resp::bulk(self.out, text.as_bytes());
+        resp::verbatim(self.out, self.proto, text.as_bytes());
         Outcome::Reply
     }
 
@@ -1107,7 +1126,7 @@ impl Exec<'_, '_> {
             .get(self.args.arg(1), now)
             .map(|e| e.value.string())
         {
-            None => resp::null(self.out),
+            None => self.null(),
             Some(Some(v)) => resp::bulk(self.out, &v),
             Some(None) => resp::error(self.out, WRONGTYPE),
         }
@@ -1177,15 +1196,16 @@ impl Exec<'_, '_> {
             None
         };
         let found = flags & (NX | XX) != 0 && self.store.get(key, now).is_some();
+        let proto = self.proto;
         let get_reply = |out: &mut Vec<u8>| match &old {
             Some(v) => resp::bulk(out, v),
-            None => resp::null(out),
+            None => resp::null(out, proto),
         };
         if (flags & NX != 0 && found) || (flags & XX != 0 && !found) {
             if flags & GET != 0 {
                 get_reply(self.out);
             } else {
-                resp::null(self.out);
+                self.null();
             }
             return Outcome::Reply;
         }
@@ -1396,7 +1416,7 @@ impl Exec<'_, '_> {
         for key in self.args.iter().skip(1) {
             match self.store.get(key, now).and_then(|e| e.value.string()) {
                 Some(v) => resp::bulk(self.out, &v),
-                None => resp::null(self.out),
+                None => self.null(),
             }
         }
         Outcome::Reply
@@ -1479,16 +1499,16 @@ impl Exec<'_, '_> {
     }
 
     /// A read of a hash (a missing key reads as an empty hash).
-    fn hash_read(&mut self, reply: impl FnOnce(&Value, &mut Vec<u8>)) -> Outcome {
+    fn hash_read(&mut self, reply: impl FnOnce(&Value, &mut Vec<u8>, resp::Protocol)) -> Outcome {
         let empty = Value::Hash(crate::engine::store::Hash { fields: Vec::new() });
         let key = self.args.arg(1);
         let now = self.now();
         match self.store.get(key, now) {
-            None => reply(&empty, self.out),
+            None => reply(&empty, self.out, self.proto),
             Some(Entry {
                 value: v @ Value::Hash(_),
                 ..
-            }) => reply(v, self.out),
+            }) => reply(v, self.out, self.proto),
             Some(_) => resp::error(self.out, WRONGTYPE),
         }
         Outcome::Reply
@@ -1591,7 +1611,7 @@ impl Exec<'_, '_> {
         };
         match value {
             Some(v) => resp::bulk(self.out, &v),
-            None => resp::null(self.out),
+            None => self.null(),
         }
         Outcome::Reply
     }
@@ -1612,7 +1632,7 @@ impl Exec<'_, '_> {
         for v in &values {
             match v {
                 Some(v) => resp::bulk(self.out, v),
-                None => resp::null(self.out),
+                None => self.null(),
             }
         }
         Outcome::Reply
@@ -1622,7 +1642,7 @@ impl Exec<'_, '_> {
     fn hash_list(&mut self, names: bool, values: bool) -> Outcome {
         let limit = self.env.config.max_reply_bytes;
         let mut close = false;
-        let outcome = self.hash_read(|h, out| {
+        let outcome = self.hash_read(|h, out, proto| {
             let size: usize = h
                 .hash_fields()
                 .map(|(f, v)| resp::bulk_size(f.len()) + resp::bulk_size(v.len()))
@@ -1631,8 +1651,12 @@ impl Exec<'_, '_> {
                 close = true;
                 return;
             }
-            let per = usize::from(names) + usize::from(values);
-            resp::array_header(out, h.hash_fields().count() * per);
+            let n = h.hash_fields().count();
+            if names && values {
+                resp::map_header(out, proto, n);
+            } else {
+                resp::array_header(out, n);
+            }
             for (f, v) in h.hash_fields() {
                 if names {
                     resp::bulk(out, f);
@@ -1747,7 +1771,7 @@ impl Exec<'_, '_> {
                 self.writes.push(rec);
                 match old {
                     Some(v) => resp::bulk(self.out, &v),
-                    None => resp::null(self.out),
+                    None => self.null(),
                 }
             }
             Err(e) => store_error(e, self.store.limits().max_value_bytes, self.out),
@@ -1834,7 +1858,7 @@ impl Exec<'_, '_> {
         let key = self.args.arg(1);
         match self.string_of(key) {
             Err(()) => return self.err(WRONGTYPE),
-            Ok(None) => resp::null(self.out),
+            Ok(None) => self.null(),
             Ok(Some(v)) => {
                 let now = self.now();
                 self.writes.extend(self.store.delete(key, now));
@@ -1880,7 +1904,7 @@ impl Exec<'_, '_> {
         let value = match self.string_of(key) {
             Err(()) => return self.err(WRONGTYPE),
             Ok(None) => {
-                resp::null(self.out);
+                self.null();
                 return Outcome::Reply;
             }
             Ok(Some(v)) => v,
@@ -2081,7 +2105,7 @@ mod tests {
     }
 
     #[test]
-    fn hello_speaks_resp2_sets_the_name_and_authenticates() {
+    fn hello_sets_the_protocol_the_name_and_authenticates() {
         let mut h = Harness::new();
         let r = h.reply("hello 2 setname app");
         assert!(
@@ -2095,11 +2119,33 @@ mod tests {
         );
         assert_eq!(h.reply("client getname"), "$3\r\napp\r\n");
         assert_eq!(h.reply("hello"), r);
-        // RESP3 is not spoken: the refusal clients fall back to RESP2 on.
         assert_eq!(
-            h.reply("hello 3"),
+            h.reply("hello 4"),
             "-NOPROTO unsupported protocol version\r\n"
         );
+        // HELLO 3 switches this connection to RESP3 (the HELLO reply included) until HELLO 2.
+        h.reply("hset h f v");
+        let r3 = h.reply("hello 3");
+        assert!(
+            r3.starts_with("%7\r\n$6\r\nserver\r\n$5\r\nredis\r\n$7\r\nversion\r\n"),
+            "{r3}"
+        );
+        assert!(r3.contains("$5\r\nproto\r\n:3\r\n$2\r\nid\r\n:"), "{r3}");
+        assert_eq!(h.reply("get nokey"), "_\r\n");
+        assert_eq!(h.reply("mget nokey"), "*1\r\n_\r\n");
+        assert_eq!(h.reply("hgetall h"), "%1\r\n$1\r\nf\r\n$1\r\nv\r\n");
+        assert_eq!(h.reply("hgetall nokey"), "%0\r\n");
+        assert_eq!(h.reply("hkeys h"), "*1\r\n$1\r\nf\r\n");
+        assert_eq!(
+            h.reply("config get appendonly"),
+            "%1\r\n$10\r\nappendonly\r\n$2\r\nno\r\n"
+        );
+        assert!(h.reply("info").starts_with("="), "INFO is a verbatim string");
+        assert_eq!(h.reply("hello 2"), r);
+        assert_eq!(h.reply("get nokey"), "$-1\r\n");
+        assert_eq!(h.reply("hgetall h"), "*2\r\n$1\r\nf\r\n$1\r\nv\r\n");
+        // Another connection starts in RESP2.
+        assert_eq!(Harness::new().reply("get nokey"), "$-1\r\n");
 
         let mut h = Harness::new();
         h.config.requirepass = Some(b"pw".to_vec());

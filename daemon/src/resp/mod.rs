@@ -1,4 +1,5 @@
-//! RESP2 request parser and reply encoding.
+//! RESP request parser and reply encoding (RESP2, and RESP3 for connections that ask with
+//! `HELLO 3`).
 //!
 //! [`Parser`] is incremental: the caller keeps the unconsumed input in one buffer, appends what
 //! each read brings, and calls [`Parser::parse`] with the whole unconsumed input. The parser
@@ -551,7 +552,16 @@ fn hex(c: u8) -> Option<u8> {
     }
 }
 
-// Reply encoding. Each appends one RESP2 reply to `out`.
+// Reply encoding. Each appends one reply to `out`; the types RESP3 added (null, map,
+// verbatim string) take the connection's [`Protocol`] and fall back to their RESP2 forms.
+
+/// The reply protocol a connection speaks: RESP2 until it sends `HELLO 3`, as in Redis.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Protocol {
+    #[default]
+    Resp2,
+    Resp3,
+}
 
 /// `+text\r\n`. `text` must hold no CR or LF.
 pub fn simple(out: &mut Vec<u8>, text: &[u8]) {
@@ -583,9 +593,47 @@ pub fn bulk(out: &mut Vec<u8>, bytes: &[u8]) {
     out.extend_from_slice(b"\r\n");
 }
 
-/// `$-1\r\n`.
-pub fn null(out: &mut Vec<u8>) {
-    out.extend_from_slice(b"$-1\r\n");
+/// A missing value: `$-1\r\n` in RESP2, `_\r\n` in RESP3 (Redis's `addReplyNull`).
+pub fn null(out: &mut Vec<u8>, proto: Protocol) {
+    out.extend_from_slice(match proto {
+        Protocol::Resp2 => b"$-1\r\n",
+        Protocol::Resp3 => b"_\r\n",
+    });
+}
+
+/// A missing array (EXEC aborted by WATCH): `*-1\r\n` in RESP2, `_\r\n` in RESP3.
+pub fn null_array(out: &mut Vec<u8>, proto: Protocol) {
+    out.extend_from_slice(match proto {
+        Protocol::Resp2 => b"*-1\r\n",
+        Protocol::Resp3 => b"_\r\n",
+    });
+}
+
+/// A map of `n` pairs: `%n\r\n` in RESP3, an array of `2n` in RESP2; the caller appends
+/// key, value, key, value...
+pub fn map_header(out: &mut Vec<u8>, proto: Protocol, n: usize) {
+    match proto {
+        Protocol::Resp2 => array_header(out, 2 * n),
+        Protocol::Resp3 => {
+            out.push(b'%');
+            push_decimal(out, n as i64);
+            out.extend_from_slice(b"\r\n");
+        }
+    }
+}
+
+/// Text for a human (INFO, CLIENT INFO): a bulk in RESP2, a `txt` verbatim string in RESP3.
+pub fn verbatim(out: &mut Vec<u8>, proto: Protocol, text: &[u8]) {
+    match proto {
+        Protocol::Resp2 => bulk(out, text),
+        Protocol::Resp3 => {
+            out.push(b'=');
+            push_decimal(out, text.len() as i64 + 4);
+            out.extend_from_slice(b"\r\ntxt:");
+            out.extend_from_slice(text);
+            out.extend_from_slice(b"\r\n");
+        }
+    }
 }
 
 /// `*n\r\n`; the caller appends `n` replies.
@@ -1003,12 +1051,22 @@ mod tests {
         error(&mut out, b"ERR x");
         integer(&mut out, -12);
         bulk(&mut out, b"abc");
-        null(&mut out);
+        null(&mut out, Protocol::Resp2);
         array_header(&mut out, 2);
+        null_array(&mut out, Protocol::Resp2);
+        map_header(&mut out, Protocol::Resp2, 2);
+        verbatim(&mut out, Protocol::Resp2, b"a:1");
         assert_eq!(
             out,
-            b"+OK\r\n-ERR x\r\n:-12\r\n$3\r\nabc\r\n$-1\r\n*2\r\n".to_vec()
+            b"+OK\r\n-ERR x\r\n:-12\r\n$3\r\nabc\r\n$-1\r\n*2\r\n*-1\r\n*4\r\n$3\r\na:1\r\n"
+                .to_vec()
         );
+        let mut out = Vec::new();
+        null(&mut out, Protocol::Resp3);
+        null_array(&mut out, Protocol::Resp3);
+        map_header(&mut out, Protocol::Resp3, 2);
+        verbatim(&mut out, Protocol::Resp3, b"a:1");
+        assert_eq!(out, b"_\r\n_\r\n%2\r\n=7\r\ntxt:a:1\r\n".to_vec());
         for n in [0usize, 9, 10, 99, 100, 123456] {
             let mut o = Vec::new();
             bulk(&mut o, &vec![0; n]);

@@ -202,8 +202,10 @@ fn reply_len(b: &[u8]) -> Option<usize> {
     let head = std::str::from_utf8(&b[1..line_end]).unwrap_or("");
     let after = line_end + 2;
     match b.first()? {
-        b'+' | b'-' | b':' => Some(after),
-        b'$' => {
+        // RESP3's simple types: null, boolean, double, big number.
+        b'+' | b'-' | b':' | b'_' | b'#' | b',' | b'(' => Some(after),
+        // RESP3's bulk-like types: verbatim string, bulk error.
+        b'$' | b'=' | b'!' => {
             let n: i64 = head.parse().ok()?;
             if n < 0 {
                 Some(after)
@@ -211,8 +213,10 @@ fn reply_len(b: &[u8]) -> Option<usize> {
                 Some(after + n as usize + 2)
             }
         }
-        b'*' => {
+        // Arrays, and RESP3's sets, pushes, maps and attributes (two replies per entry).
+        kind @ (b'*' | b'~' | b'>' | b'%' | b'|') => {
             let n: i64 = head.parse().ok()?;
+            let n = if matches!(kind, b'%' | b'|') { 2 * n } else { n };
             let mut pos = after;
             for _ in 0..n.max(0) {
                 pos += reply_len(&b[pos..])?;
@@ -228,11 +232,22 @@ pub fn array_items(reply: &[u8]) -> Option<Vec<Vec<u8>>> {
     if reply.first() != Some(&b'*') {
         return None;
     }
+    aggregate_items(reply)
+}
+
+/// The elements of an array, set or push reply, or a map's keys and values in turn (raw
+/// bytes each); None if `reply` is not an aggregate.
+pub fn aggregate_items(reply: &[u8]) -> Option<Vec<Vec<u8>>> {
+    let kind = *reply.first()?;
+    if !b"*~>%|".contains(&kind) {
+        return None;
+    }
     let line_end = reply.windows(2).position(|w| w == b"\r\n")?;
     let n: usize = std::str::from_utf8(&reply[1..line_end])
         .ok()?
         .parse()
         .ok()?;
+    let n = if matches!(kind, b'%' | b'|') { 2 * n } else { n };
     let mut items = split_replies(&reply[line_end + 2..]);
     items.truncate(n);
     Some(items)
