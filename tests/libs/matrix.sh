@@ -65,14 +65,12 @@ for f in "${flows[@]}"; do
     echo "== $name (against redis-server: exit $rc)"
     shape <"$out/$name.mon"
     if [ -n "${TANDEM:-}" ]; then
-        for proto in "" 2; do
-            RESP_PROTOCOL=$proto TANDEM_A=$TANDEM TANDEM_B=$TANDEM timeout 60 $cmd >"$out/$name.tandem$proto.log" 2>&1
-            if [ $? = 0 ]; then
-                echo "   tandem (RESP_PROTOCOL=${proto:-default}): PASS"
-            else
-                echo "   tandem (RESP_PROTOCOL=${proto:-default}): $(grep -m1 -E 'FAIL|Error:|ERR|NOPROTO' "$out/$name.tandem$proto.log" | cut -c1-200)"
-            fi
-        done
+        TANDEM_A=$TANDEM TANDEM_B=$TANDEM timeout 60 $cmd >"$out/$name.tandem.log" 2>&1
+        if [ $? = 0 ]; then
+            echo "   tandem: PASS"
+        else
+            echo "   tandem: $(grep -m1 -E 'FAIL|Error:|ERR|NOPROTO' "$out/$name.tandem.log" | cut -c1-200)"
+        fi
     fi
 done
 echo "captures in $out"

@@ -27,7 +27,7 @@ for f in "${flows[@]}"; do
         redis-server --port $port --bind 127.0.0.1 --save '' --appendonly no --daemonize yes \
             --dir "$d" --pidfile "$d/pid" --rename-command "$c" "" >/dev/null || exit 1
         sleep 0.2
-        RESP_PROTOCOL=2 TANDEM_A=127.0.0.1:$port TANDEM_B=127.0.0.1:$port timeout 60 $cmd >"$d/out" 2>&1
+        TANDEM_A=127.0.0.1:$port TANDEM_B=127.0.0.1:$port timeout 60 $cmd >"$d/out" 2>&1
         rc=$?
         kill "$(cat "$d/pid")"
         sleep 0.2

@@ -11,10 +11,8 @@
 //! log: the scripts check all three). `tests/libs/refusals.sh` proves it per command: with any
 //! one of a flow's commands disabled in a redis-server, that flow fails.
 //!
-//! node-redis 6 and redis-py 8 open every connection with `HELLO 3` (RESP3) by default;
-//! tandem speaks RESP2, so those clients are configured with RESP2 (`RESP_PROTOCOL=2` makes
-//! the scripts pass `RESP: 2` / `protocol=2`; the README's libraries table says so). ioredis
-//! and php-redis run with their defaults.
+//! Every client runs with its defaults: node-redis 6, ioredis 6 and redis-py 8 open each
+//! connection with `HELLO 3` and speak RESP3; php-redis speaks RESP2.
 // A failed unwrap in a test is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -26,18 +24,9 @@ use tandem_tests::scenario::{Cluster, Opts};
 /// One flow: at most this long (each sleeps 3.2 s for its 2 s session to expire).
 const FLOW_LIMIT: Duration = Duration::from_secs(90);
 
-/// How the flow's client is asked to speak.
-#[derive(Clone, Copy, PartialEq)]
-enum Protocol {
-    /// The library's default.
-    Default,
-    /// RESP2 asked for (`RESP_PROTOCOL=2`).
-    Resp2,
-}
-
 /// Runs `script args` (relative to `tests/libs/`) with `runtime` on the client host of a
 /// fresh pair, and fails unless it exits 0 having printed `PASS`.
-fn flow(runtime: Runtime, protocol: Protocol, script: &str, args: &[&str]) {
+fn flow(runtime: Runtime, script: &str, args: &[&str]) {
     let Some(program) = runtime.require() else {
         return;
     };
@@ -51,13 +40,10 @@ fn flow(runtime: Runtime, protocol: Protocol, script: &str, args: &[&str]) {
     };
     let mut argv = vec![libs_dir().join(script).to_string_lossy().into_owned()];
     argv.extend(args.iter().map(|a| a.to_string()));
-    let mut env = vec![
+    let env = [
         ("TANDEM_A", Cluster::resp_addr(1).to_string()),
         ("TANDEM_B", Cluster::resp_addr(2).to_string()),
     ];
-    if protocol == Protocol::Resp2 {
-        env.push(("RESP_PROTOCOL", "2".to_string()));
-    }
     let (code, out, err) = run_in(c.net.ns(c.lb_host), &program, &argv, &env, FLOW_LIMIT);
     assert!(
         code == Some(0) && out.lines().any(|l| l.starts_with("PASS")),
@@ -69,7 +55,6 @@ fn flow(runtime: Runtime, protocol: Protocol, script: &str, args: &[&str]) {
 fn express_session_on_connect_redis_over_node_redis() {
     flow(
         Runtime::Node,
-        Protocol::Resp2,
         "node/flow.js",
         &["node-redis"],
     );
@@ -79,7 +64,6 @@ fn express_session_on_connect_redis_over_node_redis() {
 fn express_session_on_connect_redis_over_ioredis() {
     flow(
         Runtime::Node,
-        Protocol::Default,
         "node/flow.js",
         &["ioredis"],
     );
@@ -89,7 +73,6 @@ fn express_session_on_connect_redis_over_ioredis() {
 fn flask_session_on_redis_py() {
     flow(
         Runtime::Python,
-        Protocol::Resp2,
         "python/flask_flow.py",
         &[],
     );
@@ -99,7 +82,6 @@ fn flask_session_on_redis_py() {
 fn django_sessions_on_django_redis() {
     flow(
         Runtime::Python,
-        Protocol::Resp2,
         "python/django_flow.py",
         &[],
     );
@@ -107,7 +89,7 @@ fn django_sessions_on_django_redis() {
 
 #[test]
 fn php_redis_session_handler_with_locking() {
-    flow(Runtime::Php, Protocol::Default, "php/flow.php", &[]);
+    flow(Runtime::Php, "php/flow.php", &[]);
 }
 
 /// Flask-Limiter's fixed-window-elastic-expiry strategy counts with INCRBY + EXPIRE.
@@ -115,7 +97,6 @@ fn php_redis_session_handler_with_locking() {
 fn flask_limiter_counts_across_both_nodes() {
     flow(
         Runtime::Python,
-        Protocol::Resp2,
         "python/limiter_flow.py",
         &["fixed-window-elastic-expiry"],
     );

@@ -36,15 +36,13 @@ function fail(msg) {
 async function client(addr) {
   if (variant === "ioredis") {
     const Redis = require("ioredis")
-    const resp = process.env.RESP_PROTOCOL ? {protocol: Number(process.env.RESP_PROTOCOL)} : {}
-    const c = new Redis({...resp, host: addr.host, port: addr.port, maxRetriesPerRequest: 1})
+    const c = new Redis({host: addr.host, port: addr.port, maxRetriesPerRequest: 1})
     c.on("error", (e) => console.error(`ioredis: ${e.message}`))
     return c
   }
   const {createClient} = require("redis")
-  // RESP_PROTOCOL=2 asks for RESP2; node-redis 6 defaults to RESP3 (HELLO 3).
-  const resp = process.env.RESP_PROTOCOL ? {RESP: Number(process.env.RESP_PROTOCOL)} : {}
-  const c = createClient({...resp, socket: {host: addr.host, port: addr.port, reconnectStrategy: false}})
+  // node-redis 6 speaks RESP3 by default (HELLO 3 on every connection).
+  const c = createClient({socket: {host: addr.host, port: addr.port, reconnectStrategy: false}})
   c.on("error", (e) => console.error(`node-redis: ${e.message}`))
   await c.connect()
   return c

@@ -28,9 +28,3 @@ def expect(step, status, body, want_status, want=None):
         fail(f"{step}: got {body!r}, want {want!r}")
     print(f"ok {step}", flush=True)
 
-
-def protocol():
-    """The RESP version to ask redis-py for: RESP_PROTOCOL if set, else the library's default
-    (redis-py 8 defaults to RESP3 and opens each connection with HELLO 3)."""
-    v = os.environ.get("RESP_PROTOCOL")
-    return int(v) if v else None

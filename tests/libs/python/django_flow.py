@@ -15,7 +15,7 @@ import django
 from django.conf import settings
 from django.urls import path
 
-from common import expect, nodes, protocol
+from common import expect, nodes
 
 (HA, PA), (HB, PB) = nodes()
 
@@ -26,7 +26,6 @@ def cache(host, port):
         "LOCATION": f"redis://{host}:{port}/0",
         "OPTIONS": {
             "CLIENT_CLASS": "django_redis.client.DefaultClient",
-            "CONNECTION_POOL_KWARGS": {"protocol": protocol()},
         },
     }
 

@@ -14,7 +14,7 @@ import redis
 from flask import Flask, jsonify, request, session
 from flask_session import Session
 
-from common import expect, fail, nodes, protocol
+from common import expect, fail, nodes
 
 
 def make_app(host, port, lifetime):
@@ -22,7 +22,7 @@ def make_app(host, port, lifetime):
     app.config.update(
         SECRET_KEY="tandem-test-secret",
         SESSION_TYPE="redis",
-        SESSION_REDIS=redis.Redis(host=host, port=port, protocol=protocol()),
+        SESSION_REDIS=redis.Redis(host=host, port=port),
         SESSION_PERMANENT=True,
         PERMANENT_SESSION_LIFETIME=lifetime,
     )

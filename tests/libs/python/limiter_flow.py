@@ -13,7 +13,7 @@ import sys
 from flask import Flask
 from flask_limiter import Limiter
 
-from common import expect, nodes, protocol
+from common import expect, nodes
 
 
 def make_app(host, port, strategy):
@@ -23,7 +23,6 @@ def make_app(host, port, strategy):
         app=app,
         storage_uri=f"redis://{host}:{port}",
         strategy=strategy,
-        storage_options={"protocol": protocol()},
         swallow_errors=False,
     )
 
