@@ -15,8 +15,8 @@ Routes (JSON answers):
     GET  /health                 200 while the local tandemd answers, else 503 (for the LB)
 
 Flask-Session keeps each session as one value under `session:<id>`, written with
-`SET key value EX <lifetime>` on every request; its client is redis-py asked for RESP2,
-which tandem speaks.
+`SET key value EX <lifetime>` on every request; its client is redis-py with its defaults
+(RESP3, after `HELLO 3`).
 """
 
 import argparse
@@ -29,7 +29,7 @@ from flask_session import Session
 
 def create_app(resp: str, name: str, secret: str) -> Flask:
     host, _, port = resp.rpartition(":")
-    store = redis.Redis(host=host, port=int(port), protocol=2, socket_timeout=2)
+    store = redis.Redis(host=host, port=int(port), socket_timeout=2)
     app = Flask(__name__)
     app.config.update(
         # Signs nothing here (Flask-Session's ids are random and unsigned by default), but
