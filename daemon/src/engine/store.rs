@@ -475,11 +475,7 @@ impl Store {
                 None => {
                     added +=
                         usize::from(cur.value.as_ref().and_then(|c| c.hash_field(f)).is_none());
-                    fields.push(Field {
-                        name: f.to_vec(),
-                        stamp,
-                        value: Some(v.to_vec()),
-                    });
+                    fields.push(Field::new(f, stamp, Some(v)));
                 }
             }
         }
@@ -508,11 +504,7 @@ impl Store {
         let mut graves: Vec<Field> = Vec::new();
         for f in fields {
             if value.hash_field(f).is_some() && !graves.iter().any(|g| g.name == f) {
-                graves.push(Field {
-                    name: f.to_vec(),
-                    stamp,
-                    value: None,
-                });
+                graves.push(Field::new(f, stamp, None));
             }
         }
         if graves.is_empty() {
@@ -585,6 +577,72 @@ impl Store {
                     version: stamp.version,
                     sum,
                 }],
+            })),
+        };
+        let rec = self
+            .write_local(key, write, now_ms)
+            .map_err(IncrError::Store)?;
+        Ok((total, rec))
+    }
+
+    /// HINCRBY: adds `delta` to the integer in a hash field (a missing field counts as 0) and
+    /// returns the new value. The field becomes a counter on its last write, with this node's
+    /// increments kept apart from other nodes' and summed, as [`Store::incr`] does for a key:
+    /// concurrent HINCRBYs of one field on several nodes all count. A missing field counts on
+    /// its tombstone, or on the key's base if it has none, so that nodes incrementing it at
+    /// once share that base. The caller has checked that `key` holds no string.
+    pub fn hincr(
+        &mut self,
+        key: &[u8],
+        field: &[u8],
+        delta: i64,
+        now_ms: u64,
+    ) -> Result<(i64, Replicate), IncrError> {
+        let key = self.key(key);
+        let stamp = self.next_stamp();
+        let cur = self.state(key, now_ms);
+        let old = match &cur.value {
+            Some(Value::Hash(h)) => h.fields.iter().find(|f| f.name == field),
+            _ => None,
+        };
+        let (on, counter) = match old {
+            None => (cur.base, Counter::default()),
+            Some(f) => match (&f.counter, &f.value) {
+                (Some(c), _) => (f.stamp, c.clone()),
+                (None, Some(v)) => (
+                    f.stamp,
+                    Counter {
+                        base: string2ll(v).ok_or(IncrError::NotInteger)?,
+                        parts: Vec::new(),
+                    },
+                ),
+                (None, None) => (f.stamp, Counter::default()),
+            },
+        };
+        let total = counter
+            .total()
+            .checked_add(delta)
+            .ok_or(IncrError::Overflow)?;
+        let mine = counter
+            .parts
+            .iter()
+            .find(|p| p.node == self.node)
+            .map_or(0, |p| p.sum);
+        let sum = mine.checked_add(delta).ok_or(IncrError::Overflow)?;
+        let share = Counter {
+            base: counter.base,
+            parts: vec![Part {
+                node: self.node,
+                version: stamp.version,
+                sum,
+            }],
+        };
+        let write = KeyState {
+            base: cur.base,
+            expiry: cur.expiry,
+            expires_at_ms: cur.expires_at_ms,
+            value: Some(Value::Hash(Hash {
+                fields: vec![Field::counting(field, on, share)],
             })),
         };
         let rec = self
@@ -1372,6 +1430,7 @@ mod tests {
             HSet(u8, u8),
             HDel(u8, u8),
             Incr(u8, i8),
+            HIncr(u8, u8, i8),
             Expire(u8, u16),
             /// Deliver everything node `from` wrote so far to the other node.
             Sync,
@@ -1388,6 +1447,7 @@ mod tests {
                     (k.clone(), 0u8..3).prop_map(|(k, f)| LocalOp::HSet(k, f)),
                     (k.clone(), 0u8..3).prop_map(|(k, f)| LocalOp::HDel(k, f)),
                     (k.clone(), any::<i8>()).prop_map(|(k, d)| LocalOp::Incr(k, d)),
+                    (k.clone(), 0u8..3, any::<i8>()).prop_map(|(k, f, d)| LocalOp::HIncr(k, f, d)),
                     (k, 1u16..500).prop_map(|(k, t)| LocalOp::Expire(k, t)),
                     Just(LocalOp::Sync),
                 ],
@@ -1429,6 +1489,12 @@ mod tests {
                             if is_hash { Vec::new() } else {
                                 st.incr(&key(k), i64::from(*d), now).map(|(_, r)| r).into_iter().collect()
                             }
+                        }
+                        LocalOp::HIncr(k, f, d) => {
+                            let is_hash = matches!(st.get(&key(k), now), None | Some(Entry { value: Value::Hash(_), .. }));
+                            if is_hash {
+                                st.hincr(&key(k), &[*f], i64::from(*d), now).map(|(_, r)| r).into_iter().collect()
+                            } else { Vec::new() }
                         }
                         LocalOp::Expire(k, t) => st.set_expiry(&key(k), now + u64::from(*t) * 100, now).into_iter().collect(),
                         LocalOp::Sync => {
@@ -1473,6 +1539,8 @@ mod tests {
             /// HSET of a field no other write names, on key `k`.
             HSet(u8),
             Incr(u8, i8),
+            /// HINCRBY of field `n0` or `n1` of hash `h<k>`.
+            HIncr(u8, u8, i8),
             Expire(u8),
             /// Deliver what node `from` wrote so far (none of it before: a partition).
             Sync,
@@ -1485,6 +1553,7 @@ mod tests {
                 prop_oneof![
                     k.clone().prop_map(Acked::HSet),
                     (k.clone(), any::<i8>()).prop_map(|(k, d)| Acked::Incr(k, d)),
+                    (k.clone(), 0u8..2, any::<i8>()).prop_map(|(k, f, d)| Acked::HIncr(k, f, d)),
                     k.prop_map(Acked::Expire),
                     Just(Acked::Sync),
                 ],
@@ -1504,6 +1573,7 @@ mod tests {
                 let mut delivered = [0usize; 2];
                 let mut fields: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
                 let mut sums = [0i64; 3];
+                let mut field_sums: HashMap<(u8, u8), i64> = HashMap::new();
                 let now = 1000;
                 // Hashes are keys h0..h2, counters c0..c2.
                 for (n, (on_b, op)) in ops.iter().enumerate() {
@@ -1520,6 +1590,11 @@ mod tests {
                             let (_, r) = st.incr(&[b'c', *k], i64::from(*d), now).expect("fits");
                             logs[i].push(r);
                             sums[usize::from(*k)] += i64::from(*d);
+                        }
+                        Acked::HIncr(k, f, d) => {
+                            let (_, r) = st.hincr(&[b'h', *k], &[b'n', *f], i64::from(*d), now).expect("fits");
+                            logs[i].push(r);
+                            *field_sums.entry((*k, *f)).or_default() += i64::from(*d);
                         }
                         Acked::Expire(k) => {
                             for key in [[b'h', *k], [b'c', *k]] {
@@ -1549,6 +1624,10 @@ mod tests {
                         let got = st.get(&[b'c', k as u8], now).and_then(|e| e.value.string().map(|v| v.into_owned()));
                         let touched = ops.iter().any(|(_, o)| matches!(o, Acked::Incr(j, _) if usize::from(*j) == k));
                         prop_assert_eq!(got, touched.then(|| sum.to_string().into_bytes()));
+                    }
+                    for ((k, f), sum) in &field_sums {
+                        let got = st.get(&[b'h', *k], now).and_then(|e| e.value.hash_field(&[b'n', *f]).map(<[u8]>::to_vec));
+                        prop_assert_eq!(got, Some(sum.to_string().into_bytes()));
                     }
                 }
                 prop_assert_eq!(dump(&mut a, now), dump(&mut b, now));

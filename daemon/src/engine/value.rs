@@ -61,6 +61,9 @@ pub const TAG_STRING: u8 = 0x00;
 pub const TAG_HASH: u8 = 0x01;
 pub const TAG_COUNTER: u8 = 0x02;
 const FIELD_LIVE: u8 = 0x01;
+/// With [`FIELD_LIVE`]: the field is a counter (HINCRBY), sent as its base and parts.
+const FIELD_COUNTER: u8 = 0x02;
+const COUNTING: u8 = FIELD_LIVE | FIELD_COUNTER;
 const STAMP_LEN: usize = 10;
 const PART_LEN: usize = 18;
 
@@ -93,6 +96,46 @@ pub struct Field {
     pub name: Vec<u8>,
     pub stamp: Stamp,
     pub value: Option<Vec<u8>>,
+    /// A field HINCRBY counts in: per-node shares on the integer the field's last write
+    /// (`stamp`) left, as a key's counter on its base. `value` is then its total in decimal.
+    pub counter: Option<Counter>,
+}
+
+impl Field {
+    /// A field written whole (HSET) or deleted (`value: None`).
+    pub fn new(name: &[u8], stamp: Stamp, value: Option<&[u8]>) -> Field {
+        Field {
+            name: name.to_vec(),
+            stamp,
+            value: value.map(<[u8]>::to_vec),
+            counter: None,
+        }
+    }
+
+    /// A field counting in `counter` on the write `stamp`.
+    pub fn counting(name: &[u8], stamp: Stamp, counter: Counter) -> Field {
+        Field {
+            name: name.to_vec(),
+            stamp,
+            value: Some(counter.total().to_string().into_bytes()),
+            counter: Some(counter),
+        }
+    }
+
+    /// Its newest stamp: its write's, or a later increment's.
+    fn top(&self) -> Stamp {
+        self.counter
+            .iter()
+            .flat_map(|c| &c.parts)
+            .map(|p| Stamp::new(p.version, p.node))
+            .fold(self.stamp, Stamp::max)
+    }
+
+    /// Whether it outlives a whole-key write `base`: written after it, or counting on it
+    /// (HINCRBY of a field the key did not hold after that write).
+    fn survives(&self, base: Stamp) -> bool {
+        self.stamp > base || (self.stamp == base && self.counter.is_some())
+    }
 }
 
 /// A hash: fields in first-write order, names unique, every stamp newer than the key's base.
@@ -111,7 +154,7 @@ pub struct Part {
 }
 
 /// A PN-counter on a base value: reads as `base + sum of parts`.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Counter {
     pub base: i64,
     /// At most one per node, in node id order.
@@ -178,7 +221,12 @@ impl Value {
             Value::Hash(h) => h
                 .fields
                 .iter()
-                .map(|f| f.name.len() + f.value.as_ref().map_or(0, Vec::len) + FIELD_OVERHEAD)
+                .map(|f| {
+                    f.name.len()
+                        + f.value.as_ref().map_or(0, Vec::len)
+                        + FIELD_OVERHEAD
+                        + f.counter.as_ref().map_or(0, |c| c.parts.len() * PART_OVERHEAD)
+                })
                 .sum(),
             Value::Counter(c) => 8 + c.parts.len() * PART_OVERHEAD,
         }
@@ -202,7 +250,7 @@ impl Value {
     pub fn top(&self, floor: Stamp) -> Stamp {
         match self {
             Value::Str(_) => floor,
-            Value::Hash(h) => h.fields.iter().map(|f| f.stamp).fold(floor, Stamp::max),
+            Value::Hash(h) => h.fields.iter().map(Field::top).fold(floor, Stamp::max),
             Value::Counter(c) => c
                 .parts
                 .iter()
@@ -223,7 +271,11 @@ impl Value {
                             1 + STAMP_LEN
                                 + 4
                                 + f.name.len()
-                                + f.value.as_ref().map_or(0, |v| 4 + v.len())
+                                + match (&f.counter, &f.value) {
+                                    (Some(c), _) => 8 + 2 + c.parts.len() * PART_LEN,
+                                    (None, Some(v)) => 4 + v.len(),
+                                    (None, None) => 0,
+                                }
                         })
                         .sum::<usize>()
             }
@@ -245,11 +297,23 @@ impl Value {
                 put_stamp(&mut out, base);
                 put_stamp(&mut out, expiry);
                 for f in &h.fields {
-                    out.push(if f.value.is_some() { FIELD_LIVE } else { 0 });
+                    let flags = match (&f.counter, &f.value) {
+                        (Some(_), _) => FIELD_LIVE | FIELD_COUNTER,
+                        (None, Some(_)) => FIELD_LIVE,
+                        (None, None) => 0,
+                    };
+                    out.push(flags);
                     put_stamp(&mut out, f.stamp);
                     put_chunk(&mut out, &f.name);
-                    if let Some(v) = &f.value {
-                        put_chunk(&mut out, v);
+                    match (&f.counter, &f.value) {
+                        (Some(c), _) => {
+                            out.extend_from_slice(&c.base.to_be_bytes());
+                            // At most one part per node id: fits in a u16.
+                            out.extend_from_slice(&(c.parts.len() as u16).to_be_bytes());
+                            put_parts(&mut out, &c.parts);
+                        }
+                        (None, Some(v)) => put_chunk(&mut out, v),
+                        (None, None) => {}
                     }
                 }
             }
@@ -258,11 +322,7 @@ impl Value {
                 put_stamp(&mut out, base);
                 put_stamp(&mut out, expiry);
                 out.extend_from_slice(&c.base.to_be_bytes());
-                for p in &c.parts {
-                    out.extend_from_slice(&p.node.0.to_be_bytes());
-                    out.extend_from_slice(&p.version.to_be_bytes());
-                    out.extend_from_slice(&p.sum.to_be_bytes());
-                }
+                put_parts(&mut out, &c.parts);
             }
         }
         out
@@ -287,57 +347,81 @@ impl Value {
                     let (&flags, r) = rest.split_first().ok_or(Malformed)?;
                     let (fstamp, r) = take_stamp(r)?;
                     let (name, r) = take_chunk(r)?;
-                    let (value, r) = match flags {
+                    let (field, r) = match flags {
                         FIELD_LIVE => {
                             let (v, r) = take_chunk(r)?;
-                            (Some(v.to_vec()), r)
+                            (Field::new(name, fstamp, Some(v)), r)
                         }
-                        0 => (None, r),
+                        0 => (Field::new(name, fstamp, None), r),
+                        COUNTING => {
+                            let (b, r) = r.split_first_chunk::<8>().ok_or(Malformed)?;
+                            let (n, r) = r.split_first_chunk::<2>().ok_or(Malformed)?;
+                            let n = usize::from(u16::from_be_bytes(*n));
+                            let len = n.checked_mul(PART_LEN).ok_or(Malformed)?;
+                            if r.len() < len {
+                                return Err(Malformed);
+                            }
+                            let (p, r) = r.split_at(len);
+                            let counter = Counter {
+                                base: i64::from_be_bytes(*b),
+                                parts: take_parts(p)?,
+                            };
+                            (Field::counting(name, fstamp, counter), r)
+                        }
                         _ => return Err(Malformed),
                     };
                     rest = r;
                     if names.insert(name, ()).is_some() {
                         return Err(Malformed);
                     }
-                    fields.push(Field {
-                        name: name.to_vec(),
-                        stamp: fstamp,
-                        value,
-                    });
+                    fields.push(field);
                 }
                 Ok((base, expiry, Value::Hash(Hash { fields })))
             }
             TAG_COUNTER => {
                 let (base, rest) = take_stamp(rest)?;
                 let (expiry, rest) = take_stamp(rest)?;
-                let (b, mut rest) = rest.split_first_chunk::<8>().ok_or(Malformed)?;
-                let mut parts: Vec<Part> = Vec::new();
-                while !rest.is_empty() {
-                    let (p, r) = rest.split_first_chunk::<PART_LEN>().ok_or(Malformed)?;
-                    rest = r;
-                    let (node, p) = p.split_first_chunk::<2>().ok_or(Malformed)?;
-                    let (version, sum) = p.split_first_chunk::<8>().ok_or(Malformed)?;
-                    let node = NodeId(u16::from_be_bytes(*node));
-                    let sum: [u8; 8] = sum.try_into().map_err(|_| Malformed)?;
-                    // Nodes in increasing order: one encoding per state, no duplicates.
-                    if node.0 == 0 || parts.last().is_some_and(|q| q.node >= node) {
-                        return Err(Malformed);
-                    }
-                    parts.push(Part {
-                        node,
-                        version: u64::from_be_bytes(*version),
-                        sum: i64::from_be_bytes(sum),
-                    });
-                }
+                let (b, rest) = rest.split_first_chunk::<8>().ok_or(Malformed)?;
                 let counter = Counter {
                     base: i64::from_be_bytes(*b),
-                    parts,
+                    parts: take_parts(rest)?,
                 };
                 Ok((base, expiry, Value::Counter(counter)))
             }
             _ => Err(Malformed),
         }
     }
+}
+
+fn put_parts(out: &mut Vec<u8>, parts: &[Part]) {
+    for p in parts {
+        out.extend_from_slice(&p.node.0.to_be_bytes());
+        out.extend_from_slice(&p.version.to_be_bytes());
+        out.extend_from_slice(&p.sum.to_be_bytes());
+    }
+}
+
+/// Counter parts filling all of `rest`: nodes in increasing order (one encoding per state,
+/// no duplicates), none 0.
+fn take_parts(mut rest: &[u8]) -> Result<Vec<Part>, Malformed> {
+    let mut parts: Vec<Part> = Vec::new();
+    while !rest.is_empty() {
+        let (p, r) = rest.split_first_chunk::<PART_LEN>().ok_or(Malformed)?;
+        rest = r;
+        let (node, p) = p.split_first_chunk::<2>().ok_or(Malformed)?;
+        let (version, sum) = p.split_first_chunk::<8>().ok_or(Malformed)?;
+        let node = NodeId(u16::from_be_bytes(*node));
+        let sum: [u8; 8] = sum.try_into().map_err(|_| Malformed)?;
+        if node.0 == 0 || parts.last().is_some_and(|q| q.node >= node) {
+            return Err(Malformed);
+        }
+        parts.push(Part {
+            node,
+            version: u64::from_be_bytes(*version),
+            sum: i64::from_be_bytes(sum),
+        });
+    }
+    Ok(parts)
 }
 
 fn put_stamp(out: &mut Vec<u8>, s: Stamp) {
@@ -450,22 +534,7 @@ pub fn join(a: &KeyState, b: &KeyState) -> KeyState {
         };
         match (&hi.value, &lo.value) {
             (Some(Value::Counter(x)), Some(Value::Counter(y))) if hi.base == lo.base => {
-                let mut parts = x.parts.clone();
-                for p in &y.parts {
-                    match parts.iter_mut().find(|q| q.node == p.node) {
-                        // The sum breaks a tie only between records that disagree about one
-                        // write (a faulty peer): the merge stays order-independent.
-                        Some(q) if (q.version, q.sum) < (p.version, p.sum) => *q = *p,
-                        Some(_) => {}
-                        None => parts.push(*p),
-                    }
-                }
-                // One order on every node, whatever the order of arrival.
-                parts.sort_unstable_by_key(|p| p.node);
-                Some(Value::Counter(Counter {
-                    base: x.base,
-                    parts,
-                }))
+                Some(Value::Counter(join_counters(x, y)))
             }
             (Some(Value::Hash(_)), _) => None,
             _ => hi.value.clone(),
@@ -486,10 +555,49 @@ pub fn join(a: &KeyState, b: &KeyState) -> KeyState {
     }
 }
 
+/// Two counters on one base write: per node the later share. `x` is the one that wins a tie
+/// of bases (only a faulty peer sends two counters on one write with different bases).
+fn join_counters(x: &Counter, y: &Counter) -> Counter {
+    let mut parts = x.parts.clone();
+    for p in &y.parts {
+        match parts.iter_mut().find(|q| q.node == p.node) {
+            // The sum breaks a tie only between records that disagree about one
+            // write (a faulty peer): the merge stays order-independent.
+            Some(q) if (q.version, q.sum) < (p.version, p.sum) => *q = *p,
+            Some(_) => {}
+            None => parts.push(*p),
+        }
+    }
+    // One order on every node, whatever the order of arrival.
+    parts.sort_unstable_by_key(|p| p.node);
+    Counter {
+        base: x.base,
+        parts,
+    }
+}
+
+/// The merge of two states of one field: the newer write; for one write seen twice, the
+/// more refined state (counting > written > deleted), two counters' shares joined.
+fn join_field(g: &Field, f: &Field) -> Field {
+    let rank = |f: &Field| (f.stamp, f.counter.is_some(), f.value.is_some());
+    match (&g.counter, &f.counter) {
+        (Some(x), Some(y)) if g.stamp == f.stamp => {
+            let (x, y) = if x.base >= y.base {
+                (x, y)
+            } else {
+                (y, x)
+            };
+            Field::counting(&g.name, g.stamp, join_counters(x, y))
+        }
+        _ if (rank(g), &g.value) < (rank(f), &f.value) => f.clone(),
+        _ => g.clone(),
+    }
+}
+
 /// Per name the newer of two field writes, only those newer than `base`; `a`'s order first.
 /// Past [`MAX_FIELD_TOMBSTONES`] tombstones the oldest are dropped.
 fn join_fields(a: &[Field], b: &[Field], base: Stamp) -> Vec<Field> {
-    let mut out: Vec<Field> = a.iter().filter(|f| f.stamp > base).cloned().collect();
+    let mut out: Vec<Field> = a.iter().filter(|f| f.survives(base)).cloned().collect();
     if !b.is_empty() {
         let mut index: HashMap<Vec<u8>, usize> = out
             .iter()
@@ -498,16 +606,15 @@ fn join_fields(a: &[Field], b: &[Field], base: Stamp) -> Vec<Field> {
             .collect();
         // A deleted field written again goes to the end, as Redis appends a re-added field.
         let mut revived: Vec<usize> = Vec::new();
-        for f in b.iter().filter(|f| f.stamp > base) {
+        for f in b.iter().filter(|f| f.survives(base)) {
             match index.get(&f.name) {
                 Some(&i) => {
                     if let Some(g) = out.get_mut(i) {
-                        if (g.stamp, &g.value) < (f.stamp, &f.value) {
-                            if g.value.is_none() && f.value.is_some() {
-                                revived.push(i);
-                            }
-                            *g = f.clone();
+                        let joined = join_field(g, f);
+                        if g.value.is_none() && joined.value.is_some() {
+                            revived.push(i);
                         }
+                        *g = joined;
                     }
                 }
                 None => {
@@ -632,16 +739,8 @@ mod tests {
         let string = Value::Str(b"hello".to_vec());
         let hash = Value::Hash(Hash {
             fields: vec![
-                Field {
-                    name: b"user".to_vec(),
-                    stamp: Stamp::new(0x11, B),
-                    value: Some(b"alice".to_vec()),
-                },
-                Field {
-                    name: b"cart".to_vec(),
-                    stamp: Stamp::new(0x12, B),
-                    value: None,
-                },
+                Field::new(b"user", Stamp::new(0x11, B), Some(b"alice")),
+                Field::new(b"cart", Stamp::new(0x12, B), None),
             ],
         });
         let counter = Value::Counter(Counter {
@@ -659,11 +758,31 @@ mod tests {
                 },
             ],
         });
+        let shares = Counter {
+            base: 0,
+            parts: vec![
+                Part {
+                    node: A,
+                    version: 7,
+                    sum: 3,
+                },
+                Part {
+                    node: B,
+                    version: 9,
+                    sum: -1,
+                },
+            ],
+        };
+        let hash_counter = Value::Hash(Hash {
+            fields: vec![Field::counting(b"hits", base, shares)],
+        });
+        assert_eq!(hash_counter.hash_field(b"hits"), Some(&b"2"[..]));
         let s17 = Stamp::new(0x11, B);
         let cases = [
             ("string", string, s17, s17, s17),
             ("hash", hash, base, base, Stamp::new(0x12, B)),
             ("counter", counter.clone(), base, base, Stamp::new(9, B)),
+            ("hash-counter", hash_counter, base, base, Stamp::new(9, B)),
         ];
         for (name, value, base, expiry, entry) in cases {
             let bytes = protocol_md_value(name);
@@ -709,6 +828,18 @@ mod tests {
         }
         let mut short_part = counter.clone();
         short_part.extend_from_slice(&[0, 1, 0]);
+        // A counting field claiming more parts than follow, and one with node 0.
+        let mut many_parts = head(TAG_HASH);
+        many_parts.extend_from_slice(&[3, 0, 0, 0, 0, 0, 0, 0, 1, 0, 1, 0, 0, 0, 1, b'f']);
+        many_parts.extend_from_slice(&[0; 8]);
+        many_parts.extend_from_slice(&[0xff, 0xff]);
+        many_parts.extend_from_slice(&[0, 1]);
+        many_parts.extend_from_slice(&[0; 16]);
+        let mut field_node0 = head(TAG_HASH);
+        field_node0.extend_from_slice(&[3, 0, 0, 0, 0, 0, 0, 0, 1, 0, 1, 0, 0, 0, 1, b'f']);
+        field_node0.extend_from_slice(&[0; 8]);
+        field_node0.extend_from_slice(&[0, 1]);
+        field_node0.extend_from_slice(&[0; PART_LEN]);
         for bad in [
             &b""[..],
             b"\x03",
@@ -722,6 +853,8 @@ mod tests {
             &node0,
             &dup_node,
             &short_part,
+            &many_parts,
+            &field_node0,
         ] {
             assert_eq!(Value::decode(bad, stamp), Err(Malformed), "{bad:?}");
         }
@@ -740,11 +873,7 @@ mod tests {
         Value::Hash(Hash {
             fields: pairs
                 .iter()
-                .map(|&(n, v, o, val)| Field {
-                    name: n.as_bytes().to_vec(),
-                    stamp: Stamp::new(v, o),
-                    value: val.map(|s| s.as_bytes().to_vec()),
-                })
+                .map(|&(n, v, o, val)| Field::new(n.as_bytes(), Stamp::new(v, o), val.map(str::as_bytes)))
                 .collect(),
         })
     }
@@ -801,19 +930,67 @@ mod tests {
     }
 
     #[test]
+    fn field_counters_add_shares_and_a_newer_field_write_replaces_them() {
+        let base = Stamp::new(4, A);
+        let share = |node, version, sum, on: Stamp, from: i64| {
+            st(
+                base,
+                Some(Value::Hash(Hash {
+                    fields: vec![Field::counting(
+                        b"n",
+                        on,
+                        Counter {
+                            base: from,
+                            parts: vec![Part { node, version, sum }],
+                        },
+                    )],
+                })),
+            )
+        };
+        let read = |s: &KeyState| {
+            s.value
+                .as_ref()
+                .and_then(|v| v.hash_field(b"n"))
+                .map(<[u8]>::to_vec)
+        };
+        // Counting on the key's base (the field was missing): the shares survive it and add.
+        let (a1, a2, b1) = (
+            share(A, 5, 2, base, 0),
+            share(A, 8, 7, base, 0),
+            share(B, 6, -3, base, 0),
+        );
+        let all = join(&join(&a1, &b1), &a2);
+        assert_eq!(all, join(&a2, &join(&b1, &a1)));
+        assert_eq!(join(&all, &all), all);
+        assert_eq!(read(&all), Some(b"4".to_vec()));
+        assert_eq!(all.top(), Stamp::new(8, A));
+        // On a field HSET to 10 at (5, B): the same write seen plain and counting joins to
+        // the count; an older count (on the key's base) is replaced by that HSET.
+        let hset = st(
+            base,
+            Some(Value::Hash(Hash {
+                fields: vec![Field::new(b"n", Stamp::new(5, B), Some(b"10"))],
+            })),
+        );
+        let on_hset = share(A, 9, 5, Stamp::new(5, B), 10);
+        assert_eq!(read(&join(&hset, &on_hset)), Some(b"15".to_vec()));
+        assert_eq!(join(&hset, &on_hset), join(&on_hset, &hset));
+        assert_eq!(read(&join(&all, &hset)), Some(b"10".to_vec()));
+        assert_eq!(
+            read(&join(&join(&all, &hset), &on_hset)),
+            Some(b"15".to_vec())
+        );
+        // A DEL after the base removes the counting field with every field before it.
+        let del = KeyState::dead(Stamp::new(20, B));
+        assert_eq!(join(&all, &del).value, None);
+    }
+
+    #[test]
     fn field_tombstones_are_bounded() {
         let mut f: Vec<Field> = (0..MAX_FIELD_TOMBSTONES as u64 + 10)
-            .map(|i| Field {
-                name: i.to_be_bytes().to_vec(),
-                stamp: Stamp::new(i + 1, A),
-                value: None,
-            })
+            .map(|i| Field::new(&i.to_be_bytes(), Stamp::new(i + 1, A), None))
             .collect();
-        f.push(Field {
-            name: b"live".to_vec(),
-            stamp: Stamp::new(1, B),
-            value: Some(Vec::new()),
-        });
+        f.push(Field::new(b"live", Stamp::new(1, B), Some(b"")));
         bound_tombstones(&mut f);
         assert_eq!(f.len(), MAX_FIELD_TOMBSTONES + 1);
         assert!(f.iter().any(|g| g.name == b"live"));

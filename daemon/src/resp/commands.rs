@@ -24,8 +24,8 @@
 //!
 //! - `MULTI` queues at most [`MAX_MULTI_COMMANDS`] commands and [`MAX_MULTI_BYTES`] of
 //!   arguments (then the transaction fails with EXECABORT); `WATCH` is not supported;
-//! - `HINCRBY` writes the field's new value (last writer wins per field), while `INCR` and
-//!   friends on a key are convergent counters (see [`crate::engine::value`]).
+//! - `INCR` and friends on a key, and `HINCRBY` on a hash field, are convergent counters
+//!   (see [`crate::engine::value`]).
 //!
 //! Panics: never, whatever the arguments.
 
@@ -1568,37 +1568,26 @@ impl Exec<'_, '_> {
         Outcome::Reply
     }
 
-    /// HINCRBY: the field is written with its new value (last writer wins per field; unlike
-    /// INCR on a key, concurrent HINCRBYs of one field on two nodes do not add up).
+    /// HINCRBY: a convergent counter in the field ([`Store::hincr`]), as INCR on a key.
     fn hincrby(&mut self) -> Outcome {
         let Some(incr) = int_arg(self.arg(3)) else {
             return self.err(NOT_INTEGER);
         };
         let (key, field) = (self.args.arg(1), self.args.arg(2));
-        let old = match self.hash_of(key) {
-            Err(WrongType) => return Outcome::Reply,
-            Ok(h) => h.and_then(|h| h.hash_field(field)).map(string2ll),
-        };
-        let old = match old {
-            None => 0,
-            Some(Some(n)) => n,
-            Some(None) => return self.err(HASH_NOT_INTEGER),
-        };
-        let Some(new) = old.checked_add(incr) else {
-            return self.err(OVERFLOW);
-        };
-        if self.key_too_long(key) {
+        if self.hash_of(key).is_err() || self.key_too_long(key) {
             return Outcome::Reply;
         }
         let now = self.now();
-        let text = new.to_string();
-        let pair = [(field, text.as_bytes())];
-        match self.store.hset(key, pair.into_iter(), now) {
-            Ok((_, rec)) => {
+        match self.store.hincr(key, field, incr, now) {
+            Ok((n, rec)) => {
                 self.writes.push(rec);
-                resp::integer(self.out, new);
+                resp::integer(self.out, n);
             }
-            Err(e) => store_error(e, self.store.limits().max_value_bytes, self.out),
+            Err(IncrError::NotInteger) => resp::error(self.out, HASH_NOT_INTEGER),
+            Err(IncrError::Overflow) => resp::error(self.out, OVERFLOW),
+            Err(IncrError::Store(e)) => {
+                store_error(e, self.store.limits().max_value_bytes, self.out)
+            }
         }
         Outcome::Reply
     }
