@@ -5,7 +5,8 @@
 //! smaller writes made since:
 //! - a string ([`Value::Str`]): the base write's bytes;
 //! - a hash ([`Value::Hash`]): fields, each with the stamp of its own last write (HSET) or
-//!   delete (HDEL leaves the field as a tombstone, `value: None`), all newer than the base;
+//!   delete (HDEL leaves the field as a tombstone, `value: None`), all newer than the base,
+//!   and for a field HINCRBY counts in, per node the sum of that node's increments since;
 //! - a counter ([`Value::Counter`]): the base's integer plus, per node, the sum of that
 //!   node's increments since the base and the version of its latest.
 //!
@@ -35,9 +36,10 @@
 //! - `0x00` string: expiry stamp `u64 version, u16 origin`, then the bytes. Its base is the
 //!   entry's own (version, origin).
 //! - `0x01` hash: base `u64 version, u16 origin`, expiry stamp `u64, u16`, then per field
-//!   `u8 flags (0x01 = live), u64 version, u16 origin, u32 name_len, name` and, if live,
-//!   `u32 value_len, value`. A local HSET/HDEL sends only the fields it wrote; a state
-//!   transfer sends them all; both merge by the same [`join`].
+//!   `u8 flags (0x01 = live, 0x03 = live counter), u64 version, u16 origin, u32 name_len,
+//!   name` and, if live, `u32 value_len, value`, or if a counter `i64 base value, u16 part
+//!   count` and its parts as a counter's. A local HSET/HDEL/HINCRBY sends only the field it
+//!   wrote; a state transfer sends them all; both merge by the same [`join`].
 //! - `0x02` counter: base `u64, u16`, expiry stamp `u64, u16`, `i64 base value`, then per node
 //!   in increasing node order `u16 node, u64 version, i64 sum`.
 //!
