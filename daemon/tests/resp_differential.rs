@@ -17,6 +17,9 @@ enum Cmp {
     Exact,
     /// Integer replies within this many units (PTTL).
     Near(i64),
+    /// Arrays of the same shape whose integers are within this many units (a script's
+    /// `{count, pttl}`) and whose other items are the same bytes.
+    NearItems(i64),
     /// A successful HELLO's map: the same bytes once the values of `version` and `id` (which
     /// name the server and the connection) are blanked on both sides.
     Hello,
@@ -404,6 +407,42 @@ fn cases(p: &str) -> Vec<(&'static str, Vec<Step>)> {
                 e("SCRIPT FOO"),
             ]
         }),
+        ("scripts tandem knows: rate limiters", {
+            // limits 5 (Flask-Limiter 4): incr_expire.lua; rate-limit-redis 6: hit and read.
+            let incr_expire: &[u8] = b"local current\nlocal amount = tonumber(ARGV[2])\ncurrent = redis.call(\"incrby\", KEYS[1], amount)\n\nif tonumber(current) == amount then\n    redis.call(\"expire\", KEYS[1], ARGV[1])\nend\n\nreturn current\n";
+            let hit: &[u8] = b"local windowMs = tonumber(ARGV[1])\nlocal timeToExpire = redis.call(\"PTTL\", KEYS[1])\nif timeToExpire <= 0 then\nredis.call(\"SET\", KEYS[1], 1, \"PX\", windowMs)\nreturn { 1, windowMs }\nend\nlocal totalHits = redis.call(\"INCR\", KEYS[1])        \nreturn { totalHits, timeToExpire }";
+            let read: &[u8] = b"local totalHits = redis.call(\"GET\", KEYS[1])\nlocal timeToExpire = redis.call(\"PTTL\", KEYS[1])\nreturn { totalHits, timeToExpire }";
+            let incr_sha: &[u8] = b"628bd136a573a06b346879695681af12ccef300f";
+            let hit_sha: &[u8] = b"895b92e1712734e1b464999be23953485475357b";
+            let read_sha: &[u8] = b"6aeb97ed6086dcdeafdc6fda3999a0d0e38ec96a";
+            let (fw, rl) = (k("fw"), k("rl"));
+            let (fw, rl) = (fw.as_bytes(), rl.as_bytes());
+            let near = |args: &[&[u8]]| (cmd(args), Cmp::NearItems(1000));
+            vec![
+                ea(&[b"SCRIPT", b"LOAD", incr_expire]),
+                ea(&[b"EVALSHA", incr_sha, b"1", fw, b"60", b"1"]),
+                (cmdw(&format!("TTL {}", k("fw"))), Cmp::Near(1)),
+                ea(&[b"EVALSHA", incr_sha, b"1", fw, b"60", b"1"]),
+                ea(&[b"EVAL", incr_expire, b"1", fw, b"60", b"5"]),
+                e(&format!("GET {}", k("fw"))),
+                e(&format!("PERSIST {}", k("fw"))),
+                ea(&[b"EVALSHA", incr_sha, b"1", fw, b"60", b"1"]),
+                e(&format!("TTL {}", k("fw"))),
+                ea(&[b"SCRIPT", b"LOAD", hit]),
+                ea(&[b"SCRIPT", b"LOAD", read]),
+                ea(&[b"SCRIPT", b"EXISTS", hit_sha, read_sha, incr_sha]),
+                near(&[b"EVALSHA", read_sha, b"1", rl]),
+                near(&[b"EVALSHA", hit_sha, b"1", rl, b"60000"]),
+                (cmdw(&format!("PTTL {}", k("rl"))), Cmp::Near(1000)),
+                near(&[b"EVALSHA", hit_sha, b"1", rl, b"60000"]),
+                near(&[b"EVALSHA", hit_sha, b"1", rl, b"60000"]),
+                near(&[b"EVALSHA", read_sha, b"1", rl]),
+                e(&format!("GET {}", k("rl"))),
+                e(&format!("SET {} 7", k("rl"))),
+                near(&[b"EVALSHA", hit_sha, b"1", rl, b"60000"]),
+                e(&format!("GET {}", k("rl"))),
+            ]
+        }),
         (
             "conditional writes",
             vec![
@@ -611,6 +650,35 @@ fn compare_case(
             }
             Cmp::Hello => {
                 if blank_hello(g) != blank_hello(w) {
+                    failures.push(format!(
+                        "{}:\n  redis:  {:?}\n  tandem: {:?}",
+                        ctx(),
+                        show(w),
+                        show(g)
+                    ));
+                }
+            }
+            Cmp::NearItems(tol) => {
+                let near = |a: &[u8], b: &[u8]| {
+                    let int = |x: &[u8]| -> Option<i64> {
+                        x.strip_prefix(b":")?
+                            .strip_suffix(b"\r\n")
+                            .and_then(|d| std::str::from_utf8(d).ok()?.parse().ok())
+                    };
+                    match (int(a), int(b)) {
+                        (Some(x), Some(y)) => (x - y).abs() <= *tol,
+                        _ => a == b,
+                    }
+                };
+                let same = match (aggregate_items(g), aggregate_items(w)) {
+                    (Some(gi), Some(wi)) => {
+                        g.first() == w.first()
+                            && gi.len() == wi.len()
+                            && gi.iter().zip(&wi).all(|(x, y)| near(x, y))
+                    }
+                    _ => g == w,
+                };
+                if !same {
                     failures.push(format!(
                         "{}:\n  redis:  {:?}\n  tandem: {:?}",
                         ctx(),

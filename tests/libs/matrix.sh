@@ -22,7 +22,7 @@ flows=(
     "rate-limit-redis|node $here/node/flow.js rate-limit"
     "flask-session|$py $here/python/flask_flow.py"
     "django-redis|$py $here/python/django_flow.py"
-    "flask-limiter|$py $here/python/limiter_flow.py ${LIMITER_STRATEGY:-fixed-window-elastic-expiry}"
+    "flask-limiter|$py $here/python/limiter_flow.py ${LIMITER_STRATEGY:-fixed-window}"
     "php-redis|php $here/php/flow.php"
 )
 

@@ -16,7 +16,8 @@ flows=(
     "node $here/node/flow.js ioredis|GET SET EXPIRE DEL INFO"
     "$py $here/python/flask_flow.py|GET SET DEL"
     "$py $here/python/django_flow.py|GET SET DEL EXISTS"
-    "$py $here/python/limiter_flow.py fixed-window-elastic-expiry|INCRBY EXPIRE"
+    "$py $here/python/limiter_flow.py|EVALSHA SCRIPT"
+    "node $here/node/flow.js rate-limit|EVALSHA SCRIPT"
     "php $here/php/flow.php|GET SET SETEX EXPIRE EXISTS DEL EVAL"
 )
 bad=0

@@ -92,12 +92,16 @@ fn php_redis_session_handler_with_locking() {
     flow(Runtime::Php, "php/flow.php", &[]);
 }
 
-/// Flask-Limiter's fixed-window-elastic-expiry strategy counts with INCRBY + EXPIRE.
+/// Flask-Limiter (latest) with its default fixed-window strategy counts with limits'
+/// `incr_expire.lua` (EVALSHA, SCRIPT LOAD on NOSCRIPT), a script tandem runs natively.
 #[test]
 fn flask_limiter_counts_across_both_nodes() {
-    flow(
-        Runtime::Python,
-        "python/limiter_flow.py",
-        &["fixed-window-elastic-expiry"],
-    );
+    flow(Runtime::Python, "python/limiter_flow.py", &[]);
+}
+
+/// express-rate-limit with rate-limit-redis over node-redis: SCRIPT LOAD of its two scripts
+/// at start, then EVALSHA per hit, both scripts tandem runs natively.
+#[test]
+fn express_rate_limit_on_rate_limit_redis_counts_across_both_nodes() {
+    flow(Runtime::Node, "node/flow.js", &["rate-limit"]);
 }

@@ -1379,22 +1379,25 @@ impl Exec<'_, '_> {
         Outcome::Reply
     }
 
-    fn ttl(&mut self, unit_ms: u64) -> Outcome {
-        let now = self.now();
-        let reply = match self.store.get(self.args.arg(1), now) {
-            None => -2,
-            Some(e) if e.expires_at_ms == 0 => -1,
-            Some(e) => {
-                let left = e.expires_at_ms.saturating_sub(now);
-                if unit_ms == 1000 {
-                    ((left + 500) / 1000) as i64
-                } else {
-                    left as i64
-                }
-            }
+    fn ttl(&mut self, unit_ms: i64) -> Outcome {
+        let left = self.pttl_of(self.args.arg(1));
+        let reply = if unit_ms == 1000 && left >= 0 {
+            (left + 500) / 1000
+        } else {
+            left
         };
         resp::integer(self.out, reply);
         Outcome::Reply
+    }
+
+    /// PTTL's answer for `key`: milliseconds left, -1 without an expiry, -2 if missing.
+    fn pttl_of(&mut self, key: &[u8]) -> i64 {
+        let now = self.now();
+        match self.store.get(key, now) {
+            None => -2,
+            Some(e) if e.expires_at_ms == 0 => -1,
+            Some(e) => i64::try_from(e.expires_at_ms.saturating_sub(now)).unwrap_or(i64::MAX),
+        }
     }
 
     fn mget(&mut self) -> Outcome {
@@ -1798,12 +1801,16 @@ impl Exec<'_, '_> {
         };
         let (want_keys, want_args) = script.arity();
         if numkeys < want_keys || rest - numkeys < want_args {
-            return self.err(b"ERR this script reads KEYS[1] and ARGV[1]");
+            let text = format!(
+                "ERR this script reads {want_keys} key(s) and {want_args} argument(s)"
+            );
+            return self.err(text.as_bytes());
         }
+        let key = self.args.arg(3);
+        let argv = |i: usize| self.args.arg(3 + numkeys + i);
         match script {
             Script::CompareAndDelete => {
-                let key = self.args.arg(3);
-                let token = self.args.arg(3 + numkeys);
+                let token = argv(0);
                 match self.string_of(key) {
                     Err(()) => return self.err(WRONGTYPE),
                     Ok(Some(v)) if v == token => {
@@ -1814,8 +1821,99 @@ impl Exec<'_, '_> {
                     Ok(_) => resp::integer(self.out, 0),
                 }
             }
+            Script::IncrExpire => {
+                let (Some(seconds), Some(amount)) = (int_arg(argv(0)), int_arg(argv(1))) else {
+                    return self.err(NOT_INTEGER);
+                };
+                let Some(count) = self.script_incr(key, amount) else {
+                    return Outcome::Reply;
+                };
+                if count == amount {
+                    // Not 0, which would mean "no expiry": a time past deletes, as in Redis.
+                    let at = self
+                        .now()
+                        .saturating_add_signed(seconds.saturating_mul(1000))
+                        .max(1);
+                    let now = self.now();
+                    self.writes.extend(self.store.set_expiry(key, at, now));
+                }
+                resp::integer(self.out, count);
+            }
+            Script::WindowHit => {
+                let window_ms = match int_arg(argv(0)) {
+                    Some(ms) if ms > 0 => ms,
+                    _ => return self.err(b"ERR invalid expire time in 'set' command"),
+                };
+                let left = self.pttl_of(key);
+                let reply = if left <= 0 {
+                    if self.string_of(key).is_err() || self.key_too_long(key) {
+                        return Outcome::Reply;
+                    }
+                    let now = self.now();
+                    let at = Expiry::At(now.saturating_add(window_ms.unsigned_abs()));
+                    match self.store.set_string(key, b"1", at, now) {
+                        Ok(rec) => self.writes.push(rec),
+                        Err(e) => {
+                            store_error(e, self.store.limits().max_value_bytes, self.out);
+                            return Outcome::Reply;
+                        }
+                    }
+                    (1, window_ms)
+                } else {
+                    let Some(count) = self.script_incr(key, 1) else {
+                        return Outcome::Reply;
+                    };
+                    (count, left)
+                };
+                resp::array_header(self.out, 2);
+                resp::integer(self.out, reply.0);
+                resp::integer(self.out, reply.1);
+            }
+            Script::WindowRead => {
+                let Ok(count) = self.string_of(key) else {
+                    return self.err(WRONGTYPE);
+                };
+                let left = self.pttl_of(key);
+                resp::array_header(self.out, 2);
+                match count {
+                    Some(v) => resp::bulk(self.out, &v),
+                    // Lua's `false` (GET of a missing key) in a table answers as a null.
+                    None => self.null(),
+                }
+                resp::integer(self.out, left);
+            }
         }
         Outcome::Reply
+    }
+
+    /// INCRBY inside a script: the new count, or `None` with the error sent.
+    fn script_incr(&mut self, key: &[u8], by: i64) -> Option<i64> {
+        if self.string_of(key).is_err() {
+            self.err(WRONGTYPE);
+            return None;
+        }
+        if self.key_too_long(key) {
+            return None;
+        }
+        let now = self.now();
+        match self.store.incr(key, by, now) {
+            Ok((n, rec)) => {
+                self.writes.push(rec);
+                Some(n)
+            }
+            Err(IncrError::NotInteger) => {
+                self.err(NOT_INTEGER);
+                None
+            }
+            Err(IncrError::Overflow) => {
+                self.err(OVERFLOW);
+                None
+            }
+            Err(IncrError::Store(e)) => {
+                store_error(e, self.store.limits().max_value_bytes, self.out);
+                None
+            }
+        }
     }
 
     /// SCRIPT LOAD | EXISTS | FLUSH: the known scripts are built in, so LOAD only names a

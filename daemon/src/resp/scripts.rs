@@ -14,13 +14,23 @@ pub enum Script {
     /// `GET KEYS[1]`; if it equals `ARGV[1]`, `DEL KEYS[1]` (1), else 0: releasing a lock only
     /// its holder may release (php-redis's session lock).
     CompareAndDelete,
+    /// `INCRBY KEYS[1] ARGV[2]`; if that made it equal to `ARGV[2]` (a new window),
+    /// `EXPIRE KEYS[1] ARGV[1]`; answers the count (limits' fixed window: Flask-Limiter).
+    IncrExpire,
+    /// If `PTTL KEYS[1]` <= 0, `SET KEYS[1] 1 PX ARGV[1]` and answer `{1, ARGV[1]}`, else
+    /// `INCR KEYS[1]` and answer `{count, pttl}` (rate-limit-redis's hit).
+    WindowHit,
+    /// Answers `{GET KEYS[1], PTTL KEYS[1]}` (rate-limit-redis's read).
+    WindowRead,
 }
 
 impl Script {
     /// Keys and arguments the script reads (`numkeys` and the arguments after the keys).
     pub fn arity(self) -> (usize, usize) {
         match self {
-            Script::CompareAndDelete => (1, 1),
+            Script::CompareAndDelete | Script::WindowHit => (1, 1),
+            Script::IncrExpire => (1, 2),
+            Script::WindowRead => (1, 0),
         }
     }
 }
@@ -31,6 +41,22 @@ const KNOWN: &[(&str, Script)] = &[
     (
         "if redis.call(\"get\",KEYS[1]) == ARGV[1] then return redis.call(\"del\",KEYS[1]) else return 0 end",
         Script::CompareAndDelete,
+    ),
+    // limits 5.x `resources/redis/lua_scripts/incr_expire.lua` (Flask-Limiter 4, its default
+    // fixed-window strategy).
+    (
+        "local current\nlocal amount = tonumber(ARGV[2])\ncurrent = redis.call(\"incrby\", KEYS[1], amount)\n\nif tonumber(current) == amount then\n    redis.call(\"expire\", KEYS[1], ARGV[1])\nend\n\nreturn current\n",
+        Script::IncrExpire,
+    ),
+    // rate-limit-redis 6.0 `scripts.increment` and `scripts.get` (express-rate-limit), after
+    // its own whitespace trimming (the trailing spaces after INCR are in what it sends).
+    (
+        "local windowMs = tonumber(ARGV[1])\nlocal timeToExpire = redis.call(\"PTTL\", KEYS[1])\nif timeToExpire <= 0 then\nredis.call(\"SET\", KEYS[1], 1, \"PX\", windowMs)\nreturn { 1, windowMs }\nend\nlocal totalHits = redis.call(\"INCR\", KEYS[1])        \nreturn { totalHits, timeToExpire }",
+        Script::WindowHit,
+    ),
+    (
+        "local totalHits = redis.call(\"GET\", KEYS[1])\nlocal timeToExpire = redis.call(\"PTTL\", KEYS[1])\nreturn { totalHits, timeToExpire }",
+        Script::WindowRead,
     ),
 ];
 
@@ -83,5 +109,21 @@ mod tests {
         // One byte off is another script.
         assert_eq!(by_text(&KNOWN[0].0.as_bytes()[1..]), None);
         assert_eq!(by_sha(&sha[..39]), None);
+    }
+
+    #[test]
+    fn rate_limiter_scripts_are_known_by_the_shas_they_send() {
+        // SHA1s of the files as shipped: limits 5.8.0's incr_expire.lua, rate-limit-redis
+        // 6.0.1's two scripts after its trimming (computed with sha1sum / node's crypto).
+        for (sha, script) in [
+            (
+                &b"628bd136a573a06b346879695681af12ccef300f"[..],
+                Script::IncrExpire,
+            ),
+            (b"895b92e1712734e1b464999be23953485475357b", Script::WindowHit),
+            (b"6aeb97ed6086dcdeafdc6fda3999a0d0e38ec96a", Script::WindowRead),
+        ] {
+            assert_eq!(by_sha(sha), Some(script));
+        }
     }
 }
