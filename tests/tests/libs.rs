@@ -53,38 +53,22 @@ fn flow(runtime: Runtime, script: &str, args: &[&str]) {
 
 #[test]
 fn express_session_on_connect_redis_over_node_redis() {
-    flow(
-        Runtime::Node,
-        "node/flow.js",
-        &["node-redis"],
-    );
+    flow(Runtime::Node, "node/flow.js", &["node-redis"]);
 }
 
 #[test]
 fn express_session_on_connect_redis_over_ioredis() {
-    flow(
-        Runtime::Node,
-        "node/flow.js",
-        &["ioredis"],
-    );
+    flow(Runtime::Node, "node/flow.js", &["ioredis"]);
 }
 
 #[test]
 fn flask_session_on_redis_py() {
-    flow(
-        Runtime::Python,
-        "python/flask_flow.py",
-        &[],
-    );
+    flow(Runtime::Python, "python/flask_flow.py", &[]);
 }
 
 #[test]
 fn django_sessions_on_django_redis() {
-    flow(
-        Runtime::Python,
-        "python/django_flow.py",
-        &[],
-    );
+    flow(Runtime::Python, "python/django_flow.py", &[]);
 }
 
 #[test]

@@ -227,7 +227,9 @@ impl Value {
                     f.name.len()
                         + f.value.as_ref().map_or(0, Vec::len)
                         + FIELD_OVERHEAD
-                        + f.counter.as_ref().map_or(0, |c| c.parts.len() * PART_OVERHEAD)
+                        + f.counter
+                            .as_ref()
+                            .map_or(0, |c| c.parts.len() * PART_OVERHEAD)
                 })
                 .sum(),
             Value::Counter(c) => 8 + c.parts.len() * PART_OVERHEAD,
@@ -584,11 +586,7 @@ fn join_field(g: &Field, f: &Field) -> Field {
     let rank = |f: &Field| (f.stamp, f.counter.is_some(), f.value.is_some());
     match (&g.counter, &f.counter) {
         (Some(x), Some(y)) if g.stamp == f.stamp => {
-            let (x, y) = if x.base >= y.base {
-                (x, y)
-            } else {
-                (y, x)
-            };
+            let (x, y) = if x.base >= y.base { (x, y) } else { (y, x) };
             Field::counting(&g.name, g.stamp, join_counters(x, y))
         }
         _ if (rank(g), &g.value) < (rank(f), &f.value) => f.clone(),
@@ -875,7 +873,9 @@ mod tests {
         Value::Hash(Hash {
             fields: pairs
                 .iter()
-                .map(|&(n, v, o, val)| Field::new(n.as_bytes(), Stamp::new(v, o), val.map(str::as_bytes)))
+                .map(|&(n, v, o, val)| {
+                    Field::new(n.as_bytes(), Stamp::new(v, o), val.map(str::as_bytes))
+                })
                 .collect(),
         })
     }

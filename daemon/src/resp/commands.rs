@@ -1801,9 +1801,8 @@ impl Exec<'_, '_> {
         };
         let (want_keys, want_args) = script.arity();
         if numkeys < want_keys || rest - numkeys < want_args {
-            let text = format!(
-                "ERR this script reads {want_keys} key(s) and {want_args} argument(s)"
-            );
+            let text =
+                format!("ERR this script reads {want_keys} key(s) and {want_args} argument(s)");
             return self.err(text.as_bytes());
         }
         let key = self.args.arg(3);
@@ -2227,7 +2226,10 @@ mod tests {
             h.reply("config get appendonly"),
             "%1\r\n$10\r\nappendonly\r\n$2\r\nno\r\n"
         );
-        assert!(h.reply("info").starts_with("="), "INFO is a verbatim string");
+        assert!(
+            h.reply("info").starts_with("="),
+            "INFO is a verbatim string"
+        );
         assert_eq!(h.reply("hello 2"), r);
         assert_eq!(h.reply("get nokey"), "$-1\r\n");
         assert_eq!(h.reply("hgetall h"), "*2\r\n$1\r\nf\r\n$1\r\nv\r\n");

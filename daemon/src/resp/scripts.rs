@@ -120,8 +120,14 @@ mod tests {
                 &b"628bd136a573a06b346879695681af12ccef300f"[..],
                 Script::IncrExpire,
             ),
-            (b"895b92e1712734e1b464999be23953485475357b", Script::WindowHit),
-            (b"6aeb97ed6086dcdeafdc6fda3999a0d0e38ec96a", Script::WindowRead),
+            (
+                b"895b92e1712734e1b464999be23953485475357b",
+                Script::WindowHit,
+            ),
+            (
+                b"6aeb97ed6086dcdeafdc6fda3999a0d0e38ec96a",
+                Script::WindowRead,
+            ),
         ] {
             assert_eq!(by_sha(sha), Some(script));
         }

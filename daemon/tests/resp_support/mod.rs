@@ -216,7 +216,11 @@ fn reply_len(b: &[u8]) -> Option<usize> {
         // Arrays, and RESP3's sets, pushes, maps and attributes (two replies per entry).
         kind @ (b'*' | b'~' | b'>' | b'%' | b'|') => {
             let n: i64 = head.parse().ok()?;
-            let n = if matches!(kind, b'%' | b'|') { 2 * n } else { n };
+            let n = if matches!(kind, b'%' | b'|') {
+                2 * n
+            } else {
+                n
+            };
             let mut pos = after;
             for _ in 0..n.max(0) {
                 pos += reply_len(&b[pos..])?;
@@ -247,7 +251,11 @@ pub fn aggregate_items(reply: &[u8]) -> Option<Vec<Vec<u8>>> {
         .ok()?
         .parse()
         .ok()?;
-    let n = if matches!(kind, b'%' | b'|') { 2 * n } else { n };
+    let n = if matches!(kind, b'%' | b'|') {
+        2 * n
+    } else {
+        n
+    };
     let mut items = split_replies(&reply[line_end + 2..]);
     items.truncate(n);
     Some(items)
