@@ -100,6 +100,13 @@ pub enum IncrError {
     Store(StoreError),
 }
 
+/// A key's newest write and whether it reads as present ([`Store::revision`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Revision {
+    visible: bool,
+    top: Stamp,
+}
+
 /// A live entry.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Entry {
@@ -649,6 +656,17 @@ impl Store {
             .write_local(key, write, now_ms)
             .map_err(IncrError::Store)?;
         Ok((total, rec))
+    }
+
+    /// What WATCH remembers of `key`: any write to it since, local or replicated, a change of
+    /// its expiry, or its expiring, gives another revision.
+    pub fn revision(&mut self, key: &[u8], now_ms: u64) -> Revision {
+        let key = self.key(key);
+        let state = self.state(key, now_ms);
+        Revision {
+            visible: state.value.as_ref().is_some_and(|v| !v.is_husk()),
+            top: state.top(),
+        }
     }
 
     /// Deletes a live key.

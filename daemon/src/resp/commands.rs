@@ -23,13 +23,16 @@
 //!   `timeout`); `CONFIG SET` is refused: tandem is configured by its flags at start.
 //!
 //! - `MULTI` queues at most [`MAX_MULTI_COMMANDS`] commands and [`MAX_MULTI_BYTES`] of
-//!   arguments (then the transaction fails with EXECABORT); `WATCH` is not supported;
+//!   arguments (then the transaction fails with EXECABORT); `WATCH` takes at most
+//!   [`MAX_WATCHED_KEYS`] keys per connection;
 //! - `INCR` and friends on a key, and `HINCRBY` on a hash field, are convergent counters
 //!   (see [`crate::engine::value`]).
 //!
 //! Panics: never, whatever the arguments.
 
-use crate::engine::store::{Entry, Expiry, IncrError, Replicate, Store, StoreError, Value};
+use crate::engine::store::{
+    Entry, Expiry, IncrError, Replicate, Revision, Store, StoreError, Value,
+};
 use crate::engine::value::string2ll;
 use crate::resp::scripts::{self, Script};
 use crate::resp::{self, Args};
@@ -110,7 +113,13 @@ pub struct Client {
     pub multi: Option<Multi>,
     /// The reply protocol, set by `HELLO 2|3`.
     pub protocol: resp::Protocol,
+    /// WATCHed keys and what each was at WATCH time ([`Store::revision`]); EXEC aborts if
+    /// any changed. At most [`MAX_WATCHED_KEYS`].
+    pub watched: Vec<(Vec<u8>, Revision)>,
 }
+
+/// Keys one connection may WATCH at once (a client cannot grow the list without limit).
+pub const MAX_WATCHED_KEYS: usize = 10_000;
 
 /// A transaction being queued (MULTI ... EXEC).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -212,6 +221,8 @@ enum Cmd {
     Eval,
     EvalSha,
     Script,
+    Watch,
+    Unwatch,
 }
 
 struct Spec {
@@ -292,6 +303,8 @@ const COMMANDS: &[Spec] = &[
     spec(Cmd::Eval, "eval", -3, true, false),
     spec(Cmd::EvalSha, "evalsha", -3, true, false),
     spec(Cmd::Script, "script", -2, false, false),
+    spec(Cmd::Watch, "watch", -2, false, false),
+    spec(Cmd::Unwatch, "unwatch", 1, false, false),
 ];
 
 /// True if `args` names a command that may change the store (before its arguments are
@@ -361,12 +374,29 @@ pub fn execute(
         (Cmd::Exec, None) => resp::error(out, b"ERR EXEC without MULTI"),
         (Cmd::Discard, Some(_)) => {
             client.multi = None;
+            client.watched.clear();
             resp::simple(out, b"OK");
         }
         (Cmd::Discard, None) => resp::error(out, b"ERR DISCARD without MULTI"),
         (Cmd::Multi, Some(_)) => resp::error(out, b"ERR MULTI calls can not be nested"),
         (Cmd::Multi, None) => {
             client.multi = Some(Multi::default());
+            resp::simple(out, b"OK");
+        }
+        // Not queued, and the transaction goes on (Redis's answer).
+        (Cmd::Watch, Some(_)) => resp::error(out, b"ERR WATCH inside MULTI is not allowed"),
+        (Cmd::Watch, None) => {
+            let now = env.now_ms;
+            for key in args.iter().skip(1) {
+                if client.watched.iter().any(|(k, _)| k == key) {
+                    continue;
+                }
+                if client.watched.len() >= MAX_WATCHED_KEYS {
+                    resp::error(out, b"ERR too many watched keys (tandem bounds WATCH)");
+                    return Outcome::Reply;
+                }
+                client.watched.push((key.to_vec(), store.revision(key, now)));
+            }
             resp::simple(out, b"OK");
         }
         // QUIT is not queued.
@@ -404,11 +434,21 @@ fn exec(client: &mut Client, store: &mut Store, env: &Env<'_>, out: &mut Vec<u8>
         resp::error(out, b"ERR EXEC without MULTI");
         return Outcome::Reply;
     };
+    let watched = std::mem::take(&mut client.watched);
     if multi.failed {
         resp::error(
             out,
             b"EXECABORT Transaction discarded because of previous errors.",
         );
+        return Outcome::Reply;
+    }
+    // A watched key changed since WATCH (by this client, another, a replicated write from a
+    // peer, or its expiry): the transaction does not run.
+    if watched
+        .iter()
+        .any(|(key, rev)| store.revision(key, env.now_ms) != *rev)
+    {
+        resp::null_array(out, client.protocol);
         return Outcome::Reply;
     }
     resp::array_header(out, multi.queued.len());
@@ -484,7 +524,12 @@ fn execute_one(
         Cmd::HGetAll => ex.hgetall(),
         Cmd::HDel => ex.hdel(),
         // Handled by `execute` before it gets here.
-        Cmd::Multi | Cmd::Exec | Cmd::Discard => Outcome::Reply,
+        Cmd::Multi | Cmd::Exec | Cmd::Discard | Cmd::Watch => Outcome::Reply,
+        Cmd::Unwatch => {
+            client.watched.clear();
+            resp::simple(ex.out, b"OK");
+            Outcome::Reply
+        }
         Cmd::HMSet => ex.hset("hmset"),
         Cmd::HMGet => ex.hmget(),
         Cmd::HLen => ex.hash_read(|h, out, _| resp::integer(out, h.hash_fields().count() as i64)),
@@ -2357,6 +2402,42 @@ mod tests {
         assert!(password_matches(b"pw", b"pw"));
         assert!(!password_matches(b"pw", b"pw\0"));
         assert!(!password_matches(b"", b"pw"));
+    }
+
+    #[test]
+    fn watch_aborts_exec_on_a_replicated_write_or_an_expiry() {
+        let mut h = Harness::new();
+        h.reply("set k 1");
+        // A peer's write to the watched key lands between WATCH and EXEC.
+        let mut peer = Store::new(NodeId(2), StoreLimits::default());
+        let rec = peer
+            .set_string(b"k", b"2", Expiry::Never, h.now)
+            .expect("fits");
+        assert_eq!(h.reply("watch k other"), "+OK\r\n");
+        h.store.apply_remote(&rec.entry(), h.now).expect("applies");
+        h.reply("multi");
+        h.reply("set k 3");
+        let (reply, outcome) = h.run("exec");
+        assert_eq!(reply, "*-1\r\n");
+        assert_eq!(outcome, Outcome::Reply, "nothing to replicate");
+        assert_eq!(h.reply("get k"), "$1\r\n2\r\n");
+        // A replicated write to an unwatched key does not abort it.
+        h.reply("watch k");
+        let other = peer
+            .set_string(b"other", b"x", Expiry::Never, h.now)
+            .expect("fits");
+        h.store.apply_remote(&other.entry(), h.now).expect("applies");
+        h.reply("multi");
+        h.reply("set k 3");
+        assert_eq!(h.reply("exec"), "*1\r\n+OK\r\n");
+        // A watched key that expires meanwhile aborts it (RESP3: a null).
+        h.reply("set e v px 100");
+        h.reply("hello 3");
+        h.reply("watch e");
+        h.now += 200;
+        h.reply("multi");
+        h.reply("ping");
+        assert_eq!(h.reply("exec"), "_\r\n");
     }
 
     #[test]
