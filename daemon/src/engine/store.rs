@@ -17,7 +17,9 @@
 //! are bounded in count and age ([`Limits::max_tombstones`], [`Limits::tombstone_ttl_ms`]),
 //! and a put older than an evicted tombstone could resurrect the key, which is why the age
 //! bound is long next to replication delays. A hash whose fields are all deleted (their
-//! tombstones kept, at most [`MAX_FIELD_TOMBSTONES`]) reads as missing.
+//! tombstones kept, at most [`MAX_FIELD_TOMBSTONES`]) reads as missing, and is aged out like
+//! a key tombstone: dropped whole once it has been such a husk for the tombstone age bound
+//! (it counts against the same count bound too).
 //!
 //! # Expiry
 //! Expiry times are absolute unix milliseconds (0 = never), so both nodes expire a key at the
@@ -754,16 +756,22 @@ impl Store {
             return Ok(());
         }
         self.check_bounds(key, &value)?;
-        self.install(
-            key,
-            Entry {
-                value,
-                version: new.base.version,
-                origin: new.base.origin,
-                expiry: new.expiry,
-                expires_at_ms: new.expires_at_ms,
-            },
-        );
+        let entry = Entry {
+            value,
+            version: new.base.version,
+            origin: new.base.origin,
+            expiry: new.expiry,
+            expires_at_ms: new.expires_at_ms,
+        };
+        // A husk ages out like a key tombstone: queued under its newest write, which any
+        // later write to it changes (then the queued item is stale and skipped).
+        let husk = entry.value.is_husk().then(|| entry.top());
+        self.install(key, entry);
+        if let Some(top) = husk {
+            self.tomb_queue
+                .push_back((now_ms, key.hash, top.version, top.origin));
+            self.evict_tombstones(now_ms, usize::MAX);
+        }
         Ok(())
     }
 
@@ -1029,7 +1037,7 @@ impl Store {
                 break;
             };
             let aged = at.saturating_add(self.limits.tombstone_ttl_ms) <= now_ms;
-            if !aged && self.tombstones <= self.limits.max_tombstones {
+            if !aged && self.tombstones + self.husks <= self.limits.max_tombstones {
                 break;
             }
             self.tomb_queue.pop_front();
@@ -1037,12 +1045,19 @@ impl Store {
             let Some(bucket) = self.map.get_mut(&hash) else {
                 continue;
             };
-            let before = bucket.len();
-            bucket.retain(|(_, s)| {
-                !matches!(s, Slot::Dead { version: v, origin: o } if *v == version && *o == origin)
-            });
-            self.tombstones -= before - bucket.len();
-            if bucket.is_empty() {
+            let Some(i) = bucket
+                .iter()
+                .position(|(_, s)| queued(s, Stamp::new(version, origin)))
+            else {
+                continue;
+            };
+            let (key, slot) = bucket.remove(i);
+            let now_empty = bucket.is_empty();
+            match slot {
+                Slot::Dead { .. } => self.tombstones -= 1,
+                Slot::Live(e) => self.account(&key, &e, false),
+            }
+            if now_empty {
                 self.map.remove(&hash);
                 self.order.remove(&hash);
             }
@@ -1052,9 +1067,8 @@ impl Store {
         if self.tomb_queue.len() > 2 * self.limits.max_tombstones.max(self.tombstones) + 1024 {
             self.tomb_queue.retain(|&(_, hash, version, origin)| {
                 self.map.get(&hash).is_some_and(|b| {
-                    b.iter().any(|(_, s)| {
-                        matches!(s, Slot::Dead { version: v, origin: o } if *v == version && *o == origin)
-                    })
+                    b.iter()
+                        .any(|(_, s)| queued(s, Stamp::new(version, origin)))
                 })
             });
         }
@@ -1083,6 +1097,15 @@ impl Store {
             }
         }
         self.expiry = BinaryHeap::from(items);
+    }
+}
+
+/// Whether `slot` is what a tombstone queue item for `stamp` stands for: a key tombstone with
+/// that stamp, or a husk whose newest write it is.
+fn queued(slot: &Slot, stamp: Stamp) -> bool {
+    match slot {
+        Slot::Dead { version, origin } => Stamp::new(*version, *origin) == stamp,
+        Slot::Live(e) => e.value.is_husk() && e.top() == stamp,
     }
 }
 
@@ -1286,6 +1309,42 @@ mod tests {
         }
         assert_eq!(a.tombstones(), 4);
         assert!(a.tomb_queue.len() <= 2 * 4 + 1024);
+    }
+
+    #[test]
+    fn a_hash_whose_fields_are_all_deleted_ages_out_like_a_tombstone() {
+        let limits = Limits::default();
+        let ttl = limits.tombstone_ttl_ms;
+        let mut a = Store::new(A, limits);
+        let mut b = Store::new(B, limits);
+        let f = |name: &'static [u8]| [(name, &b"v"[..])].into_iter();
+        let (_, rec) = a.hset(b"h", f(b"f"), 0).expect("fits");
+        b.apply_remote(&rec.entry(), 0).expect("applies");
+        let (_, del) = a.hdel(b"h", [&b"f"[..]].into_iter(), 0);
+        let del = del.expect("a field deleted");
+        b.apply_remote(&del.entry(), 1).expect("applies");
+        for st in [&mut a, &mut b] {
+            assert!(st.get(b"h", 1).is_none(), "a husk reads as missing");
+            assert_eq!((st.husks, st.len()), (1, 0));
+            assert!(st.bytes() > 0, "the field tombstone is kept for merging");
+            // Within the age bound it stays; a later field write revives it.
+            st.sweep(ttl / 2, usize::MAX);
+            assert_eq!(st.husks, 1);
+        }
+        let (_, again) = b.hset(b"h", f(b"g"), ttl / 2).expect("fits");
+        a.apply_remote(&again.entry(), ttl / 2).expect("applies");
+        for st in [&mut a, &mut b] {
+            // Revived: the old queue item is stale, the live hash stays past it.
+            st.sweep(ttl + 1, usize::MAX);
+            assert_eq!((st.husks, st.len()), (0, 1));
+            let (_, gone) = st.hdel(b"h", [&b"g"[..]].into_iter(), ttl + 2);
+            assert!(gone.is_some());
+            assert_eq!(st.husks, 1);
+            // Aged out: nothing left of the key, not even its bytes.
+            assert_eq!(st.sweep(2 * ttl + 2, usize::MAX), None);
+            assert_eq!((st.husks, st.len(), st.bytes()), (0, 0, 0));
+            assert!(st.slot(st.key(b"h")).is_none());
+        }
     }
 
     #[test]

@@ -395,7 +395,9 @@ pub fn execute(
                     resp::error(out, b"ERR too many watched keys (tandem bounds WATCH)");
                     return Outcome::Reply;
                 }
-                client.watched.push((key.to_vec(), store.revision(key, now)));
+                client
+                    .watched
+                    .push((key.to_vec(), store.revision(key, now)));
             }
             resp::simple(out, b"OK");
         }
@@ -2426,7 +2428,9 @@ mod tests {
         let other = peer
             .set_string(b"other", b"x", Expiry::Never, h.now)
             .expect("fits");
-        h.store.apply_remote(&other.entry(), h.now).expect("applies");
+        h.store
+            .apply_remote(&other.entry(), h.now)
+            .expect("applies");
         h.reply("multi");
         h.reply("set k 3");
         assert_eq!(h.reply("exec"), "*1\r\n+OK\r\n");
