@@ -223,6 +223,16 @@ pub enum Op {
     Delete,
     /// Change expiry only.
     Touch,
+    /// Several writes applied together or not at all (a transaction): the value holds them
+    /// (the daemon's encoding), the key is empty.
+    Batch,
+}
+
+impl Op {
+    /// Whether entries of this op carry a value (Put, Batch).
+    const fn has_value(self) -> bool {
+        matches!(self, Op::Put | Op::Batch)
+    }
 }
 
 impl Op {
@@ -231,6 +241,7 @@ impl Op {
             Op::Put => 0x01,
             Op::Delete => 0x02,
             Op::Touch => 0x03,
+            Op::Batch => 0x04,
         }
     }
 
@@ -239,6 +250,7 @@ impl Op {
             0x01 => Ok(Op::Put),
             0x02 => Ok(Op::Delete),
             0x03 => Ok(Op::Touch),
+            0x04 => Ok(Op::Batch),
             _ => Err(Error::Malformed),
         }
     }
@@ -941,7 +953,7 @@ impl<'a> EntryRepr<'a> {
         if key.len() > MAX_KEY_LEN || total_len > MAX_VALUE_LEN {
             return Err(Error::Malformed);
         }
-        if op != Op::Put && !value.is_empty() {
+        if !op.has_value() && !value.is_empty() {
             return Err(Error::Malformed);
         }
         let template = EntryRepr {
@@ -976,7 +988,7 @@ impl<'a> EntryRepr<'a> {
             & (self.total_len <= MAX_VALUE_LEN)
             & (end <= u64::from(self.total_len))
             & (!self.value.is_empty() | ((self.total_len == 0) & (self.offset == 0)))
-            & ((self.op == Op::Put) | (self.total_len == 0));
+            & (self.op.has_value() | (self.total_len == 0));
         if ok {
             Ok(())
         } else {
@@ -1633,7 +1645,12 @@ pub(crate) mod tests {
     }
 
     fn entry() -> impl Strategy<Value = EntryRepr<'static>> {
-        let op = prop_oneof![Just(Op::Put), Just(Op::Delete), Just(Op::Touch)];
+        let op = prop_oneof![
+            Just(Op::Put),
+            Just(Op::Delete),
+            Just(Op::Touch),
+            Just(Op::Batch)
+        ];
         (
             op,
             any::<u64>(),
@@ -1645,7 +1662,7 @@ pub(crate) mod tests {
             any::<u32>(),
         )
             .prop_map(|(op, version, origin, expires_at_ms, key, value, a, b)| {
-                let (value, offset, total_len) = if op != Op::Put || value.is_empty() {
+                let (value, offset, total_len) = if !op.has_value() || value.is_empty() {
                     (Vec::new(), 0, 0)
                 } else {
                     let len = value.len() as u32;

@@ -360,6 +360,66 @@ fn concurrent_increments_add_up_across_a_partition() {
     }
 }
 
+/// A transaction through host `h`: SET of each key to `len` bytes, submitted as one write
+/// (what EXEC does).
+fn transaction(h: &mut Host, keys: &[&[u8]], len: usize) -> Option<ReplyTicket> {
+    let (store, mut sink) = h.engine.client(NOW_MS);
+    let records = keys
+        .iter()
+        .map(|k| {
+            store
+                .set_string(k, &vec![b'x'; len], Expiry::Never, NOW_MS)
+                .expect("fits")
+        })
+        .collect();
+    sink.submit(records)
+}
+
+/// How many of `keys` host `h` holds.
+fn held(h: &mut Host, keys: &[&[u8]]) -> usize {
+    keys.iter().filter(|k| value(h, k).is_some()).count()
+}
+
+/// EXEC's writes reach a peer whole or not at all: a transaction of 8 keys whose batch entry
+/// spans about 24 datagrams, sent under 30% loss, is never seen in part by the peer, turn
+/// after turn, until it holds all of it; and one cut off by its origin's death after a single
+/// turn (most of its chunks delivered) leaves the peer holding none of it.
+#[test]
+fn a_transaction_reaches_the_peer_whole_or_not_at_all() {
+    let keys: Vec<Vec<u8>> = (0..8).map(|i| format!("tx{i}").into_bytes()).collect();
+    let keys: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
+    for cut in [false, true] {
+        let mut t = Instant::from_millis(1);
+        let mut rng = Rng::new(if cut { 0x7a } else { 0x7b });
+        let mut hosts = vec![host(1, 10, t), host(2, 20, t)];
+        run(&mut hosts, &mut t, 40, 0, &mut rng);
+        transaction(&mut hosts[0], &keys, 3000);
+        let mut whole_at = None;
+        for n in 0..20_000 {
+            t = t + Duration::from_micros(100);
+            turn(&mut hosts, t, 30, &mut rng);
+            if cut && n == 0 {
+                hosts[0].up = false;
+            }
+            let got = held(&mut hosts[1], &keys);
+            assert!(
+                got == 0 || got == keys.len(),
+                "turn {n}: the peer holds {got} of 8"
+            );
+            if got == keys.len() {
+                whole_at = Some(n);
+                break;
+            }
+        }
+        if cut {
+            assert_eq!(whole_at, None, "a cut transaction is not applied");
+            assert_eq!(held(&mut hosts[1], &keys), 0);
+        } else {
+            assert!(whole_at.is_some(), "the transaction never arrived");
+        }
+    }
+}
+
 /// A client HINCRBY through host `h`.
 fn hincrby(h: &mut Host, key: &[u8], field: &[u8], by: i64) -> Option<ReplyTicket> {
     let (store, mut sink) = h.engine.client(NOW_MS);

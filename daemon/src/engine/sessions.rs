@@ -591,6 +591,16 @@ impl WriteSink for Sink<'_> {
             }
             ReplicationMode::Async => None,
         };
+        // A transaction's records travel as one batch entry, which the peer applies whole or
+        // not at all; past the largest value the wire carries, as consecutive entries.
+        let origin = records.first().map(|r| r.origin);
+        let records = match origin.filter(|_| records.len() > 1) {
+            Some(origin) => match crate::engine::store::batch(&records, origin) {
+                Some(b) => vec![b],
+                None => records,
+            },
+            None => records,
+        };
         let n = records.len();
         for (i, r) in records.into_iter().enumerate() {
             *self.replicated += 1;
@@ -839,17 +849,18 @@ mod tests {
     }
 
     #[test]
-    fn sink_holds_only_the_last_record_of_a_command_in_sync_mode() {
+    fn sink_batches_a_transaction_and_holds_only_its_last_record_in_sync_mode() {
         let mut outbox = VecDeque::new();
         let (mut next, mut replicated, mut delivering) = (0, 0, 0);
-        let rec = |k: &[u8]| Replicate {
+        let sized = |k: &[u8], len: usize| Replicate {
             op: Op::Put,
             key: k.to_vec(),
             version: 1,
             origin: NodeId(1),
             expires_at_ms: 0,
-            value: vec![0, b'v'],
+            value: vec![0; len],
         };
+        let rec = |k: &[u8]| sized(k, 2);
         let mut sink = Sink {
             now_ms: 5,
             isolated: false,
@@ -859,14 +870,28 @@ mod tests {
             replicated: &mut replicated,
             delivering: &mut delivering,
         };
+        // Two records: one batch entry, holding the reply.
         assert_eq!(
             sink.submit(vec![rec(b"a"), rec(b"b")]),
             Some(ReplyTicket(1))
         );
-        assert_eq!(outbox.len(), 2);
-        assert_eq!(outbox[0].1, None);
-        assert_eq!(outbox[1].1, Some(ReplyTicket(1)));
-        assert_eq!(replicated, 2);
+        assert_eq!(sink.outbox.len(), 1);
+        assert_eq!(sink.outbox[0].0.op, Op::Batch);
+        assert_eq!(sink.outbox[0].1, Some(ReplyTicket(1)));
+        // Too large for one value: consecutive records, the last holding the reply.
+        let big = 600 * 1024;
+        assert_eq!(
+            sink.submit(vec![sized(b"c", big), sized(b"d", big)]),
+            Some(ReplyTicket(2))
+        );
+        assert_eq!(outbox.len(), 3);
+        assert_eq!((outbox[1].0.op, outbox[1].1), (Op::Put, None));
+        assert_eq!(
+            (outbox[2].0.op, outbox[2].1),
+            (Op::Put, Some(ReplyTicket(2)))
+        );
+        assert_eq!(replicated, 3);
+        outbox.clear();
 
         let mut async_sink = Sink {
             now_ms: 5,
@@ -878,6 +903,6 @@ mod tests {
             delivering: &mut delivering,
         };
         assert_eq!(async_sink.submit(vec![rec(b"c")]), None);
-        assert_eq!(outbox.len(), 3);
+        assert_eq!(outbox.len(), 1);
     }
 }

@@ -47,7 +47,7 @@ use std::collections::{BTreeSet, BinaryHeap, HashMap, VecDeque};
 use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
 
 use smallvec::SmallVec;
-use tandem_core::frame::{EntryRepr, Op, MAX_VALUE_LEN};
+use tandem_core::frame::{EntryRepr, Op, MAX_KEY_LEN, MAX_VALUE_LEN};
 use tandem_core::NodeId;
 
 use crate::engine::value::{join, string2ll};
@@ -178,6 +178,103 @@ impl Replicate {
             value: &self.value,
         }
     }
+}
+
+/// The fixed part of a record inside a batch: op, version, origin, expiry, key length.
+const BATCH_HEAD: usize = 1 + 8 + 2 + 8 + 2;
+
+/// A transaction's records as one [`Op::Batch`] record, which a peer applies all together
+/// or not at all (it arrives whole or not at all: its chunks are reassembled before it is
+/// applied). Its value is `u16` the number of records, then each record in turn: `u8 op
+/// (0x01 put, 0x02 delete), u64 version,
+/// u16 origin, u64 expires_at_ms, u16 key_len, key, u32 value_len, value`; its key is empty,
+/// its stamp the newest of the records'. `None` if the records do not fit one value
+/// ([`MAX_VALUE_LEN`]): they then travel as consecutive records.
+pub fn batch(records: &[Replicate], origin: NodeId) -> Option<Replicate> {
+    let len: usize = 2 + records
+        .iter()
+        .map(|r| BATCH_HEAD + r.key.len() + 4 + r.value.len())
+        .sum::<usize>();
+    let count = u16::try_from(records.len()).ok()?;
+    if len > MAX_VALUE_LEN as usize {
+        return None;
+    }
+    let mut value = Vec::with_capacity(len);
+    value.extend_from_slice(&count.to_be_bytes());
+    for r in records {
+        value.push(match r.op {
+            Op::Delete => 0x02,
+            _ => 0x01,
+        });
+        value.extend_from_slice(&r.version.to_be_bytes());
+        value.extend_from_slice(&r.origin.0.to_be_bytes());
+        value.extend_from_slice(&r.expires_at_ms.to_be_bytes());
+        // Keys are at most MAX_KEY_LEN, values at most MAX_VALUE_LEN (checked above).
+        value.extend_from_slice(&(r.key.len() as u16).to_be_bytes());
+        value.extend_from_slice(&r.key);
+        value.extend_from_slice(&(r.value.len() as u32).to_be_bytes());
+        value.extend_from_slice(&r.value);
+    }
+    let version = records.iter().map(|r| r.version).max()?;
+    Some(Replicate {
+        op: Op::Batch,
+        key: Vec::new(),
+        version,
+        origin,
+        expires_at_ms: 0,
+        value,
+    })
+}
+
+/// The records of a batch's value, all of them or `Err` (nothing is applied from a batch
+/// that does not decode whole). Allocates one item per record present.
+pub fn unbatch(bytes: &[u8]) -> Result<Vec<EntryRepr<'_>>, StoreError> {
+    let (count, mut bytes) = bytes
+        .split_first_chunk::<2>()
+        .ok_or(StoreError::Malformed)?;
+    let count = usize::from(u16::from_be_bytes(*count));
+    let mut out = Vec::new();
+    while !bytes.is_empty() {
+        let (head, rest) = bytes
+            .split_first_chunk::<BATCH_HEAD>()
+            .ok_or(StoreError::Malformed)?;
+        let op = match head[0] {
+            0x01 => Op::Put,
+            0x02 => Op::Delete,
+            _ => return Err(StoreError::Malformed),
+        };
+        let be64 = |b: &[u8]| b.try_into().map(u64::from_be_bytes);
+        let version = be64(&head[1..9]).map_err(|_| StoreError::Malformed)?;
+        let origin = NodeId(u16::from_be_bytes([head[9], head[10]]));
+        let expires_at_ms = be64(&head[11..19]).map_err(|_| StoreError::Malformed)?;
+        let key_len = usize::from(u16::from_be_bytes([head[19], head[20]]));
+        if key_len > MAX_KEY_LEN || rest.len() < key_len {
+            return Err(StoreError::Malformed);
+        }
+        let (key, rest) = rest.split_at(key_len);
+        let (len, rest) = rest.split_first_chunk::<4>().ok_or(StoreError::Malformed)?;
+        let len = u32::from_be_bytes(*len) as usize;
+        if rest.len() < len || (op == Op::Delete && len != 0) {
+            return Err(StoreError::Malformed);
+        }
+        let (value, rest) = rest.split_at(len);
+        out.push(EntryRepr {
+            op,
+            version,
+            origin,
+            expires_at_ms,
+            key,
+            total_len: u32::try_from(len).map_err(|_| StoreError::Malformed)?,
+            offset: 0,
+            value,
+        });
+        bytes = rest;
+    }
+    // Exactly the records announced: a value cut at a record boundary is refused too.
+    if out.is_empty() || out.len() != count {
+        return Err(StoreError::Malformed);
+    }
+    Ok(out)
 }
 
 /// How a replicated write was taken.
@@ -895,6 +992,9 @@ impl Store {
     /// `OutOfMemory` (it does not fit; the clock has advanced; the caller decides, e.g. log
     /// and count).
     pub fn apply_remote(&mut self, e: &EntryRepr<'_>, now_ms: u64) -> Result<Applied, StoreError> {
+        if e.op == Op::Batch {
+            return self.apply_batch(e, now_ms);
+        }
         let stamp = Stamp::new(e.version, e.origin);
         let key = self.key(e.key);
         let write = match e.op {
@@ -909,6 +1009,8 @@ impl Store {
                 }
             }
             Op::Delete => KeyState::dead(stamp),
+            // Unpacked above.
+            Op::Batch => return Err(StoreError::Malformed),
             Op::Touch => match self.entry(key, now_ms) {
                 Some(entry) => KeyState {
                     expiry: stamp,
@@ -932,6 +1034,24 @@ impl Store {
         }
         self.store_state(key, &cur, merged, now_ms)?;
         Ok(Applied::Stored)
+    }
+
+    /// A transaction's records ([`batch`]): decoded whole first, so a batch that does not
+    /// decode changes nothing; then each is merged in order. A record over this node's
+    /// memory bounds is refused as a single write would be (the others still apply), and the
+    /// first such error is returned.
+    fn apply_batch(&mut self, e: &EntryRepr<'_>, now_ms: u64) -> Result<Applied, StoreError> {
+        let records = unbatch(e.value)?;
+        let mut result = Ok(Applied::Stale);
+        for r in &records {
+            match self.apply_remote(r, now_ms) {
+                Ok(Applied::Stored) if result.is_ok() => result = Ok(Applied::Stored),
+                Ok(_) => {}
+                Err(err) if result.is_ok() => result = Err(err),
+                Err(_) => {}
+            }
+        }
+        result
     }
 
     /// The current state of `key` as a replication record: a `Put` for a live entry, a
@@ -1345,6 +1465,52 @@ mod tests {
             assert_eq!((st.husks, st.len(), st.bytes()), (0, 0, 0));
             assert!(st.slot(st.key(b"h")).is_none());
         }
+    }
+
+    #[test]
+    fn a_batch_matches_protocol_md_and_applies_whole_or_not_at_all() {
+        let doc = include_str!("../../../docs/PROTOCOL.md");
+        let start = doc.find("```hex batch\n").expect("vector") + 13;
+        let len = doc[start..].find("```").expect("closed");
+        let vector: Vec<u8> = doc[start..start + len]
+            .split_whitespace()
+            .map(|h| u8::from_str_radix(h, 16).expect("hex"))
+            .collect();
+        let mut a = Store::new(A, Limits::default());
+        let mut b = Store::new(B, Limits::default());
+        let old = a.set_string(b"b", b"old", Expiry::Never, 0).expect("fits");
+        b.apply_remote(&old.entry(), 0).expect("applies");
+        // SET a 1 at (5, A), DEL b at (6, A).
+        a.clock = 4;
+        let set = a.set_string(b"a", b"1", Expiry::Never, 0).expect("fits");
+        let del = a.delete(b"b", 0).expect("b was live");
+        let batch = batch(&[set.clone(), del.clone()], A).expect("fits one value");
+        assert_eq!(batch.value, vector);
+        assert_eq!(
+            (batch.op, batch.version, batch.key.len()),
+            (Op::Batch, 6, 0)
+        );
+        let back = unbatch(&batch.value).expect("decodes");
+        assert_eq!(back, vec![set.entry(), del.entry()]);
+        // Every cut of it is refused whole and changes nothing.
+        for cut in 1..vector.len() {
+            let mut e = batch.entry();
+            e.value = &vector[..cut];
+            e.total_len = cut as u32;
+            assert_eq!(
+                b.apply_remote(&e, 0),
+                Err(StoreError::Malformed),
+                "cut {cut}"
+            );
+            assert!(b.get(b"a", 0).is_none() && b.get(b"b", 0).is_some());
+        }
+        assert_eq!(b.apply_remote(&batch.entry(), 0), Ok(Applied::Stored));
+        assert!(b.get(b"a", 0).is_some() && b.get(b"b", 0).is_none());
+        // Nothing nested, no op but put and delete, no empty batch.
+        let mut nested = vector.clone();
+        nested[2] = 0x04;
+        assert!(unbatch(&nested).is_err());
+        assert!(unbatch(&[]).is_err());
     }
 
     #[test]

@@ -1076,5 +1076,42 @@ pub mod fuzzing {
             dumps.push(store.record(b"k", 0).map(|r| (r.op, r.value.len())));
         }
         assert_eq!(dumps.first(), dumps.get(1), "arrival order does not matter");
+        check_batch(data);
+    }
+
+    /// The same bytes as a transaction's batch entry: decoding never panics, what decodes
+    /// encodes back to the same bytes, and a store takes it (whole or refused) without
+    /// panicking.
+    fn check_batch(data: &[u8]) {
+        use crate::engine::store::{batch, unbatch, Replicate};
+        if let Ok(records) = unbatch(data) {
+            let records: Vec<Replicate> = records
+                .iter()
+                .map(|e| Replicate {
+                    op: e.op,
+                    key: e.key.to_vec(),
+                    version: e.version,
+                    origin: e.origin,
+                    expires_at_ms: e.expires_at_ms,
+                    value: e.value.to_vec(),
+                })
+                .collect();
+            let again = batch(&records, NodeId(1)).map(|b| b.value);
+            assert_eq!(again.as_deref(), Some(data), "a batch round-trips");
+        }
+        let mut store = Store::new(NodeId(3), Limits::default());
+        let _ = store.apply_remote(
+            &EntryRepr {
+                op: Op::Batch,
+                version: 9,
+                origin: NodeId(2),
+                expires_at_ms: 0,
+                key: b"",
+                total_len: u32::try_from(data.len()).unwrap_or(u32::MAX),
+                offset: 0,
+                value: data,
+            },
+            0,
+        );
     }
 }
