@@ -656,16 +656,7 @@ impl Store {
                 parts: Vec::new(),
             },
         };
-        let total = counter
-            .total()
-            .checked_add(delta)
-            .ok_or(IncrError::Overflow)?;
-        let mine = counter
-            .parts
-            .iter()
-            .find(|p| p.node == self.node)
-            .map_or(0, |p| p.sum);
-        let sum = mine.checked_add(delta).ok_or(IncrError::Overflow)?;
+        let (total, share) = self.share(&counter, delta, stamp)?;
         // Over a hash of tombstones only the counter is a new key (a whole-key write), else
         // it builds on the key's base, so that nodes incrementing one key at once share it.
         let (base, expiry, expires_at_ms) = match cur.value {
@@ -676,19 +667,41 @@ impl Store {
             base,
             expiry,
             expires_at_ms,
-            value: Some(Value::Counter(Counter {
-                base: counter.base,
-                parts: vec![Part {
-                    node: self.node,
-                    version: stamp.version,
-                    sum,
-                }],
-            })),
+            value: Some(Value::Counter(share)),
         };
         let rec = self
             .write_local(key, write, now_ms)
             .map_err(IncrError::Store)?;
         Ok((total, rec))
+    }
+
+    /// `counter` plus `delta` made on this node at `stamp`: its new total, and this node's
+    /// share as the write that replicates it (the merge sums it with the other shares).
+    fn share(
+        &self,
+        counter: &Counter,
+        delta: i64,
+        stamp: Stamp,
+    ) -> Result<(i64, Counter), IncrError> {
+        let total = counter
+            .total()
+            .checked_add(delta)
+            .ok_or(IncrError::Overflow)?;
+        let mine = counter
+            .parts
+            .iter()
+            .find(|p| p.node == self.node)
+            .map_or(0, |p| p.sum);
+        let sum = mine.checked_add(delta).ok_or(IncrError::Overflow)?;
+        let share = Counter {
+            base: counter.base,
+            parts: vec![Part {
+                node: self.node,
+                version: stamp.version,
+                sum,
+            }],
+        };
+        Ok((total, share))
     }
 
     /// HINCRBY: adds `delta` to the integer in a hash field (a missing field counts as 0) and
@@ -725,24 +738,7 @@ impl Store {
                 (None, None) => (f.stamp, Counter::default()),
             },
         };
-        let total = counter
-            .total()
-            .checked_add(delta)
-            .ok_or(IncrError::Overflow)?;
-        let mine = counter
-            .parts
-            .iter()
-            .find(|p| p.node == self.node)
-            .map_or(0, |p| p.sum);
-        let sum = mine.checked_add(delta).ok_or(IncrError::Overflow)?;
-        let share = Counter {
-            base: counter.base,
-            parts: vec![Part {
-                node: self.node,
-                version: stamp.version,
-                sum,
-            }],
-        };
+        let (total, share) = self.share(&counter, delta, stamp)?;
         let write = KeyState {
             base: cur.base,
             expiry: cur.expiry,

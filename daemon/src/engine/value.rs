@@ -743,36 +743,23 @@ mod tests {
                 Field::new(b"cart", Stamp::new(0x12, B), None),
             ],
         });
+        let parts = vec![
+            Part {
+                node: A,
+                version: 7,
+                sum: 3,
+            },
+            Part {
+                node: B,
+                version: 9,
+                sum: -1,
+            },
+        ];
         let counter = Value::Counter(Counter {
             base: 10,
-            parts: vec![
-                Part {
-                    node: A,
-                    version: 7,
-                    sum: 3,
-                },
-                Part {
-                    node: B,
-                    version: 9,
-                    sum: -1,
-                },
-            ],
+            parts: parts.clone(),
         });
-        let shares = Counter {
-            base: 0,
-            parts: vec![
-                Part {
-                    node: A,
-                    version: 7,
-                    sum: 3,
-                },
-                Part {
-                    node: B,
-                    version: 9,
-                    sum: -1,
-                },
-            ],
-        };
+        let shares = Counter { base: 0, parts };
         let hash_counter = Value::Hash(Hash {
             fields: vec![Field::counting(b"hits", base, shares)],
         });
