@@ -492,7 +492,8 @@ impl<A: Aead, const N: usize> Keyring<A, N> {
 /// Which cluster key seals a frame kind.
 ///
 /// The rule is on the wire byte, so that a receiver picks the key before it knows the kind:
-/// heartbeats (`0x01`), leaves (`0x08`) and kinds `0x80..=0xff` (reserved for future control
+/// heartbeats (`0x01`), leaves (`0x08`), challenges (`0x09`: freshness is membership's, a
+/// witness answers and verifies too) and kinds `0x80..=0xff` (reserved for future control
 /// kinds) use the **control** key; every other kind, known or not (`0x02..=0x07` today:
 /// session updates, acks, retransmit requests and the state transfer), uses the **data** key.
 /// Acks and requests carry no session bytes but steer replication (a forged ack would
@@ -508,7 +509,11 @@ impl KeyRole {
     /// The role of the kind byte `kind` (header byte 5).
     #[inline]
     pub const fn of(kind: u8) -> KeyRole {
-        if kind == Kind::Heartbeat as u8 || kind == Kind::Leave as u8 || kind >= 0x80 {
+        if kind == Kind::Heartbeat as u8
+            || kind == Kind::Leave as u8
+            || kind == Kind::Challenge as u8
+            || kind >= 0x80
+        {
             KeyRole::Control
         } else {
             KeyRole::Data
@@ -890,7 +895,7 @@ impl<const N: usize> Receiver<N> {
     ) -> Result<(HeaderRepr, T), Error> {
         let (h, body) = open_with(datagram, self.cluster, keys, parse)?;
         self.replay
-            .accept(h.sender, h.incarnation, h.seq, Lane::of(h.kind))?;
+            .accept(h.sender, h.incarnation, h.salt, h.seq, Lane::of(h.kind))?;
         Ok((h, body))
     }
 
@@ -1207,6 +1212,7 @@ mod tests {
         for (kind, role) in [
             (Kind::Heartbeat, Control),
             (Kind::Leave, Control),
+            (Kind::Challenge, Control),
             (Kind::SessionUpdate, Data),
             (Kind::Ack, Data),
             (Kind::RetransmitRequest, Data),
@@ -1566,6 +1572,8 @@ mod tests {
         assert_eq!(s.seal(&body, &mut kr, &mut out), Err(Error::Malformed));
     }
 
+    /// A full table of verified runs refuses a new sender (an unverified one would make
+    /// room, see replay's tests).
     #[test]
     fn too_many_senders() {
         let mut kr = aes();
@@ -1574,12 +1582,14 @@ mod tests {
             let mut f = heartbeat_frame();
             f.header.sender = NodeId(sender);
             let got = rx.receive(&mut sealed(&f, &mut kr), &mut kr).map(|_| ());
-            let want = if sender <= 2 {
-                Ok(())
+            if sender <= 2 {
+                assert_eq!(got, Ok(()));
+                let (h, t) = (f.header, rx.replay());
+                assert!(t.challenge(h.sender, h.incarnation, h.salt, 0));
+                assert!(t.verify(h.sender, h.incarnation, h.salt, 0, h.seq));
             } else {
-                Err(Error::TooManySenders)
-            };
-            assert_eq!(got, want);
+                assert_eq!(got, Err(Error::TooManySenders));
+            }
         }
     }
 

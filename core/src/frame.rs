@@ -112,6 +112,7 @@ pub enum Kind {
     SyncChunk = 0x06,
     SyncDone = 0x07,
     Leave = 0x08,
+    Challenge = 0x09,
 }
 
 impl Kind {
@@ -126,6 +127,7 @@ impl Kind {
             0x06 => Kind::SyncChunk,
             0x07 => Kind::SyncDone,
             0x08 => Kind::Leave,
+            0x09 => Kind::Challenge,
             _ => return None,
         })
     }
@@ -347,6 +349,25 @@ pub struct LeaveRepr {
     pub reason: u8,
 }
 
+/// Freshness on first contact: a receiver counts nothing of a run it has not heard from
+/// before until that run answered a challenge (docs/PROTOCOL.md, "Freshness").
+///
+/// A challenge (`answers: None`) asks the run (`target`, `target_incarnation`,
+/// `target_salt`) to prove it is live. Its nonce is its own header's (salt, seq): unique
+/// across the challenger's runs (random salt) and within one (seq), so no recorded answer can
+/// match it. The answer (`answers: Some(seq)`), sealed in the challenged run, names the
+/// challenger's run as its target and echoes the challenge's header seq.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub struct ChallengeRepr {
+    pub target: NodeId,
+    pub target_incarnation: Incarnation,
+    pub target_salt: Salt,
+    /// `None`: a challenge; `Some(seq)`: the answer to the target's challenge of header
+    /// seq `seq` (at most [`MAX_SEQ`]).
+    pub answers: Option<u64>,
+}
+
 /// Any frame body.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
@@ -359,6 +380,7 @@ pub enum Body<'a> {
     SyncChunk(SyncChunkRepr<'a>),
     SyncDone(SyncDoneRepr),
     Leave(LeaveRepr),
+    Challenge(ChallengeRepr),
 }
 
 /// A whole plaintext frame: header and body. `header.kind` must match the body's kind.
@@ -486,6 +508,21 @@ pub mod wire {
         pub rseq: U64,
     }
 
+    /// Challenge body (24 bytes).
+    #[derive(Clone, Copy, Debug, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+    #[repr(C)]
+    pub struct Challenge {
+        pub target: U16,
+        /// 0x00 a challenge, 0x01 an answer.
+        pub mode: u8,
+        pub reserved: u8,
+        pub target_incarnation: U32,
+        pub target_salt: [u8; 6],
+        /// An answer: the challenge's header seq (48 bits, big endian); a challenge: zero.
+        pub seq: [u8; 6],
+        pub reserved2: [u8; 4],
+    }
+
     /// Leave body (8 bytes).
     #[derive(Clone, Copy, Debug, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
     #[repr(C)]
@@ -503,6 +540,7 @@ pub mod wire {
     pub const SYNC_CHUNK_FIXED_LEN: usize = core::mem::size_of::<SyncChunk>();
     pub const SYNC_DONE_LEN: usize = core::mem::size_of::<SyncDone>();
     pub const LEAVE_LEN: usize = core::mem::size_of::<Leave>();
+    pub const CHALLENGE_LEN: usize = core::mem::size_of::<Challenge>();
 
     /// A whole plaintext heartbeat frame (64 bytes): header then body. Heartbeats are most
     /// of the traffic, so [`super::Frame::parse`] views one with a single length check.
@@ -831,6 +869,7 @@ impl<'a> Body<'a> {
             Body::SyncChunk(_) => Kind::SyncChunk,
             Body::SyncDone(_) => Kind::SyncDone,
             Body::Leave(_) => Kind::Leave,
+            Body::Challenge(_) => Kind::Challenge,
         }
     }
 
@@ -848,6 +887,7 @@ impl<'a> Body<'a> {
             Kind::SyncChunk => Body::SyncChunk(SyncChunkRepr::parse(bytes)?),
             Kind::SyncDone => Body::SyncDone(SyncDoneRepr::parse(bytes)?),
             Kind::Leave => Body::Leave(LeaveRepr::parse(bytes)?),
+            Kind::Challenge => Body::Challenge(ChallengeRepr::parse(bytes)?),
         })
     }
 
@@ -862,6 +902,7 @@ impl<'a> Body<'a> {
             Body::SyncChunk(r) => r.buffer_len(),
             Body::SyncDone(_) => wire::SYNC_DONE_LEN,
             Body::Leave(_) => wire::LEAVE_LEN,
+            Body::Challenge(_) => wire::CHALLENGE_LEN,
         }
     }
 
@@ -872,6 +913,7 @@ impl<'a> Body<'a> {
             Body::SessionUpdate(r) => r.entry.check(),
             Body::RetransmitRequest(r) => r.check(),
             Body::SyncChunk(r) => r.entry.check(),
+            Body::Challenge(r) => r.check(),
             Body::Ack(_) | Body::SyncRequest(_) | Body::SyncDone(_) | Body::Leave(_) => Ok(()),
         }
     }
@@ -887,6 +929,7 @@ impl<'a> Body<'a> {
             Body::SyncChunk(r) => r.emit(out),
             Body::SyncDone(r) => r.emit(out),
             Body::Leave(r) => r.emit(out),
+            Body::Challenge(r) => r.emit(out),
         }
     }
 }
@@ -1283,6 +1326,51 @@ impl LeaveRepr {
     }
 }
 
+impl ChallengeRepr {
+    pub fn parse(bytes: &[u8]) -> Result<ChallengeRepr, Error> {
+        let w: &wire::Challenge = read_exact(bytes)?;
+        let s = w.seq;
+        let seq = u64::from_be_bytes([0, 0, s[0], s[1], s[2], s[3], s[4], s[5]]);
+        let answers = match w.mode {
+            0x00 if seq == 0 => None,
+            0x01 => Some(seq),
+            _ => return Err(Error::Malformed),
+        };
+        if w.reserved != 0 || w.reserved2 != [0; 4] {
+            return Err(Error::Malformed);
+        }
+        Ok(ChallengeRepr {
+            target: NodeId(w.target.get()),
+            target_incarnation: Incarnation(w.target_incarnation.get()),
+            target_salt: Salt(w.target_salt),
+            answers,
+        })
+    }
+
+    /// An answered seq above [`MAX_SEQ`] cannot be sent.
+    pub fn check(&self) -> Result<(), Error> {
+        match self.answers {
+            Some(seq) if seq > MAX_SEQ => Err(Error::Malformed),
+            _ => Ok(()),
+        }
+    }
+
+    pub fn emit(&self, out: &mut [u8]) -> Result<usize, Error> {
+        self.check()?;
+        let b = self.answers.unwrap_or(0).to_be_bytes();
+        let w = wire::Challenge {
+            target: u16be(self.target.0),
+            mode: u8::from(self.answers.is_some()),
+            reserved: 0,
+            target_incarnation: u32be(self.target_incarnation.0),
+            target_salt: self.target_salt.0,
+            seq: [b[2], b[3], b[4], b[5], b[6], b[7]],
+            reserved2: [0; 4],
+        };
+        write(&w, out)
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 pub(crate) mod tests {
@@ -1461,7 +1549,7 @@ pub(crate) mod tests {
             Frame::parse(&patched(hb, 4, 0x01)),
             Err(Error::UnsupportedVersion)
         );
-        assert_eq!(Frame::parse(&patched(hb, 5, 0x09)), Err(Error::UnknownKind));
+        assert_eq!(Frame::parse(&patched(hb, 5, 0x0a)), Err(Error::UnknownKind));
         assert_eq!(Frame::parse(&patched(hb, 5, 0x00)), Err(Error::UnknownKind));
         assert_eq!(Frame::parse(&patched(hb, 6, 0x01)), Err(Error::Malformed));
         // every salt is valid; the seq is 48 bits wide
@@ -1574,8 +1662,8 @@ pub(crate) mod tests {
                 assert_eq!(k as u8, b);
             }
         }
-        assert_eq!(Kind::from_u8(0x08), Some(Kind::Leave));
-        assert_eq!(Kind::from_u8(0x09), None);
+        assert_eq!(Kind::from_u8(0x09), Some(Kind::Challenge));
+        assert_eq!(Kind::from_u8(0x0a), None);
     }
 
     #[test]
@@ -1749,7 +1837,23 @@ pub(crate) mod tests {
                 })
             });
         let leave = any::<u8>().prop_map(|reason| Body::Leave(LeaveRepr { reason }));
-        prop_oneof![heartbeat, update, ack, retransmit, sync_req, sync_chunk, sync_done, leave]
+        let challenge = (
+            node(),
+            any::<u32>(),
+            any::<[u8; 6]>(),
+            proptest::option::of(0..=MAX_SEQ),
+        )
+            .prop_map(|(t, i, s, a)| {
+                Body::Challenge(ChallengeRepr {
+                    target: t,
+                    target_incarnation: Incarnation(i),
+                    target_salt: Salt(s),
+                    answers: a,
+                })
+            });
+        prop_oneof![
+            heartbeat, update, ack, retransmit, sync_req, sync_chunk, sync_done, leave, challenge
+        ]
     }
 
     pub(crate) fn frame() -> impl Strategy<Value = Frame<'static>> {

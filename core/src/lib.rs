@@ -15,6 +15,7 @@
 //!   its pacing.
 //! - [`datagram`]: frames packed into datagrams per destination, and split again.
 //! - [`testing`]: the one seedable PRNG of every simulator.
+//! - `vec`: helpers for heapless vectors (flash-lean removal).
 //!
 //! Panics: parsing never panics, whatever the bytes. Functions that take caller-provided
 //! output buffers document their minimum sizes and return an error when they are too small.
@@ -28,6 +29,7 @@ extern crate std;
 
 pub mod id;
 pub mod time;
+mod vec;
 
 pub mod crypto;
 pub mod detector;

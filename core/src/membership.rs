@@ -633,6 +633,12 @@ impl<const N: usize, const E: usize> Membership<N, E> {
         self.repl_hwm = hwm;
     }
 
+    /// Makes the next heartbeat due at `now` (a peer just learned this node is live and
+    /// waits for one); the schedule after it is unchanged.
+    pub fn heartbeat_now(&mut self, now: Instant) {
+        self.next_heartbeat = self.next_heartbeat.min(now);
+    }
+
     // ---- outputs ----
 
     /// Earliest instant `handle_timeout` or `poll_heartbeat` has work.

@@ -19,11 +19,24 @@
 //! receive streams. A witness takes no part in replication: it ignores session frames and
 //! never counts as a peer a write waits for.
 //!
+//! # Freshness on first contact
+//! A recorded frame opens and passes the replay window of a node that never saw it (one
+//! that just started), so a run (sender, incarnation, salt) this node has not heard from
+//! before is unverified: nothing it sends counts (no alive, no leader, no data; the caller
+//! gets [`Received::Unverified`]) until it answered a challenge. The first frame of an
+//! unverified run queues a [`ChallengeRepr`] to it; the run's answer, sealed in that run and
+//! echoing the challenge's seq, verifies it ([`crate::crypto::ReplayTable::verify`]); a
+//! challenge to this node's run is answered, and the next heartbeat is sent at once so that
+//! the challenger can count the node without waiting an interval. One round trip on join
+//! (docs/PROTOCOL.md, "Freshness"). A member declared down or gone leaves the replay table
+//! (with an incarnation floor): if it comes back it is challenged again.
+//!
 //! # Own frames
 //! Multicast loops a node's frames back to it. A frame with this node's id, incarnation and
 //! salt is dropped from the header alone, before any AEAD work. One with this node's id and
 //! another incarnation or salt comes from another process claiming this node's id: it is
-//! opened (so that a forger cannot raise the alarm) and reported as a duplicate node id
+//! opened (so that a forger cannot raise the alarm), challenged like any other run (so that
+//! a recording cannot raise it either) and once verified reported as a duplicate node id
 //! ([`membership::Event::DuplicateNodeId`], [`membership::Stats::duplicates`]), never used.
 //!
 //! # Panics
@@ -32,7 +45,9 @@
 use heapless::{Deque, Vec};
 
 use crate::crypto::{Aead, KeyRole, Keys, Receiver, Run, Sealer};
-use crate::frame::{Body, EntryRepr, Error, Role, SessionUpdateRepr, SyncChunkRepr};
+use crate::frame::{
+    Body, ChallengeRepr, EntryRepr, Error, HeaderRepr, Role, SessionUpdateRepr, SyncChunkRepr,
+};
 use crate::id::{ClusterId, Incarnation, KeyId, NodeId, Salt};
 use crate::membership::{self, MemberState, Membership};
 use crate::replication::{self, Delivery, Dest, Replicator, Slot, SyncDelivery, SyncSend};
@@ -44,6 +59,9 @@ pub const KEYS: usize = 4;
 /// Events buffered between two `poll_event` drains, by default (the `E` parameter of
 /// [`Node`]).
 pub const EVENT_QUEUE: usize = 128;
+/// Challenges and answers waiting to be sent (one per target run and direction; more wait
+/// for the target's next frame).
+pub const CHALLENGES: usize = 8;
 
 /// Everything a node needs to start.
 #[derive(Clone, Debug)]
@@ -69,6 +87,10 @@ pub enum Received<'a> {
     /// is the authenticated sender (this node for an own frame dropped from its header): a
     /// unicast transport learns where `from` is from it.
     Handled { from: NodeId },
+    /// Authentic, but of a run that has not answered a challenge yet: it counted for
+    /// nothing (a challenge to it may have been queued). It may be a recording, so `from`
+    /// is no evidence of where that node is.
+    Unverified { from: NodeId },
     /// A replicated write of `from`'s stream, in order: apply it now. Chunks of one value
     /// arrive back to back (`entry.offset` grows until `offset + value.len() == total_len`).
     Update { from: NodeId, entry: EntryRepr<'a> },
@@ -102,6 +124,14 @@ pub struct Stats {
     pub replay: u64,
     pub stale_incarnation: u64,
     pub too_many_senders: u64,
+    /// Authentic frames of a run that had not answered a challenge: not used.
+    pub unverified: u64,
+    /// Runs that answered a challenge.
+    pub verified: u64,
+    /// Challenges and answers sent.
+    pub challenges_sent: u64,
+    /// Challenges and answers not queued (queue full): the next frame queues them again.
+    pub challenges_dropped: u64,
     /// Session frames a witness ignored, or frames addressed to another node.
     pub not_for_us: u64,
     /// Data frames ([`KeyRole::Data`]) a witness could not open, having no key of their id:
@@ -135,6 +165,10 @@ impl Stats {
         replay: 0,
         stale_incarnation: 0,
         too_many_senders: 0,
+        unverified: 0,
+        verified: 0,
+        challenges_sent: 0,
+        challenges_dropped: 0,
         not_for_us: 0,
         no_data_key: 0,
         sync_chunks_received: 0,
@@ -178,6 +212,8 @@ pub struct Node<A: Aead, S, const N: usize = 16, B = [Slot; 0], const E: usize =
     membership: Membership<N, E>,
     replication: Replicator<S, N, B>,
     events: Deque<Event, E>,
+    /// Challenges and answers to send.
+    challenges: Vec<ChallengeRepr, CHALLENGES>,
     leave_pending: bool,
     stats: Stats,
 }
@@ -218,6 +254,7 @@ where
             membership: Membership::zeroed(),
             replication: Replicator::zeroed(ring, reorder),
             events: Deque::new(),
+            challenges: Vec::new(),
             leave_pending: false,
             stats: Stats::ZERO,
         }
@@ -245,6 +282,7 @@ where
         self.membership.start(&config.membership, now);
         self.replication.start(me, incarnation, config.replication);
         self.events.clear();
+        self.challenges.clear();
         self.leave_pending = false;
         self.stats = Stats::ZERO;
     }
@@ -285,6 +323,10 @@ where
         self.stats.received += 1;
         let from = frame.header.sender;
         let inc = frame.header.incarnation;
+        if !self.fresh(now, &frame.header, &frame.body) {
+            self.stats.unverified += 1;
+            return Ok(Received::Unverified { from });
+        }
         if from == self.me {
             // Authentic, and not this run's: another process holds this node's id.
             self.stats.twin += 1;
@@ -303,6 +345,8 @@ where
                 self.membership.handle_leave(now, from, inc);
                 Received::Handled { from }
             }
+            // Answered in fresh().
+            Body::Challenge(_) => Received::Handled { from },
             _ if self.witness || from == self.me => {
                 self.stats.not_for_us += 1;
                 Received::Handled { from }
@@ -419,6 +463,13 @@ where
             return self.seal(&body, Dest::All, out);
         }
         self.membership.set_repl_hwm(self.replication.hwm());
+        while let Some(c) = self.challenges.pop() {
+            let to = Dest::Node(c.target);
+            if let Some(t) = self.seal(&Body::Challenge(c), to, out) {
+                self.stats.challenges_sent += 1;
+                return Some(t);
+            }
+        }
         if let Some(hb) = self.membership.poll_heartbeat(now) {
             if let Some(t) = self.seal(&Body::Heartbeat(hb), Dest::All, out) {
                 return Some(t);
@@ -546,6 +597,71 @@ where
 
     // ---- internals ----
 
+    /// Freshness on first contact (module docs): answers a challenge to this run, takes an
+    /// answer to one of ours, and says whether the frame's run is verified. A frame of an
+    /// unverified run queues a challenge to it.
+    fn fresh(&mut self, now: Instant, h: &HeaderRepr, body: &Body<'_>) -> bool {
+        if let Body::Challenge(c) = body {
+            let target = Run::new(
+                self.receiver.cluster(),
+                c.target,
+                c.target_incarnation,
+                c.target_salt,
+            );
+            let to_us = target == self.run;
+            match c.answers {
+                None if to_us => {
+                    let answer = ChallengeRepr {
+                        target: h.sender,
+                        target_incarnation: h.incarnation,
+                        target_salt: h.salt,
+                        answers: Some(h.seq),
+                    };
+                    self.queue_challenge(answer);
+                    // The challenger counts our heartbeats once it has our answer.
+                    self.membership.heartbeat_now(now);
+                }
+                Some(seq) if to_us => {
+                    let replay = self.receiver.replay();
+                    if replay.verify(h.sender, h.incarnation, h.salt, seq, h.seq) {
+                        self.stats.verified += 1;
+                        return true;
+                    }
+                }
+                _ => {}
+            }
+        }
+        let replay = self.receiver.replay();
+        if replay.is_verified(h.sender, h.incarnation, h.salt) {
+            return true;
+        }
+        if replay.challenge(h.sender, h.incarnation, h.salt, self.sealer.next_seq()) {
+            self.queue_challenge(ChallengeRepr {
+                target: h.sender,
+                target_incarnation: h.incarnation,
+                target_salt: h.salt,
+                answers: None,
+            });
+        }
+        false
+    }
+
+    /// Queues `c`, replacing a queued one of the same target and direction.
+    fn queue_challenge(&mut self, c: ChallengeRepr) {
+        let same = self
+            .challenges
+            .iter()
+            .position(|q| q.target == c.target && q.answers.is_some() == c.answers.is_some());
+        match same.and_then(|i| self.challenges.get_mut(i)) {
+            Some(q) => *q = c,
+            None => {
+                if self.challenges.push(c).is_err() {
+                    self.stats.challenges_dropped += 1;
+                }
+            }
+        }
+    }
+
     fn seal(&mut self, body: &Body<'_>, to: Dest, out: &mut [u8]) -> Option<Transmit> {
         match self.sealer.seal(body, &mut self.keys, out) {
             Ok(len) => {
@@ -576,8 +692,14 @@ where
                         self.stats.peers_refused += 1;
                     }
                 }
-                membership::Event::MemberDown { node } | membership::Event::MemberLeft { node } => {
-                    self.replication.peer_down(node)
+                membership::Event::MemberDown { node } => {
+                    self.replication.peer_down(node);
+                    // If it comes back, it answers a challenge first.
+                    self.receiver.replay().evict(node, false);
+                }
+                membership::Event::MemberLeft { node } => {
+                    self.replication.peer_down(node);
+                    self.receiver.replay().evict(node, true);
                 }
                 _ => {}
             }

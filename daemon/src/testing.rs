@@ -98,6 +98,9 @@ pub struct Sim {
     pub delivered: u64,
     pub lost: u64,
     pub cut: u64,
+    /// When `Some`, every datagram sent is recorded with its sender's index (an attacker's
+    /// capture, for [`Sim::inject`]).
+    pub tape: Option<Vec<(usize, Vec<u8>)>>,
 }
 
 impl Sim {
@@ -116,6 +119,7 @@ impl Sim {
             delivered: 0,
             lost: 0,
             cut: 0,
+            tape: None,
         };
         for i in 0..n {
             let engine = sim.engine(i);
@@ -222,7 +226,21 @@ impl Sim {
         }
     }
 
+    /// Delivers `bytes` to node `to` now, from nowhere (a replay of a recorded datagram).
+    pub fn inject(&mut self, to: usize, bytes: Vec<u8>) {
+        self.seq += 1;
+        self.wire.push(Reverse(InFlight {
+            at: self.now,
+            seq: self.seq,
+            to,
+            bytes,
+        }));
+    }
+
     fn send(&mut self, from: usize, to: Dest, bytes: Vec<u8>) {
+        if let Some(tape) = &mut self.tape {
+            tape.push((from, bytes.clone()));
+        }
         for j in 0..self.hosts.len() {
             let for_it = match to {
                 Dest::All => j != from,
@@ -258,6 +276,14 @@ impl Sim {
         let wall = self.wall_ms();
         let (store, mut sink) = self.hosts[i].engine.client(wall);
         let rec = store.set_string(key, value, Expiry::Never, wall).ok()?;
+        sink.submit(vec![rec])
+    }
+
+    /// A client DEL on node `i` (0-based), as [`Sim::set`].
+    pub fn del(&mut self, i: usize, key: &[u8]) -> Option<WriteId> {
+        let wall = self.wall_ms();
+        let (store, mut sink) = self.hosts[i].engine.client(wall);
+        let rec = store.delete(key, wall)?;
         sink.submit(vec![rec])
     }
 

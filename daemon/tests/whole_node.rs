@@ -208,3 +208,101 @@ fn a_partition_heals_into_one_state() {
         assert_eq!(sim.dump(0).len(), 20 + 10 + 10);
     });
 }
+
+/// Waits until node `on` released every held write; whether it did.
+fn released(sim: &mut Sim, on: usize, ids: &[tandemd::resp_server::WriteId]) -> bool {
+    sim.run_until_true(Duration::from_secs(2), |s| {
+        ids.iter()
+            .all(|id| s.hosts[on].released.iter().any(|(r, ok)| r == id && *ok))
+    })
+}
+
+/// Issue 17, freshness on first contact: an attacker records the datagrams of a login (a
+/// SET on A, replicated to B), the user logs out (DEL), B restarts empty and the attacker
+/// replays the recording to it, before and during its join. The logged-out session never
+/// comes back, on either node, after the state transfer.
+#[test]
+fn a_replayed_update_never_brings_back_a_deleted_session() {
+    for_seeds("a_replayed_update_never", 100, |seed| {
+        let mut sim = Sim::new(seed, 2, net(seed));
+        settle(&mut sim);
+        sim.tape = Some(Vec::new());
+        let set = sim.set(0, b"login", b"alice").expect("held");
+        assert!(released(&mut sim, 0, &[set]), "SET never released");
+        let tape: Vec<Vec<u8>> = (sim.tape.take().unwrap().into_iter())
+            .filter(|(from, _)| *from == 0)
+            .map(|(_, d)| d)
+            .collect();
+        let del = sim.del(0, b"login").expect("held");
+        assert!(released(&mut sim, 0, &[del]), "DEL never released");
+        assert_eq!(sim.get(1, b"login"), None);
+        sim.kill(1);
+        sim.run_for(Duration::from_millis(30));
+        sim.restart(1);
+        for d in &tape {
+            sim.inject(1, d.clone());
+        }
+        let pause = Duration::from_micros(sim.rng.range(0, 2000));
+        sim.run_for(pause);
+        for d in &tape {
+            sim.inject(1, d.clone());
+        }
+        let synced = sim.run_until_true(Duration::from_secs(2), |s| {
+            s.hosts[1].engine.synced() && state(s, 1, 1) == Some(MemberState::Alive)
+        });
+        assert!(synced, "B never joined and synced");
+        for d in &tape {
+            sim.inject(1, d.clone());
+        }
+        sim.run_for(Duration::from_millis(100));
+        assert_eq!(sim.get(1, b"login"), None, "the session came back on B");
+        assert_eq!(sim.get(0, b"login"), None, "the session came back on A");
+    });
+}
+
+/// Issue 17: A (the leader) dies; B restarts and an attacker replays A's recorded heartbeats
+/// to it. B never shows A alive or leader, and its writes are released (nothing waits for A).
+#[test]
+fn replayed_heartbeats_never_make_a_dead_node_alive_or_leader() {
+    for_seeds("replayed_heartbeats_never", 100, |seed| {
+        let mut sim = Sim::new(seed, 2, net(seed));
+        settle(&mut sim);
+        let leaders = sim.run_until_true(Duration::from_millis(500), |s| {
+            let l = s.hosts[0].engine.membership().leader();
+            l.is_some() && l == s.hosts[1].engine.membership().leader()
+        });
+        let leader = sim.hosts[0].engine.membership().leader();
+        assert!(
+            leaders,
+            "no one leader: {leader:?} / {:?}",
+            sim.hosts[1].engine.membership().leader()
+        );
+        let leader = leader.unwrap();
+        let (a, b) = if leader == NodeId(1) { (0, 1) } else { (1, 0) };
+        sim.tape = Some(Vec::new());
+        sim.run_for(Duration::from_millis(50));
+        let tape: Vec<Vec<u8>> = (sim.tape.take().unwrap().into_iter())
+            .filter(|(from, _)| *from == a)
+            .map(|(_, d)| d)
+            .collect();
+        assert!(tape.len() > 10, "recorded {} datagrams of A", tape.len());
+        sim.kill(a);
+        sim.kill(b);
+        sim.run_for(Duration::from_millis(30));
+        sim.restart(b);
+        let mut held = Vec::new();
+        for (i, d) in tape.iter().enumerate() {
+            sim.inject(b, d.clone());
+            sim.run_for(Duration::from_millis(1));
+            let m = sim.hosts[b].engine.membership();
+            let shown = m.member(leader).map(|m| m.state);
+            assert_eq!(shown, None, "A shown after replayed datagram {i}");
+            assert_ne!(m.leader(), Some(leader), "A shown as leader");
+            if i % 10 == 0 {
+                held.push(sim.set(b, format!("w:{i}").as_bytes(), b"v"));
+            }
+        }
+        let held: Vec<_> = held.into_iter().flatten().collect();
+        assert!(released(&mut sim, b, &held), "B's writes hung");
+    });
+}

@@ -1,28 +1,41 @@
-//! Replay protection: sliding windows of header seqs per (sender, incarnation, lane).
+//! Replay protection and freshness on first contact, per sender.
 //!
 //! A sender numbers all its frames from one counter, but heartbeats and the other frames
 //! travel different paths to the receiver: the daemon gives heartbeats their own socket and
 //! reads it once per heartbeat interval, while acks and updates are read at once. Under a
 //! stream of writes, hundreds of a sender's later frames can be accepted before its
 //! heartbeats are read; one shared window would refuse those heartbeats as too old and the
-//! sender would be suspected while alive. So each [`Lane`] has its own window: every seq is
-//! still accepted at most once (a seq belongs to one frame, whose kind is authenticated).
+//! sender would be suspected while alive. So each [`Lane`] is checked on its own: every seq
+//! is still accepted at most once (a seq belongs to one frame, whose kind is authenticated).
+//! The data lane is a window: the highest seq accepted and a 128-bit bitmap of the seqs just
+//! below it; a seq already seen, or more than [`WINDOW`] - 1 below the highest, is refused
+//! ([`Error::Replay`]). The heartbeat lane only moves forward: a heartbeat older than the
+//! newest one accepted carries nothing new, so it is refused too (8 bytes, not 24).
 //!
-//! A window remembers the highest seq accepted and a 128-bit bitmap of the seqs just below
-//! it. A seq already seen, or more than [`WINDOW`] - 1 below the highest, is refused
-//! ([`Error::Replay`]); a lower incarnation than the tracked one is refused
-//! ([`Error::StaleIncarnation`]); a higher one starts a fresh window (the node restarted).
-//! Run the check only after the frame's tag verified, or forged frames could move it.
+//! A sender is tracked in one run: (incarnation, salt) of the first frame that made it
+//! tracked. A lower incarnation is refused ([`Error::StaleIncarnation`]); a higher one
+//! starts a fresh run (the node restarted). Each tracked run is unverified until it answered
+//! a challenge ([`ReplayTable::verify`]): a recorded frame opens and passes its window on a
+//! receiver that never saw it (a node that just started), so only a run that a live key
+//! holder answers for counts (docs/PROTOCOL.md, "Freshness").
+//!
+//! Senders come and go: a member declared down or gone is evicted ([`ReplayTable::evict`])
+//! and leaves an incarnation floor behind (8 bytes), below which its frames stay refused; a
+//! full table makes room by dropping its longest-unverified run. The floors are a ring of
+//! `N`: an older floor is overwritten, and a run it guarded can then be tracked again, but
+//! never verified (nobody answers for a dead run).
+//!
+//! Run the checks only after the frame's tag verified, or forged frames could move them.
 //!
 //! Panics: never.
 
 use crate::frame::Error;
-use crate::id::{Incarnation, NodeId};
+use crate::id::{Incarnation, NodeId, Salt};
 
-/// Width of the window in seqs.
+/// Width of the data lane's window in seqs.
 pub const WINDOW: u64 = 128;
 
-/// The replay state of one sender.
+/// The replay window of one sender's data lane.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ReplayWindow {
     incarnation: Incarnation,
@@ -97,7 +110,7 @@ impl ReplayWindow {
     }
 }
 
-/// Which window of a sender a frame is checked against.
+/// Which lane of a sender a frame is checked against.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Lane {
     /// Heartbeats: read on their own schedule, possibly after later frames.
@@ -115,114 +128,284 @@ impl Lane {
     }
 }
 
-/// Replay windows of up to `N` senders, one per [`Lane`] (heapless, linear scan: N is a
-/// cluster size).
-#[derive(Clone, Debug, Default)]
+/// `since` of a run no challenge was sent to yet.
+const NOT_CHALLENGED: u64 = u64::MAX;
+
+/// Replay state and freshness of up to `N` senders, and the incarnation floors of up to `N`
+/// evicted ones (heapless, linear scan: N is a cluster size).
+#[derive(Clone, Debug)]
 pub struct ReplayTable<const N: usize> {
-    windows: heapless::Vec<Sender, N>,
+    senders: heapless::Vec<Sender, N>,
+    /// A ring; an all-zero entry refuses nothing.
+    floors: [Floor; N],
+    next_floor: usize,
 }
 
-/// The windows of one sender, stored field by field: 64 bytes, where a `(NodeId,
-/// [ReplayWindow; 2])` takes 72 (RAM per member on a microcontroller).
+impl<const N: usize> Default for ReplayTable<N> {
+    fn default() -> Self {
+        ReplayTable::new()
+    }
+}
+
+/// One tracked sender, stored field by field: 56 bytes.
 #[derive(Clone, Debug)]
 struct Sender {
     node: NodeId,
-    incarnation: [Incarnation; 2],
-    highest: [u64; 2],
-    seen: [u128; 2],
+    salt: Salt,
+    incarnation: Incarnation,
+    verified: bool,
+    /// The receiver's own seq from which its challenges to this run count
+    /// ([`NOT_CHALLENGED`]: none sent yet).
+    since: u64,
+    /// Lowest heartbeat seq still acceptable.
+    heartbeat_next: u64,
+    highest: u64,
+    seen: u128,
 }
 
 impl Sender {
-    fn new(node: NodeId, windows: [ReplayWindow; 2]) -> Sender {
-        let mut s = Sender {
+    fn new(node: NodeId, incarnation: Incarnation, salt: Salt) -> Sender {
+        Sender {
             node,
-            incarnation: [Incarnation(0); 2],
-            highest: [0; 2],
-            seen: [0; 2],
-        };
-        s.set(Lane::Heartbeat, windows[0]);
-        s.set(Lane::Data, windows[1]);
-        s
-    }
-
-    fn window(&self, lane: Lane) -> ReplayWindow {
-        let l = lane as usize;
-        ReplayWindow {
-            incarnation: self.incarnation[l],
-            highest: self.highest[l],
-            seen: self.seen[l],
+            salt,
+            incarnation,
+            verified: false,
+            since: NOT_CHALLENGED,
+            heartbeat_next: 0,
+            highest: 0,
+            seen: 0,
         }
     }
 
-    fn set(&mut self, lane: Lane, w: ReplayWindow) {
-        let l = lane as usize;
-        self.incarnation[l] = w.incarnation;
-        self.highest[l] = w.highest;
-        self.seen[l] = w.seen;
+    fn data(&self) -> ReplayWindow {
+        ReplayWindow {
+            incarnation: self.incarnation,
+            highest: self.highest,
+            seen: self.seen,
+        }
     }
+
+    fn is_run(&self, incarnation: Incarnation, salt: Salt) -> bool {
+        self.incarnation == incarnation && self.salt == salt
+    }
+
+    /// Checks and records `seq` of this run's incarnation; on error nothing changed.
+    fn accept(&mut self, seq: u64, lane: Lane) -> Result<(), Error> {
+        match lane {
+            Lane::Heartbeat if seq < self.heartbeat_next => Err(Error::Replay),
+            Lane::Heartbeat => {
+                self.heartbeat_next = seq.saturating_add(1);
+                Ok(())
+            }
+            Lane::Data => {
+                let mut w = self.data();
+                w.accept(self.incarnation, seq)?;
+                (self.highest, self.seen) = (w.highest, w.seen);
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Frames of `node` below `incarnation` are refused.
+#[derive(Clone, Copy, Debug)]
+struct Floor {
+    node: NodeId,
+    incarnation: Incarnation,
+}
+
+impl Floor {
+    /// Refuses nothing.
+    const NONE: Floor = Floor {
+        node: NodeId(0),
+        incarnation: Incarnation(0),
+    };
 }
 
 impl<const N: usize> ReplayTable<N> {
     pub const fn new() -> ReplayTable<N> {
         ReplayTable {
-            windows: heapless::Vec::new(),
+            senders: heapless::Vec::new(),
+            floors: [Floor::NONE; N],
+            next_floor: 0,
         }
     }
 
-    /// Checks and records `seq` of `sender`'s `incarnation` in the window of `lane`. A new
-    /// sender takes a free slot; if none is left, [`Error::TooManySenders`]. On error nothing
-    /// changed.
+    /// Checks and records `seq` of `sender`'s run (`incarnation`, `salt`) in the lane's
+    /// window. A higher incarnation than the tracked one starts a new run, unverified. A new
+    /// sender takes a free slot, else the slot of the run that has been unverified longest;
+    /// if every run is verified, [`Error::TooManySenders`]. Below a sender's floor,
+    /// [`Error::StaleIncarnation`]. On error nothing changed.
+    ///
+    /// Frames of the tracked incarnation with another salt (another process with that id
+    /// and incarnation) share its windows; they are never verified
+    /// ([`ReplayTable::is_verified`]).
     pub fn accept(
         &mut self,
         sender: NodeId,
         incarnation: Incarnation,
+        salt: Salt,
         seq: u64,
         lane: Lane,
     ) -> Result<(), Error> {
-        match self.windows.iter_mut().find(|s| s.node == sender) {
-            Some(s) => {
-                let mut w = s.window(lane);
-                w.accept(incarnation, seq)?;
-                s.set(lane, w);
-                Ok(())
+        if let Some(s) = self.senders.iter_mut().find(|s| s.node == sender) {
+            if incarnation < s.incarnation {
+                return Err(Error::StaleIncarnation);
             }
-            None => {
-                let mut w = [ReplayWindow::empty(incarnation); 2];
-                w[lane as usize] = ReplayWindow::new(incarnation, seq);
-                self.windows
-                    .push(Sender::new(sender, w))
-                    .map_err(|_| Error::TooManySenders)
+            if incarnation == s.incarnation {
+                return s.accept(seq, lane);
             }
+            *s = Sender::new(sender, incarnation, salt);
+            return s.accept(seq, lane);
+        }
+        if let Some(f) = self.floors.iter_mut().find(|f| f.node == sender) {
+            if incarnation < f.incarnation {
+                return Err(Error::StaleIncarnation);
+            }
+            // The sender is tracked again from here on; its window refuses lower ones.
+            *f = Floor::NONE;
+        }
+        if self.senders.is_full() {
+            let oldest = self
+                .senders
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| !s.verified)
+                .min_by_key(|(_, s)| s.since)
+                .map(|(i, _)| i);
+            let Some(i) = oldest else {
+                return Err(Error::TooManySenders);
+            };
+            crate::vec::swap_remove(&mut self.senders, i);
+        }
+        let mut s = Sender::new(sender, incarnation, salt);
+        s.accept(seq, lane)?;
+        self.senders.push(s).map_err(|_| Error::TooManySenders)
+    }
+
+    /// Whether `sender` is tracked in run (`incarnation`, `salt`) and that run answered a
+    /// challenge: only then does anything it sends count.
+    pub fn is_verified(&self, sender: NodeId, incarnation: Incarnation, salt: Salt) -> bool {
+        self.sender(sender)
+            .is_some_and(|s| s.verified && s.is_run(incarnation, salt))
+    }
+
+    /// A challenge to `sender`'s run (`incarnation`, `salt`) is about to be sealed with the
+    /// receiver's seq `next_seq` or a later one: answers to challenges from then on count.
+    /// Returns false (nothing changed) if that is not the tracked run or it is verified.
+    pub fn challenge(
+        &mut self,
+        sender: NodeId,
+        incarnation: Incarnation,
+        salt: Salt,
+        next_seq: u64,
+    ) -> bool {
+        match self.sender_mut(sender) {
+            Some(s) if !s.verified && s.is_run(incarnation, salt) => {
+                if s.since == NOT_CHALLENGED {
+                    s.since = next_seq;
+                }
+                true
+            }
+            _ => false,
         }
     }
 
-    /// The window of `sender` for `lane`, if tracked.
-    pub fn window(&self, sender: NodeId, lane: Lane) -> Option<ReplayWindow> {
-        self.windows
-            .iter()
-            .find(|s| s.node == sender)
-            .map(|s| s.window(lane))
+    /// `sender`'s run (`incarnation`, `salt`) answered the challenge the receiver sealed with
+    /// its seq `answered`, in the answer frame of seq `seq` (already accepted): the run is
+    /// verified if `answered` is a challenge sent to it since it was tracked. Its frames sent
+    /// before the answer (seq below `seq`) stay refused: they may be recordings from before
+    /// the receiver started. Returns whether the run is verified now; false changed nothing.
+    pub fn verify(
+        &mut self,
+        sender: NodeId,
+        incarnation: Incarnation,
+        salt: Salt,
+        answered: u64,
+        seq: u64,
+    ) -> bool {
+        match self.sender_mut(sender) {
+            Some(s) if s.is_run(incarnation, salt) && !s.verified => {
+                if s.since == NOT_CHALLENGED || answered < s.since {
+                    return false;
+                }
+                s.verified = true;
+                s.heartbeat_next = s.heartbeat_next.max(seq);
+                if seq >= s.highest {
+                    (s.highest, s.seen) = (seq, u128::MAX);
+                }
+                true
+            }
+            Some(s) => s.verified && s.is_run(incarnation, salt),
+            None => false,
+        }
     }
 
-    /// Forgets `sender`. Its current incarnation's old frames become acceptable again, so
-    /// only do this for a node removed from the cluster for good.
-    pub fn remove(&mut self, sender: NodeId) -> Option<[ReplayWindow; 2]> {
-        let pos = self.windows.iter().position(|s| s.node == sender)?;
-        let s = self.windows.swap_remove(pos);
-        Some([s.window(Lane::Heartbeat), s.window(Lane::Data)])
+    /// Forgets `sender` (a member declared down or gone) and keeps its floor: its runs below
+    /// the tracked incarnation stay refused, and the tracked one too if `ended` (it left).
+    /// The tracked run itself may come back (a member declared down by mistake) but counts
+    /// only once it answered a challenge again. Returns whether `sender` was tracked.
+    pub fn evict(&mut self, sender: NodeId, ended: bool) -> bool {
+        let Some(i) = self.senders.iter().position(|s| s.node == sender) else {
+            return false;
+        };
+        let Some(s) = crate::vec::swap_remove(&mut self.senders, i) else {
+            return false;
+        };
+        let incarnation = if ended {
+            Incarnation(s.incarnation.0.saturating_add(1))
+        } else {
+            s.incarnation
+        };
+        let floor = Floor {
+            node: sender,
+            incarnation,
+        };
+        if N > 0 {
+            let slot = self.floors.iter().position(|f| f.node == sender);
+            let i = slot.unwrap_or(self.next_floor % N);
+            if slot.is_none() {
+                self.next_floor = (i + 1) % N;
+            }
+            if let Some(f) = self.floors.get_mut(i) {
+                *f = floor;
+            }
+        }
+        true
     }
 
-    /// Forgets every sender.
+    /// The data lane's window of `sender`, if tracked.
+    pub fn window(&self, sender: NodeId) -> Option<ReplayWindow> {
+        self.sender(sender).map(Sender::data)
+    }
+
+    /// Forgets `sender` without a floor: its current run's old frames become acceptable
+    /// again, so only do this for a node removed from the cluster for good.
+    pub fn remove(&mut self, sender: NodeId) -> bool {
+        let pos = self.senders.iter().position(|s| s.node == sender);
+        pos.and_then(|i| crate::vec::swap_remove(&mut self.senders, i))
+            .is_some()
+    }
+
+    /// Forgets every sender and floor.
     pub fn clear(&mut self) {
-        self.windows.clear();
+        *self = ReplayTable::new();
     }
 
     pub fn len(&self) -> usize {
-        self.windows.len()
+        self.senders.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.windows.is_empty()
+        self.senders.is_empty()
+    }
+
+    fn sender(&self, node: NodeId) -> Option<&Sender> {
+        self.senders.iter().find(|s| s.node == node)
+    }
+
+    fn sender_mut(&mut self, node: NodeId) -> Option<&mut Sender> {
+        self.senders.iter_mut().find(|s| s.node == node)
     }
 }
 
@@ -283,23 +466,42 @@ mod tests {
         assert_eq!(w.accept(I, 8), Err(Error::StaleIncarnation));
     }
 
+    const SALT: Salt = Salt([1; 6]);
+
+    fn accept<const N: usize>(
+        t: &mut ReplayTable<N>,
+        node: u16,
+        inc: Incarnation,
+        seq: u64,
+        lane: Lane,
+    ) -> Result<(), Error> {
+        t.accept(NodeId(node), inc, SALT, seq, lane)
+    }
+
+    /// Challenges `node`'s run with our seq 100 and has it answer in its frame `seq`.
+    fn verify<const N: usize>(t: &mut ReplayTable<N>, node: u16, inc: Incarnation, seq: u64) {
+        assert!(t.challenge(NodeId(node), inc, SALT, 100));
+        accept(t, node, inc, seq, Lane::Data).unwrap();
+        assert!(t.verify(NodeId(node), inc, SALT, 100, seq));
+    }
+
     #[test]
     fn table_tracks_senders_separately() {
         let mut t: ReplayTable<2> = ReplayTable::new();
-        t.accept(NodeId(1), I, 1, Lane::Data).unwrap();
-        t.accept(NodeId(2), I, 1, Lane::Data).unwrap();
-        assert_eq!(t.accept(NodeId(1), I, 1, Lane::Data), Err(Error::Replay));
+        accept(&mut t, 1, I, 1, Lane::Data).unwrap();
+        accept(&mut t, 2, I, 1, Lane::Data).unwrap();
+        assert_eq!(accept(&mut t, 1, I, 1, Lane::Data), Err(Error::Replay));
+        verify(&mut t, 1, I, 2);
+        verify(&mut t, 2, I, 2);
         assert_eq!(
-            t.accept(NodeId(3), I, 1, Lane::Data),
-            Err(Error::TooManySenders)
+            accept(&mut t, 3, I, 1, Lane::Data),
+            Err(Error::TooManySenders),
+            "every run is verified: none makes room"
         );
         assert_eq!(t.len(), 2);
-        assert!(t.remove(NodeId(2)).is_some());
-        t.accept(NodeId(3), I, 1, Lane::Data).unwrap();
-        assert_eq!(
-            t.window(NodeId(3), Lane::Data).map(|w| w.highest()),
-            Some(1)
-        );
+        assert!(t.remove(NodeId(2)));
+        accept(&mut t, 3, I, 1, Lane::Data).unwrap();
+        assert_eq!(t.window(NodeId(3)).map(|w| w.highest()), Some(1));
     }
 
     /// The daemon reads heartbeats once per interval and data frames at once: a heartbeat
@@ -308,28 +510,147 @@ mod tests {
     #[test]
     fn heartbeats_read_late_are_not_replays() {
         let mut t: ReplayTable<2> = ReplayTable::new();
-        let s = NodeId(1);
-        t.accept(s, I, 0, Lane::Heartbeat).unwrap();
+        accept(&mut t, 1, I, 0, Lane::Heartbeat).unwrap();
         for seq in 2..2 + 3 * WINDOW {
-            t.accept(s, I, seq, Lane::Data).unwrap();
+            accept(&mut t, 1, I, seq, Lane::Data).unwrap();
         }
-        assert_eq!(t.accept(s, I, 1, Lane::Heartbeat), Ok(()));
-        assert_eq!(t.accept(s, I, 1, Lane::Heartbeat), Err(Error::Replay));
-        assert_eq!(t.accept(s, I, 0, Lane::Heartbeat), Err(Error::Replay));
+        assert_eq!(accept(&mut t, 1, I, 1, Lane::Heartbeat), Ok(()));
+        assert_eq!(accept(&mut t, 1, I, 1, Lane::Heartbeat), Err(Error::Replay));
+        assert_eq!(accept(&mut t, 1, I, 0, Lane::Heartbeat), Err(Error::Replay));
         // Old data frames are still refused in their own lane.
-        assert_eq!(t.accept(s, I, 2, Lane::Data), Err(Error::Replay));
-        // A restart (higher incarnation) is taken by each lane on its first frame.
+        assert_eq!(accept(&mut t, 1, I, 2, Lane::Data), Err(Error::Replay));
+        // A restart (higher incarnation) starts a new run for both lanes.
         let next = Incarnation(11);
-        assert_eq!(t.accept(s, next, 0, Lane::Data), Ok(()));
+        assert_eq!(accept(&mut t, 1, next, 0, Lane::Data), Ok(()));
         assert_eq!(
-            t.accept(s, I, 3 * WINDOW, Lane::Data),
+            accept(&mut t, 1, I, 3 * WINDOW, Lane::Data),
             Err(Error::StaleIncarnation)
         );
-        assert_eq!(t.accept(s, next, 1, Lane::Heartbeat), Ok(()));
         assert_eq!(
-            t.accept(s, I, 3 * WINDOW + 5, Lane::Heartbeat),
+            accept(&mut t, 1, I, 3 * WINDOW + 5, Lane::Heartbeat),
             Err(Error::StaleIncarnation)
         );
+        assert_eq!(accept(&mut t, 1, next, 1, Lane::Heartbeat), Ok(()));
+    }
+
+    /// A heartbeat lane only moves forward: an older heartbeat than the newest is refused.
+    #[test]
+    fn an_older_heartbeat_is_refused() {
+        let mut t: ReplayTable<1> = ReplayTable::new();
+        accept(&mut t, 1, I, 9, Lane::Heartbeat).unwrap();
+        assert_eq!(accept(&mut t, 1, I, 5, Lane::Heartbeat), Err(Error::Replay));
+        assert_eq!(accept(&mut t, 1, I, 10, Lane::Heartbeat), Ok(()));
+    }
+
+    /// A run counts only once it answered a challenge sent to it since it was tracked; its
+    /// frames from before the answer stay refused.
+    #[test]
+    fn a_run_is_verified_by_an_answer_to_a_challenge_since_tracked() {
+        let mut t: ReplayTable<2> = ReplayTable::new();
+        let s = NodeId(1);
+        accept(&mut t, 1, I, 50, Lane::Data).unwrap();
+        assert!(!t.is_verified(s, I, SALT));
+        // No challenge sent yet: an answer (a recording) verifies nothing.
+        accept(&mut t, 1, I, 52, Lane::Data).unwrap();
+        assert!(!t.verify(s, I, SALT, 7, 52));
+        assert!(t.challenge(s, I, SALT, 100));
+        // A later challenge keeps the first one's seq as the floor.
+        assert!(t.challenge(s, I, SALT, 120));
+        assert!(!t.challenge(s, I, Salt([2; 6]), 120), "not the tracked run");
+        accept(&mut t, 1, I, 60, Lane::Data).unwrap();
+        assert!(
+            !t.verify(s, I, SALT, 99, 60),
+            "answers a challenge from before"
+        );
+        assert!(!t.verify(s, I, Salt([2; 6]), 100, 60), "another run");
+        assert!(!t.is_verified(s, I, SALT));
+        assert!(t.verify(s, I, SALT, 100, 60));
+        assert!(t.is_verified(s, I, SALT));
+        assert!(!t.is_verified(s, I, Salt([2; 6])), "a twin's run is not");
+        assert!(!t.challenge(s, I, SALT, 130), "verified: no challenge");
+        // Sent before the answer: refused, even inside the window and never seen.
+        assert_eq!(accept(&mut t, 1, I, 59, Lane::Data), Err(Error::Replay));
+        assert_eq!(
+            accept(&mut t, 1, I, 55, Lane::Heartbeat),
+            Err(Error::Replay)
+        );
+        assert_eq!(accept(&mut t, 1, I, 61, Lane::Data), Ok(()));
+        assert_eq!(accept(&mut t, 1, I, 61, Lane::Heartbeat), Ok(()));
+        // A restart is a new run: unverified again.
+        accept(&mut t, 1, Incarnation(11), 0, Lane::Heartbeat).unwrap();
+        assert!(!t.is_verified(s, Incarnation(11), SALT));
+    }
+
+    /// An evicted sender leaves a floor: its older runs stay refused, the run it was in may
+    /// come back (unverified), and a run that ended (left) stays refused too.
+    #[test]
+    fn eviction_keeps_an_incarnation_floor() {
+        let mut t: ReplayTable<2> = ReplayTable::new();
+        accept(&mut t, 1, I, 5, Lane::Data).unwrap();
+        verify(&mut t, 1, I, 6);
+        assert!(t.evict(NodeId(1), false));
+        assert!(!t.evict(NodeId(1), false));
+        assert!(t.is_empty());
+        assert_eq!(
+            accept(&mut t, 1, Incarnation(9), 5, Lane::Data),
+            Err(Error::StaleIncarnation)
+        );
+        assert!(t.is_empty(), "a refusal changes nothing");
+        accept(&mut t, 1, I, 5, Lane::Data).unwrap();
+        assert!(!t.is_verified(NodeId(1), I, SALT), "back, but unverified");
+        assert!(t.evict(NodeId(1), true));
+        assert_eq!(
+            accept(&mut t, 1, I, 7, Lane::Data),
+            Err(Error::StaleIncarnation),
+            "it left: its run is over"
+        );
+        accept(&mut t, 1, Incarnation(11), 0, Lane::Data).unwrap();
+        // The floor went with the new run: evicting again keeps the newer floor.
+        assert!(t.evict(NodeId(1), false));
+        assert_eq!(
+            accept(&mut t, 1, I, 8, Lane::Data),
+            Err(Error::StaleIncarnation)
+        );
+    }
+
+    /// 17 senders through a table of 2, each evicted when it goes: the table never fills,
+    /// and the floors (a ring of 2) refuse the most recent ones' old runs.
+    #[test]
+    fn churn_through_more_ids_than_slots() {
+        let mut t: ReplayTable<2> = ReplayTable::new();
+        accept(&mut t, 100, I, 0, Lane::Data).unwrap();
+        verify(&mut t, 100, I, 1);
+        for node in 1..=17 {
+            accept(&mut t, node, I, 0, Lane::Heartbeat).unwrap();
+            verify(&mut t, node, I, 1);
+            assert!(t.evict(NodeId(node), true));
+        }
+        assert_eq!(t.len(), 1);
+        for node in [16, 17] {
+            assert_eq!(
+                accept(&mut t, node, I, 5, Lane::Data),
+                Err(Error::StaleIncarnation)
+            );
+        }
+        accept(&mut t, 18, I, 0, Lane::Data).unwrap();
+    }
+
+    /// A full table makes room by dropping the run unverified longest (recordings of dead
+    /// nodes never answer), never a verified one.
+    #[test]
+    fn a_full_table_drops_the_oldest_unverified_run() {
+        let mut t: ReplayTable<3> = ReplayTable::new();
+        accept(&mut t, 1, I, 0, Lane::Data).unwrap();
+        verify(&mut t, 1, I, 1);
+        accept(&mut t, 2, I, 0, Lane::Data).unwrap();
+        assert!(t.challenge(NodeId(2), I, SALT, 10));
+        accept(&mut t, 3, I, 0, Lane::Data).unwrap();
+        assert!(t.challenge(NodeId(3), I, SALT, 20));
+        accept(&mut t, 4, I, 0, Lane::Data).unwrap();
+        assert!(t.window(NodeId(2)).is_none(), "challenged first, dropped");
+        assert!(t.window(NodeId(1)).is_some());
+        assert!(t.window(NodeId(3)).is_some());
+        assert!(t.window(NodeId(4)).is_some());
     }
 
     #[test]

@@ -132,6 +132,7 @@ use crate::frame::{
 };
 use crate::id::{Incarnation, NodeId};
 use crate::time::Instant;
+use crate::vec::swap_remove;
 
 /// Most value bytes in one SessionUpdate chunk.
 ///
@@ -840,21 +841,6 @@ where
     }
 }
 
-/// `v.swap_remove(i)` by a swap of two disjoint elements and `pop`, `None` if `i` is out of
-/// range. heapless's own moves with `ptr::copy` (may overlap), which at opt-level `s` links
-/// a 1.5 KiB `memmove` into a Cortex-M image that needs none otherwise.
-fn swap_remove<T, const N: usize>(v: &mut Vec<T, N>, i: usize) -> Option<T> {
-    if i >= v.len() {
-        return None;
-    }
-    let last = v.len() - 1;
-    let (head, tail) = v.split_at_mut(last);
-    if let (Some(a), Some(b)) = (head.get_mut(i), tail.first_mut()) {
-        core::mem::swap(a, b);
-    }
-    v.pop()
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used)] // In tests a failed unwrap is a failed test.
 mod tests {
@@ -910,7 +896,9 @@ mod tests {
         while let Some(t) = r.poll_transmit(now) {
             let body = match t.body {
                 Body::SessionUpdate(u) => Body::SessionUpdate(update(u.rseq)),
-                Body::SyncChunk(_) | Body::Heartbeat(_) | Body::Leave(_) => panic!("unexpected"),
+                Body::SyncChunk(_) | Body::Heartbeat(_) | Body::Leave(_) | Body::Challenge(_) => {
+                    panic!("unexpected")
+                }
                 Body::Ack(a) => Body::Ack(a),
                 Body::RetransmitRequest(x) => Body::RetransmitRequest(x),
                 Body::SyncRequest(x) => Body::SyncRequest(x),
