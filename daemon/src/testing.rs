@@ -44,6 +44,11 @@ impl Default for NetParams {
 /// A data node `id` of the simulated cluster (fast profile, one key, synchronous replication,
 /// default limits) started at `now`.
 pub fn engine(id: u16, incarnation: u32, now: Instant) -> Engine {
+    engine_with(id, incarnation, now, Limits::default())
+}
+
+/// [`engine`] with the store's `limits`.
+pub fn engine_with(id: u16, incarnation: u32, now: Instant, limits: Limits) -> Engine {
     Engine::new(
         ClusterConfig {
             node_id: NodeId(id),
@@ -59,7 +64,7 @@ pub fn engine(id: u16, incarnation: u32, now: Instant) -> Engine {
             keys: crate::config::parse_keys(&[7u8; 16]).ok(),
             salt: tandem_core::Salt([id as u8; 6]),
         },
-        Limits::default(),
+        limits,
         ReplicationMode::Sync,
         now,
     )
@@ -101,6 +106,8 @@ pub struct Sim {
     /// When `Some`, every datagram sent is recorded with its sender's index (an attacker's
     /// capture, for [`Sim::inject`]).
     pub tape: Option<Vec<(usize, Vec<u8>)>>,
+    /// The store limits of nodes started from now on.
+    pub limits: Limits,
 }
 
 impl Sim {
@@ -120,6 +127,7 @@ impl Sim {
             lost: 0,
             cut: 0,
             tape: None,
+            limits: Limits::default(),
         };
         for i in 0..n {
             let engine = sim.engine(i);
@@ -140,7 +148,7 @@ impl Sim {
     fn engine(&mut self, i: usize) -> Engine {
         // A restarted node takes a higher incarnation, as the daemon does.
         let incarnation = 1000 + (i as u32) * 100 + self.restarts;
-        engine(i as u16 + 1, incarnation, self.now)
+        engine_with(i as u16 + 1, incarnation, self.now, self.limits)
     }
 
     fn wall_ms(&self) -> u64 {
@@ -207,6 +215,8 @@ impl Sim {
                 continue;
             }
             h.engine.handle_timeout(now, wall);
+            // Expiry and tombstone ageing, as the event loop's sweep timer does.
+            h.engine.sweep(wall, 64);
             while let Some((id, r)) = h.engine.poll_completion() {
                 h.released.push((id, r.is_ok()));
             }

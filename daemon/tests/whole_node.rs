@@ -218,13 +218,16 @@ fn released(sim: &mut Sim, on: usize, ids: &[tandemd::resp_server::WriteId]) -> 
 }
 
 /// Issue 17, freshness on first contact: an attacker records the datagrams of a login (a
-/// SET on A, replicated to B), the user logs out (DEL), B restarts empty and the attacker
-/// replays the recording to it, before and during its join. The logged-out session never
-/// comes back, on either node, after the state transfer.
+/// SET on A, replicated to B), the user logs out (DEL), the tombstone ages out, B restarts
+/// empty and the attacker replays the recording to it, before and during its join. The
+/// logged-out session never comes back, on either node, after the state transfer.
 #[test]
 fn a_replayed_update_never_brings_back_a_deleted_session() {
     for_seeds("a_replayed_update_never", 100, |seed| {
         let mut sim = Sim::new(seed, 2, net(seed));
+        sim.limits.tombstone_ttl_ms = 200;
+        sim.restart(0);
+        sim.restart(1);
         settle(&mut sim);
         sim.tape = Some(Vec::new());
         let set = sim.set(0, b"login", b"alice").expect("held");
@@ -236,6 +239,8 @@ fn a_replayed_update_never_brings_back_a_deleted_session() {
         let del = sim.del(0, b"login").expect("held");
         assert!(released(&mut sim, 0, &[del]), "DEL never released");
         assert_eq!(sim.get(1, b"login"), None);
+        sim.run_for(Duration::from_millis(400));
+        assert_eq!(sim.hosts[0].engine.store().tombstones(), 0, "aged out");
         sim.kill(1);
         sim.run_for(Duration::from_millis(30));
         sim.restart(1);
