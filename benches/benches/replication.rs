@@ -89,7 +89,7 @@ fn bench(c: &mut Criterion) {
                     a.handle_ack(now, B, &ack);
                 }
             }
-            assert!(id.is_some_and(|id| a.committed(&[B]) >= id.0));
+            assert!(id.is_some_and(|id| a.committed([B]) >= id.0));
         })
     });
 

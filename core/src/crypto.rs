@@ -675,9 +675,9 @@ pub fn seal<K: KeySource>(
         },
         body: *body,
     };
-    let len = frame.buffer_len();
+    // Emitted first, then the room for the tag checked: one length computation, not two.
+    let len = frame.emit(out)?;
     let out = out.get_mut(..len + TAG_LEN).ok_or(Error::BufferTooSmall)?;
-    frame.emit(out)?;
     let (aad, rest) = out.split_at_mut(HEADER_LEN);
     let (plain, tag_out) = rest.split_at_mut(len - HEADER_LEN);
     let aad: &mut [u8; HEADER_LEN] = aad.try_into().map_err(|_| Error::BufferTooSmall)?;

@@ -28,3 +28,12 @@ pub struct KeyId(pub u8);
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct Salt(pub [u8; 6]);
+
+impl Salt {
+    /// The 48 bits as one number: compared in two words, where the derived byte-array
+    /// compare takes six (flash on a microcontroller).
+    pub const fn to_u64(self) -> u64 {
+        let [a, b, c, d, e, f] = self.0;
+        u64::from_le_bytes([a, b, c, d, e, f, 0, 0])
+    }
+}

@@ -42,12 +42,10 @@
 //! # Panics
 //! Never on input: every datagram goes through the checked parse and open paths.
 
-use heapless::{Deque, Vec};
+use heapless::Deque;
 
 use crate::crypto::{Aead, KeyRole, Keys, Receiver, Run, Sealer};
-use crate::frame::{
-    Body, ChallengeRepr, EntryRepr, Error, HeaderRepr, Role, SessionUpdateRepr, SyncChunkRepr,
-};
+use crate::frame::{Body, EntryRepr, Error, HeaderRepr, Role, SessionUpdateRepr, SyncChunkRepr};
 use crate::id::{ClusterId, Incarnation, KeyId, NodeId, Salt};
 use crate::membership::{self, MemberState, Membership};
 use crate::replication::{self, Delivery, Dest, Replicator, Slot, SyncDelivery, SyncSend};
@@ -59,9 +57,6 @@ pub const KEYS: usize = 4;
 /// Events buffered between two `poll_event` drains, by default (the `E` parameter of
 /// [`Node`]).
 pub const EVENT_QUEUE: usize = 128;
-/// Challenges and answers waiting to be sent (one per target run and direction; more wait
-/// for the target's next frame).
-pub const CHALLENGES: usize = 8;
 
 /// Everything a node needs to start.
 #[derive(Clone, Debug)]
@@ -130,8 +125,6 @@ pub struct Stats {
     pub verified: u64,
     /// Challenges and answers sent.
     pub challenges_sent: u64,
-    /// Challenges and answers not queued (queue full): the next frame queues them again.
-    pub challenges_dropped: u64,
     /// Session frames a witness ignored, or frames addressed to another node.
     pub not_for_us: u64,
     /// Data frames ([`KeyRole::Data`]) a witness could not open, having no key of their id:
@@ -168,7 +161,6 @@ impl Stats {
         unverified: 0,
         verified: 0,
         challenges_sent: 0,
-        challenges_dropped: 0,
         not_for_us: 0,
         no_data_key: 0,
         sync_chunks_received: 0,
@@ -205,6 +197,7 @@ pub struct Node<A: Aead, S, const N: usize = 16, B = [Slot; 0], const E: usize =
     incarnation: Incarnation,
     /// This run (header bytes 10..26 of every frame it sends).
     run: Run,
+    salt: Salt,
     witness: bool,
     keys: Keys<A, KEYS>,
     sealer: Sealer,
@@ -212,8 +205,6 @@ pub struct Node<A: Aead, S, const N: usize = 16, B = [Slot; 0], const E: usize =
     membership: Membership<N, E>,
     replication: Replicator<S, N, B>,
     events: Deque<Event, E>,
-    /// Challenges and answers to send.
-    challenges: Vec<ChallengeRepr, CHALLENGES>,
     leave_pending: bool,
     stats: Stats,
 }
@@ -247,6 +238,7 @@ where
             me: NodeId(0),
             incarnation: Incarnation(0),
             run: Run([0; 16]),
+            salt: Salt([0; 6]),
             witness: false,
             keys: Keys::empty(),
             sealer: Sealer::new(ClusterId(0), NodeId(0), Incarnation(0), Salt([0; 6])),
@@ -254,7 +246,6 @@ where
             membership: Membership::zeroed(),
             replication: Replicator::zeroed(ring, reorder),
             events: Deque::new(),
-            challenges: Vec::new(),
             leave_pending: false,
             stats: Stats::ZERO,
         }
@@ -276,13 +267,13 @@ where
         self.me = me;
         self.incarnation = incarnation;
         self.run = Run::new(config.cluster, me, incarnation, config.salt);
+        self.salt = config.salt;
         self.witness = config.membership.witness;
         self.sealer = Sealer::new(config.cluster, me, incarnation, config.salt);
         self.receiver.reset(config.cluster);
         self.membership.start(&config.membership, now);
         self.replication.start(me, incarnation, config.replication);
         self.events.clear();
-        self.challenges.clear();
         self.leave_pending = false;
         self.stats = Stats::ZERO;
     }
@@ -463,7 +454,7 @@ where
             return self.seal(&body, Dest::All, out);
         }
         self.membership.set_repl_hwm(self.replication.hwm());
-        while let Some(c) = self.challenges.pop() {
+        while let Some(c) = self.receiver.replay().poll_challenge() {
             let to = Dest::Node(c.target);
             if let Some(t) = self.seal(&Body::Challenge(c), to, out) {
                 self.stats.challenges_sent += 1;
@@ -542,17 +533,12 @@ where
     /// safe to acknowledge. Suspect peers still count (a write waits for them until they are
     /// declared dead); dead, left and witness members do not.
     pub fn committed(&self) -> u64 {
-        let mut live: Vec<NodeId, N> = Vec::new();
-        for m in self.membership.members() {
-            let counts = matches!(m.state, MemberState::Alive | MemberState::Suspect)
+        let live = self.membership.members().filter(|m| {
+            matches!(m.state, MemberState::Alive | MemberState::Suspect)
                 && m.role != Role::Witness
-                && m.node != self.me;
-            // Cannot overflow: the membership table holds at most N members.
-            if counts && live.push(m.node).is_err() {
-                break;
-            }
-        }
-        self.replication.committed(&live)
+                && m.node != self.me
+        });
+        self.replication.committed(live.map(|m| m.node))
     }
 
     /// Live data peers (alive or suspect, not witnesses): 0 means writes are unreplicated.
@@ -599,67 +585,33 @@ where
 
     /// Freshness on first contact (module docs): answers a challenge to this run, takes an
     /// answer to one of ours, and says whether the frame's run is verified. A frame of an
-    /// unverified run queues a challenge to it.
+    /// unverified run makes a challenge to it due.
     fn fresh(&mut self, now: Instant, h: &HeaderRepr, body: &Body<'_>) -> bool {
+        let (from, inc, salt) = (h.sender, h.incarnation, h.salt);
         if let Body::Challenge(c) = body {
-            let target = Run::new(
-                self.receiver.cluster(),
-                c.target,
-                c.target_incarnation,
-                c.target_salt,
-            );
-            let to_us = target == self.run;
-            match c.answers {
-                None if to_us => {
-                    let answer = ChallengeRepr {
-                        target: h.sender,
-                        target_incarnation: h.incarnation,
-                        target_salt: h.salt,
-                        answers: Some(h.seq),
-                    };
-                    self.queue_challenge(answer);
-                    // The challenger counts our heartbeats once it has our answer.
-                    self.membership.heartbeat_now(now);
-                }
-                Some(seq) if to_us => {
-                    let replay = self.receiver.replay();
-                    if replay.verify(h.sender, h.incarnation, h.salt, seq, h.seq) {
-                        self.stats.verified += 1;
-                        return true;
+            let to_us = c.target == self.me
+                && c.target_incarnation == self.incarnation
+                && c.target_salt.to_u64() == self.salt.to_u64();
+            let replay = self.receiver.replay();
+            if to_us {
+                match c.answers {
+                    None => {
+                        if replay.challenged(from, inc, salt) {
+                            // The challenger counts our heartbeats once it has our answer.
+                            self.membership.heartbeat_now(now);
+                        }
+                    }
+                    Some(seq) => {
+                        if replay.verify(from, inc, salt, seq, h.seq) {
+                            self.stats.verified += 1;
+                            return true;
+                        }
                     }
                 }
-                _ => {}
             }
         }
-        let replay = self.receiver.replay();
-        if replay.is_verified(h.sender, h.incarnation, h.salt) {
-            return true;
-        }
-        if replay.challenge(h.sender, h.incarnation, h.salt, self.sealer.next_seq()) {
-            self.queue_challenge(ChallengeRepr {
-                target: h.sender,
-                target_incarnation: h.incarnation,
-                target_salt: h.salt,
-                answers: None,
-            });
-        }
-        false
-    }
-
-    /// Queues `c`, replacing a queued one of the same target and direction.
-    fn queue_challenge(&mut self, c: ChallengeRepr) {
-        let same = self
-            .challenges
-            .iter()
-            .position(|q| q.target == c.target && q.answers.is_some() == c.answers.is_some());
-        match same.and_then(|i| self.challenges.get_mut(i)) {
-            Some(q) => *q = c,
-            None => {
-                if self.challenges.push(c).is_err() {
-                    self.stats.challenges_dropped += 1;
-                }
-            }
-        }
+        let next_seq = self.sealer.next_seq();
+        self.receiver.replay().fresh(from, inc, salt, next_seq)
     }
 
     fn seal(&mut self, body: &Body<'_>, to: Dest, out: &mut [u8]) -> Option<Transmit> {
@@ -692,14 +644,11 @@ where
                         self.stats.peers_refused += 1;
                     }
                 }
-                membership::Event::MemberDown { node } => {
+                membership::Event::MemberDown { node } | membership::Event::MemberLeft { node } => {
                     self.replication.peer_down(node);
-                    // If it comes back, it answers a challenge first.
-                    self.receiver.replay().evict(node, false);
-                }
-                membership::Event::MemberLeft { node } => {
-                    self.replication.peer_down(node);
-                    self.receiver.replay().evict(node, true);
+                    // If it comes back, it answers a challenge first; a run that left is over.
+                    let left = matches!(ev, membership::Event::MemberLeft { .. });
+                    self.receiver.replay().evict(node, left);
                 }
                 _ => {}
             }

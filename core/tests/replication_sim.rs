@@ -592,7 +592,7 @@ impl Sim {
             let n = &self.nodes[i];
             n.backlog.is_empty()
                 && n.r.syncing().is_none()
-                && n.r.committed(&self.live_peers(i)) == n.r.written()
+                && n.r.committed(self.live_peers(i)) == n.r.written()
                 && self
                     .nodes
                     .iter()
@@ -659,7 +659,7 @@ fn stream_run(loss: u64, reorder: usize, seed: u64) {
         assert_eq!(n.write_ids.len(), writes);
         let last = *n.write_ids.last().expect("writes were made");
         let live = sim.live_peers(sim.index(n.id));
-        assert!(n.r.committed(&live) >= last);
+        assert!(n.r.committed(live) >= last);
     }
     sim.assert_stores_equal();
     let resent: u64 = sim.nodes.iter().map(|n| n.r.stats().retransmits).sum();

@@ -29,7 +29,7 @@
 //!
 //! Panics: never.
 
-use crate::frame::Error;
+use crate::frame::{ChallengeRepr, Error};
 use crate::id::{Incarnation, NodeId, Salt};
 
 /// Width of the data lane's window in seqs.
@@ -39,28 +39,92 @@ pub const WINDOW: u64 = 128;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ReplayWindow {
     incarnation: Incarnation,
-    /// Highest seq accepted in this incarnation.
+    ring: Ring,
+}
+
+/// The seqs a window accepted: the highest, and a ring of the [`WINDOW`] seqs up to it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Ring {
     highest: u64,
-    /// Bit i set: seq `highest - i` was accepted.
-    seen: u128,
+    /// Bit `seq % WINDOW` set: seq was accepted (for seqs `highest - WINDOW + 1 ..=
+    /// highest`). Words, not a u128: a 32-bit target spells out a u128 shift in a dozen
+    /// instructions (flash).
+    seen: [u32; 4],
+}
+
+/// Word and bit of `seq` in a ring.
+fn bit(seq: u64) -> (usize, u32) {
+    ((seq / 32 % 4) as usize, 1 << (seq % 32))
+}
+
+impl Ring {
+    const EMPTY: Ring = Ring {
+        highest: 0,
+        seen: [0; 4],
+    };
+
+    /// Every seq up to `seq` counts as seen.
+    const fn up_to(seq: u64) -> Ring {
+        Ring {
+            highest: seq,
+            seen: [u32::MAX; 4],
+        }
+    }
+
+    fn check(&self, seq: u64) -> Result<(), Error> {
+        if seq > self.highest {
+            return Ok(());
+        }
+        let (w, b) = bit(seq);
+        let seen = self.seen.get(w).is_some_and(|&x| x & b != 0);
+        if self.highest - seq >= WINDOW || seen {
+            return Err(Error::Replay);
+        }
+        Ok(())
+    }
+
+    /// Checks and records `seq`; on error nothing changed.
+    fn accept(&mut self, seq: u64) -> Result<(), Error> {
+        self.check(seq)?;
+        if seq > self.highest {
+            // The seqs the window moves over leave it: clear their bits (one, usually;
+            // at most WINDOW).
+            let mut n = (seq - self.highest).min(WINDOW);
+            while n > 0 {
+                n -= 1;
+                let (w, b) = bit(seq - n);
+                if let Some(x) = self.seen.get_mut(w) {
+                    *x &= !b;
+                }
+            }
+            self.highest = seq;
+        }
+        self.set(seq);
+        Ok(())
+    }
+
+    fn set(&mut self, seq: u64) {
+        let (w, b) = bit(seq);
+        if let Some(x) = self.seen.get_mut(w) {
+            *x |= b;
+        }
+    }
 }
 
 impl ReplayWindow {
     /// A window that has accepted exactly `seq` of `incarnation`.
     pub fn new(incarnation: Incarnation, seq: u64) -> ReplayWindow {
-        ReplayWindow {
-            incarnation,
-            highest: seq,
-            seen: 1,
-        }
+        let mut ring = Ring::EMPTY;
+        ring.highest = seq;
+        ring.set(seq);
+        ReplayWindow { incarnation, ring }
     }
 
     /// A window of `incarnation` that has accepted nothing yet.
     pub const fn empty(incarnation: Incarnation) -> ReplayWindow {
         ReplayWindow {
             incarnation,
-            highest: 0,
-            seen: 0,
+            ring: Ring::EMPTY,
         }
     }
 
@@ -70,7 +134,7 @@ impl ReplayWindow {
 
     /// Highest seq accepted in the current incarnation.
     pub fn highest(&self) -> u64 {
-        self.highest
+        self.ring.highest
     }
 
     /// Whether `seq` of `incarnation` would be accepted. Changes nothing.
@@ -78,14 +142,10 @@ impl ReplayWindow {
         if incarnation < self.incarnation {
             return Err(Error::StaleIncarnation);
         }
-        if incarnation > self.incarnation || seq > self.highest {
+        if incarnation > self.incarnation {
             return Ok(());
         }
-        let age = self.highest - seq;
-        if age >= WINDOW || self.seen & (1 << age) != 0 {
-            return Err(Error::Replay);
-        }
-        Ok(())
+        self.ring.check(seq)
     }
 
     /// Checks and records `seq`; on error nothing changed.
@@ -93,20 +153,9 @@ impl ReplayWindow {
         self.check(incarnation, seq)?;
         if incarnation > self.incarnation {
             *self = ReplayWindow::new(incarnation, seq);
-        } else if seq > self.highest {
-            let shift = seq - self.highest;
-            self.seen = if shift >= WINDOW {
-                0
-            } else {
-                self.seen << shift
-            };
-            self.seen |= 1;
-            self.highest = seq;
-        } else {
-            // check() guaranteed highest - seq < WINDOW.
-            self.seen |= 1 << (self.highest - seq);
+            return Ok(());
         }
-        Ok(())
+        self.ring.accept(seq)
     }
 }
 
@@ -154,39 +203,49 @@ struct Sender {
     salt: Salt,
     incarnation: Incarnation,
     verified: bool,
+    /// A challenge to this run is due ([`ReplayTable::poll_challenge`]).
+    ask: bool,
+    /// An answer to this run's challenge is due.
+    answer: bool,
     /// The receiver's own seq from which its challenges to this run count
     /// ([`NOT_CHALLENGED`]: none sent yet).
     since: u64,
     /// Lowest heartbeat seq still acceptable.
     heartbeat_next: u64,
-    highest: u64,
-    seen: u128,
+    data: Ring,
 }
 
 impl Sender {
-    fn new(node: NodeId, incarnation: Incarnation, salt: Salt) -> Sender {
+    /// A run first heard of in frame `seq` of `lane`, which counts as accepted. Data seqs
+    /// up to it count as seen too: the run is unverified, so they would be of no use, and
+    /// once verified its frames from before the answer are refused anyway.
+    fn new(node: NodeId, incarnation: Incarnation, salt: Salt, seq: u64, lane: Lane) -> Sender {
         Sender {
             node,
             salt,
             incarnation,
             verified: false,
+            ask: false,
+            answer: false,
             since: NOT_CHALLENGED,
-            heartbeat_next: 0,
-            highest: 0,
-            seen: 0,
+            heartbeat_next: match lane {
+                Lane::Heartbeat => seq.saturating_add(1),
+                Lane::Data => 0,
+            },
+            // Not an empty ring: 24 zero bytes would link a 174-byte memclr (flash).
+            data: Ring::up_to(seq),
         }
     }
 
     fn data(&self) -> ReplayWindow {
         ReplayWindow {
             incarnation: self.incarnation,
-            highest: self.highest,
-            seen: self.seen,
+            ring: self.data,
         }
     }
 
     fn is_run(&self, incarnation: Incarnation, salt: Salt) -> bool {
-        self.incarnation == incarnation && self.salt == salt
+        self.incarnation == incarnation && self.salt.to_u64() == salt.to_u64()
     }
 
     /// Checks and records `seq` of this run's incarnation; on error nothing changed.
@@ -197,12 +256,7 @@ impl Sender {
                 self.heartbeat_next = seq.saturating_add(1);
                 Ok(())
             }
-            Lane::Data => {
-                let mut w = self.data();
-                w.accept(self.incarnation, seq)?;
-                (self.highest, self.seen) = (w.highest, w.seen);
-                Ok(())
-            }
+            Lane::Data => self.data.accept(seq),
         }
     }
 }
@@ -248,39 +302,50 @@ impl<const N: usize> ReplayTable<N> {
         seq: u64,
         lane: Lane,
     ) -> Result<(), Error> {
-        if let Some(s) = self.senders.iter_mut().find(|s| s.node == sender) {
+        let pos = self.senders.iter().position(|s| s.node == sender);
+        let floor = self.floors.iter().position(|f| f.node == sender);
+        if let Some(s) = pos.and_then(|i| self.senders.get_mut(i)) {
             if incarnation < s.incarnation {
                 return Err(Error::StaleIncarnation);
             }
             if incarnation == s.incarnation {
                 return s.accept(seq, lane);
             }
-            *s = Sender::new(sender, incarnation, salt);
-            return s.accept(seq, lane);
+        } else if floor
+            .and_then(|i| self.floors.get(i))
+            .is_some_and(|f| incarnation < f.incarnation)
+        {
+            return Err(Error::StaleIncarnation);
         }
-        if let Some(f) = self.floors.iter_mut().find(|f| f.node == sender) {
-            if incarnation < f.incarnation {
-                return Err(Error::StaleIncarnation);
-            }
-            // The sender is tracked again from here on; its window refuses lower ones.
+        let fresh = Sender::new(sender, incarnation, salt, seq, lane);
+        let slot = match pos {
+            Some(i) => i,
+            None if !self.senders.is_full() => self.senders.len(),
+            None => self.oldest_unverified().ok_or(Error::TooManySenders)?,
+        };
+        if slot == self.senders.len() {
+            // Cannot fail: not full, checked above.
+            let _ = self.senders.push(fresh);
+        } else if let Some(s) = self.senders.get_mut(slot) {
+            *s = fresh;
+        }
+        // Tracked from here on, its window refuses the lower incarnations.
+        if let Some(f) = floor.and_then(|i| self.floors.get_mut(i)) {
             *f = Floor::NONE;
         }
-        if self.senders.is_full() {
-            let oldest = self
-                .senders
-                .iter()
-                .enumerate()
-                .filter(|(_, s)| !s.verified)
-                .min_by_key(|(_, s)| s.since)
-                .map(|(i, _)| i);
-            let Some(i) = oldest else {
-                return Err(Error::TooManySenders);
-            };
-            crate::vec::swap_remove(&mut self.senders, i);
+        Ok(())
+    }
+
+    /// The slot of the run unverified longest (recordings of dead nodes never answer).
+    fn oldest_unverified(&self) -> Option<usize> {
+        // One plain loop (flash).
+        let mut oldest: Option<(usize, u64)> = None;
+        for (i, s) in self.senders.iter().enumerate() {
+            if !s.verified && oldest.is_none_or(|(_, since)| s.since < since) {
+                oldest = Some((i, s.since));
+            }
         }
-        let mut s = Sender::new(sender, incarnation, salt);
-        s.accept(seq, lane)?;
-        self.senders.push(s).map_err(|_| Error::TooManySenders)
+        oldest.map(|(i, _)| i)
     }
 
     /// Whether `sender` is tracked in run (`incarnation`, `salt`) and that run answered a
@@ -290,9 +355,34 @@ impl<const N: usize> ReplayTable<N> {
             .is_some_and(|s| s.verified && s.is_run(incarnation, salt))
     }
 
-    /// A challenge to `sender`'s run (`incarnation`, `salt`) is about to be sealed with the
-    /// receiver's seq `next_seq` or a later one: answers to challenges from then on count.
-    /// Returns false (nothing changed) if that is not the tracked run or it is verified.
+    /// Whether `sender`'s run (`incarnation`, `salt`) is verified ([`ReplayTable::is_verified`]);
+    /// if it is the tracked run and is not, a challenge to it is due ([`ReplayTable::challenge`]).
+    /// One scan for both, on every frame.
+    pub fn fresh(
+        &mut self,
+        sender: NodeId,
+        incarnation: Incarnation,
+        salt: Salt,
+        next_seq: u64,
+    ) -> bool {
+        match self.sender_mut(sender) {
+            Some(s) if s.is_run(incarnation, salt) => {
+                if !s.verified {
+                    if s.since == NOT_CHALLENGED {
+                        s.since = next_seq;
+                    }
+                    s.ask = true;
+                }
+                s.verified
+            }
+            _ => false,
+        }
+    }
+
+    /// Makes a challenge to `sender`'s run (`incarnation`, `salt`) due; it will be sealed
+    /// with the receiver's seq `next_seq` or a later one: answers echoing a seq from then on
+    /// count. Returns false (nothing changed) if that is not the tracked run or it is
+    /// verified.
     pub fn challenge(
         &mut self,
         sender: NodeId,
@@ -305,10 +395,42 @@ impl<const N: usize> ReplayTable<N> {
                 if s.since == NOT_CHALLENGED {
                     s.since = next_seq;
                 }
+                s.ask = true;
                 true
             }
             _ => false,
         }
+    }
+
+    /// `sender`'s run (`incarnation`, `salt`) challenged the receiver's run: an answer is due.
+    /// False (nothing changed) if that is not the tracked run.
+    pub fn challenged(&mut self, sender: NodeId, incarnation: Incarnation, salt: Salt) -> bool {
+        match self.sender_mut(sender) {
+            Some(s) if s.is_run(incarnation, salt) => {
+                s.answer = true;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The next due challenge or answer, no longer due once returned. An answer echoes the
+    /// highest seq accepted from the challenger's run: its challenge or a later frame,
+    /// either sent after it started challenging (see [`ReplayTable::verify`]).
+    pub fn poll_challenge(&mut self) -> Option<ChallengeRepr> {
+        let s = self.senders.iter_mut().find(|s| s.ask | s.answer)?;
+        let answers = if s.answer { Some(s.data.highest) } else { None };
+        if s.answer {
+            s.answer = false;
+        } else {
+            s.ask = false;
+        }
+        Some(ChallengeRepr {
+            target: s.node,
+            target_incarnation: s.incarnation,
+            target_salt: s.salt,
+            answers,
+        })
     }
 
     /// `sender`'s run (`incarnation`, `salt`) answered the challenge the receiver sealed with
@@ -330,9 +452,10 @@ impl<const N: usize> ReplayTable<N> {
                     return false;
                 }
                 s.verified = true;
+                s.ask = false;
                 s.heartbeat_next = s.heartbeat_next.max(seq);
-                if seq >= s.highest {
-                    (s.highest, s.seen) = (seq, u128::MAX);
+                if seq >= s.data.highest {
+                    s.data = Ring::up_to(seq);
                 }
                 true
             }
@@ -349,7 +472,7 @@ impl<const N: usize> ReplayTable<N> {
         let Some(i) = self.senders.iter().position(|s| s.node == sender) else {
             return false;
         };
-        let Some(s) = crate::vec::swap_remove(&mut self.senders, i) else {
+        let Some(s) = self.senders.get(i) else {
             return false;
         };
         let incarnation = if ended {
@@ -357,19 +480,15 @@ impl<const N: usize> ReplayTable<N> {
         } else {
             s.incarnation
         };
-        let floor = Floor {
-            node: sender,
-            incarnation,
-        };
-        if N > 0 {
-            let slot = self.floors.iter().position(|f| f.node == sender);
-            let i = slot.unwrap_or(self.next_floor % N);
-            if slot.is_none() {
-                self.next_floor = (i + 1) % N;
-            }
-            if let Some(f) = self.floors.get_mut(i) {
-                *f = floor;
-            }
+        crate::vec::swap_remove(&mut self.senders, i);
+        // The ring holds no floor of `sender`: tracking it again removed its last one.
+        let i = self.next_floor;
+        if let Some(f) = self.floors.get_mut(i) {
+            *f = Floor {
+                node: sender,
+                incarnation,
+            };
+            self.next_floor = if i + 1 < N { i + 1 } else { 0 };
         }
         true
     }
@@ -389,7 +508,12 @@ impl<const N: usize> ReplayTable<N> {
 
     /// Forgets every sender and floor.
     pub fn clear(&mut self) {
-        *self = ReplayTable::new();
+        // In place: a new table would be built on the stack first (microcontrollers).
+        self.senders.clear();
+        for f in &mut self.floors {
+            *f = Floor::NONE;
+        }
+        self.next_floor = 0;
     }
 
     pub fn len(&self) -> usize {

@@ -434,14 +434,15 @@ where
     }
 
     /// Highest rseq every node of `live_peers` has acked (`written()` if none is given).
-    pub fn committed(&self, live_peers: &[NodeId]) -> u64 {
-        live_peers
-            .iter()
-            .filter(|&&n| n != self.node)
-            .map(|&n| self.tx.acked(n))
-            .min()
-            .unwrap_or(self.tx.written())
-            .min(self.tx.written())
+    /// An iterator, so the caller need not collect its members first (stack and flash).
+    pub fn committed(&self, live_peers: impl IntoIterator<Item = NodeId>) -> u64 {
+        let mut c = self.tx.written();
+        for n in live_peers {
+            if n != self.node {
+                c = c.min(self.tx.acked(n));
+            }
+        }
+        c
     }
 
     /// The caller's membership says `node` (at `incarnation`) is a live data peer: it counts
@@ -1009,8 +1010,8 @@ mod tests {
             r.write(ms(1), &entry(b"k", b"v")).unwrap();
         }
         sent_updates(&mut r, ms(1));
-        assert_eq!(r.committed(&[]), 5, "alone: everything is committed");
-        assert_eq!(r.committed(&[B, C]), 0);
+        assert_eq!(r.committed([]), 5, "alone: everything is committed");
+        assert_eq!(r.committed([B, C]), 0);
         let ack = |rseq| AckRepr {
             origin: A,
             origin_incarnation: INC,
@@ -1019,8 +1020,8 @@ mod tests {
         r.handle_ack(ms(2), B, &ack(4));
         r.handle_ack(ms(2), C, &ack(2));
         r.handle_ack(ms(2), C, &ack(1)); // late, reordered: ignored
-        assert_eq!(r.committed(&[B, C]), 2);
-        assert_eq!(r.committed(&[B]), 4);
+        assert_eq!(r.committed([B, C]), 2);
+        assert_eq!(r.committed([B]), 4);
         // An ack for another incarnation of us, or beyond what was sent, does not count.
         r.handle_ack(
             ms(2),
@@ -1032,8 +1033,8 @@ mod tests {
             },
         );
         r.handle_ack(ms(2), B, &ack(1000));
-        assert_eq!(r.committed(&[B, C]), 2);
-        assert_eq!(r.committed(&[B]), 5);
+        assert_eq!(r.committed([B, C]), 2);
+        assert_eq!(r.committed([B]), 5);
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Size configuration 3, the full `Node` (membership, leader, replication), 16 members and
-//! a 16-slot retransmit ring. Its peer B is played by hand (heartbeats and acks, sealed with
-//! the same code): A meets B, replicates writes until B acks each, then B goes silent and A
-//! declares it down, which releases the last write.
+//! a 16-slot retransmit ring. Its peer B is played by hand (heartbeats, acks and the answer
+//! to A's challenge, sealed with the same code): A meets B, replicates writes until B acks
+//! each, then B goes silent and A declares it down, which releases the last write.
 #![no_std]
 #![no_main]
 
@@ -9,7 +9,7 @@ use cortex_m_rt::entry;
 use static_cell::ConstStaticCell;
 use tandem_core::crypto::{Aes128Gcm, Keys, Receiver, Sealer};
 use tandem_core::detector::Profile;
-use tandem_core::frame::{AckRepr, Body, HeartbeatRepr, Role, StateFlags};
+use tandem_core::frame::{AckRepr, Body, ChallengeRepr, HeartbeatRepr, Role, StateFlags};
 use tandem_core::membership::{self, Event as MemberEvent};
 use tandem_core::node::{Config, Event, Node, KEYS};
 use tandem_core::replication::{self, Slot};
@@ -65,21 +65,27 @@ impl Peer {
         self.send(Body::Heartbeat(hb), a, now);
     }
 
-    /// Opens what A sent; acks a SessionUpdate.
+    /// Opens what A sent; acks a SessionUpdate, answers a challenge.
     fn receive(&mut self, datagram: &mut [u8], a: &mut FullNode, now: Instant) {
-        let ack = match self.receiver.receive(datagram, self.keyring) {
+        let reply = match self.receiver.receive(datagram, self.keyring) {
             Ok(f) => match f.body {
-                Body::SessionUpdate(u) => Some(AckRepr {
+                Body::SessionUpdate(u) => Some(Body::Ack(AckRepr {
                     origin: f.header.sender,
                     origin_incarnation: f.header.incarnation,
                     rseq: u.rseq,
-                }),
+                })),
+                Body::Challenge(c) if c.answers.is_none() => Some(Body::Challenge(ChallengeRepr {
+                    target: f.header.sender,
+                    target_incarnation: f.header.incarnation,
+                    target_salt: f.header.salt,
+                    answers: Some(f.header.seq),
+                })),
                 _ => None,
             },
             Err(_) => None,
         };
-        if let Some(ack) = ack {
-            self.send(Body::Ack(ack), a, now);
+        if let Some(reply) = reply {
+            self.send(reply, a, now);
         }
     }
 }
