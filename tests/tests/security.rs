@@ -674,3 +674,146 @@ fn protected_mode_refuses_other_hosts_without_a_password() {
         other => panic!("{other:?}"),
     }
 }
+
+/// Freshness on first contact (issue 17): node 1 (A, the leader) and node 2 (B) run; an
+/// attacker on host 3 records A's frames for 2 s while `during` runs on the pair, then
+/// `after` runs (unrecorded) and both die. Returns the net, the key file and A's frames.
+fn record_then_kill_both(
+    during: impl FnOnce(&Net),
+    after: impl FnOnce(&Net),
+) -> Option<(Net, String, Vec<Vec<u8>>)> {
+    let mut net = Net::new(3)?;
+    let key = net.key_file("key");
+    let a = net.start(1, &["--key-file", &key, "--priority", "200"]);
+    let b = net.start(2, &["--key-file", &key]);
+    for (n, peer) in [(a, 2), (b, 1)] {
+        assert!(
+            net.wait_member_state(n, peer, "alive", Duration::from_secs(10)),
+            "the pair never met\n{}",
+            net.log(n)
+        );
+    }
+    let ns = net.ns(3).to_string();
+    let recorder = std::thread::spawn(move || {
+        tandem_tests::hostile::capture(&ns, GROUP, Net::addr(3), Duration::from_secs(2), 5_000)
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    during(&net);
+    let frames: Vec<Vec<u8>> = recorder
+        .join()
+        .unwrap()
+        .into_iter()
+        .filter(|f| tandem_tests::hostile::sender(f) == Some(1))
+        .collect();
+    assert!(frames.len() > 10, "recorded {} frames of A", frames.len());
+    after(&net);
+    net.kill9(a);
+    net.kill9(b);
+    Some((net, key, frames))
+}
+
+/// Replays `frames` from host 3 for `secs` seconds, in the background.
+fn replay_from_host_3(net: &Net, frames: Vec<Vec<u8>>, secs: u64) -> std::thread::JoinHandle<u64> {
+    let ns = net.ns(3).to_string();
+    std::thread::spawn(move || {
+        tandem_tests::hostile::replay(
+            &ns,
+            GROUP,
+            Net::addr(3),
+            frames,
+            Duration::from_secs(secs),
+            Duration::from_millis(20),
+        )
+    })
+}
+
+/// A user logs in on A (the SET replicates to B) and out (DEL); an attacker recorded the
+/// login. Both nodes go down; B starts first and the attacker replays A's recording to it,
+/// then A starts and pulls the state from B. The logged-out session must not come back on
+/// either node: before freshness, B took the recording for a live A (its run's first frames
+/// set the replay window), applied the login and handed it to A in the state transfer.
+#[test]
+fn a_replayed_login_never_comes_back_after_logout() {
+    use tandem_tests::resp_client::Resp;
+    let resp = std::net::SocketAddr::from(([127, 0, 0, 1], tandem_tests::RESP_PORT));
+    let t = Duration::from_secs(5);
+    let login = |net: &Net| {
+        let mut a = Resp::connect(net.ns(1), resp, t).unwrap();
+        assert!(a.set("login", b"alice").unwrap().is_ok());
+        let mut b = Resp::connect(net.ns(2), resp, t).unwrap();
+        assert_eq!(b.get("login").unwrap().bytes(), Some(&b"alice"[..]));
+    };
+    let logout = |net: &Net| {
+        let mut a = Resp::connect(net.ns(1), resp, t).unwrap();
+        assert_eq!(a.cmd(&[b"DEL", b"login"]).unwrap().int(), Some(1));
+        let mut b = Resp::connect(net.ns(2), resp, t).unwrap();
+        assert_eq!(b.get("login").unwrap().bytes(), None);
+    };
+    let Some((mut net, key, frames)) = record_then_kill_both(login, logout) else {
+        return;
+    };
+    let replayer = replay_from_host_3(&net, frames, 3);
+    let b = net.start(2, &["--key-file", &key]);
+    net.wait_up(b);
+    let sent = replayer.join().unwrap();
+    assert!(sent > 100, "replayed {sent} datagrams");
+    let a = net.start(1, &["--key-file", &key]);
+    for (n, peer) in [(a, 2), (b, 1)] {
+        assert!(
+            net.wait_member_state(n, peer, "alive", Duration::from_secs(10)),
+            "the pair never met again\n{}",
+            net.log(n)
+        );
+    }
+    let synced = wait_for(Duration::from_secs(10), Duration::from_millis(50), || {
+        net.get(a, "/health").filter(|(code, _)| *code == 200)
+    });
+    assert!(synced.is_some(), "A never synced\n{}", net.log(a));
+    for (host, name) in [(1, "A"), (2, "B")] {
+        let mut c = Resp::connect(net.ns(host), resp, t).unwrap();
+        let got = c.get("login").unwrap();
+        assert_eq!(got.bytes(), None, "the logged-out session is back on {name}");
+    }
+}
+
+/// A (the leader) and B die; B starts again while an attacker replays A's recorded
+/// heartbeats to it. B never shows A alive or leader, and its writes are answered: before
+/// freshness it took A for alive and leading, and every synchronous write waited for A.
+#[test]
+fn replayed_heartbeats_of_a_dead_leader_never_revive_it() {
+    use tandem_tests::resp_client::Resp;
+    let Some((mut net, key, frames)) = record_then_kill_both(|_| {}, |_| {}) else {
+        return;
+    };
+    let replayer = replay_from_host_3(&net, frames, 3);
+    let b = net.start(2, &["--key-file", &key]);
+    net.wait_up(b);
+    let resp = std::net::SocketAddr::from(([127, 0, 0, 1], tandem_tests::RESP_PORT));
+    let mut client = Resp::connect(net.ns(2), resp, Duration::from_secs(2)).unwrap();
+    let start = std::time::Instant::now();
+    let mut i = 0;
+    // Bounded: 2.5 s of the 3 s replay, one write and one /status per turn.
+    while start.elapsed() < Duration::from_millis(2500) {
+        let status = net.status(b).unwrap();
+        assert_ne!(status["leader"].as_u64(), Some(1), "A shown as leader: {status}");
+        let a = net.member_state(b, 1);
+        assert!(
+            a.is_none() || a.as_deref() == Some("dead"),
+            "A shown {a:?}: {status}"
+        );
+        let reply = client.set(&format!("w:{i}"), b"v");
+        assert!(
+            reply.as_ref().is_ok_and(|r| r.is_ok()),
+            "write {i} not answered within 2 s: {reply:?}"
+        );
+        i += 1;
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(replayer.join().unwrap() > 100);
+    assert!(
+        net.metric(b, "tandem_frames_dropped_total{reason=\"unverified\"}")
+            .unwrap_or(0)
+            > 0,
+        "the replayed frames were not seen"
+    );
+}

@@ -556,7 +556,7 @@ impl Cluster {
     fn folded_metrics(&self) -> ClusterMetrics {
         let now = *self.node.stats();
         let mut m = self.metrics.clone();
-        m.frames_accepted = now.received;
+        m.frames_accepted = now.received - now.unverified;
         for (reason, n) in [
             (DropReason::Own, now.own),
             (DropReason::Truncated, now.truncated),
@@ -570,6 +570,7 @@ impl Cluster {
             (DropReason::Replay, now.replay),
             (DropReason::Stale, now.stale_incarnation),
             (DropReason::NoDataKey, now.no_data_key),
+            (DropReason::Unverified, now.unverified),
             (DropReason::Other, now.too_many_senders),
         ] {
             m.add_drops(reason, n);

@@ -24,11 +24,14 @@ pub enum DropReason {
     /// A data frame (session data, replication, state transfer) at a node without the data
     /// key: a witness, which holds the control key only, hears them and cannot open them.
     NoDataKey,
+    /// Authentic, of a run that has not answered this node's challenge yet (it may be a
+    /// recording): counted for nothing.
+    Unverified,
     Other,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 10] = [
+    pub const ALL: [DropReason; 11] = [
         DropReason::Malformed,
         DropReason::Truncated,
         DropReason::Auth,
@@ -38,6 +41,7 @@ impl DropReason {
         DropReason::Stale,
         DropReason::Own,
         DropReason::NoDataKey,
+        DropReason::Unverified,
         DropReason::Other,
     ];
 
@@ -52,6 +56,7 @@ impl DropReason {
             DropReason::Stale => "stale",
             DropReason::Own => "own",
             DropReason::NoDataKey => "no_data_key",
+            DropReason::Unverified => "unverified",
             DropReason::Other => "other",
         }
     }
