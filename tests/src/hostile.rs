@@ -241,16 +241,15 @@ pub fn forge_keyless_heartbeats(
     })
 }
 
-/// Sends `frames` to `group` from host address `iface` inside `ns`, all of them every
-/// `pause`, for `duration` (at most 100,000 datagrams): an attacker replaying a recording.
+/// Sends `frames` to `group` from host address `iface` inside `ns`, once each, `pace` apart
+/// (at most 100,000): an attacker replaying a recording at the pace it was recorded.
 /// Returns how many datagrams were sent.
 pub fn replay(
     ns: &str,
     group: SocketAddrV4,
     iface: Ipv4Addr,
     frames: Vec<Vec<u8>>,
-    duration: Duration,
-    pause: Duration,
+    pace: Duration,
 ) -> u64 {
     in_netns(ns, move || {
         let Ok(s) = UdpSocket::bind(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0)) else {
@@ -259,16 +258,13 @@ pub fn replay(
         let _ = s.set_multicast_ttl_v4(1);
         let _ = s.set_multicast_loop_v4(false);
         let _ = socket2::SockRef::from(&s).set_multicast_if_v4(&iface);
-        let start = Instant::now();
         let mut sent = 0u64;
-        // Bounded by time and by count.
-        while start.elapsed() < duration && sent < 100_000 {
-            for f in &frames {
-                if s.send_to(f, group).is_ok() {
-                    sent += 1;
-                }
+        // Bounded by the count.
+        for f in frames.iter().take(100_000) {
+            if s.send_to(f, group).is_ok() {
+                sent += 1;
             }
-            std::thread::sleep(pause);
+            std::thread::sleep(pace);
         }
         sent
     })
