@@ -290,7 +290,7 @@ impl Sim {
     }
 
     /// A client DEL on node `i` (0-based), as [`Sim::set`].
-    pub fn del(&mut self, i: usize, key: &[u8]) -> Option<WriteId> {
+    pub fn del(&mut self, i: usize, key: &[u8]) -> Option<ReplyTicket> {
         let wall = self.wall_ms();
         let (store, mut sink) = self.hosts[i].engine.client(wall);
         let rec = store.delete(key, wall)?;
