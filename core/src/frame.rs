@@ -1429,6 +1429,86 @@ pub(crate) mod tests {
         }
     }
 
+    /// An answer (also in docs/PROTOCOL.md): node 2's run answers node 1's challenge of seq 7.
+    pub(crate) static CHALLENGE_ANSWER_BYTES: [u8; 56] = [
+        // header: kind 0x09, key id 1, body len 24, sender 2, salt b1..b6, seq 0x10
+        0x54, 0x4e, 0x44, 0x4d, 0x02, 0x09, 0x00, 0x01, 0x00, 0x18, //
+        0x00, 0x02, 0x00, 0x00, 0xbe, 0xef, 0x65, 0x53, 0xf1, 0x01, //
+        0xb1, 0xb2, 0xb3, 0xb4, 0xb5, 0xb6, 0x00, 0x00, 0x00, 0x00, 0x00, 0x10, //
+        // target 1, mode answer, reserved, target incarnation 0x6553f100
+        0x00, 0x01, 0x01, 0x00, 0x65, 0x53, 0xf1, 0x00, //
+        // target salt a1..a6, answered seq 7, reserved
+        0xa1, 0xa2, 0xa3, 0xa4, 0xa5, 0xa6, 0x00, 0x00, 0x00, 0x00, 0x00, 0x07, //
+        0x00, 0x00, 0x00, 0x00,
+    ];
+
+    fn challenge_answer() -> Frame<'static> {
+        Frame {
+            header: HeaderRepr {
+                kind: Kind::Challenge,
+                flags: 0,
+                key_id: KeyId(1),
+                cluster: ClusterId(0xbeef),
+                sender: NodeId(2),
+                incarnation: Incarnation(0x6553_f101),
+                salt: Salt([0xb1, 0xb2, 0xb3, 0xb4, 0xb5, 0xb6]),
+                seq: 0x10,
+            },
+            body: Body::Challenge(ChallengeRepr {
+                target: NodeId(1),
+                target_incarnation: Incarnation(0x6553_f100),
+                target_salt: Salt([0xa1, 0xa2, 0xa3, 0xa4, 0xa5, 0xa6]),
+                answers: Some(7),
+            }),
+        }
+    }
+
+    /// The Challenge layout: the vector parses to its Repr and back, PROTOCOL.md shows the
+    /// same bytes, a challenge carries no seq, and unknown modes or reserved bits refuse.
+    #[test]
+    fn challenge_vector_and_rules() {
+        assert_eq!(
+            Frame::parse(&CHALLENGE_ANSWER_BYTES),
+            Ok(challenge_answer())
+        );
+        let mut out = [0u8; 56];
+        assert_eq!(challenge_answer().emit(&mut out), Ok(56));
+        assert_eq!(out, CHALLENGE_ANSWER_BYTES);
+        let doc = include_str!("../../docs/PROTOCOL.md");
+        let fence = "```hex vector:challenge-answer-plain\n";
+        let start = doc.find(fence).expect("vector in PROTOCOL.md") + fence.len();
+        let len = doc[start..].find("```").unwrap();
+        let shown: Vec<u8> = doc[start..start + len]
+            .split_whitespace()
+            .map(|h| u8::from_str_radix(h, 16).unwrap())
+            .collect();
+        assert_eq!(shown, CHALLENGE_ANSWER_BYTES);
+        let body = &CHALLENGE_ANSWER_BYTES[HEADER_LEN..];
+        let mut ask = body.to_vec();
+        ask[2] = 0x00;
+        assert_eq!(
+            ChallengeRepr::parse(&ask),
+            Err(Error::Malformed),
+            "seq in a challenge"
+        );
+        ask[19] = 0x00;
+        assert!(ChallengeRepr::parse(&ask).is_ok_and(|c| c.answers.is_none()));
+        for (at, v) in [(2, 0x02), (3, 0x01), (23, 0x01)] {
+            let mut bad = body.to_vec();
+            bad[at] = v;
+            assert_eq!(
+                ChallengeRepr::parse(&bad),
+                Err(Error::Malformed),
+                "byte {at}"
+            );
+        }
+        let too_big = ChallengeRepr {
+            answers: Some(MAX_SEQ + 1),
+            ..ChallengeRepr::parse(body).unwrap()
+        };
+        assert_eq!(too_big.emit(&mut out), Err(Error::Malformed));
+    }
+
     pub(crate) static SESSION_UPDATE_BYTES: [u8; 84] = [
         // header: kind 0x02, key id 1, body len 52, sender 2, salt b1..b6, seq 0x0102030405
         0x54, 0x4e, 0x44, 0x4d, 0x02, 0x02, 0x00, 0x01, 0x00, 0x34, //

@@ -117,6 +117,24 @@ fn main() -> std::io::Result<()> {
             }),
         ),
         ("leave", Body::Leave(LeaveRepr { reason: 0 })),
+        (
+            "challenge",
+            Body::Challenge(ChallengeRepr {
+                target: NodeId(1),
+                target_incarnation: Incarnation(0x6553_f100),
+                target_salt: Salt([0xa1, 0xa2, 0xa3, 0xa4, 0xa5, 0xa6]),
+                answers: None,
+            }),
+        ),
+        (
+            "challenge-answer",
+            Body::Challenge(ChallengeRepr {
+                target: NodeId(1),
+                target_incarnation: Incarnation(0x6553_f100),
+                target_salt: Salt([0xa1, 0xa2, 0xa3, 0xa4, 0xa5, 0xa6]),
+                answers: Some(7),
+            }),
+        ),
     ];
     let mut aes: Keyring<Aes128Gcm> = Keyring::new(KeyId(1), TEST_KEY);
     let mut insecure: Keyring<Insecure> = Keyring::new(KeyId(0), ());
