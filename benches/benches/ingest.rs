@@ -30,8 +30,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant as StdInstant};
 
-use tandem_core::crypto::Sealer;
-use tandem_core::frame::{Body, HeartbeatRepr, Role, StateFlags};
+use tandem_core::crypto::{Receiver, Sealer};
+use tandem_core::frame::{Body, ChallengeRepr, HeartbeatRepr, Role, StateFlags};
 use tandem_core::{ClusterId, Incarnation, Instant, NodeId};
 use tandemd::config::{parse_keys, Profile};
 use tandemd::engine::cluster::{keys as node_keys, ClusterConfig};
@@ -80,37 +80,6 @@ fn main() {
     let tx = Arc::new(
         ClusterSocket::open(&unicast(PORT_TX, Some(PORT_RX))).unwrap_or_else(|e| panic!("tx: {e}")),
     );
-    let stop = Arc::new(AtomicBool::new(false));
-    let sender = {
-        let stop = stop.clone();
-        let tx = tx.clone();
-        let mut ring = node_keys(Some(&keys));
-        std::thread::spawn(move || {
-            let mut sealer = Sealer::new(
-                CLUSTER,
-                NodeId(2),
-                Incarnation(7),
-                tandem_core::Salt([0x5a; 6]),
-            );
-            let hb = heartbeat();
-            let mut batch = SendBatch::new();
-            let (mut sent, mut sealed) = (0u64, 0u64);
-            let mut len = 0;
-            // Bounded by `stop`, which main sets after the last phase (a few seconds).
-            while !stop.load(Ordering::Relaxed) {
-                while let Some(slot) = batch.slot() {
-                    // Each frame sealed anew: a fresh seq, as a real sender would send.
-                    len = sealer
-                        .seal(&hb, &mut ring, slot)
-                        .unwrap_or_else(|e| panic!("seal: {e:?}"));
-                    sealed += 1;
-                    batch.commit(len);
-                }
-                sent += tx.send_batch(&mut batch).unwrap_or(0) as u64;
-            }
-            (sent, sealed, len)
-        })
-    };
     let clock = Clock::new();
     let mut engine = Engine::new(
         ClusterConfig {
@@ -131,6 +100,38 @@ fn main() {
         tandemd::config::ReplicationMode::Sync,
         clock.now(),
     );
+    let stop = Arc::new(AtomicBool::new(false));
+    let sender = {
+        let stop = stop.clone();
+        let tx = tx.clone();
+        let mut ring = node_keys(Some(&keys));
+        let mut sealer = Sealer::new(
+            CLUSTER,
+            NodeId(2),
+            Incarnation(7),
+            tandem_core::Salt([0x5a; 6]),
+        );
+        verify(&mut engine, &mut sealer, &mut ring, &clock);
+        std::thread::spawn(move || {
+            let hb = heartbeat();
+            let mut batch = SendBatch::new();
+            let (mut sent, mut sealed) = (0u64, 0u64);
+            let mut len = 0;
+            // Bounded by `stop`, which main sets after the last phase (a few seconds).
+            while !stop.load(Ordering::Relaxed) {
+                while let Some(slot) = batch.slot() {
+                    // Each frame sealed anew: a fresh seq, as a real sender would send.
+                    len = sealer
+                        .seal(&hb, &mut ring, slot)
+                        .unwrap_or_else(|e| panic!("seal: {e:?}"));
+                    sealed += 1;
+                    batch.commit(len);
+                }
+                sent += tx.send_batch(&mut batch).unwrap_or(0) as u64;
+            }
+            (sent, sealed, len)
+        })
+    };
     let mut batch = RecvBatch::new();
     let fd = rx.as_raw_fd();
     let (mut best_raw, mut best_tandemd) = (0f64, 0f64);
@@ -167,6 +168,7 @@ fn main() {
         tandem_core::Salt([0x5a; 6]),
     );
     let mut ring = node_keys(Some(&keys));
+    verify(&mut engine, &mut sealer, &mut ring, &clock);
     let mut send = SendBatch::new();
     let mut fill = || {
         let mut sent = 0;
@@ -237,6 +239,49 @@ fn main() {
 }
 
 /// A follower's heartbeat on the fast profile.
+/// Has `engine` verify `sealer`'s run (freshness on first contact, issue 17): one heartbeat,
+/// then the answer to the challenge the engine sends back. Out of band, before any timing.
+fn verify<K: tandem_core::crypto::KeySource>(
+    engine: &mut Engine,
+    sealer: &mut Sealer,
+    ring: &mut K,
+    clock: &Clock,
+) {
+    let (now, wall) = (clock.now(), tandemd::io::clock::unix_ms());
+    let mut buf = [0u8; 1500];
+    let n = sealer.seal(&heartbeat(), ring, &mut buf).unwrap_or(0);
+    engine.handle_datagram(now, wall, &mut buf[..n]);
+    let mut rx: Receiver<4> = Receiver::new(CLUSTER);
+    // Bounded: the engine has a heartbeat and a challenge to send, a few frames.
+    for _ in 0..16 {
+        let Some(d) = engine.poll_transmit(now, wall, &mut buf, false) else {
+            break;
+        };
+        let mut answer = None;
+        for frame in tandem_core::datagram::Frames::new(&mut buf[..d.len]) {
+            if let Ok(f) = rx.receive(frame, ring) {
+                if let Body::Challenge(c) = f.body {
+                    if c.answers.is_none() && c.target == sealer.run().sender() {
+                        answer = Some(ChallengeRepr {
+                            target: f.header.sender,
+                            target_incarnation: f.header.incarnation,
+                            target_salt: f.header.salt,
+                            answers: Some(f.header.seq),
+                        });
+                    }
+                }
+            }
+        }
+        if let Some(a) = answer {
+            let mut out = [0u8; 256];
+            let n = sealer.seal(&Body::Challenge(a), ring, &mut out).unwrap_or(0);
+            engine.handle_datagram(now, wall, &mut out[..n]);
+            return;
+        }
+    }
+    panic!("the engine sent no challenge");
+}
+
 fn heartbeat() -> Body<'static> {
     Body::Heartbeat(HeartbeatRepr {
         interval_us: 2_000,
