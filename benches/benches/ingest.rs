@@ -274,7 +274,9 @@ fn verify<K: tandem_core::crypto::KeySource>(
         }
         if let Some(a) = answer {
             let mut out = [0u8; 256];
-            let n = sealer.seal(&Body::Challenge(a), ring, &mut out).unwrap_or(0);
+            let n = sealer
+                .seal(&Body::Challenge(a), ring, &mut out)
+                .unwrap_or(0);
             engine.handle_datagram(now, wall, &mut out[..n]);
             return;
         }

@@ -43,7 +43,12 @@ fn main() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(200);
-    let names = ["B shows A alive", "A shows B alive", "B synced", "A's write on B"];
+    let names = [
+        "B shows A alive",
+        "A shows B alive",
+        "B synced",
+        "A's write on B",
+    ];
     let mut figures: [Vec<u64>; 4] = Default::default();
     for seed in 0..seeds {
         let mut sim = Sim::new(seed, 2, NetParams::default());
@@ -68,7 +73,8 @@ fn main() {
             }),
         ];
         for (i, check) in checks.iter_mut().enumerate() {
-            let t = until(&mut sim, t0, check).unwrap_or_else(|| panic!("seed {seed}: {}", names[i]));
+            let t =
+                until(&mut sim, t0, check).unwrap_or_else(|| panic!("seed {seed}: {}", names[i]));
             figures[i].push(t);
         }
     }

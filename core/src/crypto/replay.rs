@@ -303,7 +303,6 @@ impl<const N: usize> ReplayTable<N> {
         lane: Lane,
     ) -> Result<(), Error> {
         let pos = self.senders.iter().position(|s| s.node == sender);
-        let floor = self.floors.iter().position(|f| f.node == sender);
         if let Some(s) = pos.and_then(|i| self.senders.get_mut(i)) {
             if incarnation < s.incarnation {
                 return Err(Error::StaleIncarnation);
@@ -311,7 +310,13 @@ impl<const N: usize> ReplayTable<N> {
             if incarnation == s.incarnation {
                 return s.accept(seq, lane);
             }
-        } else if floor
+        }
+        // Off the per-frame path: a new run or a new sender.
+        let floor = match pos {
+            Some(_) => None,
+            None => self.floors.iter().position(|f| f.node == sender),
+        };
+        if floor
             .and_then(|i| self.floors.get(i))
             .is_some_and(|f| incarnation < f.incarnation)
         {
