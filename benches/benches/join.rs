@@ -32,6 +32,9 @@ fn until(sim: &mut Sim, t0: Instant, mut done: impl FnMut(&mut Sim) -> bool) -> 
     None
 }
 
+/// One event to wait for.
+type Check = Box<dyn FnMut(&mut Sim) -> bool>;
+
 fn percentile(v: &mut [u64], p: f64) -> u64 {
     v.sort_unstable();
     let i = ((v.len() as f64 - 1.0) * p).round() as usize;
@@ -61,7 +64,7 @@ fn main() {
         sim.restart(1);
         let t0 = sim.now;
         let mut n = 0u32;
-        let mut checks: [Box<dyn FnMut(&mut Sim) -> bool>; 4] = [
+        let mut checks: [Check; 4] = [
             Box::new(|s| alive(s, 1, 1)),
             Box::new(|s| alive(s, 0, 2)),
             Box::new(|s| s.hosts[1].engine.synced()),
