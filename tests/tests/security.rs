@@ -819,3 +819,79 @@ fn replayed_heartbeats_of_a_dead_leader_never_revive_it() {
         "the replayed frames were not seen"
     );
 }
+
+/// Replay-table churn (issue 17): node ids come and go on host 2, 17 of them one after the
+/// other (more than the 16 senders a node tracks), every other one killed, the rest leaving.
+/// A real new node still joins node 1 afterwards (before, the 17th id filled the table for
+/// good: `TooManySenders`), and a recording of an evicted id's run is refused.
+#[test]
+fn churn_through_17_ids_still_lets_a_new_node_join() {
+    let Some(mut net) = Net::new(3) else { return };
+    let key = net.key_file("key");
+    let args = ["--key-file", key.as_str(), "--profile", "fast"];
+    let observer = net.start(1, &args);
+    net.wait_up(observer);
+    let mut recorded = Vec::new();
+    for id in 2..=18usize {
+        let n = net.start_as(2, id, &args, &[]);
+        assert!(
+            net.wait_member_state(observer, id as u64, "alive", Duration::from_secs(10)),
+            "id {id} never joined\n{}",
+            net.log(observer)
+        );
+        if id == 5 {
+            let ns = net.ns(3).to_string();
+            recorded = tandem_tests::hostile::capture(
+                &ns,
+                GROUP,
+                Net::addr(3),
+                Duration::from_millis(500),
+                2_000,
+            )
+            .into_iter()
+            .filter(|f| tandem_tests::hostile::sender(f) == Some(5))
+            .collect();
+        }
+        if id % 2 == 0 {
+            net.kill9(n);
+        } else {
+            net.sigterm(n);
+        }
+        let gone = wait_for(Duration::from_secs(5), Duration::from_millis(5), || {
+            matches!(net.member_state(observer, id as u64).as_deref(), Some("dead" | "left") | None)
+                .then_some(())
+        });
+        assert!(gone.is_some(), "id {id} never went");
+    }
+    assert!(recorded.len() > 10, "recorded {} frames of id 5", recorded.len());
+    let newcomer = net.start_as(2, 19, &args, &[]);
+    assert!(
+        net.wait_member_state(observer, 19, "alive", Duration::from_secs(10)),
+        "a new node could not join after the churn\n{}",
+        net.log(observer)
+    );
+    assert!(net.wait_member_state(newcomer, 1, "alive", Duration::from_secs(10)));
+    let refused = |net: &Net| {
+        ["stale", "unverified", "replay"]
+            .iter()
+            .map(|r| {
+                net.metric(observer, &format!("tandem_frames_dropped_total{{reason=\"{r}\"}}"))
+                    .unwrap_or(0)
+            })
+            .sum::<u64>()
+    };
+    let before = refused(&net);
+    let ns = net.ns(3).to_string();
+    let n = recorded.len() as u64;
+    let pace = Duration::from_millis(500) / n.max(1) as u32;
+    let sent = tandem_tests::hostile::replay(&ns, GROUP, Net::addr(3), recorded, pace);
+    assert_eq!(sent, n);
+    std::thread::sleep(Duration::from_millis(200));
+    let state = net.member_state(observer, 5);
+    assert_ne!(state.as_deref(), Some("alive"), "the evicted id 5 came back");
+    assert!(
+        refused(&net) >= before + n * 9 / 10,
+        "replayed {n} frames of id 5, refused {}",
+        refused(&net) - before
+    );
+}
