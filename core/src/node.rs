@@ -870,6 +870,68 @@ mod tests {
         );
     }
 
+    /// Freshness on first contact: a's recorded frames (heartbeats as leader, a write) handed
+    /// to a fresh b while a is gone make nothing of a count on b: no member, no leader, no
+    /// entry; b challenges (once per recorded frame at most) and nobody answers. With a
+    /// live, the pair meets after one challenge round trip each way.
+    #[test]
+    fn a_recording_of_a_gone_run_never_counts_on_a_fresh_node() {
+        let t0 = Instant::from_millis(1);
+        let (mut a, mut b) = (node(1, t0, KEY), node(2, t0, KEY));
+        run(&mut a, &mut b, t0, 30);
+        assert_eq!(b.live_data_peers(), 1);
+        let now = Instant::from_millis(31);
+        let entry = EntryRepr {
+            op: Op::Put,
+            version: 1,
+            origin: NodeId(1),
+            expires_at_ms: 0,
+            key: b"login",
+            total_len: 5,
+            offset: 0,
+            value: b"alice",
+        };
+        a.write(now, &entry).unwrap();
+        let mut recording = StdVec::new();
+        for step in 0..40 {
+            recording.extend(drain(
+                &mut a,
+                Instant::from_micros(now.as_micros() + step * 250),
+            ));
+        }
+        assert!(recording.len() > 5);
+        // a is gone; b restarts empty.
+        let later = Instant::from_millis(50);
+        let mut fresh = node(2, later, KEY);
+        for mut d in recording.clone() {
+            let got = fresh.handle_datagram(later, &mut d);
+            assert!(
+                matches!(got, Ok(Received::Unverified { from: NodeId(1) })),
+                "{got:?}"
+            );
+        }
+        assert_eq!(fresh.live_data_peers(), 0);
+        assert!(fresh.membership().member(NodeId(1)).is_none());
+        assert_ne!(fresh.membership().leader(), Some(NodeId(1)));
+        assert_eq!(fresh.stats().unverified, recording.len() as u64);
+        let sent = drain(&mut fresh, later);
+        assert!(fresh.stats().challenges_sent >= 1, "{sent:?}");
+        assert_eq!(fresh.stats().verified, 0);
+        // Replayed again: refused by the window, still nothing counts.
+        for mut d in recording {
+            assert!(fresh.handle_datagram(later, &mut d).is_err());
+        }
+        // a restarted (a new run) meets the fresh b: one challenge round trip each way.
+        let mut c = config(1, Salt([9; 6]));
+        c.membership.incarnation = Incarnation(3001);
+        let mut a2 = Node::new(c, Keyring::new(KeyId(1), KEY), [Slot::EMPTY; 64], later);
+        run(&mut a2, &mut fresh, later, 5);
+        assert_eq!(fresh.live_data_peers(), 1);
+        assert_eq!(a2.live_data_peers(), 1);
+        assert_eq!(fresh.stats().verified, 1);
+        assert_eq!(a2.stats().verified, 1);
+    }
+
     #[test]
     fn wrong_key_never_joins_and_is_counted() {
         let t0 = Instant::from_millis(1);

@@ -858,12 +858,19 @@ fn churn_through_17_ids_still_lets_a_new_node_join() {
             net.sigterm(n);
         }
         let gone = wait_for(Duration::from_secs(5), Duration::from_millis(5), || {
-            matches!(net.member_state(observer, id as u64).as_deref(), Some("dead" | "left") | None)
-                .then_some(())
+            matches!(
+                net.member_state(observer, id as u64).as_deref(),
+                Some("dead" | "left") | None
+            )
+            .then_some(())
         });
         assert!(gone.is_some(), "id {id} never went");
     }
-    assert!(recorded.len() > 10, "recorded {} frames of id 5", recorded.len());
+    assert!(
+        recorded.len() > 10,
+        "recorded {} frames of id 5",
+        recorded.len()
+    );
     let newcomer = net.start_as(2, 19, &args, &[]);
     assert!(
         net.wait_member_state(observer, 19, "alive", Duration::from_secs(10)),
@@ -875,8 +882,11 @@ fn churn_through_17_ids_still_lets_a_new_node_join() {
         ["stale", "unverified", "replay"]
             .iter()
             .map(|r| {
-                net.metric(observer, &format!("tandem_frames_dropped_total{{reason=\"{r}\"}}"))
-                    .unwrap_or(0)
+                net.metric(
+                    observer,
+                    &format!("tandem_frames_dropped_total{{reason=\"{r}\"}}"),
+                )
+                .unwrap_or(0)
             })
             .sum::<u64>()
     };
@@ -888,7 +898,11 @@ fn churn_through_17_ids_still_lets_a_new_node_join() {
     assert_eq!(sent, n);
     std::thread::sleep(Duration::from_millis(200));
     let state = net.member_state(observer, 5);
-    assert_ne!(state.as_deref(), Some("alive"), "the evicted id 5 came back");
+    assert_ne!(
+        state.as_deref(),
+        Some("alive"),
+        "the evicted id 5 came back"
+    );
     assert!(
         refused(&net) >= before + n * 9 / 10,
         "replayed {n} frames of id 5, refused {}",

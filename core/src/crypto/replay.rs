@@ -438,9 +438,10 @@ impl<const N: usize> ReplayTable<N> {
         })
     }
 
-    /// `sender`'s run (`incarnation`, `salt`) answered the challenge the receiver sealed with
-    /// its seq `answered`, in the answer frame of seq `seq` (already accepted): the run is
-    /// verified if `answered` is a challenge sent to it since it was tracked. Its frames sent
+    /// `sender`'s run (`incarnation`, `salt`) answered a challenge, echoing `answered`, the
+    /// highest of the receiver's seqs it had accepted, in the answer frame of seq `seq`
+    /// (already accepted): the run is verified if `answered` was sent after the receiver began
+    /// challenging it (at or above the seq [`ReplayTable::challenge`] noted). Its frames sent
     /// before the answer (seq below `seq`) stay refused: they may be recordings from before
     /// the receiver started. Returns whether the run is verified now; false changed nothing.
     pub fn verify(
