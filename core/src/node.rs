@@ -318,16 +318,17 @@ where
             self.stats.unverified += 1;
             return Ok(Received::Unverified { from });
         }
-        if from == self.me {
-            // Authentic, and not this run's: another process holds this node's id.
-            self.stats.twin += 1;
-            self.membership.report_duplicate(from, inc);
-            return Ok(Received::Handled { from });
-        }
         let out = match frame.body {
+            // Authentic, and not this run's: another process holds this node's id. Falls
+            // through to the pump, so the report leaves with this datagram.
+            _ if from == self.me => {
+                self.stats.twin += 1;
+                self.membership.report_duplicate(from, inc);
+                Received::Handled { from }
+            }
             Body::Heartbeat(hb) => {
                 self.membership.handle_heartbeat(now, from, inc, &hb);
-                if !self.witness && hb.role != Role::Witness && from != self.me {
+                if !self.witness && hb.role != Role::Witness {
                     self.replication.handle_hwm(now, from, inc, hb.repl_hwm);
                 }
                 Received::Handled { from }
@@ -338,7 +339,7 @@ where
             }
             // Answered in fresh().
             Body::Challenge(_) => Received::Handled { from },
-            _ if self.witness || from == self.me => {
+            _ if self.witness => {
                 self.stats.not_for_us += 1;
                 Received::Handled { from }
             }
