@@ -244,6 +244,15 @@ impl Sender {
         }
     }
 
+    /// A challenge to this run is due, sealed with the receiver's seq `next_seq` or later;
+    /// the first one sets `since`.
+    fn ask(&mut self, next_seq: u64) {
+        if self.since == NOT_CHALLENGED {
+            self.since = next_seq;
+        }
+        self.ask = true;
+    }
+
     fn is_run(&self, incarnation: Incarnation, salt: Salt) -> bool {
         self.incarnation == incarnation && self.salt.to_u64() == salt.to_u64()
     }
@@ -373,10 +382,7 @@ impl<const N: usize> ReplayTable<N> {
         match self.sender_mut(sender) {
             Some(s) if s.is_run(incarnation, salt) => {
                 if !s.verified {
-                    if s.since == NOT_CHALLENGED {
-                        s.since = next_seq;
-                    }
-                    s.ask = true;
+                    s.ask(next_seq);
                 }
                 s.verified
             }
@@ -397,10 +403,7 @@ impl<const N: usize> ReplayTable<N> {
     ) -> bool {
         match self.sender_mut(sender) {
             Some(s) if !s.verified && s.is_run(incarnation, salt) => {
-                if s.since == NOT_CHALLENGED {
-                    s.since = next_seq;
-                }
-                s.ask = true;
+                s.ask(next_seq);
                 true
             }
             _ => false,
