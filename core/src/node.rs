@@ -925,7 +925,7 @@ mod tests {
         // a restarted (a new run) meets the fresh b: one challenge round trip each way.
         let mut c = config(1, Salt([9; 6]));
         c.membership.incarnation = Incarnation(3001);
-        let mut a2 = Node::new(c, Keyring::new(KeyId(1), KEY), [Slot::EMPTY; 64], later);
+        let mut a2 = Node::new(c, Keys::both(KeyId(1), KEY), [Slot::EMPTY; 64], later);
         run(&mut a2, &mut fresh, later, 5);
         assert_eq!(fresh.live_data_peers(), 1);
         assert_eq!(a2.live_data_peers(), 1);

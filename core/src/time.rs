@@ -29,6 +29,8 @@ impl Instant {
 
     /// `self` plus `micros`, saturating at [`Instant::NEVER`]. Cheaper than adding a
     /// `Duration` where 64-bit division is a library call (32-bit targets).
+    // Out of line: a saturating u64 add is a dozen Thumb instructions at every deadline.
+    #[inline(never)]
     pub const fn saturating_add_micros(self, micros: u64) -> Instant {
         Instant(self.0.saturating_add(micros))
     }
@@ -49,6 +51,8 @@ impl Instant {
 impl Add<Duration> for Instant {
     type Output = Instant;
     /// Saturates at [`Instant::NEVER`] rather than overflowing.
+    // Out of line too: the unwrap at every call site costs flash as well.
+    #[inline(never)]
     fn add(self, d: Duration) -> Instant {
         self.checked_add(d).unwrap_or(Instant::NEVER)
     }
