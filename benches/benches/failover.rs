@@ -1,6 +1,6 @@
 //! Failure detection latency and idle cost of real tandemd processes in network namespaces.
 //!
-//! Detection: per profile, a survivor runs on host 1; TANDEM_BENCH_RUNS times (default 30) a
+//! Detection: per profile (keyed, as in production), a survivor runs on host 1; TANDEM_BENCH_RUNS times (default 30) a
 //! victim starts on host 2, joins, and is killed with SIGKILL. Latency = from just before the
 //! kill (wall clock) to the timestamp of the survivor's `event="member_dead"` log line (wall
 //! clock, microseconds). Prints p50, p99 and max per profile (goal for `fast`: p99 <= 12 ms).
@@ -44,7 +44,10 @@ fn main() {
 
 fn detection(profile: &str, runs: usize) {
     let Some(mut net) = Net::new(2) else { return };
-    let args = ["--insecure", "--profile", profile];
+    // Keyed, as in production: the per-frame AEAD, the per-run keys and the first-contact
+    // challenge are part of what detection costs (issue 17).
+    let key = net.key_file("cluster.key");
+    let args = ["--key-file", key.as_str(), "--profile", profile];
     let survivor = net.start(1, &args);
     net.wait_up(survivor);
     let limit = if profile == "wan" {
