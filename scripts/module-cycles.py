@@ -1,8 +1,14 @@
 #!/usr/bin/env python3
-"""Fails when the daemon's modules import each other in a cycle (issue 12: modules import
-downward only). Reads every `crate::` path in daemon/src outside `#[cfg(test)]` modules and
-comments; an inline module (`mod fuzzing { ... }`) is a module of its own. A parent declaring a
-child (`mod x;`) is not an import; a child using its parent's items is. Prints the graph with `-v`.
+"""Fails when the daemon's modules import each other in a cycle, or a folder imports one it
+sits below (issue 12: modules import downward only). Reads every `crate::` path in daemon/src
+outside `#[cfg(test)]` modules and comments; an inline module (`mod fuzzing { ... }`) is a module
+of its own. A parent declaring a child (`mod x;`) is not an import; a child using its parent's
+items is. Prints the graph with `-v`.
+
+The folders' layers, bottom up ([`LAYERS`]): the engine (protocol and store) knows nothing of
+the others; io (sockets, clock, descriptors) and the VIPs' kernel side come next; config builds
+their configurations from what the operator gives; resp and ops serve clients and operators over
+them; cli and the event loop compose everything. A folder imports only folders below it.
 
 Usage: scripts/module-cycles.py [-v] [SRC_DIR]   (default: daemon/src)
 """
@@ -93,6 +99,35 @@ def edges(mods):
     return graph
 
 
+# Each top-level module (a folder, or event_loop / testing) and the folders it may import.
+LAYERS = {
+    "engine": set(),
+    "io": {"engine"},
+    "vip": {"engine", "io"},
+    "config": {"engine", "io", "vip"},
+    "resp": {"engine", "io", "config"},
+    "ops": {"engine", "io", "vip", "config", "resp"},
+    "cli": {"engine", "io", "vip", "config", "resp", "ops"},
+    "event_loop": {"engine", "io", "vip", "config", "resp", "ops"},
+    "testing": {"engine", "io", "vip", "config", "resp", "ops", "event_loop"},
+}
+
+
+def layer_violations(graph):
+    """`a -> b` edges where a's folder may not import b's; a folder missing from LAYERS is one."""
+    out = []
+    for m in sorted(graph):
+        top = m.split("::")[0]
+        if top not in LAYERS:
+            out.append(f"{m}: folder `{top}` has no row in LAYERS (scripts/module-cycles.py)")
+            continue
+        for t in sorted(graph[m]):
+            other = t.split("::")[0]
+            if other != top and other not in LAYERS[top]:
+                out.append(f"{m} -> {t}: `{top}` may not import `{other}`")
+    return out
+
+
 def cycles(graph):
     """Strongly connected components of more than one module (Tarjan)."""
     index, low, stack, on, found = {}, {}, [], set(), []
@@ -139,9 +174,12 @@ def main(argv):
     for comp in found:
         inner = [f"{a} -> {b}" for a in comp for b in sorted(graph[a]) if b in comp]
         print("import cycle: " + ", ".join(inner))
-    if found:
+    upward = layer_violations(graph)
+    for v in upward:
+        print("layering: " + v)
+    if found or upward:
         return 1
-    print(f"no import cycles among {len(graph)} daemon modules")
+    print(f"no import cycles among {len(graph)} daemon modules; folders import downward only")
     return 0
 
 

@@ -33,8 +33,8 @@ use std::time::{Duration, Instant as StdInstant};
 use tandem_core::crypto::{Receiver, Sealer};
 use tandem_core::frame::{Body, ChallengeRepr, HeartbeatRepr, Role, StateFlags};
 use tandem_core::{ClusterId, Incarnation, Instant, NodeId};
-use tandemd::config::{parse_keys, Profile};
-use tandemd::engine::cluster::{keys as node_keys, ClusterConfig};
+use tandemd::config::parse_keys;
+use tandemd::engine::cluster::{keys as node_keys, ClusterConfig, Profile};
 use tandemd::engine::Engine;
 use tandemd::io::clock::Clock;
 use tandemd::io::net::{
@@ -97,7 +97,7 @@ fn main() {
             salt: tandem_core::Salt([1; 6]),
         },
         tandemd::engine::store::Limits::default(),
-        tandemd::config::ReplicationMode::Sync,
+        tandemd::engine::writes::ReplicationMode::Sync,
         clock.now(),
     );
     let stop = Arc::new(AtomicBool::new(false));

@@ -29,7 +29,8 @@ use tandem_core::{Incarnation, Instant};
 use tracing::{debug, error, info, warn};
 
 use crate::config::{key_file_mode_warning, load_keys, Config};
-use crate::engine::cluster::{ClusterConfig, ReloadError};
+use crate::engine::cluster::ReloadError;
+use crate::engine::status::{StatusSnapshot, VipStatus};
 use crate::engine::store;
 use crate::engine::Engine;
 use crate::io::clock::{unix_ms, Clock};
@@ -37,9 +38,8 @@ use crate::io::incarnation::StateFile;
 use crate::io::net::{ClusterSocket, DeadlineTimer, NetError, RecvBatch, SendBatch};
 use crate::ops::hooks::{HookEnv, Hooks};
 use crate::ops::http::{HttpServer, Source};
-use crate::ops::metrics::DaemonMetrics;
+use crate::ops::metrics::{self, DaemonMetrics};
 use crate::ops::notify::Notifier;
-use crate::ops::status::{StatusSnapshot, VipStatus};
 use crate::resp::server::{RespServer, RespServerConfig};
 use crate::resp::{self, commands};
 use crate::vip::floating::{Floating, VipEvent};
@@ -219,7 +219,7 @@ impl Daemon {
             warn!(error = %e, "could not attach the own-frame socket filter");
         }
         let now = clock.now();
-        let cluster_cfg = ClusterConfig::from_config(&cfg, incarnation, salt);
+        let cluster_cfg = cfg.cluster_config(incarnation, salt);
         let timing = cluster_cfg.timing();
         let mut engine = Engine::new(
             cluster_cfg,
@@ -237,7 +237,7 @@ impl Daemon {
         // A node taking its own VIP back waits two heartbeat intervals more than the holder
         // (see `vip`): the holder hears of its health at most one interval late.
         let gap = Duration::from_micros(2 * u64::from(timing.interval_us) + 1_000);
-        let floating = Floating::open(&cfg, gap).map_err(|e| match e {
+        let floating = Floating::open(&cfg.floating_config(), gap).map_err(|e| match e {
             IfAddrError::Config(m) => DaemonError::Config(m),
             IfAddrError::Io(m) => DaemonError::Runtime(m),
         })?;
@@ -764,9 +764,7 @@ impl Source for View<'_> {
     }
 
     fn metrics(&self) -> String {
-        let mut out = self
-            .engine
-            .render_metrics(self.metrics, &self.status(), self.resp);
+        let mut out = metrics::render_engine(self.engine, self.metrics, &self.status(), self.resp);
         if let Some(f) = self.floating {
             f.render_metrics(&mut out);
         }

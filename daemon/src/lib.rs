@@ -5,8 +5,9 @@
 //! the session store; [`resp`] is the session API, [`ops`] what operators see (HTTP,
 //! status, metrics, logs, hooks), `vip` the floating VIPs, [`config`] what the operator
 //! gives, [`io`] the operating system's side (sockets, clock, descriptors), [`cli`] the
-//! operator's tools. No two modules import each other, directly or through others
-//! (`scripts/module-cycles.py`, run in CI).
+//! operator's tools. The folders are layered, bottom up: engine, io, vip, config, resp, ops,
+//! then cli and the event loop; a folder imports only folders below it, and no two modules
+//! import each other, directly or through others (`scripts/module-cycles.py`, run in CI).
 pub mod cli;
 pub mod config;
 pub mod engine;

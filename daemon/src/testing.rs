@@ -14,11 +14,11 @@ use tandem_core::replication::Dest;
 pub use tandem_core::testing::Rng;
 use tandem_core::{ClusterId, Incarnation, Instant, NodeId};
 
-use crate::config::{Profile, ReplicationMode};
 use crate::engine::cluster::ClusterConfig;
+use crate::engine::cluster::Profile;
 use crate::engine::store::{Expiry, Limits};
+use crate::engine::writes::{ReplicationMode, ReplyTicket, WriteSink};
 use crate::engine::Engine;
-use crate::resp::server::{ReplyTicket, WriteSink};
 
 /// Unix milliseconds at virtual time zero.
 pub const WALL0: u64 = 1_800_000_000_000;

@@ -15,10 +15,10 @@ use std::time::{Duration, Instant};
 use rlimit::Resource;
 use socket2::{Domain, Socket, Type};
 use tandem_core::{ClusterId, Incarnation, NodeId};
+use tandemd::engine::status::{MemberState, Role, StatusSnapshot};
 use tandemd::engine::store;
 use tandemd::io::clock::Clock;
 use tandemd::ops::http::{HttpServer, Source};
-use tandemd::ops::status::{MemberState, Role, StatusSnapshot};
 use tandemd::resp::commands;
 use tandemd::resp::server::{standalone, RespServerConfig};
 

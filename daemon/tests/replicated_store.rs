@@ -9,8 +9,8 @@ use tandem_core::replication::Dest;
 use tandem_core::testing::Rng;
 use tandem_core::Instant;
 use tandemd::engine::store::Expiry;
+use tandemd::engine::writes::{ReplyTicket, WriteSink};
 use tandemd::engine::Engine;
-use tandemd::resp::server::{ReplyTicket, WriteSink};
 
 struct Host {
     engine: Engine,

@@ -210,7 +210,7 @@ fn a_partition_heals_into_one_state() {
 }
 
 /// Waits until node `on` released every held write; whether it did.
-fn released(sim: &mut Sim, on: usize, ids: &[tandemd::resp::server::ReplyTicket]) -> bool {
+fn released(sim: &mut Sim, on: usize, ids: &[tandemd::engine::writes::ReplyTicket]) -> bool {
     sim.run_until_true(Duration::from_secs(2), |s| {
         ids.iter()
             .all(|id| s.hosts[on].released.iter().any(|(r, ok)| r == id && *ok))

@@ -13,7 +13,8 @@ use std::path::{Path, PathBuf};
 use ring::rand::{SecureRandom, SystemRandom};
 use tandem_core::KeyId;
 
-use crate::config::{load_keys, Key, KeySet};
+use crate::config::load_keys;
+use crate::engine::cluster::{Key, KeySet};
 
 const ROTATION_HELP: &str = "\
 Without --rotate: prints a fresh key file (comment lines, then `id:control:32 hex digits` and

@@ -37,10 +37,13 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 use serde::Deserialize;
-use tandem_core::{membership, ClusterId, KeyId, NodeId};
-use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
+use tandem_core::{membership, ClusterId, Incarnation, KeyId, NodeId, Salt};
+use zeroize::Zeroizing;
 
+use crate::engine::cluster::{ClusterConfig, Key, KeySet, Profile};
+use crate::engine::writes::ReplicationMode;
 use crate::io::net::{is_loopback, LocalAddr, NetConfig, TransportKind};
+use crate::vip::floating::FloatingConfig;
 use crate::vip::{parse_cidr, VipSpec, DEFAULT_HOLD};
 
 /// Default multicast group: administratively scoped (239.0.0.0/8, RFC 2365), never routed out.
@@ -115,43 +118,6 @@ pub enum LogFormat {
     Text,
     /// One JSON object per line, for journald and log shippers.
     Json,
-}
-
-/// Timing profile of the failure detector; the core owns the numbers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Profile {
-    Fast,
-    Lan,
-    Wan,
-}
-
-impl Profile {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Profile::Fast => "fast",
-            Profile::Lan => "lan",
-            Profile::Wan => "wan",
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ReplicationMode {
-    /// A write is acknowledged only after every live peer holds it (default).
-    Sync,
-    /// A write is acknowledged once stored locally.
-    Async,
-}
-
-impl ReplicationMode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ReplicationMode::Sync => "sync",
-            ReplicationMode::Async => "async",
-        }
-    }
 }
 
 /// Command-line flags. Every option is optional here so that "not given" can fall back to the
@@ -361,53 +327,6 @@ pub struct FileVip {
 /// field framing) must fit the wire format's `MAX_VALUE_LEN`.
 pub const MAX_REPLICATED_VALUE: usize = tandem_core::frame::MAX_VALUE_LEN as usize - 4096;
 
-/// A 16-byte AES-128 key with its id. The key bytes are wiped when it is dropped.
-#[derive(Clone, PartialEq, Eq, Zeroize, ZeroizeOnDrop)]
-pub struct Key {
-    #[zeroize(skip)]
-    pub id: KeyId,
-    pub bytes: [u8; 16],
-}
-
-impl fmt::Debug for Key {
-    // Never print key material, not even in debug logs.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Key {{ id: {}, .. }}", self.id.0)
-    }
-}
-
-/// The keys of a key file by role; the first key of a role is its active (sending) key.
-/// `control` is never empty; `data` is empty in a witness's file.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KeySet {
-    pub control: Vec<Key>,
-    pub data: Vec<Key>,
-}
-
-impl KeySet {
-    /// The active control key.
-    pub fn active(&self) -> &Key {
-        // `KeySet` is only built by `parse_keys`, which refuses a file without a control key.
-        &self.control[0]
-    }
-
-    /// Refuses keys that do not fit the node's role: a witness must not hold a data key (it
-    /// would read and forge every session), a data node needs one.
-    pub fn check_role(&self, witness: bool) -> Result<(), String> {
-        match (witness, self.data.first()) {
-            (true, Some(k)) => Err(format!(
-                "holds data key {} (a line `id:hex` without a role is both keys), and a witness must never hold the data key; give the witness a control-only file: `tandemd keygen --witness DATA-NODE-KEY-FILE > witness.key` (run `tandemd keygen --rotate` on a one-key file first)",
-                k.id.0
-            )),
-            (false, None) => Err(
-                "holds no data key (a witness's control-only file?); a data node needs both: give it the data nodes' key file, or run it with --witness"
-                    .into(),
-            ),
-            _ => Ok(()),
-        }
-    }
-}
-
 /// The resolved configuration the daemon runs with.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -465,6 +384,36 @@ pub struct Config {
 }
 
 impl Config {
+    /// What the floating VIPs need.
+    pub fn floating_config(&self) -> FloatingConfig {
+        FloatingConfig {
+            node_id: self.node_id,
+            interface: self.interface.clone(),
+            vips: self.vips.clone(),
+            vip_hold: self.vip_hold,
+            voters: self.voters.clone(),
+        }
+    }
+
+    /// What the engine's [`Cluster`](crate::engine::cluster::Cluster) needs: this run's
+    /// incarnation and salt with the configured identity, timing and keys.
+    pub fn cluster_config(&self, incarnation: Incarnation, salt: Salt) -> ClusterConfig {
+        ClusterConfig {
+            salt,
+            node_id: self.node_id,
+            cluster_id: self.cluster_id,
+            incarnation,
+            profile: self.profile,
+            interval_us: self.interval_us,
+            multiplier: self.multiplier,
+            priority: self.priority,
+            preempt: self.preempt,
+            witness: self.witness,
+            voters: self.voters.clone(),
+            keys: self.keys.clone(),
+        }
+    }
+
     /// The cluster socket's part of the configuration.
     pub fn net_config(&self) -> NetConfig {
         NetConfig {
@@ -566,11 +515,11 @@ impl Config {
         if transport == TransportKind::Unicast && peers.is_empty() {
             problems.add("--transport unicast needs at least one --peer ADDR:PORT");
         }
-        if peers.len() > crate::io::net::MAX_PEERS {
+        if peers.len() > crate::engine::node::MAX_PEERS {
             problems.add(format!(
                 "--peer given {} times; at most {}",
                 peers.len(),
-                crate::io::net::MAX_PEERS
+                crate::engine::node::MAX_PEERS
             ));
         }
         for p in &peers {

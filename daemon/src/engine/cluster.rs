@@ -18,10 +18,14 @@
 //! Panics: never (inputs are untrusted bytes).
 
 use std::collections::VecDeque;
+use std::fmt;
 use std::time::Duration;
 
+use clap::ValueEnum;
+use serde::Deserialize;
+
 use tandem_core::crypto::{AnyKey, Keyring, Keys};
-use zeroize::Zeroizing;
+use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
 use crate::engine::cipher::Cipher;
 use tandem_core::datagram::{self, EntrySource, Packer};
@@ -31,11 +35,10 @@ use tandem_core::replication::{self, Dest, Slot, SyncPacer};
 use tandem_core::{detector, membership};
 use tandem_core::{ClusterId, Incarnation, Instant, KeyId, NodeId, Salt};
 
-use crate::config::{Config, Key, KeySet, Profile};
 use crate::engine::counters::{ClusterMetrics, DropReason};
 use crate::engine::node::{CoreNode, REORDER_SLOTS, RING_SLOTS};
 use crate::engine::sessions::{Sessions, SyncChunk};
-use crate::ops::status::{MemberState, MemberStatus, Role, StatusSnapshot};
+use crate::engine::status::{MemberState, MemberStatus, Role, StatusSnapshot};
 
 /// Events the cluster reports; each runs the `--on-change` hook.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,6 +72,72 @@ impl ClusterEvent {
             ClusterEvent::Role { .. } => "role_changed",
             ClusterEvent::Quorum { isolated: true } => "quorum_lost",
             ClusterEvent::Quorum { isolated: false } => "quorum_regained",
+        }
+    }
+}
+
+/// Timing profile of the failure detector; the core owns the numbers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Profile {
+    Fast,
+    Lan,
+    Wan,
+}
+
+impl Profile {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Profile::Fast => "fast",
+            Profile::Lan => "lan",
+            Profile::Wan => "wan",
+        }
+    }
+}
+
+/// A 16-byte AES-128 key with its id. The key bytes are wiped when it is dropped.
+#[derive(Clone, PartialEq, Eq, Zeroize, ZeroizeOnDrop)]
+pub struct Key {
+    #[zeroize(skip)]
+    pub id: KeyId,
+    pub bytes: [u8; 16],
+}
+
+impl fmt::Debug for Key {
+    // Never print key material, not even in debug logs.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Key {{ id: {}, .. }}", self.id.0)
+    }
+}
+
+/// The keys of a key file by role; the first key of a role is its active (sending) key.
+/// `control` is never empty; `data` is empty in a witness's file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeySet {
+    pub control: Vec<Key>,
+    pub data: Vec<Key>,
+}
+
+impl KeySet {
+    /// The active control key.
+    pub fn active(&self) -> &Key {
+        // `KeySet` is only built by `parse_keys`, which refuses a file without a control key.
+        &self.control[0]
+    }
+
+    /// Refuses keys that do not fit the node's role: a witness must not hold a data key (it
+    /// would read and forge every session), a data node needs one.
+    pub fn check_role(&self, witness: bool) -> Result<(), String> {
+        match (witness, self.data.first()) {
+            (true, Some(k)) => Err(format!(
+                "holds data key {} (a line `id:hex` without a role is both keys), and a witness must never hold the data key; give the witness a control-only file: `tandemd keygen --witness DATA-NODE-KEY-FILE > witness.key` (run `tandemd keygen --rotate` on a one-key file first)",
+                k.id.0
+            )),
+            (false, None) => Err(
+                "holds no data key (a witness's control-only file?); a data node needs both: give it the data nodes' key file, or run it with --witness"
+                    .into(),
+            ),
+            _ => Ok(()),
         }
     }
 }
@@ -113,23 +182,6 @@ impl ClusterConfig {
             p.multiplier = m;
         }
         p
-    }
-
-    pub fn from_config(c: &Config, incarnation: Incarnation, salt: Salt) -> ClusterConfig {
-        ClusterConfig {
-            salt,
-            node_id: c.node_id,
-            cluster_id: c.cluster_id,
-            incarnation,
-            profile: c.profile,
-            interval_us: c.interval_us,
-            multiplier: c.multiplier,
-            priority: c.priority,
-            preempt: c.preempt,
-            witness: c.witness,
-            voters: c.voters.clone(),
-            keys: c.keys.clone(),
-        }
     }
 }
 
@@ -637,7 +689,7 @@ mod tests {
             crate::engine::store::Store::new(NodeId(9), crate::engine::store::Limits::default());
         Sessions::new(
             store,
-            crate::config::ReplicationMode::Sync,
+            crate::engine::writes::ReplicationMode::Sync,
             false,
             Instant::ZERO,
             Duration::from_millis(10),

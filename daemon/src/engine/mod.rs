@@ -8,7 +8,7 @@
 //! | [`Engine::handle_datagram`]            | [`Engine::poll_transmit`] (datagram, [`Dest`]) |
 //! | [`Engine::handle_timeout`]             | [`Engine::poll_event`] (hooks)                |
 //! | [`Engine::client`] + [`Engine::handle_writes`] | [`Engine::poll_completion`] (held replies) |
-//! | [`Engine::leave`], [`Engine::reload_keys`] | [`Engine::poll_timeout`], [`Engine::status`], [`Engine::render_metrics`] |
+//! | [`Engine::leave`], [`Engine::reload_keys`] | [`Engine::poll_timeout`], [`Engine::status`], [`Engine::cluster_metrics`] |
 //!
 //! Call [`Engine::handle_timeout`] after every batch of input (it also moves the core's
 //! events into the store's state transfers and local writes into replication), then drain
@@ -22,8 +22,10 @@ pub mod cluster;
 pub(crate) mod counters;
 pub(crate) mod node;
 pub(crate) mod sessions;
+pub mod status;
 pub mod store;
 pub mod value;
+pub mod writes;
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -32,13 +34,12 @@ use tandem_core::membership::Membership;
 use tandem_core::replication::Dest;
 use tandem_core::{Instant, NodeId};
 
-use crate::config::{KeySet, ReplicationMode};
-use crate::engine::cluster::{Cluster, ClusterConfig, ClusterEvent, ReloadError};
+use crate::engine::cluster::{Cluster, ClusterConfig, ClusterEvent, KeySet, ReloadError};
+use crate::engine::node::MAX_PEERS;
 use crate::engine::sessions::{Sessions, Sink, SyncState};
+use crate::engine::status::{Backlog, StatusSnapshot, SyncPhase, SyncProgress};
 use crate::engine::store::{Limits, Store};
-use crate::io::net::MAX_PEERS;
-use crate::ops::status::{Backlog, StatusSnapshot, SyncPhase, SyncProgress};
-use crate::resp::server::{ReplyTicket, WriteFailure};
+use crate::engine::writes::{ReplicationMode, ReplyTicket, WriteFailure};
 
 /// One datagram of [`Engine::poll_transmit`]: `len` bytes at the start of the caller's
 /// buffer, for `to`.
@@ -265,15 +266,13 @@ impl Engine {
         self.cluster.metrics()
     }
 
-    /// The protocol's `/metrics` families (cluster, sessions, RESP) after the loop's own.
-    pub fn render_metrics(
-        &self,
-        daemon: &crate::ops::metrics::DaemonMetrics,
-        status: &StatusSnapshot,
-        resp: Option<&crate::resp::server::RespServer>,
-    ) -> String {
-        let mut out = crate::ops::metrics::render(&self.cluster.metrics(), daemon, status);
-        crate::ops::metrics::render_sessions(&mut out, &self.sessions, self.cluster.node(), resp);
-        out
+    /// The replicated session store, for `/metrics` ([`crate::ops::metrics`]).
+    pub(crate) fn sessions(&self) -> &Sessions {
+        &self.sessions
+    }
+
+    /// The core node, read-only, for `/metrics`.
+    pub(crate) fn node(&self) -> &crate::engine::node::CoreNode {
+        self.cluster.node()
     }
 }

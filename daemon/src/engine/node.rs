@@ -4,8 +4,10 @@ use tandem_core::node::Node;
 use tandem_core::replication::Slot;
 
 use crate::engine::cipher::Cipher;
-use crate::io::net::MAX_PEERS;
 
+/// Most peers (this node excluded): the members the core node tracks, and the unicast
+/// peers (each frame is sent once per peer).
+pub const MAX_PEERS: usize = 16;
 /// Retransmit ring slots (about 1.3 KiB each): the stream history a lagging peer can
 /// recover from before it needs a full state sync.
 pub const RING_SLOTS: usize = 4096;

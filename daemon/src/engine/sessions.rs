@@ -47,10 +47,9 @@ use tandem_core::replication::{
 use tandem_core::{membership, Instant, NodeId};
 use tracing::{debug, info, warn};
 
-use crate::config::ReplicationMode;
 use crate::engine::node::CoreNode;
 use crate::engine::store::{Replicate, Store, StoreError};
-use crate::resp::server::{ReplyTicket, WriteFailure, WriteSink};
+use crate::engine::writes::{ReplicationMode, ReplyTicket, WriteFailure, WriteSink};
 
 /// Counters for `/metrics` and INFO.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -29,15 +29,13 @@ use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use tandem_core::replication::Dest;
 use tandem_core::{Incarnation, Instant, NodeId, Salt};
 
+use crate::engine::node::MAX_PEERS;
 use crate::io::clock::Clock;
 
 /// Datagrams handled per recvmmsg/sendmmsg call.
 pub const BATCH: usize = 32;
 /// Bytes per datagram slot: an Ethernet MTU plus room for a raw socket's IPv4 header.
 pub const SLOT_BYTES: usize = 2048;
-/// Most peers (this node excluded): the members the core node tracks, and the unicast
-/// peers (each frame is sent once per peer).
-pub const MAX_PEERS: usize = 16;
 /// Socket buffer asked for, so a burst of a few hundred frames does not drop.
 const SOCKET_BUFFER_BYTES: usize = 1 << 20;
 /// Control message room per slot: one `timespec` cmsg with headroom.

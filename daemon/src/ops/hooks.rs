@@ -24,7 +24,7 @@ use tandem_core::{Instant, NodeId};
 use tracing::{debug, error, info, warn};
 
 use crate::engine::cluster::ClusterEvent;
-use crate::ops::status::{state_name, Role};
+use crate::engine::status::{state_name, Role};
 use crate::vip::floating::VipEvent;
 
 pub const HOOK_TIMEOUT: Duration = Duration::from_secs(30);
@@ -262,7 +262,7 @@ impl Hooks {
 #[allow(clippy::unwrap_used)] // In tests a failed unwrap is a failed test.
 mod tests {
     use super::*;
-    use crate::ops::status::MemberState;
+    use crate::engine::status::MemberState;
     use tandem_core::Incarnation;
 
     fn env(node: u16) -> HookEnv {

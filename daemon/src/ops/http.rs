@@ -20,8 +20,8 @@ use mio::{Interest, Registry, Token};
 use tandem_core::Instant;
 use tracing::{debug, warn};
 
+use crate::engine::status::StatusSnapshot;
 use crate::io::descriptors::{self, AcceptPause, HTTP_CONNS};
-use crate::ops::status::StatusSnapshot;
 
 pub const MAX_REQUEST_BYTES: usize = 8 * 1024;
 pub const MAX_HEADERS: usize = 32;
@@ -378,7 +378,7 @@ fn ms(now: Instant) -> u64 {
 /// Entry point for the `http` fuzz target and the seed replay test.
 pub mod fuzzing {
     use super::{answer, Parsed, Source, MAX_REQUEST_BYTES};
-    use crate::ops::status::{MemberState, MemberStatus, Role, StatusSnapshot};
+    use crate::engine::status::{MemberState, MemberStatus, Role, StatusSnapshot};
     use tandem_core::{ClusterId, Incarnation, NodeId};
 
     struct Fixed;
@@ -439,7 +439,7 @@ pub mod fuzzing {
 #[allow(clippy::unwrap_used)] // In tests a failed unwrap is a failed test.
 mod tests {
     use super::*;
-    use crate::ops::status::{MemberState, MemberStatus, Role};
+    use crate::engine::status::{MemberState, MemberStatus, Role};
     use tandem_core::{ClusterId, Incarnation, NodeId};
 
     struct Fixed(StatusSnapshot);

@@ -11,7 +11,7 @@ use tracing::info;
 
 use crate::config::LogFormat;
 use crate::engine::cluster::ClusterEvent;
-use crate::ops::status::state_name;
+use crate::engine::status::state_name;
 
 /// Installs the global subscriber: stderr, no colours unless stderr is a terminal, and no
 /// timestamps in text under systemd (the journal stamps each line itself).
@@ -74,7 +74,7 @@ pub fn cluster_event(ev: &ClusterEvent) {
 #[allow(clippy::unwrap_used)] // In tests a failed unwrap is a failed test.
 mod tests {
     use super::*;
-    use crate::ops::status::{MemberState, Role};
+    use crate::engine::status::{MemberState, Role};
     use std::io::Write;
     use std::sync::{Arc, Mutex};
     use tandem_core::{Incarnation, NodeId};

@@ -9,7 +9,9 @@
 use std::fmt::Write;
 
 use crate::engine::counters::{ClusterMetrics, DropReason};
-use crate::ops::status::{state_name, Role, StatusSnapshot, MEMBER_STATES};
+use crate::engine::status::{state_name, Role, StatusSnapshot, MEMBER_STATES};
+use crate::engine::Engine;
+use crate::resp::server::RespServer;
 
 /// Counted by the daemon's loop.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -375,13 +377,22 @@ pub fn render(c: &ClusterMetrics, d: &DaemonMetrics, s: &StatusSnapshot) -> Stri
     o
 }
 
+/// The protocol's `/metrics` families (cluster, sessions, RESP) after the loop's own.
+pub fn render_engine(
+    engine: &Engine,
+    daemon: &DaemonMetrics,
+    status: &StatusSnapshot,
+    resp: Option<&RespServer>,
+) -> String {
+    let mut out = render(&engine.cluster_metrics(), daemon, status);
+    render_sessions(&mut out, engine, resp);
+    out
+}
+
 /// Appends the session store and replication metrics.
-pub fn render_sessions(
-    o: &mut String,
-    sessions: &crate::engine::sessions::Sessions,
-    node: &crate::engine::node::CoreNode,
-    resp: Option<&crate::resp::server::RespServer>,
-) {
+fn render_sessions(o: &mut String, engine: &Engine, resp: Option<&RespServer>) {
+    let sessions = engine.sessions();
+    let node = engine.node();
     let st = sessions.stats();
     let store = &sessions.store;
     gauge(
@@ -587,7 +598,7 @@ pub fn render_sessions(
 #[allow(clippy::unwrap_used)] // In tests a failed unwrap is a failed test.
 mod tests {
     use super::*;
-    use crate::ops::status::{MemberState, MemberStatus};
+    use crate::engine::status::{MemberState, MemberStatus};
     use tandem_core::{ClusterId, Incarnation, NodeId};
 
     fn snapshot() -> StatusSnapshot {

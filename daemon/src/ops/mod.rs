@@ -1,5 +1,5 @@
 //! What operators see and hook into: the HTTP endpoint (`/health`, `/status`, `/metrics`),
-//! the status snapshot and counters behind it, logging, `--on-change` hooks and systemd
+//! the counters behind it (the status snapshot is the engine's: `engine::status`), logging, `--on-change` hooks and systemd
 //! readiness.
 
 pub(crate) mod hooks;
@@ -7,4 +7,3 @@ pub mod http;
 pub mod logging;
 pub(crate) mod metrics;
 pub(crate) mod notify;
-pub mod status;

@@ -55,7 +55,8 @@ use mio::{Interest, Registry, Token};
 
 use tracing::{debug, warn};
 
-use crate::engine::store::{Replicate, Store};
+use crate::engine::store::Store;
+use crate::engine::writes::{ReplyTicket, WriteFailure, WriteSink};
 use crate::io::descriptors::{self, AcceptPause};
 use crate::io::net::is_loopback;
 use crate::resp::commands::{self, Client, Env, Outcome, ISOLATED_ERROR};
@@ -135,38 +136,6 @@ impl Default for RespServerConfig {
             max_client_memory: 64 << 20,
             loopback_only: false,
         }
-    }
-}
-
-/// Names a write whose reply waits for replication.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ReplyTicket(pub u64);
-
-/// Why a held write was not replicated. The local store already changed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum WriteFailure {
-    /// The node lost quorum before the peers acknowledged: the client gets [`ISOLATED_ERROR`].
-    Isolated,
-}
-
-/// What the event loop provides to the RESP component.
-pub trait WriteSink {
-    /// Current unix time in milliseconds.
-    fn now_ms(&self) -> u64;
-    /// True while the node has no quorum: writes are refused.
-    fn isolated(&self) -> bool;
-    /// How many more [`RespServer::complete`] calls the loop makes right after this one (the
-    /// rest of a batch of completions). While it is nonzero, completed connections are only
-    /// marked, and all of them are driven (one socket write each) at the batch's last call.
-    fn completions_left(&mut self) -> usize {
-        0
-    }
-    /// Takes the records of one client command (never empty). `Some(id)` holds the client's
-    /// reply until [`RespServer::complete`]`(id)`; `None` sends it now (async mode, no peers).
-    fn submit(&mut self, records: Vec<Replicate>) -> Option<ReplyTicket>;
-    /// Extra `name:value` lines for INFO (node id, cluster role, peers).
-    fn info_extra(&self) -> String {
-        String::new()
     }
 }
 
@@ -1164,7 +1133,7 @@ mod tests {
     use tandem_core::NodeId;
 
     use super::*;
-    use crate::engine::store::Limits as StoreLimits;
+    use crate::engine::store::{Limits as StoreLimits, Replicate};
 
     #[derive(Default)]
     struct TestSink {

@@ -17,7 +17,6 @@ use tandem_core::membership::{Member, MemberState};
 use tandem_core::{Instant, NodeId};
 use tracing::{info, warn};
 
-use crate::config::Config;
 use crate::vip::ifaddr::{IfAddrError, IfAddrs};
 use crate::vip::{Action, PeerHealth, VipSpec, Vips};
 
@@ -215,6 +214,19 @@ pub struct Floating {
     retry_at: Option<Instant>,
 }
 
+/// What the floating VIPs need from the configuration
+/// ([`Config::floating_config`](crate::config::Config::floating_config)).
+#[derive(Debug, Clone)]
+pub struct FloatingConfig {
+    pub node_id: NodeId,
+    /// The interface the addresses go on.
+    pub interface: String,
+    pub vips: Vec<VipSpec>,
+    pub vip_hold: Duration,
+    /// Empty: every member votes (no quorum, so no fade; see `Vips::new`).
+    pub voters: Vec<NodeId>,
+}
+
 /// How long after a failed address change acquisitions pause.
 const RETRY: Duration = Duration::from_millis(100);
 
@@ -222,7 +234,7 @@ impl Floating {
     /// `None` when no VIP is configured. Removes every configured VIP from the interface:
     /// this node holds none yet, and a kill -9 leaves stale ones behind.
     /// `gap`: see [`crate::vip`] (the extra wait of a node taking its own VIP back).
-    pub fn open(cfg: &Config, gap: Duration) -> Result<Option<Floating>, IfAddrError> {
+    pub fn open(cfg: &FloatingConfig, gap: Duration) -> Result<Option<Floating>, IfAddrError> {
         if cfg.vips.is_empty() {
             return Ok(None);
         }

@@ -1,6 +1,7 @@
-//! What `/status` and `/health` report: a snapshot of membership taken from the [`Cluster`].
-//!
-//! [`Cluster`]: crate::engine::cluster::Cluster
+//! What `/status` and `/health` report: a snapshot of membership, sync and replication taken
+//! from the [`Engine`](crate::engine::Engine) ([`Engine::status`](crate::engine::Engine::status)),
+//! and its JSON shape. The engine owns it so that the layers above (HTTP, metrics, logs, hooks)
+//! read one snapshot and never the core node.
 
 use serde_json::{json, Value};
 use tandem_core::{ClusterId, Incarnation, NodeId};
