@@ -29,15 +29,14 @@ use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
 use crate::engine::cipher::Cipher;
 use tandem_core::datagram::{self, EntrySource, Packer};
-use tandem_core::frame::MAX_DATAGRAM;
+use tandem_core::frame::{EntryRepr, SyncChunkRepr, MAX_DATAGRAM};
 use tandem_core::node::{self as core_node, Node, KEYS};
-use tandem_core::replication::{self, Dest, Slot, SyncPacer};
+use tandem_core::replication::{self, Dest, Slot, SyncPacer, SyncSend};
 use tandem_core::{detector, membership};
 use tandem_core::{ClusterId, Incarnation, Instant, KeyId, NodeId, Salt};
 
 use crate::engine::counters::{ClusterMetrics, DropReason};
 use crate::engine::node::{CoreNode, REORDER_SLOTS, RING_SLOTS};
-use crate::engine::sessions::{Sessions, SyncChunk};
 use crate::engine::status::{MemberState, MemberStatus, Role, StatusSnapshot};
 
 /// Events the cluster reports; each runs the `--on-change` hook.
@@ -307,20 +306,18 @@ impl Cluster {
 
     /// One received datagram, `arrival` = its kernel receive time. `data` is decrypted in
     /// place. Any bytes are fine: bad ones are counted as drops, never panic. Session entries
-    /// it carries (and any the reorder buffer releases) go to `sessions`. Returns the peer
-    /// the core authenticated it from (`None`: nothing opened, or an own frame).
+    /// it carries (and any the reorder buffer releases) go to `entries` (the [`Engine`] hands
+    /// them to its session store). Returns the peer the core authenticated it from (`None`:
+    /// nothing opened, or an own frame).
+    ///
+    /// [`Engine`]: crate::engine::Engine
     pub fn handle_datagram(
         &mut self,
         arrival: Instant,
         data: &mut [u8],
-        sessions: &mut Sessions,
-        now_ms: u64,
+        entries: impl FnMut(EntrySource, NodeId, &EntryRepr<'_>),
     ) -> Option<NodeId> {
-        let handled =
-            datagram::handle_datagram(&mut self.node, arrival, data, |src, from, e| match src {
-                EntrySource::Stream => sessions.apply_stream(from, e, now_ms),
-                EntrySource::Sync => sessions.apply_sync(from, e, now_ms),
-            });
+        let handled = datagram::handle_datagram(&mut self.node, arrival, data, entries);
         self.metrics.frames_received += handled.frames as u64;
         let twin = self.node.stats().twin;
         if twin != self.twin_frames {
@@ -336,33 +333,33 @@ impl Cluster {
         self.core_events.pop_front()
     }
 
-    /// Seals the next state-transfer chunk the core asks for, built from `sessions`'
-    /// snapshot, into `buf`; returns its length and destination (the requester), `None` when
-    /// none is due.
-    pub fn poll_sync_transmit(
-        &mut self,
-        now: Instant,
-        buf: &mut [u8],
-        sessions: &mut Sessions,
-        now_ms: u64,
-    ) -> Option<(usize, Dest)> {
+    /// The next state-transfer chunk the core asks for, when the pacer lets one go now;
+    /// `None` when none is due (or this node left). The [`Engine`] builds it from its store
+    /// and hands it to [`Cluster::seal_sync_chunk`], or reports [`Cluster::sync_exhausted`].
+    ///
+    /// [`Engine`]: crate::engine::Engine
+    pub fn poll_sync_send(&mut self, now: Instant) -> Option<SyncSend> {
         if self.left {
             return None;
         }
-        // Bounded: each turn either seals a chunk or ends one exhausted transfer.
-        for _ in 0..16 {
-            let s = self.pacer.poll(now, || self.node.poll_sync_send(now))?;
-            match sessions.sync_chunk(&s, now_ms) {
-                SyncChunk::Chunk(c) => {
-                    let t = self.node.seal_sync_chunk(&c, buf)?;
-                    self.pacer.sent();
-                    self.metrics.frames_sent += 1;
-                    return Some((t.len, t.to));
-                }
-                SyncChunk::Exhausted(total) => self.node.sync_exhausted(s.to, s.sync_id, total),
-            }
-        }
-        None
+        self.pacer.poll(now, || self.node.poll_sync_send(now))
+    }
+
+    /// Seals a state-transfer chunk into `buf`; its length and destination (the requester).
+    pub fn seal_sync_chunk(
+        &mut self,
+        c: &SyncChunkRepr<'_>,
+        buf: &mut [u8],
+    ) -> Option<(usize, Dest)> {
+        let t = self.node.seal_sync_chunk(c, buf)?;
+        self.pacer.sent();
+        self.metrics.frames_sent += 1;
+        Some((t.len, t.to))
+    }
+
+    /// The snapshot behind a transfer ends at `total` chunks, before the one asked for.
+    pub fn sync_exhausted(&mut self, s: &SyncSend, total: u64) {
+        self.node.sync_exhausted(s.to, s.sync_id, total);
     }
 
     /// The loop woke up late (it was not running): overdue peers get one more interval
@@ -678,23 +675,14 @@ mod tests {
             let Some((n, _)) = src.poll_transmit(now, &mut buf) else {
                 break;
             };
-            let from = dst.handle_datagram(now, &mut buf[..n], &mut sessions(), 0);
+            let from = dst.handle_datagram(now, &mut buf[..n], no_entries);
             // The authenticated sender, or nothing when the frame did not open (wrong key).
             assert!(from.is_none_or(|f| f == src.node_id()), "{from:?}");
         }
     }
 
-    fn sessions() -> Sessions {
-        let store =
-            crate::engine::store::Store::new(NodeId(9), crate::engine::store::Limits::default());
-        Sessions::new(
-            store,
-            crate::engine::writes::ReplicationMode::Sync,
-            false,
-            Instant::ZERO,
-            Duration::from_millis(10),
-        )
-    }
+    /// Heartbeats carry no session entries; none reach the store in these tests.
+    fn no_entries(_: EntrySource, _: NodeId, _: &EntryRepr<'_>) {}
 
     fn drain(c: &mut Cluster) -> Vec<&'static str> {
         std::iter::from_fn(|| c.poll_event())
@@ -846,8 +834,8 @@ mod tests {
     #[test]
     fn garbage_is_dropped_and_counted() {
         let mut a = cluster(1, None);
-        a.handle_datagram(Instant::ZERO, &mut [1, 2, 3], &mut sessions(), 0);
-        a.handle_datagram(Instant::ZERO, &mut [], &mut sessions(), 0);
+        a.handle_datagram(Instant::ZERO, &mut [1, 2, 3], no_entries);
+        a.handle_datagram(Instant::ZERO, &mut [], no_entries);
         assert_eq!(a.metrics().frames_received, 2);
         assert_eq!(a.metrics().drops(DropReason::Truncated), 2);
         assert_eq!(a.metrics().frames_accepted, 0);

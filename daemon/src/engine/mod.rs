@@ -30,13 +30,14 @@ pub mod writes;
 use std::collections::VecDeque;
 use std::time::Duration;
 
+use tandem_core::datagram::EntrySource;
 use tandem_core::membership::Membership;
 use tandem_core::replication::Dest;
 use tandem_core::{Instant, NodeId};
 
 use crate::engine::cluster::{Cluster, ClusterConfig, ClusterEvent, KeySet, ReloadError};
 use crate::engine::node::MAX_PEERS;
-use crate::engine::sessions::{Sessions, Sink, SyncState};
+use crate::engine::sessions::{Sessions, Sink, SyncChunk, SyncState};
 use crate::engine::status::{Backlog, StatusSnapshot, SyncPhase, SyncProgress};
 use crate::engine::store::{Limits, Store};
 use crate::engine::writes::{ReplicationMode, ReplyTicket, WriteFailure};
@@ -100,8 +101,12 @@ impl Engine {
         wall_ms: u64,
         data: &mut [u8],
     ) -> Option<NodeId> {
+        let sessions = &mut self.sessions;
         self.cluster
-            .handle_datagram(arrival, data, &mut self.sessions, wall_ms)
+            .handle_datagram(arrival, data, |src, from, e| match src {
+                EntrySource::Stream => sessions.apply_stream(from, e, wall_ms),
+                EntrySource::Sync => sessions.apply_sync(from, e, wall_ms),
+            })
     }
 
     /// The loop woke up late: see [`Cluster::handle_stall`]. Before `handle_timeout`.
@@ -178,14 +183,31 @@ impl Engine {
         if !sync {
             return None;
         }
-        let (len, to) = self
-            .cluster
-            .poll_sync_transmit(now, buf, &mut self.sessions, wall_ms)?;
+        let (len, to) = self.poll_sync_chunk(now, wall_ms, buf)?;
         Some(Outgoing {
             len,
             to,
             chunk: true,
         })
+    }
+
+    /// The next state-transfer chunk the core asks for, built from the store's snapshot and
+    /// sealed into `buf`.
+    fn poll_sync_chunk(
+        &mut self,
+        now: Instant,
+        wall_ms: u64,
+        buf: &mut [u8],
+    ) -> Option<(usize, Dest)> {
+        // Bounded: each turn either seals a chunk or ends one exhausted transfer.
+        for _ in 0..16 {
+            let s = self.cluster.poll_sync_send(now)?;
+            match self.sessions.sync_chunk(&s, wall_ms) {
+                SyncChunk::Chunk(c) => return self.cluster.seal_sync_chunk(&c, buf),
+                SyncChunk::Exhausted(total) => self.cluster.sync_exhausted(&s, total),
+            }
+        }
+        None
     }
 
     /// A membership or role change (each runs the `--on-change` hook).
