@@ -5,7 +5,8 @@
 //! most [`MAX_REQUEST_BYTES`] (larger: 431), [`MAX_HEADERS`] headers (more: 431), and
 //! [`CONN_TIMEOUT`] from accept to the last byte written (slow clients are cut off). An
 //! `accept` that fails for lack of descriptors pauses the listener briefly and is retried
-//! ([`AcceptPause`]), so the loop never spins on it and the listener never stays dead.
+//! (the [`ConnTable`] the RESP server uses too), so the loop never spins on it and the
+//! listener never stays dead.
 //! Answers: 200/503 for /health (503 body = the reason), 404 unknown path, 405 other method,
 //! 400 unparsable request. A request body is never read (GET/HEAD only).
 //!
@@ -15,13 +16,14 @@ use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use mio::net::{TcpListener, TcpStream};
+use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
 use tandem_core::Instant;
 use tracing::{debug, warn};
 
 use crate::engine::status::StatusSnapshot;
-use crate::io::descriptors::{self, AcceptPause, HTTP_CONNS};
+use crate::io::connections::{ConnTable, Connection};
+use crate::io::descriptors::HTTP_CONNS;
 
 pub const MAX_REQUEST_BYTES: usize = 8 * 1024;
 pub const MAX_HEADERS: usize = 32;
@@ -156,6 +158,12 @@ struct Conn {
     deadline: Instant,
 }
 
+impl Connection for Conn {
+    fn stream(&mut self) -> &mut TcpStream {
+        &mut self.stream
+    }
+}
+
 /// Counters the loop copies into its metrics.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct HttpStats {
@@ -168,38 +176,37 @@ pub struct HttpStats {
 /// The listener and its connections. Tokens: `base` is the listener, `base + 1 + i` is
 /// connection slot `i`, for `i < HTTP_CONNS`.
 pub struct HttpServer {
-    listener: TcpListener,
-    base: usize,
-    conns: Vec<Option<Conn>>,
+    conns: ConnTable<Conn>,
     stats: HttpStats,
-    accept_pause: AcceptPause,
 }
 
 impl HttpServer {
     pub fn bind(addr: SocketAddr, registry: &Registry, base: Token) -> io::Result<HttpServer> {
-        let mut listener = TcpListener::bind(addr)?;
-        registry.register(&mut listener, base, Interest::READABLE)?;
+        let mut conns = ConnTable::bind("http", addr, base, base.0 + 1, HTTP_CONNS)?;
+        conns.register(registry)?;
         Ok(HttpServer {
-            listener,
-            base: base.0,
-            conns: (0..HTTP_CONNS).map(|_| None).collect(),
+            conns,
             stats: HttpStats::default(),
-            accept_pause: AcceptPause::default(),
         })
     }
 
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.listener.local_addr()
+        self.conns.local_addr()
     }
 
     /// Tokens this server owns.
     pub fn owns(&self, token: Token) -> bool {
-        token.0 >= self.base && token.0 <= self.base + HTTP_CONNS
+        self.conns.owns(token)
+    }
+
+    /// Open connections.
+    pub fn connections(&self) -> usize {
+        self.conns.len()
     }
 
     pub fn stats(&self) -> HttpStats {
         HttpStats {
-            accept_errors: self.accept_pause.errors(),
+            accept_errors: self.conns.accept_errors(),
             ..self.stats
         }
     }
@@ -211,85 +218,47 @@ impl HttpServer {
         now: Instant,
         src: &dyn Source,
     ) {
-        if token.0 == self.base {
-            if !self.accept_pause.paused(ms(now)) {
-                self.accept(registry, now);
-            }
-        } else if let Some(slot) = token.0.checked_sub(self.base + 1) {
+        if self.conns.is_listener(token) {
+            let lost = self.conns.handle_listener(
+                registry,
+                ms(now),
+                |_, _, full| admit(&mut self.stats, full),
+                |stream| Conn::new(stream, now),
+            );
+            self.stats.rejected += lost;
+        } else if let Some(slot) = self.conns.slot(token) {
             self.drive(registry, slot, src);
         }
     }
 
     /// Closes connections past their deadline; retries a paused listener.
     pub fn handle_timeout(&mut self, registry: &Registry, now: Instant) {
-        if self.accept_pause.deadline().is_some_and(|t| t <= ms(now)) {
-            self.accept_pause.clear();
-            self.accept(registry, now);
-        }
-        for slot in 0..self.conns.len() {
-            let expired = matches!(&self.conns[slot], Some(c) if now >= c.deadline);
-            if expired {
-                debug!(slot, "http: connection timed out");
-                self.stats.rejected += 1;
-                self.close(registry, slot);
-            }
+        let lost = self.conns.handle_timeout(
+            registry,
+            ms(now),
+            |_, _, full| admit(&mut self.stats, full),
+            |stream| Conn::new(stream, now),
+        );
+        self.stats.rejected += lost;
+        for (slot, ()) in self.conns.expired(|c| (now >= c.deadline).then_some(())) {
+            debug!(slot, "http: connection timed out");
+            self.stats.rejected += 1;
+            self.close(registry, slot);
         }
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let retry = self.accept_pause.deadline().map(Instant::from_millis);
+        let retry = self.conns.retry_at().map(Instant::from_millis);
         self.conns
             .iter()
-            .flatten()
-            .map(|c| c.deadline)
+            .map(|(_, c)| c.deadline)
             .chain(retry)
             .min()
     }
 
-    fn accept(&mut self, registry: &Registry, now: Instant) {
-        // Edge-triggered: accept until WouldBlock; bounded by the backlog the kernel holds,
-        // and by 1024 per wake-up for fairness.
-        for _ in 0..1024 {
-            match self.listener.accept() {
-                Ok((mut stream, _peer)) => {
-                    let Some(slot) = self.conns.iter().position(Option::is_none) else {
-                        // Full: closing the stream refuses it.
-                        self.stats.rejected += 1;
-                        warn!("http: {HTTP_CONNS} connections open, refusing one");
-                        continue;
-                    };
-                    let token = Token(self.base + 1 + slot);
-                    if registry
-                        .register(&mut stream, token, Interest::READABLE)
-                        .is_err()
-                    {
-                        self.stats.rejected += 1;
-                        continue;
-                    }
-                    self.conns[slot] = Some(Conn {
-                        stream,
-                        buf: Box::new([0; MAX_REQUEST_BYTES]),
-                        len: 0,
-                        out: None,
-                        deadline: now + CONN_TIMEOUT,
-                    });
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                // The peer gave up before we took it (ECONNABORTED...): the next one.
-                Err(e) if descriptors::per_connection(&e) => debug!(error = %e, "http: accept"),
-                Err(e) => {
-                    self.accept_pause.failed("http", &e, ms(now));
-                    return;
-                }
-            }
-        }
-        // More may wait (edge-triggered: no new event for them): take them next turn.
-        self.accept_pause.retry_at(ms(now));
-    }
-
     fn drive(&mut self, registry: &Registry, slot: usize, src: &dyn Source) {
-        let Some(Some(conn)) = self.conns.get_mut(slot) else {
+        let token = self.conns.token(slot);
+        let Some(conn) = self.conns.get_mut(slot) else {
             return;
         };
         let mut close = false;
@@ -338,7 +307,6 @@ impl HttpServer {
                     }
                     Ok(n) => *written += n,
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                        let token = Token(self.base + 1 + slot);
                         if registry
                             .reregister(&mut conn.stream, token, Interest::WRITABLE)
                             .is_err()
@@ -361,16 +329,34 @@ impl HttpServer {
     }
 
     fn close(&mut self, registry: &Registry, slot: usize) {
-        if let Some(Some(mut c)) = self.conns.get_mut(slot).map(Option::take) {
-            let _ = registry.deregister(&mut c.stream);
+        if let Some(c) = self.conns.close(registry, slot) {
             let _ = c.stream.shutdown(std::net::Shutdown::Both);
-            // A descriptor is free: a listener paused for lack of them may take it.
-            self.accept_pause.resume();
         }
     }
 }
 
-/// `now` in whole milliseconds, the unit of [`AcceptPause`].
+impl Conn {
+    fn new(stream: TcpStream, now: Instant) -> Conn {
+        Conn {
+            stream,
+            buf: Box::new([0; MAX_REQUEST_BYTES]),
+            len: 0,
+            out: None,
+            deadline: now + CONN_TIMEOUT,
+        }
+    }
+}
+
+/// Takes a connection unless all [`HTTP_CONNS`] are open (closing the stream refuses it).
+fn admit(stats: &mut HttpStats, full: bool) -> bool {
+    if full {
+        stats.rejected += 1;
+        warn!("http: {HTTP_CONNS} connections open, refusing one");
+    }
+    !full
+}
+
+/// `now` in whole milliseconds, the unit of the connection table's accept pause.
 fn ms(now: Instant) -> u64 {
     now.as_micros() / 1000
 }

@@ -50,14 +50,14 @@ use std::io::{self, ErrorKind, Read, Write};
 use std::net::SocketAddr;
 
 use mio::event::Event;
-use mio::net::{TcpListener, TcpStream};
+use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
 
 use tracing::{debug, warn};
 
 use crate::engine::store::Store;
 use crate::engine::writes::{ReplyTicket, WriteFailure, WriteSink};
-use crate::io::descriptors::{self, AcceptPause};
+use crate::io::connections::{ConnTable, Connection};
 use crate::io::net::is_loopback;
 use crate::resp::commands::{self, Client, Env, Outcome, ISOLATED_ERROR};
 use crate::resp::{self, Parsed, Parser};
@@ -261,7 +261,66 @@ struct Queued {
     after: Vec<u8>,
 }
 
+impl Connection for Conn {
+    fn stream(&mut self) -> &mut TcpStream {
+        &mut self.stream
+    }
+}
+
+/// Whether to take a client from `peer`: not off loopback in protected mode, not past
+/// [`RespServerConfig::max_connections`] (`full`). A refusal gets Redis's error line first.
+fn admit(
+    config: &RespServerConfig,
+    stats: &mut RespStats,
+    stream: &mut TcpStream,
+    peer: SocketAddr,
+    full: bool,
+) -> bool {
+    if config.loopback_only && !is_loopback(peer.ip()) {
+        // Best effort, as Redis: the socket buffer is empty, so this fits.
+        let _ = stream.write(DENIED);
+        stats.count(CloseReason::ProtectedMode);
+        return false;
+    }
+    if full {
+        // Best effort, as Redis: the socket buffer is empty, so this fits.
+        let _ = stream.write(b"-ERR max number of clients reached\r\n");
+        stats.count(CloseReason::MaxClients);
+        return false;
+    }
+    let _ = stream.set_nodelay(true);
+    true
+}
+
 impl Conn {
+    /// A new client connection at `now` (unix ms), numbered from `next_id`.
+    fn new(stream: TcpStream, config: &RespServerConfig, next_id: &mut u64, now: u64) -> Conn {
+        let id = *next_id;
+        *next_id += 1;
+        Conn {
+            stream,
+            parser: Parser::new(config.limits),
+            input: Vec::new(),
+            output: Vec::new(),
+            written: 0,
+            client: Client::new(id),
+            queue: VecDeque::new(),
+            queued_bytes: 0,
+            held_bytes: 0,
+            closing: Closing::No,
+            read_closed: false,
+            unread: true,
+            hangup: false,
+            wants_write: false,
+            dirty: false,
+            charged: 0,
+            active_ms: now,
+            output_full_since: None,
+            runnable: false,
+            paused_until: None,
+        }
+    }
+
     /// Bytes this connection's buffers hold (allocated, not just used: that is what the
     /// process's memory pays).
     fn memory(&self) -> usize {
@@ -309,11 +368,7 @@ impl Conn {
 pub struct RespServer {
     config: RespServerConfig,
     commands: commands::CommandConfig,
-    listener: TcpListener,
-    listener_token: Token,
-    conn_base: usize,
-    conns: Vec<Option<Conn>>,
-    free: Vec<usize>,
+    conns: ConnTable<Conn>,
     held: HashMap<ReplyTicket, usize>,
     /// Connections completed during a batch, driven at its end.
     deferred: Vec<usize>,
@@ -321,7 +376,6 @@ pub struct RespServer {
     scratch: Vec<u8>,
     /// Sum of the connections' [`Conn::charged`].
     client_memory: usize,
-    accept_pause: AcceptPause,
     /// When the idle and output checks next run (unix ms).
     next_check: Option<u64>,
     /// Connections that stopped at [`READ_BUDGET`] with more to read: driven again at the
@@ -342,54 +396,53 @@ impl RespServer {
         listener_token: Token,
         conn_base: usize,
     ) -> io::Result<RespServer> {
-        let listener = TcpListener::bind(config.bind)?;
+        let conns = ConnTable::bind(
+            "resp",
+            config.bind,
+            listener_token,
+            conn_base,
+            config.max_connections,
+        )?;
         Ok(RespServer {
-            conns: Vec::new(),
-            free: Vec::new(),
+            conns,
             held: HashMap::new(),
             deferred: Vec::new(),
             next_client_id: 1,
             scratch: vec![0; READ_CHUNK],
             client_memory: 0,
-            accept_pause: AcceptPause::default(),
             next_check: None,
             runnable: Vec::new(),
             paused: BinaryHeap::new(),
             stats: RespStats::default(),
             config,
             commands,
-            listener,
-            listener_token,
-            conn_base,
         })
     }
 
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.listener.local_addr()
+        self.conns.local_addr()
     }
 
     /// Registers the listener (connections register themselves as they are accepted).
     pub fn register(&mut self, registry: &Registry) -> io::Result<()> {
-        registry.register(&mut self.listener, self.listener_token, Interest::READABLE)
+        self.conns.register(registry)
     }
 
     /// True if `token` belongs to this component.
     pub fn owns(&self, token: Token) -> bool {
-        token == self.listener_token
-            || (token.0 >= self.conn_base && token.0 - self.conn_base < self.config.max_connections)
+        self.conns.owns(token)
     }
 
     /// Open client connections.
     pub fn connections(&self) -> usize {
-        self.conns.len() - self.free.len()
+        self.conns.len()
     }
 
     /// Bytes held in connection buffers (input, unsent output, held replies).
     pub fn buffered_bytes(&self) -> usize {
         self.conns
             .iter()
-            .flatten()
-            .map(|c| c.input.len() + c.buffered_output())
+            .map(|(_, c)| c.input.len() + c.buffered_output())
             .sum()
     }
 
@@ -401,12 +454,12 @@ impl RespServer {
 
     /// The connection cap in force.
     pub fn max_connections(&self) -> usize {
-        self.config.max_connections
+        self.conns.max()
     }
 
     pub fn stats(&self) -> RespStats {
         RespStats {
-            accept_errors: self.accept_pause.errors(),
+            accept_errors: self.conns.accept_errors(),
             ..self.stats
         }
     }
@@ -417,15 +470,10 @@ impl RespServer {
     pub fn poll_timeout_ms(&self) -> Option<u64> {
         let runnable = (!self.runnable.is_empty()).then_some(0);
         let paused = self.paused.peek().map(|Reverse((t, _))| *t);
-        [
-            self.accept_pause.deadline(),
-            self.next_check,
-            runnable,
-            paused,
-        ]
-        .into_iter()
-        .flatten()
-        .min()
+        [self.conns.retry_at(), self.next_check, runnable, paused]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// Retries a paused listener and runs the periodic checks, when due: closes connections
@@ -440,7 +488,7 @@ impl RespServer {
         self.drive_deferred(registry, store, sink);
         // Bounded: each listed once; driving lists a connection again into a new list.
         for slot in std::mem::take(&mut self.runnable) {
-            if let Some(Some(conn)) = self.conns.get_mut(slot) {
+            if let Some(conn) = self.conns.get_mut(slot) {
                 conn.runnable = false;
                 self.drive(registry, slot, store, sink);
             }
@@ -453,10 +501,13 @@ impl RespServer {
             self.paused.pop();
             self.drive(registry, slot, store, sink);
         }
-        if self.accept_pause.deadline().is_some_and(|t| t <= now) {
-            self.accept_pause.clear();
-            self.accept(registry, now);
-        }
+        self.conns.handle_timeout(
+            registry,
+            now,
+            |stream, peer, full| admit(&self.config, &mut self.stats, stream, peer, full),
+            |stream| Conn::new(stream, &self.config, &mut self.next_client_id, now),
+        );
+        self.after_accept(now);
         if self.next_check.is_some_and(|t| t <= now) {
             self.check_connections(registry, now);
         }
@@ -464,22 +515,23 @@ impl RespServer {
 
     fn check_connections(&mut self, registry: &Registry, now: u64) {
         let timeout = self.config.client_timeout_ms;
-        let mut expired = Vec::new();
-        for (slot, conn) in self.conns.iter().enumerate() {
-            let Some(conn) = conn else { continue };
+        let soft_ms = self.config.output_soft_ms;
+        let expired = self.conns.expired(|conn| {
             // A connection waiting for its writes to replicate is not idle.
             let idle = timeout > 0
                 && conn.queue.is_empty()
                 && now.saturating_sub(conn.active_ms) >= timeout;
             let stuck = conn
                 .output_full_since
-                .is_some_and(|t| now.saturating_sub(t) >= self.config.output_soft_ms);
+                .is_some_and(|t| now.saturating_sub(t) >= soft_ms);
             if idle {
-                expired.push((slot, CloseReason::Timeout));
+                Some(CloseReason::Timeout)
             } else if stuck {
-                expired.push((slot, CloseReason::OutputBuffer));
+                Some(CloseReason::OutputBuffer)
+            } else {
+                None
             }
-        }
+        });
         for (slot, reason) in expired {
             debug!(slot, reason = reason.as_str(), "closing client");
             self.stats.count(reason);
@@ -513,15 +565,19 @@ impl RespServer {
     ) {
         // Completions deferred by a batch the loop did not finish (defensive: it always does).
         self.drive_deferred(registry, store, sink);
-        if token == self.listener_token {
+        if self.conns.is_listener(token) {
             let now = sink.now_ms();
-            if !self.accept_pause.paused(now) {
-                self.accept(registry, now);
-            }
+            self.conns.handle_listener(
+                registry,
+                now,
+                |stream, peer, full| admit(&self.config, &mut self.stats, stream, peer, full),
+                |stream| Conn::new(stream, &self.config, &mut self.next_client_id, now),
+            );
+            self.after_accept(now);
             return;
         }
-        if let Some(slot) = token.0.checked_sub(self.conn_base) {
-            if let Some(Some(conn)) = self.conns.get_mut(slot) {
+        if let Some(slot) = self.conns.slot(token) {
+            if let Some(conn) = self.conns.get_mut(slot) {
                 conn.unread = true;
                 conn.hangup |= hangup;
             }
@@ -543,7 +599,7 @@ impl RespServer {
         sink: &mut dyn WriteSink,
     ) {
         if let Some(slot) = self.held.remove(&id) {
-            if let Some(Some(conn)) = self.conns.get_mut(slot) {
+            if let Some(conn) = self.conns.get_mut(slot) {
                 if let Some(q) = conn.queue.iter_mut().find(|q| q.id == id) {
                     q.result = Some(result);
                     conn.release();
@@ -562,94 +618,18 @@ impl RespServer {
     fn drive_deferred(&mut self, registry: &Registry, store: &mut Store, sink: &mut dyn WriteSink) {
         // Bounded: each slot is listed once (the dirty flag) and driving never defers.
         while let Some(slot) = self.deferred.pop() {
-            if let Some(Some(conn)) = self.conns.get_mut(slot) {
+            if let Some(conn) = self.conns.get_mut(slot) {
                 conn.dirty = false;
                 self.drive(registry, slot, store, sink);
             }
         }
     }
 
-    /// Accepts until the backlog is empty (edge-triggered), at most 1024 per call so a flood
-    /// of connections cannot hold the loop.
-    fn accept(&mut self, registry: &Registry, now: u64) {
-        for _ in 0..1024 {
-            let (mut stream, peer) = match self.listener.accept() {
-                Ok(s) => s,
-                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-                // The peer gave up before we took it (ECONNABORTED...): the next one.
-                Err(e) if descriptors::per_connection(&e) => {
-                    debug!(error = %e, "resp: accept");
-                    continue;
-                }
-                Err(e) => {
-                    // Out of descriptors (or worse): the connection stays in the backlog;
-                    // retry shortly or when a connection closes, never spin on the
-                    // still-readable listener.
-                    self.accept_pause.failed("resp", &e, now);
-                    return;
-                }
-            };
-            if self.config.loopback_only && !is_loopback(peer.ip()) {
-                // Best effort, as Redis: the socket buffer is empty, so this fits.
-                let _ = stream.write(DENIED);
-                self.stats.count(CloseReason::ProtectedMode);
-                continue;
-            }
-            if self.connections() >= self.config.max_connections {
-                // Best effort, as Redis: the socket buffer is empty, so this fits.
-                let _ = stream.write(b"-ERR max number of clients reached\r\n");
-                self.stats.count(CloseReason::MaxClients);
-                continue;
-            }
-            let _ = stream.set_nodelay(true);
-            let slot = match self.free.pop() {
-                Some(s) => s,
-                None => {
-                    self.conns.push(None);
-                    self.conns.len() - 1
-                }
-            };
-            let token = Token(self.conn_base + slot);
-            if registry
-                .register(&mut stream, token, Interest::READABLE)
-                .is_err()
-            {
-                self.free.push(slot);
-                continue;
-            }
-            let id = self.next_client_id;
-            self.next_client_id += 1;
-            if let Some(cell) = self.conns.get_mut(slot) {
-                *cell = Some(Conn {
-                    stream,
-                    parser: Parser::new(self.config.limits),
-                    input: Vec::new(),
-                    output: Vec::new(),
-                    written: 0,
-                    client: Client::new(id),
-                    queue: VecDeque::new(),
-                    queued_bytes: 0,
-                    held_bytes: 0,
-                    closing: Closing::No,
-                    read_closed: false,
-                    unread: true,
-                    hangup: false,
-                    wants_write: false,
-                    dirty: false,
-                    charged: 0,
-                    active_ms: now,
-                    output_full_since: None,
-                    runnable: false,
-                    paused_until: None,
-                });
-            }
-            if self.next_check.is_none() {
-                self.next_check = Some(now.saturating_add(CHECK_MS));
-            }
+    /// Starts the periodic checks once there are connections to check.
+    fn after_accept(&mut self, now: u64) {
+        if self.next_check.is_none() && !self.conns.is_empty() {
+            self.next_check = Some(now.saturating_add(CHECK_MS));
         }
-        // More may wait: take them at the next turn rather than now.
-        self.accept_pause.retry_at(now);
     }
 
     /// Reads, executes and writes for one connection until it can make no more progress.
@@ -663,7 +643,7 @@ impl RespServer {
         sink: &mut dyn WriteSink,
     ) {
         self.drive_conn(registry, slot, store, sink);
-        if let Some(Some(conn)) = self.conns.get_mut(slot) {
+        if let Some(conn) = self.conns.get_mut(slot) {
             let now = conn.memory();
             self.client_memory = self.client_memory - conn.charged + now;
             conn.charged = now;
@@ -677,12 +657,7 @@ impl RespServer {
     /// back under the budget. Runs only past the budget; one scan per connection closed.
     fn evict(&mut self, registry: &Registry) {
         while self.client_memory > self.config.max_client_memory {
-            let largest = self
-                .conns
-                .iter()
-                .enumerate()
-                .filter_map(|(slot, c)| Some((c.as_ref()?.charged, slot)))
-                .max();
+            let largest = self.conns.iter().map(|(slot, c)| (c.charged, slot)).max();
             let Some((charged, slot)) = largest else {
                 return;
             };
@@ -712,7 +687,8 @@ impl RespServer {
     ) {
         let connected = self.connections();
         let now = sink.now_ms();
-        let Some(Some(conn)) = self.conns.get_mut(slot) else {
+        let token = self.conns.token(slot);
+        let Some(conn) = self.conns.get_mut(slot) else {
             return;
         };
         let input_cap = self
@@ -854,7 +830,6 @@ impl RespServer {
             } else {
                 Interest::READABLE
             };
-            let token = Token(self.conn_base + slot);
             if registry
                 .reregister(&mut conn.stream, token, interest)
                 .is_err()
@@ -867,18 +842,11 @@ impl RespServer {
     }
 
     fn close(&mut self, registry: &Registry, slot: usize) {
-        let Some(cell) = self.conns.get_mut(slot) else {
-            return;
-        };
-        if let Some(mut conn) = cell.take() {
-            let _ = registry.deregister(&mut conn.stream);
+        if let Some(conn) = self.conns.close(registry, slot) {
             for q in &conn.queue {
                 self.held.remove(&q.id);
             }
             self.client_memory -= conn.charged;
-            self.free.push(slot);
-            // A descriptor is free: a listener paused for lack of them may take it.
-            self.accept_pause.resume();
         }
     }
 }
