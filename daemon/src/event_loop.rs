@@ -289,123 +289,132 @@ impl Daemon {
     pub fn run(&mut self) -> Result<(), DaemonError> {
         let mut events = Events::with_capacity(256);
         loop {
-            let now = self.clock.now();
-            let deadline = self.next_deadline();
-            // The timerfd wakes us at the deadline to the microsecond. Only if it could not
-            // be armed does epoll's own timeout (whole milliseconds, rounded up by mio) wake
-            // us: a second timer per wait costs CPU on every turn.
-            let armed = match self.timer.arm(deadline, now) {
-                Ok(()) => self.timer.armed(),
-                Err(e) => {
-                    warn!(error = %e, "timerfd");
-                    None
-                }
-            };
-            let timeout = if self.recv_pending || self.send_pending {
-                Some(Duration::ZERO)
-            } else {
-                deadline.and_then(|d| match d.saturating_duration_since(now) {
-                    Duration::ZERO => Some(Duration::ZERO),
-                    _ if armed.is_some_and(|a| a > now && a <= d) => None,
-                    wait => Some(wait + Duration::from_millis(1)),
-                })
-            };
-            // Right after traffic, a reply or the next request is likely within microseconds:
-            // poll without sleeping for a while (--busy-poll) rather than pay the wake-up.
-            let spun = match self.spin_until.take() {
-                Some(until) if timeout != Some(Duration::ZERO) => self.spin(&mut events, until),
-                _ => false,
-            };
-            if !spun {
-                if let Err(e) = self.poll.poll(&mut events, timeout) {
-                    if e.kind() == io::ErrorKind::Interrupted {
-                        continue;
-                    }
-                    return Err(DaemonError::Runtime(format!("poll: {e}")));
-                }
-            }
-            let now = self.clock.now();
-            let busy_start = std::time::Instant::now();
-            self.metrics.loop_iterations += 1;
-            let timer_fired = events.iter().any(|e| e.token() == TOKEN_TIMER);
-            if events.is_empty() || timer_fired {
-                self.metrics.loop_timeouts += 1;
-                if let Some(d) = deadline {
-                    let late = now.saturating_duration_since(d).as_micros() as u64;
-                    self.metrics.timer_late_max_us = self.metrics.timer_late_max_us.max(late);
-                    self.metrics.timer_late_us += late;
-                }
-            }
-            let mut stop = false;
-            let stalled = deadline.is_some_and(|d| now.saturating_duration_since(d) >= STALL);
-            // The heartbeat path, before any bulk work of this turn.
-            let mut read = false;
-            if self.engine.poll_timeout().is_some_and(|t| t <= now) {
-                read = self.heartbeat_path(now, stalled);
-            } else if stalled {
-                self.metrics.loop_stalls += 1;
-                self.engine.handle_stall(now);
-            }
-            // One receive slice per turn, whether the socket woke us or a slice left datagrams
-            // (without the split socket, the heartbeat path may have read it already).
-            let readable = events.iter().any(|e| e.token() == TOKEN_CLUSTER);
-            if (self.recv_pending || readable) && !read {
-                self.recv_datagrams(now);
-            }
-            for ev in events.iter() {
-                match ev.token() {
-                    TOKEN_CLUSTER => {}
-                    TOKEN_SIGNALS => stop |= self.handle_signals(now),
-                    // Edge-triggered: nothing to read; the due work runs in `on_timeouts`.
-                    TOKEN_TIMER => {}
-                    t if self.http.owns(t) => {
-                        let src = View {
-                            engine: &self.engine,
-                            resp: self.resp.as_ref(),
-                            floating: self.floating.as_ref(),
-                            metrics: &self.metrics,
-                            now,
-                        };
-                        self.http.handle_event(self.poll.registry(), t, now, &src);
-                    }
-                    t if t.0 >= TOKEN_RESP_BASE.0 => {
-                        if let Some(resp) = &mut self.resp {
-                            let (store, mut sink) = self.engine.client(unix_ms());
-                            resp.handle_event(self.poll.registry(), ev, store, &mut sink);
-                        }
-                    }
-                    t => debug!(token = t.0, "event for unknown token"),
-                }
-            }
-            self.on_timeouts(now);
-            self.drain_cluster_events(now);
-            self.pump_sessions(now);
-            self.update_vips(now, stop);
-            if stop {
+            if self.turn(&mut events)? {
                 return self.shutdown();
             }
-            self.flush(now, true);
-            self.copy_stats();
-            if !self.ready && self.engine.joined(now) {
-                self.ready = true;
-                info!(node = self.cfg.node_id.0, "joined the cluster; ready");
-                self.notifier.notify("READY=1");
+        }
+    }
+
+    /// One iteration of the loop (see the module docs): wait for an event or the next
+    /// deadline, then handle what is due. True when a signal asks the daemon to stop (the
+    /// caller then sends the Leave with [`Daemon::shutdown`]).
+    fn turn(&mut self, events: &mut Events) -> Result<bool, DaemonError> {
+        let now = self.clock.now();
+        let deadline = self.next_deadline();
+        // The timerfd wakes us at the deadline to the microsecond. Only if it could not
+        // be armed does epoll's own timeout (whole milliseconds, rounded up by mio) wake
+        // us: a second timer per wait costs CPU on every turn.
+        let armed = match self.timer.arm(deadline, now) {
+            Ok(()) => self.timer.armed(),
+            Err(e) => {
+                warn!(error = %e, "timerfd");
+                None
             }
-            let busy = busy_start.elapsed().as_micros() as u64;
-            self.metrics.busy_us += busy;
-            self.metrics.turn_max_us = self.metrics.turn_max_us.max(busy);
-            // Traffic from clients or peers (not timers, signals or HTTP probes) opens the
-            // busy-poll window.
-            let traffic = events
-                .iter()
-                .any(|e| e.token() == TOKEN_CLUSTER || e.token() >= TOKEN_RESP_BASE);
-            if traffic && self.cfg.busy_poll_us > 0 {
-                self.spin_until = Some(
-                    std::time::Instant::now()
-                        + Duration::from_micros(u64::from(self.cfg.busy_poll_us)),
-                );
+        };
+        let timeout = if self.recv_pending || self.send_pending {
+            Some(Duration::ZERO)
+        } else {
+            deadline.and_then(|d| match d.saturating_duration_since(now) {
+                Duration::ZERO => Some(Duration::ZERO),
+                _ if armed.is_some_and(|a| a > now && a <= d) => None,
+                wait => Some(wait + Duration::from_millis(1)),
+            })
+        };
+        // Right after traffic, a reply or the next request is likely within microseconds:
+        // poll without sleeping for a while (--busy-poll) rather than pay the wake-up.
+        let spun = match self.spin_until.take() {
+            Some(until) if timeout != Some(Duration::ZERO) => self.spin(events, until),
+            _ => false,
+        };
+        if !spun {
+            if let Err(e) = self.poll.poll(events, timeout) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    return Ok(false);
+                }
+                return Err(DaemonError::Runtime(format!("poll: {e}")));
             }
         }
+        let now = self.clock.now();
+        let busy_start = std::time::Instant::now();
+        self.metrics.loop_iterations += 1;
+        let timer_fired = events.iter().any(|e| e.token() == TOKEN_TIMER);
+        if events.is_empty() || timer_fired {
+            self.metrics.loop_timeouts += 1;
+            if let Some(d) = deadline {
+                let late = now.saturating_duration_since(d).as_micros() as u64;
+                self.metrics.timer_late_max_us = self.metrics.timer_late_max_us.max(late);
+                self.metrics.timer_late_us += late;
+            }
+        }
+        let mut stop = false;
+        let stalled = deadline.is_some_and(|d| now.saturating_duration_since(d) >= STALL);
+        // The heartbeat path, before any bulk work of this turn.
+        let mut read = false;
+        if self.engine.poll_timeout().is_some_and(|t| t <= now) {
+            read = self.heartbeat_path(now, stalled);
+        } else if stalled {
+            self.metrics.loop_stalls += 1;
+            self.engine.handle_stall(now);
+        }
+        // One receive slice per turn, whether the socket woke us or a slice left datagrams
+        // (without the split socket, the heartbeat path may have read it already).
+        let readable = events.iter().any(|e| e.token() == TOKEN_CLUSTER);
+        if (self.recv_pending || readable) && !read {
+            self.recv_datagrams(now);
+        }
+        for ev in events.iter() {
+            match ev.token() {
+                TOKEN_CLUSTER => {}
+                TOKEN_SIGNALS => stop |= self.handle_signals(now),
+                // Edge-triggered: nothing to read; the due work runs in `on_timeouts`.
+                TOKEN_TIMER => {}
+                t if self.http.owns(t) => {
+                    let src = View {
+                        engine: &self.engine,
+                        resp: self.resp.as_ref(),
+                        floating: self.floating.as_ref(),
+                        metrics: &self.metrics,
+                        now,
+                    };
+                    self.http.handle_event(self.poll.registry(), t, now, &src);
+                }
+                t if t.0 >= TOKEN_RESP_BASE.0 => {
+                    if let Some(resp) = &mut self.resp {
+                        let (store, mut sink) = self.engine.client(unix_ms());
+                        resp.handle_event(self.poll.registry(), ev, store, &mut sink);
+                    }
+                }
+                t => debug!(token = t.0, "event for unknown token"),
+            }
+        }
+        self.on_timeouts(now);
+        self.drain_cluster_events(now);
+        self.pump_sessions(now);
+        self.update_vips(now, stop);
+        if stop {
+            return Ok(true);
+        }
+        self.flush(now, true);
+        self.copy_stats();
+        if !self.ready && self.engine.joined(now) {
+            self.ready = true;
+            info!(node = self.cfg.node_id.0, "joined the cluster; ready");
+            self.notifier.notify("READY=1");
+        }
+        let busy = busy_start.elapsed().as_micros() as u64;
+        self.metrics.busy_us += busy;
+        self.metrics.turn_max_us = self.metrics.turn_max_us.max(busy);
+        // Traffic from clients or peers (not timers, signals or HTTP probes) opens the
+        // busy-poll window.
+        let traffic = events
+            .iter()
+            .any(|e| e.token() == TOKEN_CLUSTER || e.token() >= TOKEN_RESP_BASE);
+        if traffic && self.cfg.busy_poll_us > 0 {
+            self.spin_until = Some(
+                std::time::Instant::now() + Duration::from_micros(u64::from(self.cfg.busy_poll_us)),
+            );
+        }
+        Ok(false)
     }
 
     /// Polls without sleeping until an event arrives or `until` passes (a deadline due in
@@ -769,5 +778,303 @@ impl Source for View<'_> {
             f.render_metrics(&mut out);
         }
         out
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // In tests a failed unwrap is a failed test.
+mod tests {
+    use std::io::{Read, Write};
+    use std::net::{SocketAddr, TcpStream, UdpSocket};
+    use std::sync::Mutex;
+
+    use clap::Parser;
+    use tandem_core::membership::MemberState;
+    use tandem_core::{ClusterId, NodeId, Salt};
+
+    use super::*;
+    use crate::config::Cli;
+    use crate::engine::cluster::{ClusterConfig, Profile};
+    use crate::engine::writes::ReplicationMode;
+    use crate::io::descriptors::HTTP_CONNS;
+
+    /// One daemon at a time in this process: signals reach every registered handler, and a
+    /// test raises SIGTERM.
+    static ONE_DAEMON: Mutex<()> = Mutex::new(());
+
+    /// Node 1 of cluster 7 on loopback (`fast` profile, unicast to `peer`), HTTP and RESP
+    /// on ephemeral ports (of two loopback addresses: the two may not be the same).
+    fn daemon(peer: &UdpSocket, extra: &[&str]) -> Daemon {
+        let peer = peer.local_addr().unwrap().to_string();
+        let mut args = vec![
+            "tandemd",
+            "--node-id",
+            "1",
+            "--cluster-id",
+            "7",
+            "--transport",
+            "unicast",
+            "--peer",
+            &peer,
+            "--listen",
+            "127.0.0.1:0",
+            "--http",
+            "127.0.0.1:0",
+            "--resp",
+            "127.0.0.2:0",
+            "--profile",
+            "fast",
+            "--insecure",
+        ];
+        args.extend_from_slice(extra);
+        let cfg = Config::load(Cli::try_parse_from(args).unwrap()).unwrap();
+        Daemon::new(cfg).unwrap()
+    }
+
+    fn peer_socket() -> UdpSocket {
+        let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+        s.set_nonblocking(true).unwrap();
+        s
+    }
+
+    /// Node 2 of the same cluster, driven by the test over `peer_socket`.
+    fn peer_engine() -> Engine {
+        let cfg = ClusterConfig {
+            node_id: NodeId(2),
+            cluster_id: ClusterId(7),
+            incarnation: Incarnation(5),
+            profile: Profile::Fast,
+            interval_us: None,
+            multiplier: None,
+            priority: 100,
+            preempt: false,
+            witness: false,
+            voters: vec![],
+            keys: None,
+            salt: Salt([2; 6]),
+        };
+        Engine::new(
+            cfg,
+            store::Limits::default(),
+            ReplicationMode::Sync,
+            Instant::ZERO,
+        )
+    }
+
+    /// The peer's clock: microseconds since `start`.
+    fn since(start: std::time::Instant) -> Instant {
+        Instant::from_micros(start.elapsed().as_micros() as u64)
+    }
+
+    /// Hands the peer every datagram the daemon sent it; returns how many.
+    fn receive(peer: &mut Engine, sock: &UdpSocket, now: Instant) -> usize {
+        let mut buf = [0u8; 2048];
+        let mut n = 0;
+        // Bounded by what the socket holds (non-blocking).
+        while let Ok((len, _)) = sock.recv_from(&mut buf) {
+            peer.handle_datagram(now, unix_ms(), &mut buf[..len]);
+            n += 1;
+        }
+        peer.handle_timeout(now, unix_ms());
+        n
+    }
+
+    /// Sends what the peer has to the daemon at `to`.
+    fn transmit(peer: &mut Engine, sock: &UdpSocket, to: SocketAddr, now: Instant) {
+        let mut out = [0u8; 2048];
+        for _ in 0..1000 {
+            let Some(d) = peer.poll_transmit(now, unix_ms(), &mut out, true) else {
+                return;
+            };
+            sock.send_to(&out[..d.len], to).unwrap();
+        }
+    }
+
+    fn state(e: &Engine, node: u16) -> Option<MemberState> {
+        e.membership().member(NodeId(node)).map(|m| m.state)
+    }
+
+    /// Turns the loop until `done` (at most `limit`); whether it got there.
+    fn turn_until(
+        d: &mut Daemon,
+        limit: Duration,
+        mut done: impl FnMut(&mut Daemon) -> bool,
+    ) -> bool {
+        let mut events = Events::with_capacity(256);
+        let start = std::time::Instant::now();
+        while start.elapsed() < limit {
+            assert!(!d.turn(&mut events).unwrap(), "no signal was sent");
+            if done(d) {
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Reads what `c` (non-blocking) has; true once the server closed it.
+    fn read_some(c: &mut TcpStream, into: &mut Vec<u8>) -> bool {
+        let mut buf = [0u8; 512];
+        loop {
+            match c.read(&mut buf) {
+                Ok(0) => return true,
+                Ok(n) => into.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
+                Err(_) => return true,
+            }
+        }
+    }
+
+    fn client(addr: SocketAddr) -> TcpStream {
+        let c = TcpStream::connect(addr).unwrap();
+        c.set_nonblocking(true).unwrap();
+        c
+    }
+
+    /// A peer's datagrams go through the loop into the engine (the daemon hears node 2),
+    /// the engine's datagrams go out to it (node 2 hears the daemon), and a client's write
+    /// goes out as a replicated session: the peer's store holds it and the held reply comes
+    /// back once the peer acknowledged.
+    #[test]
+    fn datagrams_in_reach_the_engine_and_its_datagrams_and_writes_go_out() {
+        let _one = ONE_DAEMON.lock().unwrap_or_else(|e| e.into_inner());
+        let sock = peer_socket();
+        let mut d = daemon(&sock, &[]);
+        let to = d.socket.local_addr().unwrap();
+        let mut peer = peer_engine();
+        let start = std::time::Instant::now();
+        let both_alive = turn_until(&mut d, Duration::from_secs(5), |d| {
+            let now = since(start);
+            receive(&mut peer, &sock, now);
+            transmit(&mut peer, &sock, to, now);
+            state(&d.engine, 2) == Some(MemberState::Alive)
+                && state(&peer, 1) == Some(MemberState::Alive)
+        });
+        assert!(
+            both_alive,
+            "daemon sees {:?}, peer sees {:?}",
+            state(&d.engine, 2),
+            state(&peer, 1)
+        );
+        assert!(d.metrics.recv_datagrams > 0 && d.metrics.send_datagrams > 0);
+
+        let resp = d.resp.as_ref().unwrap().local_addr().unwrap();
+        let mut c = client(resp);
+        c.write_all(b"*3\r\n$3\r\nSET\r\n$4\r\nsess\r\n$5\r\nvalue\r\n")
+            .unwrap();
+        let mut reply = Vec::new();
+        let replied = turn_until(&mut d, Duration::from_secs(5), |_| {
+            let now = since(start);
+            receive(&mut peer, &sock, now);
+            transmit(&mut peer, &sock, to, now);
+            read_some(&mut c, &mut reply);
+            !reply.is_empty()
+        });
+        assert!(replied, "no reply to SET");
+        assert_eq!(reply, b"+OK\r\n");
+        let held = peer.store().record(b"sess", unix_ms()).unwrap();
+        assert!(held.value.ends_with(b"value"), "{:?}", held.value);
+    }
+
+    /// With nothing arriving, only deadlines wake the loop: it heartbeats at the profile's
+    /// interval. Once the peer counts it (challenge answered), SIGTERM ends the turn asking to
+    /// stop, and shutdown sends the Leave: the peer marks the daemon left.
+    #[test]
+    fn deadlines_wake_the_loop_to_heartbeat_and_sigterm_sends_the_leave() {
+        let _one = ONE_DAEMON.lock().unwrap_or_else(|e| e.into_inner());
+        let sock = peer_socket();
+        let mut d = daemon(&sock, &[]);
+        let mut peer = peer_engine();
+        let start = std::time::Instant::now();
+        let mut heard = 0;
+        turn_until(&mut d, Duration::from_millis(200), |_| {
+            heard += receive(&mut peer, &sock, since(start));
+            false
+        });
+        // `fast` heartbeats every 2 ms: about 100 in 200 ms; a quarter of that with margin
+        // for a loaded machine.
+        assert!(heard >= 25, "{heard} heartbeats in 200 ms");
+        assert_eq!(d.metrics.recv_datagrams, 0, "the peer sent nothing");
+        assert!(d.metrics.loop_timeouts > 0);
+        // The peer counts the daemon's run once it answered the peer's challenge.
+        let to = d.socket.local_addr().unwrap();
+        let alive = turn_until(&mut d, Duration::from_secs(5), |_| {
+            let now = since(start);
+            receive(&mut peer, &sock, now);
+            transmit(&mut peer, &sock, to, now);
+            state(&peer, 1) == Some(MemberState::Alive)
+        });
+        assert!(alive, "peer sees {:?}", state(&peer, 1));
+
+        signal_hook::low_level::raise(SIGTERM).unwrap();
+        let mut events = Events::with_capacity(256);
+        let stop = (0..1000).any(|_| d.turn(&mut events).unwrap());
+        assert!(stop, "SIGTERM did not stop the loop");
+        d.shutdown().unwrap();
+        let left = (0..100).any(|_| {
+            receive(&mut peer, &sock, since(start));
+            std::thread::sleep(Duration::from_millis(10));
+            state(&peer, 1) == Some(MemberState::Left)
+        });
+        assert!(left, "peer sees {:?}", state(&peer, 1));
+    }
+
+    /// Both servers' connection tables, through the loop: RESP past `--max-clients` gets
+    /// Redis's error and is closed, a closed client frees its place for a new one; HTTP past
+    /// its connection cap is closed and counted, and still answers once one closes.
+    #[test]
+    fn the_servers_refuse_past_their_connection_caps_and_a_close_frees_a_place() {
+        let _one = ONE_DAEMON.lock().unwrap_or_else(|e| e.into_inner());
+        let sock = peer_socket();
+        let mut d = daemon(&sock, &["--max-clients", "2"]);
+        let resp = d.resp.as_ref().unwrap().local_addr().unwrap();
+        let mut clients: Vec<TcpStream> = (0..3).map(|_| client(resp)).collect();
+        let mut third = Vec::new();
+        let refused = turn_until(&mut d, Duration::from_secs(5), |_| {
+            read_some(&mut clients[2], &mut third)
+        });
+        assert!(refused, "the third client was not closed");
+        assert_eq!(third, b"-ERR max number of clients reached\r\n");
+        assert_eq!(d.resp.as_ref().unwrap().connections(), 2);
+        drop(clients.remove(0));
+        assert!(turn_until(&mut d, Duration::from_secs(5), |d| d
+            .resp
+            .as_ref()
+            .unwrap()
+            .connections()
+            == 1));
+        let mut again = client(resp);
+        again.write_all(b"PING\r\n").unwrap();
+        let mut pong = Vec::new();
+        assert!(turn_until(&mut d, Duration::from_secs(5), |_| {
+            read_some(&mut again, &mut pong);
+            pong.len() >= 7
+        }));
+        assert_eq!(pong, b"+PONG\r\n");
+
+        let http = d.http.local_addr().unwrap();
+        let mut open: Vec<TcpStream> = (0..HTTP_CONNS).map(|_| client(http)).collect();
+        let mut over = client(http);
+        let mut nothing = Vec::new();
+        assert!(turn_until(&mut d, Duration::from_secs(5), |_| read_some(
+            &mut over,
+            &mut nothing
+        )));
+        assert!(nothing.is_empty());
+        assert_eq!(d.http.stats().rejected, 1);
+        drop(open.pop());
+        assert!(turn_until(&mut d, Duration::from_secs(5), |d| d
+            .http
+            .connections()
+            == HTTP_CONNS - 1));
+        let mut probe = client(http);
+        probe.write_all(b"GET /status HTTP/1.1\r\n\r\n").unwrap();
+        let mut answer = Vec::new();
+        assert!(turn_until(&mut d, Duration::from_secs(5), |_| read_some(
+            &mut probe,
+            &mut answer
+        )));
+        let answer = String::from_utf8(answer).unwrap();
+        assert!(answer.starts_with("HTTP/1.1 200 OK"), "{answer}");
+        assert!(answer.contains("\"node_id\":1"), "{answer}");
     }
 }
