@@ -46,12 +46,12 @@ use crate::vip::floating::{Floating, VipEvent};
 use crate::vip::ifaddr::IfAddrError;
 
 pub const TOKEN_CLUSTER: Token = Token(0);
-pub const TOKEN_SIGNALS: Token = Token(1);
-pub const TOKEN_TIMER: Token = Token(2);
+pub(crate) const TOKEN_SIGNALS: Token = Token(1);
+pub(crate) const TOKEN_TIMER: Token = Token(2);
 /// The HTTP listener; its connections take the tokens after it.
-pub const TOKEN_HTTP: Token = Token(16);
+pub(crate) const TOKEN_HTTP: Token = Token(16);
 /// First token of the RESP server's range (listener + clients); everything at or above is RESP.
-pub const TOKEN_RESP_BASE: Token = Token(1 << 16);
+pub(crate) const TOKEN_RESP_BASE: Token = Token(1 << 16);
 
 /// recvmmsg batches per wake-up before other sources get a turn.
 const MAX_RECV_BATCHES_PER_WAKE: usize = 64;
@@ -60,7 +60,7 @@ const MAX_SEND_BATCHES_PER_ITER: usize = 64;
 /// Longest a slice of bulk work (receiving datagrams, serving state-transfer chunks) runs
 /// before it yields to the heartbeat path: a quarter of the `fast` profile's 2 ms interval, so
 /// a transfer delays no heartbeat by more than that (plus one batch, about 100 µs).
-pub const SLICE: Duration = Duration::from_micros(500);
+pub(crate) const SLICE: Duration = Duration::from_micros(500);
 /// State-transfer chunks per sendmmsg: the slice's time is checked between calls, and one
 /// call of 32 chunks of 1 KiB took about 2 ms on the test VM (the kernel delivers to a
 /// local peer in the sender's time), four times [`SLICE`].
@@ -121,7 +121,7 @@ pub struct Daemon {
 /// A wake-up at least this late past its deadline means the loop was not running (the
 /// machine was descheduled, or a turn took that long): see [`Engine::handle_stall`].
 /// Ordinary wake-ups here are 50-200 µs late.
-pub const STALL: Duration = Duration::from_millis(1);
+pub(crate) const STALL: Duration = Duration::from_millis(1);
 
 /// Store entries the expiry sweep may free per loop turn (bounds a turn's work).
 const SWEEP_BUDGET: usize = 1024;

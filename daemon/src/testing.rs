@@ -21,7 +21,7 @@ use crate::engine::writes::{ReplicationMode, ReplyTicket, WriteSink};
 use crate::engine::Engine;
 
 /// Unix milliseconds at virtual time zero.
-pub const WALL0: u64 = 1_800_000_000_000;
+pub(crate) const WALL0: u64 = 1_800_000_000_000;
 
 /// How the simulated network misbehaves.
 #[derive(Clone, Copy, Debug)]

@@ -222,7 +222,7 @@ fn after_rotation(path: &Path, keys: &KeySet) -> String {
 }
 
 /// Replaces `path` with `text` atomically: mode 0600, the old file's owner and group kept.
-pub fn write_key_file(path: &Path, text: &str) -> io::Result<()> {
+pub(crate) fn write_key_file(path: &Path, text: &str) -> io::Result<()> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),

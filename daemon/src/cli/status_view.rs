@@ -80,7 +80,7 @@ pub fn run(args: &StatusArgs) -> Result<(), String> {
 }
 
 /// The packaged config file: `tandemd status` on a host finds its node without flags.
-pub const PACKAGED_CONFIG: &str = "/etc/tandem/tandemd.toml";
+pub(crate) const PACKAGED_CONFIG: &str = "/etc/tandem/tandemd.toml";
 
 /// The address to ask: `--http`, else the named config file's (an error if it cannot be read),
 /// else `fallback_config`'s if it can be read, else the daemon's default.
@@ -112,7 +112,7 @@ fn endpoint(args: &StatusArgs, fallback_config: &Path) -> Result<SocketAddr, Str
 }
 
 /// `GET /status` on `addr`: the body of a 200 answer.
-pub fn fetch(addr: SocketAddr) -> Result<String, String> {
+pub(crate) fn fetch(addr: SocketAddr) -> Result<String, String> {
     let fail = |e: std::io::Error| format!("{addr}: {e}");
     let mut s = TcpStream::connect_timeout(&addr, TIMEOUT).map_err(fail)?;
     s.set_read_timeout(Some(TIMEOUT)).map_err(fail)?;
@@ -146,7 +146,7 @@ fn parse(doc: &str) -> Result<Value, String> {
 }
 
 /// The human view of a `/status` document. Fields a daemon does not send show as `?`.
-pub fn render(s: &Value) -> String {
+pub(crate) fn render(s: &Value) -> String {
     let mut o = String::new();
     let num = |v: &Value| v.as_u64().map_or("?".to_string(), |n| n.to_string());
     let text = |v: &Value| v.as_str().unwrap_or("?").to_string();

@@ -47,12 +47,13 @@ use crate::vip::floating::FloatingConfig;
 use crate::vip::{parse_cidr, VipSpec, DEFAULT_HOLD};
 
 /// Default multicast group: administratively scoped (239.0.0.0/8, RFC 2365), never routed out.
-pub const DEFAULT_GROUP: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(239, 255, 72, 77), 7377);
+pub(crate) const DEFAULT_GROUP: SocketAddrV4 =
+    SocketAddrV4::new(Ipv4Addr::new(239, 255, 72, 77), 7377);
 /// Default raw IP protocol number: 0xFD is reserved for experimentation (RFC 3692).
-pub const DEFAULT_PROTOCOL: u8 = 0xFD;
-pub const DEFAULT_HTTP: &str = "127.0.0.1:7380";
-pub const DEFAULT_RESP: &str = "127.0.0.1:6380";
-pub const DEFAULT_INTERFACE: &str = "lo";
+pub(crate) const DEFAULT_PROTOCOL: u8 = 0xFD;
+pub(crate) const DEFAULT_HTTP: &str = "127.0.0.1:7380";
+pub(crate) const DEFAULT_RESP: &str = "127.0.0.1:6380";
+pub(crate) const DEFAULT_INTERFACE: &str = "lo";
 /// Longest `--busy-poll`: past a millisecond, sleeping costs less than spinning.
 pub const MAX_BUSY_POLL_US: u32 = 1000;
 /// Keys of one role a key file may hold: the active one and one more still accepted during
@@ -274,7 +275,7 @@ pub struct Cli {
 /// The TOML file: the same names as the flags, with `_` for `-`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct FileConfig {
+pub(crate) struct FileConfig {
     pub node_id: Option<u16>,
     pub cluster_id: Option<u32>,
     pub interface: Option<String>,
@@ -318,14 +319,14 @@ pub struct FileConfig {
 /// One `[[vip]]` table: `address = "198.18.0.100/24"`, `prefer = 1`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct FileVip {
+pub(crate) struct FileVip {
     pub address: String,
     pub prefer: u16,
 }
 
 /// Largest `--max-value-bytes`: a stored value (plus its one-byte type tag and, for hashes,
 /// field framing) must fit the wire format's `MAX_VALUE_LEN`.
-pub const MAX_REPLICATED_VALUE: usize = tandem_core::frame::MAX_VALUE_LEN as usize - 4096;
+pub(crate) const MAX_REPLICATED_VALUE: usize = tandem_core::frame::MAX_VALUE_LEN as usize - 4096;
 
 /// The resolved configuration the daemon runs with.
 #[derive(Debug, Clone)]
@@ -385,7 +386,7 @@ pub struct Config {
 
 impl Config {
     /// What the floating VIPs need.
-    pub fn floating_config(&self) -> FloatingConfig {
+    pub(crate) fn floating_config(&self) -> FloatingConfig {
         FloatingConfig {
             node_id: self.node_id,
             interface: self.interface.clone(),
@@ -397,7 +398,7 @@ impl Config {
 
     /// What the engine's [`Cluster`](crate::engine::cluster::Cluster) needs: this run's
     /// incarnation and salt with the configured identity, timing and keys.
-    pub fn cluster_config(&self, incarnation: Incarnation, salt: Salt) -> ClusterConfig {
+    pub(crate) fn cluster_config(&self, incarnation: Incarnation, salt: Salt) -> ClusterConfig {
         ClusterConfig {
             salt,
             node_id: self.node_id,
@@ -415,7 +416,7 @@ impl Config {
     }
 
     /// The cluster socket's part of the configuration.
-    pub fn net_config(&self) -> NetConfig {
+    pub(crate) fn net_config(&self) -> NetConfig {
         NetConfig {
             transport: self.transport,
             interface: self.interface_addr,
@@ -445,7 +446,7 @@ impl Config {
     /// name or local address into its address of a family (IPv6 when the flag is true; a
     /// parameter so tests need no real interfaces; the daemon passes
     /// [`crate::io::net::interface_addr`]).
-    pub fn resolve(
+    pub(crate) fn resolve(
         cli: Cli,
         file: FileConfig,
         lookup: &dyn Fn(&str, bool) -> Option<LocalAddr>,
@@ -826,7 +827,7 @@ fn check_voters(voters: &[u16], node_id: NodeId, problems: &mut ConfigErrors) {
 }
 
 /// `--interval`: a whole number with `us`, `ms` or `s`, 500us..=60s, in microseconds.
-pub fn parse_interval(text: &str) -> Result<u32, String> {
+pub(crate) fn parse_interval(text: &str) -> Result<u32, String> {
     let bad = || format!("--interval {text}: not a duration like 10ms, 500us or 1s");
     let t = text.trim();
     let (digits, scale) = if let Some(d) = t.strip_suffix("us") {
@@ -851,14 +852,14 @@ fn parse_default(s: &str) -> SocketAddr {
 }
 
 /// Reads and parses the TOML file.
-pub fn read_file_config(path: &Path) -> Result<FileConfig, ConfigError> {
+pub(crate) fn read_file_config(path: &Path) -> Result<FileConfig, ConfigError> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| ConfigError(format!("--config {}: {e}", path.display())))?;
     parse_file_config(&text).map_err(|e| ConfigError(format!("--config {}: {e}", path.display())))
 }
 
 /// Parses TOML text; the error is squeezed onto one line.
-pub fn parse_file_config(text: &str) -> Result<FileConfig, ConfigError> {
+pub(crate) fn parse_file_config(text: &str) -> Result<FileConfig, ConfigError> {
     toml::from_str(text).map_err(|e| {
         let one_line = e
             .message()

@@ -163,7 +163,7 @@ pub struct ClusterConfig {
 }
 
 /// A salt from the kernel's CSPRNG for this start (docs/PROTOCOL.md "Run keys").
-pub fn random_salt() -> Result<Salt, ring::error::Unspecified> {
+pub(crate) fn random_salt() -> Result<Salt, ring::error::Unspecified> {
     use ring::rand::SecureRandom;
     let mut salt = [0u8; 6];
     ring::rand::SystemRandom::new().fill(&mut salt)?;
@@ -299,7 +299,7 @@ impl Cluster {
 
     /// Whether another live process holds this node's id: one of its authentic frames
     /// arrived within the last three detection spans.
-    pub fn twin_live(&self, now: Instant) -> bool {
+    pub(crate) fn twin_live(&self, now: Instant) -> bool {
         let span = Duration::from_micros(3 * self.cfg.timing().detection_bound_us());
         self.twin_heard.is_some_and(|t| now < t + span)
     }
@@ -329,7 +329,7 @@ impl Cluster {
     }
 
     /// A raw core event (membership and replication) for the session layer.
-    pub fn poll_core_event(&mut self) -> Option<core_node::Event> {
+    pub(crate) fn poll_core_event(&mut self) -> Option<core_node::Event> {
         self.core_events.pop_front()
     }
 
@@ -346,7 +346,7 @@ impl Cluster {
     }
 
     /// Seals a state-transfer chunk into `buf`; its length and destination (the requester).
-    pub fn seal_sync_chunk(
+    pub(crate) fn seal_sync_chunk(
         &mut self,
         c: &SyncChunkRepr<'_>,
         buf: &mut [u8],
@@ -364,7 +364,7 @@ impl Cluster {
 
     /// The loop woke up late (it was not running): overdue peers get one more interval
     /// (`Node::handle_stall`). Call after this turn's datagrams, before `handle_timeout`.
-    pub fn handle_stall(&mut self, now: Instant) {
+    pub(crate) fn handle_stall(&mut self, now: Instant) {
         self.node.handle_stall(now);
     }
 
@@ -494,7 +494,7 @@ impl Cluster {
     }
 
     /// How long the detector takes to declare a silent peer dead with this node's timing.
-    pub fn detection_span(&self) -> Duration {
+    pub(crate) fn detection_span(&self) -> Duration {
         Duration::from_micros(self.cfg.timing().detection_bound_us())
     }
 

@@ -53,7 +53,7 @@ pub struct Outgoing {
 }
 
 /// A write whose replication finished: release its held reply.
-pub type Completion = (ReplyTicket, Result<(), WriteFailure>);
+pub(crate) type Completion = (ReplyTicket, Result<(), WriteFailure>);
 
 /// A node's protocol state: the core node and the session store (see the module docs).
 pub struct Engine {
@@ -110,7 +110,7 @@ impl Engine {
     }
 
     /// The loop woke up late: see [`Cluster::handle_stall`]. Before `handle_timeout`.
-    pub fn handle_stall(&mut self, now: Instant) {
+    pub(crate) fn handle_stall(&mut self, now: Instant) {
         self.cluster.handle_stall(now);
     }
 
@@ -152,7 +152,7 @@ impl Engine {
     }
 
     /// Sizes the store's key map for its `max_sessions` at once (see [`Store::presize`]).
-    pub fn presize_store(&mut self) {
+    pub(crate) fn presize_store(&mut self) {
         self.sessions.store.presize();
     }
 

@@ -10,7 +10,7 @@ use tandem_core::{ClusterId, Incarnation, NodeId};
 pub use tandem_core::membership::MemberState;
 
 /// Every member state, in the order `/metrics` lists them.
-pub const MEMBER_STATES: [MemberState; 4] = [
+pub(crate) const MEMBER_STATES: [MemberState; 4] = [
     MemberState::Alive,
     MemberState::Suspect,
     MemberState::Dead,
@@ -18,7 +18,7 @@ pub const MEMBER_STATES: [MemberState; 4] = [
 ];
 
 /// A member state's name in `/status`, logs, hooks and `/metrics` labels.
-pub fn state_name(state: MemberState) -> &'static str {
+pub(crate) fn state_name(state: MemberState) -> &'static str {
     match state {
         MemberState::Alive => "alive",
         MemberState::Suspect => "suspect",

@@ -31,7 +31,7 @@
 //!
 //! # Bounds
 //! [`Limits::max_sessions`] live keys and [`Limits::max_bytes`] of key + value bytes plus
-//! [`ENTRY_OVERHEAD`] per key and [`FIELD_OVERHEAD`] per hash field. A local write that would
+//! [`ENTRY_OVERHEAD`] per key and [`FIELD_OVERHEAD`](crate::engine::value::FIELD_OVERHEAD) per hash field. A local write that would
 //! pass either bound fails with [`StoreError::OutOfMemory`] and changes nothing; writes that do
 //! not grow usage (deletes, shrinking overwrites) always pass.
 //!
@@ -53,10 +53,9 @@ use tandem_core::NodeId;
 use crate::engine::value::{join, string2ll};
 
 /// Bytes charged per key besides its key and value bytes.
-pub const ENTRY_OVERHEAD: usize = 64;
-pub use crate::engine::value::{
-    Counter, Field, Hash, KeyState, Part, Stamp, Value, FIELD_OVERHEAD, MAX_FIELD_TOMBSTONES,
-};
+pub(crate) const ENTRY_OVERHEAD: usize = 64;
+pub use crate::engine::value::Value;
+pub(crate) use crate::engine::value::{Counter, Field, Hash, KeyState, Part, Stamp};
 
 /// Store bounds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -279,7 +278,7 @@ pub fn unbatch(bytes: &[u8]) -> Result<Vec<EntryRepr<'_>>, StoreError> {
 
 /// How a replicated write was taken.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Applied {
+pub(crate) enum Applied {
     /// It was newer and is now stored.
     Stored,
     /// The store already held an equal or newer version; nothing changed.
@@ -435,7 +434,7 @@ impl Store {
     /// node in the middle of a state transfer. Only the control bytes (one per slot) are
     /// touched now; the slots themselves as they fill. Above [`MAX_PRESIZED_KEYS`] the map
     /// still grows.
-    pub fn presize(&mut self) {
+    pub(crate) fn presize(&mut self) {
         let want = self
             .limits
             .max_sessions
@@ -471,7 +470,7 @@ impl Store {
     }
 
     /// Live keys with an expiry (expired ones not yet swept included).
-    pub fn expiring(&self) -> usize {
+    pub(crate) fn expiring(&self) -> usize {
         self.expiring
     }
 
@@ -780,7 +779,7 @@ impl Store {
     /// Sets (`at_ms` > 0) or clears (`at_ms` == 0) a live key's expiry. A time not after
     /// `now_ms` deletes the key, as Redis does. The expiry has a stamp of its own, so it
     /// merges apart from concurrent field writes and increments.
-    pub fn set_expiry(&mut self, key: &[u8], at_ms: u64, now_ms: u64) -> Option<Replicate> {
+    pub(crate) fn set_expiry(&mut self, key: &[u8], at_ms: u64, now_ms: u64) -> Option<Replicate> {
         let key = self.key(key);
         let entry = self.live_entry(key, now_ms)?;
         if at_ms != 0 && at_ms <= now_ms {
@@ -987,7 +986,11 @@ impl Store {
     /// is untouched too), `ValueTooLarge` (the merged value would pass `max_value_bytes`) and
     /// `OutOfMemory` (it does not fit; the clock has advanced; the caller decides, e.g. log
     /// and count).
-    pub fn apply_remote(&mut self, e: &EntryRepr<'_>, now_ms: u64) -> Result<Applied, StoreError> {
+    pub(crate) fn apply_remote(
+        &mut self,
+        e: &EntryRepr<'_>,
+        now_ms: u64,
+    ) -> Result<Applied, StoreError> {
         if e.op == Op::Batch {
             return self.apply_batch(e, now_ms);
         }
@@ -1062,7 +1065,7 @@ impl Store {
     /// tombstones) in key-hash order from `cursor` (0 = start); returns the next cursor, 0 when
     /// done. A key present for the whole transfer is sent at least once, whatever changes in
     /// between (changes are replicated by the normal stream anyway).
-    pub fn sync_chunk(
+    pub(crate) fn sync_chunk(
         &self,
         cursor: u64,
         max_entries: usize,

@@ -52,16 +52,16 @@ use std::collections::HashMap;
 use tandem_core::NodeId;
 
 /// Bytes charged per hash field besides its name and value bytes.
-pub const FIELD_OVERHEAD: usize = 16;
+pub(crate) const FIELD_OVERHEAD: usize = 16;
 /// Bytes charged per counter part.
-pub const PART_OVERHEAD: usize = 24;
+pub(crate) const PART_OVERHEAD: usize = 24;
 /// Field tombstones one hash keeps at most; past it the oldest go first. A field write older
 /// than an evicted tombstone could come back, as with key tombstones.
-pub const MAX_FIELD_TOMBSTONES: usize = 1024;
+pub(crate) const MAX_FIELD_TOMBSTONES: usize = 1024;
 
 pub const TAG_STRING: u8 = 0x00;
-pub const TAG_HASH: u8 = 0x01;
-pub const TAG_COUNTER: u8 = 0x02;
+pub(crate) const TAG_HASH: u8 = 0x01;
+pub(crate) const TAG_COUNTER: u8 = 0x02;
 const FIELD_LIVE: u8 = 0x01;
 /// With [`FIELD_LIVE`]: the field is a counter (HINCRBY), sent as its base and parts.
 const FIELD_COUNTER: u8 = 0x02;
@@ -212,12 +212,12 @@ impl Value {
     }
 
     /// A hash whose fields are all tombstones: kept for merging, reads as missing.
-    pub fn is_husk(&self) -> bool {
+    pub(crate) fn is_husk(&self) -> bool {
         matches!(self, Value::Hash(h) if h.fields.iter().all(|f| f.value.is_none()))
     }
 
     /// Bytes charged for this value (field tombstones included).
-    pub fn charge(&self) -> usize {
+    pub(crate) fn charge(&self) -> usize {
         match self {
             Value::Str(v) => v.len(),
             Value::Hash(h) => h
@@ -238,7 +238,7 @@ impl Value {
 
     /// The bytes `--max-value-bytes` bounds: a string's, or a hash's names and values
     /// (tombstones' names included).
-    pub fn data_len(&self) -> usize {
+    pub(crate) fn data_len(&self) -> usize {
         match self {
             Value::Str(v) => v.len(),
             Value::Hash(h) => h
@@ -264,7 +264,7 @@ impl Value {
     }
 
     /// Length of [`Value::encode`]'s output.
-    pub fn encoded_len(&self) -> usize {
+    pub(crate) fn encoded_len(&self) -> usize {
         match self {
             Value::Str(v) => 1 + STAMP_LEN + v.len(),
             Value::Hash(h) => {
@@ -642,7 +642,7 @@ fn join_fields(a: &[Field], b: &[Field], base: Stamp) -> Vec<Field> {
 }
 
 /// Drops the oldest field tombstones past [`MAX_FIELD_TOMBSTONES`].
-pub fn bound_tombstones(fields: &mut Vec<Field>) {
+pub(crate) fn bound_tombstones(fields: &mut Vec<Field>) {
     let dead = fields.iter().filter(|f| f.value.is_none()).count();
     if dead <= MAX_FIELD_TOMBSTONES {
         return;
@@ -661,7 +661,7 @@ pub fn bound_tombstones(fields: &mut Vec<Field>) {
 
 /// Redis's `string2ll`: a decimal i64 with optional `-`, no `+`, no spaces, no leading zeros
 /// (except "0" itself), no "-0", at most 20 characters.
-pub fn string2ll(s: &[u8]) -> Option<i64> {
+pub(crate) fn string2ll(s: &[u8]) -> Option<i64> {
     if s.is_empty() || s.len() > 20 {
         return None;
     }

@@ -50,7 +50,8 @@ impl Clock {
         }
     }
 
-    /// The realtime instant (ns since the epoch) that corresponds to `t`; for tests and benches.
+    /// The realtime instant (ns since the epoch) that corresponds to `t`.
+    #[cfg(test)]
     pub fn to_realtime(&self, t: Instant) -> i64 {
         self.realtime_start_ns.saturating_add(
             i64::try_from(t.as_micros())

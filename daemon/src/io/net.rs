@@ -35,7 +35,7 @@ use crate::io::clock::Clock;
 /// Datagrams handled per recvmmsg/sendmmsg call.
 pub const BATCH: usize = 32;
 /// Bytes per datagram slot: an Ethernet MTU plus room for a raw socket's IPv4 header.
-pub const SLOT_BYTES: usize = 2048;
+pub(crate) const SLOT_BYTES: usize = 2048;
 /// Socket buffer asked for, so a burst of a few hundred frames does not drop.
 const SOCKET_BUFFER_BYTES: usize = 1 << 20;
 /// Control message room per slot: one `timespec` cmsg with headroom.
@@ -209,7 +209,7 @@ impl ClusterSocket {
     }
 
     /// Like [`ClusterSocket::recv_batch`] on the heartbeat socket (split mode; else `Ok(0)`).
-    pub fn recv_heartbeats(
+    pub(crate) fn recv_heartbeats(
         &self,
         batch: &mut RecvBatch,
         clock: &Clock,
@@ -255,7 +255,8 @@ impl ClusterSocket {
     }
 
     /// Datagrams one frame for every peer turns into (one per address).
-    pub fn fanout(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn fanout(&self) -> usize {
         self.dests.len()
     }
 
@@ -263,7 +264,7 @@ impl ClusterSocket {
     /// address, datagrams for `node` go there alone from now on. Other transports (and
     /// unknown addresses) ignore it. Call with the sender the core authenticated, never with
     /// a header's unverified sender field.
-    pub fn learn(&mut self, node: NodeId, source: impl FnOnce() -> Option<SocketAddr>) {
+    pub(crate) fn learn(&mut self, node: NodeId, source: impl FnOnce() -> Option<SocketAddr>) {
         if !self.unicast {
             return;
         }
@@ -299,7 +300,7 @@ impl ClusterSocket {
     /// salt still come through (the core reports a duplicate node id from them), and so does
     /// anything too short to hold those fields (the core counts it as truncated). On error
     /// the sockets keep their previous filters.
-    pub fn drop_own_frames(
+    pub(crate) fn drop_own_frames(
         &self,
         node: NodeId,
         incarnation: Incarnation,
@@ -754,7 +755,7 @@ impl SendBatch {
     }
 
     /// [`SendBatch::commit`] for destination `to`.
-    pub fn commit_to(&mut self, len: usize, to: Dest) {
+    pub(crate) fn commit_to(&mut self, len: usize, to: Dest) {
         if let (Some(l), Some(d)) = (self.lens.get_mut(self.count), self.to.get_mut(self.count)) {
             *l = len.min(SLOT_BYTES);
             *d = to;
@@ -763,7 +764,7 @@ impl SendBatch {
     }
 
     /// Datagrams the kernel took so far, by destination (cumulative, for `/metrics`).
-    pub fn sent_to(&self) -> &SentTo {
+    pub(crate) fn sent_to(&self) -> &SentTo {
         &self.sent_to
     }
 
@@ -786,7 +787,7 @@ impl SendBatch {
 
 /// Datagrams sent, by the destination the core gave them: every peer, or one node.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct SentTo {
+pub(crate) struct SentTo {
     pub all: u64,
     /// Per node, in order of first use; at most [`MAX_PEERS`] nodes...
     pub nodes: Vec<(NodeId, u64)>,
@@ -973,7 +974,7 @@ fn send_batch_fd(
 /// edge-triggered, and each expiry of a newly armed timer is a new edge). A periodic timerfd
 /// would not save the call: the kernel restarts a periodic timerfd only when it is read.
 #[derive(Debug)]
-pub struct DeadlineTimer {
+pub(crate) struct DeadlineTimer {
     fd: std::os::fd::OwnedFd,
     /// The deadline the kernel holds; `None`: disarmed.
     armed: Option<Instant>,
@@ -1007,7 +1008,7 @@ impl DeadlineTimer {
     /// An armed deadline still ahead and no later than the new one is kept: waking early is
     /// harmless (the loop recomputes and re-arms), and under load the deadline moves on
     /// almost every turn, which would otherwise cost a system call per turn.
-    pub fn arm(&mut self, deadline: Option<Instant>, now: Instant) -> io::Result<()> {
+    pub(crate) fn arm(&mut self, deadline: Option<Instant>, now: Instant) -> io::Result<()> {
         if deadline == self.armed {
             return Ok(());
         }
@@ -1044,12 +1045,13 @@ impl DeadlineTimer {
     }
 
     /// The deadline the kernel holds, if any.
-    pub fn armed(&self) -> Option<Instant> {
+    pub(crate) fn armed(&self) -> Option<Instant> {
         self.armed
     }
 
-    /// Consumes the expiry count (for a level-triggered user; the loop does not need it).
-    pub fn clear(&mut self) {
+    /// Consumes the expiry count (the loop is edge-triggered and does not need it).
+    #[cfg(test)]
+    fn clear(&mut self) {
         let mut count = [0u8; 8];
         // SAFETY: reads at most 8 bytes into an 8-byte buffer; non-blocking fd.
         let _ = unsafe { libc::read(self.fd.as_raw_fd(), count.as_mut_ptr().cast(), count.len()) };
@@ -1064,7 +1066,7 @@ impl AsRawFd for DeadlineTimer {
 
 /// 127.0.0.0/8, `::1`, or 127.0.0.0/8 mapped into IPv6 (`::ffff:127.0.0.1`): every other
 /// address (an IPv6 ULA, link-local, global or `::` included) reaches past this host.
-pub fn is_loopback(ip: IpAddr) -> bool {
+pub(crate) fn is_loopback(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(a) => a.is_loopback(),
         IpAddr::V6(a) => a
@@ -1084,7 +1086,7 @@ pub struct LocalAddr {
 /// The address to use for `--interface`, of the family asked for (`v6`): given a name, the
 /// interface's first such address (for IPv6, one that is not link-local when it has one);
 /// given an address, itself if some local interface has it. `None` otherwise.
-pub fn interface_addr(name_or_addr: &str, v6: bool) -> Option<LocalAddr> {
+pub(crate) fn interface_addr(name_or_addr: &str, v6: bool) -> Option<LocalAddr> {
     let all = local_addrs();
     let mine: Vec<&(String, LocalAddr)> = match name_or_addr.parse::<IpAddr>() {
         Ok(a) => all.iter().filter(|(_, l)| l.addr == a).collect(),

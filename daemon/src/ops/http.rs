@@ -26,8 +26,8 @@ use crate::io::connections::{ConnTable, Connection};
 use crate::io::descriptors::HTTP_CONNS;
 
 pub const MAX_REQUEST_BYTES: usize = 8 * 1024;
-pub const MAX_HEADERS: usize = 32;
-pub const CONN_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const MAX_HEADERS: usize = 32;
+pub(crate) const CONN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A response: status code and body; always `Connection: close`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,7 +60,7 @@ impl Response {
     }
 
     /// The bytes on the wire; `head_only` for HEAD requests.
-    pub fn to_bytes(&self, head_only: bool) -> Vec<u8> {
+    pub(crate) fn to_bytes(&self, head_only: bool) -> Vec<u8> {
         let mut out = format!(
             "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n{}\r\n",
             self.code,

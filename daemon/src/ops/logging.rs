@@ -43,7 +43,7 @@ pub fn init(level: &str, format: LogFormat) {
 
 /// One line for a membership, role or quorum change; the field names are the hook's
 /// variables' (`TANDEM_EVENT`, `TANDEM_NODE`, ...) in lower case.
-pub fn cluster_event(ev: &ClusterEvent) {
+pub(crate) fn cluster_event(ev: &ClusterEvent) {
     let event = ev.name();
     match *ev {
         ClusterEvent::Member {

@@ -39,7 +39,7 @@ use crate::resp::{self, Args};
 
 /// Reply to a write on a node without quorum. `READONLY` makes client libraries raise their
 /// read-only error (redis-py `ReadOnlyError`), which is what a write refusal is.
-pub const ISOLATED_ERROR: &[u8] =
+pub(crate) const ISOLATED_ERROR: &[u8] =
     b"READONLY tandem node is isolated from its cluster (no quorum); writes are refused";
 const OOM_ERROR: &[u8] = b"OOM command not allowed when used memory > 'maxmemory'.";
 const WRONGTYPE: &[u8] = b"WRONGTYPE Operation against a key holding the wrong kind of value";
@@ -132,8 +132,8 @@ pub struct Multi {
 }
 
 /// Bounds of one transaction's queue (a client cannot grow it without limit).
-pub const MAX_MULTI_COMMANDS: usize = 100_000;
-pub const MAX_MULTI_BYTES: usize = 64 << 20;
+pub(crate) const MAX_MULTI_COMMANDS: usize = 100_000;
+pub(crate) const MAX_MULTI_BYTES: usize = 64 << 20;
 
 impl Client {
     pub fn new(id: u64) -> Client {
@@ -144,7 +144,7 @@ impl Client {
     }
 
     /// True if the next command must be AUTH (Redis's `authRequired`).
-    pub fn auth_required(&self, config: &CommandConfig) -> bool {
+    pub(crate) fn auth_required(&self, config: &CommandConfig) -> bool {
         config.requirepass.is_some() && !self.authenticated
     }
 }
@@ -306,12 +306,6 @@ const COMMANDS: &[Spec] = &[
     spec(Cmd::Watch, "watch", -2, false, false),
     spec(Cmd::Unwatch, "unwatch", 1, false, false),
 ];
-
-/// True if `args` names a command that may change the store (before its arguments are
-/// checked). Lets the caller count or gate writes.
-pub fn is_write(args: &Args<'_>) -> bool {
-    lookup(args.arg(0)).is_some_and(|s| s.write)
-}
 
 fn lookup(name: &[u8]) -> Option<&'static Spec> {
     COMMANDS
@@ -659,7 +653,7 @@ fn store_error(e: StoreError, max_value_bytes: usize, out: &mut Vec<u8>) {
 /// Redis's `stringmatchlen`: glob with `*`, `?`, `[...]` (ranges, `^` negation) and `\`
 /// escapes. Recursion depth is bounded by the number of `*` in the pattern, which is bounded
 /// by the argument size; Redis bounds it too, so skip runs of `*` and iterate.
-pub fn glob_match(pattern: &[u8], string: &[u8], nocase: bool) -> bool {
+pub(crate) fn glob_match(pattern: &[u8], string: &[u8], nocase: bool) -> bool {
     fn eq(a: u8, b: u8, nocase: bool) -> bool {
         if nocase {
             a.eq_ignore_ascii_case(&b)

@@ -35,10 +35,10 @@ use std::ops::Range;
 use crate::engine::value::string2ll;
 
 /// Redis's `PROTO_INLINE_MAX_SIZE`: longest inline request or header line.
-pub const MAX_INLINE: usize = 64 * 1024;
+pub(crate) const MAX_INLINE: usize = 64 * 1024;
 /// Redis's default `proto-max-bulk-len` (512 MiB): a longer bulk is a protocol error that
 /// closes the connection; a shorter one over [`Limits::max_bulk`] is skipped and refused.
-pub const PROTO_MAX_BULK: usize = 0x2000_0000;
+pub(crate) const PROTO_MAX_BULK: usize = 0x2000_0000;
 /// Redis refuses more than this many arguments before AUTH when a password is set.
 const UNAUTH_MAX_ARGS: i64 = 10;
 /// Redis refuses bulks longer than this before AUTH when a password is set.
@@ -60,7 +60,7 @@ pub struct Limits {
 impl Limits {
     /// Limits for a daemon whose values are at most `max_value_bytes` long: room for an HSET or
     /// MGET with 4096 arguments, and for a command carrying two maximal values.
-    pub fn for_max_value(max_value_bytes: usize) -> Limits {
+    pub(crate) fn for_max_value(max_value_bytes: usize) -> Limits {
         Limits {
             max_args: 4096 + 2,
             max_bulk: max_value_bytes,
@@ -101,7 +101,7 @@ pub enum ProtocolError {
 
 impl ProtocolError {
     /// Appends the reply Redis sends for this error, if any, to `out`.
-    pub fn encode_reply(&self, out: &mut Vec<u8>) {
+    pub(crate) fn encode_reply(&self, out: &mut Vec<u8>) {
         let text: &[u8] = match self {
             ProtocolError::InvalidMultibulkLength => b"invalid multibulk length",
             ProtocolError::InvalidBulkLength => b"invalid bulk length",
@@ -443,7 +443,7 @@ impl Parser {
 
 /// The reply to an [`Parsed::Oversized`] request and to a write whose value would pass the
 /// store's `max_value_bytes`: one text, naming the limit.
-pub fn value_too_large(out: &mut Vec<u8>, max_value_bytes: usize) {
+pub(crate) fn value_too_large(out: &mut Vec<u8>, max_value_bytes: usize) {
     error(
         out,
         format!("ERR value exceeds --max-value-bytes ({max_value_bytes} bytes)").as_bytes(),
@@ -564,7 +564,7 @@ pub enum Protocol {
 }
 
 /// `+text\r\n`. `text` must hold no CR or LF.
-pub fn simple(out: &mut Vec<u8>, text: &[u8]) {
+pub(crate) fn simple(out: &mut Vec<u8>, text: &[u8]) {
     out.push(b'+');
     out.extend_from_slice(text);
     out.extend_from_slice(b"\r\n");
@@ -637,14 +637,14 @@ pub fn verbatim(out: &mut Vec<u8>, proto: Protocol, text: &[u8]) {
 }
 
 /// `*n\r\n`; the caller appends `n` replies.
-pub fn array_header(out: &mut Vec<u8>, n: usize) {
+pub(crate) fn array_header(out: &mut Vec<u8>, n: usize) {
     out.push(b'*');
     push_decimal(out, n as i64);
     out.extend_from_slice(b"\r\n");
 }
 
 /// Bytes [`bulk`] appends for a value of `len` bytes.
-pub fn bulk_size(len: usize) -> usize {
+pub(crate) fn bulk_size(len: usize) -> usize {
     len + 5 + decimal_len(len as u64)
 }
 

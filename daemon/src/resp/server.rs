@@ -141,7 +141,7 @@ impl Default for RespServerConfig {
 
 /// Why the server closed a connection (or refused one): counted in `/metrics`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum CloseReason {
+pub(crate) enum CloseReason {
     /// Over [`RespServerConfig::max_connections`]: refused with Redis's error.
     MaxClients,
     /// Among the largest when all buffers passed [`RespServerConfig::max_client_memory`].
@@ -155,7 +155,7 @@ pub enum CloseReason {
 }
 
 impl CloseReason {
-    pub const ALL: [CloseReason; 5] = [
+    pub(crate) const ALL: [CloseReason; 5] = [
         CloseReason::MaxClients,
         CloseReason::ClientMemory,
         CloseReason::OutputBuffer,
@@ -176,7 +176,7 @@ impl CloseReason {
 
 /// What the server counts (`/metrics`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct RespStats {
+pub(crate) struct RespStats {
     /// Connections closed or refused, by [`CloseReason`] (in `CloseReason::ALL` order).
     pub closed: [u64; CloseReason::ALL.len()],
     /// Failed `accept` calls (out of descriptors or memory).
@@ -365,7 +365,7 @@ impl Conn {
 
 /// The RESP listener and its connections.
 #[derive(Debug)]
-pub struct RespServer {
+pub(crate) struct RespServer {
     config: RespServerConfig,
     commands: commands::CommandConfig,
     conns: ConnTable<Conn>,
@@ -424,13 +424,8 @@ impl RespServer {
     }
 
     /// Registers the listener (connections register themselves as they are accepted).
-    pub fn register(&mut self, registry: &Registry) -> io::Result<()> {
+    pub(crate) fn register(&mut self, registry: &Registry) -> io::Result<()> {
         self.conns.register(registry)
-    }
-
-    /// True if `token` belongs to this component.
-    pub fn owns(&self, token: Token) -> bool {
-        self.conns.owns(token)
     }
 
     /// Open client connections.
@@ -439,7 +434,7 @@ impl RespServer {
     }
 
     /// Bytes held in connection buffers (input, unsent output, held replies).
-    pub fn buffered_bytes(&self) -> usize {
+    pub(crate) fn buffered_bytes(&self) -> usize {
         self.conns
             .iter()
             .map(|(_, c)| c.input.len() + c.buffered_output())
@@ -478,7 +473,7 @@ impl RespServer {
 
     /// Retries a paused listener and runs the periodic checks, when due: closes connections
     /// idle past the client timeout and ones whose output stayed full too long.
-    pub fn handle_timer(
+    pub(crate) fn handle_timer(
         &mut self,
         registry: &Registry,
         store: &mut Store,
@@ -555,7 +550,7 @@ impl RespServer {
     /// Handles readiness of `token` (whatever kind: the connection retries everything).
     /// `hangup`: the event said the peer closed (or an error): the connection then reads
     /// until end of file rather than stopping at a short read.
-    pub fn handle_ready(
+    pub(crate) fn handle_ready(
         &mut self,
         registry: &Registry,
         token: Token,
