@@ -29,6 +29,24 @@ pub const MAGIC: u32 = 0x544e_444d;
 pub const VERSION: u8 = 0x02;
 /// Length of the common header.
 pub const HEADER_LEN: usize = 32;
+
+/// Where the plaintext header's fields sit: byte offsets from a frame's start, each field
+/// big-endian (docs/PROTOCOL.md, "Header"). For readers that filter frames without parsing
+/// them, such as the daemon's kernel socket filter, so that the layout stays the core's.
+pub mod header {
+    use super::wire::Header;
+    use core::mem::{offset_of, size_of};
+
+    /// The frame kind (u8, [`Kind`](super::Kind)).
+    pub const KIND: usize = offset_of!(Header, kind);
+    /// The sender's node id (u16).
+    pub const SENDER: usize = offset_of!(Header, sender);
+    /// The sender's incarnation (u32).
+    pub const INCARNATION: usize = offset_of!(Header, incarnation);
+    /// The sender's run salt ([`SALT_LEN`] bytes).
+    pub const SALT: usize = offset_of!(Header, salt);
+    pub const SALT_LEN: usize = size_of::<crate::Salt>();
+}
 /// Length of the AEAD tag that follows the body of a sealed datagram.
 pub const TAG_LEN: usize = 16;
 /// Longest body: what is left of a datagram after header and tag.
@@ -1377,6 +1395,21 @@ pub(crate) mod tests {
     use super::*;
     use proptest::prelude::*;
     use std::vec::Vec;
+
+    #[test]
+    fn header_offsets_find_the_fields_of_the_heartbeat_vector() {
+        let f = &HEARTBEAT_BYTES;
+        assert_eq!(f[header::KIND], Kind::Heartbeat as u8);
+        assert_eq!(f[header::SENDER..header::SENDER + 2], [0x00, 0x01]);
+        assert_eq!(
+            f[header::INCARNATION..header::INCARNATION + 4],
+            0x6553_f100u32.to_be_bytes()
+        );
+        assert_eq!(
+            f[header::SALT..header::SALT + header::SALT_LEN],
+            [0xa1, 0xa2, 0xa3, 0xa4, 0xa5, 0xa6]
+        );
+    }
 
     // Test vectors (also in docs/PROTOCOL.md): construct/deconstruct pairs, smoltcp style.
 

@@ -26,6 +26,7 @@ use std::os::fd::{AsRawFd, RawFd};
 use clap::ValueEnum;
 use serde::Deserialize;
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+use tandem_core::frame::{header, Kind};
 use tandem_core::replication::Dest;
 use tandem_core::{Incarnation, Instant, NodeId, Salt};
 
@@ -330,13 +331,14 @@ enum Kinds {
     Other,
 }
 
-/// Byte offsets in the plaintext frame header (docs/PROTOCOL.md): kind (u8), sender (u16) and
-/// incarnation (u32), big-endian as cBPF loads them.
-const HEADER_KIND: u32 = 5;
-const HEADER_SENDER: u32 = 10;
-const HEADER_INCARNATION: u32 = 16;
-const HEADER_SALT: u32 = 20;
-const KIND_HEARTBEAT: u32 = 0x01;
+/// The plaintext header's fields the filter reads, at the core's offsets (kind u8, sender
+/// u16, incarnation u32, salt 6 bytes; big-endian as cBPF loads them).
+const HEADER_KIND: u32 = header::KIND as u32;
+const HEADER_SENDER: u32 = header::SENDER as u32;
+const HEADER_INCARNATION: u32 = header::INCARNATION as u32;
+const HEADER_SALT: u32 = header::SALT as u32;
+const SALT_LEN: u32 = header::SALT_LEN as u32;
+const KIND_HEARTBEAT: u32 = Kind::Heartbeat as u32;
 /// UDP sockets run their filter with the packet starting at the UDP header.
 const UDP_HEADER: u32 = 8;
 
@@ -388,7 +390,7 @@ fn frame_filter(
         BPF_JMP | BPF_JGE | BPF_K,
         To::Next,
         short,
-        base + HEADER_SALT + 6,
+        base + HEADER_SALT + SALT_LEN,
     ));
     if kinds != Kinds::All {
         prog.push((
