@@ -790,28 +790,40 @@ mod tests {
 
     use clap::Parser;
     use tandem_core::membership::MemberState;
-    use tandem_core::{ClusterId, NodeId, Salt};
+    use tandem_core::NodeId;
 
     use super::*;
     use crate::config::Cli;
-    use crate::engine::cluster::{ClusterConfig, Profile};
-    use crate::engine::writes::ReplicationMode;
     use crate::io::descriptors::HTTP_CONNS;
 
     /// One daemon at a time in this process: signals reach every registered handler, and a
     /// test raises SIGTERM.
     static ONE_DAEMON: Mutex<()> = Mutex::new(());
 
-    /// Node 1 of cluster 7 on loopback (`fast` profile, unicast to `peer`), HTTP and RESP
-    /// on ephemeral ports (of two loopback addresses: the two may not be the same).
+    /// The simulator's key ([`crate::testing::engine`]'s), as a raw 16-byte key file.
+    const KEY: [u8; 16] = [7; 16];
+
+    /// Node 1 of cluster 3 on loopback (`fast` profile, unicast to `peer`, [`KEY`]), HTTP
+    /// and RESP on ephemeral ports (of two loopback addresses: the two may not be the same).
     fn daemon(peer: &UdpSocket, extra: &[&str]) -> Daemon {
+        let port = peer.local_addr().unwrap().port();
+        let key_file = std::env::temp_dir().join(format!("tandemd-loop-{port}.key"));
+        std::fs::write(&key_file, KEY).unwrap();
+        std::fs::set_permissions(
+            &key_file,
+            std::os::unix::fs::PermissionsExt::from_mode(0o600),
+        )
+        .unwrap();
+        let key_file = key_file.to_str().unwrap().to_string();
         let peer = peer.local_addr().unwrap().to_string();
         let mut args = vec![
             "tandemd",
             "--node-id",
             "1",
             "--cluster-id",
-            "7",
+            "3",
+            "--key-file",
+            &key_file,
             "--transport",
             "unicast",
             "--peer",
@@ -824,10 +836,10 @@ mod tests {
             "127.0.0.2:0",
             "--profile",
             "fast",
-            "--insecure",
         ];
         args.extend_from_slice(extra);
         let cfg = Config::load(Cli::try_parse_from(args).unwrap()).unwrap();
+        std::fs::remove_file(&key_file).unwrap();
         Daemon::new(cfg).unwrap()
     }
 
@@ -837,28 +849,10 @@ mod tests {
         s
     }
 
-    /// Node 2 of the same cluster, driven by the test over `peer_socket`.
+    /// Node 2 of the same cluster (the simulator's node: cluster 3, key [`KEY`]), driven by
+    /// the test over `peer_socket`.
     fn peer_engine() -> Engine {
-        let cfg = ClusterConfig {
-            node_id: NodeId(2),
-            cluster_id: ClusterId(7),
-            incarnation: Incarnation(5),
-            profile: Profile::Fast,
-            interval_us: None,
-            multiplier: None,
-            priority: 100,
-            preempt: false,
-            witness: false,
-            voters: vec![],
-            keys: None,
-            salt: Salt([2; 6]),
-        };
-        Engine::new(
-            cfg,
-            store::Limits::default(),
-            ReplicationMode::Sync,
-            Instant::ZERO,
-        )
+        crate::testing::engine(2, 5, Instant::ZERO)
     }
 
     /// The peer's clock: microseconds since `start`.

@@ -15,6 +15,6 @@ pub mod event_loop;
 pub mod io;
 pub mod ops;
 pub mod resp;
-#[cfg(feature = "testing")]
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;
 pub(crate) mod vip;

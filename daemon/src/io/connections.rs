@@ -25,6 +25,15 @@ use crate::io::descriptors::{self, AcceptPause};
 /// Connections taken per wake-up of the listener (fairness toward the other sockets).
 pub const ACCEPT_PER_CALL: usize = 1024;
 
+/// Why [`ConnTable::handle_listener`] is called.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Wake {
+    /// A readiness event of the listener.
+    Ready,
+    /// The loop's timer: a paused or backlogged listener may be due for a retry.
+    Retry,
+}
+
 /// A connection the table holds: its socket, for (de)registration.
 pub trait Connection {
     fn stream(&mut self) -> &mut TcpStream;
@@ -137,33 +146,23 @@ impl<C: Connection> ConnTable<C> {
         self.pause.deadline()
     }
 
-    /// A readiness event on the listener at `now_ms`: accepts, unless paused. Returns the
-    /// connections admitted but lost because their registration failed.
+    /// Accepts at `now_ms` on a readiness event of the listener (unless paused), or when
+    /// its retry is due ([`Wake::Retry`]). Returns the connections admitted but lost because
+    /// their registration failed.
     pub fn handle_listener(
         &mut self,
         registry: &Registry,
         now_ms: u64,
+        wake: Wake,
         admit: impl FnMut(&mut TcpStream, SocketAddr, bool) -> bool,
         open: impl FnMut(TcpStream) -> C,
     ) -> u64 {
-        if self.pause.paused(now_ms) {
-            return 0;
+        match wake {
+            Wake::Ready if self.pause.paused(now_ms) => return 0,
+            Wake::Ready => {}
+            Wake::Retry if self.pause.deadline().is_none_or(|t| t > now_ms) => return 0,
+            Wake::Retry => self.pause.clear(),
         }
-        self.accept(registry, now_ms, admit, open)
-    }
-
-    /// Retries the listener if its retry is due at `now_ms` (see [`ConnTable::handle_listener`]).
-    pub fn handle_timeout(
-        &mut self,
-        registry: &Registry,
-        now_ms: u64,
-        admit: impl FnMut(&mut TcpStream, SocketAddr, bool) -> bool,
-        open: impl FnMut(TcpStream) -> C,
-    ) -> u64 {
-        if self.pause.deadline().is_none_or(|t| t > now_ms) {
-            return 0;
-        }
-        self.pause.clear();
         self.accept(registry, now_ms, admit, open)
     }
 
@@ -284,6 +283,7 @@ mod tests {
             t.handle_listener(
                 poll.registry(),
                 0,
+                Wake::Ready,
                 |_, peer, full| {
                     assert!(peer.ip().is_loopback());
                     refused.push(full);

@@ -22,7 +22,7 @@ use tandem_core::Instant;
 use tracing::{debug, warn};
 
 use crate::engine::status::StatusSnapshot;
-use crate::io::connections::{ConnTable, Connection};
+use crate::io::connections::{ConnTable, Connection, Wake};
 use crate::io::descriptors::HTTP_CONNS;
 
 pub const MAX_REQUEST_BYTES: usize = 8 * 1024;
@@ -219,13 +219,7 @@ impl HttpServer {
         src: &dyn Source,
     ) {
         if self.conns.is_listener(token) {
-            let lost = self.conns.handle_listener(
-                registry,
-                ms(now),
-                |_, _, full| admit(&mut self.stats, full),
-                |stream| Conn::new(stream, now),
-            );
-            self.stats.rejected += lost;
+            self.accept(registry, now, Wake::Ready);
         } else if let Some(slot) = self.conns.slot(token) {
             self.drive(registry, slot, src);
         }
@@ -233,13 +227,7 @@ impl HttpServer {
 
     /// Closes connections past their deadline; retries a paused listener.
     pub fn handle_timeout(&mut self, registry: &Registry, now: Instant) {
-        let lost = self.conns.handle_timeout(
-            registry,
-            ms(now),
-            |_, _, full| admit(&mut self.stats, full),
-            |stream| Conn::new(stream, now),
-        );
-        self.stats.rejected += lost;
+        self.accept(registry, now, Wake::Retry);
         for (slot, ()) in self.conns.expired(|c| (now >= c.deadline).then_some(())) {
             debug!(slot, "http: connection timed out");
             self.stats.rejected += 1;
@@ -254,6 +242,17 @@ impl HttpServer {
             .map(|(_, c)| c.deadline)
             .chain(retry)
             .min()
+    }
+
+    fn accept(&mut self, registry: &Registry, now: Instant, wake: Wake) {
+        let lost = self.conns.handle_listener(
+            registry,
+            ms(now),
+            wake,
+            |_, _, full| admit(&mut self.stats, full),
+            |stream| Conn::new(stream, now),
+        );
+        self.stats.rejected += lost;
     }
 
     fn drive(&mut self, registry: &Registry, slot: usize, src: &dyn Source) {

@@ -57,7 +57,7 @@ use tracing::{debug, warn};
 
 use crate::engine::store::Store;
 use crate::engine::writes::{ReplyTicket, WriteFailure, WriteSink};
-use crate::io::connections::{ConnTable, Connection};
+use crate::io::connections::{ConnTable, Connection, Wake};
 use crate::io::net::is_loopback;
 use crate::resp::commands::{self, Client, Env, Outcome, ISOLATED_ERROR};
 use crate::resp::{self, Parsed, Parser};
@@ -496,13 +496,7 @@ impl RespServer {
             self.paused.pop();
             self.drive(registry, slot, store, sink);
         }
-        self.conns.handle_timeout(
-            registry,
-            now,
-            |stream, peer, full| admit(&self.config, &mut self.stats, stream, peer, full),
-            |stream| Conn::new(stream, &self.config, &mut self.next_client_id, now),
-        );
-        self.after_accept(now);
+        self.accept(registry, now, Wake::Retry);
         if self.next_check.is_some_and(|t| t <= now) {
             self.check_connections(registry, now);
         }
@@ -562,13 +556,7 @@ impl RespServer {
         self.drive_deferred(registry, store, sink);
         if self.conns.is_listener(token) {
             let now = sink.now_ms();
-            self.conns.handle_listener(
-                registry,
-                now,
-                |stream, peer, full| admit(&self.config, &mut self.stats, stream, peer, full),
-                |stream| Conn::new(stream, &self.config, &mut self.next_client_id, now),
-            );
-            self.after_accept(now);
+            self.accept(registry, now, Wake::Ready);
             return;
         }
         if let Some(slot) = self.conns.slot(token) {
@@ -620,8 +608,16 @@ impl RespServer {
         }
     }
 
-    /// Starts the periodic checks once there are connections to check.
-    fn after_accept(&mut self, now: u64) {
+    /// Accepts clients (see [`ConnTable::handle_listener`]); the periodic checks start once
+    /// there are connections to check.
+    fn accept(&mut self, registry: &Registry, now: u64, wake: Wake) {
+        self.conns.handle_listener(
+            registry,
+            now,
+            wake,
+            |stream, peer, full| admit(&self.config, &mut self.stats, stream, peer, full),
+            |stream| Conn::new(stream, &self.config, &mut self.next_client_id, now),
+        );
         if self.next_check.is_none() && !self.conns.is_empty() {
             self.next_check = Some(now.saturating_add(CHECK_MS));
         }
