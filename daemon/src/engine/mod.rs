@@ -15,6 +15,13 @@
 //! `poll_transmit`, `poll_event` and `poll_completion`, and wait until `poll_timeout`. The
 //! event loop does the I/O around it; tests drive several engines over a simulated network.
 //!
+//! The Engine routes between its two parts, so neither calls the other: a datagram's session
+//! entries go from the [`Cluster`] to the [`Sessions`], a state-transfer chunk is asked for by
+//! the cluster's pacer, built by the sessions' snapshot and sealed by the cluster, and the
+//! core's events reach the sessions through [`Engine::handle_timeout`]. The engine folder is
+//! the daemon's bottom layer: it imports nothing of the folders above it
+//! (`scripts/module-cycles.py`).
+//!
 //! Panics: never on input.
 
 pub(crate) mod cipher;
