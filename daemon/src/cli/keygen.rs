@@ -200,7 +200,7 @@ fn render(keys: &KeySet, writer: &str, advice: &str) -> String {
 }
 
 /// `id:role:32 hex digits`, the key file's line format.
-pub fn key_line(role: &str, key: &Key) -> String {
+pub(crate) fn key_line(role: &str, key: &Key) -> String {
     let mut line = format!("{}:{role}:", key.id.0);
     for b in key.bytes {
         line.push_str(&format!("{b:02x}"));

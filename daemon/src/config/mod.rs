@@ -55,10 +55,10 @@ pub(crate) const DEFAULT_HTTP: &str = "127.0.0.1:7380";
 pub(crate) const DEFAULT_RESP: &str = "127.0.0.1:6380";
 pub(crate) const DEFAULT_INTERFACE: &str = "lo";
 /// Longest `--busy-poll`: past a millisecond, sleeping costs less than spinning.
-pub const MAX_BUSY_POLL_US: u32 = 1000;
+pub(crate) const MAX_BUSY_POLL_US: u32 = 1000;
 /// Keys of one role a key file may hold: the active one and one more still accepted during
 /// rotation.
-pub const MAX_KEYS: usize = 2;
+pub(crate) const MAX_KEYS: usize = 2;
 /// Largest key file read; a key file is a few lines.
 const MAX_KEY_FILE_BYTES: u64 = 4096;
 

@@ -126,7 +126,7 @@ impl KeySet {
 
     /// Refuses keys that do not fit the node's role: a witness must not hold a data key (it
     /// would read and forge every session), a data node needs one.
-    pub fn check_role(&self, witness: bool) -> Result<(), String> {
+    pub(crate) fn check_role(&self, witness: bool) -> Result<(), String> {
         match (witness, self.data.first()) {
             (true, Some(k)) => Err(format!(
                 "holds data key {} (a line `id:hex` without a role is both keys), and a witness must never hold the data key; give the witness a control-only file: `tandemd keygen --witness DATA-NODE-KEY-FILE > witness.key` (run `tandemd keygen --rotate` on a one-key file first)",
@@ -474,7 +474,7 @@ impl Cluster {
 
     /// New keys from the key file (SIGHUP): each role's first key becomes its sending key,
     /// the rest stay accepted. On error nothing changed.
-    pub fn reload_keys(&mut self, new: &KeySet) -> Result<(), ReloadError> {
+    pub(crate) fn reload_keys(&mut self, new: &KeySet) -> Result<(), ReloadError> {
         if self.cfg.keys.is_none() {
             return Err(ReloadError::NotAuthenticated);
         }

@@ -227,7 +227,7 @@ pub fn batch(records: &[Replicate], origin: NodeId) -> Option<Replicate> {
 
 /// The records of a batch's value, all of them or `Err` (nothing is applied from a batch
 /// that does not decode whole). Allocates one item per record present.
-pub fn unbatch(bytes: &[u8]) -> Result<Vec<EntryRepr<'_>>, StoreError> {
+pub(crate) fn unbatch(bytes: &[u8]) -> Result<Vec<EntryRepr<'_>>, StoreError> {
     let (count, mut bytes) = bytes
         .split_first_chunk::<2>()
         .ok_or(StoreError::Malformed)?;
@@ -754,7 +754,7 @@ impl Store {
 
     /// What WATCH remembers of `key`: any write to it since, local or replicated, a change of
     /// its expiry, or its expiring, gives another revision.
-    pub fn revision(&mut self, key: &[u8], now_ms: u64) -> Revision {
+    pub(crate) fn revision(&mut self, key: &[u8], now_ms: u64) -> Revision {
         let key = self.key(key);
         let state = self.state(key, now_ms);
         Revision {

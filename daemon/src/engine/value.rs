@@ -115,7 +115,7 @@ impl Field {
     }
 
     /// A field counting in `counter` on the write `stamp`.
-    pub fn counting(name: &[u8], stamp: Stamp, counter: Counter) -> Field {
+    pub(crate) fn counting(name: &[u8], stamp: Stamp, counter: Counter) -> Field {
         Field {
             name: name.to_vec(),
             stamp,

@@ -99,7 +99,7 @@ pub struct Env<'a> {
 /// Failed AUTH attempts one connection may make: the next failure closes it, so guessing
 /// passwords costs a TCP connection per few guesses instead of a round trip each (and the
 /// RESP server pauses a connection after each failure, `resp_server::auth_delay_ms`).
-pub const MAX_AUTH_FAILURES: u32 = 5;
+pub(crate) const MAX_AUTH_FAILURES: u32 = 5;
 
 /// Per-connection state.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -119,7 +119,7 @@ pub struct Client {
 }
 
 /// Keys one connection may WATCH at once (a client cannot grow the list without limit).
-pub const MAX_WATCHED_KEYS: usize = 10_000;
+pub(crate) const MAX_WATCHED_KEYS: usize = 10_000;
 
 /// A transaction being queued (MULTI ... EXEC).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

@@ -602,7 +602,7 @@ pub fn null(out: &mut Vec<u8>, proto: Protocol) {
 }
 
 /// A missing array (EXEC aborted by WATCH): `*-1\r\n` in RESP2, `_\r\n` in RESP3.
-pub fn null_array(out: &mut Vec<u8>, proto: Protocol) {
+pub(crate) fn null_array(out: &mut Vec<u8>, proto: Protocol) {
     out.extend_from_slice(match proto {
         Protocol::Resp2 => b"*-1\r\n",
         Protocol::Resp3 => b"_\r\n",
@@ -611,7 +611,7 @@ pub fn null_array(out: &mut Vec<u8>, proto: Protocol) {
 
 /// A map of `n` pairs: `%n\r\n` in RESP3, an array of `2n` in RESP2; the caller appends
 /// key, value, key, value...
-pub fn map_header(out: &mut Vec<u8>, proto: Protocol, n: usize) {
+pub(crate) fn map_header(out: &mut Vec<u8>, proto: Protocol, n: usize) {
     match proto {
         Protocol::Resp2 => array_header(out, 2 * n),
         Protocol::Resp3 => {

@@ -79,7 +79,7 @@ const MAX_AUTH_DELAY_MS: u64 = 5000;
 
 /// How long a connection waits after its `failures`-th failed AUTH (1-based): 100 ms, 200,
 /// 400, ... up to 5 s.
-pub fn auth_delay_ms(failures: u32) -> u64 {
+pub(crate) fn auth_delay_ms(failures: u32) -> u64 {
     let doublings = failures.saturating_sub(1).min(16);
     (AUTH_DELAY_MS << doublings).min(MAX_AUTH_DELAY_MS)
 }
@@ -462,7 +462,7 @@ impl RespServer {
     /// When [`handle_timer`](Self::handle_timer) is next due (unix ms): a paused listener's
     /// retry, the end of a connection's pause after a failed AUTH, the periodic idle and
     /// output checks.
-    pub fn poll_timeout_ms(&self) -> Option<u64> {
+    pub(crate) fn poll_timeout_ms(&self) -> Option<u64> {
         let runnable = (!self.runnable.is_empty()).then_some(0);
         let paused = self.paused.peek().map(|Reverse((t, _))| *t);
         [self.conns.retry_at(), self.next_check, runnable, paused]
