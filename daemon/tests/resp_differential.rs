@@ -17,6 +17,10 @@ enum Cmp {
     Exact,
     /// Integer replies within this many units (PTTL).
     Near(i64),
+    /// A TTL or PTTL reply: the same negative code (-1 no expiry, -2 no key), or two remaining
+    /// times within this many units (a loaded machine may cross a second between the two
+    /// servers' replies: redis `:100`, tandem `:99` was seen).
+    Remaining(i64),
     /// Arrays of the same shape whose integers are within this many units (a script's
     /// `{count, pttl}`) and whose other items are the same bytes.
     NearItems(i64),
@@ -28,7 +32,13 @@ enum Cmp {
 type Step = (Vec<u8>, Cmp);
 
 fn e(words: &str) -> Step {
-    (cmdw(words), Cmp::Exact)
+    let verb = words.split(' ').next().unwrap_or("").to_ascii_uppercase();
+    let mode = match verb.as_str() {
+        "TTL" => Cmp::Remaining(1),
+        "PTTL" => Cmp::Remaining(1000),
+        _ => Cmp::Exact,
+    };
+    (cmdw(words), mode)
 }
 
 fn ea(args: &[&[u8]]) -> Step {
@@ -743,6 +753,25 @@ fn compare_case(
                 };
                 if (num(g) - num(w)).abs() > *tol {
                     failures.push(format!("{}: {:?} vs {:?}", ctx(), show(g), show(w)));
+                }
+            }
+            Cmp::Remaining(tol) => {
+                let num = |b: &[u8]| -> Option<i64> {
+                    b.strip_prefix(b":")?
+                        .strip_suffix(b"\r\n")
+                        .and_then(|d| std::str::from_utf8(d).ok()?.parse().ok())
+                };
+                let same = match (num(g), num(w)) {
+                    (Some(x), Some(y)) if x >= 0 && y >= 0 => (x - y).abs() <= *tol,
+                    _ => g == w,
+                };
+                if !same {
+                    failures.push(format!(
+                        "{}:\n  redis:  {:?}\n  tandem: {:?}",
+                        ctx(),
+                        show(w),
+                        show(g)
+                    ));
                 }
             }
         }
