@@ -979,4 +979,123 @@ mod tests {
         assert_eq!(a.live_data_peers(), 0);
         assert!(a.committed() >= id.0);
     }
+
+    /// Header seq of a sealed datagram (bytes 26..32).
+    fn seq_of(d: &[u8]) -> u64 {
+        d[26..32].iter().fold(0, |s, &b| s << 8 | u64::from(b))
+    }
+
+    /// A joining run is heard without a gap once it answered: the heartbeat it sends with its
+    /// answer and every later one count on the challenger, which never suspects it. Modelled
+    /// as tandemd delivers: heartbeats wait in the receiver's heartbeat socket until its next
+    /// tick (every 2 ms), other frames arrive one step (250 us) later; b starts at 8 phases of
+    /// a's tick. Only heartbeats sealed before the answer are refused (they may be
+    /// recordings): at some phase b seals a regular heartbeat just before it answers, and a
+    /// refuses it (tandemd's one `reason="replay"` drop per join).
+    #[test]
+    fn a_run_that_answered_is_heard_without_a_gap() {
+        let t0 = Instant::from_millis(1);
+        let mut refused_some = false;
+        for phase in 0..8 {
+            let start = t0.as_micros() + 10_000 + phase * 250;
+            let mut a = node(1, t0, KEY);
+            for step in 0..(40 + phase) {
+                drain(&mut a, Instant::from_micros(t0.as_micros() + step * 250));
+            }
+            let mut b = node(2, Instant::from_micros(start), KEY);
+            let (mut hb_to_a, mut hb_to_b): (StdVec<StdVec<u8>>, StdVec<StdVec<u8>>) =
+                Default::default();
+            let (mut to_a, mut to_b): (StdVec<StdVec<u8>>, StdVec<StdVec<u8>>) = Default::default();
+            let (mut sent, mut counted, mut refused) =
+                (StdVec::new(), StdVec::new(), StdVec::new());
+            let (mut answer, mut alive_at) = (None, None);
+            for step in 0..200 {
+                let us = start + step * 250;
+                let now = Instant::from_micros(us);
+                for mut d in to_b.drain(..) {
+                    let _ = b.handle_datagram(now, &mut d);
+                }
+                for mut d in to_a.drain(..) {
+                    let (seq, verified) = (seq_of(&d), a.stats().verified);
+                    let _ = a.handle_datagram(now, &mut d);
+                    if a.stats().verified > verified {
+                        answer = Some(seq);
+                    }
+                }
+                if us % 2000 == 1000 {
+                    for mut d in hb_to_b.drain(..) {
+                        let _ = b.handle_datagram(now, &mut d);
+                    }
+                }
+                if us % 2000 == 0 {
+                    for mut d in hb_to_a.drain(..) {
+                        let seq = seq_of(&d);
+                        match a.handle_datagram(now, &mut d) {
+                            Ok(Received::Handled { .. }) => counted.push(seq),
+                            Ok(_) => {}
+                            Err(e) => refused.push((seq, e)),
+                        }
+                    }
+                }
+                for d in drain(&mut a, now) {
+                    match d[5] {
+                        0x01 => hb_to_b.push(d),
+                        _ => to_b.push(d),
+                    }
+                }
+                for d in drain(&mut b, now) {
+                    sent.push((seq_of(&d), d[5], us));
+                    match d[5] {
+                        0x01 => hb_to_a.push(d),
+                        _ => to_a.push(d),
+                    }
+                }
+                let state = a.membership().member(NodeId(2)).map(|m| m.state);
+                if state == Some(MemberState::Alive) && alive_at.is_none() {
+                    alive_at = Some(us);
+                }
+                if alive_at.is_some() {
+                    assert_eq!(
+                        state,
+                        Some(MemberState::Alive),
+                        "phase {phase}: suspected at {us}"
+                    );
+                }
+            }
+            let answer = answer.expect("b never verified on a");
+            let alive_at = alive_at.expect("b never alive on a");
+            assert!(
+                alive_at - start <= 4_000,
+                "phase {phase}: alive after {} us",
+                alive_at - start
+            );
+            // b sent a heartbeat with its answer.
+            let answered_at = sent.iter().find(|s| s.0 == answer).map(|s| s.2);
+            let heartbeats = sent.iter().filter(|s| s.1 == 0x01);
+            let first = heartbeats.clone().find(|s| s.0 > answer).map(|s| s.2);
+            assert_eq!(first, answered_at, "phase {phase}: {sent:?}");
+            // Every heartbeat b sealed after its answer counted on a, in order (the last one
+            // may still wait in a's queue); only older ones were refused.
+            let after: StdVec<u64> = heartbeats.map(|s| s.0).filter(|&s| s > answer).collect();
+            assert!(after.len() >= 20, "phase {phase}: {sent:?}");
+            assert_eq!(
+                counted[..],
+                after[..counted.len()],
+                "phase {phase}: answer {answer}"
+            );
+            assert!(
+                counted.len() + 1 >= after.len(),
+                "phase {phase}: {counted:?} of {after:?}"
+            );
+            assert!(
+                refused.iter().all(|&(s, _)| s < answer),
+                "phase {phase}: {refused:?}"
+            );
+            refused_some |= !refused.is_empty();
+        }
+        assert!(
+            refused_some,
+            "no phase had a heartbeat sealed just before the answer"
+        );
+    }
 }
